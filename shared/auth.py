@@ -1,0 +1,75 @@
+"""Credentials: find the W&B API key and server URL without ever printing the key."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dotenv import dotenv_values, find_dotenv
+
+from shared.cli import UsageError, register_secret
+
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
+DOTENV_WANDB_KEYS = ("WANDB_API_KEY", "GRAPH_DENOISE_TEAM_SERVICE")
+TOOLS_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A key, the server it is for, and where the key was found (safe to print)."""
+
+    api_key: str
+    base_url: str
+    source: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(api_key='***', base_url={self.base_url!r}, source={self.source!r})"
+
+
+def dotenv_file() -> Path | None:
+    """The `.env` in the working folder or the nearest parent, else the one beside the tools."""
+    found = find_dotenv(usecwd=True)
+    if found:
+        return Path(found)
+    beside_tools = TOOLS_ROOT / ".env"
+    return beside_tools if beside_tools.is_file() else None
+
+
+def dotenv_settings() -> dict[str, str]:
+    """The variables of the `.env` file, without touching os.environ."""
+    path = dotenv_file()
+    if path is None:
+        return {}
+    return {key: value for key, value in dotenv_values(path).items() if value}
+
+
+def _netrc_password(host: str) -> str | None:
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, PermissionError):
+        return None
+    return entry[2] if entry and entry[2] else None
+
+
+def wandb_credentials(cli_key: str | None = None) -> Credentials:
+    """Resolve the W&B key: --api-key > WANDB_API_KEY > .env > ~/.netrc (what `wandb login` writes)."""
+    settings = dotenv_settings()
+    base_url = (
+        os.environ.get("WANDB_BASE_URL") or settings.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
+    ).rstrip("/")
+    candidates = [("--api-key", cli_key), ("WANDB_API_KEY", os.environ.get("WANDB_API_KEY"))]
+    candidates += [(f".env ({name})", settings.get(name)) for name in DOTENV_WANDB_KEYS]
+    host = urlparse(base_url).hostname or ""
+    candidates.append(("~/.netrc", _netrc_password(host)))
+    for source, key in candidates:
+        if key and key.strip():
+            register_secret(key.strip())
+            return Credentials(api_key=key.strip(), base_url=base_url, source=source)
+    raise UsageError(
+        "no W&B API key found: pass --api-key, set WANDB_API_KEY, put WANDB_API_KEY or "
+        f"GRAPH_DENOISE_TEAM_SERVICE in a .env file, or run `wandb login` (~/.netrc entry for {host})"
+    )

@@ -1,0 +1,72 @@
+"""Command-line plumbing shared by every script: exit codes, one-line errors, stderr logging, secret redaction."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+EXIT_FAILED = 1  # an export or query ran but did not complete
+EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
+
+_secrets: set[str] = set()
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+class ToolFailure(Exception):
+    """Work that ran but could not complete: reported as one line, exit code 1."""
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that nothing this process prints can contain it."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in `text` with a placeholder."""
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def log(message: str) -> None:
+    """A progress or status line on stderr (stdout is for data)."""
+    print(redact(message), file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    log(f"warning: {message}")
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one error line on stderr and exit with `code`."""
+    log(f"error: {message}")
+    sys.exit(code)
+
+
+def is_interactive() -> bool:
+    """True when stderr is a terminal a person watches (not cron, not CI, not a pipe)."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def run_main(main: Callable[[], int | None]) -> NoReturn:
+    """Run a script's main, turning known errors into one line and an exit code."""
+    try:
+        code = main()
+    except UsageError as error:
+        fail(str(error), EXIT_USAGE)
+    except ToolFailure as error:
+        fail(str(error), EXIT_FAILED)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code or 0)

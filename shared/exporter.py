@@ -1,0 +1,148 @@
+"""Per-project export files: runs parquet, tidy history parquet and metadata JSON, each written atomically."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.cli import log, warn
+from shared.flatten import flat_columns
+from shared.schema import CONFIG_PREFIX, CORE_COLUMNS, HISTORY_SCHEMA, METRIC_PREFIX, RunRecord
+from shared.storage import AtomicFile, output_path, write_json, write_parquet
+
+TOOL_VERSION = "0.1.0"
+HISTORY_ROW_GROUP = 1_000_000  # rows buffered before a row group is written: bounds memory on big exports
+
+
+def runs_table(records: list[RunRecord]) -> tuple[pa.Table, list[str]]:
+    """The runs table: core columns, flattened config_*/metric_* columns, raw JSON; plus flatten warnings."""
+    columns: dict[str, pa.Array] = {
+        name: pa.array([getattr(r, name) for r in records], dtype) for name, dtype in CORE_COLUMNS.items()
+    }
+    config_columns, config_warnings = flat_columns([r.config for r in records], CONFIG_PREFIX)
+    metric_columns, metric_warnings = flat_columns(
+        [r.summary for r in records], METRIC_PREFIX, skip_private=True
+    )
+    columns |= config_columns | metric_columns
+    columns["_config_json"] = pa.array(
+        [json.dumps(r.config, ensure_ascii=False) for r in records], pa.string()
+    )
+    columns["_summary_json"] = pa.array(
+        [json.dumps(r.summary, ensure_ascii=False) for r in records], pa.string()
+    )
+    return pa.table(columns), config_warnings + metric_warnings
+
+
+@dataclass
+class ProjectResult:
+    """What one finished project export wrote."""
+
+    entity: str
+    project: str
+    runs: int
+    history_rows: int
+    runs_path: Path
+    history_path: Path | None
+    metadata_path: Path
+
+
+class ProjectExport:
+    """Collects one project's runs and history, then writes its files; nothing lands at a final path early."""
+
+    def __init__(
+        self, folder: Path, entity: str, project: str, *, include_history: bool, metadata: dict[str, Any]
+    ) -> None:
+        self.entity, self.project = entity, project
+        self.runs_path = output_path(folder, entity, project, suffix="_runs.parquet")
+        self.history_path = output_path(folder, entity, project, suffix="_history.parquet")
+        self.metadata_path = output_path(folder, entity, project, suffix="_metadata.json")
+        self.metadata = metadata
+        self.records: list[RunRecord] = []
+        self.history_rows = 0
+        self.skipped_values = 0
+        self.include_history = include_history
+        self._history_file: AtomicFile | None = None
+        self._history_writer: pq.ParquetWriter | None = None
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
+
+    def add_run(self, record: RunRecord) -> None:
+        self.records.append(record)
+
+    def add_history(self, frame: pl.DataFrame, skipped_values: int = 0) -> None:
+        """Queue one run's tidy history (columns of HISTORY_SCHEMA); flushed in large row groups."""
+        self.skipped_values += skipped_values
+        if frame.height == 0:
+            return
+        self._pending.append(frame)
+        self._pending_rows += frame.height
+        if self._pending_rows >= HISTORY_ROW_GROUP:
+            self._flush_history()
+
+    def _flush_history(self) -> None:
+        if self._history_writer is None:
+            self._history_file = AtomicFile(self.history_path)
+            self._history_writer = pq.ParquetWriter(
+                self._history_file.temp, HISTORY_SCHEMA, compression="zstd"
+            )
+        if self._pending:
+            table = pl.concat(self._pending, how="vertical").to_arrow().cast(HISTORY_SCHEMA)
+            self._history_writer.write_table(table, row_group_size=HISTORY_ROW_GROUP)
+            self.history_rows += table.num_rows
+        self._pending, self._pending_rows = [], 0
+
+    def finish(self) -> ProjectResult:
+        """Write history, runs and (last, as the completion mark) metadata; return what was written."""
+        if self.include_history:
+            self._flush_history()
+            assert self._history_writer is not None and self._history_file is not None
+            self._history_writer.close()
+            self._history_file.commit()
+        table, warnings = runs_table(self.records)
+        for message in warnings:
+            warn(f"{self.entity}/{self.project}: {message}")
+        write_parquet(table, self.runs_path)
+        metadata = {
+            "entity": self.entity,
+            "project": self.project,
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tool": {"name": "run-tools", "version": TOOL_VERSION},
+            **self.metadata,
+            "run_count": len(self.records),
+            "history_rows": self.history_rows if self.include_history else None,
+            "skipped_history_values": self.skipped_values if self.include_history else None,
+            "flatten_warnings": warnings,
+            "files": {
+                "runs": self.runs_path.name,
+                "history": self.history_path.name if self.include_history else None,
+            },
+            "columns": {
+                name: str(dtype) for name, dtype in zip(table.column_names, table.schema.types, strict=True)
+            },
+        }
+        write_json(metadata, self.metadata_path)
+        log(f"Saved {len(self.records)} runs to {self.runs_path}")
+        history_path = self.history_path if self.include_history else None
+        return ProjectResult(
+            self.entity,
+            self.project,
+            len(self.records),
+            self.history_rows,
+            self.runs_path,
+            history_path,
+            self.metadata_path,
+        )
+
+    def abort(self) -> None:
+        """Drop everything collected; no partial file is left behind."""
+        if self._history_writer is not None:
+            self._history_writer.close()
+        if self._history_file is not None:
+            self._history_file.discard()

@@ -1,0 +1,104 @@
+"""Flatten nested config/summary dicts into typed, collision-free flat columns."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+KeyPath = tuple[str, ...]
+Scalar = None | bool | int | float | str
+
+_SEPARATORS = re.compile(r"[/.\s\x00-\x1f\x7f]+")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def is_media(value: Any) -> bool:
+    """W&B media, histograms and tables are dicts tagged with `_type`."""
+    return isinstance(value, Mapping) and "_type" in value
+
+
+def scalar_leaves(nested: Mapping[str, Any], *, skip_private: bool = False) -> dict[KeyPath, Scalar]:
+    """Every scalar leaf of a nested dict by key path; lists, media and histograms are left out.
+
+    With `skip_private`, top-level keys starting with `_` (W&B internals such as `_runtime`) are left out.
+    """
+    leaves: dict[KeyPath, Scalar] = {}
+
+    def walk(node: Mapping[str, Any], path: KeyPath) -> None:
+        for key, value in node.items():
+            key_path = (*path, str(key))
+            if isinstance(value, Mapping):
+                if not is_media(value):
+                    walk(value, key_path)
+            elif value is None or isinstance(value, bool | int | float | str):
+                leaves[key_path] = value
+
+    for key, value in nested.items():
+        if skip_private and str(key).startswith("_"):
+            continue
+        walk({key: value}, ())
+    return leaves
+
+
+def column_name(prefix: str, path: KeyPath) -> str:
+    """`model.type` → `config_model_type`; `test/accuracy` → `metric_test_accuracy`."""
+    return prefix + "_".join(_SEPARATORS.sub("_", part) for part in path)
+
+
+def assign_column_names(paths: Sequence[KeyPath], prefix: str) -> tuple[dict[KeyPath, str], list[str]]:
+    """Name each key path; paths that flatten to one name get `__2`, `__3`… in sorted path order."""
+    by_name: dict[str, list[KeyPath]] = defaultdict(list)
+    for path in sorted(set(paths)):
+        by_name[column_name(prefix, path)].append(path)
+    names: dict[KeyPath, str] = {}
+    warnings: list[str] = []
+    for name, clashing in by_name.items():
+        for index, path in enumerate(clashing):
+            names[path] = name if index == 0 else f"{name}__{index + 1}"
+        if len(clashing) > 1:
+            keys = ", ".join(repr("/".join(p)) for p in clashing)
+            renamed = ", ".join(names[p] for p in clashing[1:])
+            warnings.append(f"keys {keys} all flatten to {name}; kept apart as {renamed}")
+    return names, warnings
+
+
+def _as_text(value: Scalar) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def column_array(values: Sequence[Scalar]) -> pa.Array:
+    """One typed column: bool, int64 or float64 when every value allows it, else string."""
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return pa.nulls(len(values), pa.string())
+    if kinds == {bool}:
+        return pa.array(values, pa.bool_())
+    if kinds <= {int, float}:
+        if kinds == {int} and all(v is None or _INT64_MIN <= v <= _INT64_MAX for v in values):
+            return pa.array(values, pa.int64())
+        try:
+            return pa.array([None if v is None else float(v) for v in values], pa.float64())
+        except OverflowError:  # an int too large even for float64: keep its digits as text
+            pass
+    return pa.array([_as_text(v) for v in values], pa.string())
+
+
+def flat_columns(
+    nested_rows: Sequence[Mapping[str, Any]], prefix: str, *, skip_private: bool = False
+) -> tuple[dict[str, pa.Array], list[str]]:
+    """Flatten one nested dict per run into typed columns, sorted by name, plus collision warnings."""
+    leaves = [scalar_leaves(row, skip_private=skip_private) for row in nested_rows]
+    all_paths = [path for row in leaves for path in row]
+    names, warnings = assign_column_names(all_paths, prefix)
+    columns = {
+        names[path]: column_array([row.get(path) for row in leaves])
+        for path in sorted(names, key=names.__getitem__)
+    }
+    return columns, warnings

@@ -1,0 +1,165 @@
+"""W&B cloud source: projects, runs and history through the official `wandb.Api` client."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from shared.auth import Credentials
+from shared.cli import ToolFailure, UsageError
+from shared.history import rows_to_tidy, wide_to_tidy
+from shared.schema import RunRecord
+
+if TYPE_CHECKING:
+    import wandb
+
+RUNS_PER_PAGE = 100
+
+
+def connect(credentials: Credentials, timeout_s: float) -> wandb.Api:
+    """A logged-in `wandb.Api`; a clear error for a bad key or an unreachable server."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+    from wandb.errors import CommError
+
+    try:
+        return wandb.Api(
+            api_key=credentials.api_key, overrides={"base_url": credentials.base_url}, timeout=int(timeout_s)
+        )
+    except CommError as error:
+        raise _connection_error(error, credentials) from None
+
+
+def _connection_error(error: Exception, credentials: Credentials) -> Exception:
+    text = str(error)
+    if "did not respond in time" in text or "connection refused" in text.lower():
+        return ToolFailure(f"W&B server {credentials.base_url} did not answer (unreachable or too slow)")
+    return UsageError(f"W&B rejected the API key from {credentials.source} for {credentials.base_url}")
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`7d`, `24h`, `2w`, `30m` before now, or an ISO date/time (UTC unless it says otherwise)."""
+    now = now or datetime.now(UTC)
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    amount, unit = text[:-1], text[-1:].lower()
+    if unit in units and amount.isdigit():
+        return now - timedelta(**{units[unit]: int(amount)})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"bad --since {text!r}: use 7d, 24h, 2w, 30m or an ISO date like 2026-01-18"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def created_since_filter(since: datetime | None) -> dict[str, Any]:
+    """The server-side Mongo-style filter on creation time (W&B stores naive UTC)."""
+    if since is None:
+        return {}
+    naive_utc = since.astimezone(UTC).replace(tzinfo=None)
+    return {"createdAt": {"$gte": naive_utc.isoformat(timespec="seconds")}}
+
+
+def project_names(api: wandb.Api, entity: str) -> list[str]:
+    """Every project of `entity`, sorted; a clear error when the entity is unknown or not reachable."""
+    try:
+        return sorted(project.name for project in api.projects(entity))
+    except Exception as error:  # the client raises several types for an unknown entity
+        raise UsageError(f"unknown W&B entity {entity!r} (or no access with this key): {error}") from None
+
+
+def _utc(timestamp: str | None) -> datetime | None:
+    if not timestamp:
+        return None
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _runtime(summary: dict[str, Any]) -> float | None:
+    runtime = summary.get("_runtime", (summary.get("_wandb") or {}).get("runtime"))
+    return float(runtime) if isinstance(runtime, int | float) else None
+
+
+def run_record(run: Any) -> RunRecord:
+    """A `wandb.apis.public.Run` (loaded with lazy=False) as the project's RunRecord."""
+    attrs = run._attrs  # the page's GraphQL node; reading it costs no request
+    summary = dict(run.summary_metrics)
+    user = attrs.get("user") or {}
+    return RunRecord(
+        id=run.id,
+        entity=run.entity,
+        project=run.project,
+        name=run.name,
+        state=run.state,
+        created_at=_utc(attrs.get("createdAt")),
+        heartbeat_at=_utc(attrs.get("heartbeatAt")),
+        runtime_s=_runtime(summary),
+        tags=list(run.tags or []),
+        group=attrs.get("group"),
+        job_type=attrs.get("jobType"),
+        sweep=run.sweep_name,
+        user=user.get("username") or user.get("name"),
+        notes=attrs.get("notes"),
+        url=run.url,
+        config=dict(run.config),
+        summary=summary,
+    )
+
+
+def iter_runs(
+    api: wandb.Api, entity: str, project: str, filters: dict[str, Any]
+) -> tuple[int, Iterator[Any]]:
+    """The project's matching run count and an iterator over its runs, oldest first, in full pages."""
+    runs = api.runs(
+        f"{entity}/{project}", filters=filters, order="+created_at", per_page=RUNS_PER_PAGE, lazy=False
+    )
+    return len(runs), iter(runs)
+
+
+def fetch_history(run: Any, keys: list[str] | None) -> tuple[pl.DataFrame, int]:
+    """One run's history as tidy rows (numeric values only) and the count of values skipped.
+
+    The parquet exports the server keeps are downloaded and read columnar; rows logged after the
+    last export (a run still going) come through `scan_history`.
+    """
+    with tempfile.TemporaryDirectory(prefix="run-tools-history-") as scratch:
+        download = run.download_history_exports(Path(scratch), require_complete_history=False)
+        if download.errors:
+            raise ToolFailure(f"history of run {run.id}: {next(iter(download.errors.values()))}")
+        exported = [pl.read_parquet(path) for path in download.paths]
+    wide = pl.concat(exported, how="diagonal_relaxed") if exported else pl.DataFrame()
+    tidy, skipped = wide_to_tidy(wide, run.id, keys)
+    if download.contains_live_data:
+        first_live_step = int(wide["_step"].max()) + 1 if wide.height else 0
+        live, live_skipped = rows_to_tidy(run.scan_history(keys=None, min_step=first_live_step), run.id, keys)
+        tidy, skipped = pl.concat([tidy, live]), skipped + live_skipped
+    return tidy, skipped
+
+
+def reachable_entities(api: wandb.Api) -> list[tuple[str, str]]:
+    """The key's own entity and its teams, as (name, kind) pairs."""
+    viewer = api.viewer
+    entities = [(viewer.entity or viewer.username, "user")]
+    entities += [(team, "team") for team in viewer.teams if team != entities[0][0]]
+    return entities
+
+
+def project_stats(api: wandb.Api, entity: str, project: str) -> dict[str, Any]:
+    """Run count, finished count and last run time of a project: two one-run requests."""
+    newest = api.runs(f"{entity}/{project}", order="-created_at", per_page=1)
+    total = len(newest)
+    finished = len(api.runs(f"{entity}/{project}", filters={"state": "finished"}, per_page=1)) if total else 0
+    last = _utc(newest[0]._attrs.get("createdAt")) if total else None
+    return {
+        "project": project,
+        "runs": total,
+        "finished": finished,
+        "last_run": last.isoformat() if last else None,
+    }

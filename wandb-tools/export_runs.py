@@ -1,0 +1,193 @@
+#!/usr/bin/env -S uv run --script
+# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "wandb>=0.31",
+#     "polars>=2.1",
+#     "pyarrow>=26",
+#     "python-dotenv>=1.2",
+#     "rich>=15",
+# ]
+# ///
+"""Export W&B runs (from the cloud API or from offline run files) to parquet: runs, history, metadata."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared.auth import wandb_credentials
+from shared.cli import ToolFailure, UsageError, log, run_main
+from shared.exporter import ProjectResult
+from shared.storage import prepare_output_folder
+from shared.tables import print_table
+from shared.wandb_api import connect, created_since_filter, parse_since, project_names
+from shared.wandb_export import export_api_project, export_offline
+
+EXAMPLES = """\
+examples:
+  export_runs.py -e graph_denoise_team -p spectral_denoising
+  export_runs.py -e graph_denoise_team -p "*" -o wandb_export/        # every project of the entity
+  export_runs.py -e igorkraw --since 7d                               # runs created in the last 7 days
+  export_runs.py -e team -p proj --include-history --history-keys train/loss,test/mse --workers 16
+  export_runs.py --offline wandb/ -o wandb_export/                    # offline run files, no account
+
+output (per project, each file written atomically when the project completes):
+  {entity}_{project}_runs.parquet      one row per run: core, config_*, metric_*, _config_json, _summary_json
+  {entity}_{project}_history.parquet   one row per logged numeric value (with --include-history)
+  {entity}_{project}_metadata.json     what was exported, when, with which filters and versions
+
+credentials (first found wins): --api-key, WANDB_API_KEY, .env (WANDB_API_KEY or
+GRAPH_DENOISE_TEAM_SERVICE), ~/.netrc from `wandb login`. WANDB_BASE_URL selects a self-hosted server.
+exit codes: 0 done, 1 some project not exported (named on stderr), 2 bad input or credentials.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="export_runs.py",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-e", "--entity", help="W&B entity (user or team); default: the key's default entity")
+    parser.add_argument(
+        "-p",
+        "--project",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help='project name(s), repeatable or comma-separated; "*" or none = every project of the entity',
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("wandb_export"),
+        help="output folder (default: wandb_export/)",
+    )
+    parser.add_argument(
+        "--since", help="only runs created since: 7d, 24h, 2w, 30m, or an ISO date (UTC) like 2026-01-18"
+    )
+    parser.add_argument(
+        "--include-history", action="store_true", help="also export every logged numeric history value"
+    )
+    parser.add_argument(
+        "--history-keys", metavar="A,B", help="only these history keys (implies --include-history)"
+    )
+    parser.add_argument("--workers", type=int, default=8, help="concurrent history fetches (default: 8)")
+    parser.add_argument(
+        "--api-key", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60, help="seconds to wait for one W&B request (default: 60)"
+    )
+    parser.add_argument(
+        "--offline",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="read offline runs instead of the API: a wandb/ folder, an offline-run-* folder or a .wandb file (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    args.history_keys = (
+        [k.strip() for k in args.history_keys.split(",") if k.strip()] if args.history_keys else None
+    )
+    args.include_history = args.include_history or bool(args.history_keys)
+    args.project = [name.strip() for item in args.project for name in item.split(",") if name.strip()]
+    args.since = parse_since(args.since) if args.since else None
+    if args.offline and (args.entity or args.project or args.api_key):
+        parser.error("--offline reads local files: it takes no --entity, --project or --api-key")
+    return args
+
+
+def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[ProjectResult], list[str]]:
+    credentials = wandb_credentials(args.api_key)
+    api = connect(credentials, args.timeout)
+    entity = args.entity or api.default_entity
+    if not entity:
+        raise UsageError("no --entity given and the key has no default entity")
+    available = project_names(api, entity)
+    wanted = available if not args.project or "*" in args.project else args.project
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise UsageError(
+            f"unknown project(s) in {entity}: {', '.join(unknown)} (available: {', '.join(available) or 'none'})"
+        )
+    metadata |= {"source": "wandb-api", "base_url": credentials.base_url}
+    results, failures = [], []
+    for project in wanted:
+        try:
+            results.append(
+                export_api_project(
+                    api,
+                    entity,
+                    project,
+                    args.output,
+                    filters=created_since_filter(args.since),
+                    include_history=args.include_history,
+                    history_keys=args.history_keys,
+                    workers=args.workers,
+                    metadata=dict(metadata),
+                )
+            )
+        except (ToolFailure, OSError, RuntimeError, ValueError) as error:
+            log(f"error: {entity}/{project} not exported: {error}")
+            failures.append(f"{entity}/{project}")
+    return results, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    prepare_output_folder(args.output)
+    metadata = {
+        "wandb_version": version("wandb"),
+        "filters": {
+            "since": args.since.isoformat() if args.since else None,
+            "history_keys": args.history_keys,
+        },
+    }
+    if args.offline:
+        metadata |= {"source": "wandb-offline", "offline_paths": [str(p) for p in args.offline]}
+        results = export_offline(
+            args.offline,
+            args.output,
+            include_history=args.include_history,
+            history_keys=args.history_keys,
+            since=args.since,
+            metadata=metadata,
+        )
+        failures: list[str] = []
+    else:
+        results, failures = export_cloud(args, metadata)
+    rows = [
+        {
+            "entity": r.entity,
+            "project": r.project,
+            "runs": r.runs,
+            "history_rows": r.history_rows,
+            "runs_file": str(r.runs_path),
+        }
+        for r in results
+    ]
+    if args.json:
+        print(json.dumps({"exported": rows, "failed": failures}, indent=2))
+    else:
+        print_table(rows, title=f"Exported to {args.output}/")
+    if failures:
+        raise ToolFailure(f"not exported: {', '.join(failures)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,100 @@
+#!/usr/bin/env -S uv run --script
+# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "wandb>=0.31",
+#     "polars>=2.1",
+#     "pyarrow>=26",
+#     "python-dotenv>=1.2",
+#     "rich>=15",
+# ]
+# ///
+"""List the W&B entities (user, teams) a key reaches and their projects with run statistics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared.auth import wandb_credentials
+from shared.cli import run_main
+from shared.tables import print_table
+from shared.wandb_api import connect, project_names, project_stats, reachable_entities
+
+EXAMPLES = """\
+examples:
+  list_entities.py                                  # your entity and your teams, with their projects
+  list_entities.py --entity graph_denoise_team      # one entity (repeat --entity for several)
+  list_entities.py --discover                       # just the entities this key can reach
+  list_entities.py --json > entities.json           # machine-readable
+
+per project: runs, finished runs, and the creation time (UTC) of the newest run.
+credentials as for export_runs.py: WANDB_API_KEY, .env, or ~/.netrc (`wandb login`).
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="list_entities.py",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-e",
+        "--entity",
+        action="append",
+        default=[],
+        help="entity to list (repeatable); default: yours and your teams",
+    )
+    parser.add_argument(
+        "--discover",
+        action="store_true",
+        help="list every entity the key can reach, without project statistics",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
+    parser.add_argument("--workers", type=int, default=8, help="projects queried at once (default: 8)")
+    parser.add_argument(
+        "--timeout", type=float, default=60, help="seconds to wait for one W&B request (default: 60)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    api = connect(wandb_credentials(), args.timeout)
+    entities = [(name, "given") for name in args.entity] or reachable_entities(api)
+    report = []
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        for name, kind in entities:
+            projects = project_names(api, name)
+            entry = {"entity": name, "kind": kind, "project_count": len(projects)}
+            if not args.discover:
+                entry["projects"] = list(
+                    pool.map(lambda project, entity=name: project_stats(api, entity, project), projects)
+                )
+            report.append(entry)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif args.discover:
+        print_table(
+            [{k: e[k] for k in ("entity", "kind", "project_count")} for e in report],
+            title="Reachable entities",
+        )
+    else:
+        for entry in report:
+            print_table(
+                entry["projects"],
+                title=f"{entry['entity']} ({entry['kind']})",
+                empty=f"{entry['entity']}: no projects",
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
