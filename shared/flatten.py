@@ -61,7 +61,7 @@ def assign_column_names(paths: Sequence[KeyPath], prefix: str) -> tuple[dict[Key
         for index, path in enumerate(clashing):
             names[path] = name if index == 0 else f"{name}__{index + 1}"
         if len(clashing) > 1:
-            keys = ", ".join(repr("/".join(p)) for p in clashing)
+            keys = ", ".join(" > ".join(map(repr, p)) for p in clashing)
             renamed = ", ".join(names[p] for p in clashing[1:])
             warnings.append(f"keys {keys} all flatten to {name}; kept apart as {renamed}")
     return names, warnings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,8 @@ from rich.table import Table
 
 def print_table(rows: Sequence[dict[str, Any]], *, title: str, empty: str = "nothing to show") -> None:
     """Print dict rows as a table on stdout; columns follow the first row's keys."""
-    console = Console(soft_wrap=True)
+    # Piped or redirected output gets the table's natural width instead of 80 folded columns.
+    console = Console() if sys.stdout.isatty() else Console(width=10_000)
     if not rows:
         console.print(empty)
         return

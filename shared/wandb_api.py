@@ -133,7 +133,7 @@ def fetch_history(run: Any, keys: list[str] | None) -> tuple[pl.DataFrame, int]:
         download = run.download_history_exports(Path(scratch), require_complete_history=False)
         if download.errors:
             raise ToolFailure(f"history of run {run.id}: {next(iter(download.errors.values()))}")
-        exported = [pl.read_parquet(path) for path in download.paths]
+        exported = [pl.read_parquet(path) for path in sorted(download.paths)]
     wide = pl.concat(exported, how="diagonal_relaxed") if exported else pl.DataFrame()
     tidy, skipped = wide_to_tidy(wide, run.id, keys)
     if download.contains_live_data:

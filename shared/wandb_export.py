@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from shared.cli import warn
 from shared.exporter import ProjectExport, ProjectResult
 from shared.progress import ItemProgress
+from shared.storage import prepare_output_folder
 from shared.wandb_api import fetch_history, iter_runs, run_record
-from shared.wandb_offline import OfflineRun, find_run_logs, read_run_log
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -90,12 +90,15 @@ def export_offline(
     metadata: dict[str, Any],
 ) -> list[ProjectResult]:
     """Read offline run logs and write one set of files per entity/project found in them."""
+    from shared.wandb_offline import find_run_logs, read_run_log  # imports wandb's protobuf: only when needed
+
     logs = sorted({log for path in paths for log in find_run_logs(path)})
+    prepare_output_folder(folder)
     exports: dict[tuple[str, str], ProjectExport] = {}
     try:
         with ItemProgress("run files", len(logs), verb="read") as progress:
             for log_path in logs:
-                run: OfflineRun = read_run_log(
+                run = read_run_log(
                     log_path,
                     include_history=include_history,
                     history_keys=set(history_keys) if history_keys else None,

@@ -125,6 +125,7 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
             f"unknown project(s) in {entity}: {', '.join(unknown)} (available: {', '.join(available) or 'none'})"
         )
     metadata |= {"source": "wandb-api", "base_url": credentials.base_url}
+    prepare_output_folder(args.output)
     results, failures = [], []
     for project in wanted:
         try:
@@ -149,7 +150,6 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    prepare_output_folder(args.output)
     metadata = {
         "wandb_version": version("wandb"),
         "filters": {
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "project": r.project,
             "runs": r.runs,
             "history_rows": r.history_rows,
-            "runs_file": str(r.runs_path),
+            "runs_file": r.runs_path.name,
         }
         for r in results
     ]
