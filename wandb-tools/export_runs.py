@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             "entity": r.entity,
             "project": r.project,
             "runs": r.runs,
-            "history_rows": r.history_rows,
+            "history_rows": r.history_rows if r.history_path else None,
             "runs_file": r.runs_path.name,
         }
         for r in results
