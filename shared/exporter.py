@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,22 @@ TOOL_VERSION = "0.1.0"
 HISTORY_ROW_GROUP = 1_000_000  # rows buffered before a row group is written: bounds memory on big exports
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _core_array(values: list[Any], dtype: pa.DataType) -> pa.Array:
+    if pa.types.is_timestamp(dtype):
+        # Integers, not datetimes: pyarrow converts aware datetimes through pandas, a 1-2 s import.
+        values = [None if v is None else (v - _EPOCH) // _MICROSECOND for v in values]
+        return pa.array(values, pa.int64()).cast(dtype)
+    return pa.array(values, dtype)
+
+
 def runs_table(records: list[RunRecord]) -> tuple[pa.Table, list[str]]:
     """The runs table: core columns, flattened config_*/metric_* columns, raw JSON; plus flatten warnings."""
     columns: dict[str, pa.Array] = {
-        name: pa.array([getattr(r, name) for r in records], dtype) for name, dtype in CORE_COLUMNS.items()
+        name: _core_array([getattr(r, name) for r in records], dtype) for name, dtype in CORE_COLUMNS.items()
     }
     config_columns, config_warnings = flat_columns([r.config for r in records], CONFIG_PREFIX)
     metric_columns, metric_warnings = flat_columns(
