@@ -1,0 +1,240 @@
+"""neptune-exporter archives: `<data>/<project>/*.parquet`, one row per attribute value, read lazily."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shared.cli import UsageError
+from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
+
+# The columns of neptune-exporter's `model.SCHEMA` that we read (file_value/histogram_value are not).
+ARCHIVE_COLUMNS: dict[str, pl.DataType] = {
+    "project_id": pl.String(),
+    "run_id": pl.String(),
+    "attribute_path": pl.String(),
+    "attribute_type": pl.String(),
+    "step": pl.Decimal(18, 6),
+    "timestamp": pl.Datetime("ms", "UTC"),
+    "int_value": pl.Int64(),
+    "float_value": pl.Float64(),
+    "string_value": pl.String(),
+    "bool_value": pl.Boolean(),
+    "datetime_value": pl.Datetime("ms", "UTC"),
+    "string_set_value": pl.List(pl.String()),
+}
+SCALAR_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
+NUMERIC_TYPES = ("float_series", "float", "int")
+_VALUE_COLUMNS = {
+    "float": "float_value",
+    "int": "int_value",
+    "string": "string_value",
+    "bool": "bool_value",
+    "datetime": "datetime_value",
+    "string_set": "string_set_value",
+}
+_PART = re.compile(r"^(?P<prefix>.*)_part_\d+\.parquet$")
+DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archive is running
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    """The finished parquet parts of one project folder (`*.parquet.tmp` are parts still being written)."""
+    return sorted(folder.glob("*.parquet"), key=lambda path: path.name)
+
+
+def _has_parquet(folder: Path) -> bool:
+    return next(folder.glob("*.parquet"), None) is not None
+
+
+def project_folders(path: Path) -> list[Path]:
+    """`path` itself when it holds parquet parts, else its sub-folders that do."""
+    if not path.is_dir():
+        return []
+    if _has_parquet(path):
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_parquet(p))
+
+
+def is_archive(path: Path) -> bool:
+    """True for a neptune-exporter data folder or one project folder of it."""
+    return bool(project_folders(path))
+
+
+def sanitized_names(text: str) -> tuple[str, str]:
+    """neptune-exporter's file-safe form of a project or run id: with the digest suffix (current), without."""
+    plain = "".join(c if c.isalnum() or c in "_-" else "_" for c in text)
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+    return f"{plain}-{digest}", plain
+
+
+def _project_id(folder: Path) -> str | None:
+    first = next(folder.glob("*.parquet"))
+    value = pl.scan_parquet(first).select("project_id").head(1).collect()
+    return value.item() if value.height else None
+
+
+def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | None]:
+    """The folder of `project` in an archive (the only one when `project` is None) and its project id."""
+    folders = project_folders(path)
+    if len(folders) == 1 and (project is None or folders[0] == path):
+        return folders[0], _project_id(folders[0])
+    if project is not None:
+        by_name = {folder.name: folder for folder in folders}
+        for name in sanitized_names(project):
+            if name in by_name:
+                return by_name[name], project
+    ids = {_project_id(folder): folder for folder in folders}
+    if project is not None and project in ids:
+        return ids[project], project
+    known = ", ".join(sorted(str(i) for i in ids)) or "none"
+    if project is None:
+        raise UsageError(f"{path} holds several projects; name one (--project): {known}")
+    raise UsageError(f"project {project!r} is not in {path} (projects there: {known})")
+
+
+class ArchiveSource:
+    """Runs of one project of a neptune-exporter archive; only the needed attribute paths are read."""
+
+    kind = "neptune-exporter archive"
+
+    def __init__(self, path: Path, project: str | None = None) -> None:
+        self.folder, self.project = find_project_folder(path, project)
+        self.files = parquet_files(self.folder)
+        self._runs: pl.DataFrame | None = None
+        self._scalars: pl.DataFrame | None = None
+        self._attributes: dict[str, dict[str, Any]] = {}
+        self._seen_ids: list[str] | None = None  # every run (sys/id row) met by the last full points pass
+
+    def _scan(self, files: Sequence[Path | str] | None = None) -> pl.LazyFrame:
+        return pl.scan_parquet(
+            [str(f) for f in (files or self.files)],
+            schema=ARCHIVE_COLUMNS,
+            missing_columns="insert",
+            extra_columns="ignore",
+        )
+
+    def _scalar_rows(self, files: Sequence[Path] | None = None) -> pl.DataFrame:
+        """The simple attributes (rows without a step) of these files, with their typed value columns."""
+        return (
+            self._scan(files)
+            .filter(pl.col("step").is_null() & pl.col("attribute_type").is_in(SCALAR_TYPES))
+            .select("run_id", "attribute_path", "attribute_type", *_VALUE_COLUMNS.values())
+            .collect()
+        )
+
+    def _load(self) -> None:
+        """One pass over every simple attribute: the runs table and their values."""
+        scalars = self._scalar_rows()
+        self._scalars = scalars
+        by_path = scalars.filter(pl.col("attribute_path").is_in(["sys/name", "sys/state"])).pivot(
+            on="attribute_path", index="run_id", values="string_value", aggregate_function="first"
+        )
+        runs = scalars.select("run_id").unique().join(by_path, on="run_id", how="left")
+        name = pl.col("sys/name") if "sys/name" in runs.columns else pl.lit(None, pl.String)
+        state = pl.col("sys/state") if "sys/state" in runs.columns else pl.lit(None, pl.String)
+        self._runs = (
+            runs.select(
+                "run_id",
+                pl.when(name.str.len_chars() > 0).then(name).otherwise(pl.col("run_id")).alias("name"),
+                state.str.to_lowercase()
+                .replace_strict(STATE_ALIASES, default=None, return_dtype=pl.String)
+                .fill_null(DEFAULT_STATE)
+                .alias("state"),
+            )
+            .sort("run_id")
+            .cast(RUNS_SCHEMA)
+        )
+
+    def _files_of(self, run_ids: Sequence[str]) -> list[Path] | None:
+        """The part files of these runs, found by the exporter's file names; None when one is not found."""
+        by_prefix: dict[str, list[Path]] = {}
+        for file in self.files:
+            match = _PART.match(file.name)
+            if match:
+                by_prefix.setdefault(match["prefix"], []).append(file)
+        found: list[Path] = []
+        for run_id in run_ids:
+            parts = next((by_prefix[n] for n in sanitized_names(run_id) if n in by_prefix), None)
+            if parts is None:
+                return None
+            found += parts
+        return sorted(set(found), key=lambda path: path.name) or None
+
+    def runs(self, *, refresh: bool = False) -> pl.DataFrame:
+        if self._runs is None or refresh:
+            if refresh:
+                self.files = parquet_files(self.folder)
+                self._attributes.clear()
+                self._seen_ids = None
+            self._load()
+        assert self._runs is not None
+        return self._runs
+
+    def run_ids(self) -> list[str]:
+        """Every run id: from the last full points pass when there was one (no second scan), else the table."""
+        return self._seen_ids if self._seen_ids is not None else self.runs()["run_id"].to_list()
+
+    def points(
+        self,
+        keys: Sequence[str],
+        run_ids: Sequence[str] | None = None,
+        *,
+        series: bool = True,
+        required: Sequence[str] = (),
+    ) -> pl.LazyFrame:
+        """Points of these paths; a pass over every run also notes each run's id (sys/id) on the way."""
+        files = self._files_of(run_ids) if run_ids is not None and len(run_ids) <= 1000 else None
+        wanted = pl.col("attribute_path").is_in(list(keys)) & pl.col("attribute_type").is_in(NUMERIC_TYPES)
+        if run_ids is None:
+            wanted = wanted | (pl.col("attribute_path") == "sys/id")
+        scan = self._scan(files).filter(wanted)
+        if run_ids is not None:
+            scan = scan.filter(pl.col("run_id").is_in(list(run_ids)))
+        scan = scan.select(  # categorical ids: the engine compares neighbouring rows, ints beat strings
+            pl.col("run_id").cast(pl.Categorical),
+            pl.col("attribute_path").cast(pl.Categorical).alias("key"),
+            pl.col("step").cast(pl.Float64),
+            pl.coalesce(pl.col("float_value"), pl.col("int_value").cast(pl.Float64)).alias("value"),
+        )
+        if run_ids is not None:
+            return scan
+        frame = scan.collect()
+        is_id = pl.col("key") == "sys/id"
+        self._seen_ids = frame.filter(is_id)["run_id"].cast(pl.String).unique().sort().to_list()
+        return frame.filter(~is_id).lazy()
+
+    def attributes(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Simple attributes of these runs: from the runs table when read, else from their files only."""
+        todo = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in self._attributes]
+        if todo:
+            files = self._files_of(todo) if self._scalars is None and len(todo) <= 1000 else None
+            if files is None:
+                self.runs()
+            assert files is not None or self._scalars is not None
+            scalars = self._scalar_rows(files) if files is not None else self._scalars
+            found: dict[str, dict[str, Any]] = {run_id: {} for run_id in todo}
+            for row in scalars.filter(pl.col("run_id").is_in(todo)).iter_rows(named=True):
+                found[row["run_id"]][row["attribute_path"]] = row[_VALUE_COLUMNS[row["attribute_type"]]]
+            self._attributes |= {run_id: dict(sorted(values.items())) for run_id, values in found.items()}
+        return {run_id: self._attributes[run_id] for run_id in run_ids}
+
+    def numeric_keys(self) -> list[str]:
+        paths = (
+            self._scan()
+            .filter(pl.col("attribute_type").is_in(NUMERIC_TYPES))
+            .select(pl.col("attribute_path").unique())
+            .collect()
+        )
+        return sorted(paths["attribute_path"].to_list())
+
+    def raw_run(self, run_id: str) -> dict[str, Any]:
+        return self.attributes([run_id])[run_id]
+
+    def close(self) -> None:
+        self._runs = self._scalars = self._seen_ids = None
+        self._attributes.clear()

@@ -1,0 +1,726 @@
+"""NeptuneQuery and query_topk.py on real offline runs, neptune-exporter archives and a stand-in server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+import types
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shared.cli import ToolFailure, UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "neptune-tools"))
+
+from query_topk import NeptuneQuery, RunInfo  # noqa: E402
+
+PROJECT = "team/sae-sweep"
+NAN, INF = math.nan, math.inf
+
+
+@dataclass
+class Spec:
+    """One run as logged: parameters, series (step may be None = unnumbered), single numbers."""
+
+    name: str
+    params: dict[str, Any]
+    series: dict[str, list[tuple[float | None, float]]]
+    numbers: dict[str, float] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+
+def steps(*values: float, start: int = 0, every: int = 10) -> list[tuple[float | None, float]]:
+    return [(float(start + i * every), v) for i, v in enumerate(values)]
+
+
+SPECS = [
+    Spec(
+        "alpha",
+        {"lr": 0.01, "width": 1024, "optimizer": "adam"},
+        {
+            "train/loss": steps(1.0, 0.6, 0.41, 0.40),
+            "metrics/L0": steps(80.0, 60.0, 45.0, 42.0),
+            "eval/accuracy": [(None, 0.5), (None, 0.7), (None, 0.81)],
+        },
+        {"metrics/L1": 0.2},
+        ("baseline",),
+    ),
+    Spec(
+        "beta",
+        {"lr": 0.03, "width": 2048, "optimizer": "adam"},
+        {
+            "train/loss": steps(0.9, 0.3, 0.2, 0.10),
+            "metrics/L0": steps(90.0, 85.0, 80.0, 75.0),
+            "eval/accuracy": steps(0.6, 0.9, 0.88),
+        },
+        {"metrics/L1": 0.5},
+    ),
+    Spec(
+        "gamma",  # never logged L1
+        {"lr": 0.02, "width": 1024, "optimizer": "sgd"},
+        {
+            "train/loss": steps(0.8, 0.35, 0.25),
+            "metrics/L0": steps(40.0, 35.0, 31.0),
+            "eval/accuracy": steps(0.6, 0.75),
+        },
+    ),
+    Spec(
+        "delta",  # a NaN point in the middle and an inf at the end of its loss
+        {"lr": 0.005, "width": 4096, "optimizer": "adam"},
+        {
+            "train/loss": steps(0.7, NAN, 0.32, INF),
+            "metrics/L0": steps(55.0, 50.0, 48.0),
+            "eval/accuracy": steps(0.5, 0.85),
+        },
+        {"metrics/L1": 0.15},
+    ),
+    Spec(
+        "epsilon",  # ties with alpha on the last loss value
+        {"lr": 0.01, "width": 512, "optimizer": "adam"},
+        {
+            "train/loss": steps(1.2, 0.7, 0.40),
+            "metrics/L0": steps(35.0, 33.0),
+            "eval/accuracy": steps(0.4, 0.82, 0.79),
+        },
+        {"metrics/L1": 0.05},
+    ),
+    Spec(
+        "zeta",  # diverged: no finite loss at all
+        {"lr": 0.3, "width": 1024, "optimizer": "sgd"},
+        {"train/loss": steps(NAN, INF, NAN), "metrics/L0": steps(20.0), "eval/accuracy": steps(0.1)},
+        {"metrics/L1": 0.3},
+    ),
+    Spec(
+        "eta",
+        {"lr": 0.001, "width": 2048, "optimizer": "adamw"},
+        {
+            "train/loss": steps(0.95, 0.5, 0.45, 0.44, 0.43, start=5),
+            "metrics/L0": steps(70.0, 58.0, 52.0, 49.0, 47.0, start=5),
+            "eval/accuracy": steps(0.7, 0.8, 0.83, 0.84, 0.86, start=5),
+        },
+        {"metrics/L1": 0.25},
+    ),
+]
+BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+# ------------------------------------------------------------------ independent reference
+
+
+def numbered(points: list[tuple[float | None, float]]) -> list[tuple[float, float]]:
+    """Unnumbered points continue from the last step (+1, 0 first), as the offline log replay numbers them."""
+    out, last = [], None
+    for step, value in points:
+        step = (last + 1 if last is not None else 0.0) if step is None else step
+        out.append((step, value))
+        last = step
+    return out
+
+
+def reference_metric(spec: Spec, key: str, aggregation: str, n: int) -> float | None:
+    if key in spec.numbers:
+        values = [spec.numbers[key]]
+    elif key in spec.series:
+        values = [v for _, v in sorted(numbered(spec.series[key]), key=lambda p: p[0]) if math.isfinite(v)]
+    else:
+        return None
+    if not values:
+        return None
+    return {
+        "last": lambda: values[-1],
+        "mean_last_n": lambda: sum(values[-n:]) / len(values[-n:]),
+        "min": lambda: min(values),
+        "max": lambda: max(values),
+        "mean_all": lambda: sum(values) / len(values),
+    }[aggregation]()
+
+
+ARCHIVE_IDS = {spec.name: f"TEST-{index + 1}" for index, spec in enumerate(SPECS)}
+
+
+def reference(
+    target, *, k=5, minimize=True, constraints=None, aggregation="last", n=10, ids=None
+) -> list[tuple[str, float]]:
+    """Top-k by plain Python over SPECS; ties by run id (`ids`: name → id, the archive's by default)."""
+    constraints, ids = constraints or {}, ids or ARCHIVE_IDS
+    ranked = []
+    for spec in SPECS:
+        values = {key: reference_metric(spec, key, aggregation, n) for key in [target, *constraints]}
+        if any(v is None for v in values.values()):
+            continue
+        if all(test(values[key]) for key, test in constraints.items()):
+            ranked.append((spec.name, values[target]))
+    ranked.sort(key=lambda r: (r[1] if minimize else -r[1], ids[r[0]]))
+    return ranked[:k]
+
+
+def answer(results: list[RunInfo], target: str) -> list[tuple[str, float]]:
+    return [(r.name, pytest.approx(r.metrics[target])) for r in results]
+
+
+# ------------------------------------------------------------------ sources made for the tests
+
+EXPORTER_SCHEMA = pa.schema(  # neptune-exporter src/neptune_exporter/model.py::SCHEMA
+    [
+        ("project_id", pa.string()),
+        ("run_id", pa.string()),
+        ("attribute_path", pa.string()),
+        ("attribute_type", pa.string()),
+        ("step", pa.decimal128(18, 6)),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("int_value", pa.int64()),
+        ("float_value", pa.float64()),
+        ("string_value", pa.string()),
+        ("bool_value", pa.bool_()),
+        ("datetime_value", pa.timestamp("ms", tz="UTC")),
+        ("string_set_value", pa.list_(pa.string())),
+        ("file_value", pa.struct([("path", pa.string())])),
+        ("histogram_value", pa.struct([("type", pa.string()), ("edges", pa.list_(pa.float64())), ("values", pa.list_(pa.float64()))])),
+    ]
+)  # fmt: skip
+
+
+def exporter_name(text: str) -> str:
+    """neptune-exporter's sanitize_path_part: non [alnum _ -] → `_`, plus a blake2b-8 digest suffix."""
+    safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in text)
+    return f"{safe}-{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}"
+
+
+def exporter_rows(project: str, run_id: str, spec: Spec) -> list[dict[str, Any]]:
+    base = {"project_id": project, "run_id": run_id}
+    rows = [
+        base | {"attribute_path": "sys/id", "attribute_type": "string", "string_value": run_id},
+        base | {"attribute_path": "sys/name", "attribute_type": "string", "string_value": spec.name},
+        base | {"attribute_path": "sys/failed", "attribute_type": "bool", "bool_value": False},
+        base | {"attribute_path": "sys/tags", "attribute_type": "string_set", "string_set_value": list(spec.tags)},
+        base | {"attribute_path": "sys/creation_time", "attribute_type": "datetime", "datetime_value": datetime(2025, 5, 1, tzinfo=UTC)},
+    ]  # fmt: skip
+    for name, value in spec.params.items():
+        kind = {str: ("string", "string_value"), int: ("int", "int_value"), float: ("float", "float_value")}[
+            type(value)
+        ]
+        rows.append(
+            base | {"attribute_path": f"parameters/{name}", "attribute_type": kind[0], kind[1]: value}
+        )
+    for path, value in spec.numbers.items():
+        rows.append(base | {"attribute_path": path, "attribute_type": "float", "float_value": value})
+    for path, points in spec.series.items():
+        for step, value in numbered(points):
+            stamp = datetime(2025, 5, 1, tzinfo=UTC).timestamp() * 1000 + step
+            rows.append(
+                base | {"attribute_path": path, "attribute_type": "float_series", "step": pa.scalar(step).cast(pa.decimal128(18, 6)).as_py(),
+                        "timestamp": datetime.fromtimestamp(stamp / 1000, tz=UTC), "float_value": value}
+            )  # fmt: skip
+    return rows
+
+
+def write_archive(root: Path, project: str = PROJECT, *, one_file: bool = False, specs=SPECS) -> Path:
+    """A neptune-exporter data folder: `<root>/<sanitized project>/<sanitized run>_part_0.parquet`."""
+    folder = root / exporter_name(project)
+    folder.mkdir(parents=True)
+    tables = {}
+    for index, spec in enumerate(specs):
+        run_id = f"TEST-{index + 1}"
+        tables[run_id] = pa.Table.from_pylist(exporter_rows(project, run_id, spec), schema=EXPORTER_SCHEMA)
+    if one_file:  # an early exporter layout: part_N.parquet with many runs each
+        pq.write_table(pa.concat_tables(tables.values()), folder / "part_0.parquet")
+    else:
+        for run_id, table in tables.items():
+            pq.write_table(table, folder / f"{exporter_name(run_id)}_part_0.parquet", compression="snappy")
+    (folder / "TEST-99_part_0.parquet.tmp").write_bytes(b"unfinished part")  # an export still running
+    return root
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("exports") / "data"
+    write_archive(root)
+    write_archive(root, "team/other", specs=SPECS[:2])
+    return root
+
+
+def log_run(neptune, spec: Spec, **options) -> None:
+    run = neptune.init_run(project=PROJECT, mode="offline", name=spec.name, tags=list(spec.tags), **options)
+    run["parameters"] = spec.params
+    for path, value in spec.numbers.items():
+        run[path] = value
+    for path, points in spec.series.items():
+        for step, value in points:
+            run[path].append(value, step=step)  # the client drops NaN/inf with a warning
+    run.stop()
+
+
+@pytest.fixture(scope="session")
+def offline(tmp_path_factory) -> Path:
+    """A project folder whose .neptune/offline holds one real offline run per spec."""
+    import neptune
+
+    work = tmp_path_factory.mktemp("offline-project")
+    quiet = {
+        "capture_hardware_metrics": False, "capture_stdout": False, "capture_stderr": False,
+        "capture_traceback": False, "source_files": [], "git_ref": False,
+    }  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        patch.setenv("NEPTUNE_MODE", "offline")
+        patch.setenv("NEPTUNE_DATA_DIRECTORY", str(work / ".neptune"))
+        patch.delenv("NEPTUNE_API_TOKEN", raising=False)
+        patch.delenv("NEPTUNE_PROJECT", raising=False)
+        for index, spec in enumerate(SPECS):
+            log_run(neptune, spec, **({} if index == 0 else quiet))  # the first with the client's defaults
+    assert len(list((work / ".neptune" / "offline").iterdir())) == len(SPECS)
+    return work
+
+
+@pytest.fixture(params=["archive", "offline"])
+def query(request, archive, offline):
+    nq = NeptuneQuery(PROJECT, source=archive if request.param == "archive" else offline / ".neptune")
+    yield nq
+    nq.cleanup()
+
+
+def ids(nq: NeptuneQuery) -> dict[str, str]:
+    """name → run id of a source (offline runs have random ids: they decide ties)."""
+    return {r.name: r.run_id for r in nq.fetch_runs()}
+
+
+# ------------------------------------------------------------------ the seed's seven examples
+
+
+def test_example_1_simple_topk(query):
+    results = query.query_topk(metric_key="train/loss", k=5, minimize=True)
+    assert answer(results, "train/loss") == reference("train/loss", ids=ids(query), k=5)
+    assert [r.name for r in results][:3] == ["beta", "gamma", "delta"]
+    lines = [f"{i}. {r.name}: loss={r.metrics['train/loss']:.4f}" for i, r in enumerate(results, 1)]
+    assert lines[0] == "1. beta: loss=0.1000"
+
+
+def test_example_2_constrained_query(query):
+    results = query.query_topk("train/loss", k=5, minimize=True, constraints={"metrics/L0": lambda x: x < 50})
+    assert answer(results, "train/loss") == reference(
+        "train/loss", ids=ids(query), constraints={"metrics/L0": lambda x: x < 50}
+    )
+    for r in results:
+        assert r.metrics["metrics/L0"] < 50 and f"{r.metrics['metrics/L0']:.2f}"
+
+
+def test_example_3_multiple_constraints(query):
+    constraints = {"metrics/L0": lambda x: x < 50, "metrics/L1": lambda x: x > 0.1}
+    results = query.query_topk("train/loss", k=5, minimize=True, constraints=constraints)
+    assert answer(results, "train/loss") == reference("train/loss", ids=ids(query), constraints=constraints)
+    assert [r.name for r in results] == ["delta", "alpha", "eta"]
+    assert query.last_excluded["missing metrics/L1"] == 1  # gamma
+
+
+def test_example_4_other_aggregations(query):
+    results = query.query_topk("train/loss", k=5, minimize=True, aggregation="mean_last_n", n_steps=10)
+    assert answer(results, "train/loss") == reference(
+        "train/loss", ids=ids(query), aggregation="mean_last_n", n=10
+    )
+    results = query.query_topk("train/loss", k=5, minimize=True, aggregation="mean_last_n", n_steps=2)
+    assert answer(results, "train/loss") == reference(
+        "train/loss", ids=ids(query), aggregation="mean_last_n", n=2
+    )
+    results = query.query_topk("train/loss", k=5, minimize=True, aggregation="min")
+    assert answer(results, "train/loss") == reference("train/loss", ids=ids(query), aggregation="min")
+
+
+def test_example_5_maximize(query):
+    results = query.query_topk("eval/accuracy", k=10, minimize=False, aggregation="max")
+    assert answer(results, "eval/accuracy") == reference(
+        "eval/accuracy", ids=ids(query), k=10, minimize=False, aggregation="max"
+    )
+    assert results[0].name == "beta" and len(results) == len(SPECS)
+
+
+def test_example_6_run_details(query):
+    best = query.query_topk("train/loss", k=3, minimize=True)[0]
+    keys = ["eval/accuracy", "metrics/L0", "metrics/L1", "train/loss"]
+    details = query.get_run_details(best, metric_keys=keys, aggregation="last")
+    assert set(details) == {"run_id", "name", "config", "metrics"}
+    assert details["name"] == "beta" and details["run_id"] == best.run_id
+    assert details["config"] == {
+        "parameters/lr": 0.03,
+        "parameters/width": 2048,
+        "parameters/optimizer": "adam",
+    }
+    assert details["metrics"] == pytest.approx(
+        {key: reference_metric(BY_NAME["beta"], key, "last", 10) for key in keys}
+    )
+    assert query.get_run_details(best, ["nowhere"])["metrics"]["nowhere"] is None
+
+
+def test_example_7_complex_constraints(query):
+    def l0_constraint(x):
+        return 30 < x < 60
+
+    def loss_threshold(x):
+        return x < 0.5
+
+    constraints = {"metrics/L0": l0_constraint, "train/loss": loss_threshold}
+    results = query.query_topk(
+        "eval/accuracy", k=5, minimize=False, constraints=constraints, aggregation="mean_last_n", n_steps=20
+    )
+    expected = reference(
+        "eval/accuracy",
+        ids=ids(query),
+        k=5,
+        minimize=False,
+        constraints=constraints,
+        aggregation="mean_last_n",
+        n=20,
+    )
+    assert answer(results, "eval/accuracy") == expected and expected
+    same = query.query_topk(
+        "eval/accuracy", k=5, minimize=False, aggregation="mean_last_n", n_steps=20,
+        where=['"metrics/L0" > 30 AND "metrics/L0" < 60', '"train/loss" < 0.5'],
+    )  # fmt: skip
+    assert [r.run_id for r in same] == [r.run_id for r in results]
+
+
+# ------------------------------------------------------------------ sources in detail
+
+
+def test_where_between_matches_callables_and_results_carry_config_and_raw_run(query):
+    by_sql = query.query_topk("train/loss", where='"metrics/L0" BETWEEN 30 AND 60')
+    by_callable = query.query_topk("train/loss", constraints={"metrics/L0": lambda x: 30 <= x <= 60})
+    assert [(r.run_id, r.metrics) for r in by_sql] == [(r.run_id, r.metrics) for r in by_callable]
+    assert by_sql[0].config["parameters/optimizer"] in {"adam", "sgd", "adamw"}
+    assert by_sql[0].raw_run is not None
+
+
+def test_exclusions_are_counted_and_logged(archive, offline, capsys):
+    nq = NeptuneQuery(PROJECT, source=archive)
+    nq.query_topk("train/loss", constraints={"metrics/L1": lambda x: x > 0})
+    assert nq.last_excluded == {"missing metrics/L1": 1, "no finite value for train/loss": 1}
+    assert nq.last_stats == {"considered": 7, "excluded": 2, "failed_constraints": 0, "returned": 5}
+    assert "2 of 7 runs left out" in capsys.readouterr().err
+    # The neptune client never writes NaN/inf, so offline the diverged run has no loss at all.
+    nq = NeptuneQuery(PROJECT, source=offline)
+    nq.query_topk("train/loss", constraints={"metrics/L1": lambda x: x > 0})
+    assert nq.last_excluded == {"missing metrics/L1": 1, "missing train/loss": 1}
+
+
+def test_offline_replay_reads_what_the_client_logged(offline):
+    nq = NeptuneQuery(None, source=offline)
+    runs = {r.name: r for r in nq.fetch_runs()}
+    assert set(runs) == set(BY_NAME)
+    alpha = runs["alpha"].raw_run
+    assert alpha.series["eval/accuracy"] == ([0.0, 1.0, 2.0], [0.5, 0.7, 0.81])  # unnumbered points
+    assert alpha.series["train/loss"][0] == [0.0, 10.0, 20.0, 30.0]
+    assert alpha.attributes()["sys/tags"] == ["baseline"]
+    assert runs["delta"].raw_run.series["train/loss"] == ([0.0, 20.0], [0.7, 0.32])  # NaN, inf dropped
+    assert runs["alpha"].config == {
+        "parameters/lr": 0.01,
+        "parameters/optimizer": "adam",
+        "parameters/width": 1024,
+    }
+    assert nq.source.runs()["state"].unique().to_list() == ["inactive"]
+
+
+def test_offline_log_with_non_finite_and_broken_lines(offline, tmp_path, capsys):
+    """A log written by another client (NaN kept) and cut off mid-line, as a killed process leaves it."""
+    folders = (offline / ".neptune" / "offline").iterdir()
+    source = next(f for f in folders if '"value": "beta"' in next(f.glob("data-*.log")).read_text())
+    copy = tmp_path / ".neptune" / "offline" / source.name
+    shutil.copytree(source, copy)
+    log = next(copy.glob("data-*.log"))
+    op = {"type": "LogFloats", "path": ["train", "loss"], "values": [{"value": NAN, "step": 1000, "ts": 1.0}]}
+    with log.open("a") as out:
+        out.write(json.dumps({"obj": op, "version": 10_000, "at": 1.0}) + "\n")
+        out.write('{"obj": {"type": "LogFloats", "path": ["train", "lo')
+    nq = NeptuneQuery(None, source=tmp_path)
+    [run] = nq.query_topk("train/loss")
+    assert run.name == "beta" and run.metrics["train/loss"] == 0.1  # the NaN at step 1000 is ignored
+    assert nq.source.raw_run(run.run_id).series["train/loss"][0][-1] == 1000.0
+    assert "skipped 1 unreadable operation" in capsys.readouterr().err
+
+
+def test_archive_layouts_and_project_selection(archive, tmp_path):
+    project_folder = archive / exporter_name(PROJECT)
+    for source in (archive, project_folder):
+        assert [r.name for r in NeptuneQuery(PROJECT, source=source).query_topk("train/loss", k=2)] == [
+            "beta",
+            "gamma",
+        ]
+    other = NeptuneQuery("team/other", source=archive).query_topk("train/loss")
+    assert [r.name for r in other] == ["beta", "alpha"]
+    with pytest.raises(UsageError, match=r"several projects.*team/other.*team/sae-sweep"):
+        NeptuneQuery(None, source=archive).query_topk("train/loss")
+    with pytest.raises(UsageError, match="'team/nope' is not in"):
+        NeptuneQuery("team/nope", source=archive).query_topk("train/loss")
+    old = write_archive(tmp_path / "old", one_file=True)
+    assert answer(NeptuneQuery(None, source=old).query_topk("train/loss"), "train/loss") == reference(
+        "train/loss"
+    )
+
+
+def test_archive_details_read_only_the_runs_files(archive, monkeypatch):
+    nq = NeptuneQuery(PROJECT, source=archive)
+    best = nq.query_topk("train/loss", k=1)[0]
+    scanned: list[int] = []
+    original = nq.source._scan
+    monkeypatch.setattr(
+        nq.source, "_scan", lambda files=None: scanned.append(len(files or [])) or original(files)
+    )
+    assert nq.get_run_details(best, ["eval/accuracy"])["metrics"]["eval/accuracy"] == pytest.approx(0.88)
+    assert scanned == [1]
+
+
+def test_neither_archive_nor_offline_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UsageError, match=r"neither a neptune-exporter data folder .* nor a \.neptune folder"):
+        NeptuneQuery(None, source=tmp_path).fetch_runs()
+    with pytest.raises(UsageError, match="does not exist"):
+        NeptuneQuery(None, source=tmp_path / "missing").fetch_runs()
+
+
+def test_bad_queries_are_usage_errors(archive):
+    nq = NeptuneQuery(PROJECT, source=archive)
+    with pytest.raises(UsageError, match=r"unknown metric 'train/los' \(did you mean 'train/loss'"):
+        nq.query_topk("train/los")
+    with pytest.raises(UsageError, match="quote metric paths"):
+        nq.query_topk("train/loss", where="metrics/L0 < 50")
+    with pytest.raises(UsageError, match="not a valid expression"):
+        nq.query_topk("train/loss", where='"metrics/L0" <')
+    with pytest.raises(UsageError, match="not callable"):
+        nq.query_topk("train/loss", constraints={"metrics/L0": 50})
+    with pytest.raises(UsageError, match="unknown run state"):
+        nq.query_topk("train/loss", state="finished")
+    with pytest.raises(UsageError, match="k must be"):
+        nq.query_topk("train/loss", k=0)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        nq.query_topk("train/loss", aggregation="median")
+
+
+def test_fetch_runs_is_cached_until_forced(archive):
+    nq = NeptuneQuery(PROJECT, source=archive)
+    first = nq.fetch_runs()
+    assert nq.fetch_runs() is first and nq.fetch_runs(force_refresh=True) is not first
+    assert {r.name for r in first} == set(BY_NAME) and all(r.metrics == {} for r in first)
+    assert all(r.config["parameters/width"] in (512, 1024, 2048, 4096) for r in first)
+    assert nq.query_topk("train/loss", state="inactive")[0].name == "beta"  # archives have no running runs
+    assert nq.query_topk("train/loss", state="active") == []
+
+
+# ------------------------------------------------------------------ the live server, through a stand-in client
+
+
+@dataclass
+class Calls:
+    tables: int = 0
+    opened: list[str] = field(default_factory=list)
+    fetched: list[tuple[str, str]] = field(default_factory=list)
+    stopped: int = 0
+    fail_on: str | None = None
+
+
+def server_view(spec: Spec) -> dict[str, list[tuple[float, float]]]:
+    """What a server holds: the client never sent NaN/inf points."""
+    series = {k: [(s, v) for s, v in numbered(p) if math.isfinite(v)] for k, p in spec.series.items()}
+    return {k: v for k, v in series.items() if v}
+
+
+class StandInClient(types.ModuleType):
+    """The part of the neptune 1.x client the live source uses: init_project/init_run in read-only mode."""
+
+    def __init__(self, calls: Calls, states: dict[str, str]) -> None:
+        super().__init__("neptune")
+        self.calls, self.states = calls, states
+
+    def init_project(self, *, project, api_token, mode):
+        assert (project, api_token, mode) == (PROJECT, "token-for-tests", "read-only")
+        return StandInProject(self.calls, self.states)
+
+    def init_run(self, *, project, api_token, with_id, mode):
+        assert mode == "read-only" and api_token == "token-for-tests"
+        self.calls.opened.append(with_id)
+        return StandInRun(self.calls, with_id, SPECS[int(with_id.split("-")[1]) - 1])
+
+
+class StandInProject:
+    def __init__(self, calls: Calls, states: dict[str, str]) -> None:
+        self.calls, self.states = calls, states
+
+    def fetch_runs_table(self, **kwargs):
+        self.calls.tables += 1
+        rows = []
+        for index, spec in enumerate(SPECS):
+            run_id = f"TEST-{index + 1}"
+            row = {"sys/id": run_id, "sys/name": spec.name, "sys/state": self.states.get(run_id, "Inactive")}
+            row |= {"sys/tags": ",".join(spec.tags)} | {f"parameters/{k}": v for k, v in spec.params.items()}
+            row |= spec.numbers | {path: points[-1][1] for path, points in server_view(spec).items()}
+            rows.append(row)
+        return types.SimpleNamespace(to_pandas=lambda: pd.DataFrame(rows))
+
+    def stop(self):
+        self.calls.stopped += 1
+
+
+class StandInRun:
+    def __init__(self, calls: Calls, run_id: str, spec: Spec) -> None:
+        self.calls, self.run_id, self.spec = calls, run_id, spec
+
+    def __getitem__(self, path: str):
+        run = self
+
+        class Handler:
+            def fetch_values(self, *, include_timestamp=True, progress_bar=None):
+                if path in run.spec.numbers:  # neptune: the Float attribute has no fetch_values
+                    raise AttributeError("'Float' object has no attribute 'fetch_values'")
+                run.calls.fetched.append((run.run_id, path))
+                if run.calls.fail_on == run.run_id:
+                    raise ConnectionError("server went away")
+                points = server_view(run.spec)[path]
+                return pd.DataFrame({"step": [s for s, _ in points], "value": [v for _, v in points]})
+
+        return Handler()
+
+    def stop(self):
+        self.calls.stopped += 1
+
+
+@pytest.fixture
+def live(monkeypatch):
+    calls = Calls()
+    states = {"TEST-2": "Active"}
+    monkeypatch.setitem(sys.modules, "neptune", StandInClient(calls, states))
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", "token-for-tests")
+    nq = NeptuneQuery(PROJECT, workers=3)
+    yield nq, calls
+    nq.cleanup()
+
+
+def test_live_last_uses_the_runs_table_only(live):
+    nq, calls = live
+    results = nq.query_topk("train/loss", constraints={"metrics/L0": lambda x: x < 50})
+    assert answer(results, "train/loss") == reference(
+        "train/loss", constraints={"metrics/L0": lambda x: x < 50}
+    )
+    assert (calls.tables, calls.opened, calls.fetched) == (1, [], [])
+    assert nq.last_excluded == {"missing train/loss": 1}  # zeta never reached the server with a loss
+
+
+def test_live_series_are_fetched_once_per_run_and_key_concurrently(live):
+    nq, calls = live
+    constraints = {"metrics/L0": lambda x: x < 60, "metrics/L1": lambda x: x > 0.1}
+    results = nq.query_topk("train/loss", constraints=constraints, aggregation="mean_last_n", n_steps=2)
+    expected = reference("train/loss", constraints=constraints, aggregation="mean_last_n", n=2)
+    assert answer(results, "train/loss") == expected
+    ranked_runs = {"TEST-1", "TEST-2", "TEST-4", "TEST-5", "TEST-7"}  # every required path in the table
+    assert set(calls.fetched) == {(r, k) for r in ranked_runs for k in ("train/loss", "metrics/L0")}
+    assert len(calls.fetched) == len(set(calls.fetched)) and sorted(calls.opened) == sorted(ranked_runs)
+    nq.query_topk("train/loss", constraints=constraints, aggregation="min")  # the same series: all cached
+    nq.query_topk("train/loss", aggregation="max", state="active")
+    assert calls.tables == 1 and len(calls.fetched) == 10 and len(calls.opened) == 5
+    assert [r.name for r in nq.query_topk("train/loss", state="active")] == ["beta"]
+    details = nq.get_run_details(results[0], ["eval/accuracy"], aggregation="mean_all")
+    assert details["metrics"]["eval/accuracy"] == pytest.approx(
+        reference_metric(BY_NAME[results[0].name], "eval/accuracy", "mean_all", 10)
+    )
+    assert len(calls.opened) == 5  # the run was already open
+    nq.fetch_runs(force_refresh=True)
+    assert calls.tables == 2
+    nq.cleanup()
+    assert calls.stopped == 5 + 1  # every opened run and the project handle
+
+
+def test_live_raw_run_opens_lazily_and_failed_fetches_fail_the_query(live):
+    nq, calls = live
+    best = nq.query_topk("train/loss")[0]
+    assert calls.opened == []
+    assert best.raw_run["train/loss"] is not None and calls.opened == [best.run_id]
+    calls.fail_on = "TEST-5"
+    with pytest.raises(
+        ToolFailure, match=r"could not fetch 1 series .*TEST-5/train/loss: ConnectionError: server went away"
+    ):
+        nq.query_topk("train/loss", aggregation="max")
+
+
+def test_token_comes_from_argument_environment_or_dotenv(monkeypatch, tmp_path):
+    from shared.neptune_auth import neptune_token
+
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("shared.auth.TOOLS_ROOT", tmp_path / "no-tools-root")
+    with pytest.raises(UsageError, match="no Neptune API token found"):
+        neptune_token()
+    (tmp_path / ".env").write_text("NEPTUNE_API_TOKEN=from-dotenv-1234\n")
+    assert neptune_token() == "from-dotenv-1234"
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", "from-env-1234")
+    assert neptune_token() == "from-env-1234" and neptune_token("from-arg-1234") == "from-arg-1234"
+
+
+# ------------------------------------------------------------------ as a module and as a command
+
+
+def test_importing_the_module_does_no_work_and_never_imports_neptune(archive):
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT / "neptune-tools")!r})
+from query_topk import NeptuneQuery
+nq = NeptuneQuery("team/sae-sweep")  # a live query object: nothing is opened before the first query
+assert nq._source is None
+found = NeptuneQuery("team/sae-sweep", source={str(archive)!r}).query_topk("train/loss", k=1)
+assert found[0].name == "beta", found
+assert "neptune" not in sys.modules, "neptune was imported"
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def uv_run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    command = ["uv", "run", str(ROOT / "neptune-tools" / "query_topk.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_cli_help_json_table_and_errors(archive, offline, tmp_path):
+    result = uv_run("--help")
+    assert result.returncode == 0 and "examples:" in result.stdout and "--where EXPR" in result.stdout
+
+    result = uv_run(
+        str(archive), "--project", PROJECT, "--metric", "train/loss", "--where", '"metrics/L0" < 50', "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    expected = reference("train/loss", constraints={"metrics/L0": lambda x: x < 50})
+    assert [(r["name"], pytest.approx(r["metrics"]["train/loss"])) for r in found] == expected
+    assert set(found[0]) == {"run_id", "name", "config", "metrics"} and "metrics/L0" in found[0]["metrics"]
+
+    out = tmp_path / "best.json"
+    result = uv_run(
+        str(offline),
+        "--metric",
+        "eval/accuracy",
+        "--maximize",
+        "-k",
+        "2",
+        "--details",
+        "train/loss",
+        "-o",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "eval/accuracy" in result.stdout and "beta" in result.stdout and "train/loss" in result.stdout
+    assert [r["name"] for r in json.loads(out.read_text())] == ["beta", "eta"]
+
+    for bad in (["--where", '"metrics/L0" <'], ["--where", "metrics/L0 < 50"], ["--metric", "nope"]):
+        result = uv_run(str(archive), "--project", PROJECT, "--metric", "train/loss", *bad)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+    result = uv_run("no/such/folder/here", "--metric", "train/loss")
+    assert result.returncode == 2 and "neither an existing folder nor a workspace/project" in result.stderr
