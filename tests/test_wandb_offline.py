@@ -1,0 +1,388 @@
+"""The offline run-log reader on logs written by the real wandb client in offline mode."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from wandb.proto import wandb_internal_pb2 as wandb_pb
+
+from shared.schema import HISTORY_SCHEMA
+from shared.wandb_offline import OfflineLogError, _SummaryFold, find_run_logs, read_run_log
+
+STEPS = 400
+BLOCK = 32 * 1024
+FRAME = struct.Struct("<IHB")  # crc, length, type
+CONFIG = {
+    "lr": 0.01,
+    "model": {"depth": 3, "act": "relu"},
+    "big": list(range(40_000)),
+}  # `big`: several blocks
+
+
+def loss(step: int) -> float:
+    return 1.0 / (step + 1)
+
+
+def weird(step: int) -> float:
+    """NaN, +inf and -inf now and then, small numbers in between; +inf at the last step."""
+    if step == STEPS - 1 or step % 11 == 0:
+        return math.inf
+    if step % 7 == 0:
+        return math.nan
+    if step % 13 == 0:
+        return -math.inf
+    return step * 1e-5
+
+
+@dataclass
+class Logs:
+    complete: Path  # finished, everything below
+    failed: Path  # finish(exit_code=1)
+    folder: Path  # the wandb/ folder holding both
+
+
+def _log_complete_run(wandb: Any, folder: Path) -> str:
+    run = wandb.init(
+        mode="offline",
+        dir=folder,
+        entity="team",
+        project="proj",
+        name="complete",
+        config=CONFIG,
+        tags=["a", "b"],
+        group="grp",
+        job_type="train",
+        notes="a note",
+    )
+    run.config.update({"batch": 32, "model": {"depth": 4}}, allow_val_change=True)
+    for step in range(STEPS):
+        row: dict[str, Any] = {"loss": loss(step), "acc": step, "weird": weird(step)}
+        if step == 5:
+            row["hist"] = wandb.Histogram([1, 2, 2, 3, 3, 3])
+        if step == 6:
+            row["label"] = "text"
+        if step == 7:
+            row["flag"] = True
+        if step == 8:
+            row |= {"nested": {"a": 1.5}, "temp": 1.0}
+        run.log(row)
+    run.summary["best"] = 0.5
+    run.summary["s"] = {"deep": {"v": 1}}
+    run.summary["s"]["deep"]["v"] = 2
+    del run.summary["temp"]
+    run.finish(exit_code=0)
+    return run.id
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> Logs:
+    work = tmp_path_factory.mktemp("offline")
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("WANDB_ENTITY", "WANDB_PROJECT", "WANDB_DIR", "WANDB_BASE_URL", "WANDB_API_KEY"):
+            patch.delenv(variable, raising=False)
+        patch.setenv("WANDB_MODE", "offline")
+        patch.setenv("WANDB_SILENT", "true")
+        patch.setenv("WANDB_USERNAME", "alice")
+        for variable, sub in (
+            ("HOME", "home"),
+            ("WANDB_CONFIG_DIR", "config"),
+            ("WANDB_CACHE_DIR", "cache"),
+            ("WANDB_DATA_DIR", "data"),
+        ):
+            (work / sub).mkdir()
+            patch.setenv(variable, str(work / sub))
+        import wandb
+
+        wandb.teardown()  # wandb-core keeps the environment it started with
+        try:
+            complete_id = _log_complete_run(wandb, work)
+            failing = wandb.init(mode="offline", dir=work, project="proj", name="failing")
+            failing.log({"loss": 1.0})
+            failing.finish(exit_code=1)
+        finally:
+            wandb.teardown()
+    complete, failed = (
+        next(work.glob(f"wandb/offline-run-*/run-{id_}.wandb")) for id_ in (complete_id, failing.id)
+    )
+    return Logs(complete=complete, failed=failed, folder=work / "wandb")
+
+
+def frames(path: Path) -> list[tuple[int, int, int]]:
+    """(offset, length, type) of every physical record, walked with the format's rules."""
+    data = path.read_bytes()
+    found, position = [], 7
+    while position + FRAME.size <= len(data):
+        if BLOCK - position % BLOCK < FRAME.size:
+            position += BLOCK - position % BLOCK
+            continue
+        _, length, kind = FRAME.unpack_from(data, position)
+        if kind == 0:
+            break
+        found.append((position, length, kind))
+        position += FRAME.size + length
+    return found
+
+
+def copy_of(path: Path, folder: Path) -> Path:
+    target = folder / "offline-run-copy" / path.name
+    target.parent.mkdir(parents=True)
+    shutil.copy(path, target)
+    return target
+
+
+# --- the finished run ----------------------------------------------------------------------------
+
+
+def test_finished_run_record(logs: Logs):
+    run = read_run_log(logs.complete)
+    record = run.record
+    assert (run.lost_records, run.lost_bytes) == (0, 0)
+    assert record.id == logs.complete.stem.removeprefix("run-")
+    assert (record.entity, record.project, record.name) == ("team", "proj", "complete")
+    assert (record.state, record.group, record.job_type, record.notes) == (
+        "finished",
+        "grp",
+        "train",
+        "a note",
+    )
+    assert (record.tags, record.sweep, record.url, record.user) == (["a", "b"], None, None, "alice")
+    assert record.config == {**CONFIG, "batch": 32, "model": {"depth": 4}}  # update replaces a whole key
+    assert record.created_at is not None and record.created_at.tzinfo is not None
+    assert record.created_at < record.heartbeat_at <= datetime.now(UTC)
+    assert record.runtime_s is not None and 0 < record.runtime_s < 600
+    assert record.heartbeat_at >= record.created_at + timedelta(seconds=record.runtime_s)
+    assert record.heartbeat_at >= run.history["timestamp"].max()
+
+
+def test_finished_run_summary(logs: Logs):
+    summary = read_run_log(logs.complete).record.summary
+    assert summary["loss"] == loss(STEPS - 1) and summary["acc"] == STEPS - 1
+    assert summary["weird"] == math.inf  # bare `Infinity` in the log
+    assert (summary["best"], summary["s"], summary["nested"]) == (0.5, {"deep": {"v": 2}}, {"a": 1.5})
+    assert summary["hist"]["_type"] == "histogram" and summary["label"] == "text" and summary["flag"] is True
+    assert "temp" not in summary  # removed after it was logged
+    assert summary["_step"] == STEPS - 1 and isinstance(summary["_timestamp"], float)
+    assert "_runtime" in summary and "runtime" in summary["_wandb"]
+
+
+def test_finished_run_history(logs: Logs):
+    run = read_run_log(logs.complete)
+    history = run.history
+    assert history.schema == pl.from_arrow(HISTORY_SCHEMA.empty_table()).schema
+    assert history["run_id"].unique().to_list() == [run.record.id]
+    # One skipped value each: the histogram (several items in the log), the string, the boolean.
+    assert run.skipped_values == 3
+    assert set(history["key"].unique()) == {"loss", "acc", "weird", "nested.a", "temp"}
+    steps = list(range(STEPS))
+    expected = pl.DataFrame(
+        {
+            "step": steps * 3 + [8, 8],
+            "key": ["loss"] * STEPS + ["acc"] * STEPS + ["weird"] * STEPS + ["nested.a", "temp"],
+            "value": [loss(s) for s in steps]
+            + [float(s) for s in steps]
+            + [weird(s) for s in steps]
+            + [1.5, 1.0],
+        },
+        schema={"step": pl.Int64, "key": pl.String, "value": pl.Float64},
+    ).sort("key", "step")
+    assert_frame_equal(history.select("step", "key", "value").sort("key", "step"), expected)
+    stamps = history.filter(pl.col("key") == "loss").sort("step")["timestamp"]
+    assert stamps.null_count() == 0 and stamps.is_sorted()
+    assert run.record.created_at <= stamps[0] and stamps[-1] <= run.record.heartbeat_at
+
+
+def test_history_keys_and_no_history(logs: Logs):
+    picked = read_run_log(logs.complete, history_keys={"loss", "label", "hist"})
+    assert picked.history["key"].unique().to_list() == ["loss"] and picked.history.height == STEPS
+    assert picked.skipped_values == 2  # the string and the histogram; the boolean was not asked for
+    bare = read_run_log(logs.complete, include_history=False)
+    assert bare.history.is_empty() and bare.history.schema == picked.history.schema
+    assert bare.record == picked.record
+
+
+def test_failed_run(logs: Logs):
+    run = read_run_log(logs.failed)
+    assert (run.record.state, run.record.name, run.record.entity) == ("failed", "failing", "")
+    assert run.history.select("step", "key", "value").rows() == [(0, "loss", 1.0)]
+
+
+# --- damage --------------------------------------------------------------------------------------
+
+
+def test_log_cut_before_its_exit_record_is_crashed(logs: Logs, tmp_path: Path):
+    copy = copy_of(logs.complete, tmp_path)
+    last_offset = frames(copy)[-1][0]  # the exit record is the last one the client wrote
+    copy.write_bytes(copy.read_bytes()[:last_offset])
+    run = read_run_log(copy)
+    assert run.record.state == "crashed"
+    assert (run.lost_records, run.lost_bytes) == (0, 0)
+    assert run.history.height == read_run_log(logs.complete).history.height
+
+
+def test_log_truncated_mid_record_is_crashed_and_counts_the_loss(logs: Logs, tmp_path: Path):
+    copy = copy_of(logs.complete, tmp_path)
+    offset, length, _ = next(f for f in reversed(frames(copy)) if f[1] > 20)
+    copy.write_bytes(copy.read_bytes()[: offset + FRAME.size + 10])  # 10 of its `length` bytes are left
+    run = read_run_log(copy)
+    assert run.record.state == "crashed"
+    assert (run.lost_records, run.lost_bytes) == (1, FRAME.size + 10)
+    assert length > 10
+
+
+def test_flipped_byte_loses_only_its_block(logs: Logs, tmp_path: Path):
+    complete = read_run_log(logs.complete)
+    copy = copy_of(logs.complete, tmp_path)
+    data = bytearray(copy.read_bytes())
+    blocks = len(data) // BLOCK
+    assert blocks > 2
+    late_block = blocks * 3 // 4 * BLOCK  # past the run record, among history and summary records
+    offset, length, _ = next(f for f in frames(copy) if f[0] > late_block + 100 and f[1] > 40 and f[2] == 1)
+    data[offset + FRAME.size + length // 2] ^= 0x40
+    copy.write_bytes(bytes(data))
+    run = read_run_log(copy)
+    assert run.lost_records >= 1
+    assert 0 < run.lost_bytes <= 2 * BLOCK
+    assert run.record.state == "finished" and run.record.config == complete.record.config
+    block_end = offset - offset % BLOCK + BLOCK
+    frames_to_block_end = [f for f in frames(copy) if offset <= f[0] < block_end]
+    lost_rows = complete.history.height - run.history.height
+    assert 0 < lost_rows <= 5 * len(frames_to_block_end)  # a record holds at most 5 numbers here
+    assert run.history["step"].max() == STEPS - 1  # reading went on after the damaged block
+
+
+def test_damage_inside_a_record_split_over_blocks_loses_that_record(logs: Logs, tmp_path: Path):
+    copy = copy_of(logs.complete, tmp_path)
+    chain = []  # the frames of the first record split over blocks: the run record, with its big config
+    for frame in frames(copy):
+        if frame[2] == 2 or chain:
+            chain.append(frame)
+        if chain and frame[2] == 4:
+            break
+    assert [kind for _, _, kind in chain][:3] == [2, 3, 3]
+    data = bytearray(copy.read_bytes())
+    data[chain[2][0] + FRAME.size + 5] ^= 0x01  # inside the second MIDDLE fragment
+    copy.write_bytes(bytes(data))
+    run = read_run_log(copy)
+    assert (run.lost_records, run.lost_bytes) == (1, sum(FRAME.size + length for _, length, _ in chain))
+    record = run.record  # no run record left: the id comes from the file name
+    assert (record.id, record.entity, record.name, record.state) == (
+        logs.complete.stem[4:],
+        "",
+        None,
+        "finished",
+    )
+    assert record.config == {"batch": 32, "model": {"depth": 4}}  # from the later config record only
+    assert run.history.height == read_run_log(logs.complete).history.height
+
+
+def test_not_a_wandb_log(tmp_path: Path):
+    empty = tmp_path / "run-empty.wandb"
+    empty.write_bytes(b"")
+    other = tmp_path / "run-other.wandb"
+    other.write_bytes(b"PK\x03\x04 certainly not a W&B log")
+    short = tmp_path / "run-short.wandb"
+    short.write_bytes(b":W&B")
+    for path, reason in ((empty, "empty file"), (other, "not a W&B run log"), (short, "not a W&B run log")):
+        with pytest.raises(OfflineLogError, match=reason) as raised:
+            read_run_log(path)
+        assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(OfflineLogError, match="cannot read"):
+        read_run_log(tmp_path / "run-missing.wandb")
+
+
+# --- finding logs --------------------------------------------------------------------------------
+
+
+def test_find_run_logs_on_every_kind_of_path(logs: Logs, tmp_path: Path):
+    both = sorted([logs.complete, logs.failed])
+    assert find_run_logs(logs.folder) == both
+    assert find_run_logs(str(logs.folder)) == both
+    assert find_run_logs(logs.complete.parent) == [logs.complete]
+    assert find_run_logs(logs.failed) == [logs.failed]
+    run_folder = tmp_path / "run-20260101_000000-abc"  # a synced run's folder name
+    run_folder.mkdir()
+    shutil.copy(logs.failed, run_folder / "run-abc.wandb")
+    assert find_run_logs(run_folder) == [run_folder / "run-abc.wandb"]
+
+
+def test_find_run_logs_errors_name_the_path(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("x")
+    for path in (tmp_path / "missing", tmp_path, tmp_path / "notes.txt"):
+        with pytest.raises(OfflineLogError) as raised:
+            find_run_logs(path)
+        assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+# --- the summary fold, against applying every operation in turn -----------------------------------
+
+PATHS = [
+    ("a",),
+    ("b",),
+    ("_runtime",),
+    ("s",),
+    ("_wandb", "runtime"),
+    ("s", "deep"),
+    ("s", "deep", "v"),
+    ("a", "x"),
+]
+operation = st.tuples(
+    st.sampled_from(PATHS), st.one_of(st.none(), st.integers(0, 9)), st.booleans()
+)  # None: remove
+
+
+def summary_record(operations: list[tuple[tuple[str, ...], int | None, bool]]) -> bytes:
+    record = wandb_pb.SummaryRecord()
+    for path, value, as_key in operations:
+        item = record.remove.add() if value is None else record.update.add(value_json=str(value))
+        if as_key and len(path) == 1:
+            item.key = path[0]
+        else:
+            item.nested_key.extend(path)
+    return record.SerializeToString()
+
+
+def applied_in_turn(records: list[list[tuple[tuple[str, ...], int | None, bool]]]) -> dict:
+    tree: dict = {}
+    for record in records:
+        for path, value, _ in [op for op in record if op[1] is not None] + [
+            op for op in record if op[1] is None
+        ]:
+            node = tree
+            for name in path[:-1]:
+                if value is None:
+                    node = node.get(name) if isinstance(node, dict) else None
+                elif not isinstance(node.get(name), dict):
+                    node[name] = {}
+                    node = node[name]
+                else:
+                    node = node[name]
+            if value is None:
+                if isinstance(node, dict):
+                    node.pop(path[-1], None)
+            else:
+                node[path[-1]] = value
+    return tree
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(operation, max_size=4), max_size=30), st.lists(st.integers(1, 8), min_size=1))
+def test_summary_fold_equals_applying_every_operation(records, batch_sizes):
+    fold, start = _SummaryFold(), 0
+    payloads = [summary_record(record) for record in records]
+    for size in batch_sizes * len(payloads):
+        if start >= len(payloads):
+            break
+        fold.add(payloads[start : start + size])
+        start += size
+    assert fold.result() == applied_in_turn(records)
