@@ -1,0 +1,279 @@
+"""Analysis views over a lazy runs frame: metric choice, top runs, group statistics, pivot, schema."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from shared.cli import UsageError
+from shared.enrich import ColumnRule, enrich
+from shared.runs_io import name_list, name_pattern
+from shared.schema import CORE_COLUMNS
+
+KEY_COLUMNS = (
+    "state",
+    "project",
+    "stage",
+    "architecture",
+    "model_type",
+    "dataset",
+    "k",
+    "lr_parsed",
+    "wd_parsed",
+    "seed_parsed",
+)
+NONE_LABEL = "(none)"
+_LOWER_IS_BETTER = re.compile(r"loss|mse|error|mae|rmse")
+_HIGHER_IS_BETTER = re.compile(r"acc|auc|f1|score|precision|recall|r2")
+
+
+def prepare(frame: pl.LazyFrame, rules: Sequence[ColumnRule]) -> pl.LazyFrame:
+    """Enrichment columns the frame lacks (a raw export) plus `architecture`, the analysis name of `arch`."""
+    frame = enrich(frame, rules, only_missing=True)
+    names = frame.collect_schema().names()
+    if "architecture" not in names and "arch" in names:
+        frame = frame.with_columns(pl.col("arch").alias("architecture"))
+    return frame
+
+
+def require_columns(schema: pl.Schema, columns: Sequence[str], what: str) -> None:
+    """UsageError naming the first of `columns` that `schema` lacks, and the columns it has."""
+    for column in columns:
+        if column not in schema:
+            raise UsageError(f"unknown column {column!r} in {what} (columns: {name_list(schema.names())})")
+
+
+def numeric_metrics(schema: pl.Schema) -> list[str]:
+    """`metric_*` columns holding numbers."""
+    return [n for n, d in schema.items() if n.startswith("metric_") and d.is_numeric()]
+
+
+def pick_metric(schema: pl.Schema, requested: str | None) -> str | None:
+    """The metric to rank by: `requested` (with or without `metric_`), else the best loss/mse/error column.
+
+    None when nothing says loss/mse/error (the caller asks); UsageError for an unknown or non-numeric one.
+    """
+    metrics = numeric_metrics(schema)
+    if requested:
+        name = requested if requested in schema else f"metric_{requested}"
+        if name not in schema:
+            raise UsageError(
+                f"unknown metric {requested!r} in --metric (numeric metric columns: {name_list(metrics)})"
+            )
+        if not schema[name].is_numeric():
+            raise UsageError(
+                f"--metric {name} holds {schema[name]}, not numbers (numeric metric columns: {name_list(metrics)})"
+            )
+        return name
+    losses = [m for m in metrics if _LOWER_IS_BETTER.search(m)]
+    if not losses:
+        return None
+
+    def preference(name: str) -> tuple[int, int, int, str]:
+        split = 0 if "test" in name else 1 if "val" in name else 3 if "train" in name else 2
+        kind = next((i for i, word in enumerate(("mse", "loss", "error")) if word in name), 3)
+        return split, kind, len(name), name  # the plainest name: metric_test_mse before metric_best_test_mse
+
+    return min(losses, key=preference)
+
+
+def looks_higher_is_better(metric: str) -> bool:
+    """True for accuracy-like names (a hint for --descending)."""
+    return bool(_HIGHER_IS_BETTER.search(metric)) and not _LOWER_IS_BETTER.search(metric)
+
+
+def has_value(metric: str) -> pl.Expr:
+    """The metric is present and not NaN."""
+    column = pl.col(metric).cast(pl.Float64)
+    return (column.is_not_null() & column.is_not_nan()).fill_null(False)
+
+
+@dataclass
+class Funnel:
+    """How many runs survived each filter, and how many of those have a metric value."""
+
+    steps: list[tuple[str, int]]  # ("all runs", n), ("--state finished", n), ...
+    with_value: int
+
+    @property
+    def matched(self) -> int:
+        return self.steps[-1][1]
+
+    def footer(self, metric: str) -> str | None:
+        """The line saying what was left out or why nothing matched; None when every run counted."""
+        missing = self.matched - self.with_value
+        if self.matched == 0:
+            return f"nothing matched: {self.why_empty()}"
+        if self.with_value == 0:
+            return f"nothing to rank: none of the {self.matched} matching runs has a value for {metric}"
+        if missing:
+            return (
+                f"{missing} of {self.matched} matching runs have no {metric} (null or NaN) and are left out"
+            )
+        return None
+
+    def why_empty(self) -> str:
+        """Which filter left nothing, and how many runs it had to choose from."""
+        for index in range(1, len(self.steps)):
+            (_, before), (label, after) = self.steps[index - 1], self.steps[index]
+            if after == 0 and before > 0:
+                passed = (
+                    " that passed " + " and ".join(s for s, _ in self.steps[1:index]) if index > 1 else ""
+                )
+                return f"{label} matched none of the {before} runs{passed}"
+        return "the input holds no runs"
+
+
+def filters(states: Sequence[str], pattern: str | None) -> list[tuple[str, pl.Expr]]:
+    """The row filters of analyze, labelled as the user typed them."""
+    steps = []
+    if states:
+        steps.append((f"--state {','.join(states)}", pl.col("state").is_in(list(states)).fill_null(False)))
+    if pattern:
+        steps.append((f"--filter {pattern}", name_pattern(pattern)))
+    return steps
+
+
+def funnel_query(
+    frame: pl.LazyFrame, steps: Sequence[tuple[str, pl.Expr]], metric: str | None
+) -> pl.LazyFrame:
+    """One row of counts: all runs, after each filter in turn, and with a metric value."""
+    counts = [pl.len().alias("0")]
+    mask = pl.lit(True)
+    for index, (_, condition) in enumerate(steps, start=1):
+        mask = mask & condition
+        counts.append(mask.sum().alias(str(index)))
+    if metric:
+        counts.append((mask & has_value(metric)).sum().alias("valid"))
+    return frame.select(counts)
+
+
+def read_funnel(row: pl.DataFrame, steps: Sequence[tuple[str, pl.Expr]]) -> Funnel:
+    """The Funnel from `funnel_query`'s collected row."""
+    values = row.row(0, named=True)
+    labelled = [("all runs", values["0"])] + [
+        (label, values[str(i)]) for i, (label, _) in enumerate(steps, 1)
+    ]
+    return Funnel(labelled, values.get("valid", labelled[-1][1]))
+
+
+def top_runs(
+    frame: pl.LazyFrame, metric: str, n: int, *, descending: bool, extra: Sequence[str] = ()
+) -> pl.LazyFrame:
+    """The `n` best runs with a metric value: rank, id, name, metric, key columns present, `extra` columns."""
+    names = frame.collect_schema().names()
+    keys = [c for c in KEY_COLUMNS if c in names and c not in extra and c != metric]
+    return (
+        frame.filter(has_value(metric))
+        .sort([metric, "id"], descending=[descending, False], nulls_last=True)
+        .head(n)
+        .select(
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rank"), "id", "name", metric, *extra, *keys
+        )
+    )
+
+
+def drop_empty(table: pl.DataFrame, keep: Sequence[str]) -> pl.DataFrame:
+    """`table` without its all-null columns, except those in `keep`."""
+    return table.select(c for c in table.columns if c in keep or table[c].null_count() < table.height)
+
+
+def group_stats(frame: pl.LazyFrame, metric: str, by: Sequence[str], *, descending: bool) -> pl.LazyFrame:
+    """Per group of `by`: n (runs with a value), mean, std, min, max of the metric; best mean first."""
+    value = pl.col(metric).cast(pl.Float64)
+    return (
+        frame.filter(has_value(metric))
+        .group_by(by)
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            value.mean().alias("mean"),
+            value.std().alias("std"),
+            value.min().alias("min"),
+            value.max().alias("max"),
+        )
+        .sort(["mean", *by], descending=[descending] + [False] * len(by), nulls_last=True)
+    )
+
+
+@dataclass
+class Pivot:
+    """A pivot: `cells` long (row, col, best, mean, n, rank within the column) and `table` wide, rows in order."""
+
+    rows: str
+    cols: str
+    cells: pl.DataFrame
+    table: pl.DataFrame
+
+
+def pivot_query(frame: pl.LazyFrame, metric: str, rows: str, cols: str, *, descending: bool) -> pl.LazyFrame:
+    """Long pivot cells: best and mean of the metric and n per (rows, cols), ranked within each column."""
+    value = pl.col(metric).cast(pl.Float64)
+    label = {c: pl.col(c).cast(pl.String).fill_null(NONE_LABEL) for c in (rows, cols)}
+    return (
+        frame.filter(has_value(metric))
+        .group_by(label[rows].alias(rows), label[cols].alias(cols))
+        .agg(
+            (value.max() if descending else value.min()).alias("best"),
+            value.mean().alias("mean"),
+            pl.len().cast(pl.Int64).alias("n"),
+        )
+        .with_columns(
+            pl.col("best").rank("min", descending=descending).over(cols).cast(pl.Int64).alias("rank")
+        )
+    )
+
+
+def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:
+    """Wide pivot from the long cells: `<col>_best`, `<col>_mean`, `<col>_n` per column value, then the
+    row's mean rank across columns; rows ordered by mean rank (best first)."""
+    if cells.height == 0:
+        return Pivot(rows, cols, cells, pl.DataFrame(schema={rows: pl.String, "mean_rank": pl.Float64}))
+    order = cells.group_by(rows).agg(pl.col("rank").mean().alias("mean_rank")).sort(["mean_rank", rows])
+    wide = cells.pivot(on=cols, index=rows, values=["best", "mean", "n"], sort_columns=True)
+    labels = sorted(cells[cols].unique().to_list())
+    table = order.join(wide, on=rows, how="left", maintain_order="left").select(
+        rows,
+        *(
+            pl.col(f"{stat}_{label}").alias(f"{label}_{stat}")
+            for label in labels
+            for stat in ("best", "mean", "n")
+        ),
+        "mean_rank",
+    )
+    return Pivot(rows, cols, cells, table)
+
+
+SCHEMA_GROUPS = ("core", "config", "metric", "derived", "internal")
+
+
+def schema_query(frame: pl.LazyFrame) -> tuple[pl.DataFrame, pl.LazyFrame]:
+    """Every column with its prefix group and dtype, and a query for the non-null count of each."""
+    schema = frame.collect_schema()
+
+    def group(name: str) -> str:
+        if name in CORE_COLUMNS:
+            return "core"
+        if name.startswith("config_"):
+            return "config"
+        if name.startswith("metric_"):
+            return "metric"
+        return "internal" if name.startswith("_") else "derived"
+
+    described = pl.DataFrame(
+        {
+            "group": [group(n) for n in schema],
+            "column": schema.names(),
+            "dtype": [str(d) for d in schema.dtypes()],
+        }
+    )
+    return described, frame.select(pl.all().count())
+
+
+def schema_table(described: pl.DataFrame, counts: pl.DataFrame) -> pl.DataFrame:
+    """Columns by group (core, config, metric, derived, internal) with dtype and non-null count."""
+    non_null = pl.Series("non_null", [counts[c][0] for c in described["column"]], dtype=pl.Int64)
+    order = pl.col("group").replace_strict(SCHEMA_GROUPS, range(len(SCHEMA_GROUPS)))
+    return described.with_columns(non_null).with_row_index("__i").sort(order, "__i").drop("__i")

@@ -1,0 +1,248 @@
+"""Enrichment columns parsed from run names and configs: default rules, TOML `--rules` files, lazy exprs."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shared.cli import UsageError
+from shared.runs_io import check_regex, name_list
+
+TYPES: dict[str, pl.DataType] = {"string": pl.String(), "int": pl.Int64(), "float": pl.Float64()}
+_TOKEN_END = r"(?:_|$)"
+_HYPER = r"(?:_(?:k|s|seed|lr|wd|eps)\d|$)"  # what follows a dataset name: a hyperparameter or the end
+_NUMBER = r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a value comes from: column `column` as is, through a one-group regex, or a constant on match."""
+
+    column: str
+    pattern: str | None = None
+    value: str | None = None
+    strict: bool = False  # named in a --rules file: the column must exist
+
+    @property
+    def is_config(self) -> bool:
+        return self.column.startswith("config_")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """How one enrichment column is made: its sources in precedence order (config first), type and default."""
+
+    name: str
+    dtype: str = "string"
+    sources: tuple[Source, ...] = ()
+    default: str | None = None
+
+
+def _config(*columns: str) -> tuple[Source, ...]:
+    return tuple(Source(c) for c in columns)
+
+
+DEFAULT_RULES: tuple[ColumnRule, ...] = (
+    ColumnRule(
+        "protocol",
+        sources=(
+            *_config("config_protocol", "config_data_protocol"),
+            Source("config_data_same_graph_all_splits", r"(?i)^true$", "single_graph"),
+            Source("config_data__target_", r"SingleGraph", "single_graph"),
+            Source("name", rf"(?i)(?:^|_)single_graph{_TOKEN_END}", "single_graph"),
+            Source("name", rf"(?i)(?:^|_)dist(?:ribution)?{_TOKEN_END}", "distribution"),
+        ),
+        default="distribution",
+    ),
+    ColumnRule(
+        "stage",
+        sources=(*_config("config_stage"), Source("name", rf"(?i)(?:^|_)(stage\d+[a-z]?){_TOKEN_END}")),
+    ),
+    ColumnRule(
+        "arch",
+        sources=(
+            *_config("config_model_type", "config_model_arch", "config_arch"),
+            Source(
+                "name",
+                r"(?i)(?:^|_)((?:digress|gnn|spectral)(?:_(?:transformer|default|gnn|all|qk|v|linear|spectral|pe))*"
+                rf"|filter_bank|self_attention|linear_pe|asymmetric|mlp){_TOKEN_END}",
+            ),
+        ),
+    ),
+    ColumnRule(
+        "model_type",
+        sources=(
+            *(
+                Source(column, rf"(?i){family}", family)
+                for column in ("config_model__target_", "config_model_target")
+                for family in ("spectral", "digress", "gnn")
+            ),
+            Source("arch", r"(?i)^(digress|gnn|spectral)"),
+            Source("arch", r"(?i)^(?:filter_bank|self_attention|linear_pe|asymmetric)$", "spectral"),
+        ),
+    ),
+    ColumnRule(
+        "k", "int", (*_config("config_model_k", "config_k"), Source("name", rf"(?:^|_)k(\d+){_TOKEN_END}"))
+    ),
+    ColumnRule(
+        "lr_parsed",
+        "float",
+        (
+            *_config("config_optimizer_lr", "config_learning_rate", "config_lr"),
+            Source("name", rf"(?i)(?:^|_)lr{_NUMBER}{_TOKEN_END}"),
+        ),
+    ),
+    ColumnRule(
+        "wd_parsed",
+        "float",
+        (
+            *_config("config_optimizer_weight_decay", "config_weight_decay", "config_wd"),
+            Source("name", rf"(?i)(?:^|_)wd{_NUMBER}{_TOKEN_END}"),
+        ),
+    ),
+    ColumnRule(
+        "seed_parsed",
+        "int",
+        (*_config("config_seed"), Source("name", rf"(?i)(?:^|_)(?:s|seed)(\d+){_TOKEN_END}")),
+    ),
+    ColumnRule(
+        "dataset",
+        sources=(
+            *_config("config_data_graph_type", "config_data_dataset", "config_dataset"),
+            Source(
+                "name",
+                r"(?i)(?:^|_)(ring_of_cliques|sbm|tree|regular|erdos_renyi|planar|grid|ego|community|lfr"
+                rf"|watts_strogatz|barabasi_albert|qm9){_TOKEN_END}",
+            ),
+            Source("name", rf"(?i)(?:^|_)(pyg_[a-z0-9]+){_HYPER}"),
+        ),
+    ),
+)
+ENRICHMENT_COLUMNS = tuple(rule.name for rule in DEFAULT_RULES)
+
+
+def _check_pattern(pattern: Any, where: str, *, constant: bool = False) -> str:
+    if not isinstance(pattern, str) or not pattern:
+        raise UsageError(f"{where}: a rule pattern must be a non-empty string, not {pattern!r}")
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as error:
+        raise UsageError(f"bad regex in {where}: {pattern!r} ({error})") from None
+    check_regex(pattern, where)
+    if groups != 1 and not constant:
+        raise UsageError(
+            f"{where}: regex {pattern!r} needs exactly one (group) for the value, it has {groups}"
+        )
+    return pattern
+
+
+def _column_from_table(name: str, spec: Mapping[str, Any], base: ColumnRule | None, where: str) -> ColumnRule:
+    unknown = set(spec) - {"pattern", "patterns", "from", "config", "type", "default"}
+    if unknown:
+        raise UsageError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: pattern, patterns, from, config, type, default)"
+        )
+    patterns = spec.get("patterns", [spec["pattern"]] if "pattern" in spec else None)
+    if patterns is not None and not isinstance(patterns, list):
+        raise UsageError(f"{where}: patterns must be a list of regexes")
+    dtype = spec.get("type", base.dtype if base else "string")
+    if dtype not in TYPES:
+        raise UsageError(f"{where}: type must be one of {', '.join(TYPES)}, not {dtype!r}")
+    config = spec.get("config")
+    if config is not None and not (isinstance(config, list) and all(isinstance(c, str) for c in config)):
+        raise UsageError(f"{where}: config must be a list of column names")
+    old = base.sources if base else ()
+    config_sources = (
+        tuple(Source(c, strict=True) for c in config)
+        if config is not None
+        else tuple(s for s in old if s.is_config)
+    )
+    if patterns is None:
+        parsed = tuple(s for s in old if not s.is_config)
+    else:
+        column = spec.get("from", "name")
+        parsed = tuple(Source(column, _check_pattern(p, f"{where} pattern"), strict=True) for p in patterns)
+    default = spec.get("default", base.default if base else None)
+    return ColumnRule(name, dtype, config_sources + parsed, None if default is None else str(default))
+
+
+def load_rules(path: Path | None, base: Sequence[ColumnRule] = DEFAULT_RULES) -> list[ColumnRule]:
+    """The default rules, with a TOML file's columns replacing (same name) or added after them."""
+    rules = {rule.name: rule for rule in base}
+    if path is None:
+        return list(rules.values())
+    try:
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(f"cannot read rules file {path}: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"rules file {path} is not valid TOML: {error}") from None
+    for name, value in spec.items():
+        where = f"{path}: {name}"
+        if value is False:
+            rules.pop(name, None)
+        elif isinstance(value, str | list):
+            table = {"patterns": value if isinstance(value, list) else [value]}
+            rules[name] = _column_from_table(name, table, rules.get(name), where)
+        elif isinstance(value, dict):
+            rules[name] = _column_from_table(name, value, rules.get(name), where)
+        else:
+            raise UsageError(f"{where}: expected a regex, a list of regexes, a table or false")
+    return list(rules.values())
+
+
+def check_rule_columns(rules: Sequence[ColumnRule], columns: Sequence[str]) -> None:
+    """UsageError when a column a --rules file reads is neither in the data nor made by an earlier rule."""
+    available = set(columns)
+    for rule in rules:
+        for source in rule.sources:
+            if source.strict and source.column not in available:
+                raise UsageError(
+                    f"rule {rule.name} reads column {source.column}, which the data does not have "
+                    f"(columns: {name_list(sorted(available))})"
+                )
+        available.add(rule.name)
+
+
+def _source_expr(source: Source, dtype: pl.DataType) -> pl.Expr:
+    text = pl.col(source.column).cast(pl.String)
+    if source.pattern is None:
+        value = pl.col(source.column) if dtype != pl.String else text
+    elif source.value is not None:
+        value = pl.when(text.str.contains(source.pattern)).then(pl.lit(source.value))
+    else:
+        value = text.str.extract(source.pattern, 1)
+    if dtype == pl.String:
+        return pl.when(value != "").then(value)
+    return value.cast(dtype, strict=False)
+
+
+def enrich(frame: pl.LazyFrame, rules: Sequence[ColumnRule], *, only_missing: bool = False) -> pl.LazyFrame:
+    """Add each rule's column (first non-null source wins, then the default); sources the data lacks are skipped.
+
+    With `only_missing`, columns the frame already has (an aggregated file's) are kept as they are.
+    """
+    columns = set(frame.collect_schema().names())
+    check_rule_columns(rules, sorted(columns))
+    for rule in rules:
+        if only_missing and rule.name in columns:
+            continue
+        dtype = TYPES[rule.dtype]
+        values = [_source_expr(s, dtype) for s in rule.sources if s.column in columns]
+        if rule.default is not None:
+            values.append(pl.lit(rule.default).cast(dtype, strict=False))
+        expr = pl.coalesce(values) if values else pl.lit(None, dtype=dtype)
+        frame = frame.with_columns(expr.cast(dtype).alias(rule.name))
+        columns.add(rule.name)
+    return frame
+
+
+def rule_inputs(rules: Sequence[ColumnRule]) -> set[str]:
+    """Every column the rules read (so a narrow scan can include just these)."""
+    return {source.column for rule in rules for source in rule.sources}

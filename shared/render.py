@@ -1,0 +1,193 @@
+"""Result tables for people and pipes: rich (pivot as a heatmap), plain, markdown, JSON; files by extension."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from shared.analysis import Pivot
+from shared.cli import UsageError
+from shared.runs_io import cast_column
+from shared.storage import atomic_path, prepare_output_folder
+
+FORMATS = ("rich", "plain", "markdown", "json")
+OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")
+BEST_MARK = "*"
+
+
+def format_value(value: Any, digits: int = 6) -> str:
+    """A cell as text: floats to `digits` significant digits, null as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(value) if not math.isfinite(value) else f"{value:.{digits}g}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def text_rows(table: pl.DataFrame) -> list[list[str]]:
+    """Every cell of `table` as display text."""
+    return [[format_value(v) for v in row] for row in table.iter_rows()]
+
+
+def pivot_display(
+    pivot: Pivot, separator: str = " · "
+) -> tuple[list[str], list[list[str]], list[list[tuple[int, int] | None]]]:
+    """Header, cell texts (`best · mean (n=…)`) and per cell (rank, rows ranked in that column) of a pivot."""
+    labels = [c.removesuffix("_best") for c in pivot.table.columns if c.endswith("_best")]
+    ranked = dict(pivot.cells.group_by(pivot.cols).len().iter_rows())
+    rank = {(r, c): k for r, c, k in pivot.cells.select(pivot.rows, pivot.cols, "rank").iter_rows()}
+    header = [pivot.rows, *labels, "mean rank"]
+    texts, ranks = [], []
+    for row in pivot.table.iter_rows(named=True):
+        name = row[pivot.rows]
+        cells, cell_ranks = [format_value(name)], [None]
+        for label in labels:
+            best, mean, n = row[f"{label}_best"], row[f"{label}_mean"], row[f"{label}_n"]
+            cells.append(
+                "" if n is None else f"{format_value(best, 4)}{separator}{format_value(mean, 4)} (n={n})"
+            )
+            cell_ranks.append(None if n is None else (rank[name, label], ranked[label]))
+        cells.append(format_value(row["mean_rank"], 3))
+        texts.append(cells)
+        ranks.append([*cell_ranks, None])
+    return header, texts, ranks
+
+
+def heat_style(rank: int, total: int) -> str:
+    """Green for the best rank through yellow to red for the worst."""
+    t = 0.0 if total <= 1 else (rank - 1) / (total - 1)
+    red, green = (int(255 * min(1.0, 2 * t)), int(200 * min(1.0, 2 * (1 - t))))
+    return f"rgb({red},{green},60)" + (" bold" if rank == 1 else "")
+
+
+def console_for(stream: TextIO) -> Console:
+    """A rich console on `stream`; piped output gets its natural width instead of 80 folded columns."""
+    return Console(file=stream) if stream.isatty() else Console(file=stream, width=10_000)
+
+
+def print_rich(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str,
+    numeric: Sequence[bool],
+    ranks: Sequence[Sequence[tuple[int, int] | None]] | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """A rich table; with `ranks`, cells are coloured by rank and the best of each column is starred."""
+    table = Table(title=title, title_justify="left")
+    for index, (name, is_number) in enumerate(zip(header, numeric, strict=True)):
+        label = index == 0 and ranks is not None  # a pivot's row labels stay on one line
+        table.add_column(name, justify="right" if is_number else "left", overflow="fold", no_wrap=label)
+    for index, row in enumerate(rows):
+        cells: list[str | Text] = list(row)
+        if ranks is not None:
+            for column, cell_rank in enumerate(ranks[index]):
+                if cell_rank is not None:
+                    rank, total = cell_rank
+                    mark = "★ " if rank == 1 else ""
+                    cells[column] = Text(mark + row[column], style=heat_style(rank, total))
+        table.add_row(*cells)
+    console_for(stream or sys.stdout).print(table)
+
+
+def plain_text(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
+    """Space-aligned columns with a header line, no colour, no box."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
+
+
+def markdown_text(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
+    """A GitHub markdown table."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    rule = "| " + " | ".join("---:" if num else "---" for num in numeric) + " |"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n"
+
+
+def json_text(table: pl.DataFrame) -> str:
+    """The table as a JSON array of row objects (non-finite numbers as null)."""
+    return table.write_json() + "\n"
+
+
+def display(
+    table: pl.DataFrame, pivot: Pivot | None = None, separator: str = " · "
+) -> tuple[list[str], list[list[str]], list[bool], list]:
+    """Header, cell texts, numeric flags and (for a pivot) cell ranks of what is shown for `table`."""
+    if pivot is not None:
+        header, rows, ranks = pivot_display(pivot, separator)
+        return header, rows, [False] + [True] * (len(header) - 1), ranks
+    numeric = [dtype.is_numeric() for dtype in table.dtypes]
+    return list(table.columns), text_rows(table), numeric, []
+
+
+def mark_best(rows: list[list[str]], ranks: list) -> list[list[str]]:
+    """Pivot cells that rank first in their column get BEST_MARK appended (for colourless formats)."""
+    return [
+        [
+            cell + (BEST_MARK if rank is not None and rank[0] == 1 else "")
+            for cell, rank in zip(row, row_ranks, strict=True)
+        ]
+        for row, row_ranks in zip(rows, ranks, strict=True)
+    ]
+
+
+def render(table: pl.DataFrame, fmt: str, *, title: str, pivot: Pivot | None = None) -> None:
+    """Print the table on stdout in `fmt` (rich, plain, markdown or json)."""
+    if fmt == "json":
+        sys.stdout.write(json_text(table))
+        return
+    header, rows, numeric, ranks = display(table, pivot, "\n" if fmt == "rich" else " · ")
+    if fmt == "rich":
+        print_rich(header, rows, title=title, numeric=numeric, ranks=ranks or None)
+        return
+    if pivot is not None:
+        rows = mark_best(rows, ranks)
+    text = plain_text(header, rows, numeric) if fmt == "plain" else markdown_text(header, rows, numeric)
+    sys.stdout.write(text)
+
+
+def check_output(path: Path) -> None:
+    """UsageError for an -o file whose extension is not one we write."""
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UsageError(
+            f"-o {path}: unknown extension {path.suffix or '(none)'} (use {', '.join(OUTPUT_SUFFIXES)})"
+        )
+
+
+def write_output(table: pl.DataFrame, path: Path, *, pivot: Pivot | None = None) -> None:
+    """Write the shown table to `path` atomically, in the format its extension names."""
+    check_output(path)
+    prepare_output_folder(path.parent if str(path.parent) else Path("."))
+    suffix = path.suffix.lower()
+    with atomic_path(path) as temp:
+        if suffix == ".parquet":
+            table.write_parquet(temp, compression="zstd")
+        elif suffix == ".csv":
+            flat = table.select(
+                cast_column(c, d, pl.String) if d.is_nested() else pl.col(c) for c, d in table.schema.items()
+            )
+            flat.write_csv(temp)
+        elif suffix == ".json":
+            temp.write_text(json_text(table), encoding="utf-8")
+        else:
+            header, rows, numeric, ranks = display(table, pivot)
+            rows = mark_best(rows, ranks) if pivot is not None else rows
+            temp.write_text(markdown_text(header, rows, numeric), encoding="utf-8")

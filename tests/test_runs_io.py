@@ -1,0 +1,219 @@
+"""Finding and checking runs parquets, and the schema union (property tests) across differing exports."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.cli import UsageError
+from shared.runs_io import (
+    FILE_INDEX,
+    ROW_INDEX,
+    conform,
+    find_runs_files,
+    open_runs_file,
+    reconcile,
+    scan_runs,
+    union_schema,
+)
+
+# One column's type in one file, and a strategy for its values.
+KINDS = {
+    "Int64": (pl.Int64(), st.integers(-(2**40), 2**40)),
+    "Int32": (pl.Int32(), st.integers(-(2**31), 2**31 - 1)),
+    "UInt8": (pl.UInt8(), st.integers(0, 255)),
+    "Float64": (pl.Float64(), st.floats(allow_nan=True, allow_infinity=True, width=64)),
+    "Float32": (pl.Float32(), st.floats(allow_nan=False, allow_infinity=False, width=32)),
+    "Boolean": (pl.Boolean(), st.booleans()),
+    "String": (pl.String(), st.text(max_size=8)),
+    "Null": (pl.Null(), st.none()),
+    "DatetimeUTC": (
+        pl.Datetime("us", "UTC"),
+        st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    ),
+    "ListInt": (pl.List(pl.Int64()), st.lists(st.integers(-100, 100), max_size=3)),
+    "ListFloat": (pl.List(pl.Float64()), st.lists(st.floats(-1e6, 1e6), max_size=3)),
+}
+INTS, FLOATS = {"Int64", "Int32", "UInt8"}, {"Float64", "Float32"}
+
+
+def expected_type(kinds: list[str]) -> tuple[pl.DataType, bool]:
+    """The union rule, restated from the issue independently of the implementation."""
+    kinds = [k for k in kinds if k != "Null"]
+    if not kinds:
+        return pl.String(), False
+    if len(set(kinds)) == 1:
+        return KINDS[kinds[0]][0], False
+    if set(kinds) <= INTS:
+        return pl.Int64(), False
+    if set(kinds) <= INTS | FLOATS:
+        return pl.Float64(), False
+    if set(kinds) == {"ListInt", "ListFloat"}:
+        return pl.List(pl.Float64()), False
+    return pl.String(), True
+
+
+@st.composite
+def column_files(draw):
+    """2-4 files, each with column `x` of some kind (or without it), and the values each holds."""
+    files = []
+    for _ in range(draw(st.integers(2, 4))):
+        kind = draw(st.sampled_from([*KINDS, None]))
+        size = draw(st.integers(0, 4))
+        values = (
+            draw(st.lists(st.none() | KINDS[kind][1], min_size=size, max_size=size))
+            if kind
+            else [None] * size
+        )
+        files.append((kind, values))
+    return files
+
+
+def frame_of(kind: str | None, values: list) -> pl.DataFrame:
+    columns = {"id": pl.Series([f"r{i}" for i in range(len(values))], dtype=pl.String)}
+    if kind:
+        columns["x"] = pl.Series(values, dtype=KINDS[kind][0])
+    return pl.DataFrame(columns)
+
+
+def same_number(got: object, want: object) -> bool:
+    if isinstance(want, float) and math.isnan(want):
+        return isinstance(got, float) and math.isnan(got)
+    return got == pytest.approx(want, rel=1e-6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list(KINDS)), min_size=1, max_size=5))
+def test_union_type_follows_the_rules_in_any_order(kinds):
+    want, fallback = expected_type(kinds)
+    for order in itertools.islice(itertools.permutations(kinds), 6):
+        assert reconcile([KINDS[k][0] for k in order]) == (want, fallback)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(column_files())
+def test_union_keeps_every_row_and_value(files):
+    kinds = [kind for kind, _ in files if kind]
+    frames = [frame_of(kind, values) for kind, values in files]
+    schema, warnings = union_schema([dict(f.schema) for f in frames])
+    want, fallback = expected_type(kinds)
+    assert ("x" in schema) == bool(kinds)
+    if kinds:
+        assert schema["x"] == want
+        assert len(warnings) == int(fallback) and (not warnings or "column x" in warnings[0])
+    merged = pl.concat([conform(f.lazy(), dict(f.schema), schema) for f in frames]).collect()
+    assert merged.height == sum(len(values) for _, values in files)
+    assert merged["id"].to_list() == [f"r{i}" for _, values in files for i in range(len(values))]
+    if not kinds:
+        return
+    got = iter(merged["x"].to_list())
+    for kind, values in files:
+        for value in values if kind else [None] * len(values):
+            result = next(got)
+            if value is None or kind == "Null":
+                assert result is None
+            elif want == pl.String and kind == "String":
+                assert result == value
+            elif want == pl.String and kind == "Boolean":
+                assert result == str(value).lower()
+            elif want == pl.String and kind in INTS:
+                assert result == str(value)
+            elif want == pl.String and kind in FLOATS:
+                assert same_number(float(result), value)
+            elif want == pl.String and kind.startswith("List"):
+                assert isinstance(result, str) and result.startswith("[")
+            elif want == pl.String:
+                assert isinstance(result, str) and result
+            elif kind.startswith("List"):
+                assert all(same_number(a, b) for a, b in zip(result, value, strict=True))
+            elif kind in INTS | FLOATS:
+                assert same_number(result, value)
+            else:
+                assert result == value
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(column_files())
+def test_union_through_real_parquet_files(files):
+    with tempfile.TemporaryDirectory() as folder:
+        runs = []
+        for index, (kind, values) in enumerate(files):
+            frame = frame_of(kind, values).with_columns(
+                pl.lit("e").alias("entity"), pl.lit("p").alias("project"), pl.col("id").alias("name")
+            )
+            path = Path(folder) / f"f{index}_runs.parquet"
+            frame.write_parquet(path)
+            runs.append(open_runs_file(path))
+        schema, _ = union_schema([r.schema for r in runs])
+        merged = scan_runs(runs, schema).collect()
+        assert merged.height == sum(len(v) for _, v in files)
+        assert merged[FILE_INDEX].to_list() == [i for i, (_, v) in enumerate(files) for _ in v]
+        assert merged[ROW_INDEX].to_list() == [j for _, v in files for j in range(len(v))]
+        if "x" in schema:
+            assert merged.schema["x"] == schema["x"]
+
+
+def test_timestamps_of_different_units_and_zones_become_utc_microseconds():
+    naive = pl.DataFrame({"t": [datetime(2026, 1, 1, 12)]}, schema={"t": pl.Datetime("ns")})
+    zoned = pl.DataFrame(
+        {"t": [datetime(2026, 1, 1, 13, tzinfo=UTC)]}, schema={"t": pl.Datetime("ms", "UTC")}
+    )
+    schema, warnings = union_schema([dict(naive.schema), dict(zoned.schema)])
+    assert schema["t"] == pl.Datetime("us", "UTC") and warnings == []
+    merged = pl.concat([conform(f.lazy(), dict(f.schema), schema) for f in (naive, zoned)]).collect()
+    assert merged["t"][1] - merged["t"][0] == timedelta(hours=1)
+
+
+def write_runs(path: Path, **extra) -> Path:
+    pl.DataFrame({"id": ["a"], "name": ["n"], "entity": ["e"], "project": ["p"], **extra}).write_parquet(path)
+    return path
+
+
+def test_folders_files_and_globs_are_found_once_each_and_history_is_skipped(tmp_path, capsys):
+    (tmp_path / "day1").mkdir()
+    a = write_runs(tmp_path / "day1" / "e_p_runs.parquet")
+    b = write_runs(tmp_path / "x_runs.parquet")
+    write_runs(tmp_path / "day1" / "e_p_history.parquet")
+    found = find_runs_files(
+        [str(tmp_path), str(a), str(tmp_path / "*.parquet"), str(tmp_path / "day1" / "*")]
+    )
+    assert found == [a, b]
+    assert "skipping history file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: str(p / "missing.parquet"), "no such file or folder"),
+        (lambda p: str(p / "*.nothing"), "no file matches"),
+        (lambda p: str(p), "no \\*_runs.parquet in folder"),
+    ],
+)
+def test_missing_inputs_are_usage_errors(tmp_path, make, message):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(UsageError, match=message):
+        find_runs_files([make(tmp_path)])
+
+
+def test_a_parquet_that_is_not_a_runs_export_names_its_columns(tmp_path):
+    path = tmp_path / "other.parquet"
+    pl.DataFrame({"run_id": ["a"], "step": [1]}).write_parquet(path)
+    with pytest.raises(
+        UsageError, match=r"not a runs export: no id, name, entity, project column \(it has: run_id, step\)"
+    ):
+        open_runs_file(path)
+
+
+def test_a_file_that_is_not_parquet_is_a_usage_error(tmp_path):
+    path = tmp_path / "x_runs.parquet"
+    path.write_text("not parquet")
+    with pytest.raises(UsageError, match=r"cannot read .* as parquet"):
+        open_runs_file(path)

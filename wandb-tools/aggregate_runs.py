@@ -1,0 +1,145 @@
+#!/usr/bin/env -S uv run --script
+# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "polars>=2.1",
+#     "pyarrow>=26",
+#     "rich>=15",
+# ]
+# ///
+"""Merge runs exports (W&B or Neptune, any mix) into one deduplicated, filtered, enriched parquet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared.aggregate import Selection, aggregate
+from shared.cli import UsageError, log, run_main
+from shared.enrich import ENRICHMENT_COLUMNS, load_rules
+from shared.runs_io import check_regex, find_runs_files, open_runs_file
+from shared.storage import prepare_output_folder
+from shared.tables import print_table
+
+EXAMPLES = f"""\
+examples:
+  aggregate_runs.py wandb_export/ -o analysis/unified.parquet
+  aggregate_runs.py wandb_export/*.parquet -o analysis/unified.parquet --state finished
+  aggregate_runs.py wandb_export/ --filter stage2c -o analysis/stage2c.parquet
+  aggregate_runs.py wandb_export/ -o raw.parquet --no-enrich --protocol all
+  aggregate_runs.py /backups/wandb/ neptune_export/x_runs.parquet --include-history
+  aggregate_runs.py wandb_export/ --rules our_naming.toml        # other teams' run names
+
+inputs: folders (every *_runs.parquet below them), files and globs ("exports/**/*_runs.parquet").
+A run in several inputs (same entity/project/id) is kept once: the copy with the newest heartbeat_at,
+then the newest export (the exporter's …_metadata.json, else the file's time), then the later input.
+Columns that differ in type between files are unified: int with float → float; other mixes → string.
+
+added columns: _source_file (the input a row came from) and, unless --no-enrich,
+  {", ".join(ENRICHMENT_COLUMNS)}.
+A config value (config_model_type → arch, config_data_graph_type → dataset, config_model_k → k, …) wins
+over the value parsed from the run name. Every default rule, and the --rules TOML format, is described in
+docs/aggregate_analyze.md. A rules file maps column = "regex with one (group)" on the run name:
+  stage = '^(exp\\d+)'          # replaces the name rule of stage (config columns still win)
+  width = '_w(\\d+)'            # adds a string column
+  [depth]                       # full form
+  pattern = '_d(\\d+)'
+  type = "int"                  # string (default), int, float
+  config = ["config_model_depth"]
+exit codes: 0 done (also when filters left nothing: the empty file is written), 2 bad input.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="aggregate_runs.py",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, *_runs.parquet files or globs")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("analysis/unified.parquet"),
+        help="output parquet, written atomically (default: analysis/unified.parquet)",
+    )
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="STATE",
+        help="keep runs in this state (finished, failed, crashed, running, …); repeatable or comma-separated",
+    )
+    parser.add_argument(
+        "--filter",
+        metavar="PATTERN",
+        help="keep runs whose name matches this regex (a plain word: substring)",
+    )
+    parser.add_argument("--no-enrich", action="store_true", help="add no parsed columns (only _source_file)")
+    parser.add_argument(
+        "--protocol",
+        choices=["distribution", "single_graph", "all"],
+        default="distribution",
+        help="keep runs of this training protocol (default: distribution; `all` keeps every run)",
+    )
+    parser.add_argument(
+        "--include-history",
+        action="store_true",
+        help="also merge the kept runs' rows of each input's …_history.parquet into <output>_history.parquet",
+    )
+    parser.add_argument(
+        "--rules",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of name-parsing rules that replace or add columns",
+    )
+    args = parser.parse_args(argv)
+    args.state = [s.strip() for item in args.state for s in item.split(",") if s.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.output.suffix.lower() != ".parquet":
+        raise UsageError(f"-o {args.output}: the output must be a .parquet file")
+    if args.filter:
+        check_regex(args.filter, "--filter")
+    rules = load_rules(args.rules)
+    files = [open_runs_file(path) for path in find_runs_files(args.inputs)]
+    prepare_output_folder(args.output.parent)
+    selection = Selection(args.state, args.filter, args.protocol)
+    report = aggregate(
+        files,
+        args.output,
+        selection,
+        rules,
+        enrich_output=not args.no_enrich,
+        include_history=args.include_history,
+    )
+    print_table(report.inputs, title="Runs per input")
+    left = sum(f.rows for f in files)
+    steps = []
+    for label, dropped in report.dropped:
+        left -= dropped
+        steps.append({"step": label, "dropped": dropped, "left": left})
+    print_table(steps, title="Dropped")
+    if report.kept == 0:
+        reason = (
+            f"{report.emptied_by} removed all that were left"
+            if report.emptied_by
+            else "the inputs hold no runs"
+        )
+        log(f"nothing matched: {reason}; wrote an empty table")
+    log(f"Wrote {report.kept} runs x {report.columns} columns to {args.output}")
+    if report.history_path:
+        log(f"Wrote {report.history_rows} history rows to {report.history_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

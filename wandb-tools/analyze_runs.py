@@ -1,0 +1,239 @@
+#!/usr/bin/env -S uv run --script
+# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "polars>=2.1",
+#     "pyarrow>=26",
+#     "rich>=15",
+# ]
+# ///
+"""Rank, group and pivot runs of a runs export or an aggregated parquet (W&B or Neptune)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared import analysis as an
+from shared.cli import UsageError, log, run_main
+from shared.enrich import load_rules
+from shared.render import FORMATS, check_output, render, write_output
+from shared.runs_io import (
+    check_regex,
+    find_runs_files,
+    name_list,
+    newest_export,
+    open_runs_file,
+    scan_deduplicated,
+)
+
+DEFAULT_FOLDER = Path("wandb_export")
+EXAMPLES = """\
+examples:
+  analyze_runs.py                                              # newest export under wandb_export/, top 10
+  analyze_runs.py --filter stage3_pyg_dist --metric metric_test_accuracy --descending --pivot
+  analyze_runs.py --top 20 --metric metric_test_mse
+  analyze_runs.py analysis/unified.parquet --group-by architecture,dataset
+  analyze_runs.py --pivot --pivot-rows k --pivot-cols dataset --state finished
+  analyze_runs.py --filter stage2c -o results.csv                # the shown table, with id, for scripts
+  analyze_runs.py --group-by stage --format json | jq .
+  analyze_runs.py --schema
+
+views (one per call): --top (default), --group-by, --pivot, --schema.
+Raw exports get architecture, dataset, stage, k, … parsed on the fly (config columns win over the run
+name; see docs/aggregate_analyze.md); aggregated files use their own columns. `architecture` = `arch`.
+Runs whose metric is null or NaN are left out of rankings and statistics and counted on stderr.
+The pivot cell is `best · mean (n=runs)`; colour = rank in its column (green best), ★/* marks the best.
+Output: rich on a terminal, plain when piped (or --format); NO_COLOR turns colour off. -o FILE writes
+the table shown by extension: .csv .parquet .json .md (the pivot as <col>_best/_mean/_n columns).
+exit codes: 0 done (also when nothing matched: the reason is printed), 2 bad input.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="analyze_runs.py",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="runs parquet(s), folders or globs (default: the newest *.parquet under wandb_export/)",
+    )
+    parser.add_argument(
+        "--filter",
+        metavar="PATTERN",
+        help="only runs whose name matches this regex (a plain word: substring)",
+    )
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="STATE",
+        help="only runs in this state; repeatable or comma-separated",
+    )
+    parser.add_argument(
+        "--metric",
+        metavar="COLUMN",
+        help="metric to rank by, with or without metric_ (default: a metric_* column saying loss/mse/error, test first)",
+    )
+    parser.add_argument(
+        "--descending", action="store_true", help="higher is better (accuracy); default: lower is better"
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help="rows of the ranking (default 10); with --group-by: best N groups",
+    )
+    parser.add_argument(
+        "--group-by",
+        metavar="A,B",
+        help="count, mean, std, min, max of the metric per group, best mean first",
+    )
+    parser.add_argument(
+        "--pivot", action="store_true", help="architecture x dataset heatmap: best, mean and n per cell"
+    )
+    parser.add_argument(
+        "--pivot-rows", metavar="COLUMN", help="pivot row column (default: architecture); implies --pivot"
+    )
+    parser.add_argument(
+        "--pivot-cols", metavar="COLUMN", help="pivot column column (default: dataset); implies --pivot"
+    )
+    parser.add_argument(
+        "--schema", action="store_true", help="columns by prefix with dtype and non-null count"
+    )
+    parser.add_argument(
+        "--columns", metavar="A,B", help="extra columns for the --top table (e.g. config_optimizer_lr)"
+    )
+    parser.add_argument(
+        "--rules", type=Path, metavar="FILE", help="TOML name-parsing rules (as in aggregate_runs.py)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="rich (default on a terminal), plain (default when piped), markdown, json",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="also write the table shown: .csv .parquet .json .md",
+    )
+    args = parser.parse_args(argv)
+    split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]  # noqa: E731
+    args.group_by, args.columns = split(args.group_by), split(args.columns)
+    args.state = [s for item in args.state for s in split(item)]
+    args.pivot = args.pivot or bool(args.pivot_rows or args.pivot_cols)
+    if sum([bool(args.group_by), args.pivot, args.schema]) > 1:
+        parser.error("choose one view: --group-by, --pivot or --schema")
+    if args.top is not None and args.top < 1:
+        parser.error("--top must be at least 1")
+    args.format = args.format or ("rich" if sys.stdout.isatty() else "plain")
+    return args
+
+
+def load(inputs: list[str]) -> tuple[pl.LazyFrame, str]:
+    if inputs:
+        paths = find_runs_files(inputs)
+    else:
+        newest, count = newest_export(DEFAULT_FOLDER)
+        log(f"using {newest} (the newest of {count} parquet files under {DEFAULT_FOLDER}/)")
+        paths = [newest]
+    files = [open_runs_file(p) for p in paths]
+    return scan_deduplicated(files), ", ".join(f.label for f in files)
+
+
+def choose_metric(schema: pl.Schema, requested: str | None) -> str:
+    metric = an.pick_metric(schema, requested)
+    if metric:
+        return metric
+    metrics = an.numeric_metrics(schema)
+    if not metrics:
+        raise UsageError(f"no numeric metric_* column to rank by (columns: {name_list(schema.names())})")
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise UsageError(
+            f"no metric says loss/mse/error: choose one with --metric (numeric metric columns: {name_list(metrics)})"
+        )
+    from rich.prompt import Prompt
+
+    return Prompt.ask("no metric says loss/mse/error; rank by", choices=metrics, console=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.output:
+        check_output(args.output)
+    if args.filter:
+        check_regex(args.filter, "--filter")
+    frame, source = load(args.inputs)
+    frame = an.prepare(frame, load_rules(args.rules))
+    schema = frame.collect_schema()
+    if args.state:
+        an.require_columns(schema, ["state"], "--state")
+    steps = an.filters(args.state, args.filter)
+    matched = frame.filter(*(condition for _, condition in steps)) if steps else frame
+    if args.schema:
+        described, counts = an.schema_query(matched)
+        table = an.schema_table(described, counts.collect())
+        return show(table, args, title=f"Schema of {source}: {len(table)} columns")
+    metric = choose_metric(schema, args.metric)
+    if not args.metric:
+        log(f"ranking by {metric} (choose another with --metric)")
+    if not args.descending and an.looks_higher_is_better(metric):
+        log(f"note: ranking {metric} lowest first; pass --descending if higher is better")
+    direction = "highest" if args.descending else "lowest"
+    pivot = None
+    if args.pivot:
+        rows, cols = args.pivot_rows or "architecture", args.pivot_cols or "dataset"
+        an.require_columns(schema, [rows, cols], "--pivot-rows/--pivot-cols")
+        query = an.pivot_query(matched, metric, rows, cols, descending=args.descending)
+        title = f"{metric} by {rows} x {cols} (best · mean (n); ★ best {direction} in column)"
+    elif args.group_by:
+        an.require_columns(schema, args.group_by, "--group-by")
+        query = an.group_stats(matched, metric, args.group_by, descending=args.descending)
+        query = query.head(args.top) if args.top else query
+        title = f"{metric} by {', '.join(args.group_by)} (best mean first, {direction} is best)"
+    else:
+        an.require_columns(schema, args.columns, "--columns")
+        query = an.top_runs(matched, metric, args.top or 10, descending=args.descending, extra=args.columns)
+        title = f"Top {args.top or 10} runs by {direction} {metric}"
+    table, counts = pl.collect_all([query, an.funnel_query(frame, steps, metric)])
+    funnel = an.read_funnel(counts, steps)
+    if args.pivot:
+        pivot = an.pivot_table(table, rows, cols)
+        table = pivot.table
+    elif not args.group_by:
+        table = an.drop_empty(table, ["rank", "id", "name", metric, *args.columns])
+    if note := funnel.footer(metric):
+        log(note)
+    return show(table, args, title=title, pivot=pivot, empty=funnel.with_value == 0)
+
+
+def show(
+    table: pl.DataFrame,
+    args: argparse.Namespace,
+    *,
+    title: str,
+    pivot: an.Pivot | None = None,
+    empty: bool = False,
+) -> int:
+    if not empty or args.format == "json":
+        render(table, args.format, title=title, pivot=pivot)
+    if args.output:
+        write_output(table, args.output, pivot=pivot)
+        log(f"wrote {table.height} rows to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
