@@ -29,7 +29,7 @@ import polars as pl
 
 from shared.cli import UsageError, log, run_main
 from shared.constraints import check_callables, parse_where, unknown_metrics_error, where_metrics
-from shared.neptune_sources import STATES, RunSource, config_of, open_source, parse_state
+from shared.neptune_sources import STATES, RunSource, SummarySource, config_of, open_source, parse_state
 from shared.topk import AGGREGATIONS, Aggregation, aggregate, check_aggregation, top_k
 
 __all__ = ["NeptuneQuery", "RunInfo"]
@@ -47,6 +47,10 @@ sources (PROJECT_OR_PATH): an existing folder is read from disk: a neptune-expor
 (<data>/<project>/*.parquet; --project picks one of several) or a .neptune folder of offline runs.
 Anything else is a workspace/project on the Neptune server the token points at (read-only; token from
 --api-token, NEPTUNE_API_TOKEN or a .env file).
+
+An archive's first query reads the needed series of every run and keeps small per-series summaries in
+$XDG_CACHE_HOME/run-tools (~/.cache/run-tools); later queries on the unchanged archive (same files,
+sizes and modification times) answer from those. --no-cache neither reads nor writes them.
 
 --where takes a SQL test over metric paths in double quotes, parsed by polars (never eval), applied to
 each metric aggregated like the target. Runs lacking the target or a constrained metric, or left with
@@ -80,9 +84,16 @@ class NeptuneQuery:
         *,
         source: str | Path | None = None,
         workers: int = 8,
+        cache: bool = True,
     ) -> None:
-        """`project` as workspace/project; `source` a neptune-exporter data folder or a .neptune folder."""
+        """`project` as workspace/project; `source` a neptune-exporter data folder or a .neptune folder.
+
+        With `cache`, an archive keeps per-series summaries in the user's cache folder
+        ($XDG_CACHE_HOME/run-tools, ~/.cache/run-tools): later queries on the unchanged archive answer
+        from those, exactly as from the points (a mean_last_n window over 100 points reads the archive).
+        """
         self.project, self.api_token, self.source_path, self.workers = project, api_token, source, workers
+        self.cache = cache
         self._source: RunSource | None = None
         self._runs_cache: list[RunInfo] | None = None
         self.last_excluded: dict[str, int] = {}
@@ -93,7 +104,11 @@ class NeptuneQuery:
         """The run source, opened on first use."""
         if self._source is None:
             self._source = open_source(
-                self.project, source=self.source_path, api_token=self.api_token, workers=self.workers
+                self.project,
+                source=self.source_path,
+                api_token=self.api_token,
+                workers=self.workers,
+                cache=self.cache,
             )
         return self._source
 
@@ -133,14 +148,13 @@ class NeptuneQuery:
         exprs = [parse_where(text) for text in texts]
         wanted_state = parse_state(state)
         required = list(dict.fromkeys([metric_key, *checks, *where_metrics(exprs)]))
-        options = {"series": aggregation != "last", "required": required}
         if wanted_state is None:
-            points = self.source.points(required, None, **options)
+            points = self._points(required, None, aggregation, n_steps)
             run_ids = self.source.run_ids()
         else:
             runs = self.source.runs()
             run_ids = runs.filter(pl.col("state") == wanted_state)["run_id"].to_list()
-            points = self.source.points(required, run_ids, **options)
+            points = self._points(required, run_ids, aggregation, n_steps)
         result = top_k(
             points, metric_key, k=k, minimize=minimize, where=exprs, checks=checks, runs=run_ids,
             aggregation=aggregation, n_steps=n_steps,
@@ -161,6 +175,16 @@ class NeptuneQuery:
             reasons = ", ".join(f"{count} {reason}" for reason, count in result.excluded.items())
             log(f"query_topk: {self.last_stats['excluded']} of {result.considered} runs left out ({reasons})")
         return self._run_infos(result.ranked, required)
+
+    def _points(
+        self, keys: list[str], run_ids: list[str] | None, aggregation: str, n_steps: int
+    ) -> pl.LazyFrame:
+        """The points a query aggregates: from stored summaries when the source has them, else read."""
+        if isinstance(self.source, SummarySource):
+            points = self.source.summary_points(keys, run_ids, aggregation, n_steps)
+            if points is not None:
+                return points
+        return self.source.points(keys, run_ids, series=aggregation != "last", required=keys)
 
     def _run_infos(self, ranked: pl.DataFrame, keys: list[str]) -> list[RunInfo]:
         attributes = self.source.attributes(ranked["run_id"].to_list())
@@ -267,6 +291,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     output.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write that JSON to FILE")
     parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="archives: neither read nor write the series summaries kept in ~/.cache/run-tools",
+    )
+    parser.add_argument(
         "--api-token",
         metavar="TOKEN",
         help="Neptune API token (prefer NEPTUNE_API_TOKEN or .env: flags show in ps)",
@@ -289,7 +318,7 @@ def open_query(args: argparse.Namespace) -> NeptuneQuery:
     """A NeptuneQuery on the folder or project the command line names."""
     path = Path(args.target).expanduser()
     if path.exists():
-        return NeptuneQuery(args.project, source=path)
+        return NeptuneQuery(args.project, source=path, cache=not args.no_cache)
     if args.project or not _PROJECT_NAME.match(args.target):
         raise UsageError(f"{args.target} is neither an existing folder nor a workspace/project name")
     return NeptuneQuery(args.target, args.api_token, workers=args.workers)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +14,8 @@ import polars as pl
 
 from shared.cli import UsageError
 from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
+from shared.summary_cache import SummaryCache
+from shared.topk import RUN, summarize, summary_answers, summary_points
 
 # The columns of neptune-exporter's `model.SCHEMA` that we read (file_value/histogram_value are not).
 ARCHIVE_COLUMNS: dict[str, pl.DataType] = {
@@ -42,13 +46,22 @@ _PART = re.compile(r"^(?P<prefix>.*)_part_\d+\.parquet$")
 DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archive is running
 
 
-def parquet_files(folder: Path) -> list[Path]:
-    """The finished parquet parts of one project folder (`*.parquet.tmp` are parts still being written)."""
-    return sorted(folder.glob("*.parquet"), key=lambda path: path.name)
+def parquet_files(folder: Path) -> list[str]:
+    """The finished parquet parts of one project folder, sorted by name (`*.parquet.tmp` are parts
+    still being written). Plain strings: an archive may hold 10,000s of files."""
+    with os.scandir(folder) as entries:
+        names = sorted(entry.name for entry in entries if entry.name.endswith(".parquet"))
+    return [f"{folder}{os.sep}{name}" for name in names]
+
+
+def _first_parquet(folder: Path) -> str | None:
+    """Any parquet file of `folder` (stops at the first one)."""
+    with os.scandir(folder) as entries:
+        return next((entry.path for entry in entries if entry.name.endswith(".parquet")), None)
 
 
 def _has_parquet(folder: Path) -> bool:
-    return next(folder.glob("*.parquet"), None) is not None
+    return _first_parquet(folder) is not None
 
 
 def project_folders(path: Path) -> list[Path]:
@@ -73,7 +86,8 @@ def sanitized_names(text: str) -> tuple[str, str]:
 
 
 def _project_id(folder: Path) -> str | None:
-    first = next(folder.glob("*.parquet"))
+    first = _first_parquet(folder)
+    assert first is not None
     value = pl.scan_parquet(first).select("project_id").head(1).collect()
     return value.item() if value.height else None
 
@@ -102,23 +116,25 @@ class ArchiveSource:
 
     kind = "neptune-exporter archive"
 
-    def __init__(self, path: Path, project: str | None = None) -> None:
+    def __init__(self, path: Path, project: str | None = None, *, cache: bool = True) -> None:
         self.folder, self.project = find_project_folder(path, project)
         self.files = parquet_files(self.folder)
+        self.cache = cache
+        self._summaries: SummaryCache | None = None
         self._runs: pl.DataFrame | None = None
         self._scalars: pl.DataFrame | None = None
         self._attributes: dict[str, dict[str, Any]] = {}
         self._seen_ids: list[str] | None = None  # every run (sys/id row) met by the last full points pass
 
-    def _scan(self, files: Sequence[Path | str] | None = None) -> pl.LazyFrame:
+    def _scan(self, files: Sequence[str] | None = None) -> pl.LazyFrame:
         return pl.scan_parquet(
-            [str(f) for f in (files or self.files)],
+            list(files or self.files),
             schema=ARCHIVE_COLUMNS,
             missing_columns="insert",
             extra_columns="ignore",
         )
 
-    def _scalar_rows(self, files: Sequence[Path] | None = None) -> pl.DataFrame:
+    def _scalar_rows(self, files: Sequence[str] | None = None) -> pl.DataFrame:
         """The simple attributes (rows without a step) of these files, with their typed value columns."""
         return (
             self._scan(files)
@@ -150,25 +166,33 @@ class ArchiveSource:
             .cast(RUNS_SCHEMA)
         )
 
-    def _files_of(self, run_ids: Sequence[str]) -> list[Path] | None:
+    def _parts(self, prefix: str) -> list[str]:
+        """The part files `<prefix>_part_<n>.parquet` (self.files is sorted by name: a binary search)."""
+        start = f"{prefix}_part_"
+        index = bisect.bisect_left(self.files, start, key=os.path.basename)
+        parts = []
+        while index < len(self.files) and (name := os.path.basename(self.files[index])).startswith(start):
+            match = _PART.match(name)
+            if match and match["prefix"] == prefix:
+                parts.append(self.files[index])
+            index += 1
+        return parts
+
+    def _files_of(self, run_ids: Sequence[str]) -> list[str] | None:
         """The part files of these runs, found by the exporter's file names; None when one is not found."""
-        by_prefix: dict[str, list[Path]] = {}
-        for file in self.files:
-            match = _PART.match(file.name)
-            if match:
-                by_prefix.setdefault(match["prefix"], []).append(file)
-        found: list[Path] = []
+        found: list[str] = []
         for run_id in run_ids:
-            parts = next((by_prefix[n] for n in sanitized_names(run_id) if n in by_prefix), None)
+            parts = next((parts for name in sanitized_names(run_id) if (parts := self._parts(name))), None)
             if parts is None:
                 return None
             found += parts
-        return sorted(set(found), key=lambda path: path.name) or None
+        return sorted(set(found)) or None
 
     def runs(self, *, refresh: bool = False) -> pl.DataFrame:
         if self._runs is None or refresh:
             if refresh:
                 self.files = parquet_files(self.folder)
+                self._summaries = None
                 self._attributes.clear()
                 self._seen_ids = None
             self._load()
@@ -187,9 +211,16 @@ class ArchiveSource:
         series: bool = True,
         required: Sequence[str] = (),
     ) -> pl.LazyFrame:
-        """Points of these paths; a pass over every run also notes each run's id (sys/id) on the way."""
+        """Points of these paths; a pass over every run also notes each run's id (sys/id) on the way.
+
+        Points are the rows of a series (a step) and simple attributes holding a number. The type is
+        told by the step and value columns: the attribute_type column would cost a fourth string column
+        per row. So a point of a non-float series (a string series at a metric's path) counts, as a
+        point without a finite value.
+        """
         files = self._files_of(run_ids) if run_ids is not None and len(run_ids) <= 1000 else None
-        wanted = pl.col("attribute_path").is_in(list(keys)) & pl.col("attribute_type").is_in(NUMERIC_TYPES)
+        numeric = pl.any_horizontal(pl.col("step", "float_value", "int_value").is_not_null())
+        wanted = pl.col("attribute_path").is_in(list(keys)) & numeric
         if run_ids is None:
             wanted = wanted | (pl.col("attribute_path") == "sys/id")
         scan = self._scan(files).filter(wanted)
@@ -205,8 +236,40 @@ class ArchiveSource:
             return scan
         frame = scan.collect()
         is_id = pl.col("key") == "sys/id"
-        self._seen_ids = frame.filter(is_id)["run_id"].cast(pl.String).unique().sort().to_list()
-        return frame.filter(~is_id).lazy()
+        ids = frame.lazy().filter(is_id).select(pl.col("run_id").cast(pl.String).unique().sort())
+        self._seen_ids = ids.collect()["run_id"].to_list()
+        return frame.lazy().filter(~is_id)  # lazy: the engine's own filter and copy take it along
+
+    def summary_points(
+        self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
+    ) -> pl.LazyFrame | None:
+        """Points that aggregate exactly like these series, from the persistent summary cache.
+
+        When a key (or the run list) is not cached yet, every key is read once for every run and
+        summarised for later queries. None when the cache is off, the mean_last_n window exceeds the
+        stored tail, or the cache misses and only some runs are wanted (their files do not summarise
+        the archive).
+        """
+        if not self.cache or not summary_answers(aggregation, n_steps):
+            return None
+        if self._summaries is None:
+            self._summaries = SummaryCache(self.folder, self.files)
+        cache, column = self._summaries, "tail" if aggregation == "mean_last_n" else aggregation
+        keys = list(dict.fromkeys(keys))
+        names = {key: f"series {key}" for key in keys}
+        runs = cache.load(["runs"])
+        summary = cache.load(list(names.values()), [RUN, "key", column]) if runs is not None else None
+        if runs is None or summary is None:
+            if run_ids is not None:
+                return None
+            fresh = summarize(self.points(keys, None), keys)
+            runs = pl.DataFrame({RUN: self._seen_ids}, schema={RUN: pl.String})
+            cache.store({"runs": runs} | {names[key]: fresh.filter(pl.col("key") == key) for key in keys})
+            summary = fresh.select(RUN, "key", column)
+        self._seen_ids = runs[RUN].to_list()
+        if run_ids is not None:
+            summary = summary.filter(pl.col(RUN).is_in(list(run_ids)))
+        return summary_points(summary, aggregation, n_steps).lazy()
 
     def attributes(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Simple attributes of these runs: from the runs table when read, else from their files only."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import polars as pl
 
@@ -63,6 +63,17 @@ class RunSource(Protocol):
         ...
 
 
+@runtime_checkable
+class SummarySource(Protocol):
+    """A source that can answer an aggregation from stored per-series summaries (archives)."""
+
+    def summary_points(
+        self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
+    ) -> pl.LazyFrame | None:
+        """Points that aggregate like the full series of these paths, or None to read the points."""
+        ...
+
+
 def normalize_state(value: Any) -> str | None:
     """Neptune's run state in our two words: `Active`/`running` → active, `Inactive`/`idle` → inactive."""
     if value is None:
@@ -92,10 +103,10 @@ def source_kind(path: Path) -> str:
 
     if not path.exists():
         raise UsageError(f"{path} does not exist")
+    if is_archive(path):  # the cheaper test first: an archive folder may hold thousands of files
+        return "archive"
     if is_offline_folder(path):
         return "offline"
-    if is_archive(path):
-        return "archive"
     raise UsageError(
         f"{path} is neither a neptune-exporter data folder (<data>/<project>/*.parquet) nor a .neptune "
         "folder with offline runs (.neptune/offline/run__*/data-*.log)"
@@ -103,9 +114,17 @@ def source_kind(path: Path) -> str:
 
 
 def open_source(
-    project: str | None, *, source: str | Path | None = None, api_token: str | None = None, workers: int = 8
+    project: str | None,
+    *,
+    source: str | Path | None = None,
+    api_token: str | None = None,
+    workers: int = 8,
+    cache: bool = True,
 ) -> RunSource:
-    """The source for a project: the live server when `source` is None, else the folder at `source`."""
+    """The source for a project: the live server when `source` is None, else the folder at `source`.
+
+    `cache`: an archive may keep series summaries in the user's cache folder (see shared.summary_cache).
+    """
     if source is None:
         if not project:
             raise UsageError("a Neptune project (workspace/project) or a source folder is needed")
@@ -119,4 +138,4 @@ def open_source(
         return OfflineSource(path)
     from shared.neptune_archive import ArchiveSource
 
-    return ArchiveSource(path, project)
+    return ArchiveSource(path, project, cache=cache)

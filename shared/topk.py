@@ -1,4 +1,8 @@
-"""Vectorized top-k over tidy metric points (run_id, key, step, value): aggregate, constrain, rank, take k."""
+"""Vectorized top-k over tidy metric points (run_id, key, step, value): aggregate, constrain, rank, take k.
+
+Also per-series summaries (`summarize`) from which every aggregation is recomputed exactly
+(`summary_points`): a source can store them and answer later queries without reading the points.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import polars as pl
 Aggregation = Literal["last", "mean_last_n", "min", "max", "mean_all"]
 AGGREGATIONS: tuple[str, ...] = ("last", "mean_last_n", "min", "max", "mean_all")
 RUN = "run_id"
-_ORDERED = {"last", "mean_last_n"}
+SUMMARY_TAIL = 100  # finite values a summary keeps per series: mean_last_n up to this window
+_SUMMARY_VALUES = ("last", "min", "max", "mean_all")  # the aggregations a summary holds as one value
 
 
 @dataclass(frozen=True)
@@ -46,52 +51,88 @@ def _value_expr(aggregation: str, n_steps: int) -> pl.Expr:
 
 def _blocks(frame: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
     """Number the runs of consecutive rows with one (run, key); also whether a step goes backwards in one."""
-    change = ((pl.col(RUN) != pl.col(RUN).shift()) | (pl.col("key") != pl.col("key").shift())).fill_null(True)
-    backwards = frame.select((~change & (pl.col("step") < pl.col("step").shift())).any()).item()
-    return frame.with_columns(change.cum_sum().set_sorted().alias("block")), bool(backwards)
+    blocked = frame.with_columns(pl.struct(RUN, "key").rle_id().set_sorted().alias("block"))
+    same_block = pl.col("block") == pl.col("block").shift()
+    backwards = blocked.select((same_block & (pl.col("step") < pl.col("step").shift())).any()).item()
+    return blocked, bool(backwards)
 
 
-def _by_block(frame: pl.DataFrame, value: pl.Expr) -> pl.DataFrame:
-    """Aggregate the finite values of each block; a block without one gets a null value."""
-    finite = pl.col("value").is_finite()
-    aggregated = frame.filter(finite).group_by("block").agg(pl.col(RUN).first(), pl.col("key").first(), value)
-    without_finite = (
-        frame.filter(~finite.fill_null(False))
-        .unique("block")
-        .join(aggregated, on="block", how="anti")
-        .select("block", RUN, "key", pl.lit(None, pl.Float64).alias("value"))
-    )
-    return pl.concat([aggregated, without_finite])
+def _grouped(frame: pl.DataFrame, exprs: Sequence[pl.Expr]) -> pl.DataFrame | None:
+    """`exprs` over the finite values of each block of (run, key) rows (nulls without one); None when a
+    step goes backwards in a block or a series is split over several blocks."""
+    blocked, backwards = _blocks(frame)
+    first_rows = (pl.col("block") != pl.col("block").shift()).fill_null(True)
+    series = blocked.lazy().filter(first_rows).select("block", RUN, "key").collect()
+    if backwards or not series.select(pl.struct(RUN, "key").is_unique().all()).item():
+        return None
+    finite = blocked.lazy().select("block", "value").filter(pl.col("value").is_finite())
+    values = finite.group_by("block").agg(*exprs).collect()
+    return series.join(values, on="block", how="left").drop("block")
 
 
-def aggregate(
-    points: pl.DataFrame | pl.LazyFrame, keys: Sequence[str], aggregation: str = "last", n_steps: int = 10
+def _series(
+    points: pl.DataFrame | pl.LazyFrame, keys: Sequence[str], exprs: Sequence[pl.Expr]
 ) -> pl.DataFrame:
-    """One row per (run, key) with any point: the aggregate of its finite values by step (null if none).
+    """One row per (run, key) with any point: `exprs` over its finite values in step order (null if none).
 
     Exporters write each series as one block of rows in step order; then the blocks are the groups and
     nothing is hashed or sorted. Any other layout is sorted by (run, key, step) first, keeping the input
     order of equal steps.
     """
-    check_aggregation(aggregation, n_steps)
-    keys = list(dict.fromkeys(keys))
-    frame = (  # run_id and key may be String or Categorical (cheaper to compare; sources scan into it)
+    frame = (  # run_id and key may be String or Categorical
         points.lazy()
         .select(RUN, "key", pl.col("step").cast(pl.Float64), pl.col("value").cast(pl.Float64))
-        .filter(pl.col("key").is_in(keys))
+        .filter(pl.col("key").is_in(list(dict.fromkeys(keys))))
         .collect()
+        .rechunk()  # a scan of many files gives a chunk per file: one copy beats walking 10,000s of chunks
     )
-    value = _value_expr(aggregation, n_steps).alias("value")
-    blocked, backwards = _blocks(frame)
-    aggregated = None
-    if not (backwards and aggregation in _ORDERED):
-        aggregated = _by_block(blocked, value)
-        if not aggregated.select(pl.struct(RUN, "key").is_unique().all()).item():
-            aggregated = None  # a series split over several blocks
-    if aggregated is None:
+    grouped = _grouped(frame, exprs)
+    if grouped is None:
         ordered = frame.sort([RUN, "key", "step"], nulls_last=False, maintain_order=True)
-        aggregated = _by_block(_blocks(ordered)[0], value)
-    return aggregated.select(pl.col(RUN).cast(pl.String), pl.col("key").cast(pl.String), "value")
+        grouped = _grouped(ordered, exprs)
+    assert grouped is not None
+    return grouped
+
+
+def aggregate(
+    points: pl.DataFrame | pl.LazyFrame, keys: Sequence[str], aggregation: str = "last", n_steps: int = 10
+) -> pl.DataFrame:
+    """One row per (run, key) with any point: the aggregate of its finite values by step (null if none)."""
+    check_aggregation(aggregation, n_steps)
+    long = _series(points, keys, [_value_expr(aggregation, n_steps).alias("value")])
+    return long.select(pl.col(RUN).cast(pl.String), pl.col("key").cast(pl.String), "value")
+
+
+def summarize(
+    points: pl.DataFrame | pl.LazyFrame, keys: Sequence[str], tail: int = SUMMARY_TAIL
+) -> pl.DataFrame:
+    """What every aggregation needs from each (run, key) series, computed as `aggregate` computes it.
+
+    Columns: run_id, key, last, min, max, mean_all (null without a finite value) and tail (the last
+    `tail` finite values in step order, null without one): every aggregation but a mean_last_n window
+    longer than `tail` is answered from these (`summary_points`).
+    """
+    values = [_value_expr(name, tail).alias(name) for name in _SUMMARY_VALUES]
+    summary = _series(points, keys, [*values, pl.col("value").tail(tail).alias("tail")])
+    return summary.with_columns(pl.col(RUN).cast(pl.String), pl.col("key").cast(pl.String))
+
+
+def summary_answers(aggregation: str, n_steps: int, tail: int = SUMMARY_TAIL) -> bool:
+    """Whether summaries keeping `tail` values per series answer this aggregation exactly."""
+    return aggregation != "mean_last_n" or n_steps <= tail
+
+
+def summary_points(summary: pl.DataFrame, aggregation: str, n_steps: int) -> pl.DataFrame:
+    """Points that aggregate exactly like the series `summary` was made from (one null point for a
+    series without a finite value). `summary` needs run_id, key and the aggregation's column (`tail`
+    for mean_last_n, whose window must fit in it: see `summary_answers`)."""
+    check_aggregation(aggregation, n_steps)
+    if aggregation == "mean_last_n":
+        values = summary.select(RUN, "key", pl.col("tail").list.tail(n_steps).alias("value"))
+        values = values.explode("value", empty_as_null=True)
+    else:
+        values = summary.select(RUN, "key", pl.col(aggregation).alias("value"))
+    return values.select(RUN, "key", pl.lit(0.0).alias("step"), "value")
 
 
 def _exclusions(long: pl.DataFrame, universe: pl.DataFrame, required: list[str]) -> pl.DataFrame:

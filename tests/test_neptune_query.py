@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.cli import ToolFailure, UsageError
+from shared.topk import SUMMARY_TAIL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "neptune-tools"))
@@ -241,6 +242,14 @@ def write_archive(root: Path, project: str = PROJECT, *, one_file: bool = False,
             pq.write_table(table, folder / f"{exporter_name(run_id)}_part_0.parquet", compression="snappy")
     (folder / "TEST-99_part_0.parquet.tmp").write_bytes(b"unfinished part")  # an export still running
     return root
+
+
+@pytest.fixture(autouse=True)
+def summary_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test starts with its own empty series-summary cache (never the user's ~/.cache)."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder / "run-tools" / "series-summaries"
 
 
 @pytest.fixture(scope="session")
@@ -515,6 +524,88 @@ def test_fetch_runs_is_cached_until_forced(archive):
     assert nq.query_topk("train/loss", state="active") == []
 
 
+# ------------------------------------------------------------------ the series-summary cache of archives
+
+
+def outcome(nq: NeptuneQuery, **query: Any) -> tuple[list[tuple], dict[str, int], dict[str, int]]:
+    found = nq.query_topk(**query)
+    return [(r.run_id, r.name, r.metrics, r.config) for r in found], nq.last_excluded, nq.last_stats
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "n"),
+    [("last", 10), ("min", 10), ("max", 10), ("mean_all", 10), ("mean_last_n", 1), ("mean_last_n", 3),
+     ("mean_last_n", SUMMARY_TAIL), ("mean_last_n", SUMMARY_TAIL + 1)],
+)  # fmt: skip
+def test_cached_summaries_answer_exactly_like_the_archive(
+    archive, summary_cache, monkeypatch, aggregation, n
+):
+    query = {
+        "metric_key": "eval/accuracy", "k": 10, "minimize": False, "aggregation": aggregation, "n_steps": n,
+        "constraints": {"train/loss": lambda x: x < 0.9}, "where": '"metrics/L0" < 80',
+    }  # fmt: skip
+    expected = outcome(NeptuneQuery(PROJECT, source=archive, cache=False), **query)
+    assert expected[0] and expected[1]  # some runs rank, some are left out
+    assert not summary_cache.exists()
+    assert outcome(NeptuneQuery(PROJECT, source=archive), **query) == expected  # cold: reads, stores
+    cached = n <= SUMMARY_TAIL  # a longer mean_last_n window is always read from the archive
+    assert summary_cache.exists() == cached
+    warm = NeptuneQuery(PROJECT, source=archive)
+    scans: list[Any] = []
+    original = warm.source._scan
+    monkeypatch.setattr(warm.source, "_scan", lambda files=None: scans.append(files) or original(files))
+    assert outcome(warm, **query) == expected
+    assert (None not in scans) == cached  # warm: only the winners' own files (their attributes)
+    inactive = {**query, "state": "inactive"}  # a run subset: answered from the cache as well
+    assert outcome(warm, **inactive) == outcome(
+        NeptuneQuery(PROJECT, source=archive, cache=False), **inactive
+    )
+
+
+def test_a_changed_archive_is_never_answered_from_old_summaries(tmp_path, summary_cache):
+    root = write_archive(tmp_path / "data")
+    folder = root / exporter_name(PROJECT)
+
+    def best(**options: Any) -> list[tuple[str, float]]:
+        found = NeptuneQuery(PROJECT, source=root, **options).query_topk("train/loss", k=3)
+        return [(r.name, r.metrics["train/loss"]) for r in found]
+
+    assert best() == best() == best(cache=False) == reference("train/loss", k=3)
+    old_entries = sorted(summary_cache.rglob("*.parquet"))
+    beta = BY_NAME["beta"]  # rewritten in place: its loss now ends at 0.8 (and the file is smaller)
+    rewritten = Spec("beta", beta.params, beta.series | {"train/loss": steps(0.9, 0.8)}, beta.numbers)
+    part = folder / f"{exporter_name('TEST-2')}_part_0.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(exporter_rows(PROJECT, "TEST-2", rewritten), schema=EXPORTER_SCHEMA), part
+    )
+    assert best() == best(cache=False) and best()[0][0] == "gamma"
+    assert old_entries and not any(entry.exists() for entry in old_entries)  # the old state's are deleted
+    added = Spec("theta", {"lr": 0.1, "width": 8, "optimizer": "sgd"}, {"train/loss": steps(0.01)})
+    part = folder / f"{exporter_name('TEST-8')}_part_0.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(exporter_rows(PROJECT, "TEST-8", added), schema=EXPORTER_SCHEMA), part
+    )
+    assert best()[0] == ("theta", 0.01) and best() == best(cache=False)
+    part.unlink()
+    assert best()[0][0] == "gamma"
+
+
+def test_the_summary_cache_can_be_off_and_never_fails_a_query(
+    archive, summary_cache, monkeypatch, tmp_path, capsys
+):
+    def best_two(**options: Any) -> list[str]:
+        return [
+            r.name for r in NeptuneQuery(PROJECT, source=archive, **options).query_topk("train/loss", k=2)
+        ]
+
+    assert best_two(cache=False) == ["beta", "gamma"] and not summary_cache.exists()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert best_two() == ["beta", "gamma"]
+    assert "could not write the summary cache" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ the live server, through a stand-in client
 
 
@@ -687,17 +778,19 @@ def uv_run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_cli_help_json_table_and_errors(archive, offline, tmp_path):
+def test_cli_help_json_table_and_errors(archive, offline, tmp_path, summary_cache):
     result = uv_run("--help")
     assert result.returncode == 0 and "examples:" in result.stdout and "--where EXPR" in result.stdout
+    assert "--no-cache" in result.stdout
 
-    result = uv_run(
-        str(archive), "--project", PROJECT, "--metric", "train/loss", "--where", '"metrics/L0" < 50', "--json"
-    )
-    assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout)
+    query = [str(archive), "--project", PROJECT, "--metric", "train/loss", "--where", '"metrics/L0" < 50']
     expected = reference("train/loss", constraints={"metrics/L0": lambda x: x < 50})
-    assert [(r["name"], pytest.approx(r["metrics"]["train/loss"])) for r in found] == expected
+    for options, cached in ((["--no-cache"], False), ([], True), ([], True)):  # no cache; cold; warm
+        result = uv_run(*query, "--json", *options)
+        assert result.returncode == 0, result.stderr
+        found = json.loads(result.stdout)
+        assert [(r["name"], pytest.approx(r["metrics"]["train/loss"])) for r in found] == expected
+        assert summary_cache.exists() == cached
     assert set(found[0]) == {"run_id", "name", "config", "metrics"} and "metrics/L0" in found[0]["metrics"]
 
     out = tmp_path / "best.json"

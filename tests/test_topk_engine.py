@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.topk import aggregate, top_k
+from shared.topk import AGGREGATIONS, aggregate, summarize, summary_answers, summary_points, top_k
 
 RUNS = [f"run-{i}" for i in range(12)]
 KEYS = ["loss", "L0", "acc"]
@@ -111,6 +111,39 @@ def test_engine_matches_plain_python(points, aggregation, n, k, minimize, thresh
         assert got.ranked["loss"].to_list() == pytest.approx([value for _, value in expected])
         assert got.excluded == excluded
         assert got.considered == len(set(RUNS) | {p[0] for p in points})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(
+            st.sampled_from(RUNS[:5]),
+            st.sampled_from(KEYS),
+            st.one_of(st.none(), st.integers(0, 12).map(float)),
+            st.sampled_from([*VALUES, 1e300, -1e-300, 0.1, 0.7]),
+        ),
+        max_size=150,
+    ),
+    shuffle=st.booleans(),
+    categorical=st.booleans(),
+    tail=st.integers(1, 4),
+)
+def test_summaries_aggregate_exactly_like_the_points(points, shuffle, categorical, tail):
+    """Every aggregation from a summary equals the one from the points, bit for bit (null included)."""
+    if not shuffle:
+        points.sort(key=lambda p: (p[0], p[1]))
+    full = frame(points)
+    if categorical:
+        full = full.with_columns(pl.col("run_id", "key").cast(pl.Categorical))
+    summary = summarize(full, KEYS[:2], tail)
+    for aggregation in AGGREGATIONS:
+        for n in range(1, tail + 2):
+            if not summary_answers(aggregation, n, tail):
+                assert aggregation == "mean_last_n" and n > tail
+                continue
+            expected = aggregate(full, KEYS[:2], aggregation, n).sort("run_id", "key")
+            got = aggregate(summary_points(summary, aggregation, n), KEYS[:2], aggregation, n)
+            assert got.sort("run_id", "key").equals(expected), (aggregation, n)
 
 
 def test_ties_break_by_run_id_in_both_directions():
