@@ -8,8 +8,9 @@ from collections import Counter
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from shared.topk import AGGREGATIONS, aggregate, summarize, summary_answers, summary_points, top_k
 
@@ -128,8 +129,17 @@ def test_engine_matches_plain_python(points, aggregation, n, k, minimize, thresh
     categorical=st.booleans(),
     tail=st.integers(1, 4),
 )
-def test_summaries_aggregate_exactly_like_the_points(points, shuffle, categorical, tail):
-    """Every aggregation from a summary equals the one from the points, bit for bit (null included)."""
+@example(  # a window summed in another order than the whole group (found by CI)
+    points=[("run-0", "loss", None, -4.0)] * 2 + [("run-1", "loss", None, v) for v in (-4.0, 1.0, 0.1, 0.1)],
+    shuffle=False,
+    categorical=False,
+    tail=3,
+)
+def test_summaries_aggregate_like_the_points(points, shuffle, categorical, tail):
+    """Every aggregation from a summary equals the one from the points (null included).
+
+    Equal to the last bits only up to summation order: polars may add a window of a longer group with
+    another kernel than the same values on their own (1.0 + 0.1 + 0.1 vs 0.1 + 0.1 + 1.0)."""
     if not shuffle:
         points.sort(key=lambda p: (p[0], p[1]))
     full = frame(points)
@@ -143,7 +153,7 @@ def test_summaries_aggregate_exactly_like_the_points(points, shuffle, categorica
                 continue
             expected = aggregate(full, KEYS[:2], aggregation, n).sort("run_id", "key")
             got = aggregate(summary_points(summary, aggregation, n), KEYS[:2], aggregation, n)
-            assert got.sort("run_id", "key").equals(expected), (aggregation, n)
+            assert_frame_equal(got.sort("run_id", "key"), expected, rel_tol=1e-12, abs_tol=0.0)
 
 
 def test_ties_break_by_run_id_in_both_directions():
