@@ -10,6 +10,7 @@ import polars as pl
 
 from shared.cli import UsageError
 from shared.enrich import ColumnRule, enrich
+from shared.pareto import ParetoError, check_axes
 from shared.runs_io import name_list, name_pattern
 from shared.schema import CORE_COLUMNS
 
@@ -78,6 +79,20 @@ def pick_metric(schema: pl.Schema, requested: str | None) -> str | None:
         return split, kind, len(name), name  # the plainest name: metric_test_mse before metric_best_test_mse
 
     return min(losses, key=preference)
+
+
+def pareto_axis(schema: pl.Schema, requested: str, metric: str) -> str:
+    """The --pareto column: `requested` as named, else with `metric_` in front. UsageError when it is not
+    a numeric column, or is `metric` (the other axis) itself."""
+    prefixed = f"metric_{requested}"
+    name = prefixed if requested not in schema and prefixed in schema else requested
+    try:
+        check_axes(schema, metric, name)
+    except ParetoError as error:
+        raise UsageError(f"--pareto: {error}") from None
+    if name == metric:
+        raise UsageError(f"--pareto {requested} is the --metric itself: choose the other axis")
+    return name
 
 
 def looks_higher_is_better(metric: str) -> bool:
@@ -164,16 +179,26 @@ def top_runs(
     frame: pl.LazyFrame, metric: str, n: int, *, descending: bool, extra: Sequence[str] = ()
 ) -> pl.LazyFrame:
     """The `n` best runs with a metric value: rank, id, name, metric, key columns present, `extra` columns."""
-    names = frame.collect_schema().names()
-    keys = [c for c in KEY_COLUMNS if c in names and c not in extra and c != metric]
     return (
         frame.filter(has_value(metric))
         .sort([metric, "id"], descending=[descending, False], nulls_last=True)
         .head(n)
         .select(
-            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rank"), "id", "name", metric, *extra, *keys
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("rank"),
+            *_with_keys(frame, ["id", "name", metric, *extra]),
         )
     )
+
+
+def _with_keys(frame: pl.LazyFrame, columns: Sequence[str]) -> list[str]:
+    """`columns` (each once), then the KEY_COLUMNS the frame has that are not among them."""
+    names = frame.collect_schema().names()
+    return list(dict.fromkeys([*columns, *(c for c in KEY_COLUMNS if c in names)]))
+
+
+def pareto_candidates(frame: pl.LazyFrame, x: str, y: str, *, extra: Sequence[str] = ()) -> pl.LazyFrame:
+    """Runs with a value of `x`: id, name, x, y, `extra` and the key columns present (a front's input)."""
+    return frame.filter(has_value(x)).select(_with_keys(frame, ["id", "name", x, y, *extra]))
 
 
 def drop_empty(table: pl.DataFrame, keep: Sequence[str]) -> pl.DataFrame:
@@ -244,6 +269,16 @@ def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:
         "mean_rank",
     )
     return Pivot(rows, cols, cells, table)
+
+
+def pivot_grids(pivot: Pivot) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The pivot's best values and run counts as grids: the row column, then one column per column value."""
+    labels = [c.removesuffix("_best") for c in pivot.table.columns if c.endswith("_best")]
+
+    def grid(stat: str) -> pl.DataFrame:
+        return pivot.table.select(pivot.rows, *(pl.col(f"{label}_{stat}").alias(label) for label in labels))
+
+    return grid("best"), grid("n")
 
 
 SCHEMA_GROUPS = ("core", "config", "metric", "derived", "internal")

@@ -2,12 +2,13 @@
 # /// script
 # requires-python = ">=3.11"
 # dependencies = [
+#     "matplotlib>=3.9",
 #     "polars>=2.1",
 #     "pyarrow>=26",
 #     "rich>=15",
 # ]
 # ///
-"""Rank, group and pivot runs of a runs export or an aggregated parquet (W&B or Neptune)."""
+"""Rank, group and pivot runs, or find their Pareto front, from a runs export or aggregate (W&B or Neptune)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared import analysis as an
 from shared.cli import UsageError, log, run_main
 from shared.enrich import load_rules
+from shared.pareto import has_finite, pareto_front
+from shared.plots import check_plot_path, plot_pareto, plot_pivot
 from shared.render import FORMATS, check_output, render, write_output
 from shared.runs_io import (
     check_regex,
@@ -43,14 +46,20 @@ examples:
   analyze_runs.py --filter stage2c -o results.csv                # the shown table, with id, for scripts
   analyze_runs.py --group-by stage --format json | jq .
   analyze_runs.py --schema
+  analyze_runs.py --metric test_mse --pareto k                  # runs no other beats on both mse and k
+  analyze_runs.py --metric test_mse --pareto k --pareto-maximize --plot front.pdf   # higher k is better
+  analyze_runs.py --pivot --plot pivot.png                      # the pivot as an annotated heatmap
 
-views (one per call): --top (default), --group-by, --pivot, --schema.
+views (one per call): --top (default), --group-by, --pivot, --pareto, --schema.
 Raw exports get architecture, dataset, stage, k, … parsed on the fly (config columns win over the run
 name; see docs/aggregate_analyze.md); aggregated files use their own columns. `architecture` = `arch`.
 Runs whose metric is null or NaN are left out of rankings and statistics and counted on stderr.
 The pivot cell is `best · mean (n=runs)`; colour = rank in its column (green best), ★/* marks the best.
 Output: rich on a terminal, plain when piped (or --format); NO_COLOR turns colour off. -o FILE writes
 the table shown by extension: .csv .parquet .json .md (the pivot as <col>_best/_mean/_n columns).
+--pareto: the runs that no other run beats on both --metric and COLUMN, in order along the front
+(--metric ascending; `#` numbers them as the plot does). Runs without a finite value of either are left out.
+--plot FILE (.png .svg .pdf) draws --pivot as a heatmap or --pareto as a scatter with the front.
 exit codes: 0 done (also when nothing matched: the reason is printed), 2 bad input.
 """
 
@@ -109,6 +118,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pivot-cols", metavar="COLUMN", help="pivot column column (default: dataset); implies --pivot"
     )
     parser.add_argument(
+        "--pareto",
+        metavar="COLUMN",
+        help="the Pareto front of --metric against this numeric column (with or without metric_), e.g. --pareto k",
+    )
+    parser.add_argument(
+        "--pareto-maximize",
+        action="store_true",
+        help="with --pareto: higher is better for its column (default: lower is better)",
+    )
+    parser.add_argument(
         "--schema", action="store_true", help="columns by prefix with dtype and non-null count"
     )
     parser.add_argument(
@@ -129,13 +148,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="also write the table shown: .csv .parquet .json .md",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw --pivot (heatmap) or --pareto (front) to FILE: .png .svg .pdf, e.g. --plot front.pdf",
+    )
     args = parser.parse_args(argv)
     split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]  # noqa: E731
     args.group_by, args.columns = split(args.group_by), split(args.columns)
     args.state = [s for item in args.state for s in split(item)]
     args.pivot = args.pivot or bool(args.pivot_rows or args.pivot_cols)
-    if sum([bool(args.group_by), args.pivot, args.schema]) > 1:
-        parser.error("choose one view: --group-by, --pivot or --schema")
+    if sum([bool(args.group_by), args.pivot, args.schema, bool(args.pareto)]) > 1:
+        parser.error("choose one view: --group-by, --pivot, --pareto or --schema")
+    if args.pareto_maximize and not args.pareto:
+        parser.error("--pareto-maximize needs --pareto COLUMN")
+    if args.pareto and args.top is not None:
+        parser.error("--top does not apply to --pareto: the front holds every run no other run beats")
+    if args.plot and not (args.pivot or args.pareto):
+        parser.error("--plot draws --pivot or --pareto: add one of them")
     if args.top is not None and args.top < 1:
         parser.error("--top must be at least 1")
     args.format = args.format or ("rich" if sys.stdout.isatty() else "plain")
@@ -173,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.output:
         check_output(args.output)
+    if args.plot:
+        check_plot_path(args.plot)
     if args.filter:
         check_regex(args.filter, "--filter")
     frame, source = load(args.inputs)
@@ -192,12 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.descending and an.looks_higher_is_better(metric):
         log(f"note: ranking {metric} lowest first; pass --descending if higher is better")
     direction = "highest" if args.descending else "lowest"
-    pivot = None
+    pivot, pareto = None, None
     if args.pivot:
         rows, cols = args.pivot_rows or "architecture", args.pivot_cols or "dataset"
         an.require_columns(schema, [rows, cols], "--pivot-rows/--pivot-cols")
         query = an.pivot_query(matched, metric, rows, cols, descending=args.descending)
         title = f"{metric} by {rows} x {cols} (best · mean (n); ★ best {direction} in column)"
+    elif args.pareto:
+        pareto = an.pareto_axis(schema, args.pareto, metric)
+        an.require_columns(schema, args.columns, "--columns")
+        if not args.pareto_maximize and an.looks_higher_is_better(pareto):
+            log(f"note: the front takes lower {pareto} as better; pass --pareto-maximize if higher is")
+        query = an.pareto_candidates(matched, metric, pareto, extra=args.columns)
+        title = ""  # set once the front is known
     elif args.group_by:
         an.require_columns(schema, args.group_by, "--group-by")
         query = an.group_stats(matched, metric, args.group_by, descending=args.descending)
@@ -209,14 +249,59 @@ def main(argv: list[str] | None = None) -> int:
         title = f"Top {args.top or 10} runs by {direction} {metric}"
     table, counts = pl.collect_all([query, an.funnel_query(frame, steps, metric)])
     funnel = an.read_funnel(counts, steps)
+    candidates = table
     if args.pivot:
         pivot = an.pivot_table(table, rows, cols)
         table = pivot.table
+    elif pareto:
+        table, title = front_table(candidates, metric, pareto, args)
     elif not args.group_by:
         table = an.drop_empty(table, ["rank", "id", "name", metric, *args.columns])
     if note := funnel.footer(metric):
         log(note)
-    return show(table, args, title=title, pivot=pivot, empty=funnel.with_value == 0)
+    empty = funnel.with_value == 0 or (pareto is not None and table.height == 0)
+    show(table, args, title=title, pivot=pivot, empty=empty)
+    if args.plot and empty:
+        log(f"nothing to draw: {args.plot} not written")
+    elif args.plot:
+        if pivot is not None:
+            best, counts = an.pivot_grids(pivot)
+            plot_pivot(
+                args.plot, best, counts, rows=rows, cols=cols, metric=metric, minimize=not args.descending
+            )
+        else:
+            plot_pareto(
+                args.plot,
+                candidates,
+                table,
+                x=metric,
+                y=pareto,
+                minimize_x=not args.descending,
+                minimize_y=not args.pareto_maximize,
+            )
+        log(f"wrote {args.plot}")
+    return 0
+
+
+def front_table(
+    candidates: pl.DataFrame, metric: str, pareto: str, args: argparse.Namespace
+) -> tuple[pl.DataFrame, str]:
+    """The Pareto front of the runs with a metric value, numbered along it, and its title."""
+    usable = candidates.filter(has_finite(metric) & has_finite(pareto)).height
+    if usable == 0 and candidates.height:
+        log(f"nothing on the front: none of the {candidates.height} runs with {metric} has a finite {pareto}")
+    elif usable < candidates.height:
+        log(f"{candidates.height - usable} more runs have no finite {pareto} (or {metric}) and are left out")
+    front = pareto_front(
+        candidates, metric, pareto, minimize_x=not args.descending, minimize_y=not args.pareto_maximize
+    )
+    front = front.select(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("#"), pl.all())
+    better = {False: "lower is better", True: "higher is better"}
+    title = (
+        f"Pareto front: {front.height} of {usable} runs, {metric} ({better[args.descending]}) vs "
+        f"{pareto} ({better[args.pareto_maximize]}), in order of {metric}"
+    )
+    return an.drop_empty(front, ["#", "id", "name", metric, pareto, *args.columns]), title
 
 
 def show(
