@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -11,12 +12,31 @@ from typing import Any
 
 import polars as pl
 
-from shared.cli import ToolFailure
+from shared.cli import ToolFailure, UsageError
 from shared.neptune_auth import neptune_token
 from shared.neptune_sources import POINTS_SCHEMA, RUNS_SCHEMA, normalize_state
 from shared.progress import ItemProgress
 
 Series = tuple[list[float | None], list[float]]  # steps, values
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe(error: Exception) -> str:
+    """`Type: first line` of an error; the neptune client's messages are coloured multi-line banners."""
+    lines = (line.strip() for line in _ANSI.sub("", str(error)).splitlines())
+    first = next((line for line in lines if line and not line.startswith("----")), "")
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def client_error(error: Exception, project: str) -> Exception:
+    """A neptune client error as ours: a rejected token or unknown project is bad input, the rest a failure."""
+    from neptune.exceptions import MetadataContainerNotFound, NeptuneInvalidApiTokenException
+
+    if isinstance(error, NeptuneInvalidApiTokenException):
+        return UsageError(f"the Neptune server rejected the API token (project {project})")
+    if isinstance(error, MetadataContainerNotFound):
+        return UsageError(f"{project}: {describe(error)}")
+    return ToolFailure(f"{project}: {describe(error)}")
 
 
 def _number(value: Any) -> float | None:
@@ -76,11 +96,15 @@ class LiveSource:
 
     def runs(self, *, refresh: bool = False) -> pl.DataFrame:
         if self._runs is None or refresh:
-            if self._project is None:
-                self._project = self._client().init_project(
-                    project=self.project, api_token=self._token, mode="read-only"
-                )
-            frame = self._project.fetch_runs_table(progress_bar=False).to_pandas()
+            neptune = self._client()
+            try:
+                if self._project is None:
+                    self._project = neptune.init_project(
+                        project=self.project, api_token=self._token, mode="read-only"
+                    )
+                frame = self._project.fetch_runs_table(progress_bar=False).to_pandas()
+            except neptune.exceptions.NeptuneException as error:
+                raise client_error(error, self.project) from None
             rows = [{k: v for k, v in row.items() if not _is_empty(v)} for row in frame.to_dict("records")]
             self._by_id = {str(row["sys/id"]): row for row in rows}
             self._series.clear()
@@ -100,9 +124,13 @@ class LiveSource:
             lock = self._run_locks.setdefault(run_id, threading.Lock())
         with lock:
             if run_id not in self._open:
-                self._open[run_id] = self._client().init_run(
-                    project=self.project, api_token=self._token, with_id=run_id, mode="read-only"
-                )
+                neptune = self._client()
+                try:
+                    self._open[run_id] = neptune.init_run(
+                        project=self.project, api_token=self._token, with_id=run_id, mode="read-only"
+                    )
+                except neptune.exceptions.NeptuneException as error:
+                    raise client_error(error, f"{self.project}/{run_id}") from None
             return self._open[run_id]
 
     def _fetch(self, run_id: str, key: str) -> Series | None:
@@ -124,7 +152,7 @@ class LiveSource:
                 try:
                     self._series[pair] = future.result()
                 except Exception as error:  # network, permissions, server errors
-                    failures.append(f"{pair[0]}/{pair[1]}: {type(error).__name__}: {error}")
+                    failures.append(f"{pair[0]}/{pair[1]}: {describe(error)}")
                 progress.advance()
         if failures:
             raise ToolFailure(

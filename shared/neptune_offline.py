@@ -30,6 +30,10 @@ class OfflineRun:
     scalars: dict[str, Any] = field(default_factory=dict)
     string_sets: dict[str, set[str]] = field(default_factory=dict)
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # path → steps, values
+    series_times: dict[str, list[float | None]] = field(
+        default_factory=dict
+    )  # path → each point's ts (epoch s)
+    last_at: float | None = None  # when the newest operation was logged (epoch s): the last sign of life
     skipped_lines: int = 0
 
     def attributes(self) -> dict[str, Any]:
@@ -81,17 +85,20 @@ def is_offline_folder(path: Path) -> bool:
     return path.is_dir() and bool(run_folders(path))
 
 
-def operations(folder: Path) -> Iterator[dict[str, Any] | None]:
-    """Each logged operation (`obj` of a line) in order; None for a line that does not parse."""
+def operations(folder: Path) -> Iterator[tuple[dict[str, Any], Any] | None]:
+    """Each logged operation (`obj` of a line) with its log time (`at`), in order; None for a line that
+    does not parse."""
     for data_file in _data_files(folder):
         with data_file.open(encoding="utf-8", errors="replace") as lines:
             for line in lines:
                 if not line.strip():
                     continue
                 try:
-                    yield json.loads(line)["obj"]
+                    record = json.loads(line)
+                    entry = record["obj"], record.get("at")
                 except (ValueError, KeyError, TypeError):
-                    yield None
+                    entry = None
+                yield entry
 
 
 def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> None:
@@ -109,18 +116,22 @@ def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> 
         run.string_sets[path] = set()
     elif kind == "LogFloats":
         steps, values = run.series.setdefault(path, ([], []))
+        times = run.series_times.setdefault(path, [])
         for point in op["values"]:
+            value = float("nan") if point.get("value") is None else float(point["value"])
             step = point.get("step")
             if step is None:  # unnumbered: next after the last step, 0 first (order is what matters)
                 step = last_step[path] + 1 if path in last_step else 0.0
             last_step[path] = float(step)
             steps.append(float(step))
-            values.append(float("nan") if point.get("value") is None else float(point["value"]))
+            values.append(value)
+            times.append(point.get("ts"))
     elif kind == "ClearFloatLog":
         run.series[path] = ([], [])
+        run.series_times[path] = []
         last_step.pop(path, None)
     elif kind == "DeleteAttribute":
-        for table in (run.scalars, run.string_sets, run.series):
+        for table in (run.scalars, run.string_sets, run.series, run.series_times):
             table.pop(path, None)
         last_step.pop(path, None)
 
@@ -131,14 +142,17 @@ def read_offline_run(folders: Sequence[Path]) -> OfflineRun:
     run = OfflineRun(run_id=run_id, folder=folders[0], created_at=created)
     last_step: dict[str, float] = {}
     for folder in folders:
-        for op in operations(folder):
-            if op is None:
+        for entry in operations(folder):
+            if entry is None:
                 run.skipped_lines += 1
                 continue
+            op, at = entry
             try:
                 _apply(run, op, last_step)
             except (KeyError, TypeError, ValueError):
                 run.skipped_lines += 1
+            if isinstance(at, int | float) and (run.last_at is None or at > run.last_at):
+                run.last_at = float(at)
     if run.skipped_lines:
         warn(f"offline run {run_id}: skipped {run.skipped_lines} unreadable operation(s) in {folders[0]}")
     return run

@@ -157,11 +157,12 @@ def has_value(value: float | None) -> bool:
     return value is not None and not math.isnan(value)
 
 
-def load_script(name: str):
-    """A script of wandb-tools/ as a module (its folder name has a dash), to call its main in-process."""
+def load_script(name: str, folder: str = "wandb-tools"):
+    """A script of wandb-tools/ (or `folder`) as a module (the folder name has a dash), to call its main
+    in-process."""
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "wandb-tools" / f"{name}.py"
+    path = Path(__file__).resolve().parent.parent / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name.replace("-", "_"), path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

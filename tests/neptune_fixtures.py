@@ -1,0 +1,365 @@
+"""Neptune test data: run specs, neptune-exporter archives, real offline runs and a stand-in live client."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import types
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+PROJECT = "team/sae-sweep"
+NAN, INF = math.nan, math.inf
+CREATED = datetime(2025, 5, 1, tzinfo=UTC)  # every run's sys/creation_time; point timestamps count from it
+
+
+@dataclass
+class Spec:
+    """One run as logged: parameters, series (step may be None = unnumbered), single numbers, sys fields."""
+
+    name: str
+    params: dict[str, Any]
+    series: dict[str, list[tuple[float | None, float]]]
+    numbers: dict[str, float] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    description: str = ""
+    failed: bool = False
+    group_tags: tuple[str, ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)  # other simple attributes: str, bool, datetime
+
+
+def steps(*values: float, start: int = 0, every: int = 10) -> list[tuple[float | None, float]]:
+    return [(float(start + i * every), v) for i, v in enumerate(values)]
+
+
+SPECS = [
+    Spec(
+        "alpha",
+        {"lr": 0.01, "width": 1024, "optimizer": "adam"},
+        {
+            "train/loss": steps(1.0, 0.6, 0.41, 0.40),
+            "metrics/L0": steps(80.0, 60.0, 45.0, 42.0),
+            "eval/accuracy": [(None, 0.5), (None, 0.7), (None, 0.81)],
+        },
+        {"metrics/L1": 0.2},
+        ("baseline",),
+    ),
+    Spec(
+        "beta",
+        {"lr": 0.03, "width": 2048, "optimizer": "adam"},
+        {
+            "train/loss": steps(0.9, 0.3, 0.2, 0.10),
+            "metrics/L0": steps(90.0, 85.0, 80.0, 75.0),
+            "eval/accuracy": steps(0.6, 0.9, 0.88),
+        },
+        {"metrics/L1": 0.5},
+    ),
+    Spec(
+        "gamma",  # never logged L1
+        {"lr": 0.02, "width": 1024, "optimizer": "sgd"},
+        {
+            "train/loss": steps(0.8, 0.35, 0.25),
+            "metrics/L0": steps(40.0, 35.0, 31.0),
+            "eval/accuracy": steps(0.6, 0.75),
+        },
+    ),
+    Spec(
+        "delta",  # a NaN point in the middle and an inf at the end of its loss
+        {"lr": 0.005, "width": 4096, "optimizer": "adam"},
+        {
+            "train/loss": steps(0.7, NAN, 0.32, INF),
+            "metrics/L0": steps(55.0, 50.0, 48.0),
+            "eval/accuracy": steps(0.5, 0.85),
+        },
+        {"metrics/L1": 0.15},
+    ),
+    Spec(
+        "epsilon",  # ties with alpha on the last loss value
+        {"lr": 0.01, "width": 512, "optimizer": "adam"},
+        {
+            "train/loss": steps(1.2, 0.7, 0.40),
+            "metrics/L0": steps(35.0, 33.0),
+            "eval/accuracy": steps(0.4, 0.82, 0.79),
+        },
+        {"metrics/L1": 0.05},
+    ),
+    Spec(
+        "zeta",  # diverged: no finite loss at all
+        {"lr": 0.3, "width": 1024, "optimizer": "sgd"},
+        {"train/loss": steps(NAN, INF, NAN), "metrics/L0": steps(20.0), "eval/accuracy": steps(0.1)},
+        {"metrics/L1": 0.3},
+    ),
+    Spec(
+        "eta",
+        {"lr": 0.001, "width": 2048, "optimizer": "adamw"},
+        {
+            "train/loss": steps(0.95, 0.5, 0.45, 0.44, 0.43, start=5),
+            "metrics/L0": steps(70.0, 58.0, 52.0, 49.0, 47.0, start=5),
+            "eval/accuracy": steps(0.7, 0.8, 0.83, 0.84, 0.86, start=5),
+        },
+        {"metrics/L1": 0.25},
+    ),
+]
+BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def numbered(points: list[tuple[float | None, float]]) -> list[tuple[float, float]]:
+    """Unnumbered points continue from the last step (+1, 0 first), as the offline log replay numbers them."""
+    out, last = [], None
+    for step, value in points:
+        step = (last + 1 if last is not None else 0.0) if step is None else step
+        out.append((step, value))
+        last = step
+    return out
+
+
+def flat_paths(prefix: str, tree: dict[str, Any]) -> dict[str, Any]:
+    """A nested dict as Neptune attribute paths: {"model": {"k": 3}} under `parameters` → parameters/model/k."""
+    paths: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}/{key}"
+        paths |= flat_paths(path, value) if isinstance(value, dict) else {path: value}
+    return paths
+
+
+def point_time(step: float) -> datetime:
+    """The timestamp the archive and the stand-in server give the point at `step`."""
+    return CREATED + timedelta(milliseconds=step)
+
+
+# ------------------------------------------------------------------ neptune-exporter archives
+
+EXPORTER_SCHEMA = pa.schema(  # neptune-exporter src/neptune_exporter/model.py::SCHEMA
+    [
+        ("project_id", pa.string()),
+        ("run_id", pa.string()),
+        ("attribute_path", pa.string()),
+        ("attribute_type", pa.string()),
+        ("step", pa.decimal128(18, 6)),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("int_value", pa.int64()),
+        ("float_value", pa.float64()),
+        ("string_value", pa.string()),
+        ("bool_value", pa.bool_()),
+        ("datetime_value", pa.timestamp("ms", tz="UTC")),
+        ("string_set_value", pa.list_(pa.string())),
+        ("file_value", pa.struct([("path", pa.string())])),
+        ("histogram_value", pa.struct([("type", pa.string()), ("edges", pa.list_(pa.float64())), ("values", pa.list_(pa.float64()))])),
+    ]
+)  # fmt: skip
+_VALUE_COLUMNS = {  # Python type → (attribute_type, value column); bool before int: bool is an int
+    bool: ("bool", "bool_value"),
+    int: ("int", "int_value"),
+    float: ("float", "float_value"),
+    str: ("string", "string_value"),
+    datetime: ("datetime", "datetime_value"),
+    tuple: ("string_set", "string_set_value"),
+    list: ("string_set", "string_set_value"),
+}
+
+
+def exporter_name(text: str) -> str:
+    """neptune-exporter's sanitize_path_part: non [alnum _ -] → `_`, plus a blake2b-8 digest suffix."""
+    safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in text)
+    return f"{safe}-{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}"
+
+
+def attribute_row(path: str, value: Any) -> dict[str, Any]:
+    """One simple attribute as the exporter writes it: its type and the matching value column."""
+    kind, column = _VALUE_COLUMNS[type(value)]
+    return {
+        "attribute_path": path,
+        "attribute_type": kind,
+        column: list(value) if kind == "string_set" else value,
+    }
+
+
+def sys_attributes(run_id: str, spec: Spec, index: int) -> dict[str, Any]:
+    """The sys/* attributes neptune-exporter writes for a run (it skips sys/state, a run_state)."""
+    last_step = max((step for points in spec.series.values() for step, _ in numbered(points)), default=0.0)
+    return {
+        "sys/id": run_id,
+        "sys/name": spec.name,
+        "sys/failed": spec.failed,
+        "sys/tags": spec.tags,
+        "sys/group_tags": spec.group_tags,
+        "sys/description": spec.description,
+        "sys/owner": "ada",
+        "sys/creation_time": CREATED + timedelta(hours=index),
+        "sys/modification_time": point_time(last_step) + timedelta(hours=index, minutes=5),
+        "sys/ping_time": point_time(last_step) + timedelta(hours=index, minutes=1),
+        "sys/running_time": 240.0 + index,
+    }
+
+
+def exporter_rows(project: str, run_id: str, spec: Spec, index: int = 0) -> list[dict[str, Any]]:
+    base = {"project_id": project, "run_id": run_id}
+    simple = sys_attributes(run_id, spec, index) | flat_paths("parameters", spec.params)
+    simple |= spec.numbers | spec.attributes
+    rows = [base | attribute_row(path, value) for path, value in simple.items()]
+    for path, points in spec.series.items():
+        for step, value in numbered(points):
+            rows.append(
+                base | {"attribute_path": path, "attribute_type": "float_series", "step": pa.scalar(step).cast(pa.decimal128(18, 6)).as_py(),
+                        "timestamp": point_time(step), "float_value": value}
+            )  # fmt: skip
+    return rows
+
+
+def write_archive(root: Path, project: str = PROJECT, *, one_file: bool = False, specs=SPECS) -> Path:
+    """A neptune-exporter data folder: `<root>/<sanitized project>/<sanitized run>_part_0.parquet`."""
+    folder = root / exporter_name(project)
+    folder.mkdir(parents=True)
+    tables = {}
+    for index, spec in enumerate(specs):
+        run_id = f"TEST-{index + 1}"
+        tables[run_id] = pa.Table.from_pylist(
+            exporter_rows(project, run_id, spec, index), schema=EXPORTER_SCHEMA
+        )
+    if one_file:  # an early exporter layout: part_N.parquet with many runs each
+        pq.write_table(pa.concat_tables(tables.values()), folder / "part_0.parquet")
+    else:
+        for run_id, table in tables.items():
+            pq.write_table(table, folder / f"{exporter_name(run_id)}_part_0.parquet", compression="snappy")
+    (folder / "TEST-99_part_0.parquet.tmp").write_bytes(b"unfinished part")  # an export still running
+    return root
+
+
+# ------------------------------------------------------------------ real offline runs
+
+QUIET = {
+    "capture_hardware_metrics": False, "capture_stdout": False, "capture_stderr": False,
+    "capture_traceback": False, "source_files": [], "git_ref": False,
+}  # fmt: skip
+
+
+def log_run(neptune, spec: Spec, project: str = PROJECT, **options) -> None:
+    run = neptune.init_run(
+        project=project, mode="offline", name=spec.name, tags=list(spec.tags), description=spec.description,
+        **options,
+    )  # fmt: skip
+    run["parameters"] = spec.params
+    for path, value in {**spec.numbers, **spec.attributes}.items():
+        run[path] = value
+    if spec.group_tags:
+        run["sys/group_tags"].add(list(spec.group_tags))
+    if spec.failed:
+        run["sys/failed"] = True
+    for path, points in spec.series.items():
+        for step, value in points:
+            run[path].append(value, step=step)  # the client drops NaN/inf with a warning
+    run.stop()
+
+
+def write_offline_project(work: Path, specs=SPECS) -> Path:
+    """`work/.neptune/offline` with one real offline run per spec, the first with the client's defaults
+    (hardware monitoring, stdout capture, source files), the others quiet."""
+    import neptune
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        patch.setenv("NEPTUNE_MODE", "offline")
+        patch.setenv("NEPTUNE_DATA_DIRECTORY", str(work / ".neptune"))
+        patch.delenv("NEPTUNE_API_TOKEN", raising=False)
+        patch.delenv("NEPTUNE_PROJECT", raising=False)
+        for index, spec in enumerate(specs):
+            log_run(neptune, spec, **({} if index == 0 else QUIET))
+    assert len(list((work / ".neptune" / "offline").iterdir())) == len(specs)
+    return work
+
+
+# ------------------------------------------------------------------ a stand-in for the live client
+
+
+@dataclass
+class Calls:
+    tables: int = 0
+    opened: list[str] = field(default_factory=list)
+    fetched: list[tuple[str, str]] = field(default_factory=list)
+    stopped: int = 0
+    fail_on: str | None = None
+
+
+def server_view(spec: Spec) -> dict[str, list[tuple[float, float]]]:
+    """What a server holds: the client never sent NaN/inf points."""
+    series = {k: [(s, v) for s, v in numbered(p) if math.isfinite(v)] for k, p in spec.series.items()}
+    return {k: v for k, v in series.items() if v}
+
+
+class StandInClient(types.ModuleType):
+    """The part of the neptune 1.x client the live source uses: init_project/init_run in read-only mode."""
+
+    def __init__(self, calls: Calls, states: dict[str, str]) -> None:
+        super().__init__("neptune")
+        self.calls, self.states = calls, states
+
+    def init_project(self, *, project, api_token, mode):
+        assert (project, api_token, mode) == (PROJECT, "token-for-tests", "read-only")
+        return StandInProject(self.calls, self.states)
+
+    def init_run(self, *, project, api_token, with_id, mode):
+        assert mode == "read-only" and api_token == "token-for-tests"
+        self.calls.opened.append(with_id)
+        return StandInRun(self.calls, with_id, SPECS[int(with_id.split("-")[1]) - 1])
+
+
+class StandInProject:
+    def __init__(self, calls: Calls, states: dict[str, str]) -> None:
+        self.calls, self.states = calls, states
+
+    def fetch_runs_table(self, **kwargs):
+        """The runs table as the client gives it: string sets joined by commas, datetimes as Timestamps."""
+        self.calls.tables += 1
+        rows = []
+        for index, spec in enumerate(SPECS):
+            run_id = f"TEST-{index + 1}"
+            row = {
+                k: ",".join(v) if isinstance(v, tuple) else v
+                for k, v in sys_attributes(run_id, spec, index).items()
+            }
+            row |= {"sys/state": self.states.get(run_id, "Inactive")} | flat_paths("parameters", spec.params)
+            row |= (
+                spec.numbers
+                | spec.attributes
+                | {path: points[-1][1] for path, points in server_view(spec).items()}
+            )
+            rows.append(row)
+        return types.SimpleNamespace(to_pandas=lambda: pd.DataFrame(rows))  # fmt: skip
+
+    def stop(self):
+        self.calls.stopped += 1
+
+
+class StandInRun:
+    def __init__(self, calls: Calls, run_id: str, spec: Spec) -> None:
+        self.calls, self.run_id, self.spec = calls, run_id, spec
+
+    def __getitem__(self, path: str):
+        run = self
+
+        class Handler:
+            def fetch_values(self, *, include_timestamp=True, progress_bar=None):
+                if path not in run.spec.series:  # neptune: a Float attribute has no fetch_values
+                    raise AttributeError("'Float' object has no attribute 'fetch_values'")
+                run.calls.fetched.append((run.run_id, path))
+                if run.calls.fail_on == run.run_id:
+                    raise ConnectionError("server went away")
+                points = server_view(run.spec)[path]
+                frame = {"step": [s for s, _ in points], "value": [v for _, v in points]}
+                if include_timestamp:  # the client's naive local time: datetime.fromtimestamp(ms / 1000)
+                    frame["timestamp"] = [
+                        datetime.fromtimestamp(point_time(s).timestamp()) for s, _ in points
+                    ]
+                return pd.DataFrame(frame)
+
+        return Handler()
+
+    def stop(self):
+        self.calls.stopped += 1
