@@ -18,8 +18,9 @@ class ConstraintError(UsageError, ValueError):
     """A constraint that cannot be used: malformed, not a per-run test, or naming an unknown metric."""
 
 
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+def _first_line(error: Exception, limit: int = 160) -> str:
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[:limit] + " …"  # polars may append a whole parse tree
 
 
 def parse_where(text: str) -> pl.Expr:

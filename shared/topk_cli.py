@@ -1,0 +1,238 @@
+"""The command line both query_topk.py scripts share: query flags, a top-k or Pareto run, table/JSON/file, plot."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shared.cli import UsageError, log
+from shared.topk import AGGREGATIONS
+from shared.topk_query import RunInfo, TopkQuery
+
+QUERY_NOTES = """\
+--where takes a SQL test over metric keys in double quotes, parsed by polars (never eval), applied to
+each metric aggregated like the target. Runs lacking the target or a constrained metric, or left with
+no finite value, are left out and counted on stderr. Ties break by run id.
+
+--pareto METRIC gives the runs no other run beats on both --metric and METRIC (each aggregated like
+the target, after the --where tests), in order along the front (by --metric ascending); -k does not
+apply. --maximize sets the direction of --metric, --pareto-maximize that of METRIC.
+
+--plot FILE (.png, .svg or .pdf) draws the returned runs' curves of --metric over steps with the
+aggregation window shaded, or with --pareto every run as a point and the front as a line.
+"""
+
+
+def query_parser(description: str | None, epilog: str) -> argparse.ArgumentParser:
+    """The parser of a top-k verb, its help text kept as written."""
+    return argparse.ArgumentParser(
+        prog="query_topk.py",
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str], workers_help: str) -> None:
+    """The flags every top-k verb takes (the source is the script's own)."""
+    parser.add_argument(
+        "--metric", required=True, metavar="KEY", help="metric to rank by, as logged, e.g. train/loss"
+    )
+    parser.add_argument("-k", type=int, default=5, metavar="N", help="how many runs to return (default: 5)")
+    parser.add_argument("--maximize", action="store_true", help="higher is better (default: lower is better)")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="constraint, repeatable: '\"metrics/L0\" < 50'",
+    )
+    parser.add_argument(
+        "--aggregation", choices=AGGREGATIONS, default="last", help="per-run value (default: last)"
+    )
+    parser.add_argument(
+        "--n-steps", type=int, default=10, metavar="N", help="points averaged by mean_last_n (default: 10)"
+    )
+    parser.add_argument("--state", choices=states, help="only runs in this state")
+    parser.add_argument("--details", metavar="KEY,KEY", help="more metrics to show for each returned run")
+    parser.add_argument(
+        "--pareto",
+        metavar="METRIC",
+        help="the Pareto front of --metric against METRIC instead of the top k, e.g. --pareto metrics/L0",
+    )
+    parser.add_argument(
+        "--pareto-maximize", action="store_true", help="with --pareto: higher METRIC is better"
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE", help="also draw the answer to FILE (.png, .svg, .pdf)"
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json", action="store_true", help="JSON on stdout: [{run_id, name, config, metrics}]"
+    )
+    output.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write that JSON to FILE")
+    parser.add_argument("--workers", type=int, default=8, metavar="N", help=workers_help)
+
+
+def check_query_arguments(args: argparse.Namespace) -> None:
+    """Check the shared flags before any work: counts, the Pareto pair, the plot and output paths."""
+    if args.k < 1 or args.n_steps < 1 or args.workers < 1:
+        raise UsageError("-k, --n-steps and --workers must be at least 1")
+    if args.pareto_maximize and not args.pareto:
+        raise UsageError("--pareto-maximize needs --pareto METRIC")
+    if args.pareto is not None and args.pareto == args.metric:
+        raise UsageError("--pareto must name another metric than --metric")
+    args.details = [key.strip() for key in (args.details or "").split(",") if key.strip()]
+    if args.plot is not None:
+        from shared.plots import check_plot_path
+
+        args.plot = check_plot_path(args.plot)
+    if args.output is not None and not args.output.parent.is_dir():
+        raise UsageError(f"-o {args.output}: folder {args.output.parent} does not exist")
+
+
+def run_query(query: TopkQuery, args: argparse.Namespace) -> int:
+    """Run the query the flags describe, then print the table or JSON (and write -o, draw --plot)."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # tracker clients log to stdout; stdout is for data
+            options: dict[str, Any] = {
+                "aggregation": args.aggregation,
+                "n_steps": args.n_steps,
+                "state": args.state,
+                "where": args.where,
+            }
+            if args.pareto:
+                results = query.query_pareto(
+                    args.metric, args.pareto, not args.maximize, not args.pareto_maximize, **options
+                )
+            else:
+                results = query.query_topk(args.metric, args.k, not args.maximize, **options)
+            if args.details and results:
+                extra = query.metrics_for(
+                    [r.run_id for r in results], args.details, args.aggregation, args.n_steps
+                )
+                for r in results:
+                    r.metrics |= {
+                        key: value for key, value in extra[r.run_id].items() if key not in r.metrics
+                    }
+            if args.plot is not None:
+                draw(query, results, args)
+    except pl.exceptions.ComputeError as error:  # how polars reports a truncated or non-parquet file
+        raise UsageError(f"cannot read the runs: {str(error).strip().splitlines()[0]}") from None
+    finally:
+        query.cleanup()
+    answer = [r.to_dict() for r in results]
+    if args.json:
+        print(json.dumps(answer, indent=2, default=str))
+        return 0
+    if args.output:
+        from shared.storage import write_json
+
+        write_json(answer, args.output)
+        log(f"wrote {len(answer)} runs to {args.output}")
+    from shared.tables import print_table
+
+    rows = table_rows(results, args.details, first="#" if args.pareto else "rank")
+    print_table(rows, title=title(query, len(results), args), empty="no run matched")
+    return 0
+
+
+def title(query: TopkQuery, returned: int, args: argparse.Namespace) -> str:
+    """`top 5 of 120 runs: min last(train/loss)` or the Pareto equivalent."""
+
+    def axis(metric: str, maximize: bool) -> str:
+        return f"{'max' if maximize else 'min'} {args.aggregation}({metric})"
+
+    considered = query.last_stats.get("considered", 0)
+    if args.pareto:
+        versus = f"{axis(args.metric, args.maximize)} vs {axis(args.pareto, args.pareto_maximize)}"
+        return f"Pareto front: {returned} of {considered} runs, {versus}"
+    return f"top {returned} of {considered} runs: {axis(args.metric, args.maximize)}"
+
+
+AXIS_AGGREGATION = {"mean_last_n": "mean of last {n}", "min": "min", "max": "max", "mean_all": "mean"}
+
+
+def axis_label(metric: str, aggregation: str, n_steps: int) -> str:
+    """A metric as a plot axis: its key, and (short, for column width) how it was aggregated unless last."""
+    if aggregation == "last":
+        return metric
+    return f"{metric}, {AXIS_AGGREGATION[aggregation].format(n=n_steps)}"
+
+
+def draw(query: TopkQuery, results: list[RunInfo], args: argparse.Namespace) -> None:
+    """The plot of a top-k answer (the runs' curves) or of a Pareto front (every run, the front)."""
+    from shared.plots import plot_curves, plot_pareto
+
+    if not results:
+        log(f"no run matched: {args.plot} not written")
+        return
+    if args.pareto:
+        assert query.last_candidates is not None
+        x, y = (axis_label(metric, args.aggregation, args.n_steps) for metric in (args.metric, args.pareto))
+        points = query.last_candidates.select(pl.col(args.metric).alias(x), pl.col(args.pareto).alias(y))
+        front = pl.DataFrame(
+            {
+                "name": [r.name for r in results],
+                x: [r.metrics[args.metric] for r in results],
+                y: [r.metrics[args.pareto] for r in results],
+            }
+        )
+        plot_pareto(
+            args.plot,
+            points,
+            front,
+            x=x,
+            y=y,
+            minimize_x=not args.maximize,
+            minimize_y=not args.pareto_maximize,
+        )
+    else:
+        curves = query.curves([r.run_id for r in results], args.metric)
+        plot_curves(
+            args.plot,
+            [(r.name, *curves[r.run_id]) for r in results],
+            metric=args.metric,
+            aggregation=args.aggregation,
+            n_steps=args.n_steps,
+        )
+    log(f"wrote {args.plot}")
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as `a.b` keys (a flat one is returned as it is)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat |= flat_config(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _cell(value: Any) -> Any:
+    return float(f"{value:.6g}") if isinstance(value, float) else value
+
+
+def table_rows(
+    results: Sequence[RunInfo], details: Iterable[str], first: str = "rank"
+) -> list[dict[str, Any]]:
+    """Rows for the terminal: rank, id, name, metrics, then the config values that differ between runs."""
+    configs = [flat_config(r.config) for r in results]
+    varying = sorted(
+        {key for config in configs for key in config if len({repr(c.get(key)) for c in configs}) > 1}
+    )[:5]
+    keys = list(dict.fromkeys([*(results[0].metrics if results else {}), *details]))
+    return [
+        {first: rank, "run id": r.run_id, "name": r.name}
+        | {key: _cell(r.metrics.get(key)) for key in keys}
+        | {key: _cell(config.get(key)) for key in varying}
+        for rank, (r, config) in enumerate(zip(results, configs, strict=True), 1)
+    ]
