@@ -178,6 +178,17 @@ def timed(function: Callable[[], Any], repeats: int) -> tuple[float, list[float]
     return statistics.median(times), times, result
 
 
+def export_command(log: Path, repeats: int) -> tuple[float, list[float], Any]:
+    """The whole `uv run wandb-tools/export_runs.py --offline LOG --include-history`, as a user runs it
+    (after an untimed run that readies the script's environment)."""
+    with tempfile.TemporaryDirectory(prefix="bench-offline-export-") as out:
+        command = ["uv", "run", str(ROOT / "wandb-tools" / "export_runs.py"), "--offline", str(log)]
+        command += ["-o", out, "--include-history", "--json"]
+        run = lambda: subprocess.run(command, check=True, capture_output=True, cwd=ROOT)  # noqa: E731
+        run()
+        return timed(run, repeats)
+
+
 def peak_memory(reader: str, path: Path) -> dict[str, float]:
     """Peak RSS of a fresh process that reads the log once, and how much of it the reading added."""
     command = [sys.executable, __file__, "--measure-memory", reader, str(path)]
@@ -235,6 +246,11 @@ def main() -> int:
     parser.add_argument(
         "--cache", type=Path, default=default_cache, help=f"where logs are kept (default {default_cache})"
     )
+    parser.add_argument(
+        "--no-cli",
+        action="store_true",
+        help="skip timing the whole `uv run export_runs.py --offline` command",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
         "--check", action="store_true", help=f"exit 1 unless ours is >= {TARGET_SPEEDUP:g}x faster"
@@ -255,12 +271,14 @@ def main() -> int:
     ours_read(log)  # warm-up: page cache, imports
     naive_s, naive_times, naive_answer = timed(lambda: naive_read(log), args.repeats)
     ours_s, ours_times, ours_answer = timed(lambda: ours_read(log), args.repeats)
+    export_s, export_times, _ = export_command(log, args.repeats) if not args.no_cli else (None, [], None)
     figures: dict[str, Any] = {
         "rows": args.rows, "keys": KEYS, "log_mb": round(log.stat().st_size / 2**20, 1),
         "history_values": ours_answer[0].height, "log_made_or_found_s": round(made, 2),
         "naive_s": round(naive_s, 3), "naive_runs_s": [round(t, 3) for t in naive_times],
         "ours_s": round(ours_s, 3), "ours_runs_s": [round(t, 3) for t in ours_times],
         "speedup": round(naive_s / ours_s, 1), "same_answer": same_answer(ours_answer, naive_answer),
+        "uv_run_export_s": export_s and round(export_s, 3), "uv_run_export_runs_s": [round(t, 3) for t in export_times],
         "ours_memory": peak_memory("ours", log), "naive_memory": peak_memory("naive", log),
     }  # fmt: skip
     if args.json:

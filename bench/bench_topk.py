@@ -26,9 +26,10 @@ such read we measured (pyarrow ParquetFile.read of three columns, then a filter:
 `pq.read_table(filters=...)` takes ~0.9-1.5 ms). So: one read per run per metric it gets to, nothing
 shared between them, as the seed does. The run id comes with the target's read (the seed has it from
 its runs table). Points are ordered by step and non-finite ones dropped, the engine's rules, so both
-sides must give the same answer. Left out, so the baseline is a lower bound of the seed's cost: its
-fetch_runs opens every run (`init_run`) and fetches its config before the loop, and query_topk fetches
-the constrained series of every run that passes a second time, to report them.
+sides must give the same answer. Also as in the seed: its fetch_runs opens every run (`init_run`) and
+fetches its config before the loop (here: one read of the run's files keeping its parameters/*), and
+query_topk fetches the constrained series of every run that passes a second time, to report them.
+Opening a run costs nothing here (no server): against a live project each fetch is a request.
 
 Ours (`engine_query`): NeptuneQuery(...).query_topk in this process, end to end (open the archive,
 read, aggregate, rank, read the winners' attributes), timed three ways:
@@ -215,10 +216,29 @@ def mean_last_n(series: pa.Table) -> float | None:
     return float(np.mean(values[-N_STEPS:])) if len(values) else None
 
 
+CONFIG_COLUMNS = ["attribute_path", "string_value", "float_value", "int_value"]
+
+
+def fetch_config(parts: list[Path]) -> dict[str, Any]:
+    """fetch_runs opening a run and fetching its config: one read of its part files keeping parameters/*."""
+    tables = [
+        pq.ParquetFile(path, pre_buffer=False).read(CONFIG_COLUMNS, use_threads=False) for path in parts
+    ]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    params = table.filter(pc.starts_with(table["attribute_path"], "parameters/"))
+    values = pc.coalesce(
+        params["string_value"], params["float_value"].cast(pa.string()), params["int_value"].cast(pa.string())
+    )
+    return dict(zip(params["attribute_path"].to_pylist(), values.to_pylist(), strict=True))
+
+
 def seed_loop(folder: Path) -> list[tuple[str, float]]:
-    """The seed's query_topk: per run, each constrained metric (stop at the first failure), then the target."""
+    """The seed's query_topk: fetch_runs (every run's config), then per run each constrained metric (stop at
+    the first failure), the target, and for a run that passes its constrained series again, to report."""
+    runs = run_parts(folder)
+    configs = [fetch_config(parts) for parts in runs]
     valid = []
-    for parts in run_parts(folder):
+    for parts, _config in zip(runs, configs, strict=True):
         for key, test in CHECKS.items():
             value = mean_last_n(fetch_values(parts, key))
             if value is None or not test(value):
@@ -227,6 +247,8 @@ def seed_loop(folder: Path) -> list[tuple[str, float]]:
             target = fetch_values(parts, TARGET, [*FETCH_COLUMNS, "run_id"])
             value = mean_last_n(target)
             if value is not None:
+                reported = {key: mean_last_n(fetch_values(parts, key)) for key in CHECKS}
+                assert all(v is not None for v in reported.values())
                 valid.append((target["run_id"][0].as_py(), value))
     valid.sort(key=lambda item: (item[1], item[0]))
     return valid[:K]

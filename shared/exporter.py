@@ -10,15 +10,15 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from shared.cli import log, warn
+from shared.cli import ToolFailure, log, warn
 from shared.flatten import flat_columns
-from shared.schema import CONFIG_PREFIX, CORE_COLUMNS, HISTORY_SCHEMA, METRIC_PREFIX, RunRecord
-from shared.storage import AtomicFile, output_path, write_json, write_parquet
+from shared.history import HistoryWriter
+from shared.schema import CONFIG_PREFIX, CORE_COLUMNS, METRIC_PREFIX, RunRecord
+from shared.storage import output_path, write_json, write_parquet
+from shared.tables import print_table
 
 TOOL_VERSION = "0.1.0"
-HISTORY_ROW_GROUP = 1_000_000  # rows buffered before a row group is written: bounds memory on big exports
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,13 +43,19 @@ def runs_table(records: list[RunRecord]) -> tuple[pa.Table, list[str]]:
         [r.summary for r in records], METRIC_PREFIX, skip_private=True
     )
     columns |= config_columns | metric_columns
-    columns["_config_json"] = pa.array(
-        [json.dumps(r.config, ensure_ascii=False) for r in records], pa.string()
-    )
-    columns["_summary_json"] = pa.array(
-        [json.dumps(r.summary, ensure_ascii=False) for r in records], pa.string()
-    )
+    columns["_config_json"] = pa.array([raw_json(r.config) for r in records], pa.string())
+    columns["_summary_json"] = pa.array([raw_json(r.summary) for r in records], pa.string())
     return pa.table(columns), config_warnings + metric_warnings
+
+
+def raw_json(value: dict[str, Any]) -> str:
+    """Lossless JSON text; lone surrogates (UTF-8 cannot hold them) stay as `\\udcff` escapes."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
 
 
 @dataclass
@@ -80,43 +86,20 @@ class ProjectExport:
         self.history_rows = 0
         self.skipped_values = 0
         self.include_history = include_history
-        self._history_file: AtomicFile | None = None
-        self._history_writer: pq.ParquetWriter | None = None
-        self._pending: list[pl.DataFrame] = []
-        self._pending_rows = 0
+        self._history = HistoryWriter(self.history_path)
 
     def add_run(self, record: RunRecord) -> None:
         self.records.append(record)
 
     def add_history(self, frame: pl.DataFrame, skipped_values: int = 0) -> None:
-        """Queue one run's tidy history (columns of HISTORY_SCHEMA); flushed in large row groups."""
+        """Queue one run's tidy history (columns of HISTORY_SCHEMA); written in large row groups."""
         self.skipped_values += skipped_values
-        if frame.height == 0:
-            return
-        self._pending.append(frame)
-        self._pending_rows += frame.height
-        if self._pending_rows >= HISTORY_ROW_GROUP:
-            self._flush_history()
-
-    def _flush_history(self) -> None:
-        if self._history_writer is None:
-            self._history_file = AtomicFile(self.history_path)
-            self._history_writer = pq.ParquetWriter(
-                self._history_file.temp, HISTORY_SCHEMA, compression="zstd"
-            )
-        if self._pending:
-            table = pl.concat(self._pending, how="vertical").to_arrow().cast(HISTORY_SCHEMA)
-            self._history_writer.write_table(table, row_group_size=HISTORY_ROW_GROUP)
-            self.history_rows += table.num_rows
-        self._pending, self._pending_rows = [], 0
+        self._history.add(frame)
 
     def finish(self) -> ProjectResult:
         """Write history, runs and (last, as the completion mark) metadata; return what was written."""
         if self.include_history:
-            self._flush_history()
-            assert self._history_writer is not None and self._history_file is not None
-            self._history_writer.close()
-            self._history_file.commit()
+            self.history_rows = self._history.commit()
         table, warnings = runs_table(self.records)
         for message in warnings:
             warn(f"{self.entity}/{self.project}: {message}")
@@ -154,7 +137,26 @@ class ProjectExport:
 
     def abort(self) -> None:
         """Drop everything collected; no partial file is left behind."""
-        if self._history_writer is not None:
-            self._history_writer.close()
-        if self._history_file is not None:
-            self._history_file.discard()
+        self._history.discard()
+
+
+def report_exports(
+    results: list[ProjectResult], failures: list[str], folder: Path, *, as_json: bool, owner: str = "entity"
+) -> None:
+    """What was exported, as a table (or JSON) on stdout; ToolFailure (exit 1) naming what was not."""
+    rows = [
+        {
+            owner: r.entity,
+            "project": r.project,
+            "runs": r.runs,
+            "history_rows": r.history_rows if r.history_path else None,
+            "runs_file": r.runs_path.name,
+        }
+        for r in results
+    ]
+    if as_json:
+        print(json.dumps({"exported": rows, "failed": failures}, indent=2))
+    else:
+        print_table(rows, title=f"Exported to {folder}/")
+    if failures:
+        raise ToolFailure(f"not exported: {', '.join(failures)}")

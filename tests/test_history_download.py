@@ -1,0 +1,133 @@
+"""History over the API (batched parquet URL lookups, pooled downloads) and the streaming history writer."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shared.cli import ToolFailure
+from shared.history import HistoryWriter, is_internal_key, wide_to_tidy
+from shared.schema import HISTORY_SCHEMA
+from shared.wandb_history import URL_BATCH
+from tests.test_export_api import export_runs
+
+TEAM, PROJECT = "graph_denoise_team", "spectral_denoising"
+
+
+def test_history_comes_from_batched_lookups_and_one_get_per_file(wandb_env, tmp_path):
+    runs = wandb_env.dataset.project(TEAM, PROJECT).runs
+    argv = ["-e", TEAM, "-p", PROJECT, "-o", str(tmp_path), "--include-history", "--workers", "3"]
+    assert export_runs.main(argv) == 0
+
+    live = [run for run in runs if run.history is not None and run.live_from_step is not None]
+    # One lookup per URL_BATCH runs; the rows of a running run not yet exported come via scan_history,
+    # which looks that run up once more inside wandb-core.
+    assert wandb_env.requests["RunParquetHistory"] == math.ceil(len(runs) / URL_BATCH) + len(live)
+    assert live and wandb_env.requests["HistoryPage"] == len(live)
+    files = sum(wandb_env.parquet_file_count(run) for run in runs)
+    files_again = sum(
+        wandb_env.parquet_file_count(run) for run in live
+    )  # scan_history (wandb-core) fetches them
+    assert wandb_env.requests["GET /files"] == files + files_again
+    history = pl.read_parquet(tmp_path / f"{TEAM}_{PROJECT}_history.parquet")
+    assert history.schema == pl.Schema(
+        {"run_id": pl.String, "step": pl.Int64, "timestamp": pl.Datetime("us", "UTC"), "key": pl.String, "value": pl.Float64}
+    )  # fmt: skip
+    skipped, stamps = 0, {}
+    for run in runs:
+        for row in run.history_table().rows if run.history is not None else []:
+            for key, value in row.items():
+                if is_internal_key(key):
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    skipped += 1
+                else:
+                    moment = datetime.fromtimestamp(round(row["_timestamp"] * 1e6) / 1e6, UTC)
+                    stamps[(run.id, row["_step"], key)] = moment
+    metadata = json.loads((tmp_path / f"{TEAM}_{PROJECT}_metadata.json").read_text())
+    assert metadata["skipped_history_values"] == skipped > 0
+    got = {(r, s, k): t for r, s, k, t in history.select("run_id", "step", "key", "timestamp").iter_rows()}
+    assert got == stamps
+
+
+def test_wide_to_tidy_keeps_numbers_and_nan_drops_nulls_and_counts_the_rest():
+    wide = pa.table(
+        {
+            "_step": pa.array([0, 1, 2], pa.int64()),
+            "_timestamp": pa.array([1.5, 2.0000015, None]),
+            "_runtime": pa.array([0.1, 0.2, 0.3]),
+            "loss": pa.array([1.0, None, math.nan]),
+            "epoch": pa.array([0, 0, 1], pa.int64()),
+            "flag": pa.array([True, None, False]),
+            "media": pa.array(['{"_type": "image"}', None, None]),
+        }
+    )
+    tidy, skipped = wide_to_tidy(wide, "run-1")
+    assert tidy.schema == HISTORY_SCHEMA and skipped == 3  # two booleans, one media value
+    rows = tidy.to_pylist()
+    assert [(r["step"], r["key"]) for r in rows] == [
+        (0, "loss"),
+        (2, "loss"),
+        (0, "epoch"),
+        (1, "epoch"),
+        (2, "epoch"),
+    ]
+    assert (
+        math.isnan(rows[1]["value"]) and rows[0]["value"] == 1.0 and {r["run_id"] for r in rows} == {"run-1"}
+    )
+    assert rows[0]["timestamp"] == datetime(1970, 1, 1, 0, 0, 1, 500000, UTC)
+    assert rows[3]["timestamp"] == datetime(1970, 1, 1, 0, 0, 2, 2, UTC) and rows[4]["timestamp"] is None
+    only, only_skipped = wide_to_tidy(wide, "run-1", keys=["epoch", "media"])
+    assert set(only["key"].to_pylist()) == {"epoch"} and only_skipped == 1
+
+
+def tidy_frame(run_id: str, steps: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "run_id": [run_id] * steps,
+            "step": list(range(steps)),
+            "timestamp": [datetime(2026, 1, 1, tzinfo=UTC)] * steps,
+            "key": ["loss"] * steps,
+            "value": [float(s) for s in range(steps)],
+        },
+        schema={"run_id": pl.String, "step": pl.Int64, "timestamp": pl.Datetime("us", "UTC"), "key": pl.String, "value": pl.Float64},
+    )  # fmt: skip
+
+
+def test_history_writer_streams_row_groups_from_frames_and_tables(tmp_path):
+    final = tmp_path / "history.parquet"
+    writer = HistoryWriter(final, row_group=10)
+    for index in range(7):  # polars frames and arrow tables, as the exporters hand them over
+        frame = tidy_frame(f"r{index}", 6)
+        writer.add(frame if index % 2 else frame.to_arrow().cast(HISTORY_SCHEMA))
+        assert not final.exists()
+    writer.add(tidy_frame("empty", 0))
+    assert writer.commit() == 42
+    file = pq.ParquetFile(final)
+    assert file.schema_arrow == HISTORY_SCHEMA and file.metadata.num_rows == 42
+    assert all(file.metadata.row_group(i).num_rows <= 12 for i in range(file.metadata.num_row_groups))
+    assert file.metadata.num_row_groups >= 3
+    back = pl.read_parquet(final)
+    assert back.group_by("run_id").len().sort("run_id")["len"].to_list() == [6] * 7
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_history_writer_discard_and_failed_write_leave_no_file(tmp_path):
+    final = tmp_path / "history.parquet"
+    writer = HistoryWriter(final, row_group=5)
+    writer.add(tidy_frame("a", 8))
+    writer.discard()
+    assert list(tmp_path.iterdir()) == []
+
+    broken = HistoryWriter(final, row_group=5)
+    broken.add(tidy_frame("a", 8).with_columns(pl.lit("not a number").alias("value")))
+    with pytest.raises((pa.ArrowInvalid, ToolFailure)):
+        broken.commit()
+    broken.discard()
+    assert list(tmp_path.iterdir()) == []
