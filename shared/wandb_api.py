@@ -1,19 +1,16 @@
-"""W&B cloud source: projects, runs and history through the official `wandb.Api` client."""
+"""W&B cloud source: projects and runs through the official `wandb.Api` client (history: wandb_history)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from functools import partial
 from typing import TYPE_CHECKING, Any
-
-import polars as pl
 
 from shared.auth import Credentials
 from shared.cli import ToolFailure, UsageError
-from shared.history import rows_to_tidy, wide_to_tidy
+from shared.retry import NO_RETRY, Retry
 from shared.schema import RunRecord
 
 if TYPE_CHECKING:
@@ -67,10 +64,15 @@ def created_since_filter(since: datetime | None) -> dict[str, Any]:
     return {"createdAt": {"$gte": naive_utc.isoformat(timespec="seconds")}}
 
 
-def project_names(api: wandb.Api, entity: str) -> list[str]:
+def project_names(api: wandb.Api, entity: str, retry: Retry = NO_RETRY) -> list[str]:
     """Every project of `entity`, sorted; a clear error when the entity is unknown or not reachable."""
     try:
-        return sorted(project.name for project in api.projects(entity))
+        return sorted(
+            project.name
+            for project in retry.call(f"projects of {entity}", lambda: list(api.projects(entity)))
+        )
+    except ToolFailure:  # transient failures that outlasted the retries: not the user's fault
+        raise
     except Exception as error:  # the client raises several types for an unknown entity
         raise UsageError(f"unknown W&B entity {entity!r} (or no access with this key): {error}") from None
 
@@ -114,33 +116,33 @@ def run_record(run: Any) -> RunRecord:
 
 
 def iter_runs(
-    api: wandb.Api, entity: str, project: str, filters: dict[str, Any]
+    api: wandb.Api, entity: str, project: str, filters: dict[str, Any], retry: Retry = NO_RETRY
 ) -> tuple[int, Iterator[Any]]:
-    """The project's matching run count and an iterator over its runs, oldest first, in full pages."""
-    runs = api.runs(
-        f"{entity}/{project}", filters=filters, order="+created_at", per_page=RUNS_PER_PAGE, lazy=False
-    )
-    return len(runs), iter(runs)
+    """The project's matching run count and an iterator over its runs, oldest first, in full pages.
 
-
-def fetch_history(run: Any, keys: list[str] | None) -> tuple[pl.DataFrame, int]:
-    """One run's history as tidy rows (numeric values only) and the count of values skipped.
-
-    The parquet exports the server keeps are downloaded and read columnar; rows logged after the
-    last export (a run still going) come through `scan_history`.
+    A failed page is fetched again by `retry`; indexing, unlike `next()`, skips no run when a page fails.
     """
-    with tempfile.TemporaryDirectory(prefix="run-tools-history-") as scratch:
-        download = run.download_history_exports(Path(scratch), require_complete_history=False)
-        if download.errors:
-            raise ToolFailure(f"history of run {run.id}: {next(iter(download.errors.values()))}")
-        exported = [pl.read_parquet(path) for path in sorted(download.paths)]
-    wide = pl.concat(exported, how="diagonal_relaxed") if exported else pl.DataFrame()
-    tidy, skipped = wide_to_tidy(wide, run.id, keys)
-    if download.contains_live_data:
-        first_live_step = int(wide["_step"].max()) + 1 if wide.height else 0
-        live, live_skipped = rows_to_tidy(run.scan_history(keys=None, min_step=first_live_step), run.id, keys)
-        tidy, skipped = pl.concat([tidy, live]), skipped + live_skipped
-    return tidy, skipped
+    what = f"runs of {entity}/{project}"
+    runs = retry.call(  # the client may look up the key's default entity here
+        what,
+        lambda: api.runs(
+            f"{entity}/{project}", filters=filters, order="+created_at", per_page=RUNS_PER_PAGE, lazy=False
+        ),
+    )
+
+    def run_at(index: int) -> Any:
+        try:
+            return runs[index]
+        except IndexError:
+            return None
+
+    def each_run() -> Iterator[Any]:
+        index = 0
+        while (run := retry.call(what, partial(run_at, index))) is not None:
+            yield run
+            index += 1
+
+    return retry.call(what, lambda: len(runs)), each_run()
 
 
 def reachable_entities(api: wandb.Api) -> list[tuple[str, str]]:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any, TypeVar
 
-from shared.cli import warn
+from shared.cli import ToolFailure, log, warn
 from shared.exporter import ProjectExport, ProjectResult
+from shared.incremental import log_plan, plan_update, save_state, stored_result
+from shared.lockfile import FolderLock
 from shared.progress import ItemProgress
+from shared.retry import NO_RETRY, Retry
 from shared.storage import prepare_output_folder
-from shared.wandb_api import fetch_history, iter_runs, run_record
+from shared.wandb_api import created_since_filter, iter_runs, run_record
+from shared.wandb_history import Downloaded, HistoryFetcher, HistoryLocation
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -40,44 +46,133 @@ def bounded_map(
                 yield pending.pop(future), future.result()
 
 
+def prefetched(items: Iterable[Item], depth: int) -> Iterator[Item]:
+    """`items`, produced on a background thread up to `depth` ahead, so their waits (paging, lookups)
+    overlap the consumer's work; an error in the producer is raised here, in order."""
+    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as error:  # handed to the consumer
+            put((False, error))
+
+    producer = threading.Thread(target=produce, name="prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            is_item, value = queue.get()
+            if not is_item:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        producer.join()
+
+
+def _whole_files(downloaded: Downloaded) -> Downloaded:
+    """`downloaded`, checked for files cut short or not parquet at all (a broken transfer: retried)."""
+    for data in downloaded.files:
+        if len(data) < 8 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+            raise ToolFailure(f"history of run {downloaded.run_id}: a downloaded file is not whole parquet")
+    return downloaded
+
+
 def export_api_project(
     api: Any,
     entity: str,
     project: str,
     folder: Path,
     *,
-    filters: dict[str, Any],
+    since: datetime | None,
     include_history: bool,
     history_keys: list[str] | None,
     workers: int,
     metadata: dict[str, Any],
+    timeout_s: float = 60,
+    retry: Retry = NO_RETRY,
+    incremental: bool = False,
+    since_text: str | None = None,
 ) -> ProjectResult:
-    """Export one cloud project; history fetches overlap with paging through the runs."""
+    """Export one cloud project; history fetches overlap with paging through the runs.
+
+    With `incremental`, only runs changed since the previous export are fetched and merged into its
+    files (see shared/incremental.py). Either way the project's export state is saved beside the files.
+    """
+    started_at = datetime.now(UTC)
+    options = {"include_history": include_history, "history_keys": history_keys, "since": since_text}
+    update, reason = plan_update(folder, entity, project, options) if incremental else (None, "")
+    if incremental:
+        log_plan(entity, project, update, reason)
+    if update is not None and update.state.since is not None:
+        since = datetime.fromisoformat(update.state.since)  # the boundary of the first export holds
+    filters = created_since_filter(since)
+    if update is not None:
+        filters = update.change_filter(filters)
+    metadata = {**metadata, "filters": {**metadata.get("filters", {}), "since": since and since.isoformat()}}
     export = ProjectExport(folder, entity, project, include_history=include_history, metadata=metadata)
-    total, runs = iter_runs(api, entity, project, filters)
+    skipped_by_run: dict[str, int] = {}
+    total, runs = iter_runs(api, entity, project, filters, retry)
     try:
         with ItemProgress("runs", total) as progress:
 
             def records_added() -> Iterator[Any]:
+                """Every run is recorded; those whose history is to be fetched are passed on."""
                 for run in runs:
-                    export.add_run(run_record(run))
-                    if not include_history:
+                    record = run_record(run)
+                    export.add_run(record)
+                    if include_history and (update is None or update.needs_history(record)):
+                        yield run
+                    else:
                         progress.advance()
-                    yield run
+
+            def download(location: HistoryLocation) -> Downloaded:
+                """A run's history, downloaded again (after a backoff) while the transfer fails."""
+                return retry.call(
+                    f"history of run {location.run.id}", lambda: _whole_files(history.download(location))
+                )
 
             if include_history:
-                for _run, (frame, skipped) in bounded_map(
-                    lambda r: fetch_history(r, history_keys), records_added(), workers
-                ):
-                    export.add_history(frame, skipped)
-                    progress.advance()
+                with HistoryFetcher(
+                    api, entity, project, keys=history_keys, workers=workers, timeout_s=timeout_s, retry=retry
+                ) as history:
+                    located = prefetched(history.locate(records_added()), depth=4 * workers)
+                    for location, downloaded in bounded_map(download, located, workers):
+                        frame, skipped = history.tidy(downloaded)
+                        export.add_history(frame, skipped)
+                        skipped_by_run[location.run.id] = skipped
+                        progress.advance()
             else:
                 for _run in records_added():
                     pass
-        return export.finish()
+        if update is not None and not export.records:
+            log(f"{entity}/{project}: no run changed; files left as they are")
+            result = stored_result(folder, entity, project)
+        else:
+            if update is not None:
+                log(f"{entity}/{project}: {len(export.records)} new or changed run(s) merged into the files")
+                update.merge_into(export)
+            result = export.finish()
     except BaseException:
         export.abort()
         raise
+    save_state(export, options, since, started_at, skipped_by_run, update)
+    return result
 
 
 def export_offline(
@@ -95,41 +190,42 @@ def export_offline(
     logs = sorted({log for path in paths for log in find_run_logs(path)})
     prepare_output_folder(folder)
     exports: dict[tuple[str, str], ProjectExport] = {}
-    try:
-        with ItemProgress("run files", len(logs), verb="read") as progress:
-            for log_path in logs:
-                run = read_run_log(
-                    log_path,
-                    include_history=include_history,
-                    history_keys=set(history_keys) if history_keys else None,
-                )
-                progress.advance()
-                if run.lost_records:
-                    warn(
-                        f"{log_path}: skipped {run.lost_records} corrupt or truncated record(s), {run.lost_bytes} bytes"
-                    )
-                record = run.record
-                if since is not None and record.created_at is not None and record.created_at < since:
-                    continue
-                key = (record.entity or "offline", record.project or "uncategorized")
-                if key not in exports:
-                    exports[key] = ProjectExport(
-                        folder,
-                        *key,
+    with FolderLock(folder):
+        try:
+            with ItemProgress("run files", len(logs), verb="read") as progress:
+                for log_path in logs:
+                    run = read_run_log(
+                        log_path,
                         include_history=include_history,
-                        metadata={**metadata, "corrupt_logs": {}},
+                        history_keys=set(history_keys) if history_keys else None,
                     )
-                export = exports[key]
-                if run.lost_records:
-                    export.metadata["corrupt_logs"][str(log_path)] = {
-                        "lost_records": run.lost_records,
-                        "lost_bytes": run.lost_bytes,
-                    }
-                export.add_run(record)
-                if include_history:
-                    export.add_history(run.history, run.skipped_values)
-        return [exports[key].finish() for key in sorted(exports)]
-    except BaseException:
-        for unfinished in exports.values():
-            unfinished.abort()
-        raise
+                    progress.advance()
+                    if run.lost_records:
+                        warn(
+                            f"{log_path}: skipped {run.lost_records} corrupt or truncated record(s), {run.lost_bytes} bytes"
+                        )
+                    record = run.record
+                    if since is not None and record.created_at is not None and record.created_at < since:
+                        continue
+                    key = (record.entity or "offline", record.project or "uncategorized")
+                    if key not in exports:
+                        exports[key] = ProjectExport(
+                            folder,
+                            *key,
+                            include_history=include_history,
+                            metadata={**metadata, "corrupt_logs": {}},
+                        )
+                    export = exports[key]
+                    if run.lost_records:
+                        export.metadata["corrupt_logs"][str(log_path)] = {
+                            "lost_records": run.lost_records,
+                            "lost_bytes": run.lost_bytes,
+                        }
+                    export.add_run(record)
+                    if include_history:
+                        export.add_history(run.history, run.skipped_values)
+            return [exports[key].finish() for key in sorted(exports)]
+        except BaseException:
+            for unfinished in exports.values():
+                unfinished.abort()
+            raise

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,6 +22,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
+from shared.cli import UsageError
 from shared.history import HISTORY_COLUMNS, empty_history, is_internal_key
 from shared.schema import RunRecord
 
@@ -33,6 +35,9 @@ READ_SIZE = 32 * BLOCK_SIZE  # whole blocks, so no frame straddles two reads
 BATCH_BYTES = 1 << 20  # records decoded together
 VALUES_PER_BATCH = 100_000  # history values held as Python strings before they become a frame
 RUN_FOLDER_PREFIXES = ("offline-run-", "run-")
+# A log with no exit record that was written to this recently is a job in progress, not a crashed one
+# (while a job runs, wandb-core also samples system metrics into its log, every 15 s by default).
+RUNNING_WINDOW = timedelta(minutes=10)
 
 _TYPE_CRC = {kind: zlib.crc32(bytes([kind])) for kind in (FULL, FIRST, MIDDLE, LAST)}
 
@@ -47,8 +52,8 @@ class _Mark(Enum):
 _REMOVED, _MAKES_DICT = _Mark.REMOVED, _Mark.MAKES_DICT
 
 
-class OfflineLogError(ValueError):
-    """A path that holds no readable W&B run log."""
+class OfflineLogError(UsageError, ValueError):
+    """A path that holds no readable W&B run log (bad input: one line, exit 2)."""
 
 
 @dataclass
@@ -100,6 +105,9 @@ class _Framing:
     def __init__(self) -> None:
         self.lost_records = 0
         self.lost_bytes = 0
+        # Of those, lost at the very end: a record cut short, or one a running job is still writing.
+        self.tail_records = 0
+        self.tail_bytes = 0
         self._fragments: list[bytes] = []  # the FIRST (and MIDDLE) parts of a record still being read
         self._fragment_bytes = 0
         self._resyncing = False  # after damage: MIDDLE/LAST parts before the next record belong to the loss
@@ -117,7 +125,7 @@ class _Framing:
                     block_end = size
                 if block_end - position < header_size:  # the block's zero padding, or a header cut by EOF
                     if data[position:block_end].strip(b"\0"):
-                        self._lose(block_end - position)
+                        self._lose(block_end - position, at_end=size < READ_SIZE and block_end == size)
                     position = block_end
                     continue
                 checksum, length, kind = unpack_header(data, position)
@@ -131,7 +139,7 @@ class _Framing:
                     if kind == 0 and length == 0:  # zero-filled (pre-allocated) space: nothing written here
                         self._settle()
                     else:
-                        self._lose(block_end - position)
+                        self._lose(block_end - position, at_end=end > block_end == size < READ_SIZE)
                     position = block_end
                     continue
                 position = end
@@ -153,26 +161,30 @@ class _Framing:
                         yield b"".join(self._fragments)
                         self._fragments, self._fragment_bytes = [], 0
             position -= size
-        self._settle()  # the file may end inside a fragmented record
+        self._settle(at_end=True)  # the file may end inside a fragmented record
 
     def lose_record(self, size: int) -> None:
         """A record that framed correctly but does not decode."""
         self.lost_records += 1
         self.lost_bytes += size
 
-    def _lose(self, skipped: int) -> None:
+    def _lose(self, skipped: int, at_end: bool = False) -> None:
         """Damage at the current position: the record being read, and the rest of the block, are lost."""
         if self._fragments or not self._resyncing:
             self.lost_records += 1
+            self.tail_records += at_end
         self.lost_bytes += skipped + self._fragment_bytes
+        self.tail_bytes += (skipped + self._fragment_bytes) * at_end
         self._fragments, self._fragment_bytes = [], 0
         self._resyncing = True
 
-    def _settle(self) -> None:
+    def _settle(self, at_end: bool = False) -> None:
         """A new record starts cleanly here: a fragmented record left unfinished is lost."""
         if self._fragments:
             self.lost_records += 1
             self.lost_bytes += self._fragment_bytes
+            self.tail_records += at_end
+            self.tail_bytes += self._fragment_bytes * at_end
             self._fragments, self._fragment_bytes = [], 0
         self._resyncing = False
 
@@ -651,9 +663,12 @@ class _RunLog:
     def _add_config(self, payload: bytes) -> None:
         _apply_config(self.config, wandb_pb.ConfigRecord.FromString(payload))
 
-    def record(self, path: Path) -> RunRecord:
+    def record(self, path: Path, running: bool = False) -> RunRecord:
         run, exit_record, summary = self.run, self.exit, self.summary.result()
-        state = "crashed" if exit_record is None else "finished" if exit_record.exit_code == 0 else "failed"
+        if exit_record is None:
+            state = "running" if running else "crashed"
+        else:
+            state = "finished" if exit_record.exit_code == 0 else "failed"
         created_at = (
             run.start_time.ToDatetime(tzinfo=UTC) if run is not None and run.HasField("start_time") else None
         )
@@ -704,12 +719,18 @@ def _decodable(payloads: list[bytes], framing: _Framing) -> list[bytes]:
 
 
 def read_run_log(
-    path: Path | str, *, include_history: bool = True, history_keys: Iterable[str] | None = None
+    path: Path | str,
+    *,
+    include_history: bool = True,
+    history_keys: Iterable[str] | None = None,
+    now: datetime | None = None,
 ) -> OfflineRun:
     """One run from its transaction log: record, tidy numeric history and what corruption cost.
 
     A corrupt or truncated stretch is skipped (reading resumes at the next 32 KiB block) and counted in
-    `lost_records`/`lost_bytes`; nothing is printed. A run whose log has no exit record is `crashed`.
+    `lost_records`/`lost_bytes`; nothing is printed. A log with no exit record is `running` when it was
+    written to within RUNNING_WINDOW before `now` (a job in progress: the log is read as it was when
+    opened, and an incomplete record at its end is the one being written, not a loss), else `crashed`.
     """
     path = Path(path)
     framing = _Framing()
@@ -718,9 +739,10 @@ def read_run_log(
         with path.open("rb") as stream:
             _check_file_header(path, stream.read(FILE_HEADER.size))
             stream.seek(0)
+            status = os.fstat(stream.fileno())  # before reading: a growing log's size and time move on
             batch: list[bytes] = []
             batch_bytes = 0
-            for payload in framing.records(stream):
+            for payload in framing.records(_Snapshot(stream, status.st_size)):
                 batch.append(payload)
                 batch_bytes += len(payload)
                 if batch_bytes >= BATCH_BYTES:
@@ -729,12 +751,26 @@ def read_run_log(
             log.add(batch, framing)
     except OSError as error:
         raise OfflineLogError(f"{path}: cannot read ({error.strerror or error})") from None
-    record = log.record(path)
+    written = datetime.fromtimestamp(status.st_mtime, UTC)
+    running = log.exit is None and (now or datetime.now(UTC)) - written <= RUNNING_WINDOW
+    record = log.record(path, running=running)
     return OfflineRun(
         path=path,
         record=record,
         history=log.history.frame(record.id) if include_history else empty_history(),
         skipped_values=log.history.skipped_values,
-        lost_records=framing.lost_records,
-        lost_bytes=framing.lost_bytes,
+        lost_records=framing.lost_records - (framing.tail_records if running else 0),
+        lost_bytes=framing.lost_bytes - (framing.tail_bytes if running else 0),
     )
+
+
+class _Snapshot:
+    """The first `size` bytes of a file that may still be growing."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self.stream, self.left = stream, size
+
+    def read(self, count: int) -> bytes:
+        data = self.stream.read(min(count, self.left))
+        self.left -= len(data)
+        return data

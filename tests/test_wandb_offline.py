@@ -224,7 +224,7 @@ def test_log_cut_before_its_exit_record_is_crashed(logs: Logs, tmp_path: Path):
     copy = copy_of(logs.complete, tmp_path)
     last_offset = frames(copy)[-1][0]  # the exit record is the last one the client wrote
     copy.write_bytes(copy.read_bytes()[:last_offset])
-    run = read_run_log(copy)
+    run = read_run_log(copy, now=datetime.now(UTC) + timedelta(hours=1))  # long after the job died
     assert run.record.state == "crashed"
     assert (run.lost_records, run.lost_bytes) == (0, 0)
     assert run.history.height == read_run_log(logs.complete).history.height
@@ -234,7 +234,7 @@ def test_log_truncated_mid_record_is_crashed_and_counts_the_loss(logs: Logs, tmp
     copy = copy_of(logs.complete, tmp_path)
     offset, length, _ = next(f for f in reversed(frames(copy)) if f[1] > 20)
     copy.write_bytes(copy.read_bytes()[: offset + FRAME.size + 10])  # 10 of its `length` bytes are left
-    run = read_run_log(copy)
+    run = read_run_log(copy, now=datetime.now(UTC) + timedelta(hours=1))  # long after the job died
     assert run.record.state == "crashed"
     assert (run.lost_records, run.lost_bytes) == (1, FRAME.size + 10)
     assert length > 10

@@ -10,6 +10,8 @@ import json
 import math
 import random
 import re
+import socket
+import sys
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -795,13 +797,55 @@ class RequestInfo:
 
 @dataclass(frozen=True)
 class HookResult:
-    """A hook's verdict: wait `delay_s`, then answer normally, or with `status` (an error body) if given."""
+    """A hook's verdict: wait `delay_s`, then answer normally, or with `status` (an error body) if given.
+
+    `headers` go out with that status (e.g. `Retry-After`); `body` replaces the error body (with
+    `status` 200 when none is given: a malformed answer); `drop` closes the connection unanswered.
+    """
 
     delay_s: float = 0.0
     status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    drop: bool = False
 
 
 RequestHook: TypeAlias = Callable[[RequestInfo], HookResult | None]
+
+
+class RandomFaults:
+    """A request hook failing a `rate` of the requests (seeded), each with a fault drawn at random.
+
+    Faults: HTTP 500/502/503, 429 with `Retry-After`, a stall of `stall_s` (past the client's timeout),
+    a dropped connection, and a malformed body (cut-off JSON, or a parquet file's first bytes).
+    Operations named in `spare` are never failed. `injected` counts the faults by kind.
+    """
+
+    KINDS = ("500", "502", "503", "429", "stall", "drop", "malformed")
+
+    def __init__(self, rate: float, seed: int, *, stall_s: float, spare: Iterable[str] = ()) -> None:
+        self.rate, self.stall_s, self.spare = rate, stall_s, set(spare)
+        self.injected: Counter[str] = Counter()
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RequestInfo) -> HookResult | None:
+        if request.operation in self.spare:
+            return None
+        with self._lock:
+            if self._random.random() >= self.rate:
+                return None
+            kind = self._random.choice(self.KINDS)
+            self.injected[kind] += 1
+        if kind == "429":
+            return HookResult(status=429, headers={"Retry-After": "1"})
+        if kind == "stall":
+            return HookResult(delay_s=self.stall_s)
+        if kind == "drop":
+            return HookResult(drop=True)
+        if kind == "malformed":
+            return HookResult(body=b'{"data": {"project": {"runs' if request.operation else b"PAR1\x15\x04")
+        return HookResult(status=int(kind))
 
 
 def _gql_id(*parts: object) -> str:
@@ -865,6 +909,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (it timed out on a stalled answer, or the hook dropped it) is no error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class StandinServer:
     """The stand-in backend: `POST /graphql`, parquet history files under `/files/`, telemetry sink.
 
@@ -896,7 +947,7 @@ class StandinServer:
         self._histories: OrderedDict[int, tuple[StandinRun, HistoryTable]] = OrderedDict()
         self._parquet: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._run_lists: OrderedDict[tuple[int, int, str, str], list[StandinRun]] = OrderedDict()
-        self._httpd = ThreadingHTTPServer((host, 0), _make_handler(self))
+        self._httpd = _HTTPServer((host, 0), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -1342,6 +1393,9 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "wandb-standin/1"
+        # Headers and body go out as two writes: without TCP_NODELAY, Nagle's algorithm and the client's
+        # delayed ACK hold every small response back ~40 ms (real servers set TCP_NODELAY).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -1379,12 +1433,17 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 return False
             if verdict.delay_s:
                 time.sleep(verdict.delay_s)
-            if verdict.status is not None:
-                self._send_json(
-                    verdict.status, {"errors": [{"message": f"stand-in hook: HTTP {verdict.status}"}]}
-                )
+            if verdict.drop:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
                 return True
-            return False
+            if verdict.status is None and verdict.body is None:
+                return False
+            error = {"errors": [{"message": f"stand-in hook: HTTP {verdict.status}"}]}
+            body = json.dumps(error).encode() if verdict.body is None else verdict.body
+            headers = {name.replace("-", "_"): value for name, value in verdict.headers.items()}
+            self._send(verdict.status or 200, body, **headers)
+            return True
 
         def do_POST(self) -> None:
             body = self._read_body()

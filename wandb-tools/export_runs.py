@@ -7,6 +7,7 @@
 #     "pyarrow>=26",
 #     "python-dotenv>=1.2",
 #     "rich>=15",
+#     "urllib3>=2.2",
 # ]
 # ///
 """Export W&B runs (from the cloud API or from offline run files) to parquet: runs, history, metadata."""
@@ -14,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -22,11 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.auth import wandb_credentials
-from shared.cli import ToolFailure, UsageError, log, run_main
-from shared.exporter import ProjectResult
+from shared.cli import UsageError, log, run_main
+from shared.exporter import ProjectResult, report_exports
+from shared.incremental import stored_result
+from shared.lockfile import FolderLock
+from shared.retry import DEFAULT_MAX_RETRY_TIME, Retry, describe
 from shared.storage import prepare_output_folder
-from shared.tables import print_table
-from shared.wandb_api import connect, created_since_filter, parse_since, project_names
+from shared.wandb_api import connect, parse_since, project_names
 from shared.wandb_export import export_api_project, export_offline
 
 EXAMPLES = """\
@@ -36,15 +38,24 @@ examples:
   export_runs.py -e igorkraw --since 7d                               # runs created in the last 7 days
   export_runs.py -e team -p proj --include-history --history-keys train/loss,test/mse --workers 16
   export_runs.py --offline wandb/ -o wandb_export/                    # offline run files, no account
+  export_runs.py -e team -p "*" -o /backups/wandb --incremental --include-history   # cron mode
 
 output (per project, each file written atomically when the project completes):
   {entity}_{project}_runs.parquet      one row per run: core, config_*, metric_*, _config_json, _summary_json
   {entity}_{project}_history.parquet   one row per logged numeric value (with --include-history)
   {entity}_{project}_metadata.json     what was exported, when, with which filters and versions
+  {entity}_{project}_state.json        what --incremental needs: options, export time, each run's heartbeat
+  .export.lock                         held while an export writes the folder (PID, start time, progress)
+
+cron (--incremental): only runs created or with a heartbeat since the previous export are fetched and
+merged into the files; failed requests are retried with backoff for up to --max-retry-time seconds; a
+second export into the same folder exits 3; a killed export, run again within 12 h, skips the projects
+it had completed.
 
 credentials (first found wins): --api-key, WANDB_API_KEY, .env (WANDB_API_KEY or
 GRAPH_DENOISE_TEAM_SERVICE), ~/.netrc from `wandb login`. WANDB_BASE_URL selects a self-hosted server.
-exit codes: 0 done, 1 some project not exported (named on stderr), 2 bad input or credentials.
+exit codes: 0 done, 1 some project not exported (named on stderr), 2 bad input or credentials,
+3 the output folder is in use by another export.
 """
 
 
@@ -81,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--history-keys", metavar="A,B", help="only these history keys (implies --include-history)"
     )
-    parser.add_argument("--workers", type=int, default=8, help="concurrent history fetches (default: 8)")
+    parser.add_argument("--workers", type=int, default=16, help="concurrent history downloads (default: 16)")
     parser.add_argument(
         "--api-key", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
     )
@@ -96,8 +107,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="read offline runs instead of the API: a wandb/ folder, an offline-run-* folder or a .wandb file (repeatable)",
     )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="cron mode: fetch only runs created or updated since the previous export into -o, and merge"
+        " them into its files (the first export is a full one)",
+    )
+    parser.add_argument(
+        "--max-retry-time",
+        type=float,
+        default=DEFAULT_MAX_RETRY_TIME,
+        metavar="S",
+        help="keep retrying a failing request (a page of runs, a run's history) for up to S seconds"
+        f" from its first failure, with exponential backoff (default: {DEFAULT_MAX_RETRY_TIME:.0f}; 0: never)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     args = parser.parse_args(argv)
+    if args.max_retry_time < 0:
+        parser.error("--max-retry-time must be 0 or more")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     args.history_keys = (
@@ -105,9 +132,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args.include_history = args.include_history or bool(args.history_keys)
     args.project = [name.strip() for item in args.project for name in item.split(",") if name.strip()]
+    args.since_text = args.since
     args.since = parse_since(args.since) if args.since else None
     if args.offline and (args.entity or args.project or args.api_key):
         parser.error("--offline reads local files: it takes no --entity, --project or --api-key")
+    if args.offline and args.incremental:
+        parser.error(
+            "--incremental updates exports of the W&B API; --offline reads its files in full every time"
+        )
     return args
 
 
@@ -117,7 +149,8 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
     entity = args.entity or api.default_entity
     if not entity:
         raise UsageError("no --entity given and the key has no default entity")
-    available = project_names(api, entity)
+    retry = Retry(max_retry_time=args.max_retry_time)
+    available = project_names(api, entity, retry)
     wanted = available if not args.project or "*" in args.project else args.project
     unknown = [name for name in wanted if name not in available]
     if unknown:
@@ -127,24 +160,43 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
     metadata |= {"source": "wandb-api", "base_url": credentials.base_url}
     prepare_output_folder(args.output)
     results, failures = [], []
-    for project in wanted:
-        try:
-            results.append(
-                export_api_project(
-                    api,
-                    entity,
-                    project,
-                    args.output,
-                    filters=created_since_filter(args.since),
-                    include_history=args.include_history,
-                    history_keys=args.history_keys,
-                    workers=args.workers,
-                    metadata=dict(metadata),
+    with FolderLock(args.output) as lock:
+        task = {
+            "entity": entity,
+            "projects": wanted,
+            "since": args.since_text,
+            "incremental": args.incremental,
+        }
+        done = lock.resume(task | {"history": args.include_history, "history_keys": args.history_keys})
+        for project in wanted:
+            name = f"{entity}/{project}"
+            try:
+                if name in done:
+                    results.append(stored_result(args.output, entity, project))
+                    continue
+                results.append(
+                    export_api_project(
+                        api,
+                        entity,
+                        project,
+                        args.output,
+                        since=args.since,
+                        include_history=args.include_history,
+                        history_keys=args.history_keys,
+                        workers=args.workers,
+                        metadata=dict(metadata),
+                        timeout_s=args.timeout,
+                        retry=retry,
+                        incremental=args.incremental,
+                        since_text=args.since_text,
+                    )
                 )
-            )
-        except (ToolFailure, OSError, RuntimeError, ValueError) as error:
-            log(f"error: {entity}/{project} not exported: {error}")
-            failures.append(f"{entity}/{project}")
+                lock.completed(name)
+            except UsageError:
+                raise
+            except Exception as error:  # one project's failure must not stop the others; it is named
+                log(f"error: {name} not exported: {describe(error)}")
+                failures.append(name)
     return results, failures
 
 
@@ -170,22 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         failures: list[str] = []
     else:
         results, failures = export_cloud(args, metadata)
-    rows = [
-        {
-            "entity": r.entity,
-            "project": r.project,
-            "runs": r.runs,
-            "history_rows": r.history_rows if r.history_path else None,
-            "runs_file": r.runs_path.name,
-        }
-        for r in results
-    ]
-    if args.json:
-        print(json.dumps({"exported": rows, "failed": failures}, indent=2))
-    else:
-        print_table(rows, title=f"Exported to {args.output}/")
-    if failures:
-        raise ToolFailure(f"not exported: {', '.join(failures)}")
+    report_exports(results, failures, args.output, as_json=args.json)
     return 0
 
 

@@ -1,0 +1,203 @@
+"""Incremental (cron) exports: per-project state beside the files, a server-side change filter, merged files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shared.cli import log, warn
+from shared.exporter import ProjectExport, ProjectResult
+from shared.schema import CORE_COLUMNS, RAW_JSON_COLUMNS, RunRecord
+from shared.storage import output_path, write_json
+
+STATE_FORMAT = 1
+# Runs whose last change lies up to this long before the previous export started are fetched again:
+# the cutoff is our clock, the run times are the server's, and a change may land while we page.
+CLOCK_MARGIN = timedelta(minutes=10)
+HISTORY_BATCH_ROWS = 1_000_000  # rows of the old history file held at once while it is copied
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+@dataclass
+class ProjectState:
+    """What one project's files hold: the options they were made with, from when, and each run's last change."""
+
+    options: dict[str, Any]  # a change of options means the files cannot be updated, only replaced
+    since: str | None  # the created-since boundary (ISO), resolved once at the first export
+    exported_at: str  # when the export that wrote the files started (ISO, UTC)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> heartbeat_at, skipped values
+
+    @classmethod
+    def load(cls, path: Path) -> ProjectState | None:
+        """The state in `path`; None when there is none or it is unreadable (then a full export is made)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != STATE_FORMAT:
+                return None
+            return cls(data["options"], data["since"], data["exported_at"], data["runs"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            warn(f"{path}: unreadable export state ({error}); exporting the project in full")
+            return None
+
+    def save(self, path: Path) -> None:
+        write_json({"format": STATE_FORMAT, **self.__dict__}, path)
+
+
+def state_path(folder: Path, entity: str, project: str) -> Path:
+    return output_path(folder, entity, project, suffix="_state.json")
+
+
+def stored_records(runs_path: Path) -> list[RunRecord]:
+    """The runs of an exported runs parquet, rebuilt losslessly from the core columns and the raw JSON."""
+    frame = pl.read_parquet(runs_path, columns=[*CORE_COLUMNS, *RAW_JSON_COLUMNS])
+    return [
+        RunRecord(
+            **{name: row[name] for name in CORE_COLUMNS},
+            config=json.loads(row["_config_json"]),
+            summary=json.loads(row["_summary_json"]),
+        )
+        for row in frame.iter_rows(named=True)
+    ]
+
+
+def stored_history(history_path: Path, leave_out: set[str]) -> Iterator[pl.DataFrame]:
+    """The rows of an exported history parquet, a batch at a time, without those of the runs in `leave_out`."""
+    import pyarrow.parquet as pq
+
+    dropped = pl.Series(sorted(leave_out), dtype=pl.String).implode()
+    with pq.ParquetFile(history_path) as source:
+        for batch in source.iter_batches(batch_size=HISTORY_BATCH_ROWS):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield frame.filter(~pl.col("run_id").is_in(dropped))
+
+
+@dataclass
+class ProjectUpdate:
+    """Bringing one project's files up to date: which runs to fetch, and what to keep from the files."""
+
+    state: ProjectState
+    runs_path: Path
+    history_path: Path | None
+    history_fetched: set[str] = field(default_factory=set)
+
+    def change_filter(self, filters: dict[str, Any]) -> dict[str, Any]:
+        """`filters` and "created or heartbeat since the previous export (less CLOCK_MARGIN)", server-side."""
+        cutoff = datetime.fromisoformat(self.state.exported_at) - CLOCK_MARGIN
+        moment = cutoff.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+        changed = {"$or": [{"createdAt": {"$gte": moment}}, {"heartbeatAt": {"$gte": moment}}]}
+        return {"$and": [filters, changed]} if filters else changed
+
+    def needs_history(self, record: RunRecord) -> bool:
+        """A run's history is fetched again only when it is new or its heartbeat moved."""
+        stored = self.state.runs.get(record.id)
+        if stored is not None and stored.get("heartbeat_at") == _iso(record.heartbeat_at):
+            return False
+        self.history_fetched.add(record.id)
+        return True
+
+    def merge_into(self, export: ProjectExport) -> None:
+        """Complete `export` (holding the fetched runs) with the stored runs and history it does not replace."""
+        fetched = {record.id for record in export.records}
+        kept = [record for record in stored_records(self.runs_path) if record.id not in fetched]
+        # Oldest first, as the server lists them; stored before fetched where creation times are equal.
+        export.records = sorted(
+            kept + export.records, key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC)
+        )
+        if self.history_path is None:
+            return
+        for frame in stored_history(self.history_path, self.history_fetched):
+            export.add_history(frame)
+        export.skipped_values += sum(
+            stored.get("skipped_history_values", 0)
+            for run_id, stored in self.state.runs.items()
+            if run_id not in self.history_fetched
+        )
+
+
+def plan_update(
+    folder: Path, entity: str, project: str, options: dict[str, Any]
+) -> tuple[ProjectUpdate | None, str]:
+    """The update of a project's existing files, or None (and why) when it must be exported in full."""
+    import pyarrow.parquet as pq
+
+    state = ProjectState.load(state_path(folder, entity, project))
+    if state is None:
+        return None, "no previous export state"
+    if state.options != options:
+        return None, f"options changed since the previous export ({state.options} -> {options})"
+    runs_path = output_path(folder, entity, project, suffix="_runs.parquet")
+    history_path = output_path(folder, entity, project, suffix="_history.parquet")
+    kept = [runs_path, *([history_path] if options.get("include_history") else [])]
+    metadata_path = output_path(folder, entity, project, suffix="_metadata.json")
+    missing = [path.name for path in (*kept, metadata_path) if not path.is_file()]
+    if missing:
+        return None, f"files of the previous export are missing: {', '.join(missing)}"
+    for path in kept:
+        try:
+            pq.read_metadata(path)
+        except (OSError, ValueError) as error:  # cut short or overwritten by something else
+            return None, f"{path.name} is unreadable ({error})"
+    return ProjectUpdate(state, runs_path, history_path if options.get("include_history") else None), ""
+
+
+def save_state(
+    export: ProjectExport,
+    options: dict[str, Any],
+    since: datetime | None,
+    started_at: datetime,
+    skipped_by_run: dict[str, int],
+    update: ProjectUpdate | None,
+) -> None:
+    """Save the state of the files `export` wrote (or left as they were: an update that found no change)."""
+    stored = update.state.runs if update is not None else {}
+    if update is not None and not export.records:
+        runs = stored
+    else:
+        runs = {
+            record.id: {
+                "heartbeat_at": _iso(record.heartbeat_at),
+                "skipped_history_values": skipped_by_run.get(
+                    record.id, stored.get(record.id, {}).get("skipped_history_values", 0)
+                ),
+            }
+            for record in export.records
+        }
+    state = ProjectState(options, _iso(since), started_at.isoformat(), runs)
+    state.save(state_path(export.runs_path.parent, export.entity, export.project))
+
+
+def stored_result(folder: Path, entity: str, project: str) -> ProjectResult:
+    """The ProjectResult of files already complete in `folder` (read from their metadata)."""
+    metadata_path = output_path(folder, entity, project, suffix="_metadata.json")
+    metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+    history = metadata["files"].get("history")
+    return ProjectResult(
+        entity,
+        project,
+        metadata["run_count"],
+        metadata.get("history_rows") or 0,
+        folder / metadata["files"]["runs"],
+        folder / history if history else None,
+        metadata_path,
+    )
+
+
+def log_plan(entity: str, project: str, update: ProjectUpdate | None, reason: str) -> None:
+    if update is None:
+        log(f"{entity}/{project}: full export ({reason})")
+    else:
+        log(
+            f"{entity}/{project}: fetching runs changed since {update.state.exported_at} (less {CLOCK_MARGIN})"
+        )
