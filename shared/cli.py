@@ -9,6 +9,7 @@ from typing import NoReturn
 
 EXIT_FAILED = 1  # an export or query ran but did not complete
 EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
+EXIT_LOCKED = 3  # the output folder is in use by another export
 
 _secrets: set[str] = set()
 
@@ -19,6 +20,10 @@ class UsageError(Exception):
 
 class ToolFailure(Exception):
     """Work that ran but could not complete: reported as one line, exit code 1."""
+
+
+class FolderLocked(Exception):
+    """Another export holds the output folder: reported as one line, exit code 3."""
 
 
 def register_secret(value: str | None) -> None:
@@ -46,7 +51,7 @@ def warn(message: str) -> None:
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one error line on stderr and exit with `code`."""
-    log(f"error: {message}")
+    log("error: " + " ".join(message.split()))  # library messages may span lines or end in one
     sys.exit(code)
 
 
@@ -63,10 +68,15 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
         fail(str(error), EXIT_USAGE)
     except ToolFailure as error:
         fail(str(error), EXIT_FAILED)
+    except FolderLocked as error:
+        fail(str(error), EXIT_LOCKED)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except BrokenPipeError:
         # The reader of stdout went away (e.g. `| head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
+    except OSError as error:  # a file or network error no code path expected: still one line
+        where = f"{error.filename}: " if error.filename else ""
+        fail(f"{where}{error.strerror or error}", EXIT_FAILED)
     sys.exit(code or 0)

@@ -13,7 +13,8 @@ import pyarrow as pa
 KeyPath = tuple[str, ...]
 Scalar = None | bool | int | float | str
 
-_SEPARATORS = re.compile(r"[/.\s\x00-\x1f\x7f]+")
+# Lone surrogates (a non-UTF-8 file name seen by Python) cannot be written to parquet: they become `_` too.
+_SEPARATORS = re.compile(r"[/.\s\x00-\x1f\x7f\ud800-\udfff]+")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -57,9 +58,16 @@ def assign_column_names(paths: Sequence[KeyPath], prefix: str) -> tuple[dict[Key
         by_name[column_name(prefix, path)].append(path)
     names: dict[KeyPath, str] = {}
     warnings: list[str] = []
+    taken = set(by_name)  # a key may itself be spelled like a suffixed name (`a_b__2`): never reuse one
     for name, clashing in by_name.items():
-        for index, path in enumerate(clashing):
-            names[path] = name if index == 0 else f"{name}__{index + 1}"
+        suffix = 1
+        for path in clashing[1:]:
+            suffix += 1
+            while f"{name}__{suffix}" in taken:
+                suffix += 1
+            taken.add(f"{name}__{suffix}")
+            names[path] = f"{name}__{suffix}"
+        names[clashing[0]] = name
         if len(clashing) > 1:
             keys = ", ".join(" > ".join(map(repr, p)) for p in clashing)
             renamed = ", ".join(names[p] for p in clashing[1:])
@@ -71,6 +79,11 @@ def _as_text(value: Scalar) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value)
+
+
+def _utf8_safe(text: str | None) -> str | None:
+    """`text` with lone surrogates as `\\udcff` escapes (UTF-8, so parquet, cannot hold them)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if text else text
 
 
 def column_array(values: Sequence[Scalar]) -> pa.Array:
@@ -87,7 +100,11 @@ def column_array(values: Sequence[Scalar]) -> pa.Array:
             return pa.array([None if v is None else float(v) for v in values], pa.float64())
         except OverflowError:  # an int too large even for float64: keep its digits as text
             pass
-    return pa.array([_as_text(v) for v in values], pa.string())
+    texts = [_as_text(v) for v in values]
+    try:
+        return pa.array(texts, pa.string())
+    except UnicodeEncodeError:
+        return pa.array([_utf8_safe(text) for text in texts], pa.string())
 
 
 def flat_columns(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -9,15 +10,17 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from shared.cli import ToolFailure, UsageError
 
-from shared.cli import UsageError
+if TYPE_CHECKING:  # pyarrow takes a tenth of a second to import: only when a parquet file is written
+    import pyarrow as pa
 
 _UNSAFE_CHARS = re.compile(r"[^\w.\-]+")
 _DOT_RUNS = re.compile(r"\.{2,}")
+# Room for a suffix and the temp file's `.{name}.XXXXXXXX.tmp` within a file name's 255 bytes.
+_MAX_STEM_BYTES = 200
 
 
 def safe_name(part: str) -> str:
@@ -26,9 +29,18 @@ def safe_name(part: str) -> str:
     return cleaned or "_"
 
 
+def _bounded(stem: str) -> str:
+    """`stem`, or if too long for a file name, its start plus a digest of all of it (so still distinct)."""
+    encoded = stem.encode()
+    if len(encoded) <= _MAX_STEM_BYTES:
+        return stem
+    digest = hashlib.blake2b(encoded, digest_size=8).hexdigest()
+    return encoded[: _MAX_STEM_BYTES - len(digest) - 1].decode(errors="ignore") + "-" + digest
+
+
 def output_path(folder: Path, *parts: str, suffix: str) -> Path:
-    """`folder/{part1}_{part2}{suffix}` with every part sanitised; never outside `folder`."""
-    path = folder / ("_".join(safe_name(p) for p in parts) + suffix)
+    """`folder/{part1}_{part2}{suffix}` with every part sanitised and long names cut; never outside `folder`."""
+    path = folder / (_bounded("_".join(safe_name(p) for p in parts)) + suffix)
     if path.resolve().parent != folder.resolve():
         raise UsageError(f"refusing to write outside {folder}: {path.name}")
     return path
@@ -53,38 +65,74 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, so never toggled while threads write
+
+
 class AtomicFile:
     """A temp file beside `final` that becomes `final` only on `commit()` (fsync, rename, fsync folder)."""
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        except OSError as error:
+            raise write_error(final, error) from None
         os.close(fd)
         self.temp = Path(name)
+        # mkstemp makes the file owner-only; outputs get the permissions any new file would (umask).
+        os.chmod(self.temp, 0o666 & ~_UMASK)
 
     def commit(self) -> None:
-        with open(self.temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.temp, self.final)
-        _fsync_folder(self.final.parent)
+        try:
+            with open(self.temp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self.temp, self.final)
+            _fsync_folder(self.final.parent)
+        except OSError as error:
+            raise write_error(self.final, error) from None
 
     def discard(self) -> None:
         self.temp.unlink(missing_ok=True)
 
 
+def write_error(final: Path, error: Exception) -> ToolFailure:
+    """One line for a failed write (disk full, file too large, no permission, …)."""
+    reason = (
+        getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
+    )
+    return ToolFailure(f"cannot write {final}: {reason}")
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temp path beside `final`; on success it replaces `final`, on error it is deleted."""
+    """Yield a temp path beside `final`; on success it replaces `final`, on error it is deleted.
+
+    An OSError (or a polars error, which is how polars reports a failed sink) becomes a ToolFailure.
+    """
     target = AtomicFile(final)
     try:
         yield target.temp
         target.commit()
+    except OSError as error:
+        raise write_error(final, error) from None
+    except Exception as error:
+        if type(error).__module__.startswith("polars"):
+            raise write_error(final, error) from None
+        raise
     finally:
         target.discard()
 
 
 def write_parquet(table: pa.Table, final: Path) -> None:
     """Write a parquet file atomically."""
+    import pyarrow.parquet as pq
+
     with atomic_path(final) as temp:
         pq.write_table(table, temp, compression="zstd")
 

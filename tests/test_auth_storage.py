@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import stat
+
 import pytest
 
+from shared import storage
 from shared.auth import wandb_credentials
 from shared.cli import UsageError, redact
 from shared.storage import atomic_path, output_path, safe_name
@@ -125,3 +130,15 @@ def test_atomic_path_leaves_nothing_on_error_and_replaces_on_success(tmp_path):
         temp.write_text("new")
     assert final.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_outputs_get_the_umask_permissions_not_owner_only(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        importlib.reload(storage)  # the module reads the umask once, at import
+        with storage.atomic_path(tmp_path / "shared.json") as temp:
+            temp.write_text("{}")
+    finally:
+        os.umask(previous)
+        importlib.reload(storage)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
