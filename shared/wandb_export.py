@@ -183,23 +183,37 @@ def export_offline(
     history_keys: list[str] | None,
     since: datetime | None,
     metadata: dict[str, Any],
-) -> list[ProjectResult]:
-    """Read offline run logs and write one set of files per entity/project found in them."""
-    from shared.wandb_offline import find_run_logs, read_run_log  # imports wandb's protobuf: only when needed
+) -> tuple[list[ProjectResult], list[str]]:
+    """Read offline run logs and write one set of files per entity/project found in them.
+
+    Also returns the logs that could not be read at all (named with the reason): one bad file among
+    many must not stop a nightly export, nor vanish silently. When no log can be read, the first
+    error is raised.
+    """
+    from shared.wandb_offline import OfflineLogError, find_run_logs, read_run_log  # wandb's protobuf
 
     logs = sorted({log for path in paths for log in find_run_logs(path)})
     prepare_output_folder(folder)
     exports: dict[tuple[str, str], ProjectExport] = {}
+    unreadable: list[str] = []
     with FolderLock(folder):
         try:
             with ItemProgress("run files", len(logs), verb="read") as progress:
                 for log_path in logs:
-                    run = read_run_log(
-                        log_path,
-                        include_history=include_history,
-                        history_keys=set(history_keys) if history_keys else None,
-                    )
-                    progress.advance()
+                    try:
+                        run = read_run_log(
+                            log_path,
+                            include_history=include_history,
+                            history_keys=set(history_keys) if history_keys else None,
+                        )
+                    except OfflineLogError as error:
+                        if len(logs) == 1:
+                            raise
+                        warn(str(error))
+                        unreadable.append(str(error))
+                        continue
+                    finally:
+                        progress.advance()
                     if run.lost_records:
                         warn(
                             f"{log_path}: skipped {run.lost_records} corrupt or truncated record(s), {run.lost_bytes} bytes"
@@ -224,7 +238,9 @@ def export_offline(
                     export.add_run(record)
                     if include_history:
                         export.add_history(run.history, run.skipped_values)
-            return [exports[key].finish() for key in sorted(exports)]
+            if len(unreadable) == len(logs):
+                raise OfflineLogError(f"no readable run log among {len(logs)}: {unreadable[0]}")
+            return [exports[key].finish() for key in sorted(exports)], unreadable
         except BaseException:
             for unfinished in exports.values():
                 unfinished.abort()

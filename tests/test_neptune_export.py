@@ -180,7 +180,7 @@ def test_archive_history_and_metadata(archive_export, archive):
 def test_schema_is_the_wandb_exports(archive_export, tmp_path):
     from shared.wandb_export import export_offline
 
-    [wandb] = export_offline(
+    [wandb], unreadable = export_offline(
         [ROOT / "samples" / "wandb"],
         tmp_path,
         include_history=True,
@@ -188,6 +188,7 @@ def test_schema_is_the_wandb_exports(archive_export, tmp_path):
         since=None,
         metadata={},
     )
+    assert unreadable == []
     ours = pl.read_parquet_schema(files_of(archive_export)["runs"])
     theirs = pl.read_parquet_schema(wandb.runs_path)
     core = len(CORE_COLUMNS)

@@ -386,3 +386,41 @@ def test_summary_fold_equals_applying_every_operation(records, batch_sizes):
         fold.add(payloads[start : start + size])
         start += size
     assert fold.result() == applied_in_turn(records)
+
+
+# --- the export around the reader ------------------------------------------------------------------
+
+
+def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_path: Path):
+    from shared.wandb_export import export_offline
+
+    samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
+    shutil.copytree(samples, tmp_path / "wandb")
+    broken = tmp_path / "wandb" / "offline-run-20260101_000000-broken" / "run-broken.wandb"
+    broken.parent.mkdir()
+    broken.write_bytes(b"")
+    good = len(find_run_logs(samples))
+
+    results, unreadable = export_offline(
+        [tmp_path / "wandb"],
+        tmp_path / "out",
+        include_history=False,
+        history_keys=None,
+        since=None,
+        metadata={},
+    )
+    assert [r.runs for r in results] == [good]
+    assert len(unreadable) == 1 and str(broken) in unreadable[0] and "empty file" in unreadable[0]
+
+    only_broken = tmp_path / "only"
+    shutil.copytree(broken.parent, only_broken / broken.parent.name)
+    (only_broken / broken.parent.name / "run-other.wandb").write_bytes(b"PK not a log")
+    with pytest.raises(OfflineLogError, match="no readable run log among 2"):
+        export_offline(
+            [only_broken],
+            tmp_path / "out2",
+            include_history=False,
+            history_keys=None,
+            since=None,
+            metadata={},
+        )

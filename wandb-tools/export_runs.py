@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.offline:
         metadata |= {"source": "wandb-offline", "offline_paths": [str(p) for p in args.offline]}
-        results = export_offline(
+        results, failures = export_offline(
             args.offline,
             args.output,
             include_history=args.include_history,
@@ -219,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
             since=args.since,
             metadata=metadata,
         )
-        failures: list[str] = []
     else:
         results, failures = export_cloud(args, metadata)
     report_exports(results, failures, args.output, as_json=args.json)
