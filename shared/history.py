@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +37,16 @@ def empty_history() -> pl.DataFrame:
     return pl.DataFrame(schema=HISTORY_COLUMNS)
 
 
-def _epoch_seconds_to_utc(column: pl.Expr) -> pl.Expr:
+def epoch_seconds_to_utc(column: pl.Expr) -> pl.Expr:
+    """Float epoch seconds (W&B's `_timestamp`) as UTC datetimes, rounded to the microsecond."""
     return pl.from_epoch((column * 1_000_000).round().cast(pl.Int64), time_unit="us").dt.replace_time_zone(
         "UTC"
     )
+
+
+def epoch_seconds_to_datetime(seconds: float) -> datetime:
+    """One `_timestamp` as `epoch_seconds_to_utc` converts it, so a heartbeat equals its history row's time."""
+    return pl.select(epoch_seconds_to_utc(pl.lit(float(seconds)))).item().astimezone(UTC)
 
 
 def _is_number(dtype: pa.DataType) -> bool:
@@ -119,7 +126,7 @@ def rows_to_tidy(
         {"run_id": [run_id] * len(values), "step": steps, "timestamp": stamps, "key": names, "value": values},
         schema_overrides={"step": pl.Int64, "timestamp": pl.Float64, "value": pl.Float64},
     )
-    return frame.with_columns(_epoch_seconds_to_utc(pl.col("timestamp")).alias("timestamp")).cast(
+    return frame.with_columns(epoch_seconds_to_utc(pl.col("timestamp")).alias("timestamp")).cast(
         HISTORY_COLUMNS
     ), skipped
 

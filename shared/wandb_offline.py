@@ -23,7 +23,13 @@ from google.protobuf.message import DecodeError, Message
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
 from shared.cli import UsageError
-from shared.history import HISTORY_COLUMNS, empty_history, is_internal_key
+from shared.history import (
+    HISTORY_COLUMNS,
+    empty_history,
+    epoch_seconds_to_datetime,
+    epoch_seconds_to_utc,
+    is_internal_key,
+)
 from shared.schema import RunRecord
 
 FILE_HEADER = struct.Struct("<4sHB")  # identifier, magic, version
@@ -458,11 +464,6 @@ def _apply_config(config: dict[str, Any], record: Any) -> None:
 # --- history -------------------------------------------------------------------------------------
 
 
-def _epoch_seconds_to_utc(seconds: pl.Expr) -> pl.Expr:
-    microseconds = (seconds * 1_000_000).round().cast(pl.Int64)
-    return pl.from_epoch(microseconds, time_unit="us").dt.replace_time_zone("UTC")
-
-
 def _item_per_row(items: pl.DataFrame, name: str, rows: int) -> pl.Series:
     """The numeric value of item `name` in each of `rows` rows (null where a row has none)."""
     found = items.filter(pl.col("name") == name)
@@ -541,7 +542,7 @@ class _HistoryColumns:
             }
         ).select(
             pl.coalesce("record_step", pl.col("item_step").cast(pl.Int64), ordinal).alias("step"),
-            _epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"),
+            epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"),
         )
 
     def _values_kept(self, items: pl.DataFrame) -> pl.DataFrame:
@@ -680,7 +681,7 @@ class _RunLog:
             _number(summary.get("_runtime")),
         ]
         runtime_s = max((float(runtime) for runtime in runtimes if runtime is not None), default=None)
-        heartbeats = [datetime.fromtimestamp(last_row["_timestamp"], UTC)] if "_timestamp" in last_row else []
+        heartbeats = [epoch_seconds_to_datetime(last_row["_timestamp"])] if "_timestamp" in last_row else []
         if created_at is not None and runtime_s is not None:
             heartbeats.append(created_at + timedelta(seconds=runtime_s))
         return RunRecord(
