@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from tests.wandb_standin import StandinDataset, StandinRun, default_dataset
+from tests.wandb_standin import StandinDataset, StandinRun, StandinServer, default_dataset
 
 ENTITY = "cron"
 VOLATILE_KEYS = ("exported_at",)  # differs between any two exports
@@ -111,3 +113,12 @@ def assert_files_complete(folder: Path) -> None:
             pq.read_table(path)
         elif path.suffix == ".json":
             json.loads(path.read_text(encoding="utf-8"))
+
+
+@contextmanager
+def cron_standin(latency_s: float = 0.0) -> Iterator[StandinServer]:
+    """A stand-in serving `cron_dataset()`, checked on exit for requests it does not implement."""
+    with StandinServer(cron_dataset()) as server:
+        server.latency_s = latency_s
+        yield server
+    server.assert_clean()

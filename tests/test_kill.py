@@ -18,7 +18,7 @@ from tests.export_checks import (
     ENTITY,
     assert_files_complete,
     assert_same_export,
-    cron_dataset,
+    cron_standin,
     export_content,
 )
 from tests.test_export_api import load_script
@@ -33,12 +33,10 @@ KILLS = 20
 @pytest.fixture
 def wandb_standin() -> Iterator[StandinServer]:
     """Overrides the session server for `wandb_env`: a small dataset, so that many exports stay quick."""
-    with StandinServer(cron_dataset()) as server:
-        # Latency spreads the export out, so random kills land while files are written however fast
-        # the exporter gets (without it, the window after the first file shrank to a few ms).
-        server.latency_s = 0.02
+    # Latency spreads the export out, so random kills land while files are written however fast
+    # the exporter gets (without it, the window after the first file shrank to a few ms).
+    with cron_standin(latency_s=0.02) as server:
         yield server
-    server.assert_clean()
 
 
 def start_export(folder: Path) -> subprocess.Popen[bytes]:
