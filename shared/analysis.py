@@ -257,8 +257,8 @@ def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:
     if cells.height == 0:
         return Pivot(rows, cols, cells, pl.DataFrame(schema={rows: pl.String, "mean_rank": pl.Float64}))
     order = cells.group_by(rows).agg(pl.col("rank").mean().alias("mean_rank")).sort(["mean_rank", rows])
-    wide = cells.pivot(on=cols, index=rows, values=["best", "mean", "n"], sort_columns=True)
-    labels = sorted(cells[cols].unique().to_list())
+    wide = cells.pivot(on=cols, index=rows, values=["best", "mean", "n"])
+    labels = column_labels(cells, cols)
     table = order.join(wide, on=rows, how="left", maintain_order="left").select(
         rows,
         *(
@@ -269,6 +269,16 @@ def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:
         "mean_rank",
     )
     return Pivot(rows, cols, cells, table)
+
+
+def column_labels(cells: pl.DataFrame, cols: str) -> list[str]:
+    """The pivot's column values in order: as numbers when they all are (k = 8, 16, 32, not 16, 32, 8),
+    else as text; `(none)` last."""
+    labels = cells.select(pl.col(cols).unique()).filter(pl.col(cols) != NONE_LABEL)
+    number = pl.col(cols).cast(pl.Float64, strict=False)
+    numeric = labels.select(number.is_not_null().all()).item()
+    ordered = labels.sort([number, cols] if numeric else cols)[cols].to_list()
+    return ordered + ([NONE_LABEL] if NONE_LABEL in cells[cols] else [])
 
 
 def pivot_grids(pivot: Pivot) -> tuple[pl.DataFrame, pl.DataFrame]:

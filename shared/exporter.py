@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from weakref import WeakValueDictionary
 
 import polars as pl
 import pyarrow as pa
@@ -15,7 +16,7 @@ from shared.cli import ToolFailure, log, warn
 from shared.flatten import flat_columns
 from shared.history import HistoryWriter
 from shared.schema import CONFIG_PREFIX, CORE_COLUMNS, METRIC_PREFIX, RunRecord
-from shared.storage import output_path, write_json, write_parquet
+from shared.storage import name_stems, output_path, write_json, write_parquet
 from shared.tables import print_table
 
 TOOL_VERSION = "0.1.0"
@@ -58,6 +59,55 @@ def raw_json(value: dict[str, Any]) -> str:
     return text
 
 
+class ExportFiles(NamedTuple):
+    """Where one project's export files are in a folder: `{stem}_runs.parquet`, … with one stem."""
+
+    runs: Path
+    history: Path
+    metadata: Path
+    state: Path  # written by incremental exports
+
+
+_KINDS = ("_runs.parquet", "_history.parquet", "_metadata.json", "_state.json")
+# Exports of this process whose files are not written yet, by metadata path: projects exported side by side
+# (offline runs of several projects) must not pick one name before either has recorded it.
+_UNDER_WAY: WeakValueDictionary[Path, ProjectExport] = WeakValueDictionary()
+
+
+def _holder(metadata: Path) -> tuple[Any, Any] | None:
+    """The (entity, project) whose export files are named like `metadata`, None when the name is free.
+
+    Unreadable metadata holds the name for no known project: it is not overwritten.
+    """
+    export = _UNDER_WAY.get(metadata.resolve())
+    if export is not None:
+        return export.entity, export.project
+    try:
+        recorded = json.loads(metadata.read_text(encoding="utf-8"))
+        return recorded["entity"], recorded["project"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def export_files(folder: Path, entity: str, project: str) -> ExportFiles:
+    """A project's files in `folder`: `{entity}_{project}_…` (sanitised), unless another project's files hold
+    that name (distinct names can sanitise or join to one: `a b`/`a_b`, `x_y`+`z`/`x`+`y_z`); then the
+    stem gets `-{digest of the raw names}`. Files already holding this project keep their name on reruns."""
+    candidates = [
+        ExportFiles(*(output_path(folder, stem, suffix=kind) for kind in _KINDS))
+        for stem in name_stems(entity, project)
+    ]
+    holders = [_holder(files.metadata) for files in candidates]
+    for wanted in ((entity, project), None):
+        for files, holder in zip(candidates, holders, strict=True):
+            if holder == wanted:
+                return files
+    taken = ", ".join(files.metadata.name for files in candidates)
+    raise ToolFailure(f"cannot name the files of {entity}/{project} in {folder}: {taken} hold other exports")
+
+
 @dataclass
 class ProjectResult:
     """What one finished project export wrote."""
@@ -78,9 +128,11 @@ class ProjectExport:
         self, folder: Path, entity: str, project: str, *, include_history: bool, metadata: dict[str, Any]
     ) -> None:
         self.entity, self.project = entity, project
-        self.runs_path = output_path(folder, entity, project, suffix="_runs.parquet")
-        self.history_path = output_path(folder, entity, project, suffix="_history.parquet")
-        self.metadata_path = output_path(folder, entity, project, suffix="_metadata.json")
+        self.files = export_files(folder, entity, project)
+        self.runs_path, self.history_path = self.files.runs, self.files.history
+        self.metadata_path = self.files.metadata
+        self._claim = self.metadata_path.resolve()
+        _UNDER_WAY[self._claim] = self
         self.metadata = metadata
         self.records: list[RunRecord] = []
         self.history_rows = 0
@@ -123,6 +175,7 @@ class ProjectExport:
             },
         }
         write_json(metadata, self.metadata_path)
+        self._release()  # the metadata holds the name now
         log(f"Saved {len(self.records)} runs to {self.runs_path}")
         history_path = self.history_path if self.include_history else None
         return ProjectResult(
@@ -138,6 +191,11 @@ class ProjectExport:
     def abort(self) -> None:
         """Drop everything collected; no partial file is left behind."""
         self._history.discard()
+        self._release()
+
+    def _release(self) -> None:
+        if _UNDER_WAY.get(self._claim) is self:
+            del _UNDER_WAY[self._claim]
 
 
 def report_exports(

@@ -12,9 +12,9 @@ from typing import Any
 import polars as pl
 
 from shared.cli import log, warn
-from shared.exporter import ProjectExport, ProjectResult
+from shared.exporter import ProjectExport, ProjectResult, export_files
 from shared.schema import CORE_COLUMNS, RAW_JSON_COLUMNS, RunRecord
-from shared.storage import output_path, write_json
+from shared.storage import write_json
 
 STATE_FORMAT = 1
 # Runs whose last change lies up to this long before the previous export started are fetched again:
@@ -52,10 +52,6 @@ class ProjectState:
 
     def save(self, path: Path) -> None:
         write_json({"format": STATE_FORMAT, **self.__dict__}, path)
-
-
-def state_path(folder: Path, entity: str, project: str) -> Path:
-    return output_path(folder, entity, project, suffix="_state.json")
 
 
 def stored_records(runs_path: Path) -> list[RunRecord]:
@@ -132,16 +128,14 @@ def plan_update(
     """The update of a project's existing files, or None (and why) when it must be exported in full."""
     import pyarrow.parquet as pq
 
-    state = ProjectState.load(state_path(folder, entity, project))
+    files = export_files(folder, entity, project)
+    state = ProjectState.load(files.state)
     if state is None:
         return None, "no previous export state"
     if state.options != options:
         return None, f"options changed since the previous export ({state.options} -> {options})"
-    runs_path = output_path(folder, entity, project, suffix="_runs.parquet")
-    history_path = output_path(folder, entity, project, suffix="_history.parquet")
-    kept = [runs_path, *([history_path] if options.get("include_history") else [])]
-    metadata_path = output_path(folder, entity, project, suffix="_metadata.json")
-    missing = [path.name for path in (*kept, metadata_path) if not path.is_file()]
+    kept = [files.runs, *([files.history] if options.get("include_history") else [])]
+    missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
     if missing:
         return None, f"files of the previous export are missing: {', '.join(missing)}"
     for path in kept:
@@ -149,7 +143,7 @@ def plan_update(
             pq.read_metadata(path)
         except (OSError, ValueError) as error:  # cut short or overwritten by something else
             return None, f"{path.name} is unreadable ({error})"
-    return ProjectUpdate(state, runs_path, history_path if options.get("include_history") else None), ""
+    return ProjectUpdate(state, files.runs, files.history if options.get("include_history") else None), ""
 
 
 def save_state(
@@ -175,12 +169,12 @@ def save_state(
             for record in export.records
         }
     state = ProjectState(options, _iso(since), started_at.isoformat(), runs)
-    state.save(state_path(export.runs_path.parent, export.entity, export.project))
+    state.save(export.files.state)
 
 
 def stored_result(folder: Path, entity: str, project: str) -> ProjectResult:
     """The ProjectResult of files already complete in `folder` (read from their metadata)."""
-    metadata_path = output_path(folder, entity, project, suffix="_metadata.json")
+    metadata_path = export_files(folder, entity, project).metadata
     metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     history = metadata["files"].get("history")
     return ProjectResult(

@@ -38,6 +38,14 @@ def _bounded(stem: str) -> str:
     return encoded[: _MAX_STEM_BYTES - len(digest) - 1].decode(errors="ignore") + "-" + digest
 
 
+def name_stems(*parts: str) -> tuple[str, str]:
+    """The file-name stem of `parts` (`{part1}_{part2}`, sanitised, long names cut), and that stem tagged
+    `-{digest of the raw parts}`, for parts that sanitise or join to the stem of other parts."""
+    plain = "_".join(safe_name(p) for p in parts)
+    digest = hashlib.blake2b(json.dumps(parts).encode(), digest_size=4).hexdigest()
+    return _bounded(plain), _bounded(f"{plain}-{digest}")
+
+
 def output_path(folder: Path, *parts: str, suffix: str) -> Path:
     """`folder/{part1}_{part2}{suffix}` with every part sanitised and long names cut; never outside `folder`."""
     path = folder / (_bounded("_".join(safe_name(p) for p in parts)) + suffix)

@@ -159,6 +159,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.group_by, args.columns = split(args.group_by), split(args.columns)
     args.state = [s for item in args.state for s in split(item)]
     args.pivot = args.pivot or bool(args.pivot_rows or args.pivot_cols)
+    if args.pivot:
+        args.pivot_rows, args.pivot_cols = args.pivot_rows or "architecture", args.pivot_cols or "dataset"
     if sum([bool(args.group_by), args.pivot, args.schema, bool(args.pareto)]) > 1:
         parser.error("choose one view: --group-by, --pivot, --pareto or --schema")
     if args.pareto_maximize and not args.pareto:
@@ -173,15 +175,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load(inputs: list[str]) -> tuple[pl.LazyFrame, str]:
+def load(inputs: list[str]) -> tuple[pl.LazyFrame, str, str | None]:
+    """The runs of `inputs` (default: the newest export), their label, and the line naming a default pick."""
+    picked = None
     if inputs:
         paths = find_runs_files(inputs)
     else:
         newest, count = newest_export(DEFAULT_FOLDER)
-        log(f"using {newest} (the newest of {count} parquet files under {DEFAULT_FOLDER}/)")
+        picked = f"using {newest} (the newest of {count} parquet files under {DEFAULT_FOLDER}/)"
         paths = [newest]
     files = [open_runs_file(p) for p in paths]
-    return scan_deduplicated(files), ", ".join(f.label for f in files)
+    return scan_deduplicated(files), ", ".join(f.label for f in files), picked
 
 
 def choose_metric(schema: pl.Schema, requested: str | None) -> str:
@@ -200,6 +204,20 @@ def choose_metric(schema: pl.Schema, requested: str | None) -> str:
     return Prompt.ask("no metric says loss/mse/error; rank by", choices=metrics, console=None)
 
 
+def check_columns(schema: pl.Schema, args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """Every column the options name, checked before anything is logged; the metric and --pareto axis."""
+    if args.state:
+        an.require_columns(schema, ["state"], "--state")
+    if args.schema:
+        return None, None
+    an.require_columns(schema, args.group_by, "--group-by")
+    if args.pivot:
+        an.require_columns(schema, [args.pivot_rows, args.pivot_cols], "--pivot-rows/--pivot-cols")
+    an.require_columns(schema, args.columns, "--columns")
+    metric = choose_metric(schema, args.metric)
+    return metric, an.pareto_axis(schema, args.pareto, metric) if args.pareto else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.output:
@@ -208,43 +226,37 @@ def main(argv: list[str] | None = None) -> int:
         check_plot_path(args.plot)
     if args.filter:
         check_regex(args.filter, "--filter")
-    frame, source = load(args.inputs)
+    frame, source, picked = load(args.inputs)
     frame = an.prepare(frame, load_rules(args.rules))
-    schema = frame.collect_schema()
-    if args.state:
-        an.require_columns(schema, ["state"], "--state")
+    metric, pareto = check_columns(frame.collect_schema(), args)
+    if picked:
+        log(picked)
     steps = an.filters(args.state, args.filter)
     matched = frame.filter(*(condition for _, condition in steps)) if steps else frame
-    if args.schema:
+    if metric is None:  # --schema
         described, counts = an.schema_query(matched)
         table = an.schema_table(described, counts.collect())
         return show(table, args, title=f"Schema of {source}: {len(table)} columns")
-    metric = choose_metric(schema, args.metric)
     if not args.metric:
         log(f"ranking by {metric} (choose another with --metric)")
     if not args.descending and an.looks_higher_is_better(metric):
         log(f"note: ranking {metric} lowest first; pass --descending if higher is better")
     direction = "highest" if args.descending else "lowest"
-    pivot, pareto = None, None
+    pivot = None
     if args.pivot:
-        rows, cols = args.pivot_rows or "architecture", args.pivot_cols or "dataset"
-        an.require_columns(schema, [rows, cols], "--pivot-rows/--pivot-cols")
+        rows, cols = args.pivot_rows, args.pivot_cols
         query = an.pivot_query(matched, metric, rows, cols, descending=args.descending)
         title = f"{metric} by {rows} x {cols} (best · mean (n); ★ best {direction} in column)"
-    elif args.pareto:
-        pareto = an.pareto_axis(schema, args.pareto, metric)
-        an.require_columns(schema, args.columns, "--columns")
+    elif pareto:
         if not args.pareto_maximize and an.looks_higher_is_better(pareto):
             log(f"note: the front takes lower {pareto} as better; pass --pareto-maximize if higher is")
         query = an.pareto_candidates(matched, metric, pareto, extra=args.columns)
         title = ""  # set once the front is known
     elif args.group_by:
-        an.require_columns(schema, args.group_by, "--group-by")
         query = an.group_stats(matched, metric, args.group_by, descending=args.descending)
         query = query.head(args.top) if args.top else query
         title = f"{metric} by {', '.join(args.group_by)} (best mean first, {direction} is best)"
     else:
-        an.require_columns(schema, args.columns, "--columns")
         query = an.top_runs(matched, metric, args.top or 10, descending=args.descending, extra=args.columns)
         title = f"Top {args.top or 10} runs by {direction} {metric}"
     table, counts = pl.collect_all([query, an.funnel_query(frame, steps, metric)])

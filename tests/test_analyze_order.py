@@ -1,0 +1,82 @@
+"""analyze_runs.py: numeric pivot columns in numeric order; bad columns stop it before it logs anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from shared.cli import run_main
+from tests.current_data import KS, load_script, make_runs, write_export
+
+analyze_runs = load_script("analyze_runs")
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> Path:
+    return write_export(tmp_path_factory.mktemp("export") / "wandb_export", make_runs())
+
+
+def run(capsys, *argv: str) -> str:
+    capsys.readouterr()
+    assert analyze_runs.main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def test_pivot_on_a_numeric_config_column_orders_its_columns_as_numbers(capsys, export, tmp_path):
+    want = [str(k) for k in sorted(KS)]
+    assert sorted(want) != want  # as text, 16 would come before 8
+    pivot = ["--pivot-rows", "architecture", "--pivot-cols", "config_model_k"]
+    stats = [f"{k}_{stat}" for k in want for stat in ("best", "mean", "n")]
+
+    rows = json.loads(run(capsys, str(export), *pivot, "--format", "json"))
+    assert list(rows[0]) == ["architecture", *stats, "mean_rank"]
+    csv = tmp_path / "pivot.csv"
+    run(capsys, str(export), *pivot, "--format", "plain", "-o", str(csv))
+    assert pl.read_csv(csv).columns == ["architecture", *stats, "mean_rank"]
+    header = run(capsys, str(export), *pivot, "--format", "markdown").splitlines()[0]
+    assert [cell.strip() for cell in header.strip("|").split("|")] == ["architecture", *want, "mean rank"]
+
+
+def test_numeric_pivot_columns_put_runs_without_a_value_last(capsys, tmp_path):
+    path = tmp_path / "t_runs.parquet"
+    width = [64, 8, None, 8, 512]
+    pl.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(len(width))],
+            "name": ["n"] * len(width),
+            "entity": ["e"] * len(width),
+            "project": ["p"] * len(width),
+            "config_width": width,
+            "metric_loss": [0.5, 0.4, 0.3, 0.2, 0.1],
+        }
+    ).write_parquet(path)
+    rows = json.loads(
+        run(capsys, str(path), "--pivot-rows", "project", "--pivot-cols", "config_width", "--format", "json")
+    )
+    assert [c.removesuffix("_best") for c in rows[0] if c.endswith("_best")] == ["8", "64", "512", "(none)"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--group-by", "architecture,nope"], "unknown column 'nope' in --group-by"),
+        (["--pivot-cols", "nope"], "unknown column 'nope' in --pivot-rows/--pivot-cols"),
+        (["--columns", "nope"], "unknown column 'nope' in --columns"),
+        (["--pareto", "nope"], "--pareto: "),
+        (["--metric", "nope", "--group-by", "stage"], "unknown metric 'nope' in --metric"),
+    ],
+)
+@pytest.mark.parametrize("default_input", [False, True])
+def test_a_bad_column_is_the_only_line_on_stderr(capsys, monkeypatch, export, argv, error, default_input):
+    if default_input:  # the newest export under wandb_export/: otherwise named on stderr
+        monkeypatch.chdir(export.parent.parent)
+    inputs = [] if default_input else [str(export)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: analyze_runs.main([*inputs, *argv]))
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2
+    assert len(lines) == 1 and lines[0].startswith(f"error: {error}"), lines
