@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -71,14 +72,27 @@ class RunsFile:
         return str(self.path)
 
 
+def export_metadata(path: Path) -> dict[str, Any] | None:
+    """The sibling `…_metadata.json` the exporters write next to a `…_runs.parquet`; None when there is
+    none or it cannot be read (files from older versions, files copied on their own)."""
+    if not path.name.endswith("_runs.parquet"):
+        return None
+    metadata = path.with_name(path.name.removesuffix("_runs.parquet") + "_metadata.json")
+    try:
+        recorded = json.loads(metadata.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
 def export_time(path: Path) -> datetime:
     """`exported_at` from the sibling `…_metadata.json` the exporters write, else the file's mtime."""
-    metadata = path.with_name(path.name.removesuffix("_runs.parquet") + "_metadata.json")
-    if path.name.endswith("_runs.parquet") and metadata.is_file():
+    metadata = export_metadata(path)
+    if metadata is not None:
         try:
-            stamp = datetime.fromisoformat(json.loads(metadata.read_text())["exported_at"])
+            stamp = datetime.fromisoformat(metadata["exported_at"])
             return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-        except (ValueError, KeyError, TypeError, OSError):
+        except (ValueError, KeyError, TypeError):
             pass
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 

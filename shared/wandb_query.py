@@ -20,7 +20,8 @@ from shared.constraints import ConstraintError
 from shared.history import is_internal_key
 from shared.neptune_sources import POINTS_SCHEMA, RUNS_SCHEMA
 from shared.progress import ItemProgress
-from shared.runs_io import name_list
+from shared.runs_io import export_metadata, name_list
+from shared.storage import name_stems, safe_name
 from shared.topk import RUN
 from shared.topk_query import TopkQuery
 
@@ -343,34 +344,65 @@ class OfflineSource(WandbSource):
 # ---------------------------------------------------------------- export folders
 
 
+def _exported_project(runs_file: Path) -> tuple[str, str] | None:
+    """The (entity, project) a runs file's metadata records; None without readable metadata."""
+    metadata = export_metadata(runs_file) or {}
+    entity, project = metadata.get("entity"), metadata.get("project")
+    return (entity, project) if isinstance(entity, str) and isinstance(project, str) else None
+
+
+def _certainty(runs_file: Path, recorded: tuple[str, str] | None, entity: str, project: str) -> int:
+    """How surely a runs file is the export of `project` (of `entity`, when given): 2 by its metadata or
+    its digest name, 1 by its plain name (no metadata: older versions; `a b` and `a_b` share it), 0 not."""
+    if recorded is not None:
+        return 2 if recorded[1] == project and (not entity or recorded[0] == entity) else 0
+    stem = runs_file.name.removesuffix("_runs.parquet")
+    if not entity:
+        return int(stem.endswith(f"_{safe_name(project)}"))
+    plain, tagged = name_stems(entity, project)
+    return 2 if stem == tagged else int(stem == plain)
+
+
 def find_export(path: Path, project: str | None) -> Path:
-    """The `*_runs.parquet` of `project` (entity/project or project) in an export folder, or the file."""
+    """The `*_runs.parquet` of `project` (entity/project or project) in an export folder, or the file.
+
+    Chosen by the entity/project each export's metadata records: names that collide (`a b`/`a_b`) are
+    told apart by the exporter with a digest suffix, so a file's name alone can hold another project.
+    """
+    entity, _, name = (project or "").rpartition("/")
     if path.is_file():
         if not path.name.endswith("_runs.parquet"):
             raise UsageError(f"{path} is not a runs file written by export_runs.py (*_runs.parquet)")
+        held = _exported_project(path)
+        if project and held is not None and not _certainty(path, held, entity, name):
+            raise UsageError(f"{path} holds the export of {'/'.join(held)}, not {project}")
         return path
     if not path.is_dir():
         raise UsageError(f"{path} does not exist")
     files = sorted(path.glob("*_runs.parquet"))
-    labels = name_list(f.name.removesuffix("_runs.parquet") for f in files)
     if not files:
         raise UsageError(f"no *_runs.parquet in {path}: not a folder written by wandb-tools/export_runs.py")
-    if project:
-        from shared.storage import safe_name
-
-        entity, _, name = project.rpartition("/")
-        suffix = f"_{safe_name(name)}_runs.parquet"
-        matches = [
-            f
-            for f in files
-            if f.name == safe_name(entity) + suffix or (not entity and f.name.endswith(suffix))
-        ]
-        if len(matches) == 1:
-            return matches[0]
-        raise UsageError(f"project {project!r} is not (or not only once) in {path} (exports there: {labels})")
-    if len(files) > 1:
-        raise UsageError(f"{path} holds several exports; name one as ENTITY/PROJECT: {labels}")
-    return files[0]
+    recorded = {file: _exported_project(file) for file in files}
+    labels = name_list(
+        "/".join(held) if held else file.name.removesuffix("_runs.parquet") for file, held in recorded.items()
+    )
+    if not project:
+        if len(files) > 1:
+            raise UsageError(f"{path} holds several exports; name one as ENTITY/PROJECT: {labels}")
+        return files[0]
+    # A digest name is only given when the plain one holds another project: it wins over the plain name.
+    certainty = {file: _certainty(file, held, entity, name) for file, held in recorded.items()}
+    best = max(certainty.values())
+    matches = [file for file, sure in certainty.items() if sure and sure == best]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        names = name_list(file.name for file in matches)
+        raise UsageError(
+            f"project {project!r} matches several exports in {path} ({names}): "
+            "give ENTITY/PROJECT, or the *_runs.parquet itself"
+        )
+    raise UsageError(f"project {project!r} is not in {path} (exports there: {labels})")
 
 
 class ExportSource(WandbSource):
@@ -384,14 +416,14 @@ class ExportSource(WandbSource):
         self.runs_file = find_export(path, project)
         stem = self.runs_file.name.removesuffix("_runs.parquet")
         self.history_file = self.runs_file.with_name(f"{stem}_history.parquet")
-        self.history_keys = self._exported_history_keys(self.runs_file.with_name(f"{stem}_metadata.json"))
+        self.history_keys = self._exported_history_keys(self.runs_file)
 
     @staticmethod
-    def _exported_history_keys(metadata: Path) -> set[str] | None:
+    def _exported_history_keys(runs_file: Path) -> set[str] | None:
         """The keys an export limited its history to (--history-keys), None for all."""
         try:
-            keys = json.loads(metadata.read_text(encoding="utf-8"))["filters"]["history_keys"]
-        except (OSError, ValueError, KeyError, TypeError):
+            keys = (export_metadata(runs_file) or {})["filters"]["history_keys"]
+        except (KeyError, TypeError):
             return None
         return set(keys) if isinstance(keys, list) else None
 

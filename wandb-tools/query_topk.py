@@ -41,7 +41,8 @@ examples:
 sources: ENTITY/PROJECT on the W&B server your key reaches (read-only; key from WANDB_API_KEY, .env or
 ~/.netrc; WANDB_BASE_URL for a self-hosted server), --offline PATH (a wandb/ folder, an offline-run-*
 folder or a .wandb file) or --export DIR (a folder written by export_runs.py, or one *_runs.parquet).
-With --offline or --export, ENTITY/PROJECT picks the project when the files hold several.
+With --offline or --export, ENTITY/PROJECT picks the project when the files hold several (in an export
+folder: the one its …_metadata.json records, so `a b` and `a_b`, whose file names collide, stay apart).
 
 last: the run summary's value, which W&B sets to the last value logged (so no history is read); a
 summary value that is NaN/inf or a dict falls back to the history's last finite point. --last-from
