@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -55,9 +55,27 @@ def _is_number(dtype: pa.DataType) -> bool:
     return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
 
 
-def wide_to_tidy(wide: pa.Table, run_id: str, keys: Iterable[str] | None = None) -> tuple[pa.Table, int]:
+def _value_columns(wide: pa.Table, keys: Iterable[str] | None) -> tuple[list[str], int]:
+    """The numeric value columns of `wide` (of `keys` when given), and how many other values it holds."""
+    wanted = set(keys) if keys is not None else None
+    columns = [c for c in wide.column_names if not is_internal_key(c) and (wanted is None or c in wanted)]
+    numeric = [c for c in columns if _is_number(wide.schema.field(c).type)]
+    skipped = sum(len(wide[c]) - wide[c].null_count for c in columns if c not in numeric)
+    return numeric, skipped
+
+
+def skipped_values(wide: pa.Table, keys: Iterable[str] | None = None) -> int:
+    """How many values `wide_to_tidy` leaves out of `wide` for not being numbers."""
+    return _value_columns(wide, keys)[1]
+
+
+def wide_to_tidy(
+    wide: pa.Table, run_id: str | pa.Array, keys: Iterable[str] | None = None
+) -> tuple[pa.Table, int]:
     """One row per step → one row per numeric value (HISTORY_SCHEMA); also the count of non-numeric values
-    left out. Arrow throughout: per run this is cheaper than a frame library's per-call overhead.
+    left out. `run_id` is the run of every row, or each row's run (several runs' rows stacked: fewer
+    calls per run). Rows come key after key. Arrow throughout: per run this is cheaper than a frame
+    library's per-call overhead.
 
     Every scalar handed to pyarrow is typed: for an untyped Python value pyarrow tries to import
     dateutil, and where that is not installed (the tools' environments) each try searches sys.path,
@@ -66,29 +84,24 @@ def wide_to_tidy(wide: pa.Table, run_id: str, keys: Iterable[str] | None = None)
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    wanted = set(keys) if keys is not None else None
-    value_columns = [
-        c for c in wide.column_names if not is_internal_key(c) and (wanted is None or c in wanted)
-    ]
-    numeric = [c for c in value_columns if _is_number(wide.schema.field(c).type)]
-    skipped = sum(len(wide[c]) - wide[c].null_count for c in value_columns if c not in numeric)
+    numeric, skipped = _value_columns(wide, keys)
     if not numeric or wide.num_rows == 0:
         return HISTORY_SCHEMA.empty_table(), skipped
-    names = wide.column_names
-    step = wide["_step"].cast(pa.int64()) if "_step" in names else pa.array(range(wide.num_rows), pa.int64())
+    names, rows = wide.column_names, wide.num_rows
+    step = wide["_step"].cast(pa.int64()) if "_step" in names else pa.array(range(rows), pa.int64())
     if "_timestamp" in names:
         micros = pc.round(pc.multiply(wide["_timestamp"].cast(pa.float64()), pa.scalar(1e6, pa.float64())))
         timestamp = micros.cast(pa.int64()).cast(HISTORY_SCHEMA.field("timestamp").type)
     else:
-        timestamp = pa.nulls(wide.num_rows, HISTORY_SCHEMA.field("timestamp").type)
+        timestamp = pa.nulls(rows, HISTORY_SCHEMA.field("timestamp").type)
+    runs = pa.repeat(pa.scalar(run_id, pa.string()), rows) if isinstance(run_id, str) else run_id
     # All keys at once, key after key (a few calls per key rather than a table each): one null filter.
-    rows = wide.num_rows * len(numeric)
     table = pa.table(
         [
-            pa.repeat(pa.scalar(run_id, pa.string()), rows),
+            pa.chunked_array([runs] * len(numeric), pa.string()),
             pa.chunked_array(step.chunks * len(numeric), pa.int64()),
             pa.chunked_array(timestamp.chunks * len(numeric), timestamp.type),
-            pa.chunked_array([pa.repeat(pa.scalar(key, pa.string()), wide.num_rows) for key in numeric]),
+            pa.chunked_array([pa.repeat(pa.scalar(key, pa.string()), rows) for key in numeric]),
             pa.chunked_array(
                 [c for key in numeric for c in wide[key].cast(pa.float64()).chunks], pa.float64()
             ),
@@ -98,6 +111,16 @@ def wide_to_tidy(wide: pa.Table, run_id: str, keys: Iterable[str] | None = None)
     if table["value"].null_count:
         table = table.filter(pc.is_valid(table["value"]))
     return table, skipped
+
+
+def stacked_run_ids(run_ids: Sequence[str], rows: Sequence[int]) -> pa.Array:
+    """Each row's run id for tables of these runs stacked in order, `rows[i]` rows for `run_ids[i]`."""
+    import pyarrow as pa
+
+    parts = [
+        pa.repeat(pa.scalar(run_id, pa.string()), count) for run_id, count in zip(run_ids, rows, strict=True)
+    ]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
 def rows_to_tidy(

@@ -18,10 +18,11 @@ from shared.progress import ItemProgress
 from shared.retry import NO_RETRY, Retry
 from shared.storage import prepare_output_folder
 from shared.wandb_api import created_since_filter, iter_runs, run_record
-from shared.wandb_history import Downloaded, HistoryFetcher, HistoryLocation
+from shared.wandb_history import Downloaded, HistoryFetcher, HistoryLocation, batched
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+TIDY_BATCH = 32  # downloaded runs made tidy together: a few calls per batch rather than per run
 
 
 def bounded_map(
@@ -152,11 +153,12 @@ def export_api_project(
                     api, entity, project, keys=history_keys, workers=workers, timeout_s=timeout_s, retry=retry
                 ) as history:
                     located = prefetched(history.locate(records_added()), depth=4 * workers)
-                    for location, downloaded in bounded_map(download, located, workers):
-                        frame, skipped = history.tidy(downloaded)
-                        export.add_history(frame, skipped)
-                        skipped_by_run[location.run.id] = skipped
-                        progress.advance()
+                    downloads = (downloaded for _, downloaded in bounded_map(download, located, workers))
+                    for batch in batched(downloads, TIDY_BATCH):
+                        frame, skipped = history.tidy(batch)
+                        export.add_history(frame, sum(skipped.values()))
+                        skipped_by_run |= skipped
+                        progress.advance(len(batch))
             else:
                 for _run in records_added():
                     pass

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from shared.cli import ToolFailure
-from shared.history import is_internal_key, rows_to_tidy, wide_to_tidy
+from shared.history import is_internal_key, rows_to_tidy, skipped_values, stacked_run_ids, wide_to_tidy
 from shared.retry import NO_RETRY, Retry
 from shared.schema import HISTORY_SCHEMA
 
@@ -20,8 +22,22 @@ if TYPE_CHECKING:
     import urllib3
     import wandb
 
+Item = TypeVar("Item")
 URL_BATCH = 25  # runs whose parquet URLs one GraphQL request asks for
+LOCATE_REQUESTS = 4  # such requests in flight at once
 _RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """`items` in lists of `size` (the last may be shorter); itertools.batched from Python 3.12 on."""
+    batch: list[Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def parquet_history_query(count: int) -> str:
@@ -48,7 +64,7 @@ class HistoryLocation:
 
 class HistoryFetcher:
     """The history of one project's runs: `locate` in batches (one thread), `download` per run (many
-    threads), then `tidy` (the consumer's thread).
+    threads), then `tidy` in batches of runs (the consumer's thread).
 
     GraphQL goes through the wandb client (wandb-core). The parquet files, plain GETs of signed URLs as
     wandb-core does them, go through urllib3 connection pools into memory, with no temp files: urllib3
@@ -90,15 +106,16 @@ class HistoryFetcher:
             pool.clear()
 
     def locate(self, runs: Iterable[Any]) -> Iterator[HistoryLocation]:
-        """Each run with its parquet URLs, in order; URL_BATCH runs per GraphQL request."""
-        batch: list[Any] = []
-        for run in runs:
-            batch.append(run)
-            if len(batch) == URL_BATCH:
-                yield from self._locate_batch(batch)
-                batch = []
-        if batch:
-            yield from self._locate_batch(batch)
+        """Each run with its parquet URLs, in order; URL_BATCH runs per GraphQL request, LOCATE_REQUESTS
+        requests at a time (the caller's thread pages through `runs` meanwhile)."""
+        pending: deque[Future[list[HistoryLocation]]] = deque()
+        with ThreadPoolExecutor(LOCATE_REQUESTS, thread_name_prefix="locate") as pool:
+            for batch in batched(runs, URL_BATCH):
+                pending.append(pool.submit(self._locate_batch, batch))
+                while pending and (pending[0].done() or len(pending) > LOCATE_REQUESTS):
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
 
     def _locate_batch(self, runs: list[Any]) -> list[HistoryLocation]:
         variables = {"entity": self.entity, "project": self.project, "liveKeys": ["_step"]}
@@ -157,22 +174,32 @@ class HistoryFetcher:
             raise ToolFailure(f"history of run {run_id}: download failed (HTTP {response.status})")
         return response.data
 
-    def tidy(self, downloaded: Downloaded) -> tuple[pa.Table, int]:
-        """One run's history as tidy rows (numeric values only) and the count of values skipped.
+    def tidy(self, batch: Sequence[Downloaded]) -> tuple[pa.Table, dict[str, int]]:
+        """Several runs' history as tidy rows (numeric values only), and each run's count of values skipped.
 
-        Each exported file is made tidy on its own (a key may be a number in one and text in another).
+        Exported files with one schema are stacked and made tidy at once: per file, only reading it
+        costs calls. Each schema on its own: a key may be a number in one file and text in another.
         """
         import pyarrow as pa
 
-        parts, skipped = [], 0
-        for data in downloaded.files:
-            tidy, part_skipped = wide_to_tidy(self._read(data), downloaded.run_id, self.keys)
-            parts.append(tidy)
-            skipped += part_skipped
-        if downloaded.live is not None:
-            live, live_skipped = downloaded.live
-            parts.append(live.to_arrow().cast(HISTORY_SCHEMA))
-            skipped += live_skipped
+        skipped = dict.fromkeys((downloaded.run_id for downloaded in batch), 0)
+        by_schema: dict[tuple[tuple[str, pa.DataType], ...], list[tuple[str, pa.Table]]] = {}
+        for downloaded in batch:
+            for data in downloaded.files:
+                wide = self._read(data)
+                schema = tuple((field.name, field.type) for field in wide.schema)
+                by_schema.setdefault(schema, []).append((downloaded.run_id, wide))
+                skipped[downloaded.run_id] += skipped_values(wide, self.keys)
+        parts = []
+        for files in by_schema.values():
+            run_ids = stacked_run_ids([run_id for run_id, _ in files], [wide.num_rows for _, wide in files])
+            wide = pa.concat_tables([wide for _, wide in files])
+            parts.append(wide_to_tidy(wide, run_ids if len(files) > 1 else files[0][0], self.keys)[0])
+        for downloaded in batch:
+            if downloaded.live is not None:
+                live, live_skipped = downloaded.live
+                parts.append(live.to_arrow().cast(HISTORY_SCHEMA))
+                skipped[downloaded.run_id] += live_skipped
         return (pa.concat_tables(parts) if parts else HISTORY_SCHEMA.empty_table()), skipped
 
     def _read(self, data: bytes) -> pa.Table:

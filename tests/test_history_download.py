@@ -14,7 +14,7 @@ import pytest
 from shared.cli import ToolFailure
 from shared.history import HistoryWriter, is_internal_key, wide_to_tidy
 from shared.schema import HISTORY_SCHEMA
-from shared.wandb_history import URL_BATCH
+from shared.wandb_history import URL_BATCH, Downloaded, HistoryFetcher
 from tests.test_export_api import export_runs
 
 TEAM, PROJECT = "graph_denoise_team", "spectral_denoising"
@@ -85,6 +85,54 @@ def test_wide_to_tidy_keeps_numbers_and_nan_drops_nulls_and_counts_the_rest():
     assert rows[3]["timestamp"] == datetime(1970, 1, 1, 0, 0, 2, 2, UTC) and rows[4]["timestamp"] is None
     only, only_skipped = wide_to_tidy(wide, "run-1", keys=["epoch", "media"])
     assert set(only["key"].to_pylist()) == {"epoch"} and only_skipped == 1
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def test_a_batch_of_runs_is_made_tidy_like_each_run_on_its_own():
+    """Files with one schema are stacked; another schema (a key that is text in one run) stays apart."""
+    wides = {
+        "a": pa.table({"_step": [0, 1], "_timestamp": [1.0, 2.0], "loss": [0.5, None], "acc": [0.1, 0.2]}),
+        "b": pa.table({"_step": [0, 1, 2], "_timestamp": [1.0, 2.0, 3.0], "loss": ["x", None, "y"], "acc": [0.3, math.nan, 0.4]}),
+        "c": pa.table({"_step": [5], "_timestamp": [9.0], "loss": [1.5], "acc": [None]}, schema=pa.schema([("_step", pa.int64()), ("_timestamp", pa.float64()), ("loss", pa.float64()), ("acc", pa.float64())])),
+    }  # fmt: skip
+    batch = [Downloaded(run_id, [parquet_bytes(wide)], None) for run_id, wide in wides.items()]
+    batch.append(Downloaded("d", [parquet_bytes(wides["a"]), parquet_bytes(wides["b"])], None))  # two files
+    fetcher = HistoryFetcher(None, TEAM, PROJECT, keys=None, workers=1, timeout_s=5)
+    tidy, skipped = fetcher.tidy(batch)
+
+    expected, expected_skipped = [], {}
+    for downloaded in batch:
+        expected_skipped[downloaded.run_id] = 0
+        for data in downloaded.files:
+            table, count = wide_to_tidy(pq.read_table(pa.BufferReader(data)), downloaded.run_id)
+            expected += table.to_pylist()
+            expected_skipped[downloaded.run_id] += count
+    key = lambda row: (row["run_id"], row["key"], row["step"])  # noqa: E731
+    got = sorted(tidy.to_pylist(), key=key)
+    assert tidy.schema == HISTORY_SCHEMA and len(got) == len(expected) == 13
+    assert [key(r) for r in got] == [key(r) for r in sorted(expected, key=key)]
+    assert all(
+        r == e or (math.isnan(r["value"]) and math.isnan(e["value"]))
+        for r, e in zip(got, sorted(expected, key=key), strict=True)
+    )
+    assert skipped == expected_skipped == {"a": 0, "b": 2, "c": 0, "d": 2}
+    # each run's series stays one block of rows (what the top-k engine reads fastest)
+    runs_of_blocks = (
+        pl.from_arrow(tidy)
+        .select(pl.struct("run_id", "key").rle_id().alias("block"), "run_id", "key")
+        .unique("block")
+    )
+    assert runs_of_blocks.select(pl.struct("run_id", "key").is_unique().all()).item() is False  # d: two files
+    assert (
+        runs_of_blocks.filter(pl.col("run_id") != "d")
+        .select(pl.struct("run_id", "key").is_unique().all())
+        .item()
+    )
 
 
 def tidy_frame(run_id: str, steps: int) -> pl.DataFrame:

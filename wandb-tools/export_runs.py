@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--history-keys", metavar="A,B", help="only these history keys (implies --include-history)"
     )
-    parser.add_argument("--workers", type=int, default=16, help="concurrent history downloads (default: 16)")
+    parser.add_argument("--workers", type=int, default=32, help="concurrent history downloads (default: 32)")
     parser.add_argument(
         "--api-key", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
     )
