@@ -83,8 +83,7 @@ def _series(
         points.lazy()
         .select(RUN, "key", pl.col("step").cast(pl.Float64), pl.col("value").cast(pl.Float64))
         .filter(pl.col("key").is_in(list(dict.fromkeys(keys))))
-        .collect()
-        .rechunk()  # a scan of many files gives a chunk per file: one copy beats walking 10,000s of chunks
+        .collect()  # a scan of many files gives a chunk per file; copying them into one costs more than it saves
     )
     grouped = _grouped(frame, exprs)
     if grouped is None:
