@@ -152,6 +152,9 @@ def rows_for(name: str, f: dict[str, Any]) -> list[list[str]]:
             met = f["baseline_s"] / ours >= 50 and max(ours, whole or 0) < 5 and f["same_answer"]
             rows.append([f"top-k, {label}", size, fmt_s(ours), fmt_s(whole), base, ratio(f["baseline_s"], ours),
                          f"≥ 50{X} and < 5 s", yes(met)])  # fmt: skip
+        if "read_floor_s" in f:
+            rows.append(["… reading alone (4 columns, no query): bounds a first query", size,
+                         fmt_s(f["read_floor_s"]), "", base, ratio(f["baseline_s"], f["read_floor_s"]), "—", "—"])  # fmt: skip
         return rows
     if name == "analyze":
         size = f"{f['runs']} runs {X} {f['columns']} columns"
