@@ -22,7 +22,9 @@ from shared.wandb_history import Downloaded, HistoryFetcher, HistoryLocation, ba
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-TIDY_BATCH = 32  # downloaded runs made tidy together: a few calls per batch rather than per run
+# Downloaded runs made tidy together (a few calls per batch rather than per run), up to this many runs or
+# bytes of files: long histories come in smaller batches, so memory stays bounded by the bytes.
+TIDY_BATCH, TIDY_BATCH_BYTES = 32, 4 << 20
 
 
 def bounded_map(
@@ -154,7 +156,10 @@ def export_api_project(
                 ) as history:
                     located = prefetched(history.locate(records_added()), depth=4 * workers)
                     downloads = (downloaded for _, downloaded in bounded_map(download, located, workers))
-                    for batch in batched(downloads, TIDY_BATCH):
+                    batches = batched(
+                        downloads, TIDY_BATCH, weight=lambda d: d.size, max_weight=TIDY_BATCH_BYTES
+                    )
+                    for batch in batches:
                         frame, skipped = history.tidy(batch)
                         export.add_history(frame, sum(skipped.values()))
                         skipped_by_run |= skipped

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,14 +28,19 @@ LOCATE_REQUESTS = 4  # such requests in flight at once
 _RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
-    """`items` in lists of `size` (the last may be shorter); itertools.batched from Python 3.12 on."""
+def batched(
+    items: Iterable[Item], size: int, *, weight: Callable[[Item], int] | None = None, max_weight: int = 0
+) -> Iterator[list[Item]]:
+    """`items` in lists of `size` (the last may be shorter), or shorter lists once their total `weight`
+    reaches `max_weight`; itertools.batched from Python 3.12 on, plus that bound."""
     batch: list[Item] = []
+    total = 0
     for item in items:
         batch.append(item)
-        if len(batch) == size:
+        total += weight(item) if weight else 0
+        if len(batch) == size or (weight and total >= max_weight):
             yield batch
-            batch = []
+            batch, total = [], 0
     if batch:
         yield batch
 
@@ -225,6 +230,11 @@ class Downloaded:
     run_id: str
     files: list[bytes]
     live: tuple[pl.DataFrame, int] | None
+
+    @property
+    def size(self) -> int:
+        """Bytes of its exported files."""
+        return sum(len(data) for data in self.files)
 
 
 def _last_step(data: bytes) -> int:

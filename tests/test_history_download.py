@@ -14,7 +14,7 @@ import pytest
 from shared.cli import ToolFailure
 from shared.history import HistoryWriter, is_internal_key, wide_to_tidy
 from shared.schema import HISTORY_SCHEMA
-from shared.wandb_history import URL_BATCH, Downloaded, HistoryFetcher
+from shared.wandb_history import URL_BATCH, Downloaded, HistoryFetcher, batched
 from tests.test_export_api import export_runs
 
 TEAM, PROJECT = "graph_denoise_team", "spectral_denoising"
@@ -133,6 +133,12 @@ def test_a_batch_of_runs_is_made_tidy_like_each_run_on_its_own():
         .select(pl.struct("run_id", "key").is_unique().all())
         .item()
     )
+
+
+def test_batches_end_at_their_count_or_their_weight():
+    assert list(batched(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
+    weights = [1, 1, 5, 1, 1, 1, 1, 9]
+    assert list(batched(weights, 4, weight=lambda w: w, max_weight=6)) == [[1, 1, 5], [1, 1, 1, 1], [9]]
 
 
 def tidy_frame(run_id: str, steps: int) -> pl.DataFrame:
