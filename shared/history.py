@@ -55,27 +55,24 @@ def _is_number(dtype: pa.DataType) -> bool:
     return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
 
 
-def _value_columns(wide: pa.Table, keys: Iterable[str] | None) -> tuple[list[str], int]:
-    """The numeric value columns of `wide` (of `keys` when given), and how many other values it holds."""
+def _value_columns(wide: pa.Table, keys: Iterable[str] | None) -> tuple[list[str], list[str]]:
+    """The value columns of `wide` (of `keys` when given): the numeric ones, and the others."""
     wanted = set(keys) if keys is not None else None
     columns = [c for c in wide.column_names if not is_internal_key(c) and (wanted is None or c in wanted)]
     numeric = [c for c in columns if _is_number(wide.schema.field(c).type)]
-    skipped = sum(len(wide[c]) - wide[c].null_count for c in columns if c not in numeric)
-    return numeric, skipped
+    return numeric, [c for c in columns if c not in numeric]
 
 
 def skipped_values(wide: pa.Table, keys: Iterable[str] | None = None) -> int:
     """How many values `wide_to_tidy` leaves out of `wide` for not being numbers."""
-    return _value_columns(wide, keys)[1]
+    return sum(len(wide[c]) - wide[c].null_count for c in _value_columns(wide, keys)[1])
 
 
-def wide_to_tidy(
-    wide: pa.Table, run_id: str | pa.Array, keys: Iterable[str] | None = None
-) -> tuple[pa.Table, int]:
-    """One row per step → one row per numeric value (HISTORY_SCHEMA); also the count of non-numeric values
-    left out. `run_id` is the run of every row, or each row's run (several runs' rows stacked: fewer
-    calls per run). Rows come key after key. Arrow throughout: per run this is cheaper than a frame
-    library's per-call overhead.
+def wide_to_tidy(wide: pa.Table, run_id: str | pa.Array, keys: Iterable[str] | None = None) -> pa.Table:
+    """One row per step → one row per numeric value (HISTORY_SCHEMA); other values are left out
+    (`skipped_values` counts them). `run_id` is the run of every row, or each row's run (several runs'
+    rows stacked: fewer calls per run). Rows come key after key. Arrow throughout: per run this is cheaper
+    than a frame library's per-call overhead.
 
     Every scalar handed to pyarrow is typed: for an untyped Python value pyarrow tries to import
     dateutil, and where that is not installed (the tools' environments) each try searches sys.path,
@@ -84,9 +81,9 @@ def wide_to_tidy(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    numeric, skipped = _value_columns(wide, keys)
+    numeric = _value_columns(wide, keys)[0]
     if not numeric or wide.num_rows == 0:
-        return HISTORY_SCHEMA.empty_table(), skipped
+        return HISTORY_SCHEMA.empty_table()
     names, rows = wide.column_names, wide.num_rows
     step = wide["_step"].cast(pa.int64()) if "_step" in names else pa.array(range(rows), pa.int64())
     if "_timestamp" in names:
@@ -110,7 +107,7 @@ def wide_to_tidy(
     )
     if table["value"].null_count:
         table = table.filter(pc.is_valid(table["value"]))
-    return table, skipped
+    return table
 
 
 def stacked_run_ids(run_ids: Sequence[str], rows: Sequence[int]) -> pa.Array:

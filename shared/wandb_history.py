@@ -198,8 +198,7 @@ class HistoryFetcher:
         parts = []
         for files in by_schema.values():
             run_ids = stacked_run_ids([run_id for run_id, _ in files], [wide.num_rows for _, wide in files])
-            wide = pa.concat_tables([wide for _, wide in files])
-            parts.append(wide_to_tidy(wide, run_ids if len(files) > 1 else files[0][0], self.keys)[0])
+            parts.append(wide_to_tidy(pa.concat_tables([wide for _, wide in files]), run_ids, self.keys))
         for downloaded in batch:
             if downloaded.live is not None:
                 live, live_skipped = downloaded.live

@@ -158,12 +158,13 @@ def has_value(value: float | None) -> bool:
 
 
 def load_script(name: str, folder: str = "wandb-tools"):
-    """A script of wandb-tools/ (or `folder`) as a module (the folder name has a dash), to call its main
-    in-process."""
+    """A script of wandb-tools/ (or `folder`) as a module, to call its main in-process. Not a package import
+    (the folder name has a dash); the module is named after folder and script, as both folders have an
+    export_runs.py and a query_topk.py."""
     import importlib.util
 
     path = Path(__file__).resolve().parent.parent / folder / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), path)
+    spec = importlib.util.spec_from_file_location(f"{folder.replace('-', '_')}_{name}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from datetime import UTC, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import polars as pl
 import pytest
 
 from shared.cli import ToolFailure, UsageError
 from shared.history import is_internal_key
+from tests.current_data import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 TEAM, PROJECT = "graph_denoise_team", "spectral_denoising"
-
-
-def load_script(relative: str) -> ModuleType:
-    """Import a script by path (its folder name has a dash, so it is not a package)."""
-    path = ROOT / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-export_runs = load_script("wandb-tools/export_runs.py")
-list_entities = load_script("wandb-tools/list_entities.py")
+export_runs = load_script("export_runs")
+list_entities = load_script("list_entities")
 
 
 def same_json(left: object, right: object) -> bool:

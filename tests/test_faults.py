@@ -11,11 +11,11 @@ from wandb.sdk.lib.service.service_connection import WandbApiFailedError
 
 from shared.cli import ToolFailure, UsageError
 from shared.retry import PermanentFailure, RetriesExhausted, Retry, is_transient
+from tests.current_data import load_script
 from tests.export_checks import ENTITY, assert_same_export, cron_standin, export_content
-from tests.test_export_api import load_script
 from tests.wandb_standin import HookResult, RandomFaults, RequestInfo, StandinServer
 
-export_runs = load_script("wandb-tools/export_runs.py")
+export_runs = load_script("export_runs")
 BOTH = ["-e", ENTITY, "-p", "alpha,beta", "--include-history", "--workers", "4"]
 
 

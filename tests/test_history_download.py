@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.cli import ToolFailure
-from shared.history import HistoryWriter, is_internal_key, wide_to_tidy
+from shared.history import HistoryWriter, is_internal_key, skipped_values, wide_to_tidy
 from shared.schema import HISTORY_SCHEMA
 from shared.wandb_history import URL_BATCH, Downloaded, HistoryFetcher, batched
 from tests.test_export_api import export_runs
@@ -68,7 +68,7 @@ def test_wide_to_tidy_keeps_numbers_and_nan_drops_nulls_and_counts_the_rest():
             "media": pa.array(['{"_type": "image"}', None, None]),
         }
     )
-    tidy, skipped = wide_to_tidy(wide, "run-1")
+    tidy, skipped = wide_to_tidy(wide, "run-1"), skipped_values(wide)
     assert tidy.schema == HISTORY_SCHEMA and skipped == 3  # two booleans, one media value
     rows = tidy.to_pylist()
     assert [(r["step"], r["key"]) for r in rows] == [
@@ -83,7 +83,8 @@ def test_wide_to_tidy_keeps_numbers_and_nan_drops_nulls_and_counts_the_rest():
     )
     assert rows[0]["timestamp"] == datetime(1970, 1, 1, 0, 0, 1, 500000, UTC)
     assert rows[3]["timestamp"] == datetime(1970, 1, 1, 0, 0, 2, 2, UTC) and rows[4]["timestamp"] is None
-    only, only_skipped = wide_to_tidy(wide, "run-1", keys=["epoch", "media"])
+    only = wide_to_tidy(wide, "run-1", keys=["epoch", "media"])
+    only_skipped = skipped_values(wide, keys=["epoch", "media"])
     assert set(only["key"].to_pylist()) == {"epoch"} and only_skipped == 1
 
 
@@ -109,9 +110,9 @@ def test_a_batch_of_runs_is_made_tidy_like_each_run_on_its_own():
     for downloaded in batch:
         expected_skipped[downloaded.run_id] = 0
         for data in downloaded.files:
-            table, count = wide_to_tidy(pq.read_table(pa.BufferReader(data)), downloaded.run_id)
-            expected += table.to_pylist()
-            expected_skipped[downloaded.run_id] += count
+            wide = pq.read_table(pa.BufferReader(data))
+            expected += wide_to_tidy(wide, downloaded.run_id).to_pylist()
+            expected_skipped[downloaded.run_id] += skipped_values(wide)
     key = lambda row: (row["run_id"], row["key"], row["step"])  # noqa: E731
     got = sorted(tidy.to_pylist(), key=key)
     assert tidy.schema == HISTORY_SCHEMA and len(got) == len(expected) == 13

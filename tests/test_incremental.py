@@ -16,6 +16,7 @@ import pytest
 
 from shared.cli import FolderLocked, run_main
 from shared.lockfile import LOCK_NAME
+from tests.current_data import load_script
 from tests.export_checks import (
     ENTITY,
     advance_run,
@@ -25,11 +26,10 @@ from tests.export_checks import (
     new_run,
     utc_now,
 )
-from tests.test_export_api import load_script
 from tests.wandb_standin import HookResult, RequestInfo, StandinServer
 
 ROOT = Path(__file__).resolve().parent.parent
-export_runs = load_script("wandb-tools/export_runs.py")
+export_runs = load_script("export_runs")
 ALPHA = ["-e", ENTITY, "-p", "alpha", "--include-history"]
 
 

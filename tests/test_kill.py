@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from shared.wandb_offline import read_run_log
+from tests.current_data import load_script
 from tests.export_checks import (
     ENTITY,
     assert_files_complete,
@@ -21,11 +22,11 @@ from tests.export_checks import (
     cron_standin,
     export_content,
 )
-from tests.test_export_api import load_script
+from tests.offline_client import offline_wandb
 from tests.wandb_standin import StandinServer
 
 ROOT = Path(__file__).resolve().parent.parent
-export_runs = load_script("wandb-tools/export_runs.py")
+export_runs = load_script("export_runs")
 CRON = ["-e", ENTITY, "-p", "alpha,beta", "--include-history", "--incremental", "--workers", "2"]
 KILLS = 20
 
@@ -108,18 +109,8 @@ def finished_log(folder: Path) -> Path:
 @pytest.fixture
 def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An isolated environment for `wandb.init(mode="offline")`; yields the run folder's parent."""
-    import wandb
-
-    for variable in ("WANDB_ENTITY", "WANDB_PROJECT", "WANDB_DIR", "WANDB_BASE_URL", "WANDB_API_KEY"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for variable, sub in (("HOME", "home"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache")):
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(variable, str(tmp_path / sub))
-    wandb.teardown()  # wandb-core keeps the environment it started with
-    yield tmp_path
-    wandb.teardown()
+    with offline_wandb(monkeypatch, tmp_path):
+        yield tmp_path
 
 
 def test_a_log_being_written_reads_as_running_up_to_its_last_complete_record(offline_env, tmp_path, capsys):

@@ -14,6 +14,7 @@ import pytest
 from tests.current_data import load_script
 from tests.export_checks import new_run, utc_now
 from tests.neptune_fixtures import SPECS, write_archive
+from tests.offline_client import offline_wandb
 from tests.wandb_standin import StandinDataset, StandinServer, StandinViewer
 
 export_runs = load_script("export_runs")
@@ -136,20 +137,11 @@ def test_colliding_projects_of_successive_exports_keep_their_files_and_update_fr
 
 
 def test_offline_runs_of_colliding_projects_in_one_export_keep_their_own_files(tmp_path, monkeypatch):
-    for variable in ("WANDB_ENTITY", "WANDB_PROJECT", "WANDB_DIR", "WANDB_BASE_URL", "WANDB_API_KEY"):
-        monkeypatch.delenv(variable, raising=False)
-    for variable, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HOME": str(tmp_path)}.items():
-        monkeypatch.setenv(variable, value)
-    import wandb
-
-    wandb.teardown()  # wandb-core keeps the environment it started with
-    try:
+    with offline_wandb(monkeypatch, tmp_path) as wandb:
         for entity, project in [("x", "y_z"), ("x_y", "z")]:
             run = wandb.init(mode="offline", dir=tmp_path, entity=entity, project=project)
             run.log({"loss": 1.0})
             run.finish()
-    finally:
-        wandb.teardown()
     out = tmp_path / "out"
     assert export_runs.main(["--offline", str(tmp_path / "wandb"), "--include-history", "-o", str(out)]) == 0
     files = exported(out)

@@ -19,6 +19,7 @@ from wandb.proto import wandb_internal_pb2 as wandb_pb
 
 from shared.schema import HISTORY_SCHEMA
 from shared.wandb_offline import OfflineLogError, _SummaryFold, find_run_logs, read_run_log
+from tests.offline_client import offline_wandb
 
 STEPS = 400
 BLOCK = 32 * 1024
@@ -89,29 +90,12 @@ def _log_complete_run(wandb: Any, folder: Path) -> str:
 def logs(tmp_path_factory: pytest.TempPathFactory) -> Logs:
     work = tmp_path_factory.mktemp("offline")
     with pytest.MonkeyPatch.context() as patch:
-        for variable in ("WANDB_ENTITY", "WANDB_PROJECT", "WANDB_DIR", "WANDB_BASE_URL", "WANDB_API_KEY"):
-            patch.delenv(variable, raising=False)
-        patch.setenv("WANDB_MODE", "offline")
-        patch.setenv("WANDB_SILENT", "true")
         patch.setenv("WANDB_USERNAME", "alice")
-        for variable, sub in (
-            ("HOME", "home"),
-            ("WANDB_CONFIG_DIR", "config"),
-            ("WANDB_CACHE_DIR", "cache"),
-            ("WANDB_DATA_DIR", "data"),
-        ):
-            (work / sub).mkdir()
-            patch.setenv(variable, str(work / sub))
-        import wandb
-
-        wandb.teardown()  # wandb-core keeps the environment it started with
-        try:
+        with offline_wandb(patch, work) as wandb:
             complete_id = _log_complete_run(wandb, work)
             failing = wandb.init(mode="offline", dir=work, project="proj", name="failing")
             failing.log({"loss": 1.0})
             failing.finish(exit_code=1)
-        finally:
-            wandb.teardown()
     complete, failed = (
         next(work.glob(f"wandb/offline-run-*/run-{id_}.wandb")) for id_ in (complete_id, failing.id)
     )

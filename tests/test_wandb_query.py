@@ -4,7 +4,6 @@ on both top-k verbs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shlex
@@ -22,6 +21,8 @@ import pytest
 
 from shared.cli import UsageError, run_main
 from shared.wandb_query import WandbQuery
+from tests.current_data import load_script
+from tests.offline_client import offline_wandb
 from tests.wandb_standin import StandinDataset, StandinRun, StandinServer, StandinViewer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,41 +173,17 @@ def log_spec(wandb: Any, folder: Path, spec: Spec) -> None:
 def offline(tmp_path_factory) -> Path:
     """The wandb/ folder holding one real offline run per spec."""
     work = tmp_path_factory.mktemp("wandb-offline")
-    with pytest.MonkeyPatch.context() as patch:
-        for variable in ("WANDB_ENTITY", "WANDB_PROJECT", "WANDB_DIR", "WANDB_BASE_URL", "WANDB_API_KEY"):
-            patch.delenv(variable, raising=False)
-        patch.setenv("WANDB_MODE", "offline")
-        patch.setenv("WANDB_SILENT", "true")
-        for variable in ("HOME", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-            (work / variable).mkdir()
-            patch.setenv(variable, str(work / variable))
-        import wandb
-
-        wandb.teardown()  # wandb-core keeps the environment it started with
-        try:
-            for spec in SPECS:
-                log_spec(wandb, work, spec)
-        finally:
-            wandb.teardown()
+    with pytest.MonkeyPatch.context() as patch, offline_wandb(patch, work) as wandb:
+        for spec in SPECS:
+            log_spec(wandb, work, spec)
     return work / "wandb"
-
-
-def load_script(folder: str, name: str) -> ModuleType:
-    """A script as a module under its own name (both top-k scripts are called query_topk.py)."""
-    spec = importlib.util.spec_from_file_location(
-        f"{folder.replace('-', '_')}_{name}", ROOT / folder / f"{name}.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def export(offline, tmp_path_factory) -> Path:
     """The offline runs exported with history by export_runs.py; and a copy without history."""
     folder = tmp_path_factory.mktemp("wandb-export")
-    exporter = load_script("wandb-tools", "export_runs")
+    exporter = load_script("export_runs", "wandb-tools")
     assert (
         exporter.main(["--offline", str(offline), "-o", str(folder / "full"), "--include-history", "--json"])
         == 0
@@ -501,12 +478,12 @@ def cli(module: ModuleType, command: str) -> int:
 
 @pytest.fixture(scope="module")
 def wandb_cli() -> ModuleType:
-    return load_script("wandb-tools", "query_topk")
+    return load_script("query_topk", "wandb-tools")
 
 
 @pytest.fixture(scope="module")
 def neptune_cli() -> ModuleType:
-    return load_script("neptune-tools", "query_topk")
+    return load_script("query_topk", "neptune-tools")
 
 
 def is_png(path: Path) -> bool:
