@@ -129,21 +129,19 @@ class ProjectExport:
     ) -> None:
         self.entity, self.project = entity, project
         self.files = export_files(folder, entity, project)
-        self.runs_path, self.history_path = self.files.runs, self.files.history
-        self.metadata_path = self.files.metadata
-        self._claim = self.metadata_path.resolve()
+        self._claim = self.files.metadata.resolve()
         _UNDER_WAY[self._claim] = self
         self.metadata = metadata
         self.records: list[RunRecord] = []
         self.history_rows = 0
         self.skipped_values = 0
         self.include_history = include_history
-        self._history = HistoryWriter(self.history_path)
+        self._history = HistoryWriter(self.files.history)
 
     def add_run(self, record: RunRecord) -> None:
         self.records.append(record)
 
-    def add_history(self, frame: pl.DataFrame, skipped_values: int = 0) -> None:
+    def add_history(self, frame: pl.DataFrame | pa.Table, skipped_values: int = 0) -> None:
         """Queue one run's tidy history (columns of HISTORY_SCHEMA); written in large row groups."""
         self.skipped_values += skipped_values
         self._history.add(frame)
@@ -155,7 +153,7 @@ class ProjectExport:
         table, warnings = runs_table(self.records)
         for message in warnings:
             warn(f"{self.entity}/{self.project}: {message}")
-        write_parquet(table, self.runs_path)
+        write_parquet(table, self.files.runs)
         metadata = {
             "entity": self.entity,
             "project": self.project,
@@ -167,25 +165,25 @@ class ProjectExport:
             "skipped_history_values": self.skipped_values if self.include_history else None,
             "flatten_warnings": warnings,
             "files": {
-                "runs": self.runs_path.name,
-                "history": self.history_path.name if self.include_history else None,
+                "runs": self.files.runs.name,
+                "history": self.files.history.name if self.include_history else None,
             },
             "columns": {
                 name: str(dtype) for name, dtype in zip(table.column_names, table.schema.types, strict=True)
             },
         }
-        write_json(metadata, self.metadata_path)
+        write_json(metadata, self.files.metadata)
         self._release()  # the metadata holds the name now
-        log(f"Saved {len(self.records)} runs to {self.runs_path}")
-        history_path = self.history_path if self.include_history else None
+        log(f"Saved {len(self.records)} runs to {self.files.runs}")
+        history_path = self.files.history if self.include_history else None
         return ProjectResult(
             self.entity,
             self.project,
             len(self.records),
             self.history_rows,
-            self.runs_path,
+            self.files.runs,
             history_path,
-            self.metadata_path,
+            self.files.metadata,
         )
 
     def abort(self) -> None:

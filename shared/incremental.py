@@ -7,20 +7,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from shared.cli import log, warn
-from shared.exporter import ProjectExport, ProjectResult, export_files
+from shared.exporter import ExportFiles, ProjectExport, ProjectResult, export_files
+from shared.history import ROW_GROUP
 from shared.schema import CORE_COLUMNS, RAW_JSON_COLUMNS, RunRecord
 from shared.storage import write_json
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 STATE_FORMAT = 1
 # Runs whose last change lies up to this long before the previous export started are fetched again:
 # the cutoff is our clock, the run times are the server's, and a change may land while we page.
 CLOCK_MARGIN = timedelta(minutes=10)
-HISTORY_BATCH_ROWS = 1_000_000  # rows of the old history file held at once while it is copied
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -67,16 +70,19 @@ def stored_records(runs_path: Path) -> list[RunRecord]:
     ]
 
 
-def stored_history(history_path: Path, leave_out: set[str]) -> Iterator[pl.DataFrame]:
-    """The rows of an exported history parquet, a batch at a time, without those of the runs in `leave_out`."""
+def stored_history(history_path: Path, leave_out: set[str]) -> Iterator[pa.Table]:
+    """The rows of an exported history parquet, a row group's worth at a time, without those of the runs
+    in `leave_out` (arrow throughout: the history writer takes these tables as they are)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    dropped = pl.Series(sorted(leave_out), dtype=pl.String).implode()
+    dropped = pa.array(sorted(leave_out), pa.string())
     with pq.ParquetFile(history_path) as source:
-        for batch in source.iter_batches(batch_size=HISTORY_BATCH_ROWS):
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            yield frame.filter(~pl.col("run_id").is_in(dropped))
+        for batch in source.iter_batches(batch_size=ROW_GROUP):
+            yield pa.Table.from_batches([batch]).filter(
+                pc.invert(pc.is_in(batch["run_id"], value_set=dropped))
+            )
 
 
 @dataclass
@@ -84,8 +90,8 @@ class ProjectUpdate:
     """Bringing one project's files up to date: which runs to fetch, and what to keep from the files."""
 
     state: ProjectState
-    runs_path: Path
-    history_path: Path | None
+    files: ExportFiles
+    include_history: bool
     history_fetched: set[str] = field(default_factory=set)
 
     def change_filter(self, filters: dict[str, Any]) -> dict[str, Any]:
@@ -106,14 +112,14 @@ class ProjectUpdate:
     def merge_into(self, export: ProjectExport) -> None:
         """Complete `export` (holding the fetched runs) with the stored runs and history it does not replace."""
         fetched = {record.id for record in export.records}
-        kept = [record for record in stored_records(self.runs_path) if record.id not in fetched]
+        kept = [record for record in stored_records(self.files.runs) if record.id not in fetched]
         # Oldest first, as the server lists them; stored before fetched where creation times are equal.
         export.records = sorted(
             kept + export.records, key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC)
         )
-        if self.history_path is None:
+        if not self.include_history:
             return
-        for frame in stored_history(self.history_path, self.history_fetched):
+        for frame in stored_history(self.files.history, self.history_fetched):
             export.add_history(frame)
         export.skipped_values += sum(
             stored.get("skipped_history_values", 0)
@@ -143,7 +149,7 @@ def plan_update(
             pq.read_metadata(path)
         except (OSError, ValueError) as error:  # cut short or overwritten by something else
             return None, f"{path.name} is unreadable ({error})"
-    return ProjectUpdate(state, files.runs, files.history if options.get("include_history") else None), ""
+    return ProjectUpdate(state, files, bool(options.get("include_history"))), ""
 
 
 def save_state(
@@ -172,19 +178,19 @@ def save_state(
     state.save(export.files.state)
 
 
-def stored_result(folder: Path, entity: str, project: str) -> ProjectResult:
-    """The ProjectResult of files already complete in `folder` (read from their metadata)."""
-    metadata_path = export_files(folder, entity, project).metadata
-    metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+def stored_result(files: ExportFiles) -> ProjectResult:
+    """The ProjectResult of export files already complete (read from their metadata)."""
+    metadata = json.loads(files.metadata.read_text(encoding="utf-8"))
+    folder = files.metadata.parent
     history = metadata["files"].get("history")
     return ProjectResult(
-        entity,
-        project,
+        metadata["entity"],
+        metadata["project"],
         metadata["run_count"],
         metadata.get("history_rows") or 0,
         folder / metadata["files"]["runs"],
         folder / history if history else None,
-        metadata_path,
+        files.metadata,
     )
 
 

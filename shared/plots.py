@@ -218,13 +218,14 @@ def plot_pareto(
             if _log_scale_fits(shown[column].cast(pl.Float64).to_numpy()):
                 set_scale("log")
         axes.margins(0.08)  # room for the numbers beyond the outermost points
-        labelled = _spaced(axes, front.select(x, y).rows()) if names else []
+        front_points = front.select(x, y).rows()
+        labelled = _spaced(axes, front_points) if names else []
         # Numbers go on the side of the front nothing reaches (toward the better corner), off the runs.
         dx, dy = (-3 if minimize_x else 3), (-3 if minimize_y else 3)
         for index in labelled:
             axes.annotate(
                 str(index + 1),
-                front.select(x, y).row(index),
+                front_points[index],
                 xytext=(dx, dy),
                 textcoords="offset points",
                 ha="right" if minimize_x else "left",
@@ -283,9 +284,7 @@ def plot_pivot(
     Annotated heatmap: value and n per cell, best per column marked. `cols` names the column axis."""
     import numpy as np
 
-    labels = best.columns[1:]
-    if all(map(_is_number, labels)):  # k = 8, 16, 32 in numeric order, not as text (16, 32, 8)
-        labels.sort(key=float)
+    labels = best.columns[1:]  # in the order analysis.column_labels gave them (numbers as numbers)
     row_labels = [str(v) for v in best[rows].to_list()]
     values = best.select(pl.col(labels).cast(pl.Float64)).to_numpy().reshape(len(row_labels), len(labels))
     n = counts.select(pl.col(labels)).to_numpy().reshape(len(row_labels), len(labels))
@@ -340,14 +339,6 @@ def plot_pivot(
         bar.ax.set_yticklabels(["best", "worst"])
         bar.set_label("rank in column")
         bar.ax.invert_yaxis()
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _pivot_cmap() -> Any:

@@ -169,7 +169,7 @@ def export_api_project(
                     pass
         if update is not None and not export.records:
             log(f"{entity}/{project}: no run changed; files left as they are")
-            result = stored_result(folder, entity, project)
+            result = stored_result(export.files)
         else:
             if update is not None:
                 log(f"{entity}/{project}: {len(export.records)} new or changed run(s) merged into the files")

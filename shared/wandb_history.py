@@ -91,6 +91,7 @@ class HistoryFetcher:
 
         self.api, self.entity, self.project, self.timeout_s = api, entity, project, timeout_s
         self.keys = keys
+        self._wanted = None if keys is None else set(keys)
         self.retry = retry  # for the GraphQL requests; callers retry `download` as a whole
         transfer_retry = urllib3.Retry(total=5, backoff_factor=0.5, status_forcelist=_RETRY_STATUSES)
         self._direct = urllib3.PoolManager(maxsize=workers, retries=transfer_retry)
@@ -194,11 +195,11 @@ class HistoryFetcher:
                 wide = self._read(data)
                 schema = tuple((field.name, field.type) for field in wide.schema)
                 by_schema.setdefault(schema, []).append((downloaded.run_id, wide))
-                skipped[downloaded.run_id] += skipped_values(wide, self.keys)
+                skipped[downloaded.run_id] += skipped_values(wide)  # `_read` kept only wanted keys
         parts = []
         for files in by_schema.values():
             run_ids = stacked_run_ids([run_id for run_id, _ in files], [wide.num_rows for _, wide in files])
-            parts.append(wide_to_tidy(pa.concat_tables([wide for _, wide in files]), run_ids, self.keys))
+            parts.append(wide_to_tidy(pa.concat_tables([wide for _, wide in files]), run_ids))
         for downloaded in batch:
             if downloaded.live is not None:
                 live, live_skipped = downloaded.live
@@ -212,12 +213,11 @@ class HistoryFetcher:
         import pyarrow.parquet as pq
 
         file = pq.ParquetFile(pa.BufferReader(data))
-        wanted = None if self.keys is None else set(self.keys)
         columns = [
             name
             for name in file.schema_arrow.names
             if name in ("_step", "_timestamp")
-            or (not is_internal_key(name) and (wanted is None or name in wanted))
+            or (not is_internal_key(name) and (self._wanted is None or name in self._wanted))
         ]
         return file.read(columns, use_threads=False)
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.auth import wandb_credentials
 from shared.cli import UsageError, log, run_main
-from shared.exporter import ProjectResult, report_exports
+from shared.exporter import ProjectResult, export_files, report_exports
 from shared.incremental import stored_result
 from shared.lockfile import FolderLock
 from shared.retry import DEFAULT_MAX_RETRY_TIME, Retry, describe
@@ -173,7 +173,7 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
             name = f"{entity}/{project}"
             try:
                 if name in done:
-                    results.append(stored_result(args.output, entity, project))
+                    results.append(stored_result(export_files(args.output, entity, project)))
                     continue
                 results.append(
                     export_api_project(
