@@ -20,9 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.cli import ToolFailure, log, run_main
+from shared.cli import ToolFailure, UsageError, log, run_main
 from shared.exporter import report_exports
 from shared.neptune_export import export_project, export_targets
+from shared.neptune_live import describe
 from shared.storage import prepare_output_folder
 
 EXAMPLES = """\
@@ -111,11 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(
                 export_project(target, args.output, include_history=args.include_history, metadata=metadata)
             )
-        except ToolFailure as error:
-            log(f"error: {name} not exported: {error}")
-            failures.append(name)
+        except UsageError:  # a rejected token or unknown project: bad input, not one project's failure
+            raise
         except Exception as error:  # a server, network or file error: the other projects go on
-            log(f"error: {name} not exported: {type(error).__name__}: {error}")
+            log(f"error: {name} not exported: {error if isinstance(error, ToolFailure) else describe(error)}")
             failures.append(name)
     report_exports(results, failures, args.output, as_json=args.json, owner="workspace")
     return 0

@@ -285,6 +285,7 @@ class Calls:
     fetched: list[tuple[str, str]] = field(default_factory=list)
     stopped: int = 0
     fail_on: str | None = None
+    reject_token: bool = False  # init_project raises the client's invalid-token error
 
 
 def server_view(spec: Spec) -> dict[str, list[tuple[float, float]]]:
@@ -297,10 +298,15 @@ class StandInClient(types.ModuleType):
     """The part of the neptune 1.x client the live source uses: init_project/init_run in read-only mode."""
 
     def __init__(self, calls: Calls, states: dict[str, str]) -> None:
+        import neptune.exceptions
+
         super().__init__("neptune")
         self.calls, self.states = calls, states
+        self.exceptions = neptune.exceptions  # the real client's error types
 
     def init_project(self, *, project, api_token, mode):
+        if self.calls.reject_token:
+            raise self.exceptions.NeptuneInvalidApiTokenException()
         assert (project, api_token, mode) == (PROJECT, "token-for-tests", "read-only")
         return StandInProject(self.calls, self.states)
 

@@ -316,6 +316,10 @@ def test_live_failures_and_missing_token(live, tmp_path, monkeypatch, capsys):
         export_runs.main(["-p", PROJECT, "-o", str(tmp_path / "out"), "--include-history"])
     assert "ConnectionError: server went away" in capsys.readouterr().err
     assert list((tmp_path / "out").iterdir()) == []  # nothing half-written
+    live.reject_token = True  # bad input for every project: exit 2, not "not exported" (exit 1)
+    with pytest.raises(UsageError, match="rejected the API token"):
+        export_runs.main(["-p", PROJECT, "-o", str(tmp_path / "out")])
+    assert "not exported" not in capsys.readouterr().err
     monkeypatch.delenv("NEPTUNE_API_TOKEN")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("shared.auth.TOOLS_ROOT", tmp_path / "no-tools-root")
