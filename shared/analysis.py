@@ -231,6 +231,7 @@ class Pivot:
     cols: str
     cells: pl.DataFrame
     table: pl.DataFrame
+    labels: list[str]  # the column values, in the table's order (`column_labels`)
 
 
 def pivot_query(frame: pl.LazyFrame, metric: str, rows: str, cols: str, *, descending: bool) -> pl.LazyFrame:
@@ -255,7 +256,7 @@ def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:
     """Wide pivot from the long cells: `<col>_best`, `<col>_mean`, `<col>_n` per column value, then the
     row's mean rank across columns; rows ordered by mean rank (best first)."""
     if cells.height == 0:
-        return Pivot(rows, cols, cells, pl.DataFrame(schema={rows: pl.String, "mean_rank": pl.Float64}))
+        return Pivot(rows, cols, cells, pl.DataFrame(schema={rows: pl.String, "mean_rank": pl.Float64}), [])
     order = cells.group_by(rows).agg(pl.col("rank").mean().alias("mean_rank")).sort(["mean_rank", rows])
     wide = cells.pivot(on=cols, index=rows, values=["best", "mean", "n"])
     labels = column_labels(cells, cols)
@@ -268,7 +269,7 @@ def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:
         ),
         "mean_rank",
     )
-    return Pivot(rows, cols, cells, table)
+    return Pivot(rows, cols, cells, table, labels)
 
 
 def column_labels(cells: pl.DataFrame, cols: str) -> list[str]:
@@ -283,10 +284,11 @@ def column_labels(cells: pl.DataFrame, cols: str) -> list[str]:
 
 def pivot_grids(pivot: Pivot) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The pivot's best values and run counts as grids: the row column, then one column per column value."""
-    labels = [c.removesuffix("_best") for c in pivot.table.columns if c.endswith("_best")]
 
     def grid(stat: str) -> pl.DataFrame:
-        return pivot.table.select(pivot.rows, *(pl.col(f"{label}_{stat}").alias(label) for label in labels))
+        return pivot.table.select(
+            pivot.rows, *(pl.col(f"{label}_{stat}").alias(label) for label in pivot.labels)
+        )
 
     return grid("best"), grid("n")
 

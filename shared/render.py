@@ -43,7 +43,7 @@ def pivot_display(
     pivot: Pivot, separator: str = " · "
 ) -> tuple[list[str], list[list[str]], list[list[tuple[int, int] | None]]]:
     """Header, cell texts (`best · mean (n=…)`) and per cell (rank, rows ranked in that column) of a pivot."""
-    labels = [c.removesuffix("_best") for c in pivot.table.columns if c.endswith("_best")]
+    labels = pivot.labels
     ranked = dict(pivot.cells.group_by(pivot.cols).len().iter_rows())
     rank = {(r, c): k for r, c, k in pivot.cells.select(pivot.rows, pivot.cols, "rank").iter_rows()}
     header = [pivot.rows, *labels, "mean rank"]

@@ -80,3 +80,15 @@ def test_a_bad_column_is_the_only_line_on_stderr(capsys, monkeypatch, export, ar
     lines = capsys.readouterr().err.splitlines()
     assert exit_info.value.code == 2
     assert len(lines) == 1 and lines[0].startswith(f"error: {error}"), lines
+
+
+def test_a_row_column_named_like_a_statistic_is_not_taken_for_a_pivot_column():
+    from shared.analysis import pivot_grids, pivot_query, pivot_table
+
+    frame = pl.LazyFrame({"arch_best": ["a", "a", "b"], "k": ["8", "16", "8"], "loss": [0.3, 0.2, 0.1]})
+    pivot = pivot_table(
+        pivot_query(frame, "loss", "arch_best", "k", descending=False).collect(), "arch_best", "k"
+    )
+    best, counts = pivot_grids(pivot)
+    assert best.columns == counts.columns == ["arch_best", "8", "16"]
+    assert best.rows() == [("b", 0.1, None), ("a", 0.3, 0.2)]
