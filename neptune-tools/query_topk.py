@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.cli import UsageError, run_main
-from shared.neptune_sources import STATES, RunSource, SummarySource, config_of, open_source, parse_state
+from shared.neptune_sources import STATES, RunSource, config_of, open_source, parse_state
 from shared.topk_cli import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser, run_query
 from shared.topk_query import RunInfo, TopkQuery
 
@@ -96,14 +96,6 @@ class NeptuneQuery(TopkQuery):
             run_id: (str(attributes[run_id].get("sys/name") or run_id), config_of(attributes[run_id]))
             for run_id in run_ids
         }
-
-    def _points(self, keys: list[str], run_ids: list[str] | None, aggregation: str, n_steps: int) -> Any:
-        """From stored summaries when the source has them, else read."""
-        if isinstance(self.source, SummarySource):
-            points = self.source.summary_points(keys, run_ids, aggregation, n_steps)
-            if points is not None:
-                return points
-        return super()._points(keys, run_ids, aggregation, n_steps)
 
 
 # ---------------------------------------------------------------- command line

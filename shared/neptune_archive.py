@@ -114,8 +114,6 @@ def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | No
 class ArchiveSource:
     """Runs of one project of a neptune-exporter archive; only the needed attribute paths are read."""
 
-    kind = "neptune-exporter archive"
-
     def __init__(self, path: Path, project: str | None = None, *, cache: bool = True) -> None:
         self.folder, self.project = find_project_folder(path, project)
         self.files = parquet_files(self.folder)

@@ -72,8 +72,6 @@ class LazyRun:
 class LiveSource:
     """One project on a Neptune server (self-hosted or not) reached by the neptune 1.x client."""
 
-    kind = "Neptune server"
-
     def __init__(self, project: str, api_token: str | None = None, *, workers: int = 8) -> None:
         self.project = project
         self.workers = max(1, workers)

@@ -161,8 +161,6 @@ def read_offline_run(folders: Sequence[Path]) -> OfflineRun:
 class OfflineSource:
     """Offline runs of a `.neptune` folder; read once, kept in memory. The log holds no project name."""
 
-    kind = ".neptune offline folder"
-
     def __init__(self, path: Path) -> None:
         self.path = path
         self._runs: dict[str, OfflineRun] | None = None

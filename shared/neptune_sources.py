@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -20,8 +20,6 @@ CONFIG_NAMESPACES = ("parameters/", "config/", "params/", "hparams/", "hyperpara
 
 class RunSource(Protocol):
     """What NeptuneQuery needs from a source; every frame uses plain run ids and attribute paths."""
-
-    kind: str
 
     def runs(self, *, refresh: bool = False) -> pl.DataFrame:
         """Every run: run_id, name, state (`active`/`inactive`), cached until `refresh`."""
@@ -60,17 +58,6 @@ class RunSource(Protocol):
 
     def close(self) -> None:
         """Release whatever the source opened."""
-        ...
-
-
-@runtime_checkable
-class SummarySource(Protocol):
-    """A source that can answer an aggregation from stored per-series summaries (archives)."""
-
-    def summary_points(
-        self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
-    ) -> pl.LazyFrame | None:
-        """Points that aggregate like the full series of these paths, or None to read the points."""
         ...
 
 

@@ -72,12 +72,17 @@ class RunsFile:
         return str(self.path)
 
 
+def export_stem(runs_file: Path) -> str:
+    """`x` of an export's `x_runs.parquet`: its sibling files are `x_history.parquet` and `x_metadata.json`."""
+    return runs_file.name.removesuffix("_runs.parquet")
+
+
 def export_metadata(path: Path) -> dict[str, Any] | None:
     """The sibling `…_metadata.json` the exporters write next to a `…_runs.parquet`; None when there is
     none or it cannot be read (files from older versions, files copied on their own)."""
     if not path.name.endswith("_runs.parquet"):
         return None
-    metadata = path.with_name(path.name.removesuffix("_runs.parquet") + "_metadata.json")
+    metadata = path.with_name(f"{export_stem(path)}_metadata.json")
     try:
         recorded = json.loads(metadata.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import polars as pl
 
@@ -31,6 +31,17 @@ class RunInfo:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready fields (everything but raw_run)."""
         return {"run_id": self.run_id, "name": self.name, "config": self.config, "metrics": self.metrics}
+
+
+@runtime_checkable
+class SummarySource(Protocol):
+    """A source that can answer an aggregation from stored per-series summaries (archives)."""
+
+    def summary_points(
+        self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
+    ) -> pl.LazyFrame | None:
+        """Points that aggregate like the full series of these paths, or None to read the points."""
+        ...
 
 
 class TopkQuery:
@@ -62,7 +73,11 @@ class TopkQuery:
         raise NotImplementedError
 
     def _points(self, keys: list[str], run_ids: list[str] | None, aggregation: str, n_steps: int) -> Any:
-        """The points a query aggregates (a source may answer from something cheaper than the series)."""
+        """The points a query aggregates: from stored summaries when the source keeps them, else read."""
+        if isinstance(self.source, SummarySource):
+            points = self.source.summary_points(keys, run_ids, aggregation, n_steps)
+            if points is not None:
+                return points
         return self.source.points(keys, run_ids, series=aggregation != "last", required=keys)
 
     def _unknown_metrics(self, unknown: list[str], known: list[str], where: list[str]) -> Exception:

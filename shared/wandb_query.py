@@ -20,7 +20,8 @@ from shared.constraints import ConstraintError
 from shared.history import is_internal_key
 from shared.neptune_sources import POINTS_SCHEMA, RUNS_SCHEMA
 from shared.progress import ItemProgress
-from shared.runs_io import export_metadata, name_list
+from shared.runs_io import export_metadata, export_stem, name_list
+from shared.schema import RAW_JSON_COLUMNS
 from shared.storage import name_stems, safe_name
 from shared.topk import RUN
 from shared.topk_query import TopkQuery
@@ -82,8 +83,6 @@ def _points(columns: dict[str, list[Any]]) -> pl.DataFrame:
 class WandbSource:
     """What the W&B sources share: the runs table, summary values and points; history comes from
     `_history`, the runs from `_list`."""
-
-    kind = "W&B"
 
     def __init__(self, *, last_from: str = "summary") -> None:
         self.last_from = last_from
@@ -194,8 +193,6 @@ class ApiSource(WandbSource):
     """One project through `wandb.Api`: runs listed once (config and summary come with each page), then
     only the needed history keys of the runs that can rank, `workers` at a time, each (run, key) once."""
 
-    kind = "W&B API"
-
     def __init__(
         self,
         project: str,
@@ -285,8 +282,6 @@ class OfflineSource(WandbSource):
     """Offline run logs (`wandb/`, `offline-run-*` folders, `.wandb` files): listed in one pass without
     history; the history of the needed keys is read from the logs of the runs that need it."""
 
-    kind = "W&B offline runs"
-
     def __init__(self, path: Path, project: str | None = None, **options: Any) -> None:
         super().__init__(**options)
         from shared.wandb_offline import OfflineLogError, find_run_logs  # imports wandb's protobuf
@@ -356,7 +351,7 @@ def _certainty(runs_file: Path, recorded: tuple[str, str] | None, entity: str, p
     its digest name, 1 by its plain name (no metadata: older versions; `a b` and `a_b` share it), 0 not."""
     if recorded is not None:
         return 2 if recorded[1] == project and (not entity or recorded[0] == entity) else 0
-    stem = runs_file.name.removesuffix("_runs.parquet")
+    stem = export_stem(runs_file)
     if not entity:
         return int(stem.endswith(f"_{safe_name(project)}"))
     plain, tagged = name_stems(entity, project)
@@ -383,9 +378,7 @@ def find_export(path: Path, project: str | None) -> Path:
     if not files:
         raise UsageError(f"no *_runs.parquet in {path}: not a folder written by wandb-tools/export_runs.py")
     recorded = {file: _exported_project(file) for file in files}
-    labels = name_list(
-        "/".join(held) if held else file.name.removesuffix("_runs.parquet") for file, held in recorded.items()
-    )
+    labels = name_list("/".join(held) if held else export_stem(file) for file, held in recorded.items())
     if not project:
         if len(files) > 1:
             raise UsageError(f"{path} holds several exports; name one as ENTITY/PROJECT: {labels}")
@@ -409,13 +402,10 @@ class ExportSource(WandbSource):
     """A project written by export_runs.py: `…_runs.parquet` (config and summary as JSON) and, with
     --include-history, `…_history.parquet` (read for the needed runs and keys only)."""
 
-    kind = "W&B export"
-
     def __init__(self, path: Path, project: str | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.runs_file = find_export(path, project)
-        stem = self.runs_file.name.removesuffix("_runs.parquet")
-        self.history_file = self.runs_file.with_name(f"{stem}_history.parquet")
+        self.history_file = self.runs_file.with_name(f"{export_stem(self.runs_file)}_history.parquet")
         self.history_keys = self._exported_history_keys(self.runs_file)
 
     @staticmethod
@@ -428,13 +418,13 @@ class ExportSource(WandbSource):
         return set(keys) if isinstance(keys, list) else None
 
     def _list(self) -> Iterator[ListedRun]:
-        columns = ("id", "name", "state", "_config_json", "_summary_json")
+        columns = ("id", "name", "state", *RAW_JSON_COLUMNS)
         schema = pl.read_parquet_schema(self.runs_file)
         missing = [column for column in columns if column not in schema]
         if missing:
             raise UsageError(f"{self.runs_file} is not a runs export: no {', '.join(missing)} column")
         for row in pl.read_parquet(self.runs_file).iter_rows(named=True):
-            config, summary = (json.loads(row[c] or "{}") for c in ("_config_json", "_summary_json"))
+            config, summary = (json.loads(row[c] or "{}") for c in RAW_JSON_COLUMNS)
             yield ListedRun(row["id"], row["name"] or row["id"], row["state"], config, summary, row)
 
     def _history(self, pairs: pl.DataFrame, *, needed: bool) -> pl.DataFrame:
