@@ -123,15 +123,17 @@ class _Framing:
         unpack_header, header_size = FRAME_HEADER.unpack_from, FRAME_HEADER.size
         crc32, type_crc = zlib.crc32, _TYPE_CRC
         position = FILE_HEADER.size  # within `data`, which always starts on a block boundary
-        while data := stream.read(READ_SIZE):
-            view, size = memoryview(data), len(data)
+        data = stream.read(READ_SIZE)
+        while data:
+            following = stream.read(READ_SIZE)  # read ahead: whether damage lies at the file's very end
+            view, size, last = memoryview(data), len(data), not following
             while position < size:
                 block_end = position - position % BLOCK_SIZE + BLOCK_SIZE
                 if block_end > size:
                     block_end = size
                 if block_end - position < header_size:  # the block's zero padding, or a header cut by EOF
                     if data[position:block_end].strip(b"\0"):
-                        self._lose(block_end - position, at_end=size < READ_SIZE and block_end == size)
+                        self._lose(block_end - position, at_end=last and block_end == size)
                     position = block_end
                     continue
                 checksum, length, kind = unpack_header(data, position)
@@ -145,7 +147,7 @@ class _Framing:
                     if kind == 0 and length == 0:  # zero-filled (pre-allocated) space: nothing written here
                         self._settle()
                     else:
-                        self._lose(block_end - position, at_end=end > block_end == size < READ_SIZE)
+                        self._lose(block_end - position, at_end=last and end > block_end == size)
                     position = block_end
                     continue
                 position = end
@@ -167,6 +169,7 @@ class _Framing:
                         yield b"".join(self._fragments)
                         self._fragments, self._fragment_bytes = [], 0
             position -= size
+            data = following
         self._settle(at_end=True)  # the file may end inside a fragmented record
 
     def lose_record(self, size: int) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
 import shutil
 import struct
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +20,15 @@ from polars.testing import assert_frame_equal
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
 from shared.schema import HISTORY_SCHEMA
-from shared.wandb_offline import OfflineLogError, _SummaryFold, find_run_logs, read_run_log
+from shared.wandb_offline import (
+    FILE_HEADER,
+    READ_SIZE,
+    OfflineLogError,
+    _Framing,
+    _SummaryFold,
+    find_run_logs,
+    read_run_log,
+)
 from tests.offline_client import offline_wandb
 
 STEPS = 400
@@ -268,6 +278,30 @@ def test_damage_inside_a_record_split_over_blocks_loses_that_record(logs: Logs, 
     )
     assert record.config == {"batch": 32, "model": {"depth": 4}}  # from the later config record only
     assert run.history.height == read_run_log(logs.complete).history.height
+
+
+@pytest.mark.parametrize("blocks", [3, READ_SIZE // BLOCK, READ_SIZE // BLOCK + 3])
+def test_a_record_cut_at_the_very_end_is_a_tail_loss_however_long_the_log(blocks: int):
+    """A record running past the log's end is lost at the end (what a running job is still writing), also
+    when the log is exactly a whole number of reads long."""
+    payload = b"x" * 100
+    frame = FRAME.pack(zlib.crc32(payload, zlib.crc32(bytes([1]))), len(payload), 1) + payload
+    data, written = bytearray(FILE_HEADER.pack(b":W&B", 0xBEE1, 0)), 0
+    for block in range(blocks):
+        room = FRAME.size + 20 if block == blocks - 1 else 0  # the last block keeps room for the cut one
+        while BLOCK - len(data) % BLOCK >= len(frame) + room:
+            data += frame
+            written += 1
+        if block == blocks - 1:
+            data += FRAME.pack(0, 500, 1)  # claims more than the log holds
+            data += b"y" * (BLOCK - len(data) % BLOCK)
+        else:
+            data += bytes(BLOCK - len(data) % BLOCK)
+    assert len(data) == blocks * BLOCK
+    framing = _Framing()
+    assert list(framing.records(io.BytesIO(bytes(data)))) == [payload] * written
+    assert (framing.lost_records, framing.tail_records) == (1, 1)
+    assert framing.tail_bytes == framing.lost_bytes > 0
 
 
 def test_not_a_wandb_log(tmp_path: Path):
