@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,13 +12,12 @@ from types import TracebackType
 from typing import Any
 
 from shared.cli import FolderLocked, log, warn
+from shared.storage import TEMP_FILE
 
 LOCK_NAME = ".export.lock"
 # An interrupted export is resumed only this soon after it started: a later export (tomorrow's cron
 # run) wants fresh files, not yesterday's.
 RESUME_WITHIN = timedelta(hours=12)
-# The temp files of shared.storage.AtomicFile for export files: `.{final name}.{random}.tmp`.
-_TEMP_FILE = re.compile(r"\..+\.(parquet|json)\.\w+\.tmp")
 
 
 def _read_record(fd: int) -> dict[str, Any] | None:
@@ -68,7 +66,8 @@ class FolderLock:
                 f" (started {self.previous.get('started_at')}), which ended without releasing it"
             )
             for leftover in self.path.parent.glob(".*.tmp"):  # what it was writing when it died
-                if _TEMP_FILE.fullmatch(leftover.name):
+                written = TEMP_FILE.fullmatch(leftover.name)
+                if written and written["final"].endswith((".parquet", ".json")):  # export files only
                     leftover.unlink(missing_ok=True)
         self._record = {
             "pid": os.getpid(),

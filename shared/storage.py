@@ -38,17 +38,20 @@ def _bounded(stem: str) -> str:
     return encoded[: _MAX_STEM_BYTES - len(digest) - 1].decode(errors="ignore") + "-" + digest
 
 
+def _joined(parts: tuple[str, ...]) -> str:
+    return "_".join(safe_name(p) for p in parts)
+
+
 def name_stems(*parts: str) -> tuple[str, str]:
     """The file-name stem of `parts` (`{part1}_{part2}`, sanitised, long names cut), and that stem tagged
     `-{digest of the raw parts}`, for parts that sanitise or join to the stem of other parts."""
-    plain = "_".join(safe_name(p) for p in parts)
     digest = hashlib.blake2b(json.dumps(parts).encode(), digest_size=4).hexdigest()
-    return _bounded(plain), _bounded(f"{plain}-{digest}")
+    return _bounded(_joined(parts)), _bounded(f"{_joined(parts)}-{digest}")
 
 
 def output_path(folder: Path, *parts: str, suffix: str) -> Path:
     """`folder/{part1}_{part2}{suffix}` with every part sanitised and long names cut; never outside `folder`."""
-    path = folder / (_bounded("_".join(safe_name(p) for p in parts)) + suffix)
+    path = folder / (_bounded(_joined(parts)) + suffix)
     if path.resolve().parent != folder.resolve():
         raise UsageError(f"refusing to write outside {folder}: {path.name}")
     return path
@@ -80,6 +83,10 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once at import: os.umask is process-wide, so never toggled while threads write
+
+
+# AtomicFile's temp files: `.{final name}.{random}.tmp`, beside the final file.
+TEMP_FILE = re.compile(r"\.(?P<final>.+)\.\w+\.tmp")
 
 
 class AtomicFile:
