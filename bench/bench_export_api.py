@@ -26,9 +26,11 @@ measured from outside; the target holds the tree to it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +45,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from measure import command_env, median, run_measured  # noqa: E402
+from measure import command_env, run_measured  # noqa: E402
 
 from tests.wandb_standin import StandinRun, StandinServer, synthetic_dataset  # noqa: E402
 
@@ -139,6 +141,15 @@ def exported(out: Path, project: str = PROJECT) -> tuple[int, int]:
     return runs, history
 
 
+@functools.cache
+def script_python() -> str:
+    """The interpreter of the exporter's own environment (as `uv run` would use it)."""
+    found = subprocess.run(
+        ["uv", "python", "find", "--script", str(EXPORTER)], capture_output=True, text=True, check=True
+    )
+    return found.stdout.strip()
+
+
 def timed_export(
     server: StandinServer, env: dict[str, str], scratch: Path, workers: int | None, *, core: bool = False
 ) -> dict[str, Any]:
@@ -147,10 +158,7 @@ def timed_export(
     shutil.rmtree(out, ignore_errors=True)
     server.reset_counts()
     if core:
-        python = subprocess.run(
-            ["uv", "python", "find", "--script", str(EXPORTER)], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        command = [python, "-c", CORE_DRIVER, str(EXPORTER), *export_args(PROJECT, out, workers)]
+        command = [script_python(), "-c", CORE_DRIVER, str(EXPORTER), *export_args(PROJECT, out, workers)]
     else:
         command = ["uv", "run", str(EXPORTER), *export_args(PROJECT, out, workers)]
     measured = run_measured(command, env=env, cwd=ROOT)
@@ -202,15 +210,15 @@ def speed(args: argparse.Namespace, scratch: Path, pycache: Path) -> dict[str, A
         problems = server.problems()
     expected = (args.runs, args.runs * args.steps * args.keys)
     pages_allowed = math.ceil(args.runs / RUNS_PER_PAGE) + PAGE_SLACK
-    baseline = median([r["seconds"] for r in sides["baseline"]])
-    ours = median([r["seconds"] for r in sides["ours"]])
+    baseline = statistics.median([r["seconds"] for r in sides["baseline"]])
+    ours = statistics.median([r["seconds"] for r in sides["ours"]])
     pages = max(r["requests"].get("Runs", 0) for side in sides.values() for r in side)
     return {
         "runs": args.runs, "steps": args.steps, "keys": args.keys, "latency_s": args.latency,
         "workers": args.workers or "default", "server_files_prepared_s": round(prepared, 2),
         "baseline_s": round(baseline, 2), "baseline_runs_s": [round(r["seconds"], 2) for r in sides["baseline"]],
         "ours_s": round(ours, 2), "ours_runs_s": [round(r["seconds"], 2) for r in sides["ours"]],
-        "core_s": round(median([r["core_s"] for r in sides["core"]]), 2) if sides["core"] else None,
+        "core_s": round(statistics.median([r["core_s"] for r in sides["core"]]), 2) if sides["core"] else None,
         "core_runs_s": [round(r["core_s"], 2) for r in sides["core"]],
         "speedup": round(baseline / ours, 2), "speedup_target": SPEEDUP_TARGET,
         "summary_pages": pages, "summary_pages_allowed": pages_allowed,
@@ -228,7 +236,7 @@ def memory(args: argparse.Namespace, scratch: Path, pycache: Path) -> dict[str, 
     return {
         "runs": args.runs, "steps": args.memory_steps, "keys": args.keys, "workers": args.workers or "default",
         "server_files_prepared_s": round(prepared, 2),
-        "seconds": round(median([m["seconds"] for m in measured]), 2),
+        "seconds": round(statistics.median([m["seconds"] for m in measured]), 2),
         "peak_rss_mb": round(max(m["peak_rss_mb"] for m in measured)),
         "peak_tree_mb": round(max(m["peak_tree_mb"] for m in measured)),
         "peak_tree_runs_mb": [round(m["peak_tree_mb"]) for m in measured],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import tempfile
 import time
@@ -68,10 +67,6 @@ def _rss(process: psutil.Process) -> int:
         return process.memory_info().rss
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return 0
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
 
 
 def command_env(pycache: Path) -> dict[str, str]:

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -40,7 +41,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from measure import command_env, median, run_measured  # noqa: E402
+from measure import command_env, run_measured  # noqa: E402
 
 REPO = ROOT.parent
 X = "\N{MULTIPLICATION SIGN}"  # in the report
@@ -95,7 +96,7 @@ def startup(env: dict[str, str], repeats: int) -> dict[str, Any]:
             continue
         runs = [run_measured(command, env=env, cwd=REPO) for _ in range(repeats)]
         figures[str(tool.relative_to(REPO))] = {
-            "seconds": round(median([r.seconds for r in runs]), 3),
+            "seconds": round(statistics.median([r.seconds for r in runs]), 3),
             "runs_s": [round(r.seconds, 3) for r in runs],
             "peak_rss_mb": round(max(r.peak_rss_mb for r in runs)),
         }
