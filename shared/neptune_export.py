@@ -292,11 +292,8 @@ class LiveReader:
 
     def _fetch(self, pair: tuple[str, str]) -> pl.DataFrame | None:
         run_id, path = pair
-        try:
-            values = self.source.open_run(run_id)[path].fetch_values(
-                include_timestamp=True, progress_bar=False
-            )
-        except AttributeError:  # a Float/Int attribute, not a series
+        values = self.source.fetch_values(run_id, path, timestamps=True)
+        if values is None:
             return None
         # The client gives naive local times (datetime.fromtimestamp); .timestamp() reads them back as local.
         stamps = [t.to_pydatetime().timestamp() for t in values["timestamp"]] if "timestamp" in values else []

@@ -131,10 +131,16 @@ class LiveSource:
                     raise client_error(error, f"{self.project}/{run_id}") from None
             return self._open[run_id]
 
-    def _fetch(self, run_id: str, key: str) -> Series | None:
+    def fetch_values(self, run_id: str, key: str, *, timestamps: bool = False) -> Any:
+        """The client's frame of a series (step, value, and timestamp if asked); None for a single number."""
         try:
-            values = self.open_run(run_id)[key].fetch_values(include_timestamp=False, progress_bar=False)
+            return self.open_run(run_id)[key].fetch_values(include_timestamp=timestamps, progress_bar=False)
         except AttributeError:  # a Float/Int attribute: no series behind the table value
+            return None
+
+    def _fetch(self, run_id: str, key: str) -> Series | None:
+        values = self.fetch_values(run_id, key)
+        if values is None:
             return None
         return [_number(s) for s in values["step"].tolist()], [float(v) for v in values["value"].tolist()]
 
