@@ -85,12 +85,17 @@ def wide_to_tidy(wide: pa.Table, run_id: str | pa.Array, keys: Iterable[str] | N
     if not numeric or wide.num_rows == 0:
         return HISTORY_SCHEMA.empty_table()
     names, rows = wide.column_names, wide.num_rows
-    step = wide["_step"].cast(pa.int64()) if "_step" in names else pa.array(range(rows), pa.int64())
+    # Chunked like the table's columns, so each can be repeated key after key.
+    step = (
+        wide["_step"].cast(pa.int64())
+        if "_step" in names
+        else pa.chunked_array([pa.array(range(rows), pa.int64())])
+    )
     if "_timestamp" in names:
         micros = pc.round(pc.multiply(wide["_timestamp"].cast(pa.float64()), pa.scalar(1e6, pa.float64())))
         timestamp = micros.cast(pa.int64()).cast(HISTORY_SCHEMA.field("timestamp").type)
     else:
-        timestamp = pa.nulls(rows, HISTORY_SCHEMA.field("timestamp").type)
+        timestamp = pa.chunked_array([pa.nulls(rows, HISTORY_SCHEMA.field("timestamp").type)])
     runs = pa.repeat(pa.scalar(run_id, pa.string()), rows) if isinstance(run_id, str) else run_id
     # All keys at once, key after key (a few calls per key rather than a table each): one null filter.
     table = pa.table(

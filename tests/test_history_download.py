@@ -88,6 +88,16 @@ def test_wide_to_tidy_keeps_numbers_and_nan_drops_nulls_and_counts_the_rest():
     assert set(only["key"].to_pylist()) == {"epoch"} and only_skipped == 1
 
 
+def test_wide_to_tidy_without_step_or_time_columns_numbers_the_rows():
+    wide = pa.table({"loss": [0.5, 0.25], "acc": [0.1, None]})
+    tidy = wide_to_tidy(wide, "run-1")
+    assert [(r["step"], r["key"], r["value"], r["timestamp"]) for r in tidy.to_pylist()] == [
+        (0, "loss", 0.5, None),
+        (1, "loss", 0.25, None),
+        (0, "acc", 0.1, None),
+    ]
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
