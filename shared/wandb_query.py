@@ -20,6 +20,7 @@ from shared.constraints import ConstraintError
 from shared.history import is_internal_key
 from shared.neptune_sources import POINTS_SCHEMA, RUNS_SCHEMA
 from shared.progress import ItemProgress
+from shared.retry import describe
 from shared.runs_io import export_metadata, export_stem, name_list
 from shared.schema import RAW_JSON_COLUMNS
 from shared.storage import name_stems, safe_name
@@ -178,20 +179,9 @@ class WandbSource:
 # ---------------------------------------------------------------- the W&B API
 
 
-def _scan(run: Any, key: str) -> tuple[list[float], list[float]]:
-    """One key's numeric history of a run, by step (full resolution: parquet exports plus live rows)."""
-    steps, values = [], []
-    for row in run.scan_history(keys=[key]):
-        value = row.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            steps.append(float(row.get("_step", len(steps))))
-            values.append(float(value))
-    return steps, values
-
-
 class ApiSource(WandbSource):
     """One project through `wandb.Api`: runs listed once (config and summary come with each page), then
-    only the needed history keys of the runs that can rank, `workers` at a time, each (run, key) once."""
+    only the needed history keys of the runs that can rank, `workers` at a time, each run's history once."""
 
     def __init__(
         self,
@@ -236,35 +226,21 @@ class ApiSource(WandbSource):
         self._series.clear()
 
     def _history(self, pairs: pl.DataFrame, *, needed: bool) -> pl.DataFrame:
-        from shared.wandb_export import bounded_map
-
         wanted = list(pairs.iter_rows())
         todo = [pair for pair in dict.fromkeys(wanted) if pair not in self._series]
         for pair in todo:
             if getattr(self._listed[pair[0]].raw, "historyLineCount", None) == 0:
                 self._series[pair] = ([], [])  # no history at all: no request
         todo = [pair for pair in todo if pair not in self._series]
-
-        def fetch(pair: tuple[str, str]) -> tuple[list[float], list[float]] | str:
-            try:
-                return _scan(self._listed[pair[0]].raw, pair[1])
-            except Exception as error:  # network, permissions, server errors
-                return f"{pair[0]}/{pair[1]}: {type(error).__name__}: {error}"
-
-        failures: list[str] = []
         if todo:
-            with ItemProgress("history series", len(todo)) as progress:
-                for pair, result in bounded_map(fetch, todo, self.workers):
-                    if isinstance(result, str):
-                        failures.append(result)
-                    else:
-                        self._series[pair] = result
-                    progress.advance()
-        if failures:
-            raise ToolFailure(
-                f"could not fetch {len(failures)} history series of {self.entity}/{self.project} "
-                f"(first: {failures[0]})"
-            )
+            runs, keys = list(dict.fromkeys(run for run, _ in todo)), sorted({key for _, key in todo})
+            try:
+                self._fetch_history(runs, keys)
+            except Exception as error:  # network, permissions, server errors
+                raise ToolFailure(
+                    f"could not fetch the history series of {len(runs)} run(s) of {self.entity}/{self.project}"
+                    f" ({describe(error)})"
+                ) from None
         columns: dict[str, list[Any]] = {RUN: [], "key": [], "step": [], "value": []}
         for run_id, key in wanted:
             steps, values = self._series[run_id, key]
@@ -273,6 +249,30 @@ class ApiSource(WandbSource):
             columns["step"] += steps
             columns["value"] += values
         return _points(columns)
+
+    def _fetch_history(self, run_ids: list[str], keys: list[str]) -> None:
+        """These keys of these runs, each run's history downloaded once (as the exporter does: parquet
+        locations in batches, files over pooled HTTP, rows not exported yet through the client)."""
+        from shared.wandb_export import bounded_map
+        from shared.wandb_history import HistoryFetcher
+
+        api = self._connect()
+        entity = self.entity or api.default_entity
+        runs = [self._listed[run_id].raw for run_id in run_ids]
+        with (
+            HistoryFetcher(
+                api, entity, self.project, keys=keys, workers=self.workers, timeout_s=self.timeout
+            ) as fetcher,
+            ItemProgress("run histories", len(runs)) as progress,
+        ):
+            for _, downloaded in bounded_map(fetcher.download, fetcher.locate(runs), self.workers):
+                tidy = pl.from_arrow(fetcher.tidy([downloaded])[0])
+                assert isinstance(tidy, pl.DataFrame)
+                for key in keys:  # every key asked of any run: a later query may want it of this one
+                    series = tidy.filter(pl.col("key") == key)
+                    steps = series["step"].cast(pl.Float64).to_list()
+                    self._series[downloaded.run_id, key] = (steps, series["value"].to_list())
+                progress.advance()
 
 
 # ---------------------------------------------------------------- offline run logs

@@ -340,30 +340,36 @@ def test_api_reads_history_only_for_what_the_query_needs(api, monkeypatch):
     assert answer(results, "train/loss") == reference(
         "train/loss", constraints={"metrics/L0": lambda x: x < 50}
     )
-    # last: runs listed once (one page), summaries answer; only the non-finite summary losses (delta's inf,
-    # zeta's NaN) are read from history, each one key of one run.
+    # last: runs listed once (one page), summaries answer; only the runs whose summary loss is not finite
+    # (delta's inf, zeta's NaN) have their history read: one batched lookup, one file each.
     assert api.requests["Runs"] == 1
-    assert api.requests["RunParquetHistory"] == api.requests["RunHistoryKeys"] == 2
+    assert api.requests["RunParquetHistory"] == 1 and api.requests["GET /files"] == 2
+    assert api.requests["RunHistoryKeys"] == api.requests["HistoryPage"] == 0
 
     api.reset_counts()
     constraints = {"metrics/L1": lambda x: x > 0.1}
     results = nq.query_topk("train/loss", constraints=constraints, aggregation="mean_last_n", n_steps=2)
     expected = reference("train/loss", constraints=constraints, aggregation="mean_last_n", n=2)
     assert answer(results, "train/loss") == expected
-    # every run but gamma (no L1 in its summary: it cannot rank) has two keys to read; delta's and zeta's
-    # losses are already cached: 6 runs x 2 keys - 2. No runs are listed again.
+    # Every run but gamma (no L1 in its summary: it cannot rank) has its history read once for both keys
+    # (delta and zeta too: only their loss was read before): one batched lookup, one file each. No runs are
+    # listed again. Alpha's rows newer than its export come from the client's scan of its live steps, which
+    # looks the run up once more (a lookup, its keys, one page of rows, its file).
     assert api.requests["Runs"] == 0
-    assert api.requests["RunParquetHistory"] == api.requests["RunHistoryKeys"] == 6 * 2 - 2
-    live = [
-        json.loads(b["variables"]["spec"]) for b in bodies if b.get("operationName") == "SampledHistoryPage"
-    ]
-    assert live and all(set(spec["keys"]) <= {"_step", "train/loss", "metrics/L1"} for spec in live)
+    assert api.requests["RunParquetHistory"] == 1 + 1 and api.requests["GET /files"] == 6 + 1
+    assert api.requests["RunHistoryKeys"] == api.requests["HistoryPage"] == 1
+    pages = [b["variables"] for b in bodies if b.get("operationName") == "HistoryPage"]
+    [alpha] = [run for run in api.dataset.project(ENTITY, PROJECT).runs if run.id == LIVE_RUN]
+    exported = max(row["_step"] for row in alpha.history_table().rows if row["_step"] < LIVE_FROM)
+    assert [page["minStep"] for page in pages] == [exported + 1]  # only the rows not exported yet
 
     api.reset_counts()
     nq.query_topk("train/loss", constraints=constraints, aggregation="min")  # the same series: cached
     details = nq.get_run_details(results[0], ["metrics/L0"], aggregation="max")
     assert details["metrics"]["metrics/L0"] == pytest.approx(90.0)
-    assert api.requests["RunParquetHistory"] == 1 and api.requests["Runs"] == 0
+    # min reuses the cached series; L0 of the winner is a new key: its history is read once more.
+    assert api.requests["RunParquetHistory"] == 1 and api.requests["GET /files"] == 1
+    assert api.requests["Runs"] == 0
     nq.cleanup()
 
 
@@ -378,7 +384,7 @@ def test_api_runs_without_history_are_never_asked(wandb_env):
 
 
 def test_api_live_rows_of_keys_logged_at_other_steps_are_all_read(api):
-    """alpha's loss (steps 0, 10, …) and accuracy (5, 15, …) are partly live: each key is scanned alone."""
+    """alpha's loss (steps 0, 10, …) and accuracy (5, 15, …) are partly live: rows with either key count."""
     with WandbQuery(f"{ENTITY}/{PROJECT}", last_from="history") as nq:
         curves = nq.curves(["z1alpha"], "eval/accuracy")
         assert curves["z1alpha"] == ([5.0, 15.0, 25.0], [0.5, 0.7, 0.81])
