@@ -2,7 +2,7 @@
 
 Every source lists its runs once with config and summary. `last` is the run summary's value when it is
 a finite number (W&B sets it to the last value logged); other aggregations, and a `last` whose summary
-value is NaN/inf or not a number, read the history of only the (run, key) pairs they need.
+value is NaN/inf or not a number, read the history of only the runs and keys they need.
 """
 
 from __future__ import annotations
