@@ -17,11 +17,16 @@ if TYPE_CHECKING:
     import wandb
 
 RUNS_PER_PAGE = 100
+CORE_RETRIES = 3  # wandb-core's own attempts under each of ours
 
 
 def connect(credentials: Credentials, timeout_s: float) -> wandb.Api:
     """A logged-in `wandb.Api`; a clear error for a bad key or an unreachable server."""
     os.environ.setdefault("WANDB_SILENT", "true")
+    # wandb-core retries a failed request by itself for over 5 minutes, and goes on after this
+    # process stopped waiting (`timeout_s`); bounded here, our Retry budget is what counts.
+    os.environ.setdefault("WANDB__GRAPHQL_RETRY_MAX", str(CORE_RETRIES))
+    os.environ.setdefault("WANDB_HTTP_TIMEOUT", str(int(timeout_s)))
     import wandb
     from wandb.errors import CommError
 

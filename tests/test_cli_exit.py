@@ -1,0 +1,58 @@
+"""A script exits with its own status soon after its work ends, even when a client's exit hook hangs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.cli import run_main
+
+ROOT = Path(__file__).resolve().parent.parent
+# A program whose main ends with `status`, then an exit hook that blocks like wandb-core's teardown can.
+PROGRAM = """
+import atexit, sys, time
+sys.path.insert(0, {root!r})
+import shared.cli as cli
+cli.EXIT_GRACE_S = 1.0
+def main():
+    if {hang}:
+        atexit.register(time.sleep, 600)
+    print("data")
+    return {status}
+cli.run_main(main)
+"""
+
+
+def run_program(status: int, hang: bool) -> tuple[subprocess.CompletedProcess[str], float]:
+    source = PROGRAM.format(root=str(ROOT), hang=hang, status=status)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize("status", [0, 1, 2])
+def test_a_hanging_exit_hook_is_cut_short_with_the_scripts_own_status(status):
+    done, elapsed = run_program(status, hang=True)
+    assert done.returncode == status
+    assert done.stdout == "data\n"
+    assert "did not shut down within 1 s" in done.stderr
+    assert elapsed < 60, "the exit hook's 600 s sleep was waited for"
+
+
+def test_a_clean_exit_says_nothing_more():
+    done, _ = run_program(0, hang=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "data\n", "")
+
+
+def test_calling_run_main_in_process_arms_nothing():
+    """Tests call run_main directly: the process they run in must never be cut short."""
+    before = set(threading.enumerate())
+    with pytest.raises(SystemExit) as leaving:
+        run_main(lambda: 2)
+    assert leaving.value.code == 2
+    assert set(threading.enumerate()) == before
