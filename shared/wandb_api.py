@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,19 +22,40 @@ RUNS_PER_PAGE = 100
 CORE_RETRIES = 3  # wandb-core's own attempts under each of ours
 
 
+def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """`--timeout S`: how long to wait for one W&B request."""
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for one W&B request (default: 60)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def connect(credentials: Credentials, timeout_s: float) -> wandb.Api:
     """A logged-in `wandb.Api`; a clear error for a bad key or an unreachable server."""
     os.environ.setdefault("WANDB_SILENT", "true")
     # wandb-core retries a failed request by itself for over 5 minutes, and goes on after this
     # process stopped waiting (`timeout_s`); bounded here, our Retry budget is what counts.
     os.environ.setdefault("WANDB__GRAPHQL_RETRY_MAX", str(CORE_RETRIES))
-    os.environ.setdefault("WANDB_HTTP_TIMEOUT", str(int(timeout_s)))
+    os.environ.setdefault("WANDB_HTTP_TIMEOUT", str(math.ceil(timeout_s)))  # wandb reads it as int
     import wandb
     from wandb.errors import CommError
 
     try:
         return wandb.Api(
-            api_key=credentials.api_key, overrides={"base_url": credentials.base_url}, timeout=int(timeout_s)
+            api_key=credentials.api_key, overrides={"base_url": credentials.base_url}, timeout=timeout_s
         )
     except CommError as error:
         raise _connection_error(error, credentials) from None

@@ -151,7 +151,8 @@ def test_unreachable_server_fails_with_exit_1_message(wandb_env, tmp_path, monke
 
 
 def test_list_entities_reports_projects_with_counts(wandb_env, capsys):
-    assert list_entities.main(["--json"]) == 0
+    # A timeout under a second is waited for as given (it was once truncated to 0: "did not answer").
+    assert list_entities.main(["--json", "--timeout", "0.5"]) == 0
     report = {entry["entity"]: entry for entry in json.loads(capsys.readouterr().out)}
     assert set(report) == {"alice", TEAM, "vision-lab"}
     projects = {p["project"]: p for p in report[TEAM]["projects"]}

@@ -28,7 +28,7 @@ from shared.incremental import stored_result
 from shared.lockfile import FolderLock
 from shared.retry import DEFAULT_MAX_RETRY_TIME, Retry, describe
 from shared.storage import prepare_output_folder
-from shared.wandb_api import connect, parse_since, project_names
+from shared.wandb_api import add_timeout_argument, connect, parse_since, project_names
 from shared.wandb_export import export_api_project, export_offline
 
 EXAMPLES = """\
@@ -97,9 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--api-key", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
     )
-    parser.add_argument(
-        "--timeout", type=float, default=60, help="seconds to wait for one W&B request (default: 60)"
-    )
+    add_timeout_argument(parser)
     parser.add_argument(
         "--offline",
         action="append",

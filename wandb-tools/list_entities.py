@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.auth import wandb_credentials
 from shared.cli import run_main
 from shared.tables import print_table
-from shared.wandb_api import connect, project_names, project_stats, reachable_entities
+from shared.wandb_api import add_timeout_argument, connect, project_names, project_stats, reachable_entities
 
 EXAMPLES = """\
 examples:
@@ -59,9 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
     parser.add_argument("--workers", type=int, default=8, help="projects queried at once (default: 8)")
-    parser.add_argument(
-        "--timeout", type=float, default=60, help="seconds to wait for one W&B request (default: 60)"
-    )
+    add_timeout_argument(parser)
     return parser.parse_args(argv)
 
 

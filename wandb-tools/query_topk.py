@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.cli import UsageError, run_main
 from shared.topk_cli import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser, run_query
 from shared.topk_query import RunInfo
+from shared.wandb_api import add_timeout_argument
 from shared.wandb_query import LAST_FROM, STATES, WandbQuery
 
 __all__ = ["RunInfo", "WandbQuery"]
@@ -76,13 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="summary",
         help="where `last` comes from: the run summary (default) or the history's last finite point",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=60,
-        metavar="S",
-        help="seconds to wait for one W&B request (default: 60)",
-    )
+    add_timeout_argument(parser)
     args = parser.parse_args(argv)
     check_query_arguments(args)
     if not (args.project or args.offline or args.export):
