@@ -344,9 +344,12 @@ CASES = [
     # The slow ones first (retries against a dead address): the pool finishes sooner.
         Case("le-unreachable-server", LIST, ("--timeout", "2"), 1, "did not answer", server="default",
          env={"WANDB_BASE_URL": "{closed}"}),
+    Case("le-no-workers", LIST, ("--workers", "0"), 2, "--workers must be at least 1"),
     Case("le-zero-timeout", LIST, ("--timeout", "0"), 2, "--timeout: '0' is not a number of seconds above 0"),
     Case("ex-bad-timeout", EXPORT, (*SPECTRAL, "-o", "out", "--timeout", "soon"), 2,
          "--timeout: 'soon' is not a number of seconds above 0", outputs=("out",)),
+    Case("ex-nan-retry-time", EXPORT, (*SPECTRAL, "-o", "out", "--max-retry-time", "nan"), 2,
+         "--max-retry-time must be 0 or more", outputs=("out",)),
     # credentials
     Case("le-rejected-key", LIST, (), 2, "W&B rejected the API key from WANDB_API_KEY", server="default",
          env={"WANDB_API_KEY": WRONG_KEY}),

@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     args = parser.parse_args(argv)
-    if args.max_retry_time < 0:
+    if not args.max_retry_time >= 0:  # also refuses nan
         parser.error("--max-retry-time must be 0 or more")
     if args.workers < 1:
         parser.error("--workers must be at least 1")

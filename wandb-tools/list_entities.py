@@ -60,7 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
     parser.add_argument("--workers", type=int, default=8, help="projects queried at once (default: 8)")
     add_timeout_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     api = connect(wandb_credentials(), args.timeout)
     entities = [(name, "given") for name in args.entity] or reachable_entities(api)
     report = []
-    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
         for name, kind in entities:
             projects = project_names(api, name)
             entry = {"entity": name, "kind": kind, "project_count": len(projects)}
