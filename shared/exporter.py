@@ -174,6 +174,11 @@ class ProjectExport:
         }
         write_json(metadata, self.files.metadata)
         self._release()  # the metadata holds the name now
+        if not self.include_history and self.files.history.exists():
+            warn(
+                f"{self.files.history} is left from an earlier export: not part of this one, so the"
+                " tools ignore it (export with --include-history to refresh it, or delete it)"
+            )
         log(f"Saved {len(self.records)} runs to {self.files.runs}")
         history_path = self.files.history if self.include_history else None
         return ProjectResult(

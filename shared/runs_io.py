@@ -90,6 +90,17 @@ def export_metadata(path: Path) -> dict[str, Any] | None:
     return recorded if isinstance(recorded, dict) else None
 
 
+def history_file_of(runs_file: Path) -> Path | None:
+    """The history file of a runs parquet: as its metadata lists it (None when it was exported without
+    history: a file of the usual name beside it is then stale), else `x_history.parquet` by name."""
+    files = (export_metadata(runs_file) or {}).get("files")
+    if isinstance(files, dict) and "history" in files:
+        name = files["history"]
+        return runs_file.with_name(Path(name).name) if isinstance(name, str) and name else None
+    stem = runs_file.name.removesuffix(".parquet").removesuffix("_runs")
+    return runs_file.with_name(f"{stem}_history.parquet")
+
+
 def export_time(path: Path) -> datetime:
     """`exported_at` from the sibling `…_metadata.json` the exporters write, else the file's mtime."""
     metadata = export_metadata(path)

@@ -21,7 +21,7 @@ from shared.history import is_internal_key
 from shared.neptune_sources import POINTS_SCHEMA, RUNS_SCHEMA
 from shared.progress import ItemProgress
 from shared.retry import describe
-from shared.runs_io import export_metadata, export_stem, name_list
+from shared.runs_io import export_metadata, export_stem, history_file_of, name_list
 from shared.schema import RAW_JSON_COLUMNS
 from shared.storage import name_stems, safe_name
 from shared.topk import RUN
@@ -405,14 +405,15 @@ class ExportSource(WandbSource):
     def __init__(self, path: Path, project: str | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.runs_file = find_export(path, project)
-        self.history_file = self.runs_file.with_name(f"{export_stem(self.runs_file)}_history.parquet")
-        self.history_keys = self._exported_history_keys(self.runs_file)
+        metadata = export_metadata(self.runs_file) or {}
+        self.history_file = history_file_of(self.runs_file)
+        self.history_keys = self._exported_history_keys(metadata)
 
     @staticmethod
-    def _exported_history_keys(runs_file: Path) -> set[str] | None:
+    def _exported_history_keys(metadata: dict[str, Any]) -> set[str] | None:
         """The keys an export limited its history to (--history-keys), None for all."""
         try:
-            keys = (export_metadata(runs_file) or {})["filters"]["history_keys"]
+            keys = metadata["filters"]["history_keys"]
         except (KeyError, TypeError):
             return None
         return set(keys) if isinstance(keys, list) else None
@@ -429,21 +430,22 @@ class ExportSource(WandbSource):
 
     def _history(self, pairs: pl.DataFrame, *, needed: bool) -> pl.DataFrame:
         keys = pairs["key"].unique().to_list()
-        if needed and keys and not self.history_file.is_file():
+        history = self.history_file if self.history_file and self.history_file.is_file() else None
+        if needed and keys and history is None:
             raise UsageError(
-                f"{self.runs_file.name} has no {self.history_file.name}: this query needs the history "
+                f"{self.runs_file.name} was exported without its history: this query needs it "
                 "(export with --include-history, or use --aggregation last)"
             )
         absent = sorted(set(keys) - self.history_keys) if self.history_keys is not None else []
         if needed and absent:
             raise UsageError(
-                f"{self.history_file.name} was exported with --history-keys {','.join(sorted(self.history_keys or []))}: "
+                f"{self.runs_file.name} was exported with --history-keys {','.join(sorted(self.history_keys or []))}: "
                 f"no history of {', '.join(absent)}"
             )
-        if not keys or not self.history_file.is_file():
+        if not keys or history is None:
             return _points({})
         return (
-            pl.scan_parquet(self.history_file)
+            pl.scan_parquet(history)
             .filter(pl.col(RUN).is_in(pairs[RUN].unique().to_list()) & pl.col("key").is_in(keys))
             .select(RUN, "key", pl.col("step").cast(pl.Float64), "value")
             .collect()

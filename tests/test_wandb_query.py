@@ -421,8 +421,21 @@ def test_export_without_history_answers_last_and_refuses_series(export):
         "e7eta",
     ]
     assert nq.last_excluded == {"no finite value for train/loss": 2}
-    with pytest.raises(UsageError, match=r"has no .*_history\.parquet: this query needs the history"):
+    with pytest.raises(UsageError, match="was exported without its history: this query needs it"):
         nq.query_topk("train/loss", aggregation="mean_all")
+
+
+def test_a_history_file_left_by_an_earlier_export_is_not_read(offline, tmp_path, capsys):
+    exporter = load_script("export_runs", "wandb-tools")
+    assert exporter.main(["--offline", str(offline), "-o", str(tmp_path), "--include-history", "--json"]) == 0
+    with_history = WandbQuery(source=tmp_path).query_topk("train/loss", aggregation="mean_all")
+    assert len(with_history) == 5
+    capsys.readouterr()
+    assert exporter.main(["--offline", str(offline), "-o", str(tmp_path), "--json"]) == 0
+    stale = next(tmp_path.glob("*_history.parquet"))
+    assert f"{stale} is left from an earlier export" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="was exported without its history"):
+        WandbQuery(source=tmp_path).query_topk("train/loss", aggregation="mean_all")
 
 
 def test_export_and_offline_folders_pick_a_project(export, offline, tmp_path):
