@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 
+class _DataConsole(Console):
+    """Rich's console, except that a reader gone away (`| head`) is a BrokenPipeError for run_main to
+    treat as success: rich's own handling exits with status 1 and says nothing."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+def console_for(stream: TextIO) -> Console:
+    """A rich console on `stream`; piped output gets its natural width instead of 80 folded columns."""
+    return _DataConsole(file=stream) if stream.isatty() else _DataConsole(file=stream, width=10_000)
+
+
 def print_table(rows: Sequence[dict[str, Any]], *, title: str, empty: str = "nothing to show") -> None:
     """Print dict rows as a table on stdout; columns follow the first row's keys."""
-    # Piped or redirected output gets the table's natural width instead of 80 folded columns.
-    console = Console() if sys.stdout.isatty() else Console(width=10_000)
+    console = console_for(sys.stdout)
     if not rows:
         console.print(empty)
         return

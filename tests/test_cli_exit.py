@@ -1,7 +1,9 @@
-"""A script exits with its own status soon after its work ends, even when a client's exit hook hangs."""
+"""How scripts end: with their own status soon after the work, even when a client's exit hook hangs or the
+reader of stdout has gone away."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -56,3 +58,42 @@ def test_calling_run_main_in_process_arms_nothing():
         run_main(lambda: 2)
     assert leaving.value.code == 2
     assert set(threading.enumerate()) == before
+
+
+@pytest.fixture(scope="module")
+def sample_export(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sample-export")
+    command = [
+        sys.executable,
+        str(ROOT / "wandb-tools/export_runs.py"),
+        "--offline",
+        str(ROOT / "samples/wandb"),
+    ]
+    subprocess.run([*command, "-o", str(folder), "--include-history"], check=True, capture_output=True)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["wandb-tools/query_topk.py", "--export", "{export}", "--metric", "test/mse"],
+        ["wandb-tools/aggregate_runs.py", "{export}", "-o", "{tmp}/all.parquet"],
+        ["wandb-tools/export_runs.py", "--offline", str(ROOT / "samples/wandb"), "-o", "{tmp}/again"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_table_for_a_reader_that_went_away_is_not_a_failure(argv, sample_export, tmp_path):
+    """`… | head -1` stops reading early: the table's end is dropped, and the script still succeeds."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    command = [
+        sys.executable,
+        str(ROOT / argv[0]),
+        *(a.format(export=sample_export, tmp=tmp_path) for a in argv[1:]),
+    ]
+    try:
+        done = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr.lower()
