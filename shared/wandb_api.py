@@ -74,7 +74,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
     amount, unit = text[:-1], text[-1:].lower()
     if unit in units and amount.isdigit():
-        return now - timedelta(**{units[unit]: int(amount)})
+        try:
+            return now - timedelta(**{units[unit]: int(amount)})
+        except OverflowError:
+            raise UsageError(f"bad --since {text!r}: that is before the year 1") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -203,6 +203,7 @@ def export_offline(
     prepare_output_folder(folder)
     exports: dict[tuple[str, str], ProjectExport] = {}
     unreadable: list[str] = []
+    too_old = 0
     with FolderLock(folder):
         try:
             with ItemProgress("run files", len(logs), verb="read") as progress:
@@ -227,6 +228,7 @@ def export_offline(
                         )
                     record = run.record
                     if since is not None and record.created_at is not None and record.created_at < since:
+                        too_old += 1
                         continue
                     key = (record.entity or "offline", record.project or "uncategorized")
                     if key not in exports:
@@ -247,6 +249,8 @@ def export_offline(
                         export.add_history(run.history, run.skipped_values)
             if len(unreadable) == len(logs):
                 raise OfflineLogError(f"no readable run log among {len(logs)}: {unreadable[0]}")
+            if too_old:
+                log(f"{too_old} run(s) created before --since ({since:%Y-%m-%d %H:%M} UTC) left out")
             return [exports[key].finish() for key in sorted(exports)], unreadable
         except BaseException:
             for unfinished in exports.values():

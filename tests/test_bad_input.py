@@ -375,6 +375,8 @@ CASES = [
          outputs=("out",), via_uv=True),
     Case("ex-bad-since-date", EXPORT, (*SPECTRAL, "--since", "2026-13-45", "-o", "out"), 2, "bad --since '2026-13-45'",
          outputs=("out",)),
+    Case("ex-since-overflow", EXPORT, (*SPECTRAL, "--since", "99999999d", "-o", "out"), 2,
+         "bad --since '99999999d': that is before the year 1", server="default", outputs=("out",)),
     Case("ex-zero-workers", EXPORT, (*SPECTRAL, "--workers", "0"), 2, "--workers must be at least 1"),
     Case("nq-bad-where", NEPTUNE_TOPK, ("{in}/archive", "--metric", "train/loss", "--where", '"metrics/L0" <'), 2,
          "--where '\"metrics/L0\" <' is not a valid expression"),

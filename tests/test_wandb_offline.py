@@ -442,3 +442,22 @@ def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_p
             since=None,
             metadata={},
         )
+
+
+def test_runs_left_out_by_since_are_counted(tmp_path: Path, capsys):
+    from shared.wandb_export import export_offline
+
+    samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
+    created = sorted(read_run_log(log).record.created_at for log in find_run_logs(samples))
+    middle = created[len(created) // 2]
+
+    def export(since: datetime, name: str) -> int:
+        results, _ = export_offline(
+            [samples], tmp_path / name, include_history=False, history_keys=None, since=since, metadata={}
+        )
+        return sum(r.runs for r in results)
+
+    assert export(middle, "some") == sum(c >= middle for c in created)
+    assert f"{sum(c < middle for c in created)} run(s) created before --since" in capsys.readouterr().err
+    assert export(created[-1] + timedelta(seconds=1), "none") == 0
+    assert f"{len(created)} run(s) created before --since" in capsys.readouterr().err
