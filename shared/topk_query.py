@@ -207,6 +207,8 @@ class TopkQuery:
         if result.excluded:
             reasons = ", ".join(f"{count} {reason}" for reason, count in result.excluded.items())
             log(f"{label}: {self.last_stats['excluded']} of {result.considered} runs left out ({reasons})")
+        if result.failed_constraints:
+            log(f"{label}: {result.failed_constraints} run(s) did not meet the constraints")
         return result, required
 
     def _run_infos(self, ranked: pl.DataFrame, keys: list[str]) -> list[RunInfo]:

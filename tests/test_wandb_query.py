@@ -286,6 +286,13 @@ def test_the_three_sources_give_the_same_runs(request):
     assert seen[0][0][0][1:] == ("gamma", {"train/loss": 0.25, "metrics/L0": 31.0}, BY_ID["g3gamma"].config)
 
 
+def test_runs_that_fail_the_constraints_are_counted(query, capsys):
+    assert query.query_topk("train/loss", where='"metrics/L0" > 1e9') == []
+    failed = query.last_stats["failed_constraints"]
+    assert failed == query.last_stats["considered"] - query.last_stats["excluded"] > 0
+    assert f"{failed} run(s) did not meet the constraints" in capsys.readouterr().err
+
+
 def test_nan_inf_ties_and_exclusions(query, capsys):
     results = query.query_topk("train/loss", k=10, constraints={"metrics/L1": lambda x: x > 0})
     ranked = [(r.run_id, r.metrics["train/loss"]) for r in results]
