@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from shared.cli import UsageError
-from shared.storage import atomic_path
+from shared.storage import atomic_path, check_output_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -62,14 +61,7 @@ def check_plot_path(path: str | Path) -> Path:
         raise UsageError(
             f"--plot {path}: unknown extension {suffix or '(none)'} (use {', '.join(PLOT_SUFFIXES)})"
         )
-    folder = path.parent
-    if not folder.is_dir():
-        raise UsageError(f"--plot {path}: folder {folder} does not exist")
-    if path.is_dir():
-        raise UsageError(f"--plot {path} is a folder, not a file name")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--plot {path}: folder {folder} is not writable")
-    return path
+    return check_output_file(path, "--plot")
 
 
 @contextmanager

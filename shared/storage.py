@@ -68,6 +68,19 @@ def prepare_output_folder(folder: Path) -> Path:
     return folder
 
 
+def check_output_file(path: Path, flag: str) -> Path:
+    """Before any work: `path` can be written as a file (its folder exists and is writable, and it is
+    not itself a folder); else a UsageError naming `flag`."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder, not a file name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: folder {folder} is not writable")
+    return path
+
+
 def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from shared.cli import UsageError, log
+from shared.storage import check_output_file
 from shared.topk import AGGREGATIONS
 from shared.topk_query import RunInfo, TopkQuery
 
@@ -94,8 +95,8 @@ def check_query_arguments(args: argparse.Namespace) -> None:
         from shared.plots import check_plot_path
 
         args.plot = check_plot_path(args.plot)
-    if args.output is not None and not args.output.parent.is_dir():
-        raise UsageError(f"-o {args.output}: folder {args.output.parent} does not exist")
+    if args.output is not None:
+        check_output_file(args.output, "-o")
 
 
 def run_query(query: TopkQuery, args: argparse.Namespace) -> int:

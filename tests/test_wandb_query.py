@@ -574,6 +574,7 @@ def test_cli_pareto_table_json_and_plot(wandb_cli, export, tmp_path, capsys):
         ),
         ("--metric train/loss --plot {tmp}/plot.gif", "unknown extension .gif"),
         ("--metric train/loss -o {tmp}/nowhere/best.json", "folder {tmp}/nowhere does not exist"),
+        ("--metric train/loss -o {tmp}", "-o {tmp} is a folder, not a file name"),
         ("--metric train/loss --pareto train/loss", "--pareto must name another metric"),
         ("""--metric train/loss --where '"metrics/L0" <'""", "not a valid expression"),
     ],
