@@ -74,11 +74,10 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
     parser.add_argument(
         "--plot", type=Path, metavar="FILE", help="also draw the answer to FILE (.png, .svg, .pdf)"
     )
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument(
+    parser.add_argument(
         "--json", action="store_true", help="JSON on stdout: [{run_id, name, config, metrics}]"
     )
-    output.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write that JSON to FILE")
+    parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write that JSON to FILE")
     parser.add_argument("--workers", type=int, default=8, metavar="N", help=workers_help)
 
 
@@ -130,14 +129,14 @@ def run_query(query: TopkQuery, args: argparse.Namespace) -> int:
     finally:
         query.cleanup()
     answer = [r.to_dict() for r in results]
-    if args.json:
-        print(json.dumps(answer, indent=2, default=str))
-        return 0
     if args.output:
         from shared.storage import write_json
 
         write_json(answer, args.output)
         log(f"wrote {len(answer)} runs to {args.output}")
+    if args.json:
+        print(json.dumps(answer, indent=2, default=str))
+        return 0
     from shared.tables import print_table
 
     rows = table_rows(results, args.details, first="#" if args.pareto else "rank")

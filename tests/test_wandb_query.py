@@ -545,6 +545,11 @@ def test_cli_top_k_json_table_and_curves(wandb_cli, offline, tmp_path, capsys):
     assert "top 2 of 7 runs: min last(train/loss)" in table
     assert "eval/accuracy" in table and "model.width" in table  # nested configs show as dotted keys
     assert [r["name"] for r in json.loads(out.read_text())] == ["beta", "gamma"]
+    assert (
+        cli(wandb_cli, f"--offline {offline} --metric train/loss -k 2 --json -o {tmp_path / 'both.json'}")
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == json.loads((tmp_path / "both.json").read_text())
 
 
 def test_cli_pareto_table_json_and_plot(wandb_cli, export, tmp_path, capsys):
