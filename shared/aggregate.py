@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from shared.cli import UsageError, warn
-from shared.enrich import ColumnRule, enrich, rule_inputs
+from shared.enrich import ColumnRule, check_rule_columns, enrich, rule_inputs
 from shared.runs_io import (
     FILE_INDEX,
     ROW_INDEX,
@@ -86,7 +86,8 @@ def select_runs(
         )
     if selection.protocol != "all" and not any(r.name == "protocol" for r in rules):
         raise UsageError("--protocol needs the protocol rule (a --rules file removed it): use --protocol all")
-    narrow = scan_runs(files, schema).select(*(c for c in schema if c in wanted), FILE_INDEX, ROW_INDEX)
+    columns = [c for c in [*schema, SOURCE_COLUMN] if c in wanted]  # scan_runs adds _source_file
+    narrow = scan_runs(files, schema).select(*columns, FILE_INDEX, ROW_INDEX)
     narrow = enrich(narrow, rules).collect() if rules else narrow.collect()
     report = AggregateReport()
     winners = newest_copies(narrow.lazy(), files).collect()
@@ -125,11 +126,16 @@ def aggregate(
         if enrich_output
         else [r for r in rules if r.name == "protocol" and selection.protocol != "all"]
     )
+    # Against every column, as the output will have them: select_runs reads only the ones it needs.
+    check_rule_columns(needed, schema | {SOURCE_COLUMN: pl.String()})
     kept, report = select_runs(files, schema, selection, needed)
     rows = [kept.filter(pl.col(FILE_INDEX) == i)[ROW_INDEX] for i in range(len(files))]
     frame = scan_runs(files, schema, rows)
     if enrich_output:
-        frame = enrich(frame.drop([r.name for r in rules if r.name in schema]), rules)
+        # Replaced in place, so a rule can still read the input's own column of its name (as select_runs
+        # did), then moved to the end so every aggregate has the same column order.
+        names = [r.name for r in rules]
+        frame = enrich(frame, rules).select(pl.exclude(names), *names)
     frame = frame.drop(FILE_INDEX, ROW_INDEX)
     report.columns = len(frame.collect_schema())
     with atomic_path(output) as temp:

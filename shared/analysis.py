@@ -237,7 +237,8 @@ class Pivot:
 def pivot_query(frame: pl.LazyFrame, metric: str, rows: str, cols: str, *, descending: bool) -> pl.LazyFrame:
     """Long pivot cells: best and mean of the metric and n per (rows, cols), ranked within each column."""
     value = pl.col(metric).cast(pl.Float64)
-    label = {c: pl.col(c).cast(pl.String).fill_null(NONE_LABEL) for c in (rows, cols)}
+    schema = frame.collect_schema()
+    label = {c: _label(c, schema[c]) for c in (rows, cols)}
     return (
         frame.filter(has_value(metric))
         .group_by(label[rows].alias(rows), label[cols].alias(cols))
@@ -250,6 +251,16 @@ def pivot_query(frame: pl.LazyFrame, metric: str, rows: str, cols: str, *, desce
             pl.col("best").rank("min", descending=descending).over(cols).cast(pl.Int64).alias("rank")
         )
     )
+
+
+def _label(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A pivot row/column value as text; a list (tags) as its elements joined, as the tables show it,
+    and an empty list as none."""
+    value = pl.col(column)
+    if isinstance(dtype, pl.List):
+        joined = value.list.eval(pl.element().cast(pl.String)).list.join(", ")
+        return pl.when(value.list.len() > 0).then(joined).otherwise(pl.lit(NONE_LABEL))
+    return value.cast(pl.String).fill_null(NONE_LABEL)
 
 
 def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:

@@ -12,7 +12,8 @@ from typing import Any
 import polars as pl
 
 from shared.cli import UsageError
-from shared.runs_io import check_regex, name_list
+from shared.runs_io import FILE_INDEX, ROW_INDEX, check_regex, name_list
+from shared.schema import CORE_COLUMNS
 
 TYPES: dict[str, pl.DataType] = {"string": pl.String(), "int": pl.Int64(), "float": pl.Float64()}
 _TOKEN_END = r"(?:_|$)"
@@ -184,6 +185,7 @@ def load_rules(path: Path | None, base: Sequence[ColumnRule] = DEFAULT_RULES) ->
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"rules file {path} is not valid TOML: {error}") from None
     for name, value in spec.items():
+        _check_rule_name(path, name)
         where = f"{path}: {name}"
         if value is False:
             rules.pop(name, None)
@@ -197,30 +199,53 @@ def load_rules(path: Path | None, base: Sequence[ColumnRule] = DEFAULT_RULES) ->
     return list(rules.values())
 
 
-def check_rule_columns(rules: Sequence[ColumnRule], columns: Sequence[str]) -> None:
-    """UsageError when a column a --rules file reads is neither in the data nor made by an earlier rule."""
-    available = set(columns)
+def _check_rule_name(path: Path, name: str) -> None:
+    """A rule may not replace a core run column (deduplication and filters read them) or an internal one."""
+    kind = "core run" if name in CORE_COLUMNS else "internal" if name.startswith("_") else None
+    if kind:
+        raise UsageError(f"{path}: rule {name} would replace the {kind} column {name}; give it another name")
+
+
+def check_rule_columns(rules: Sequence[ColumnRule], schema: Mapping[str, pl.DataType]) -> None:
+    """UsageError when a column a --rules file reads is neither in the data nor made by an earlier rule,
+    or is a list column given as a `config` source (a list has no single value to take)."""
+    available = {name for name in schema if name not in (FILE_INDEX, ROW_INDEX)}
     for rule in rules:
         for source in rule.sources:
-            if source.strict and source.column not in available:
+            if not source.strict:
+                continue
+            if source.column not in available:
                 raise UsageError(
                     f"rule {rule.name} reads column {source.column}, which the data does not have "
                     f"(columns: {name_list(sorted(available))})"
                 )
+            if source.pattern is None and isinstance(schema.get(source.column), pl.List):
+                raise UsageError(
+                    f"rule {rule.name}: config column {source.column} holds lists, not single values; "
+                    "read it with a pattern and from instead"
+                )
         available.add(rule.name)
 
 
-def _source_expr(source: Source, dtype: pl.DataType) -> pl.Expr:
-    text = pl.col(source.column).cast(pl.String)
+def _source_expr(source: Source, column_dtype: pl.DataType, dtype: pl.DataType) -> pl.Expr:
+    column = pl.col(source.column)
     if source.pattern is None:
-        value = pl.col(source.column) if dtype != pl.String else text
-    elif source.value is not None:
-        value = pl.when(text.str.contains(source.pattern)).then(pl.lit(source.value))
+        value = column.cast(pl.String) if dtype == pl.String else column
+    elif isinstance(column_dtype, pl.List):  # e.g. tags: each element in turn, the first match wins
+        parsed = _parse(pl.element().cast(pl.String), source.pattern, source.value)
+        value = column.list.eval(parsed.filter(parsed != "")).list.first()
     else:
-        value = text.str.extract(source.pattern, 1)
+        value = _parse(column.cast(pl.String), source.pattern, source.value)
     if dtype == pl.String:
         return pl.when(value != "").then(value)
     return value.cast(dtype, strict=False)
+
+
+def _parse(text: pl.Expr, pattern: str, constant: str | None) -> pl.Expr:
+    """`pattern` on `text`: `constant` where it matches, else (no constant) its group."""
+    if constant is not None:
+        return pl.when(text.str.contains(pattern)).then(pl.lit(constant))
+    return text.str.extract(pattern, 1)
 
 
 def enrich(frame: pl.LazyFrame, rules: Sequence[ColumnRule], *, only_missing: bool = False) -> pl.LazyFrame:
@@ -228,18 +253,18 @@ def enrich(frame: pl.LazyFrame, rules: Sequence[ColumnRule], *, only_missing: bo
 
     With `only_missing`, columns the frame already has (an aggregated file's) are kept as they are.
     """
-    columns = set(frame.collect_schema().names())
-    check_rule_columns(rules, sorted(columns))
+    columns = dict(frame.collect_schema())
+    check_rule_columns(rules, columns)
     for rule in rules:
         if only_missing and rule.name in columns:
             continue
         dtype = TYPES[rule.dtype]
-        values = [_source_expr(s, dtype) for s in rule.sources if s.column in columns]
+        values = [_source_expr(s, columns[s.column], dtype) for s in rule.sources if s.column in columns]
         if rule.default is not None:
             values.append(pl.lit(rule.default).cast(dtype, strict=False))
         expr = pl.coalesce(values) if values else pl.lit(None, dtype=dtype)
         frame = frame.with_columns(expr.cast(dtype).alias(rule.name))
-        columns.add(rule.name)
+        columns[rule.name] = dtype
     return frame
 
 

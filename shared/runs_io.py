@@ -50,7 +50,7 @@ def find_runs_files(inputs: Sequence[str]) -> list[Path]:
             raise UsageError(f"no such file or folder: {item}")
         for match in matches:
             if match.name.endswith("_history.parquet"):
-                log(f"skipping history file {match} (history comes along with --include-history)")
+                log(f"skipping history file {match}: runs files (…_runs.parquet) are read here")
             elif match.resolve() not in {p.resolve() for p in found}:
                 found.append(match)
     if not found:

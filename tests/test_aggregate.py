@@ -233,8 +233,50 @@ def test_bad_input_is_one_usage_error(exports, args, message, monkeypatch):
 def test_a_rule_naming_an_unknown_column_is_a_usage_error(exports):
     rules = exports["root"] / "rules.toml"
     rules.write_text("[width]\npattern = '_w(\\d+)'\nconfig = ['config_model_width']\n")
-    with pytest.raises(UsageError, match=r"rule width reads column config_model_width.*config_model_k"):
+    with pytest.raises(
+        UsageError, match=r"rule width reads column config_model_width.*config_model_k"
+    ) as error:
         run(str(exports["paths"]["a"]), "-o", str(exports["root"] / "u.parquet"), "--rules", str(rules))
+    # every column of the data is listed (not only those the run selection reads), the row locators never
+    assert "metric_test_mse" in str(error.value) and "__file" not in str(error.value)
+
+
+@pytest.mark.parametrize("column", ["id", "state", "name"])
+def test_a_rule_naming_a_core_column_is_refused_before_anything_is_written(exports, column):
+    rules = exports["root"] / "rules.toml"
+    rules.write_text(f"{column} = '^(.)'\n")
+    out = exports["root"] / "u.parquet"
+    with pytest.raises(UsageError, match=f"rule {column} would replace the core run column {column}"):
+        run(str(exports["paths"]["a"]), "-o", str(out), "--rules", str(rules), "--protocol", "all")
+    assert not out.exists()
+
+
+def test_rules_parse_the_tags_one_tag_at_a_time_and_the_source_file(exports):
+    rules = exports["root"] / "rules.toml"
+    rules.write_text(
+        "[tag_stage]\npattern = '^stage(\\d)$'\nfrom = 'tags'\ntype = 'int'\n"
+        "[origin]\npattern = 'exports/(\\w+)/'\nfrom = '_source_file'\n"
+    )
+    out = exports["root"] / "u.parquet"
+    run(str(exports["paths"]["a"]), "-o", str(out), "--rules", str(rules))
+    table = pl.read_parquet(out)
+    parsed = dict(table.select("id", "tag_stage").iter_rows())
+    assert parsed == {r.id: int(expected(r).stage.removeprefix("stage")) for r in exports["a"]}
+    assert table["origin"].unique().to_list() == ["a"]
+
+
+def test_a_rule_can_read_the_column_it_replaces_in_an_aggregated_input(exports):
+    first, second = exports["root"] / "u.parquet", exports["root"] / "again.parquet"
+    run(str(exports["paths"]["a"]), "-o", str(first))
+    rules = exports["root"] / "rules.toml"
+    rules.write_text("[stage]\npattern = '^stage(\\d)$'\nfrom = 'stage'\ntype = 'int'\n")
+    run(str(first), "-o", str(second), "--rules", str(rules))
+    table = pl.read_parquet(second)
+    assert table.columns[-len(ENRICHMENT_COLUMNS) :] == list(ENRICHMENT_COLUMNS)
+    assert table.schema["stage"] == pl.Int64
+    assert dict(table.select("id", "stage").iter_rows()) == {
+        r.id: int(expected(r).stage.removeprefix("stage")) for r in exports["a"]
+    }
 
 
 @pytest.mark.slow

@@ -166,6 +166,49 @@ def test_pivot_rows_and_cols_can_be_other_columns(capsys, export):
             assert row[f"{stage}_n"] == len(groups[row["k"], stage])
 
 
+def test_pivot_on_tags_labels_each_list_by_its_elements(capsys, export):
+    path, runs = export
+    rows = as_json(capsys, str(path), "--pivot-rows", "tags", "--pivot-cols", "dataset")
+    groups = expected_groups(runs, lambda r: (f"{r.stage}, {r.model}", r.graph))  # tags = [stage, model]
+    assert {row["tags"] for row in rows} == {tags for tags, _ in groups}
+    for row in rows:
+        for graph in {g for _, g in groups}:
+            assert row[f"{graph}_n"] == (len(groups[row["tags"], graph]) or None)
+
+
+def test_a_group_by_column_named_twice_groups_once(capsys, export):
+    path, _ = export
+    twice = as_json(capsys, str(path), "--group-by", "architecture,dataset,architecture")
+    assert twice == as_json(capsys, str(path), "--group-by", "architecture,dataset")
+
+
+@pytest.mark.parametrize("view", [["--pivot"], ["--pivot-rows", "k"], ["--schema"]])
+def test_top_with_a_view_it_does_not_apply_to_exits_2(capsys, export, view):
+    with pytest.raises(SystemExit) as exit_info:
+        analyze_runs.main([str(export[0]), *view, "--top", "2"])
+    assert exit_info.value.code == 2
+    assert f"error: --top does not apply to {view[0].replace('-rows', '')}" in capsys.readouterr().err
+
+
+def test_pareto_counts_runs_without_a_metric_before_those_without_the_other_value(capsys, tmp_path):
+    path = tmp_path / "x_runs.parquet"
+    pl.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "name": ["a", "b", "c", "d", "e"],
+            "entity": ["e"] * 5,
+            "project": ["p"] * 5,
+            "metric_loss": [0.1, None, 0.3, 0.2, float("nan")],
+            "metric_l0": [1.0, 2.0, float("nan"), 3.0, 4.0],
+        }
+    ).write_parquet(path)
+    _, err = analyze(capsys, str(path), "--metric", "loss", "--pareto", "l0")
+    assert err.splitlines() == [
+        "2 of 5 matching runs have no metric_loss (null or NaN) and are left out",
+        "1 more runs have no finite metric_l0 (or metric_loss) and are left out",
+    ]
+
+
 def test_raw_export_and_aggregated_file_give_the_same_pivot(capsys, export, unified):
     raw = as_json(capsys, str(export[0]), "--pivot")
     aggregated = as_json(capsys, str(unified), "--pivot")
@@ -261,6 +304,8 @@ def test_nothing_matched_is_not_an_error_and_says_why(capsys, export, tmp_path):
         (["--metric", "name"], "--metric name holds String, not numbers"),
         (["--group-by", "architecture,nope"], "unknown column 'nope' in --group-by (columns: id, name,"),
         (["--pivot-cols", "nope"], "unknown column 'nope' in --pivot-rows/--pivot-cols"),
+        (["--pivot-rows", "dataset"], "--pivot-rows and --pivot-cols both name dataset: they must differ"),
+        (["--pivot-rows", "k", "--pivot-cols", "k"], "--pivot-rows and --pivot-cols both name k"),
         (["--filter", "a[("], "bad regex in --filter: 'a[(' (error: unclosed character class)"),
         (["-o", "x.xlsx"], "unknown extension .xlsx"),
     ],

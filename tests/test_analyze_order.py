@@ -92,3 +92,18 @@ def test_a_row_column_named_like_a_statistic_is_not_taken_for_a_pivot_column():
     best, counts = pivot_grids(pivot)
     assert best.columns == counts.columns == ["arch_best", "8", "16"]
     assert best.rows() == [("b", 0.1, None), ("a", 0.3, 0.2)]
+
+
+def test_pivot_labels_a_list_by_its_elements_and_an_empty_or_null_list_as_none():
+    from shared.analysis import NONE_LABEL, pivot_query
+
+    frame = pl.LazyFrame(
+        {"tags": [["a", "b"], [], None, ["a", "b"]], "k": [8, 8, 16, 16], "loss": [0.4, 0.3, 0.2, 0.1]}
+    )
+    cells = pivot_query(frame, "loss", "tags", "k", descending=False).collect()
+    assert sorted(cells.select("tags", "k", "n").rows()) == [
+        (NONE_LABEL, "16", 1),
+        (NONE_LABEL, "8", 1),
+        ("a, b", "16", 1),
+        ("a, b", "8", 1),
+    ]

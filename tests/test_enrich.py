@@ -217,3 +217,51 @@ def test_a_neptune_style_export_without_configs_is_enriched_from_names_only():
     rows = enriched({"name": ["stage2c_self_attention_sbm_k16_s1", None]})
     assert (rows[0]["arch"], rows[0]["dataset"], rows[0]["k"]) == ("self_attention", "sbm", 16)
     assert rows[1]["arch"] is None and rows[1]["protocol"] == "distribution"
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "kind"),
+    [
+        ("id = '^(.)'", "id", "core run"),
+        ("state = '^(.)'", "state", "core run"),
+        ('name = "(.)"', "name", "core run"),
+        ("tags = false", "tags", "core run"),
+        ("[heartbeat_at]\npattern = '(.)'", "heartbeat_at", "core run"),
+        ("_source_file = '(.)'", "_source_file", "internal"),
+        ("__file = '(.)'", "__file", "internal"),
+    ],
+)
+def test_a_rule_cannot_replace_a_core_or_internal_column(tmp_path, text, column, kind):
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(text + "\n")
+    with pytest.raises(UsageError) as error:
+        load_rules(rules_file)
+    assert str(error.value) == (
+        f"{rules_file}: rule {column} would replace the {kind} column {column}; give it another name"
+    )
+
+
+def test_a_rule_reads_a_list_column_one_element_at_a_time(tmp_path):
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text("[depth]\npattern = '-(\\d+)$'\nfrom = 'tags'\ntype = 'int'\n")
+    tags = [["baseline", "depth-3"], ["depth-7", "sweep"], ["depth-x", "d-9"], [], None]
+    rows = enriched({"name": ["a"] * len(tags), "tags": tags}, load_rules(rules_file))
+    assert [r["depth"] for r in rows] == [3, 7, 9, None, None]  # the first tag that matches wins
+
+
+def test_a_list_column_as_a_config_source_is_a_usage_error(tmp_path):
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text("[group_tag]\nconfig = ['tags']\n")
+    with pytest.raises(
+        UsageError, match=r"rule group_tag: config column tags holds lists, not single values"
+    ):
+        enriched({"name": ["a"], "tags": [["x"]]}, load_rules(rules_file))
+
+
+def test_hidden_row_locators_are_not_listed_as_columns(tmp_path):
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text("[width]\npattern = '(\\d+)'\nfrom = 'config_nope'\n")
+    frame = {"name": ["a"], "config_model_k": [1], "__file": [0], "__row": [0]}
+    with pytest.raises(UsageError) as error:
+        enriched(frame, load_rules(rules_file))
+    assert "config_model_k" in str(error.value) and "__" not in str(error.value)

@@ -49,6 +49,8 @@ the README (aggregate_runs.py). A rules file maps column = "regex with one (grou
   pattern = '_d(\\d+)'
   type = "int"                  # string (default), int, float
   config = ["config_model_depth"]
+  from = "tags"                 # the column the patterns read (default: name); a list: each element in turn
+A rule cannot name a core run column (id, name, state, tags, …) or an internal one (_…).
 exit codes: 0 done (also when filters left nothing: the empty file is written), 2 bad input.
 """
 

@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--top",
         type=int,
         metavar="N",
-        help="rows of the ranking (default 10); with --group-by: best N groups",
+        help="rows of the ranking (default 10); with --group-by: best N groups; not with --pivot, --pareto, --schema",
     )
     parser.add_argument(
         "--group-by",
@@ -156,17 +156,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]  # noqa: E731
-    args.group_by, args.columns = split(args.group_by), split(args.columns)
+    args.group_by = list(dict.fromkeys(split(args.group_by)))  # a name given twice groups once
+    args.columns = split(args.columns)
     args.state = [s for item in args.state for s in split(item)]
     args.pivot = args.pivot or bool(args.pivot_rows or args.pivot_cols)
     if args.pivot:
         args.pivot_rows, args.pivot_cols = args.pivot_rows or "architecture", args.pivot_cols or "dataset"
+        if args.pivot_rows == args.pivot_cols:
+            raise UsageError(
+                f"--pivot-rows and --pivot-cols both name {args.pivot_rows}: they must differ "
+                "(defaults: architecture x dataset)"
+            )
     if sum([bool(args.group_by), args.pivot, args.schema, bool(args.pareto)]) > 1:
         parser.error("choose one view: --group-by, --pivot, --pareto or --schema")
     if args.pareto_maximize and not args.pareto:
         parser.error("--pareto-maximize needs --pareto COLUMN")
     if args.pareto and args.top is not None:
         parser.error("--top does not apply to --pareto: the front holds every run no other run beats")
+    if (args.pivot or args.schema) and args.top is not None:
+        view = "--pivot" if args.pivot else "--schema"
+        parser.error(f"--top does not apply to {view}: it counts rows of the ranking or groups of --group-by")
     if args.plot and not (args.pivot or args.pareto):
         parser.error("--plot draws --pivot or --pareto: add one of them")
     if args.top is not None and args.top < 1:
@@ -261,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         title = f"Top {args.top or 10} runs by {direction} {metric}"
     table, counts = pl.collect_all([query, an.funnel_query(frame, steps, metric)])
     funnel = an.read_funnel(counts, steps)
+    if note := funnel.footer(metric):  # first: the front's own count of left-out runs says "more"
+        log(note)
     candidates = table
     if args.pivot:
         pivot = an.pivot_table(table, rows, cols)
@@ -269,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
         table, title = front_table(candidates, metric, pareto, args)
     elif not args.group_by:
         table = an.drop_empty(table, ["rank", "id", "name", metric, *args.columns])
-    if note := funnel.footer(metric):
-        log(note)
     empty = funnel.with_value == 0 or (pareto is not None and table.height == 0)
     show(table, args, title=title, pivot=pivot, empty=empty)
     if args.plot and empty:
