@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import polars as pl
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from shared.analysis import Pivot
 from shared.cli import UsageError
 from shared.runs_io import cast_column
-from shared.storage import atomic_path, prepare_output_folder
+from shared.storage import atomic_path, check_output_file, prepare_output_folder
+from shared.tables import console_for
 
 FORMATS = ("rich", "plain", "markdown", "json")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")
@@ -68,11 +68,6 @@ def heat_style(rank: int, total: int) -> str:
     t = 0.0 if total <= 1 else (rank - 1) / (total - 1)
     red, green = (int(255 * min(1.0, 2 * t)), int(200 * min(1.0, 2 * (1 - t))))
     return f"rgb({red},{green},60)" + (" bold" if rank == 1 else "")
-
-
-def console_for(stream: TextIO) -> Console:
-    """A rich console on `stream`; piped output gets its natural width instead of 80 folded columns."""
-    return Console(file=stream) if stream.isatty() else Console(file=stream, width=10_000)
 
 
 def print_rich(
@@ -165,11 +160,12 @@ def render(table: pl.DataFrame, fmt: str, *, title: str, pivot: Pivot | None = N
 
 
 def check_output(path: Path) -> None:
-    """UsageError for an -o file whose extension is not one we write."""
+    """UsageError for an -o file we cannot write: an extension not one of ours, a folder, no write access."""
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UsageError(
             f"-o {path}: unknown extension {path.suffix or '(none)'} (use {', '.join(OUTPUT_SUFFIXES)})"
         )
+    check_output_file(path, "-o", folder_made_later=True)
 
 
 def write_output(table: pl.DataFrame, path: Path, *, pivot: Pivot | None = None) -> None:

@@ -68,14 +68,16 @@ def prepare_output_folder(folder: Path) -> Path:
     return folder
 
 
-def check_output_file(path: Path, flag: str) -> Path:
-    """Before any work: `path` can be written as a file (its folder exists and is writable, and it is
-    not itself a folder); else a UsageError naming `flag`."""
+def check_output_file(path: Path, flag: str, *, folder_made_later: bool = False) -> Path:
+    """Before any work: `path` can be written as a file (not itself a folder; its folder exists, unless
+    the tool makes it later, and is writable); else a UsageError naming `flag`."""
     folder = path.parent
-    if not folder.is_dir():
-        raise UsageError(f"{flag} {path}: folder {folder} does not exist")
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder, not a file name")
+    if not folder.is_dir():
+        if folder_made_later:
+            return path
+        raise UsageError(f"{flag} {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: folder {folder} is not writable")
     return path

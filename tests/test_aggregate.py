@@ -214,6 +214,7 @@ def test_a_neptune_shaped_export_aggregates_with_wandb_ones(exports):
         (["missing_dir"], "no such file or folder: missing_dir"),
         (["{a}", "--filter", "(oops"], "bad regex in --filter"),
         (["{a}", "-o", "out.csv"], "must be a .parquet file"),
+        (["{a}", "-o", "{folder}"], "is a folder, not a file name"),
         (["{history}"], "no runs parquet among"),
         (["{other}"], "is not a runs export: no id, name, entity, project column (it has: run_id, value)"),
     ],
@@ -224,7 +225,9 @@ def test_bad_input_is_one_usage_error(exports, args, message, monkeypatch):
     pl.DataFrame({"run_id": ["x"], "value": [1.0]}).write_parquet(other)
     history = exports["root"] / "x_history.parquet"
     pl.DataFrame({"run_id": ["x"]}).write_parquet(history)
-    names = {"a": exports["paths"]["a"], "history": history, "other": other}
+    folder = exports["root"] / "taken.parquet"
+    folder.mkdir(exist_ok=True)
+    names = {"a": exports["paths"]["a"], "history": history, "other": other, "folder": folder}
     with pytest.raises(UsageError) as error:
         run(*(arg.format(**names) for arg in args))
     assert message in str(error.value)

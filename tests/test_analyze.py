@@ -316,6 +316,14 @@ def test_bad_input_is_one_usage_error_naming_what_exists(export, args, message):
     assert message in str(error.value)
 
 
+def test_an_output_path_that_is_a_folder_is_refused_before_any_work(export, tmp_path, capsys):
+    folder = tmp_path / "table.csv"
+    folder.mkdir()
+    with pytest.raises(UsageError, match="is a folder, not a file name"):
+        analyze_runs.main([str(export[0]), "-o", str(folder)])
+    assert capsys.readouterr().out == ""
+
+
 def test_no_loss_like_metric_asks_for_one(tmp_path):
     path = tmp_path / "x_runs.parquet"
     pl.DataFrame(

@@ -21,7 +21,7 @@ from shared.aggregate import Selection, aggregate
 from shared.cli import UsageError, log, run_main
 from shared.enrich import ENRICHMENT_COLUMNS, load_rules
 from shared.runs_io import check_regex, find_runs_files, open_runs_file
-from shared.storage import prepare_output_folder
+from shared.storage import check_output_file, prepare_output_folder
 from shared.tables import print_table
 
 EXAMPLES = f"""\
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.output.suffix.lower() != ".parquet":
         raise UsageError(f"-o {args.output}: the output must be a .parquet file")
+    check_output_file(args.output, "-o", folder_made_later=True)
     if args.filter:
         check_regex(args.filter, "--filter")
     rules = load_rules(args.rules)
