@@ -69,7 +69,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--source",
-        type=Path,
         metavar="PATH",
         help="read a folder instead of a server: a neptune-exporter data folder or a .neptune folder",
     )

@@ -16,7 +16,6 @@ a live server, a neptune-exporter archive or .neptune offline runs."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.cli import UsageError, run_main
-from shared.neptune_sources import STATES, RunSource, config_of, open_source, parse_state
+from shared.neptune_sources import (
+    PROJECT_NAME,
+    STATES,
+    RunSource,
+    config_of,
+    open_source,
+    parse_state,
+    source_path,
+)
 from shared.topk_cli import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser, run_query
 from shared.topk_query import RunInfo, TopkQuery
 
@@ -100,8 +107,6 @@ class NeptuneQuery(TopkQuery):
 
 # ---------------------------------------------------------------- command line
 
-_PROJECT_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = query_parser(__doc__, EXAMPLES)
@@ -131,10 +136,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_query(args: argparse.Namespace) -> NeptuneQuery:
     """A NeptuneQuery on the folder or project the command line names."""
-    path = Path(args.target).expanduser()
+    path = source_path(args.target)
     if path.exists():
         return NeptuneQuery(args.project, source=path, cache=not args.no_cache)
-    if args.project or not _PROJECT_NAME.match(args.target):
+    if args.project or not PROJECT_NAME.match(args.target):
         raise UsageError(f"{args.target} is neither an existing folder nor a workspace/project name")
     return NeptuneQuery(args.target, args.api_token, workers=args.workers)
 

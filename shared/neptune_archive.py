@@ -6,7 +6,8 @@ import bisect
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ ARCHIVE_COLUMNS: dict[str, pl.DataType] = {
     "datetime_value": pl.Datetime("ms", "UTC"),
     "string_set_value": pl.List(pl.String()),
 }
+# Columns every neptune-exporter part has (the value columns may be absent: the scans insert them).
+PART_COLUMNS = ("project_id", "run_id", "attribute_path", "attribute_type", "step")
 SCALAR_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
 NUMERIC_TYPES = ("float_series", "float", "int")
 _VALUE_COLUMNS = {
@@ -85,9 +88,35 @@ def sanitized_names(text: str) -> tuple[str, str]:
     return f"{plain}-{digest}", plain
 
 
+def check_part(file: str) -> None:
+    """A usage error naming `file` unless it is a neptune-exporter part: parquet, with the exporter's
+    columns in the types the scans read (only the footer is read)."""
+    try:
+        schema = pl.read_parquet_schema(file)
+    except (pl.exceptions.ComputeError, OSError) as error:
+        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+        raise UsageError(f"cannot read {file} as parquet: {reason}") from None
+    missing = [column for column in PART_COLUMNS if column not in schema]
+    mistyped = [
+        f"{column} is {schema[column]}, not {dtype}"
+        for column, dtype in ARCHIVE_COLUMNS.items()
+        if column in schema and schema[column] != dtype
+    ]
+    if missing:
+        problem = f"has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"
+    elif mistyped:
+        problem = f"has columns of other types than the exporter's: {'; '.join(mistyped)}"
+    else:
+        return
+    folder, name = os.path.split(file)
+    raise UsageError(f"{folder} is not a neptune-exporter archive: {name} {problem}")
+
+
 def _project_id(folder: Path) -> str | None:
+    """The project id a folder's parts record; a usage error when its first part is not an exporter part."""
     first = _first_parquet(folder)
     assert first is not None
+    check_part(first)
     value = pl.scan_parquet(first).select("project_id").head(1).collect()
     return value.item() if value.height else None
 
@@ -101,6 +130,7 @@ def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | No
         by_name = {folder.name: folder for folder in folders}
         for name in sanitized_names(project):
             if name in by_name:
+                _project_id(by_name[name])  # checks that the folder holds exporter parts
                 return by_name[name], project
     ids = {_project_id(folder): folder for folder in folders}
     if project is not None and project in ids:
@@ -124,6 +154,20 @@ class ArchiveSource:
         self._attributes: dict[str, dict[str, Any]] = {}
         self._seen_ids: list[str] | None = None  # every run (sys/id row) met by the last full points pass
 
+    def check(self) -> None:
+        """A usage error naming the first file that is not a neptune-exporter part (reads every footer)."""
+        for file in self.files:
+            check_part(file)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn a failed scan into a usage error naming the file to blame (polars does not name it)."""
+        try:
+            yield
+        except pl.exceptions.PolarsError:
+            self.check()
+            raise
+
     def _scan(self, files: Sequence[str] | None = None) -> pl.LazyFrame:
         return pl.scan_parquet(
             list(files or self.files),
@@ -134,12 +178,13 @@ class ArchiveSource:
 
     def _scalar_rows(self, files: Sequence[str] | None = None) -> pl.DataFrame:
         """The simple attributes (rows without a step) of these files, with their typed value columns."""
-        return (
-            self._scan(files)
-            .filter(pl.col("step").is_null() & pl.col("attribute_type").is_in(SCALAR_TYPES))
-            .select("run_id", "attribute_path", "attribute_type", *_VALUE_COLUMNS.values())
-            .collect()
-        )
+        with self._reading():
+            return (
+                self._scan(files)
+                .filter(pl.col("step").is_null() & pl.col("attribute_type").is_in(SCALAR_TYPES))
+                .select("run_id", "attribute_path", "attribute_type", *_VALUE_COLUMNS.values())
+                .collect()
+            )
 
     def _load(self) -> None:
         """One pass over every simple attribute: the runs table and their values."""
@@ -234,7 +279,8 @@ class ArchiveSource:
         )
         if run_ids is not None:
             return scan
-        frame = scan.collect()
+        with self._reading():
+            frame = scan.collect()
         is_id = pl.col("key") == "sys/id"
         ids = frame.lazy().filter(is_id).select(pl.col("run_id").cast(pl.String).unique().sort())
         self._seen_ids = ids.collect()["run_id"].to_list()
@@ -287,12 +333,13 @@ class ArchiveSource:
         return {run_id: self._attributes[run_id] for run_id in run_ids}
 
     def numeric_keys(self) -> list[str]:
-        paths = (
-            self._scan()
-            .filter(pl.col("attribute_type").is_in(NUMERIC_TYPES))
-            .select(pl.col("attribute_path").unique())
-            .collect()
-        )
+        with self._reading():
+            paths = (
+                self._scan()
+                .filter(pl.col("attribute_type").is_in(NUMERIC_TYPES))
+                .select(pl.col("attribute_path").unique())
+                .collect()
+            )
         return sorted(paths["attribute_path"].to_list())
 
     def raw_run(self, run_id: str) -> dict[str, Any]:

@@ -17,7 +17,14 @@ from shared.history import HISTORY_COLUMNS
 from shared.neptune_archive import ArchiveSource, find_project_folder, project_folders
 from shared.neptune_live import LiveSource
 from shared.neptune_offline import OfflineSource
-from shared.neptune_sources import CONFIG_NAMESPACES, RunSource, normalize_state, source_kind
+from shared.neptune_sources import (
+    CONFIG_NAMESPACES,
+    RunSource,
+    check_project_names,
+    normalize_state,
+    source_kind,
+    source_path,
+)
 from shared.progress import ItemProgress
 from shared.schema import RunRecord
 from shared.wandb_export import bounded_map
@@ -347,24 +354,25 @@ def archive_targets(path: Path, projects: Sequence[str]) -> list[ExportTarget]:
     targets = []
     for folder, project_id in found:
         workspace, name = split_project(project_id or folder.name)
-        targets.append(ExportTarget(workspace, name, ArchiveReader(ArchiveSource(folder)), project_id))
+        source = ArchiveSource(folder)
+        source.check()  # every part, before anything is written
+        targets.append(ExportTarget(workspace, name, ArchiveReader(source), project_id))
     return targets
 
 
 def export_targets(
-    projects: Sequence[str], source: Path | None, *, api_token: str | None, workers: int
+    projects: Sequence[str], source: str | Path | None, *, api_token: str | None, workers: int
 ) -> list[ExportTarget]:
     """What to export, checked before anything is fetched or written (token, folders, project names)."""
+    check_project_names(projects)
     if source is None:
         if not projects:
             raise UsageError("name a Neptune project (-p workspace/project) or a folder (--source PATH)")
-        bad = [p for p in projects if p.count("/") != 1 or not all(p.split("/"))]
-        if bad:
-            raise UsageError(f"a Neptune project is workspace/project, not {', '.join(map(repr, bad))}")
         return [
             ExportTarget(*split_project(p), LiveReader(LiveSource(p, api_token, workers=workers), workers), p)
             for p in projects
         ]
+    source = source_path(source)
     if source_kind(source) == "archive":
         return archive_targets(source, projects)
     if len(projects) > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,6 +13,7 @@ from shared.cli import UsageError
 
 RUNS_SCHEMA = {"run_id": pl.String, "name": pl.String, "state": pl.String}
 POINTS_SCHEMA = {"run_id": pl.String, "key": pl.String, "step": pl.Float64, "value": pl.Float64}
+PROJECT_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # workspace/project
 STATES = ("active", "inactive")
 STATE_ALIASES = {"active": "active", "running": "active", "inactive": "inactive", "idle": "inactive"}
 # Namespaces whose simple attributes form a run's config (the seed read `config`, `parameters`, `params`).
@@ -83,6 +85,20 @@ def config_of(attributes: dict[str, Any]) -> dict[str, Any]:
     return {path: attributes[path] for path in sorted(attributes) if path.startswith(CONFIG_NAMESPACES)}
 
 
+def check_project_names(projects: Sequence[str]) -> None:
+    """A usage error unless every name is workspace/project."""
+    bad = [project for project in projects if not PROJECT_NAME.match(project)]
+    if bad:
+        raise UsageError(f"a Neptune project is workspace/project, not {', '.join(map(repr, bad))}")
+
+
+def source_path(source: str | Path) -> Path:
+    """The folder a user named; an empty name is a usage error (as a Path it would be the current folder)."""
+    if isinstance(source, str) and not source:
+        raise UsageError("an empty path names no folder: give one (. for the current folder)")
+    return Path(source).expanduser()
+
+
 def source_kind(path: Path) -> str:
     """`archive` or `offline` for a folder we can read; a usage error naming both layouts otherwise."""
     from shared.neptune_archive import is_archive
@@ -118,7 +134,7 @@ def open_source(
         from shared.neptune_live import LiveSource
 
         return LiveSource(project, api_token, workers=workers)
-    path = Path(source).expanduser()
+    path = source_path(source)
     if source_kind(path) == "offline":
         from shared.neptune_offline import OfflineSource
 

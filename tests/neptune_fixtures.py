@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import types
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -230,6 +231,37 @@ def write_archive(root: Path, project: str = PROJECT, *, one_file: bool = False,
             pq.write_table(table, folder / f"{exporter_name(run_id)}_part_0.parquet", compression="snappy")
     (folder / "TEST-99_part_0.parquet.tmp").write_bytes(b"unfinished part")  # an export still running
     return root
+
+
+BAD_PARTS = ("foreign", "mistyped", "not-parquet")  # files that are not neptune-exporter parts
+
+
+def bad_part_error(path: Path, kind: str) -> str:
+    """The error (a regex) the readers must give for the BAD_PARTS file at `path`."""
+    if kind == "not-parquet":
+        return f"cannot read {re.escape(str(path))} as parquet: parquet: File out of specification"
+    problem = {
+        "foreign": "has no project_id, run_id, attribute_path, attribute_type, step columns",
+        "mistyped": r"has columns of other types than the exporter's: step is Float64, not Decimal",
+    }[kind]
+    return (
+        f"{re.escape(str(path.parent))} is not a neptune-exporter archive: {re.escape(path.name)} {problem}"
+    )
+
+
+def write_bad_part(path: Path, kind: str) -> Path:
+    """A `.parquet` file of a BAD_PARTS kind: another tool's table, plain text, or a part whose step
+    column is a float (not the exporter's decimal)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "foreign":
+        pq.write_table(pa.table({"x": [1, 2], "y": ["a", "b"]}), path)
+    elif kind == "not-parquet":
+        path.write_text("hi\n")
+    else:
+        table = pa.Table.from_pylist(exporter_rows(PROJECT, "TEST-9", SPECS[0]), schema=EXPORTER_SCHEMA)
+        step = table.schema.get_field_index("step")
+        pq.write_table(table.set_column(step, "step", table["step"].cast(pa.float64())), path)
+    return path
 
 
 # ------------------------------------------------------------------ real offline runs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from shared.cli import ToolFailure, UsageError
 from shared.schema import CORE_COLUMNS, HISTORY_SCHEMA, RAW_JSON_COLUMNS
 from tests.current_data import load_script
 from tests.neptune_fixtures import (
+    BAD_PARTS,
     CREATED,
     INF,
     NAN,
@@ -26,11 +28,14 @@ from tests.neptune_fixtures import (
     Calls,
     Spec,
     StandInClient,
+    bad_part_error,
+    exporter_name,
     numbered,
     point_time,
     server_view,
     steps,
     write_archive,
+    write_bad_part,
     write_offline_project,
 )
 
@@ -343,6 +348,10 @@ def test_bad_input_is_one_clear_usage_error(archive, offline, tmp_path):
         ),
         (["--source", str(offline), "-p", "a/b", "-p", "c/d"], "at most one -p"),
         (["-p", "no-workspace"], "workspace/project"),
+        (["--source", str(offline), "-p", "noslash"], "workspace/project, not 'noslash'"),
+        (["--source", str(offline), "-p", "a/b/c"], "workspace/project, not 'a/b/c'"),
+        (["--source", str(archive), "-p", "team/other,noslash"], "workspace/project, not 'noslash'"),
+        (["--source", ""], r"an empty path names no folder"),
         ([], r"name a Neptune project \(-p workspace/project\) or a folder"),
     ]
     for args, message in cases:
@@ -351,6 +360,40 @@ def test_bad_input_is_one_clear_usage_error(archive, offline, tmp_path):
     assert not out.exists()
     with pytest.raises(SystemExit):
         export_runs.main(["--source", str(archive), "--api-token", "abcd"])
+
+
+def bad_archive(root: Path, kind: str, layout: str) -> Path:
+    """An archive with a BAD_PARTS file: the only file of a project folder (`alone`), or one more part of
+    team/other next to a good team/sae-sweep (`among`); returns the bad file."""
+    if layout == "alone":
+        return write_bad_part(root / "proj" / "x_part_0.parquet", kind)
+    write_archive(root, specs=SPECS[:2])
+    write_archive(root, "team/other", specs=SPECS[:1])
+    return write_bad_part(root / exporter_name("team/other") / "zz_part_0.parquet", kind)
+
+
+@pytest.mark.parametrize("layout", ["alone", "among"])
+@pytest.mark.parametrize("kind", BAD_PARTS)
+def test_files_that_are_not_exporter_parts_are_named_and_nothing_is_written(tmp_path, kind, layout):
+    root = tmp_path / "data"
+    bad = bad_archive(root, kind, layout)
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match=bad_part_error(bad, kind)):
+        export_runs.main(["--source", str(root), "-o", str(out), "--include-history"])
+    assert not out.exists()  # not even the good project's files
+
+
+@pytest.mark.parametrize("script", ["export_runs.py", "query_topk.py"])
+def test_both_scripts_refuse_a_foreign_archive_in_one_line(tmp_path, script):
+    bad = bad_archive(tmp_path / "data", "foreign", "alone")
+    args = ["--source", "data", "-o", "out"] if script == "export_runs.py" else ["data", "--metric", "loss"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "neptune-tools" / script), *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert re.fullmatch(f"error: {bad_part_error(bad.relative_to(tmp_path), 'foreign')}\n", result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 @pytest.mark.slow

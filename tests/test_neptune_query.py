@@ -17,6 +17,7 @@ import pytest
 from shared.cli import ToolFailure, UsageError
 from shared.topk import SUMMARY_TAIL
 from tests.neptune_fixtures import (
+    BAD_PARTS,
     BY_NAME,
     EXPORTER_SCHEMA,
     NAN,
@@ -25,17 +26,20 @@ from tests.neptune_fixtures import (
     Calls,
     Spec,
     StandInClient,
+    bad_part_error,
     exporter_name,
     exporter_rows,
     numbered,
     steps,
     write_archive,
+    write_bad_part,
     write_offline_project,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "neptune-tools"))
 
+import query_topk  # noqa: E402
 from query_topk import NeptuneQuery, RunInfo  # noqa: E402
 
 # ------------------------------------------------------------------ independent reference
@@ -308,6 +312,37 @@ def test_neither_archive_nor_offline_folder_is_a_clear_error(tmp_path):
         NeptuneQuery(None, source=tmp_path).fetch_runs()
     with pytest.raises(UsageError, match="does not exist"):
         NeptuneQuery(None, source=tmp_path / "missing").fetch_runs()
+
+
+def test_an_empty_path_is_no_folder(tmp_path, monkeypatch):
+    write_archive(tmp_path)  # `""` as a Path is the current folder: it must not be read as this archive
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="an empty path names no folder"):
+        NeptuneQuery(None, source="").fetch_runs()
+    with pytest.raises(UsageError, match="an empty path names no folder"):
+        query_topk.main(["", "--metric", "train/loss"])
+
+
+@pytest.mark.parametrize("when", ["opening", "refreshing"])
+@pytest.mark.parametrize("kind", BAD_PARTS)
+def test_files_that_are_not_exporter_parts_are_named(tmp_path, kind, when):
+    """A folder's first part is checked on opening; an unreadable part found by a later read is named
+    too, while another tool's parquet file among the parts adds no rows (checking every file would
+    cost every query a read of each footer)."""
+    folder = write_archive(tmp_path / "data", specs=SPECS[:2]) / exporter_name(PROJECT)
+    bad = folder / "zz_part_0.parquet"
+    nq = NeptuneQuery(None, source=folder, cache=False)
+    if when == "opening":
+        for part in folder.glob("*.parquet"):
+            part.unlink()
+    else:
+        before = nq.fetch_runs()
+    write_bad_part(bad, kind)
+    if when == "refreshing" and kind == "foreign":
+        assert nq.fetch_runs(force_refresh=True) == before
+        return
+    with pytest.raises(UsageError, match=bad_part_error(bad, kind)):
+        nq.fetch_runs(force_refresh=True)
 
 
 def test_bad_queries_are_usage_errors(archive):
