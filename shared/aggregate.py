@@ -17,6 +17,8 @@ from shared.runs_io import (
     SOURCE_COLUMN,
     RunsFile,
     conform,
+    history_file_of,
+    history_sibling,
     name_list,
     name_pattern,
     newest_copies,
@@ -64,12 +66,6 @@ class AggregateReport:
     emptied_by: str | None = None  # the filter that left nothing, if any
     history_path: Path | None = None
     history_rows: int = 0
-
-
-def history_sibling(path: Path) -> Path:
-    """`x_runs.parquet` → `x_history.parquet`; `x.parquet` → `x_history.parquet`."""
-    stem = path.name.removesuffix(".parquet").removesuffix("_runs")
-    return path.with_name(f"{stem}_history.parquet")
 
 
 def select_runs(
@@ -150,7 +146,10 @@ def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, output: Path) -
     """The kept runs' history from each input's `…_history.parquet`, with entity/project, into `output`."""
     sources = []
     for index, runs in enumerate(files):
-        path = history_sibling(runs.path)
+        path = history_file_of(runs.path)
+        if path is None:
+            warn(f"no history for {runs.label}: it was exported without --include-history")
+            continue
         if not path.is_file():
             warn(f"no history file for {runs.label} (looked for {path.name})")
             continue

@@ -97,8 +97,13 @@ def history_file_of(runs_file: Path) -> Path | None:
     if isinstance(files, dict) and "history" in files:
         name = files["history"]
         return runs_file.with_name(Path(name).name) if isinstance(name, str) and name else None
-    stem = runs_file.name.removesuffix(".parquet").removesuffix("_runs")
-    return runs_file.with_name(f"{stem}_history.parquet")
+    return history_sibling(runs_file)
+
+
+def history_sibling(path: Path) -> Path:
+    """`x_runs.parquet` → `x_history.parquet`; `x.parquet` → `x_history.parquet`."""
+    stem = path.name.removesuffix(".parquet").removesuffix("_runs")
+    return path.with_name(f"{stem}_history.parquet")
 
 
 def export_time(path: Path) -> datetime:

@@ -338,3 +338,15 @@ def test_the_bundled_sample_runs_export_aggregate_and_analyze(tmp_path):
         uv_run("wandb-tools/analyze_runs.py", str(export), "--top", "13", "--format", "json").stdout
     )
     assert [row["metric_test_mse"] for row in top] == sorted(runs["metric_test_mse"])
+
+
+def test_a_history_file_left_by_an_earlier_export_is_not_merged(tmp_path, capsys):
+    export_runs = load_script("export_runs")
+    samples, export = str(ROOT / "samples" / "wandb"), tmp_path / "export"
+    assert export_runs.main(["--offline", samples, "-o", str(export), "--include-history", "--json"]) == 0
+    assert export_runs.main(["--offline", samples, "-o", str(export), "--json"]) == 0  # runs only, now
+    capsys.readouterr()
+    out = tmp_path / "unified.parquet"
+    assert run(str(export), "-o", str(out), "--include-history", "--protocol", "all") == 0
+    assert "it was exported without --include-history" in capsys.readouterr().err
+    assert pl.read_parquet(out.with_name("unified_history.parquet")).height == 0
