@@ -192,7 +192,8 @@ class TopkQuery:
             points, metric_key, k=k or sys.maxsize, minimize=minimize, where=exprs, checks=checks,
             constrained=also, runs=run_ids, aggregation=aggregation, n_steps=n_steps,
         )  # fmt: skip
-        if result.unseen:  # with a state filter, a metric may live only in runs of the other state
+        if result.unseen and result.considered:  # no runs at all: nothing to know metrics from
+            # with a state filter, a metric may live only in runs of the other state
             known = self.source.numeric_keys()
             unknown = [key for key in result.unseen if not wanted_state or key not in known]
             if unknown:

@@ -290,7 +290,7 @@ class OfflineSource(WandbSource):
             self.logs = find_run_logs(path)
         except OfflineLogError as error:
             raise UsageError(str(error)) from None
-        self.project = project
+        self.path, self.project = path, project
         self._log_of: dict[str, Path] = {}
         self._loaded: set[tuple[str, str]] = set()
         self._frames: list[pl.DataFrame] = []
@@ -304,6 +304,7 @@ class OfflineSource(WandbSource):
     def _list(self) -> Iterator[ListedRun]:
         from shared.wandb_offline import read_run_log
 
+        others: set[str] = set()
         with ItemProgress("run files", len(self.logs), verb="read") as progress:
             for log_path in self.logs:
                 run = read_run_log(log_path, include_history=False)
@@ -315,6 +316,12 @@ class OfflineSource(WandbSource):
                     self._log_of[record.id] = log_path
                     name = record.name or record.id
                     yield ListedRun(record.id, name, record.state, record.config, record.summary, run)
+                else:
+                    others.add(f"{record.entity}/{record.project}")
+        if others and not self._log_of:
+            warn(
+                f"no offline run of {self.project} in {self.path} (projects there: {name_list(sorted(others))})"
+            )
 
     def _forget_history(self) -> None:
         self._loaded.clear()

@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 
 from shared.cli import UsageError, run_main
+from shared.schema import RAW_JSON_COLUMNS
 from shared.wandb_query import WandbQuery
 from tests.current_data import load_script
 from tests.offline_client import offline_wandb
@@ -458,6 +459,24 @@ def test_export_and_offline_folders_pick_a_project(export, offline, tmp_path):
         WandbQuery(source=tmp_path).fetch_runs()
     assert len(WandbQuery("proj", source=tmp_path).fetch_runs()) == len(SPECS)
     assert WandbQuery(f"{ENTITY}/elsewhere", source=offline).fetch_runs() == []
+
+
+def test_a_project_without_runs_answers_nothing_and_says_why(offline, tmp_path, capsys):
+    """No runs to know metrics from: an empty answer (exit 0 on the command line), not 'unknown metric'."""
+    assert WandbQuery(f"{ENTITY}/elsewhere", source=offline).query_topk("train/loss") == []
+    assert f"no offline run of {ENTITY}/elsewhere in {offline} (projects there: {ENTITY}/{PROJECT})" in (
+        capsys.readouterr().err
+    )
+    empty = tmp_path / f"{ENTITY}_{PROJECT}_runs.parquet"
+    pl.DataFrame(
+        schema={
+            "id": pl.String,
+            "name": pl.String,
+            "state": pl.String,
+            **dict.fromkeys(RAW_JSON_COLUMNS, pl.String),
+        }
+    ).write_parquet(empty)
+    assert WandbQuery(source=empty).query_topk("train/loss", aggregation="last") == []
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no W&B run logs"):
         WandbQuery(source=tmp_path / "empty", kind="offline").fetch_runs()
