@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 EXIT_FAILED = 1  # an export or query ran but did not complete
@@ -55,6 +57,20 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one error line on stderr and exit with `code`."""
     log("error: " + " ".join(message.split()))  # library messages may span lines or end in one
     sys.exit(code)
+
+
+def path_argument(text: str) -> Path:
+    """argparse type of a path flag: an empty one is refused (as a Path it would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names nothing (use . for the current folder)")
+    return Path(text)
+
+
+def text_argument(text: str) -> str:
+    """argparse type of a name or list flag: an empty one is refused (it would quietly mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def is_interactive() -> bool:

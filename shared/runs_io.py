@@ -34,6 +34,8 @@ def find_runs_files(inputs: Sequence[str]) -> list[Path]:
     """Folders (every `*_runs.parquet` below them), files and globs → distinct parquet paths, in order."""
     found: list[Path] = []
     for item in inputs:
+        if not item.strip():
+            raise UsageError("an empty input names nothing (use . for the current folder)")
         path = Path(item)
         if path.is_dir():
             matches = sorted(path.rglob("*_runs.parquet"))

@@ -7,12 +7,11 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from shared.cli import UsageError, log
+from shared.cli import UsageError, log, path_argument, text_argument
 from shared.storage import check_output_file
 from shared.topk import AGGREGATIONS
 from shared.topk_query import RunInfo, TopkQuery
@@ -44,7 +43,11 @@ def query_parser(description: str | None, epilog: str) -> argparse.ArgumentParse
 def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str], workers_help: str) -> None:
     """The flags every top-k verb takes (the source is the script's own)."""
     parser.add_argument(
-        "--metric", required=True, metavar="KEY", help="metric to rank by, as logged, e.g. train/loss"
+        "--metric",
+        required=True,
+        type=text_argument,
+        metavar="KEY",
+        help="metric to rank by, as logged, e.g. train/loss",
     )
     parser.add_argument("-k", type=int, default=5, metavar="N", help="how many runs to return (default: 5)")
     parser.add_argument("--maximize", action="store_true", help="higher is better (default: lower is better)")
@@ -65,6 +68,7 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
     parser.add_argument("--details", metavar="KEY,KEY", help="more metrics to show for each returned run")
     parser.add_argument(
         "--pareto",
+        type=text_argument,
         metavar="METRIC",
         help="the Pareto front of --metric against METRIC instead of the top k, e.g. --pareto metrics/L0",
     )
@@ -72,12 +76,14 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
         "--pareto-maximize", action="store_true", help="with --pareto: higher METRIC is better"
     )
     parser.add_argument(
-        "--plot", type=Path, metavar="FILE", help="also draw the answer to FILE (.png, .svg, .pdf)"
+        "--plot", type=path_argument, metavar="FILE", help="also draw the answer to FILE (.png, .svg, .pdf)"
     )
     parser.add_argument(
         "--json", action="store_true", help="JSON on stdout: [{run_id, name, config, metrics}]"
     )
-    parser.add_argument("-o", "--output", type=Path, metavar="FILE", help="also write that JSON to FILE")
+    parser.add_argument(
+        "-o", "--output", type=path_argument, metavar="FILE", help="also write that JSON to FILE"
+    )
     parser.add_argument("--workers", type=int, default=8, metavar="N", help=workers_help)
 
 

@@ -350,6 +350,14 @@ CASES = [
          "--timeout: 'soon' is not a number of seconds above 0", outputs=("out",)),
     Case("ex-nan-retry-time", EXPORT, (*SPECTRAL, "-o", "out", "--max-retry-time", "nan"), 2,
          "--max-retry-time must be 0 or more", outputs=("out",)),
+    # empty values: never quietly the current folder or the default
+    Case("ex-blank-output", EXPORT, (*SPECTRAL, "-o", ""), 2,
+         "argument -o/--output: an empty path names nothing (use . for the current folder)"),
+    Case("ex-blank-project", EXPORT, ("-e", "graph_denoise_team", "-p", ""), 2,
+         "argument -p/--project: must not be empty"),
+    Case("an-blank-input", ANALYZE, ("",), 2, "an empty input names nothing"),
+    Case("wq-blank-metric", WANDB_TOPK, ("--export", "{in}/good", "--metric", ""), 2,
+         "argument --metric: must not be empty"),
     # credentials
     Case("le-rejected-key", LIST, (), 2, "W&B rejected the API key from WANDB_API_KEY", server="default",
          env={"WANDB_API_KEY": WRONG_KEY}),
@@ -426,7 +434,7 @@ CASES = [
          setup=read_only("ro"), outputs=("ro",), limit="read-only"),
     Case("ag-output-folder-is-a-file", AGGREGATE, (GOOD_RUNS, "-o", "out/u.parquet"), 2,
          "cannot create output folder out", setup=plain_file("out")),
-    Case("ag-read-only-output", AGGREGATE, (GOOD_RUNS, "-o", "ro/u.parquet"), 2, "output folder ro is not writable",
+    Case("ag-read-only-output", AGGREGATE, (GOOD_RUNS, "-o", "ro/u.parquet"), 2, "-o ro/u.parquet: folder ro is not writable",
          setup=read_only("ro"), outputs=("ro",), limit="read-only"),
     Case("ag-missing-output-parents", AGGREGATE, (GOOD_RUNS, "-o", "a/b/c/u.parquet"), 0, "Wrote 13 runs",
          check=check_created_parents),

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.aggregate import Selection, aggregate
-from shared.cli import UsageError, log, run_main
+from shared.cli import UsageError, log, path_argument, run_main
 from shared.enrich import ENRICHMENT_COLUMNS, load_rules
 from shared.runs_io import check_regex, find_runs_files, open_runs_file
 from shared.storage import check_output_file, prepare_output_folder
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=path_argument,
         default=Path("analysis/unified.parquet"),
         help="output parquet, written atomically (default: analysis/unified.parquet)",
     )
@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rules",
-        type=Path,
+        type=path_argument,
         metavar="FILE",
         help="TOML file of name-parsing rules that replace or add columns",
     )

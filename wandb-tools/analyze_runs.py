@@ -21,7 +21,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared import analysis as an
-from shared.cli import UsageError, log, run_main
+from shared.cli import UsageError, log, path_argument, run_main, text_argument
 from shared.enrich import load_rules
 from shared.pareto import has_finite, pareto_front
 from shared.plots import check_plot_path, plot_pareto, plot_pivot
@@ -91,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--metric",
+        type=text_argument,
         metavar="COLUMN",
         help="metric to rank by, with or without metric_ (default: a metric_* column saying loss/mse/error, test first)",
     )
@@ -105,6 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--group-by",
+        type=text_argument,
         metavar="A,B",
         help="count, mean, std, min, max of the metric per group, best mean first",
     )
@@ -119,6 +121,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pareto",
+        type=text_argument,
         metavar="COLUMN",
         help="the Pareto front of --metric against this numeric column (with or without metric_), e.g. --pareto k",
     )
@@ -134,7 +137,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--columns", metavar="A,B", help="extra columns for the --top table (e.g. config_optimizer_lr)"
     )
     parser.add_argument(
-        "--rules", type=Path, metavar="FILE", help="TOML name-parsing rules (as in aggregate_runs.py)"
+        "--rules",
+        type=path_argument,
+        metavar="FILE",
+        help="TOML name-parsing rules (as in aggregate_runs.py)",
     )
     parser.add_argument(
         "--format",
@@ -144,13 +150,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=path_argument,
         metavar="FILE",
         help="also write the table shown: .csv .parquet .json .md",
     )
     parser.add_argument(
         "--plot",
-        type=Path,
+        type=path_argument,
         metavar="FILE",
         help="also draw --pivot (heatmap) or --pareto (front) to FILE: .png .svg .pdf, e.g. --plot front.pdf",
     )

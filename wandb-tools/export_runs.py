@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.auth import wandb_credentials
-from shared.cli import UsageError, log, run_main
+from shared.cli import UsageError, log, path_argument, run_main, text_argument
 from shared.exporter import ProjectResult, export_files, report_exports
 from shared.incremental import stored_result
 from shared.lockfile import FolderLock
@@ -67,12 +67,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-e", "--entity", help="W&B entity (user or team); default: the key's default entity")
+    parser.add_argument(
+        "-e",
+        "--entity",
+        type=text_argument,
+        help="W&B entity (user or team); default: the key's default entity",
+    )
     parser.add_argument(
         "-p",
         "--project",
         action="extend",
         nargs="+",
+        type=text_argument,
         default=[],
         metavar="NAME",
         help='project name(s), repeatable or comma-separated; "*" or none = every project of the entity',
@@ -80,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=path_argument,
         default=Path("wandb_export"),
         help="output folder (default: wandb_export/)",
     )
@@ -91,7 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--include-history", action="store_true", help="also export every logged numeric history value"
     )
     parser.add_argument(
-        "--history-keys", metavar="A,B", help="only these history keys (implies --include-history)"
+        "--history-keys",
+        type=text_argument,
+        metavar="A,B",
+        help="only these history keys (implies --include-history)",
     )
     parser.add_argument("--workers", type=int, default=32, help="concurrent history downloads (default: 32)")
     parser.add_argument(
@@ -101,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--offline",
         action="append",
-        type=Path,
+        type=path_argument,
         default=[],
         metavar="PATH",
         help="read offline runs instead of the API: a wandb/ folder, an offline-run-* folder or a .wandb file (repeatable)",

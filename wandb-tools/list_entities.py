@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.auth import wandb_credentials
-from shared.cli import run_main
+from shared.cli import run_main, text_argument
 from shared.tables import print_table
 from shared.wandb_api import add_timeout_argument, connect, project_names, project_stats, reachable_entities
 
@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "-e",
         "--entity",
         action="append",
+        type=text_argument,
         default=[],
         help="entity to list (repeatable); default: yours and your teams",
     )

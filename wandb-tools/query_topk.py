@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.cli import UsageError, run_main
+from shared.cli import UsageError, path_argument, run_main
 from shared.topk_cli import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser, run_query
 from shared.topk_query import RunInfo
 from shared.wandb_api import add_timeout_argument
@@ -65,9 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--offline", type=Path, metavar="PATH", help="read offline run logs instead of the API"
+        "--offline", type=path_argument, metavar="PATH", help="read offline run logs instead of the API"
     )
-    source.add_argument("--export", type=Path, metavar="DIR", help="read a folder written by export_runs.py")
+    source.add_argument(
+        "--export", type=path_argument, metavar="DIR", help="read a folder written by export_runs.py"
+    )
     add_query_arguments(
         parser, states=STATES, workers_help="concurrent history fetches from the API (default: 8)"
     )
