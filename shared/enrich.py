@@ -170,6 +170,8 @@ def _column_from_table(name: str, spec: Mapping[str, Any], base: ColumnRule | No
         column = spec.get("from", "name")
         parsed = tuple(Source(column, _check_pattern(p, f"{where} pattern"), strict=True) for p in patterns)
     default = spec.get("default", base.default if base else None)
+    if default is not None and pl.Series([str(default)]).cast(TYPES[dtype], strict=False).is_null().any():
+        raise UsageError(f"{where}: default {default!r} is not of type {dtype}")
     return ColumnRule(name, dtype, config_sources + parsed, None if default is None else str(default))
 
 

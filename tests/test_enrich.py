@@ -186,6 +186,11 @@ def test_a_rule_list_tries_each_regex_in_turn(tmp_path):
         ("stage = '(a)(b)'", "exactly one (group)"),
         ("[stage]\npatern = '(x)'", "unknown key(s) patern"),
         ("[stage]\npattern = '(x)'\ntype = 'date'", "type must be one of"),
+        ("[depth]\npattern = 'd(\\d+)'\ntype = 'int'\ndefault = 'abc'", "default 'abc' is not of type int"),
+        (
+            "[lr]\npattern = 'lr([0-9.]+)'\ntype = 'float'\ndefault = 'fast'",
+            "default 'fast' is not of type float",
+        ),
         ("stage = 3", "expected a regex"),
         ("stage = ", "not valid TOML"),
     ],
