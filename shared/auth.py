@@ -26,7 +26,20 @@ class Credentials:
     source: str
 
     def __repr__(self) -> str:
-        return f"Credentials(api_key='***', base_url={self.base_url!r}, source={self.source!r})"
+        return f"Credentials(api_key='***', base_url={self.server!r}, source={self.source!r})"
+
+    @property
+    def server(self) -> str:
+        """The base URL as it may be shown or stored: without a `user:password@` part."""
+        return without_userinfo(self.base_url)
+
+
+def without_userinfo(url: str) -> str:
+    """`url` without the `user:password@` of its address (it must never reach outputs or logs)."""
+    parsed = urlparse(url)
+    if not (parsed.username or parsed.password):
+        return url
+    return parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
 
 
 def dotenv_file() -> Path | None:
@@ -63,7 +76,9 @@ def wandb_credentials(cli_key: str | None = None) -> Credentials:
     ).rstrip("/")
     candidates = [("--api-key", cli_key), ("WANDB_API_KEY", os.environ.get("WANDB_API_KEY"))]
     candidates += [(f".env ({name})", settings.get(name)) for name in DOTENV_WANDB_KEYS]
-    host = urlparse(base_url).hostname or ""
+    address = urlparse(base_url)
+    register_secret(address.password)  # a proxy or gateway password in the URL is as secret as the key
+    host = address.hostname or ""
     candidates.append(("~/.netrc", _netrc_password(host)))
     for source, key in candidates:
         if key and key.strip():

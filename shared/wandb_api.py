@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from shared.auth import Credentials
+from shared.auth import Credentials, without_userinfo
 from shared.cli import ToolFailure, UsageError
 from shared.retry import NO_RETRY, Retry
 from shared.schema import RunRecord
@@ -64,8 +64,8 @@ def connect(credentials: Credentials, timeout_s: float) -> wandb.Api:
 def _connection_error(error: Exception, credentials: Credentials) -> Exception:
     text = str(error)
     if "did not respond in time" in text or "connection refused" in text.lower():
-        return ToolFailure(f"W&B server {credentials.base_url} did not answer (unreachable or too slow)")
-    return UsageError(f"W&B rejected the API key from {credentials.source} for {credentials.base_url}")
+        return ToolFailure(f"W&B server {credentials.server} did not answer (unreachable or too slow)")
+    return UsageError(f"W&B rejected the API key from {credentials.source} for {credentials.server}")
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -140,7 +140,7 @@ def run_record(run: Any) -> RunRecord:
         sweep=run.sweep_name,
         user=user.get("username") or user.get("name"),
         notes=attrs.get("notes"),
-        url=run.url,
+        url=without_userinfo(run.url) if run.url else None,
         config=dict(run.config),
         summary=summary,
     )

@@ -120,6 +120,7 @@ def test_no_eval_exec_or_pickle_anywhere_in_the_tools():
 WANDB_KEY = "w" + secrets.token_hex(20)[1:]  # 40 characters, recognisable, new every session
 WRONG_WANDB_KEY = "x" + secrets.token_hex(20)[1:]
 NEPTUNE_KEY = "neptune-" + secrets.token_hex(16)
+URL_PASSWORD = "pw-" + secrets.token_hex(12)  # in WANDB_BASE_URL: user:password@host
 FRAGMENT = 10  # any run of this many characters of a secret counts as a leak
 
 
@@ -166,6 +167,10 @@ CALLS = [
          {"WANDB_BASE_URL": "{closed}", "DOTENV": f"WANDB_API_KEY={WANDB_KEY}\n"}),
     Call("ex-offline", f"{W}/export_runs.py", ("--offline", str(SAMPLES), "-o", "out", "--include-history"), (0,),
          {"WANDB_API_KEY": WANDB_KEY, "NEPTUNE_API_TOKEN": "{token}"}),
+    Call("ex-api-url-password", f"{W}/export_runs.py", ("-e", "ünï-team", "-o", "out", "--json"), (0,),
+         {"WANDB_API_KEY": WANDB_KEY, "WANDB_BASE_URL": "{server_with_password}"}),
+    Call("le-url-password-unreachable", f"{W}/list_entities.py", ("--timeout", "2"), (1,),
+         {"WANDB_API_KEY": WANDB_KEY, "WANDB_BASE_URL": "{closed_with_password}"}),
     Call("wq-api", f"{W}/query_topk.py", ("ünï-team/prøject ü", "--metric", "loss", "-o", "top.json"), (0,),
          {"WANDB_API_KEY": WANDB_KEY}, server=True),
     Call("ag", f"{W}/aggregate_runs.py", ("{inputs}/good", "-o", "out/all.parquet", "--protocol", "all"), (0,),
@@ -184,6 +189,11 @@ CALLS = [
 CALLS = [call for call in CALLS if (ROOT / call.script).is_file()]
 
 
+def with_password(url: str) -> str:
+    """`url` with a user and password in its address, as some gateways and proxies want them."""
+    return url.replace("http://", f"http://gateway-user:{URL_PASSWORD}@", 1)
+
+
 @pytest.fixture(scope="module")
 def secret_runs(tmp_path_factory):
     """Every call above, a few at a time; each in its own folder with its own HOME, TMPDIR and caches."""
@@ -200,6 +210,7 @@ def secret_runs(tmp_path_factory):
     assert made.returncode == 0, made.stderr
     closed = closed_port_url()
     places = {"closed": closed, "inputs": str(inputs), "token": neptune_token(closed, NEPTUNE_KEY)}
+    places["closed_with_password"] = with_password(closed)
     base = tmp_path_factory.mktemp("secret-runs")
 
     def run(call: Call, server: StandinServer) -> tuple[Call, Path, subprocess.CompletedProcess[str]]:
@@ -212,7 +223,7 @@ def secret_runs(tmp_path_factory):
             if key == "DOTENV":
                 (folder / ".env").write_text(value)
             else:
-                env[key] = value.format(**places)
+                env[key] = value.format(**places, server_with_password=with_password(server.url))
         argv = [part.format(**places) for part in call.argv]
         return call, folder, run_script(call.script, argv, cwd=folder, env=env)
 
@@ -222,7 +233,7 @@ def secret_runs(tmp_path_factory):
 
 def test_every_verb_keeps_keys_and_tokens_out_of_everything_it_writes_and_prints(secret_runs):
     token, secret_runs = secret_runs
-    secrets_ = [WANDB_KEY, WRONG_WANDB_KEY, NEPTUNE_KEY, token]
+    secrets_ = [WANDB_KEY, WRONG_WANDB_KEY, NEPTUNE_KEY, token, URL_PASSWORD]
     assert {call.script for call, _, _ in secret_runs} >= {
         str(p.relative_to(ROOT)) for folder in (W, N) for p in (ROOT / folder).glob("*.py")
     }, "a verb is not run with a key"

@@ -165,7 +165,7 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
         raise UsageError(
             f"unknown project(s) in {entity}: {', '.join(unknown)} (available: {', '.join(available) or 'none'})"
         )
-    metadata |= {"source": "wandb-api", "base_url": credentials.base_url}
+    metadata |= {"source": "wandb-api", "base_url": credentials.server}
     prepare_output_folder(args.output)
     results, failures = [], []
     with FolderLock(args.output) as lock:
