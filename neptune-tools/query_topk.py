@@ -16,6 +16,7 @@ a live server, a neptune-exporter archive or .neptune offline runs."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.cli import UsageError, run_main
 from shared.neptune_sources import (
-    PROJECT_NAME,
     STATES,
     RunSource,
     config_of,
@@ -107,6 +107,8 @@ class NeptuneQuery(TopkQuery):
 
 # ---------------------------------------------------------------- command line
 
+_PROJECT_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # a server's workspace/project, not a folder
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = query_parser(__doc__, EXAMPLES)
@@ -139,7 +141,7 @@ def open_query(args: argparse.Namespace) -> NeptuneQuery:
     path = source_path(args.target)
     if path.exists():
         return NeptuneQuery(args.project, source=path, cache=not args.no_cache)
-    if args.project or not PROJECT_NAME.match(args.target):
+    if args.project or not _PROJECT_NAME.match(args.target):
         raise UsageError(f"{args.target} is neither an existing folder nor a workspace/project name")
     return NeptuneQuery(args.target, args.api_token, workers=args.workers)
 

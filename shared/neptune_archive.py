@@ -125,7 +125,10 @@ def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | No
     """The folder of `project` in an archive (the only one when `project` is None) and its project id."""
     folders = project_folders(path)
     if len(folders) == 1 and (project is None or folders[0] == path):
-        return folders[0], _project_id(folders[0])
+        recorded = _project_id(folders[0])
+        if project is not None and recorded is not None and recorded != project:
+            raise UsageError(f"{path} holds the runs of project {recorded!r}, not {project!r}")
+        return folders[0], recorded
     if project is not None:
         by_name = {folder.name: folder for folder in folders}
         for name in sanitized_names(project):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,7 +12,6 @@ from shared.cli import UsageError
 
 RUNS_SCHEMA = {"run_id": pl.String, "name": pl.String, "state": pl.String}
 POINTS_SCHEMA = {"run_id": pl.String, "key": pl.String, "step": pl.Float64, "value": pl.Float64}
-PROJECT_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # workspace/project
 STATES = ("active", "inactive")
 STATE_ALIASES = {"active": "active", "running": "active", "inactive": "inactive", "idle": "inactive"}
 # Namespaces whose simple attributes form a run's config (the seed read `config`, `parameters`, `params`).
@@ -86,8 +84,8 @@ def config_of(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_project_names(projects: Sequence[str]) -> None:
-    """A usage error unless every name is workspace/project."""
-    bad = [project for project in projects if not PROJECT_NAME.match(project)]
+    """A usage error unless every name is workspace/project (archives hold names with spaces, too)."""
+    bad = [project for project in projects if project.count("/") != 1 or not all(project.split("/"))]
     if bad:
         raise UsageError(f"a Neptune project is workspace/project, not {', '.join(map(repr, bad))}")
 

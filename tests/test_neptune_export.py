@@ -346,6 +346,10 @@ def test_bad_input_is_one_clear_usage_error(archive, offline, tmp_path):
             ["--source", str(archive), "-p", "team/nope"],
             r"'team/nope' is not in .*team/other, team/sae-sweep",
         ),
+        (
+            ["--source", str(archive / exporter_name("team/other")), "-p", "team/sae-sweep"],
+            "holds the runs of project 'team/other', not 'team/sae-sweep'",
+        ),
         (["--source", str(offline), "-p", "a/b", "-p", "c/d"], "at most one -p"),
         (["-p", "no-workspace"], "workspace/project"),
         (["--source", str(offline), "-p", "noslash"], "workspace/project, not 'noslash'"),
@@ -360,6 +364,14 @@ def test_bad_input_is_one_clear_usage_error(archive, offline, tmp_path):
     assert not out.exists()
     with pytest.raises(SystemExit):
         export_runs.main(["--source", str(archive), "--api-token", "abcd"])
+
+
+def test_an_archive_project_with_a_space_in_its_name_is_picked_by_it(tmp_path):
+    write_archive(tmp_path / "data", "team/sae sweep", specs=SPECS[:2])
+    write_archive(tmp_path / "data", "team/other", specs=SPECS[:1])
+    out = tmp_path / "out"
+    assert export_runs.main(["--source", str(tmp_path / "data"), "-p", "team/sae sweep", "-o", str(out)]) == 0
+    assert pl.read_parquet(next(out.glob("*_runs.parquet")))["project"].unique().to_list() == ["sae sweep"]
 
 
 def bad_archive(root: Path, kind: str, layout: str) -> Path:
