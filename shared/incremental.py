@@ -194,6 +194,16 @@ def stored_result(files: ExportFiles) -> ProjectResult:
     )
 
 
+def intact_result(files: ExportFiles) -> ProjectResult | None:
+    """stored_result of a completed export whose files are all still there, else None (moved or damaged)."""
+    try:
+        result = stored_result(files)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    kept = [result.runs_path, *([result.history_path] if result.history_path else [])]
+    return result if all(path.is_file() for path in kept) else None
+
+
 def log_plan(entity: str, project: str, update: ProjectUpdate | None, reason: str) -> None:
     if update is None:
         log(f"{entity}/{project}: full export ({reason})")

@@ -81,7 +81,7 @@ def export_content(folder: Path) -> dict[str, Any]:
     """Every export file in `folder`, comparable: frames in a fixed row order, JSON without export times."""
     content: dict[str, Any] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
+        if path.name.startswith(".") or path.is_dir():  # hidden files (the lock) and folders (a HOME)
             continue
         if path.name.endswith("_runs.parquet"):
             content[path.name] = pl.read_parquet(path).sort("id")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -231,6 +232,11 @@ def test_a_killed_export_resumes_without_fetching_completed_projects_again(wandb
     record = json.loads((tmp_path / LOCK_NAME).read_text())
     assert record["completed"] == ["cron/alpha"] and record["pid"] == child.pid
     alpha_files = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("cron_alpha_*")}
+    moved = tmp_path.parent / f"{tmp_path.name}-alpha-moved"  # the same export, cron/alpha's files gone
+    moved.mkdir()
+    for path in tmp_path.iterdir():
+        if path.is_file() and not path.name.startswith("cron_alpha_"):
+            shutil.copy2(path, moved / path.name)
 
     wandb_env.reset_counts()
     assert export(tmp_path, "-e", ENTITY, "-p", "alpha,beta", "--include-history", "--json") == 0
@@ -240,3 +246,13 @@ def test_a_killed_export_resumes_without_fetching_completed_projects_again(wandb
     assert wandb_env.requests["Runs"] == 1, "only cron/beta is listed"
     summary = json.loads(captured.out)
     assert [(p["project"], p["runs"]) for p in summary["exported"]] == [("alpha", 12), ("beta", 5)]
+
+    # The completed project's files were moved away before the rerun: it is exported again.
+    assert export(moved, "-e", ENTITY, "-p", "alpha,beta", "--include-history", "--json") == 0
+    captured = capsys.readouterr()
+    assert "cron/alpha: the files its resumed export completed are gone; exporting it again" in captured.err
+    assert [(p["project"], p["runs"]) for p in json.loads(captured.out)["exported"]] == [
+        ("alpha", 12),
+        ("beta", 5),
+    ]
+    assert_same_export(export_content(moved), export_content(tmp_path))

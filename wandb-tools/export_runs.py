@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.auth import wandb_credentials
 from shared.cli import UsageError, log, path_argument, run_main, text_argument
 from shared.exporter import ProjectResult, export_files, report_exports
-from shared.incremental import stored_result
+from shared.incremental import intact_result
 from shared.lockfile import FolderLock
 from shared.retry import DEFAULT_MAX_RETRY_TIME, Retry, describe
 from shared.storage import prepare_output_folder
@@ -180,8 +180,10 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
             name = f"{entity}/{project}"
             try:
                 if name in done:
-                    results.append(stored_result(export_files(args.output, entity, project)))
-                    continue
+                    if stored := intact_result(export_files(args.output, entity, project)):
+                        results.append(stored)
+                        continue
+                    log(f"{name}: the files its resumed export completed are gone; exporting it again")
                 results.append(
                     export_api_project(
                         api,
