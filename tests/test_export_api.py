@@ -118,6 +118,27 @@ def test_star_exports_every_project_including_an_empty_one(wandb_env, tmp_path, 
     assert pl.read_parquet(tmp_path / f"{TEAM}_empty_project_runs.parquet").height == 0
 
 
+def test_a_name_given_twice_is_exported_and_listed_once(wandb_env, tmp_path, capsys):
+    argv = [
+        "-e",
+        TEAM,
+        "-p",
+        f"empty_project,{PROJECT}",
+        "-p",
+        "empty_project",
+        "-o",
+        str(tmp_path),
+        "--json",
+    ]
+    assert export_runs.main(argv) == 0
+    assert [p["project"] for p in json.loads(capsys.readouterr().out)["exported"]] == [
+        "empty_project",
+        PROJECT,
+    ]
+    assert list_entities.main(["-e", TEAM, "-e", TEAM, "--json"]) == 0
+    assert [entry["entity"] for entry in json.loads(capsys.readouterr().out)] == [TEAM]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -125,6 +146,7 @@ def test_star_exports_every_project_including_an_empty_one(wandb_env, tmp_path, 
             ["-e", TEAM, "-p", "nope"],
             "unknown project(s) in graph_denoise_team: nope (available: empty_project, spectral_denoising)",
         ),
+        (["-e", TEAM, "-p", "*,nope"], "unknown project(s) in graph_denoise_team: nope"),
         (["-e", "nobody", "-p", "x"], "unknown W&B entity 'nobody'"),
         (["-e", TEAM, "--since", "yesterday"], "bad --since 'yesterday'"),
     ],

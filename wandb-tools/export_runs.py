@@ -139,7 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         [k.strip() for k in args.history_keys.split(",") if k.strip()] if args.history_keys else None
     )
     args.include_history = args.include_history or bool(args.history_keys)
-    args.project = [name.strip() for item in args.project for name in item.split(",") if name.strip()]
+    names = (name.strip() for item in args.project for name in item.split(","))
+    args.project = list(dict.fromkeys(name for name in names if name))  # a name given twice is exported once
     args.since_text = args.since
     args.since = parse_since(args.since) if args.since else None
     if args.offline and (args.entity or args.project or args.api_key):
@@ -160,7 +161,7 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
     retry = Retry(max_retry_time=args.max_retry_time)
     available = project_names(api, entity, retry)
     wanted = available if not args.project or "*" in args.project else args.project
-    unknown = [name for name in wanted if name not in available]
+    unknown = [name for name in args.project if name != "*" and name not in available]
     if unknown:
         raise UsageError(
             f"unknown project(s) in {entity}: {', '.join(unknown)} (available: {', '.join(available) or 'none'})"

@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=8, help="projects queried at once (default: 8)")
     add_timeout_argument(parser)
     args = parser.parse_args(argv)
+    args.entity = list(dict.fromkeys(args.entity))  # an entity given twice is listed once
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     return args
