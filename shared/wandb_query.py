@@ -525,4 +525,8 @@ class WandbQuery(TopkQuery):
                 f"metric {', '.join(repr(k) for k in text)} holds text, booleans or lists, not numbers: "
                 "it cannot be ranked, constrained or put on a Pareto axis"
             )
-        return super()._unknown_metrics(unknown, known, where)
+        error = super()._unknown_metrics(unknown, known, where)
+        return ConstraintError(
+            f"{error} (W&B metrics are found through the run summaries: a key logged with"
+            ' define_metric(summary="none") is not in them)'
+        )

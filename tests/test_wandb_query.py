@@ -591,6 +591,7 @@ def test_cli_pareto_table_json_and_plot(wandb_cli, export, tmp_path, capsys):
     ("arguments", "message"),
     [
         ("--metric metrics/L9", "unknown metric 'metrics/L9'"),
+        ("--metric lr", 'a key logged with define_metric(summary="none") is not in them'),
         ("--metric train/loss --pareto status", "'status' holds text"),
         (
             "--metric train/loss --plot {tmp}/missing/plot.png -o {tmp}/best.json",
