@@ -14,6 +14,7 @@ EXIT_FAILED = 1  # an export or query ran but did not complete
 EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
 EXIT_LOCKED = 3  # the output folder is in use by another export
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
+EMPTY_PATH = "an empty path names nothing (use . for the current folder)"  # as a Path, '' would be '.'
 
 _secrets: set[str] = set()
 
@@ -62,7 +63,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def path_argument(text: str) -> Path:
     """argparse type of a path flag: an empty one is refused (as a Path it would be the current folder)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path names nothing (use . for the current folder)")
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
     return Path(text)
 
 

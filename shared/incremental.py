@@ -14,6 +14,7 @@ import polars as pl
 from shared.cli import log, warn
 from shared.exporter import ExportFiles, ProjectExport, ProjectResult, export_files
 from shared.history import ROW_GROUP
+from shared.runs_io import history_file_of
 from shared.schema import CORE_COLUMNS, RAW_JSON_COLUMNS, RunRecord
 from shared.storage import write_json
 
@@ -181,15 +182,14 @@ def save_state(
 def stored_result(files: ExportFiles) -> ProjectResult:
     """The ProjectResult of export files already complete (read from their metadata)."""
     metadata = json.loads(files.metadata.read_text(encoding="utf-8"))
-    folder = files.metadata.parent
-    history = metadata["files"].get("history")
+    runs = files.metadata.with_name(metadata["files"]["runs"])
     return ProjectResult(
         metadata["entity"],
         metadata["project"],
         metadata["run_count"],
         metadata.get("history_rows") or 0,
-        folder / metadata["files"]["runs"],
-        folder / history if history else None,
+        runs,
+        history_file_of(runs, metadata),
         files.metadata,
     )
 

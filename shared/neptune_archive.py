@@ -15,6 +15,7 @@ import polars as pl
 
 from shared.cli import UsageError
 from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
+from shared.storage import parquet_schema
 from shared.summary_cache import SummaryCache
 from shared.topk import RUN, summarize, summary_answers, summary_points
 
@@ -91,11 +92,7 @@ def sanitized_names(text: str) -> tuple[str, str]:
 def check_part(file: str) -> None:
     """A usage error naming `file` unless it is a neptune-exporter part: parquet, with the exporter's
     columns in the types the scans read (only the footer is read)."""
-    try:
-        schema = pl.read_parquet_schema(file)
-    except (pl.exceptions.ComputeError, OSError) as error:
-        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
-        raise UsageError(f"cannot read {file} as parquet: {reason}") from None
+    schema = parquet_schema(file)
     missing = [column for column in PART_COLUMNS if column not in schema]
     mistyped = [
         f"{column} is {schema[column]}, not {dtype}"
@@ -112,12 +109,17 @@ def check_part(file: str) -> None:
     raise UsageError(f"{folder} is not a neptune-exporter archive: {name} {problem}")
 
 
-def _project_id(folder: Path) -> str | None:
-    """The project id a folder's parts record; a usage error when its first part is not an exporter part."""
+def _first_part(folder: Path) -> str:
+    """A project folder's first part file; a usage error when it is not a neptune-exporter part."""
     first = _first_parquet(folder)
-    assert first is not None
+    assert first is not None  # project_folders lists only folders that hold parquet
     check_part(first)
-    value = pl.scan_parquet(first).select("project_id").head(1).collect()
+    return first
+
+
+def _project_id(folder: Path) -> str | None:
+    """The project id a folder's parts record (its first part checked)."""
+    value = pl.scan_parquet(_first_part(folder)).select("project_id").head(1).collect()
     return value.item() if value.height else None
 
 
@@ -133,7 +135,7 @@ def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | No
         by_name = {folder.name: folder for folder in folders}
         for name in sanitized_names(project):
             if name in by_name:
-                _project_id(by_name[name])  # checks that the folder holds exporter parts
+                _first_part(by_name[name])  # checked: the folder holds exporter parts
                 return by_name[name], project
     ids = {_project_id(folder): folder for folder in folders}
     if project is not None and project in ids:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from shared.cli import UsageError
+from shared.cli import EMPTY_PATH, UsageError
 
 RUNS_SCHEMA = {"run_id": pl.String, "name": pl.String, "state": pl.String}
 POINTS_SCHEMA = {"run_id": pl.String, "key": pl.String, "step": pl.Float64, "value": pl.Float64}
@@ -93,7 +93,7 @@ def check_project_names(projects: Sequence[str]) -> None:
 def source_path(source: str | Path) -> Path:
     """The folder a user named; an empty name is a usage error (as a Path it would be the current folder)."""
     if isinstance(source, str) and not source:
-        raise UsageError("an empty path names no folder: give one (. for the current folder)")
+        raise UsageError(EMPTY_PATH)
     return Path(source).expanduser()
 
 

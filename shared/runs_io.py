@@ -14,7 +14,8 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from shared.cli import UsageError, log, warn
+from shared.cli import EMPTY_PATH, UsageError, log, warn
+from shared.storage import parquet_schema
 
 REQUIRED_COLUMNS = ("id", "name", "entity", "project")  # what makes a parquet a runs export
 RUN_KEY = ("entity", "project", "id")
@@ -35,7 +36,7 @@ def find_runs_files(inputs: Sequence[str]) -> list[Path]:
     found: list[Path] = []
     for item in inputs:
         if not item.strip():
-            raise UsageError("an empty input names nothing (use . for the current folder)")
+            raise UsageError(EMPTY_PATH)
         path = Path(item)
         if path.is_dir():
             matches = sorted(path.rglob("*_runs.parquet"))
@@ -92,10 +93,10 @@ def export_metadata(path: Path) -> dict[str, Any] | None:
     return recorded if isinstance(recorded, dict) else None
 
 
-def history_file_of(runs_file: Path) -> Path | None:
-    """The history file of a runs parquet: as its metadata lists it (None when it was exported without
-    history: a file of the usual name beside it is then stale), else `x_history.parquet` by name."""
-    files = (export_metadata(runs_file) or {}).get("files")
+def history_file_of(runs_file: Path, metadata: dict[str, Any] | None = None) -> Path | None:
+    """The history file of a runs parquet: as its metadata (read unless given) lists it (None when it was
+    exported without history: a file of the usual name beside it is then stale), else `x_history.parquet`."""
+    files = (metadata if metadata is not None else export_metadata(runs_file) or {}).get("files")
     if isinstance(files, dict) and "history" in files:
         name = files["history"]
         return runs_file.with_name(Path(name).name) if isinstance(name, str) and name else None
@@ -122,18 +123,14 @@ def export_time(path: Path) -> datetime:
 
 def open_runs_file(path: Path) -> RunsFile:
     """Read a parquet's footer and check that it is a runs export; UsageError naming what it holds if not."""
-    try:
-        schema = pl.read_parquet_schema(path)
-        rows = pq.ParquetFile(path).metadata.num_rows
-    except (OSError, pl.exceptions.PolarsError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise UsageError(f"cannot read {path} as parquet: {reason}") from None
+    schema = parquet_schema(path)
+    rows = pq.ParquetFile(path).metadata.num_rows  # the footer just read: a damaged file failed above
     missing = [c for c in REQUIRED_COLUMNS if c not in schema]
     if missing:
         raise UsageError(
             f"{path} is not a runs export: no {', '.join(missing)} column (it has: {name_list(schema)})"
         )
-    return RunsFile(path, dict(schema), rows, export_time(path))
+    return RunsFile(path, schema, rows, export_time(path))
 
 
 # ---- schema union ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from shared.cli import ToolFailure, UsageError
 
 if TYPE_CHECKING:  # pyarrow takes a tenth of a second to import: only when a parquet file is written
+    import polars as pl
     import pyarrow as pa
 
 _UNSAFE_CHARS = re.compile(r"[^\w.\-]+")
@@ -81,6 +82,17 @@ def check_output_file(path: Path, flag: str, *, folder_made_later: bool = False)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: folder {folder} is not writable")
     return path
+
+
+def parquet_schema(path: str | Path) -> dict[str, pl.DataType]:
+    """A parquet file's schema, from its footer; a one-line UsageError when it is not readable parquet."""
+    import polars as pl
+
+    try:
+        return dict(pl.read_parquet_schema(path))
+    except (OSError, pl.exceptions.PolarsError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+        raise UsageError(f"cannot read {path} as parquet: {reason}") from None
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -18,13 +18,10 @@ from shared.progress import ItemProgress
 from shared.retry import NO_RETRY, Retry
 from shared.storage import prepare_output_folder
 from shared.wandb_api import created_since_filter, iter_runs, run_record
-from shared.wandb_history import Downloaded, HistoryFetcher, HistoryLocation, batched
+from shared.wandb_history import Downloaded, HistoryFetcher, HistoryLocation
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-# Downloaded runs made tidy together (a few calls per batch rather than per run), up to this many runs or
-# bytes of files: long histories come in smaller batches, so memory stays bounded by the bytes.
-TIDY_BATCH, TIDY_BATCH_BYTES = 32, 4 << 20
 
 
 def bounded_map(
@@ -156,11 +153,7 @@ def export_api_project(
                 ) as history:
                     located = prefetched(history.locate(records_added()), depth=4 * workers)
                     downloads = (downloaded for _, downloaded in bounded_map(download, located, workers))
-                    batches = batched(
-                        downloads, TIDY_BATCH, weight=lambda d: d.size, max_weight=TIDY_BATCH_BYTES
-                    )
-                    for batch in batches:
-                        frame, skipped = history.tidy(batch)
+                    for batch, frame, skipped in history.tidy_batches(downloads):
                         export.add_history(frame, sum(skipped.values()))
                         skipped_by_run |= skipped
                         progress.advance(len(batch))

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 Item = TypeVar("Item")
 URL_BATCH = 25  # runs whose parquet URLs one GraphQL request asks for
+# Downloaded runs made tidy together (a few calls per batch rather than per run), up to this many runs or
+# bytes of files: long histories come in smaller batches, so memory stays bounded by the bytes.
+TIDY_BATCH, TIDY_BATCH_BYTES = 32, 4 << 20
 LOCATE_REQUESTS = 4  # such requests in flight at once
 _RETRY_STATUSES = (429, 500, 502, 503, 504)
 
@@ -179,6 +182,13 @@ class HistoryFetcher:
         if response.status != 200:
             raise ToolFailure(f"history of run {run_id}: download failed (HTTP {response.status})")
         return response.data
+
+    def tidy_batches(
+        self, downloads: Iterable[Downloaded]
+    ) -> Iterator[tuple[list[Downloaded], pa.Table, dict[str, int]]]:
+        """`downloads` in batches (TIDY_BATCH runs or TIDY_BATCH_BYTES of files), each with `tidy` of it."""
+        for batch in batched(downloads, TIDY_BATCH, weight=lambda d: d.size, max_weight=TIDY_BATCH_BYTES):
+            yield batch, *self.tidy(batch)
 
     def tidy(self, batch: Sequence[Downloaded]) -> tuple[pa.Table, dict[str, int]]:
         """Several runs' history as tidy rows (numeric values only), and each run's count of values skipped.

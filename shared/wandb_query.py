@@ -265,14 +265,23 @@ class ApiSource(WandbSource):
             ) as fetcher,
             ItemProgress("run histories", len(runs)) as progress,
         ):
-            for _, downloaded in bounded_map(fetcher.download, fetcher.locate(runs), self.workers):
-                tidy = pl.from_arrow(fetcher.tidy([downloaded])[0])
+            downloads = (
+                downloaded
+                for _, downloaded in bounded_map(fetcher.download, fetcher.locate(runs), self.workers)
+            )
+            for batch, table, _ in fetcher.tidy_batches(downloads):
+                tidy = pl.from_arrow(table)
                 assert isinstance(tidy, pl.DataFrame)
-                for key in keys:  # every key asked of any run: a later query may want it of this one
-                    series = tidy.filter(pl.col("key") == key)
-                    steps = series["step"].cast(pl.Float64).to_list()
-                    self._series[downloaded.run_id, key] = (steps, series["value"].to_list())
-                progress.advance()
+                series = tidy.partition_by("run_id", "key", as_dict=True)
+                for downloaded in batch:
+                    for key in keys:  # every key asked of any run: a later query may want it of this one
+                        part = series.get((downloaded.run_id, key))
+                        self._series[downloaded.run_id, key] = (
+                            ([], [])
+                            if part is None
+                            else (part["step"].cast(pl.Float64).to_list(), part["value"].to_list())
+                        )
+                progress.advance(len(batch))
 
 
 # ---------------------------------------------------------------- offline run logs
@@ -413,7 +422,7 @@ class ExportSource(WandbSource):
         super().__init__(**options)
         self.runs_file = find_export(path, project)
         metadata = export_metadata(self.runs_file) or {}
-        self.history_file = history_file_of(self.runs_file)
+        self.history_file = history_file_of(self.runs_file, metadata)
         self.history_keys = self._exported_history_keys(metadata)
 
     @staticmethod

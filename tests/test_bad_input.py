@@ -355,7 +355,7 @@ CASES = [
          "argument -o/--output: an empty path names nothing (use . for the current folder)"),
     Case("ex-blank-project", EXPORT, ("-e", "graph_denoise_team", "-p", ""), 2,
          "argument -p/--project: must not be empty"),
-    Case("an-blank-input", ANALYZE, ("",), 2, "an empty input names nothing"),
+    Case("an-blank-input", ANALYZE, ("",), 2, "an empty path names nothing (use . for the current folder)"),
     Case("wq-blank-metric", WANDB_TOPK, ("--export", "{in}/good", "--metric", ""), 2,
          "argument --metric: must not be empty"),
     # credentials

@@ -355,7 +355,7 @@ def test_bad_input_is_one_clear_usage_error(archive, offline, tmp_path):
         (["--source", str(offline), "-p", "noslash"], "workspace/project, not 'noslash'"),
         (["--source", str(offline), "-p", "a/b/c"], "workspace/project, not 'a/b/c'"),
         (["--source", str(archive), "-p", "team/other,noslash"], "workspace/project, not 'noslash'"),
-        (["--source", ""], r"an empty path names no folder"),
+        (["--source", ""], r"an empty path names nothing"),
         ([], r"name a Neptune project \(-p workspace/project\) or a folder"),
     ]
     for args, message in cases:

@@ -317,9 +317,9 @@ def test_neither_archive_nor_offline_folder_is_a_clear_error(tmp_path):
 def test_an_empty_path_is_no_folder(tmp_path, monkeypatch):
     write_archive(tmp_path)  # `""` as a Path is the current folder: it must not be read as this archive
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match="an empty path names no folder"):
+    with pytest.raises(UsageError, match="an empty path names nothing"):
         NeptuneQuery(None, source="").fetch_runs()
-    with pytest.raises(UsageError, match="an empty path names no folder"):
+    with pytest.raises(UsageError, match="an empty path names nothing"):
         query_topk.main(["", "--metric", "train/loss"])
 
 
