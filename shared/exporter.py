@@ -44,8 +44,12 @@ def runs_table(records: list[RunRecord]) -> tuple[pa.Table, list[str]]:
         [r.summary for r in records], METRIC_PREFIX, skip_private=True
     )
     columns |= config_columns | metric_columns
-    columns["_config_json"] = pa.array([raw_json(r.config) for r in records], pa.string())
-    columns["_summary_json"] = pa.array([raw_json(r.summary) for r in records], pa.string())
+    columns["_config_json"] = pa.array(
+        [r.raw_config if r.raw_config is not None else raw_json(r.config) for r in records], pa.string()
+    )
+    columns["_summary_json"] = pa.array(
+        [r.raw_summary if r.raw_summary is not None else raw_json(r.summary) for r in records], pa.string()
+    )
     return pa.table(columns), config_warnings + metric_warnings
 
 
@@ -57,6 +61,11 @@ def raw_json(value: dict[str, Any]) -> str:
     except UnicodeEncodeError:
         return json.dumps(value)
     return text
+
+
+def _listed(run_ids: list[str], shown: int = 10) -> str:
+    more = len(run_ids) - shown
+    return ", ".join(run_ids[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 class ExportFiles(NamedTuple):
@@ -119,6 +128,7 @@ class ProjectResult:
     runs_path: Path
     history_path: Path | None
     metadata_path: Path
+    shortfall: str | None = None  # what the source reported that the files lack (then the export failed)
 
 
 class ProjectExport:
@@ -136,6 +146,8 @@ class ProjectExport:
         self.history_rows = 0
         self.skipped_values = 0
         self.include_history = include_history
+        self.runs_reported: int | None = None  # the source's own count, when it gives one
+        self.failed_runs: dict[str, str] = {}  # run id -> why it (or its history) is not in the files
         self._history = HistoryWriter(self.files.history)
 
     def add_run(self, record: RunRecord) -> None:
@@ -146,8 +158,35 @@ class ProjectExport:
         self.skipped_values += skipped_values
         self._history.add(frame)
 
+    def fail_run(self, run_id: str, reason: str) -> None:
+        """Name a run (or its history) the files will lack: the export then ends with exit 1."""
+        self.failed_runs[run_id] = reason
+        warn(f"{self.entity}/{self.project}: run {run_id} not exported: {reason}")
+
+    def shortfall(self) -> str | None:
+        """One line on what the files lack of what the source reported, None when they hold it all."""
+        exported = {record.id for record in self.records}
+        missing = [run_id for run_id in self.failed_runs if run_id not in exported]
+        unknown = (self.runs_reported or 0) - len(exported) - len(missing)
+        no_history = [run_id for run_id in self.failed_runs if run_id in exported]
+        parts = []
+        if missing or unknown > 0:
+            count = len(missing) + max(unknown, 0)
+            ids = (
+                f" ({_listed(missing)}{', and others' if missing and unknown > 0 else ''})" if missing else ""
+            )
+            parts.append(
+                f"{count} of {max(self.runs_reported or 0, len(exported) + count)} runs missing{ids}"
+            )
+        if no_history:
+            parts.append(f"history of {len(no_history)} run(s) missing ({_listed(no_history)})")
+        return f"{self.entity}/{self.project}: {'; '.join(parts)}" if parts else None
+
     def finish(self) -> ProjectResult:
-        """Write history, runs and (last, as the completion mark) metadata; return what was written."""
+        """Write history, runs and (last, as the completion mark) metadata; return what was written.
+
+        What the files hold is counted against what the source reported: `shortfall` of the result.
+        """
         if self.include_history:
             self.history_rows = self._history.commit()
         table, warnings = runs_table(self.records)
@@ -161,6 +200,9 @@ class ProjectExport:
             "tool": {"name": "run-tools", "version": TOOL_VERSION},
             **self.metadata,
             "run_count": len(self.records),
+            "runs_reported": self.runs_reported,
+            "runs_exported": len(self.records),
+            "failed_runs": self.failed_runs,
             "history_rows": self.history_rows if self.include_history else None,
             "skipped_history_values": self.skipped_values if self.include_history else None,
             "flatten_warnings": warnings,
@@ -189,6 +231,7 @@ class ProjectExport:
             self.files.runs,
             history_path,
             self.files.metadata,
+            self.shortfall(),
         )
 
     def abort(self) -> None:
@@ -204,7 +247,8 @@ class ProjectExport:
 def report_exports(
     results: list[ProjectResult], failures: list[str], folder: Path, *, as_json: bool, owner: str = "entity"
 ) -> None:
-    """What was exported, as a table (or JSON) on stdout; ToolFailure (exit 1) naming what was not."""
+    """What was exported, as a table (or JSON) on stdout; ToolFailure (exit 1) naming what was not,
+    projects that failed and projects whose files lack runs the source reported alike."""
     rows = [
         {
             owner: r.entity,
@@ -215,9 +259,17 @@ def report_exports(
         }
         for r in results
     ]
+    shortfalls = [r.shortfall for r in results if r.shortfall]
     if as_json:
-        print(json.dumps({"exported": rows, "failed": failures}, indent=2))
+        print(json.dumps({"exported": rows, "failed": failures, "incomplete": shortfalls}, indent=2))
     else:
         print_table(rows, title=f"Exported to {folder}/")
-    if failures:
-        raise ToolFailure(f"not exported: {', '.join(failures)}")
+    for shortfall in shortfalls:
+        log(f"error: {shortfall}")
+    problems = [f"not exported: {', '.join(failures)}"] if failures else []
+    if shortfalls:
+        problems.append(
+            f"runs missing from: {', '.join(f'{r.entity}/{r.project}' for r in results if r.shortfall)}"
+        )
+    if problems:
+        raise ToolFailure("; ".join(problems))

@@ -119,3 +119,36 @@ def flat_columns(
         for path in sorted(names, key=names.__getitem__)
     }
     return columns, warnings
+
+
+MAX_JSON_DEPTH = 100  # deeper config/summary JSON is kept as raw text: flattening it would recurse too far
+
+
+def parse_object(value: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """A config or summary field as a dict, or None and why not (bad JSON, not an object, too deep)."""
+    if value is None:
+        return {}, None
+    if isinstance(value, dict):
+        parsed: Any = value
+    else:
+        try:
+            parsed = json.loads(value, strict=False)
+        except (ValueError, TypeError, RecursionError) as error:
+            return None, f"not valid JSON ({str(error)[:80]})"
+    if not isinstance(parsed, dict):
+        return None, f"a JSON {type(parsed).__name__}, not an object"
+    if json_depth(parsed) > MAX_JSON_DEPTH:
+        return None, f"nested deeper than {MAX_JSON_DEPTH} levels"
+    return parsed, None
+
+
+def json_depth(value: Any) -> int:
+    """How deep lists and dicts nest in `value` (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest

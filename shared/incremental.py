@@ -13,6 +13,7 @@ import polars as pl
 
 from shared.cli import log, warn
 from shared.exporter import ExportFiles, ProjectExport, ProjectResult, export_files
+from shared.flatten import parse_object
 from shared.history import ROW_GROUP
 from shared.runs_io import history_file_of
 from shared.schema import CORE_COLUMNS, RAW_JSON_COLUMNS, RunRecord
@@ -45,14 +46,29 @@ class ProjectState:
         """The state in `path`; None when there is none or it is unreadable (then a full export is made)."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != STATE_FORMAT:
-                return None
-            return cls(data["options"], data["since"], data["exported_at"], data["runs"])
+            if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+                raise ValueError(f"not an export state of format {STATE_FORMAT}")
+            state = cls(data["options"], data["since"], data["exported_at"], data["runs"])
+            state.check()
+            return state
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            warn(f"{path}: unreadable export state ({error}); exporting the project in full")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+            warn(f"{path}: unreadable export state ({str(error)[:200]}); exporting the project in full")
             return None
+
+    def check(self) -> None:
+        """ValueError unless every field has the type and form an export writes."""
+        if not isinstance(self.options, dict) or not isinstance(self.runs, dict):
+            raise ValueError("options and runs must be objects")
+        for moment in (self.since, self.exported_at):
+            if moment is not None:
+                datetime.fromisoformat(moment)  # ValueError / TypeError on anything else
+        for run in self.runs.values():
+            if not isinstance(run, dict) or not isinstance(run.get("skipped_history_values", 0), int):
+                raise ValueError("a run's entry is not an object with a count of skipped values")
+            if not isinstance(run.get("heartbeat_at"), str | None):
+                raise ValueError("a run's heartbeat is not a time")
 
     def save(self, path: Path) -> None:
         write_json({"format": STATE_FORMAT, **self.__dict__}, path)
@@ -61,14 +77,19 @@ class ProjectState:
 def stored_records(runs_path: Path) -> list[RunRecord]:
     """The runs of an exported runs parquet, rebuilt losslessly from the core columns and the raw JSON."""
     frame = pl.read_parquet(runs_path, columns=[*CORE_COLUMNS, *RAW_JSON_COLUMNS])
-    return [
-        RunRecord(
-            **{name: row[name] for name in CORE_COLUMNS},
-            config=json.loads(row["_config_json"]),
-            summary=json.loads(row["_summary_json"]),
+    records = []
+    for row in frame.iter_rows(named=True):
+        config, summary = (parse_object(row[column])[0] for column in RAW_JSON_COLUMNS)
+        records.append(
+            RunRecord(
+                **{name: row[name] for name in CORE_COLUMNS},
+                config=config or {},
+                summary=summary or {},
+                raw_config=None if config is not None else row["_config_json"],
+                raw_summary=None if summary is not None else row["_summary_json"],
+            )
         )
-        for row in frame.iter_rows(named=True)
-    ]
+    return records
 
 
 def stored_history(history_path: Path, leave_out: set[str]) -> Iterator[pa.Table]:
@@ -95,11 +116,22 @@ class ProjectUpdate:
     include_history: bool
     history_fetched: set[str] = field(default_factory=set)
 
-    def change_filter(self, filters: dict[str, Any]) -> dict[str, Any]:
-        """`filters` and "created or heartbeat since the previous export (less CLOCK_MARGIN)", server-side."""
+    def change_filter(self, filters: dict[str, Any], server_count: int) -> dict[str, Any]:
+        """`filters` and "created or heartbeat since the previous export (less CLOCK_MARGIN)", server-side.
+
+        When the server counts more runs for `filters` than the files hold complete (an offline run synced
+        days later keeps its old times; a run that failed last time), the runs not among those are fetched too.
+        """
         cutoff = datetime.fromisoformat(self.state.exported_at) - CLOCK_MARGIN
         moment = cutoff.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
-        changed = {"$or": [{"createdAt": {"$gte": moment}}, {"heartbeatAt": {"$gte": moment}}]}
+        wanted: list[dict[str, Any]] = [{"createdAt": {"$gte": moment}}, {"heartbeatAt": {"$gte": moment}}]
+        if server_count > len(self.state.runs):
+            log(
+                f"the server counts {server_count} runs, the files hold {len(self.state.runs)} complete:"
+                " fetching the others too"
+            )
+            wanted.append({"name": {"$nin": sorted(self.state.runs)}})
+        changed = {"$or": wanted}
         return {"$and": [filters, changed]} if filters else changed
 
     def needs_history(self, record: RunRecord) -> bool:
@@ -166,7 +198,7 @@ def save_state(
     if update is not None and not export.records:
         runs = stored
     else:
-        runs = {
+        runs = {  # runs that failed are left out: the next update fetches them again
             record.id: {
                 "heartbeat_at": _iso(record.heartbeat_at),
                 "skipped_history_values": skipped_by_run.get(
@@ -174,6 +206,7 @@ def save_state(
                 ),
             }
             for record in export.records
+            if record.id not in export.failed_runs
         }
     state = ProjectState(options, _iso(since), started_at.isoformat(), runs)
     state.save(export.files.state)

@@ -63,6 +63,10 @@ class RunRecord:
     url: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    # The source's text of a config or summary that could not be parsed (then `config`/`summary` is empty):
+    # written as it is to `_config_json`/`_summary_json`, with no flattened columns.
+    raw_config: str | None = None
+    raw_summary: str | None = None
 
     def core_values(self) -> dict[str, Any]:
         """The core columns of this run, keyed by column name."""

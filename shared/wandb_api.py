@@ -6,13 +6,14 @@ import argparse
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from shared.auth import Credentials, without_userinfo
 from shared.cli import ToolFailure, UsageError
-from shared.retry import NO_RETRY, Retry
+from shared.flatten import parse_object
+from shared.retry import NO_RETRY, PermanentFailure, Retry, describe
 from shared.schema import RunRecord
 
 if TYPE_CHECKING:
@@ -120,60 +121,197 @@ def _runtime(summary: dict[str, Any]) -> float | None:
     return float(runtime) if isinstance(runtime, int | float) else None
 
 
-def run_record(run: Any) -> RunRecord:
-    """A `wandb.apis.public.Run` (loaded with lazy=False) as the project's RunRecord."""
-    attrs = run._attrs  # the page's GraphQL node; reading it costs no request
-    summary = dict(run.summary_metrics)
-    user = attrs.get("user") or {}
+def unwrap_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as logged: W&B wraps each top-level value once as {"value": ..., "desc": ...}.
+
+    Exactly that wrapper is removed, nothing deeper (the client's own unwrapping also strips a logged
+    {"value": 0.5, "scale": 2} to 0.5); W&B's internal keys are left out.
+    """
+    return {
+        key: value["value"]
+        if isinstance(value, dict) and "value" in value and value.keys() <= _WRAPPER
+        else value
+        for key, value in raw.items()
+        if key not in INTERNAL_CONFIG_KEYS
+    }
+
+
+_WRAPPER = {"value", "desc"}
+INTERNAL_CONFIG_KEYS = frozenset({"_wandb", "wandb_version"})
+
+
+@dataclass
+class PagedRun:
+    """One run of a Runs page: the client's Run, the fields as the server sent them, and what could not be read.
+
+    A config or summary that is not a JSON object of bounded depth is left out of `run` and listed in
+    `problems`; the export keeps its raw text instead of flattening it.
+    """
+
+    run: Any
+    node: dict[str, Any]
+    config: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    problems: list[str]
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+
+def run_record(paged: PagedRun) -> RunRecord:
+    """A paged run as the project's RunRecord (config and summary as the server sent them, unwrapped once)."""
+    node, run = paged.node, paged.run
+    summary = paged.summary or {}
+    user = node.get("user") if isinstance(node.get("user"), dict) else {}
+    tags = node.get("tags")
     return RunRecord(
         id=run.id,
         entity=run.entity,
         project=run.project,
-        name=run.name,
-        state=run.state,
-        created_at=_utc(attrs.get("createdAt")),
-        heartbeat_at=_utc(attrs.get("heartbeatAt")),
+        name=node.get("displayName"),
+        state=node.get("state"),
+        created_at=_utc(node.get("createdAt")),
+        heartbeat_at=_utc(node.get("heartbeatAt")),
         runtime_s=_runtime(summary),
-        tags=list(run.tags or []),
-        group=attrs.get("group"),
-        job_type=attrs.get("jobType"),
-        sweep=run.sweep_name,
+        tags=[str(tag) for tag in tags] if isinstance(tags, list) else [],
+        group=node.get("group"),
+        job_type=node.get("jobType"),
+        sweep=node.get("sweepName"),
         user=user.get("username") or user.get("name"),
-        notes=attrs.get("notes"),
+        notes=node.get("notes"),
         url=without_userinfo(run.url) if run.url else None,
-        config=dict(run.config),
+        config=unwrap_config(paged.config) if paged.config is not None else {},
         summary=summary,
+        raw_config=None if paged.config is not None else _text(node.get("config")),
+        raw_summary=None if paged.summary is not None else _text(node.get("summaryMetrics")),
     )
 
 
-def iter_runs(
-    api: wandb.Api, entity: str, project: str, filters: dict[str, Any], retry: Retry = NO_RETRY
-) -> tuple[int, Iterator[Any]]:
-    """The project's matching run count and an iterator over its runs, oldest first, in full pages.
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) or value is None else str(value)
 
-    A failed page is fetched again by `retry`; indexing, unlike `next()`, skips no run when a page fails.
+
+class RunPages:
+    """The runs of one query, oldest first, through the client's own Runs query, one checked page at a time.
+
+    Every reply is checked before it is used (the client trusts it): a page without its list of runs is
+    fetched again, and so is one that brings no new run while the server says more follow, at most
+    MAX_STALLED_PAGES times in a row; then the project fails. A run whose config or summary cannot be
+    parsed costs only those fields; a run the client cannot take at all is named in `failed`.
+    `reported` is the server's run count for the query, from the latest page.
     """
-    what = f"runs of {entity}/{project}"
-    runs = retry.call(  # the client may look up the key's default entity here
-        what,
-        lambda: api.runs(
-            f"{entity}/{project}", filters=filters, order="+created_at", per_page=RUNS_PER_PAGE, lazy=False
-        ),
-    )
 
-    def run_at(index: int) -> Any:
+    def __init__(
+        self, api: wandb.Api, entity: str, project: str, filters: dict[str, Any], retry: Retry = NO_RETRY
+    ) -> None:
+        self.entity, self.project, self.retry = entity, project, retry
+        self.what = f"runs of {entity}/{project}"
+        # Only the query text and variables are borrowed (the client may look up the default entity here).
+        self._query = retry.call(
+            self.what,
+            lambda: api.runs(
+                f"{entity}/{project}",
+                filters=filters,
+                order="+created_at",
+                per_page=RUNS_PER_PAGE,
+                lazy=False,
+            ),
+        )
+        self.failed: dict[str, str] = {}
+        self.reported, self._first = self._page(None)
+
+    def _page(self, cursor: str | None) -> tuple[int, tuple[list[dict[str, Any]], str | None, bool]]:
+        """(run count, (edges, next cursor, more follow)) of the page after `cursor`, retried while malformed."""
+        variables = {**self._query.variables, "perPage": RUNS_PER_PAGE, "cursor": cursor}
+        return self.retry.call(
+            self.what,
+            lambda: _checked_page(self._query._service_api.execute_graphql(self._query.QUERY, variables)),
+        )
+
+    def __iter__(self) -> Iterator[PagedRun]:
+        seen: set[str] = set()
+        page, stalled = self._first, 0
+        while True:
+            edges, cursor, more = page
+            fresh = 0
+            for edge in edges:
+                node = edge.get("node") if isinstance(edge, dict) else None
+                name = node.get("name") if isinstance(node, dict) else None
+                if not isinstance(name, str) or not name:
+                    self.failed[f"#{len(seen) + len(self.failed) + 1}"] = (
+                        "the server sent a run without an id"
+                    )
+                    continue
+                if name in seen or name in self.failed:
+                    continue
+                seen.add(name)
+                fresh += 1
+                paged = self._paged(node)
+                if paged is not None:
+                    yield paged
+            if not more:
+                return
+            stalled = 0 if fresh else stalled + 1
+            if stalled >= MAX_STALLED_PAGES:
+                raise ToolFailure(
+                    f"{self.what}: the server sent {stalled} pages in a row without a new run although it"
+                    f" said more follow (after {len(seen)} of {self.reported} runs)"
+                )
+            self.reported, page = self._page(cursor if cursor else None)
+
+    def _paged(self, node: dict[str, Any]) -> PagedRun | None:
+        from wandb.apis.public import Run
+
+        fields, parsed, problems = dict(node), {}, []
+        for name in ("config", "summaryMetrics", "systemMetrics"):
+            value, problem = parse_object(node.get(name))
+            fields[name], parsed[name] = value or {}, value
+            if problem:
+                problems.append(f"{name}: {problem}")
         try:
-            return runs[index]
-        except IndexError:
+            run = Run(self._query._service_api, self.entity, self.project, node["name"], fields, lazy=False)
+        except Exception as error:  # the client's parsing of the other fields
+            self.failed[node["name"]] = f"the W&B client could not read it ({describe(error)})"
             return None
+        return PagedRun(run, node, parsed["config"], parsed["summaryMetrics"], problems)
 
-    def each_run() -> Iterator[Any]:
-        index = 0
-        while (run := retry.call(what, partial(run_at, index))) is not None:
-            yield run
-            index += 1
 
-    return retry.call(what, lambda: len(runs)), each_run()
+MAX_STALLED_PAGES = 3
+
+
+def _checked_page(response: Any) -> tuple[int, tuple[list[dict[str, Any]], str | None, bool]]:
+    """A Runs reply's run count, edges, next cursor and whether more follow; MalformedReply when it lacks them."""
+    project = response.get("project") if isinstance(response, dict) else None
+    if project is None:
+        raise PermanentFailure("the server knows no such project (or this key cannot see it)")
+    connection = project.get("runs") if isinstance(project, dict) else None
+    edges = connection.get("edges") if isinstance(connection, dict) else None
+    page_info = connection.get("pageInfo") if isinstance(connection, dict) else None
+    count = project.get("runCount")
+    if not isinstance(edges, list) or not isinstance(page_info, dict) or not isinstance(count, int):
+        raise MalformedReply("the server's page of runs lacks its runs, page info or run count")
+    cursor = page_info.get("endCursor")
+    if edges and isinstance(edges[-1], dict) and edges[-1].get("cursor"):
+        cursor = edges[-1]["cursor"]  # as the client pages: after the last edge it was given
+    return count, (edges, cursor if isinstance(cursor, str) else None, bool(page_info.get("hasNextPage")))
+
+
+class MalformedReply(ToolFailure):
+    """A reply without the fields every reply of its kind has (a transient fault: retried)."""
+
+
+def count_runs(
+    api: wandb.Api, entity: str, project: str, filters: dict[str, Any], retry: Retry = NO_RETRY
+) -> int:
+    """The server's run count for `filters`: one request for a page of one run."""
+    what = f"run count of {entity}/{project}"
+    runs = retry.call(what, lambda: api.runs(f"{entity}/{project}", filters=filters, per_page=1))
+    variables = {**runs.variables, "perPage": 1, "cursor": None}
+    count, _ = retry.call(
+        what, lambda: _checked_page(runs._service_api.execute_graphql(runs.QUERY, variables))
+    )
+    return count
 
 
 def reachable_entities(api: wandb.Api) -> list[tuple[str, str]]:

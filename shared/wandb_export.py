@@ -15,9 +15,9 @@ from shared.exporter import ProjectExport, ProjectResult
 from shared.incremental import log_plan, plan_update, save_state, stored_result
 from shared.lockfile import FolderLock
 from shared.progress import ItemProgress
-from shared.retry import NO_RETRY, Retry
+from shared.retry import NO_RETRY, Retry, describe
 from shared.storage import prepare_output_folder
-from shared.wandb_api import created_since_filter, iter_runs, run_record
+from shared.wandb_api import RunPages, count_runs, created_since_filter, run_record
 from shared.wandb_history import Downloaded, HistoryFetcher, HistoryLocation
 
 Item = TypeVar("Item")
@@ -85,14 +85,6 @@ def prefetched(items: Iterable[Item], depth: int) -> Iterator[Item]:
         producer.join()
 
 
-def _whole_files(downloaded: Downloaded) -> Downloaded:
-    """`downloaded`, checked for files cut short or not parquet at all (a broken transfer: retried)."""
-    for data in downloaded.files:
-        if len(data) < 8 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
-            raise ToolFailure(f"history of run {downloaded.run_id}: a downloaded file is not whole parquet")
-    return downloaded
-
-
 def export_api_project(
     api: Any,
     entity: str,
@@ -111,8 +103,9 @@ def export_api_project(
 ) -> ProjectResult:
     """Export one cloud project; history fetches overlap with paging through the runs.
 
-    With `incremental`, only runs changed since the previous export are fetched and merged into its
-    files (see shared/incremental.py). Either way the project's export state is saved beside the files.
+    With `incremental`, only runs changed since the previous export (and runs the files lack) are fetched
+    and merged into its files (see shared/incremental.py). Either way the files are counted against the
+    server's run count (`ProjectResult.shortfall`) and the project's export state is saved beside them.
     """
     started_at = datetime.now(UTC)
     options = {"include_history": include_history, "history_keys": history_keys, "since": since_text}
@@ -122,30 +115,44 @@ def export_api_project(
     if update is not None and update.state.since is not None:
         since = datetime.fromisoformat(update.state.since)  # the boundary of the first export holds
     filters = created_since_filter(since)
+    reported = None
     if update is not None:
-        filters = update.change_filter(filters)
+        reported = count_runs(api, entity, project, filters, retry)  # what the merged files must hold
+        filters = update.change_filter(filters, reported)
     metadata = {**metadata, "filters": {**metadata.get("filters", {}), "since": since and since.isoformat()}}
     export = ProjectExport(folder, entity, project, include_history=include_history, metadata=metadata)
     skipped_by_run: dict[str, int] = {}
-    total, runs = iter_runs(api, entity, project, filters, retry)
+    runs = RunPages(api, entity, project, filters, retry)
     try:
-        with ItemProgress("runs", total) as progress:
+        with ItemProgress("runs", runs.reported) as progress:
 
             def records_added() -> Iterator[Any]:
                 """Every run is recorded; those whose history is to be fetched are passed on."""
-                for run in runs:
-                    record = run_record(run)
+                for paged in runs:
+                    record = run_record(paged)
+                    if paged.problems:
+                        warn(
+                            f"{entity}/{project}: run {record.id}: {'; '.join(paged.problems)};"
+                            " exported with that raw text in _config_json/_summary_json and no flattened columns"
+                        )
                     export.add_run(record)
                     if include_history and (update is None or update.needs_history(record)):
-                        yield run
+                        yield paged.run
                     else:
                         progress.advance()
+                for run_id, why in runs.failed.items():
+                    export.fail_run(run_id, why)
 
             def download(location: HistoryLocation) -> Downloaded:
-                """A run's history, downloaded again (after a backoff) while the transfer fails."""
-                return retry.call(
-                    f"history of run {location.run.id}", lambda: _whole_files(history.download(location))
-                )
+                """A run's history, downloaded again (after a backoff) while the transfer fails; a run whose
+                history cannot be had is named, the others go on."""
+                what = f"history of run {location.run.id}"
+                try:
+                    return retry.call(what, lambda: history.download(location))
+                except ToolFailure as error:
+                    return Downloaded(
+                        location.run.id, [], None, failure=describe(error).removeprefix(f"{what}: ")
+                    )
 
             if include_history:
                 with HistoryFetcher(
@@ -154,15 +161,23 @@ def export_api_project(
                     located = prefetched(history.locate(records_added()), depth=4 * workers)
                     downloads = (downloaded for _, downloaded in bounded_map(download, located, workers))
                     for batch, frame, skipped in history.tidy_batches(downloads):
+                        for failed in (d for d in batch if d.failure):
+                            export.fail_run(failed.run_id, f"history: {failed.failure}")
                         export.add_history(frame, sum(skipped.values()))
                         skipped_by_run |= skipped
                         progress.advance(len(batch))
             else:
                 for _run in records_added():
                     pass
-        if update is not None and not export.records:
+        export.runs_reported = runs.reported if reported is None else reported
+        if update is not None and not export.records and not export.failed_runs:
             log(f"{entity}/{project}: no run changed; files left as they are")
             result = stored_result(export.files)
+            if result.runs < export.runs_reported:
+                result.shortfall = (
+                    f"{entity}/{project}: {export.runs_reported - result.runs} of {export.runs_reported} runs"
+                    " missing (the server counts more runs than it lists)"
+                )
         else:
             if update is not None:
                 log(f"{entity}/{project}: {len(export.records)} new or changed run(s) merged into the files")
@@ -232,6 +247,7 @@ def export_offline(
                             metadata={**metadata, "corrupt_logs": {}},
                         )
                     export = exports[key]
+                    export.runs_reported = (export.runs_reported or 0) + 1  # each log read is one run
                     if run.lost_records:
                         export.metadata["corrupt_logs"][str(log_path)] = {
                             "lost_records": run.lost_records,

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from shared.cli import ToolFailure
 from shared.history import is_internal_key, rows_to_tidy, skipped_values, stacked_run_ids, wide_to_tidy
-from shared.retry import NO_RETRY, Retry
+from shared.retry import NO_RETRY, PermanentFailure, Retry
 from shared.schema import HISTORY_SCHEMA
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class HistoryFetcher:
         """A run's exported files as bytes, and the rows logged after the last export (a run still going)
         through `scan_history`. Network only: parsing happens in `tidy`, on the consumer's thread, so the
         many download threads do not each keep an allocator's worth of freed arrow memory."""
-        files = [self._get(location.run.id, url) for url in location.urls]
+        files = [_checked(location.run.id, self._get(location.run.id, url)) for url in location.urls]
         live = None
         if location.has_live_rows:
             last_step = max((_last_step(data) for data in files), default=-1)
@@ -239,11 +239,31 @@ class Downloaded:
     run_id: str
     files: list[bytes]
     live: tuple[pl.DataFrame, int] | None
+    failure: str | None = None  # why the run's history could not be had (then files and live are empty)
 
     @property
     def size(self) -> int:
         """Bytes of its exported files."""
         return sum(len(data) for data in self.files)
+
+
+def _checked(run_id: str, data: bytes) -> bytes:
+    """`data` if it is a whole parquet file of W&B's history layout: a file cut short is a transfer to
+    retry; one without an integer `_step` column is the run's failure (its steps cannot be known)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(data) < 8 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+        raise ToolFailure(f"history of run {run_id}: a downloaded file is not whole parquet")
+    try:
+        schema = pq.ParquetFile(pa.BufferReader(data)).schema_arrow
+    except (pa.ArrowException, OSError) as error:
+        raise PermanentFailure(f"history of run {run_id}: unreadable parquet ({error})") from None
+    step = schema.field("_step").type if "_step" in schema.names else None
+    if step is None or not pa.types.is_integer(step):
+        found = "no _step column" if step is None else f"_step of type {step}"
+        raise PermanentFailure(f"history of run {run_id}: unexpected history file ({found})")
+    return data
 
 
 def _last_step(data: bytes) -> int:

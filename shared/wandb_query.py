@@ -7,7 +7,6 @@ value is NaN/inf or not a number, read the history of only the runs and keys the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import polars as pl
 
 from shared.cli import ToolFailure, UsageError, warn
 from shared.constraints import ConstraintError
+from shared.flatten import parse_object
 from shared.history import is_internal_key
 from shared.neptune_sources import POINTS_SCHEMA, RUNS_SCHEMA
 from shared.progress import ItemProgress
@@ -207,20 +207,31 @@ class ApiSource(WandbSource):
         return self._api
 
     def _list(self) -> Iterator[ListedRun]:
-        from shared.wandb_api import iter_runs
+        from shared.wandb_api import RunPages, run_record
 
         api = self._connect()
         entity = self.entity or api.default_entity
         path = f"{entity}/{self.project}"
         try:
-            total, runs = iter_runs(api, entity, self.project, {})
+            runs = RunPages(api, entity, self.project, {})
         except Exception as error:  # the client raises several types for an unknown project or entity
             raise UsageError(f"cannot list the runs of W&B project {path}: {error}") from None
-        with ItemProgress("runs", total) as progress:
-            for run in runs:
+        with ItemProgress("runs", runs.reported) as progress:
+            for paged in runs:
                 progress.advance()
-                config = {key: value for key, value in dict(run.config).items() if key != "_wandb"}
-                yield ListedRun(run.id, run.name or run.id, run.state, config, dict(run.summary_metrics), run)
+                record = run_record(paged)
+                if paged.problems:
+                    warn(f"run {record.id} of {path}: {'; '.join(paged.problems)}; ranked without them")
+                yield ListedRun(
+                    record.id,
+                    record.name or record.id,
+                    record.state,
+                    record.config,
+                    record.summary,
+                    paged.run,
+                )
+        for run_id, reason in runs.failed.items():
+            warn(f"run {run_id} of {path} left out: {reason}")
 
     def _forget_history(self) -> None:
         self._series.clear()
@@ -441,7 +452,7 @@ class ExportSource(WandbSource):
         if missing:
             raise UsageError(f"{self.runs_file} is not a runs export: no {', '.join(missing)} column")
         for row in pl.read_parquet(self.runs_file).iter_rows(named=True):
-            config, summary = (json.loads(row[c] or "{}") for c in RAW_JSON_COLUMNS)
+            config, summary = (parse_object(row[c])[0] or {} for c in RAW_JSON_COLUMNS)
             yield ListedRun(row["id"], row["name"] or row["id"], row["state"], config, summary, row)
 
     def _history(self, pairs: pl.DataFrame, *, needed: bool) -> pl.DataFrame:

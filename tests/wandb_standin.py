@@ -102,6 +102,11 @@ class StandinRun:
     live_from_step: int | None = None  # steps >= this are "live": not yet exported to parquet
     export_files: int = 1  # exported rows are split over this many parquet files
     history_meta: HistoryMeta | None = None
+    # Faults: the text sent as the run's config / summaryMetrics instead of their JSON (bad JSON, deep
+    # nesting, an unwrapped config), and columns left out of its exported history files (a wrong schema).
+    raw_config: str | None = None
+    raw_summary: str | None = None
+    export_drop: tuple[str, ...] = ()
 
     def history_table(self) -> HistoryTable:
         """The run's history, built now (not cached here; the server keeps a small cache)."""
@@ -927,6 +932,8 @@ class StandinServer:
         unknown_fields: fields a known operation selected that the stand-in cannot resolve.
         latency_s: sleep before answering each GraphQL or file request.
         request_hook: called per request (not telemetry) with a RequestInfo; may return a HookResult.
+        runs_page_faults: faults for the next pages of runs, one each, in order: `edges_null` (a reply with
+            `"edges": null`), `empty_more` (no runs, yet `hasNextPage: true`).
     """
 
     def __init__(
@@ -942,6 +949,9 @@ class StandinServer:
         self.telemetry_posts = 0
         self.latency_s = 0.0
         self.request_hook: RequestHook | None = None
+        self.runs_page_faults: list[
+            str
+        ] = []  # the next pages of runs, one fault each: edges_null, empty_more
         self._lock = threading.Lock()
         self._documents: OrderedDict[str, _Document] = OrderedDict()
         self._histories: OrderedDict[int, tuple[StandinRun, HistoryTable]] = OrderedDict()
@@ -1044,6 +1054,7 @@ class StandinServer:
             frame = frame.filter(pl.col("_step") < run.live_from_step)
         if frame.height == 0:
             return []
+        frame = frame.drop(run.export_drop)
         parts = max(1, min(run.export_files, frame.height))
         bounds = [frame.height * i // parts for i in range(parts + 1)]
         return [frame.slice(bounds[i], bounds[i + 1] - bounds[i]) for i in range(parts)]
@@ -1190,9 +1201,18 @@ class StandinServer:
     def _project(self, entity: str, project: StandinProject) -> dict[str, Any]:
         def runs(args: dict[str, Any]) -> dict[str, Any]:
             matching = self.matching_runs(project, args.get("filters"), args.get("order"))
-            return _connection(
+            page = _connection(
                 matching, args.get("after"), args.get("first"), lambda r: self._run(entity, project, r)
             )
+            with self._lock:
+                fault = self.runs_page_faults.pop(0) if self.runs_page_faults else None
+            if fault == "edges_null":
+                page["edges"] = None
+            elif fault == "empty_more":
+                page["edges"], page["pageInfo"]["hasNextPage"] = [], True
+            elif fault is not None:
+                raise ValueError(f"unknown runs page fault {fault!r}")
+            return page
 
         def run(args: dict[str, Any]) -> dict[str, Any] | None:
             found = project.run(str(args.get("name")))
@@ -1291,8 +1311,10 @@ class StandinServer:
             "description": run.notes,
             "notes": run.notes,
             "user": {"name": run.user.title(), "username": run.user},
-            "config": lambda _: json.dumps(wrapped_config),
-            "summaryMetrics": lambda _: json.dumps(run.summary),
+            "config": lambda _: json.dumps(wrapped_config) if run.raw_config is None else run.raw_config,
+            "summaryMetrics": lambda _: (
+                json.dumps(run.summary) if run.raw_summary is None else run.raw_summary
+            ),
             "systemMetrics": lambda _: json.dumps(run.system_metrics),
             "historyLineCount": lambda _: self.history_meta(run).line_count,
             "historyKeys": history_keys,

@@ -185,24 +185,24 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
                         results.append(stored)
                         continue
                     log(f"{name}: the files its resumed export completed are gone; exporting it again")
-                results.append(
-                    export_api_project(
-                        api,
-                        entity,
-                        project,
-                        args.output,
-                        since=args.since,
-                        include_history=args.include_history,
-                        history_keys=args.history_keys,
-                        workers=args.workers,
-                        metadata=dict(metadata),
-                        timeout_s=args.timeout,
-                        retry=retry,
-                        incremental=args.incremental,
-                        since_text=args.since_text,
-                    )
+                result = export_api_project(
+                    api,
+                    entity,
+                    project,
+                    args.output,
+                    since=args.since,
+                    include_history=args.include_history,
+                    history_keys=args.history_keys,
+                    workers=args.workers,
+                    metadata=dict(metadata),
+                    timeout_s=args.timeout,
+                    retry=retry,
+                    incremental=args.incremental,
+                    since_text=args.since_text,
                 )
-                lock.completed(name)
+                results.append(result)
+                if not result.shortfall:  # else a rerun exports it again: runs are missing
+                    lock.completed(name)
             except UsageError:
                 raise
             except Exception as error:  # one project's failure must not stop the others; it is named
