@@ -133,7 +133,9 @@ def parse_object(value: Any) -> tuple[dict[str, Any] | None, str | None]:
     else:
         try:
             parsed = json.loads(value, strict=False)
-        except (ValueError, TypeError, RecursionError) as error:
+        except RecursionError:
+            return None, f"nested deeper than {MAX_JSON_DEPTH} levels"
+        except (ValueError, TypeError) as error:
             return None, f"not valid JSON ({str(error)[:80]})"
     if not isinstance(parsed, dict):
         return None, f"a JSON {type(parsed).__name__}, not an object"

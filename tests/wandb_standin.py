@@ -934,6 +934,7 @@ class StandinServer:
         request_hook: called per request (not telemetry) with a RequestInfo; may return a HookResult.
         runs_page_faults: faults for the next pages of runs, one each, in order: `edges_null` (a reply with
             `"edges": null`), `empty_more` (no runs, yet `hasNextPage: true`).
+        runs_count_extra: added to every run count the server reports (runs it counts but never lists).
     """
 
     def __init__(
@@ -949,9 +950,8 @@ class StandinServer:
         self.telemetry_posts = 0
         self.latency_s = 0.0
         self.request_hook: RequestHook | None = None
-        self.runs_page_faults: list[
-            str
-        ] = []  # the next pages of runs, one fault each: edges_null, empty_more
+        self.runs_page_faults: list[str] = []  # faults of the next pages of runs, one each
+        self.runs_count_extra = 0  # added to every runCount: a server that counts runs it does not list
         self._lock = threading.Lock()
         self._documents: OrderedDict[str, _Document] = OrderedDict()
         self._histories: OrderedDict[int, tuple[StandinRun, HistoryTable]] = OrderedDict()
@@ -1232,7 +1232,9 @@ class StandinServer:
             "access": "PRIVATE",
             "views": "{}",
             "user": self._user(project.user),
-            "runCount": lambda args: len(self.matching_runs(project, args.get("filters"), None)),
+            "runCount": lambda args: (
+                len(self.matching_runs(project, args.get("filters"), None)) + self.runs_count_extra
+            ),
             "runs": runs,
             "run": run,
         }

@@ -1,0 +1,184 @@
+"""Every run accounted for: export_runs.py against a stand-in that loses, mangles or miscounts runs.
+
+Each export is counted against what the server reported (`runs_reported`/`runs_exported`/`failed_runs`
+in the metadata); a shortfall is exit 1 with a line naming the project, never a quiet exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from shared.cli import run_main
+from tests.current_data import load_script
+from tests.export_checks import ENTITY, cron_standin, new_run, utc_now
+from tests.wandb_standin import StandinServer
+
+export_runs = load_script("export_runs")
+BETA = ["-e", ENTITY, "-p", "beta"]  # 5 runs, no history
+ALPHA = ["-e", ENTITY, "-p", "alpha", "--include-history"]  # 12 runs with history
+FAST_GIVE_UP = ["--max-retry-time", "2"]
+
+
+@pytest.fixture
+def wandb_standin() -> Iterator[StandinServer]:
+    """Overrides the session server for `wandb_env`: these tests change the server's runs and faults."""
+    with cron_standin() as server:
+        yield server
+
+
+def export(folder: Path, *argv: str) -> int:
+    """The exit code of export_runs.py with `argv`, its error line on stderr as from the command line."""
+    with pytest.raises(SystemExit) as leaving:
+        run_main(lambda: export_runs.main([*argv, "-o", str(folder)]))
+    return leaving.value.code
+
+
+def metadata(folder: Path, project: str) -> dict:
+    return json.loads((folder / f"{ENTITY}_{project}_metadata.json").read_text())
+
+
+def runs_of(folder: Path, project: str) -> pl.DataFrame:
+    return pl.read_parquet(folder / f"{ENTITY}_{project}_runs.parquet")
+
+
+def test_metadata_counts_what_the_server_reported_and_what_was_written(wandb_env, tmp_path):
+    assert export(tmp_path, *ALPHA) == 0
+    recorded = metadata(tmp_path, "alpha")
+    assert (recorded["runs_reported"], recorded["runs_exported"], recorded["failed_runs"]) == (12, 12, {})
+
+
+def test_a_run_with_unparseable_config_or_summary_costs_only_those_fields(wandb_env, tmp_path, capsys):
+    """The client parses a whole page at once: one bad run used to take its page (up to 100 runs) along."""
+    beta = wandb_env.dataset.project(ENTITY, "beta")
+    beta.runs[1].raw_config = '{"lr": 0.1, "broken": '
+    beta.runs[3].raw_summary = '{"a": ' * 1000 + "1" + "}" * 1000  # RecursionError in the client
+    assert export(tmp_path, *BETA) == 0
+    err = capsys.readouterr().err
+    assert f"run {beta.runs[1].id}: config: not valid JSON" in err
+    assert f"run {beta.runs[3].id}: summaryMetrics: nested deeper than" in err
+    runs = runs_of(tmp_path, "beta")
+    assert sorted(runs["id"]) == sorted(run.id for run in beta.runs)
+    by_id = {row["id"]: row for row in runs.iter_rows(named=True)}
+    assert by_id[beta.runs[1].id]["_config_json"] == beta.runs[1].raw_config  # the raw text, kept
+    assert by_id[beta.runs[3].id]["_summary_json"] == beta.runs[3].raw_summary
+    assert json.loads(by_id[beta.runs[3].id]["_config_json"]) == beta.runs[3].config  # its config is fine
+    assert metadata(tmp_path, "beta")["runs_exported"] == 5
+
+
+def test_a_page_of_runs_without_its_edges_is_fetched_again(wandb_env, tmp_path):
+    wandb_env.runs_page_faults = ["edges_null"]
+    assert export(tmp_path, *BETA) == 0
+    assert runs_of(tmp_path, "beta").height == 5
+
+
+def test_pages_that_keep_coming_without_edges_fail_the_project(wandb_env, tmp_path, capsys):
+    wandb_env.runs_page_faults = ["edges_null"] * 1000
+    assert export(tmp_path, *BETA, *FAST_GIVE_UP) == 1
+    err = capsys.readouterr().err
+    assert "error: cron/beta not exported: runs of cron/beta: the server's page of runs lacks its runs" in err
+    assert not (tmp_path / f"{ENTITY}_beta_runs.parquet").exists()
+
+
+def test_endless_empty_pages_end_the_project_after_a_few_tries(wandb_env, tmp_path, capsys):
+    wandb_env.runs_page_faults = ["empty_more"] * 10_000
+    assert export(tmp_path, *BETA) == 1
+    assert "3 pages in a row without a new run although it said more follow" in capsys.readouterr().err
+    assert wandb_env.requests["Runs"] <= 5
+
+
+def test_a_server_that_counts_more_runs_than_it_lists_is_a_shortfall(wandb_env, tmp_path, capsys):
+    wandb_env.runs_count_extra = 2
+    assert export(tmp_path, *BETA, "--json") == 1
+    captured = capsys.readouterr()
+    assert "error: cron/beta: 2 of 7 runs missing" in captured.err
+    assert json.loads(captured.out)["incomplete"] == ["cron/beta: 2 of 7 runs missing"]
+    recorded = metadata(tmp_path, "beta")  # what did arrive is kept, and says what is missing
+    assert (recorded["runs_reported"], recorded["runs_exported"]) == (7, 5)
+
+
+def test_a_history_file_without_steps_is_that_runs_failure_and_the_others_are_kept(
+    wandb_env, tmp_path, capsys
+):
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    bad = next(run for run in alpha.runs if run.history is not None and run.live_from_step is None)
+    bad.export_drop = ("_step",)
+    assert export(tmp_path, *ALPHA) == 1
+    err = capsys.readouterr().err
+    assert f"run {bad.id} not exported: history: unexpected history file (no _step column)" in err
+    assert f"error: cron/alpha: history of 1 run(s) missing ({bad.id})" in err
+    recorded = metadata(tmp_path, "alpha")
+    assert list(recorded["failed_runs"]) == [bad.id] and recorded["runs_exported"] == 12
+    history = pl.read_parquet(tmp_path / f"{ENTITY}_alpha_history.parquet")
+    assert bad.id not in history["run_id"].to_list()
+    assert history["run_id"].n_unique() == sum(1 for run in alpha.runs if run.history is not None) - 1
+
+
+def test_an_incremental_export_after_a_shortfall_fetches_the_failed_run_again(wandb_env, tmp_path, capsys):
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    bad = next(run for run in alpha.runs if run.history is not None and run.live_from_step is None)
+    bad.export_drop = ("_step",)
+    assert export(tmp_path, *ALPHA, "--incremental") == 1
+    bad.export_drop = ()  # the server's file is whole again
+    wandb_env.clear_cache()
+    capsys.readouterr()
+    assert export(tmp_path, *ALPHA, "--incremental") == 0
+    assert "fetching the others too" in capsys.readouterr().err
+    history = pl.read_parquet(tmp_path / f"{ENTITY}_alpha_history.parquet")
+    assert bad.id in history["run_id"].to_list()
+    assert metadata(tmp_path, "alpha")["failed_runs"] == {}
+
+
+def test_incremental_fetches_a_run_synced_late_with_old_times(wandb_env, tmp_path, capsys):
+    """An offline run synced days after it ran keeps its old created/heartbeat: no `since` filter sees it."""
+    assert export(tmp_path, *BETA, "--incremental") == 0
+    beta = wandb_env.dataset.project(ENTITY, "beta")
+    beta.runs.append(new_run("late0001", utc_now() - timedelta(days=30)))
+    wandb_env.clear_cache()
+    capsys.readouterr()
+    assert export(tmp_path, *BETA, "--incremental") == 0
+    assert (
+        "the server counts 6 runs, the files hold 5 complete: fetching the others too"
+        in capsys.readouterr().err
+    )
+    assert "late0001" in runs_of(tmp_path, "beta")["id"].to_list()
+    recorded = metadata(tmp_path, "beta")
+    assert (recorded["runs_reported"], recorded["runs_exported"]) == (6, 6)
+
+
+def test_config_json_is_the_config_as_logged(wandb_env, tmp_path):
+    """W&B wraps each top-level value once ({"value": v, "desc": d}); nothing deeper is unwrapped."""
+    beta = wandb_env.dataset.project(ENTITY, "beta")
+    logged = {"reward": {"value": 0.5, "scale": 2}, "opt": {"value": "adam"}, "plain": 3}
+    beta.runs[0].config = logged  # served wrapped, as W&B does
+    beta.runs[1].raw_config = json.dumps({"reward": {"value": 0.5, "scale": 2}})  # a value never wrapped
+    assert export(tmp_path, *BETA) == 0
+    runs = {row["id"]: row for row in runs_of(tmp_path, "beta").iter_rows(named=True)}
+    assert json.loads(runs[beta.runs[0].id]["_config_json"]) == logged
+    assert json.loads(runs[beta.runs[1].id]["_config_json"]) == {"reward": {"value": 0.5, "scale": 2}}
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        '{"format": 1, "options": [], "since": 5, "exported_at": {}, "runs": "x"}',
+        '{"format": 1, "options": {}, "since": null, "exported_at": "2026-01-01T00:00:00+00:00", "runs": {"a": 7}}',
+        "[" * 100_000 + "]" * 100_000,
+        "null",
+    ],
+    ids=["wrong-types", "wrong-run-entry", "deep", "null"],
+)
+def test_an_unreadable_state_is_one_warning_then_a_full_export(wandb_env, tmp_path, capsys, state):
+    assert export(tmp_path, *BETA, "--incremental") == 0
+    (tmp_path / f"{ENTITY}_beta_state.json").write_text(state)
+    capsys.readouterr()
+    for _ in range(2):  # and the export after it is incremental again
+        assert export(tmp_path, *BETA, "--incremental") == 0
+    err = capsys.readouterr().err
+    assert err.count("unreadable export state") == 1
+    assert "full export" in err and runs_of(tmp_path, "beta").height == 5
