@@ -26,6 +26,7 @@ from shared.neptune_sources import (
     source_path,
 )
 from shared.progress import ItemProgress
+from shared.retry import describe
 from shared.schema import RunRecord
 from shared.wandb_export import bounded_map
 
@@ -403,15 +404,22 @@ def export_project(
     try:
         log(f"reading {target.workspace}/{target.project} ({target.reader.detail})")
         runs = target.reader.runs()
+        export.runs_reported = len(runs)
         ids: dict[str, str] = {}
         with ItemProgress("runs", len(runs), verb="mapped") as progress:
             for run in runs:
-                record = run_record(run, target.workspace, target.project)
+                progress.advance()
+                try:
+                    record = run_record(run, target.workspace, target.project)
+                except Exception as error:  # one run's odd attributes must not cost the project
+                    export.fail_run(run.run_id, f"its attributes could not be read ({describe(error)})")
+                    continue
                 ids[run.run_id] = record.id
                 export.add_run(record)
-                progress.advance()
         if include_history:
             for points, skipped in target.reader.history(runs):
+                if export.failed_runs:  # the files hold a run's history only with its row
+                    points = points.filter(~pl.col("run_id").cast(pl.String).is_in(list(export.failed_runs)))
                 frame, fractional = tidy_history(points, ids)
                 export.add_history(frame, skipped)
                 export.metadata["fractional_steps_rounded_down"] += fractional

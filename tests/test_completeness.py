@@ -182,3 +182,12 @@ def test_an_unreadable_state_is_one_warning_then_a_full_export(wandb_env, tmp_pa
     err = capsys.readouterr().err
     assert err.count("unreadable export state") == 1
     assert "full export" in err and runs_of(tmp_path, "beta").height == 5
+
+
+def test_offline_export_metadata_counts_the_logs_read(tmp_path):
+    samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
+    assert export(tmp_path, "--offline", str(samples)) == 0
+    [metadata_file] = tmp_path.glob("*_metadata.json")
+    recorded = json.loads(metadata_file.read_text())
+    logs = len(list(samples.rglob("*.wandb")))
+    assert (recorded["runs_reported"], recorded["runs_exported"], recorded["failed_runs"]) == (logs, logs, {})

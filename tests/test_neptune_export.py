@@ -176,6 +176,11 @@ def test_archive_history_and_metadata(archive_export, archive):
     assert metadata["source"] == "neptune" and metadata["source_detail"] == "neptune-archive"
     assert metadata["neptune_project"] == PROJECT and metadata["source_path"] == str(archive)
     assert metadata["run_count"] == len(ARCHIVE_SPECS) and metadata["history_rows"] == len(expected)
+    assert (metadata["runs_reported"], metadata["runs_exported"], metadata["failed_runs"]) == (
+        len(ARCHIVE_SPECS),
+        len(ARCHIVE_SPECS),
+        {},
+    )
     assert metadata["fractional_steps_rounded_down"] == 2  # omega's steps 0.5 and 1.5
     assert list(metadata["columns"]) == pl.read_parquet(files["runs"]).columns
     other = files_of(archive_export, "team", "other")
@@ -262,6 +267,7 @@ def test_offline_runs_export_what_the_client_logged(offline, tmp_path):
     assert created <= history["timestamp"].min() <= history["timestamp"].max() <= datetime.now(UTC)
     metadata = json.loads(files["metadata"].read_text())
     assert (metadata["source"], metadata["source_detail"]) == ("neptune", "neptune-offline")
+    assert (metadata["runs_reported"], metadata["runs_exported"]) == (len(OFFLINE_SPECS), len(OFFLINE_SPECS))
 
 
 def test_offline_runs_without_a_project_and_without_history(offline, tmp_path):
@@ -419,6 +425,7 @@ def test_cli_json_summary_and_one_line_errors(archive, tmp_path):
     assert json.loads(ok.stdout) == {
         "exported": [{"workspace": "team", "project": "other", "runs": 2, "history_rows": None, "runs_file": "team_other_runs.parquet"}],
         "failed": [],
+        "incomplete": [],
     }  # fmt: skip
     bad = subprocess.run(
         ["uv", "run", script, "--source", str(tmp_path / "nowhere")],
