@@ -1,13 +1,16 @@
-"""Command-line plumbing shared by every script: exit codes, one-line errors, stderr logging, secret redaction."""
+"""Command-line plumbing shared by every script: exit codes, one-line errors, stderr logging, secret redaction,
+SIGTERM handled like Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 EXIT_FAILED = 1  # an export or query ran but did not complete
@@ -17,6 +20,8 @@ EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work
 EMPTY_PATH = "an empty path names nothing (use . for the current folder)"  # as a Path, '' would be '.'
 
 _secrets: set[str] = set()
+# C0 controls, DEL and C1 controls, as the escapes repr() shows them: `\n`, `\t`, `\x1b`, `\x85`, ...
+_CONTROL_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 class UsageError(Exception):
@@ -29,6 +34,11 @@ class ToolFailure(Exception):
 
 class FolderLocked(Exception):
     """Another export holds the output folder: reported as one line, exit code 3."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (cron, systemd, `timeout`), raised in the main thread: it unwinds like Ctrl-C, so temp files
+    are removed and the folder lock keeps its resume record."""
 
 
 def register_secret(value: str | None) -> None:
@@ -44,9 +54,15 @@ def redact(text: str) -> str:
     return text
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters escaped: names from a server can neither break a line (and forge
+    one, `error: ...`, in a cron log) nor send a terminal escape sequence."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
 def log(message: str) -> None:
-    """A progress or status line on stderr (stdout is for data)."""
-    print(redact(message), file=sys.stderr, flush=True)
+    """A progress or status line on stderr (stdout is for data); always one line."""
+    print(printable(redact(message)), file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:
@@ -82,15 +98,25 @@ def is_interactive() -> bool:
 def run_main(main: Callable[[], int | None]) -> NoReturn:
     """Run a script's main, turning known errors into one line and an exit code.
 
-    A script run as a program (`main` defined in `__main__`, not a test calling it) also exits
-    within EXIT_GRACE_S of its work ending, whatever the clients' shutdown does.
+    SIGTERM is an interruption like Ctrl-C while `main` runs (exit 143 rather than 130). A script run as a
+    program (`main` defined in `__main__`, not a test calling it) also exits within EXIT_GRACE_S of its
+    work ending, whatever the clients' shutdown does.
     """
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         _report_errors(main)
     except SystemExit as leaving:
         if main.__module__ == "__main__":
             _exit_within(EXIT_GRACE_S, _exit_status(leaving.code))
         raise
+    finally:
+        if on_main_thread:  # the clients' exit hooks, which run next, are no place for an exception
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated
 
 
 def _report_errors(main: Callable[[], int | None]) -> NoReturn:
@@ -102,8 +128,10 @@ def _report_errors(main: Callable[[], int | None]) -> NoReturn:
         fail(str(error), EXIT_FAILED)
     except FolderLocked as error:
         fail(str(error), EXIT_LOCKED)
+    except Terminated:
+        fail("interrupted (SIGTERM)", 128 + signal.SIGTERM)
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail("interrupted (SIGINT)", 128 + signal.SIGINT)
     except BrokenPipeError:
         # The reader of stdout went away (e.g. `| head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from shared.cli import FolderLocked, log, warn
+from shared.cli import FolderLocked, UsageError, log, warn
 from shared.storage import TEMP_FILE
 
 LOCK_NAME = ".export.lock"
@@ -47,7 +49,7 @@ class FolderLock:
         self._record: dict[str, Any] = {}
 
     def __enter__(self) -> FolderLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -76,6 +78,19 @@ class FolderLock:
         }
         self.update()
         return self
+
+    def _open(self) -> int:
+        """The lock file, created if missing; a UsageError for a symlink (whose target the lock would
+        truncate) or anything else but a regular file."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            reason = "it is a symbolic link" if error.errno == errno.ELOOP else error.strerror
+            raise UsageError(f"cannot use lock file {self.path}: {reason}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"cannot use lock file {self.path}: it is not a regular file")
+        return fd
 
     def resume(self, task: dict[str, Any]) -> list[str]:
         """The projects an interrupted export of the same `task` completed (not to fetch again).

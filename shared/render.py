@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import polars as pl
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from shared.analysis import Pivot
-from shared.cli import UsageError
+from shared.cli import UsageError, printable
 from shared.runs_io import cast_column
 from shared.storage import atomic_path, check_output_file, prepare_output_folder
-from shared.tables import console_for
+from shared.tables import console_for, literal
 
 FORMATS = ("rich", "plain", "markdown", "json")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")
@@ -24,14 +25,15 @@ BEST_MARK = "*"
 
 
 def format_value(value: Any, digits: int = 6) -> str:
-    """A cell as text: floats to `digits` significant digits, null as empty."""
+    """A cell as text: floats to `digits` significant digits, null as empty, control characters escaped
+    (a newline would break its row)."""
     if value is None:
         return ""
     if isinstance(value, float):
         return str(value) if not math.isfinite(value) else f"{value:.{digits}g}"
     if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return str(value)
+        return printable(", ".join(map(str, value)))
+    return printable(str(value))
 
 
 def text_rows(table: pl.DataFrame) -> list[list[str]]:
@@ -46,7 +48,7 @@ def pivot_display(
     labels = pivot.labels
     ranked = dict(pivot.cells.group_by(pivot.cols).len().iter_rows())
     rank = {(r, c): k for r, c, k in pivot.cells.select(pivot.rows, pivot.cols, "rank").iter_rows()}
-    header = [pivot.rows, *labels, "mean rank"]
+    header = [format_value(name) for name in (pivot.rows, *labels, "mean rank")]
     texts, ranks = [], []
     for row in pivot.table.iter_rows(named=True):
         name = row[pivot.rows]
@@ -79,13 +81,19 @@ def print_rich(
     ranks: Sequence[Sequence[tuple[int, int] | None]] | None = None,
     stream: TextIO | None = None,
 ) -> None:
-    """A rich table; with `ranks`, cells are coloured by rank and the best of each column is starred."""
-    table = Table(title=title, title_justify="left")
+    """A rich table; with `ranks`, cells are coloured by rank and the best of each column is starred.
+
+    Title, header and cells are shown as they are, never read as rich markup (`format_value` escaped the
+    control characters of header and cells; a pivot's cells keep the separator's newline).
+    """
+    table = Table(title=literal(title), title_justify="left")
     for index, (name, is_number) in enumerate(zip(header, numeric, strict=True)):
         label = index == 0 and ranks is not None  # a pivot's row labels stay on one line
-        table.add_column(name, justify="right" if is_number else "left", overflow="fold", no_wrap=label)
+        table.add_column(
+            escape(name), justify="right" if is_number else "left", overflow="fold", no_wrap=label
+        )
     for index, row in enumerate(rows):
-        cells: list[str | Text] = list(row)
+        cells: list[str | Text] = [escape(cell) for cell in row]
         if ranks is not None:
             for column, cell_rank in enumerate(ranks[index]):
                 if cell_rank is not None:
@@ -130,7 +138,7 @@ def display(
         header, rows, ranks = pivot_display(pivot, separator)
         return header, rows, [False] + [True] * (len(header) - 1), ranks
     numeric = [dtype.is_numeric() for dtype in table.dtypes]
-    return list(table.columns), text_rows(table), numeric, []
+    return [format_value(name) for name in table.columns], text_rows(table), numeric, []
 
 
 def mark_best(rows: list[list[str]], ranks: list) -> list[list[str]]:

@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,24 @@ def prepare_output_folder(folder: Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"output folder {folder} is not writable")
     return folder
+
+
+def check_final_paths(paths: Iterable[Path]) -> None:
+    """Before an export reads or writes its files: each final path is absent or a regular file, else a
+    UsageError naming it (a symlink would be read through, then replaced; a folder or device clobbered)."""
+    for path in paths:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise UsageError(f"cannot check output file {path}: {error.strerror}") from None
+        if stat.S_ISLNK(mode):
+            raise UsageError(f"refusing to write {path}: it is a symbolic link")
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"refusing to write {path}: it is a folder")
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"refusing to write {path}: it is not a regular file")
 
 
 def check_output_file(path: Path, flag: str, *, folder_made_later: bool = False) -> Path:

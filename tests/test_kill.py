@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +93,39 @@ def test_sigkill_at_random_moments_leaves_only_complete_files_and_a_rerun_comple
         assert export_runs.main([*CRON, "-o", str(folder)]) == 0, f"rerun after kill {attempt}"
         assert_same_export(export_content(folder), want)
     assert killed_while_writing >= KILLS // 4, "the kills should land while files are being written"
+
+
+def test_sigterm_is_one_error_line_and_a_rerun_resumes_after_the_completed_project(
+    wandb_env, tmp_path, capsys
+):
+    """What cron, systemd and `timeout` send: the export stops as after Ctrl-C, and says so (exit 143)."""
+    reference = tmp_path / "reference"
+    assert export_runs.main([*CRON, "-o", str(reference)]) == 0
+    want = export_content(reference)
+    capsys.readouterr()
+    wandb_env.latency_s = 0.2  # beta takes seconds: the signal lands while it is exported
+
+    folder = tmp_path / "terminated"
+    lock = folder / ".export.lock"
+    argv = [sys.executable, str(ROOT / "wandb-tools/export_runs.py"), *CRON, "-o", str(folder)]
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while child.poll() is None and '"completed": ["' not in (lock.read_text() if lock.is_file() else ""):
+        time.sleep(0.005)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 143, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == [
+        "error: interrupted (SIGTERM)"
+    ]
+    assert "Traceback" not in stderr
+    assert not list(folder.glob(".*.tmp"))
+    assert_files_complete(folder)
+    assert json.loads(lock.read_text())["completed"] == [f"{ENTITY}/alpha"]
+
+    wandb_env.latency_s = 0.0
+    assert export_runs.main([*CRON, "-o", str(folder)]) == 0
+    assert "resuming the export" in capsys.readouterr().err
+    assert_same_export(export_content(folder), want)
 
 
 # ---------------------------------------------------------------------------- logs being written

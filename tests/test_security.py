@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import ast
 import base64
+import io
 import secrets
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import redirect_stderr
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.cli import log, printable, warn
+from shared.render import render
 from shared.storage import output_path, safe_name, write_json
+from tests.export_checks import ENTITY, cron_dataset, new_run, utc_now
 from tests.test_bad_input import (
     SAMPLES,
     closed_port_url,
@@ -299,3 +306,60 @@ def test_distinct_long_names_stay_distinct():
     for name in ("../../x", "..", "", ".", "/", "a/.."):
         assert safe_name(name) and "/" not in safe_name(name) and ".." not in safe_name(name)
         assert not safe_name(name).startswith(".")
+
+
+# ------------------------------------------------------------------ (4) names from a server cannot forge lines
+
+CONTROL_CHARACTERS = [chr(code) for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))]
+# A newline that forges a line in a cron log, a carriage return that overwrites one, escape sequences
+# (ESC and the C1 CSI) that clear a terminal, and rich markup that fails (`[/x]`) or styles.
+FORGED = "evil\nerror: forged\r\x1b[2J\x9b31m[/x][red]"
+ESCAPED = "evil\\nerror: forged\\r\\x1b[2J\\x9b31m[/x][red]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(alphabet=st.sampled_from([*CONTROL_CHARACTERS, "a", "é", " ", "\\"]) | st.characters()))
+def test_every_stderr_line_is_one_line_with_no_control_character(name):
+    with redirect_stderr(io.StringIO()) as stderr:
+        log(f"run {name}")
+        warn(f"project {name}")
+    lines = stderr.getvalue().split("\n")
+    assert len(lines) == 3 and lines[2] == "", lines
+    assert not set("".join(lines)) & set(CONTROL_CHARACTERS)
+
+
+def test_control_characters_are_shown_as_escapes():
+    assert printable(FORGED) == ESCAPED
+    assert (
+        printable("tab\there, DEL\x7f, NUL\x00, NEL\x85 é ü")
+        == "tab\\there, DEL\\x7f, NUL\\x00, NEL\\x85 é ü"
+    )
+
+
+def test_a_project_name_with_control_characters_forges_no_line_on_stderr_nor_in_the_table(tmp_path):
+    dataset = cron_dataset()
+    dataset.add_project(ENTITY, FORGED, [new_run("forged1", utc_now() - timedelta(days=1))], is_team=True)
+    with StandinServer(dataset) as server:
+        env = isolated_env(tmp_path / "home") | {
+            "WANDB_BASE_URL": server.url,
+            "WANDB_API_KEY": server.api_key,
+        }
+        argv = ["-e", ENTITY, "-p", "*", "-o", "out", "--incremental"]
+        done = run_script("wandb-tools/export_runs.py", argv, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    for output in (done.stdout, done.stderr):
+        assert not set(output) & (set(CONTROL_CHARACTERS) - {"\n"}), output
+        assert ESCAPED in output
+    assert not [line for line in done.stderr.splitlines() if line.startswith("error")]
+    row = next(line for line in done.stdout.splitlines() if ESCAPED in line)
+    assert f"│ {ENTITY} " in row and " 1 │" in row, "the project's row is one line"
+
+
+@pytest.mark.parametrize("fmt", ["rich", "plain", "markdown"])
+def test_result_tables_show_control_characters_as_escapes_on_one_row(fmt, capsys):
+    table = pl.DataFrame({"name": [FORGED, "calm"], f"config_{FORGED}": [0.25, 0.5]})
+    render(table, fmt, title=f"runs of {FORGED}")
+    out = capsys.readouterr().out
+    assert not set(out) & (set(CONTROL_CHARACTERS) - {"\n"}), out
+    assert any(ESCAPED in line and "0.25" in line for line in out.splitlines()), "the run's row is one line"
+    assert f"config_{ESCAPED}" in out
