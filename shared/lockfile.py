@@ -85,7 +85,9 @@ class FolderLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as error:
-            reason = "it is a symbolic link" if error.errno == errno.ELOOP else error.strerror
+            reason = {errno.ELOOP: "it is a symbolic link", errno.EISDIR: "it is a folder"}.get(
+                error.errno, error.strerror
+            )
             raise UsageError(f"cannot use lock file {self.path}: {reason}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)

@@ -44,7 +44,7 @@ def fifo(path: Path) -> None:
     [
         (symlink_to_a_file, "it is a symbolic link"),
         (dangling_symlink, "it is a symbolic link"),
-        (folder, "Is a directory"),
+        (folder, "it is a folder"),
         (fifo, "it is not a regular file"),
     ],
     ids=["symlink", "dangling-symlink", "folder", "fifo"],
