@@ -16,7 +16,7 @@ from shared.cli import ToolFailure, log, warn
 from shared.flatten import flat_columns
 from shared.history import HistoryWriter
 from shared.schema import CONFIG_PREFIX, CORE_COLUMNS, METRIC_PREFIX, RunRecord
-from shared.storage import name_stems, output_path, write_json, write_parquet
+from shared.storage import check_final_paths, name_stems, output_path, write_json, write_parquet
 from shared.tables import print_table
 
 TOOL_VERSION = "0.1.0"
@@ -112,6 +112,7 @@ def export_files(folder: Path, entity: str, project: str) -> ExportFiles:
     for wanted in ((entity, project), None):
         for files, holder in zip(candidates, holders, strict=True):
             if holder == wanted:
+                check_final_paths(files)  # before anything reads or writes them
                 return files
     taken = ", ".join(files.metadata.name for files in candidates)
     raise ToolFailure(f"cannot name the files of {entity}/{project} in {folder}: {taken} hold other exports")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,6 +50,7 @@ def _seconds(text: str) -> float:
 def connect(credentials: Credentials, timeout_s: float) -> wandb.Api:
     """A logged-in `wandb.Api`; a clear error for a bad key or an unreachable server."""
     os.environ.setdefault("WANDB_SILENT", "true")
+    _private_client_logs()
     # wandb-core retries a failed request by itself for over 5 minutes, and goes on after this
     # process stopped waiting (`timeout_s`); bounded here, our Retry budget is what counts.
     os.environ.setdefault("WANDB__GRAPHQL_RETRY_MAX", str(CORE_RETRIES))
@@ -60,6 +64,18 @@ def connect(credentials: Credentials, timeout_s: float) -> wandb.Api:
         )
     except CommError as error:
         raise _connection_error(error, credentials) from None
+
+
+def _private_client_logs() -> None:
+    """wandb-core logs each failed request with the server's error body (a server may echo the API key)
+    to $WANDB_CACHE_DIR/wandb/logs, by default ~/.cache, readable by all; no setting turns that off.
+    Unless the user chose that folder, it is a private one (mode 0700), removed when the script exits
+    (after wandb's own exit hook, registered later, has stopped wandb-core)."""
+    if os.environ.get("WANDB_CACHE_DIR"):
+        return
+    folder = tempfile.mkdtemp(prefix="run-tools-wandb-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["WANDB_CACHE_DIR"] = folder
 
 
 def _connection_error(error: Exception, credentials: Credentials) -> Exception:

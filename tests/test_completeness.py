@@ -191,3 +191,28 @@ def test_offline_export_metadata_counts_the_logs_read(tmp_path):
     recorded = json.loads(metadata_file.read_text())
     logs = len(list(samples.rglob("*.wandb")))
     assert (recorded["runs_reported"], recorded["runs_exported"], recorded["failed_runs"]) == (logs, logs, {})
+
+
+KEEP = json.dumps({"entity": ENTITY, "project": "beta"})  # as the metadata of cron/beta would say
+
+
+@pytest.mark.parametrize("kind", ["_runs.parquet", "_metadata.json", "_state.json"])
+@pytest.mark.parametrize("inside", [True, False], ids=["target-inside", "target-outside"])
+def test_a_symlink_at_a_final_path_is_refused_before_any_file_is_touched(
+    wandb_env, tmp_path, capsys, kind, inside
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = (out if inside else tmp_path) / "precious.txt"
+    target.write_text(KEEP)
+    link = out / f"{ENTITY}_beta{kind}"
+    link.symlink_to(target)
+    assert export(out, *BETA, "-p", "alpha", "--incremental") == 2
+    err = capsys.readouterr().err
+    expected = (
+        f"refusing to write {link}: it is a symbolic link" if inside else f"refusing to write outside {out}"
+    )
+    assert expected in err and err.count("\n") == 1
+    assert target.read_text() == KEEP
+    left = {".export.lock", link.name, *([target.name] if inside else [])}
+    assert {path.name for path in out.iterdir()} == left

@@ -30,7 +30,7 @@ from tests.test_bad_input import (
     odd_dataset,
     run_script,
 )
-from tests.wandb_standin import StandinServer
+from tests.wandb_standin import HookResult, RequestInfo, StandinServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_FOLDERS = ("shared", "wandb-tools", "neptune-tools")
@@ -363,3 +363,29 @@ def test_result_tables_show_control_characters_as_escapes_on_one_row(fmt, capsys
     assert not set(out) & (set(CONTROL_CHARACTERS) - {"\n"}), out
     assert any(ESCAPED in line and "0.25" in line for line in out.splitlines()), "the run's row is one line"
     assert f"config_{ESCAPED}" in out
+
+
+def test_a_server_echoing_the_key_in_an_error_leaves_it_in_no_client_log(tmp_path):
+    """wandb-core logs failed requests with the server's error body; by default in ~/.cache, readable by
+    all. The tools give it a private folder, removed at exit, unless WANDB_CACHE_DIR is set."""
+    dataset = cron_dataset()
+    with StandinServer(dataset, api_key=WANDB_KEY) as server:
+        failed: list[str] = []
+
+        def echo_key_once(request: RequestInfo) -> HookResult | None:
+            if request.operation == "Runs" and not failed:
+                failed.append(request.operation)
+                return HookResult(status=500, body=f"internal error for key {WANDB_KEY}".encode())
+            return None
+
+        server.request_hook = echo_key_once
+        env = isolated_env(tmp_path / "home") | {"WANDB_BASE_URL": server.url, "WANDB_API_KEY": WANDB_KEY}
+        del env["WANDB_CACHE_DIR"]  # the client's default: the user's cache folder
+        done = run_script(
+            "wandb-tools/export_runs.py", ["-e", ENTITY, "-p", "beta", "-o", "out"], cwd=tmp_path, env=env
+        )
+    assert done.returncode == 0, done.stderr
+    assert failed, "the key was echoed"
+    written = {str(path): path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert find_leaks(written, [WANDB_KEY]) == []
+    assert list((tmp_path / "home" / "tmp").iterdir()) == [], "the private log folder is removed"

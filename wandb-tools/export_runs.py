@@ -170,6 +170,8 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
     prepare_output_folder(args.output)
     results, failures = [], []
     with FolderLock(args.output) as lock:
+        for project in wanted:  # every project's final paths are checked before any file is touched
+            export_files(args.output, entity, project)
         task = {
             "entity": entity,
             "projects": wanted,
