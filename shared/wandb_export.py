@@ -32,18 +32,22 @@ def bounded_map(
         pending: dict[Future[Result], Item] = {}
         source = iter(items)
         exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < 2 * workers:
-                item = next(source, None)
-                if item is None:
-                    exhausted = True
-                else:
-                    pending[pool.submit(function, item)] = item
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield pending.pop(future), future.result()
+        try:
+            while pending or not exhausted:
+                while not exhausted and len(pending) < 2 * workers:
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                    else:
+                        pending[pool.submit(function, item)] = item
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield pending.pop(future), future.result()
+        except BaseException:  # a failure or a signal: what has not started is not started
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def prefetched(items: Iterable[Item], depth: int) -> Iterator[Item]:
