@@ -153,6 +153,12 @@ def read_offline_run(folders: Sequence[Path]) -> OfflineRun:
                 run.skipped_lines += 1
             if isinstance(at, int | float) and (run.last_at is None or at > run.last_at):
                 run.last_at = float(at)
+    # Clients up to 1.7 write no metadata.json and no operation times: each point's `ts` is all there is.
+    point_times = [t for times in run.series_times.values() for t in times if isinstance(t, int | float)]
+    if point_times and run.created_at is None:
+        run.created_at = datetime.fromtimestamp(min(point_times), UTC).isoformat()
+    if point_times and run.last_at is None:
+        run.last_at = float(max(point_times))
     if run.skipped_lines:
         warn(f"offline run {run_id}: skipped {run.skipped_lines} unreadable operation(s) in {folders[0]}")
     return run

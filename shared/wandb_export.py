@@ -209,7 +209,13 @@ def export_offline(
     many must not stop a nightly export, nor vanish silently. When no log can be read, the first
     error is raised.
     """
-    from shared.wandb_offline import OfflineLogError, find_run_logs, read_run_log  # wandb's protobuf
+    from shared.wandb_offline import (  # wandb's protobuf
+        OfflineLogError,
+        find_run_logs,
+        merged_runs,
+        read_run_log,
+        session_groups,
+    )
 
     logs = sorted({log for path in paths for log in find_run_logs(path)})
     prepare_output_folder(folder)
@@ -219,47 +225,52 @@ def export_offline(
     with FolderLock(folder):
         try:
             with ItemProgress("run files", len(logs), verb="read") as progress:
-                for log_path in logs:
-                    try:
-                        run = read_run_log(
-                            log_path,
-                            include_history=include_history,
-                            history_keys=set(history_keys) if history_keys else None,
-                        )
-                    except OfflineLogError as error:
-                        if len(logs) == 1:
-                            raise
-                        warn(str(error))
-                        unreadable.append(str(error))
-                        continue
-                    finally:
-                        progress.advance()
-                    if run.lost_records:
-                        warn(
-                            f"{log_path}: skipped {run.lost_records} corrupt or truncated record(s), {run.lost_bytes} bytes"
-                        )
-                    record = run.record
-                    if since is not None and record.created_at is not None and record.created_at < since:
-                        too_old += 1
-                        continue
-                    key = (record.entity or "offline", record.project or "uncategorized")
-                    if key not in exports:
-                        exports[key] = ProjectExport(
-                            folder,
-                            *key,
-                            include_history=include_history,
-                            metadata={**metadata, "corrupt_logs": {}},
-                        )
-                    export = exports[key]
-                    export.runs_reported = (export.runs_reported or 0) + 1  # each log read is one run
-                    if run.lost_records:
-                        export.metadata["corrupt_logs"][str(log_path)] = {
-                            "lost_records": run.lost_records,
-                            "lost_bytes": run.lost_bytes,
-                        }
-                    export.add_run(record)
-                    if include_history:
-                        export.add_history(run.history, run.skipped_values)
+                for group in session_groups(logs):
+                    sessions = []
+                    for log_path in group:
+                        try:
+                            sessions.append(
+                                read_run_log(
+                                    log_path,
+                                    include_history=include_history,
+                                    history_keys=set(history_keys) if history_keys else None,
+                                )
+                            )
+                        except OfflineLogError as error:
+                            if len(logs) == 1:
+                                raise
+                            warn(str(error))
+                            unreadable.append(str(error))
+                        finally:
+                            progress.advance()
+                    for run, run_sessions in merged_runs(sessions):  # a run resumed offline is one run
+                        record = run.record
+                        if since is not None and record.created_at is not None and record.created_at < since:
+                            too_old += 1
+                            continue
+                        key = (record.entity or "offline", record.project or "uncategorized")
+                        if key not in exports:
+                            exports[key] = ProjectExport(
+                                folder,
+                                *key,
+                                include_history=include_history,
+                                metadata={**metadata, "corrupt_logs": {}},
+                            )
+                        export = exports[key]
+                        export.runs_reported = (export.runs_reported or 0) + 1  # each run found is one run
+                        for session in run_sessions:
+                            if session.lost_records:
+                                warn(
+                                    f"{session.path}: skipped {session.lost_records} corrupt or truncated"
+                                    f" record(s), {session.lost_bytes} bytes"
+                                )
+                                export.metadata["corrupt_logs"][str(session.path)] = {
+                                    "lost_records": session.lost_records,
+                                    "lost_bytes": session.lost_bytes,
+                                }
+                        export.add_run(record)
+                        if include_history:
+                            export.add_history(run.history, run.skipped_values)
             if len(unreadable) == len(logs):
                 raise OfflineLogError(f"no readable run log among {len(logs)}: {unreadable[0]}")
             if too_old:

@@ -11,7 +11,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -72,6 +72,57 @@ class OfflineRun:
     skipped_values: int = 0  # non-numeric history values left out (strings, lists, media, booleans)
     lost_records: int = 0
     lost_bytes: int = 0
+
+
+def session_groups(logs: Iterable[Path]) -> list[list[Path]]:
+    """Run logs grouped by the run id in their file name (`run-<id>.wandb`): each group holds the offline
+    sessions of one run (several when it was resumed offline), in the order given."""
+    groups: dict[str, list[Path]] = {}
+    for log in logs:
+        groups.setdefault(log.name, []).append(log)
+    return list(groups.values())
+
+
+def merged_runs(sessions: Sequence[OfflineRun]) -> list[tuple[OfflineRun, list[OfflineRun]]]:
+    """Sessions of one entity/project/id merged into one run (with the sessions it came from), as W&B
+    shows a resumed run after a sync: the latest session's state and fields, config and summary merged
+    with later values winning, history merged by step (a later session's value wins), the first
+    session's creation time. Sessions of different runs stay apart."""
+    by_run: dict[tuple[str, str, str], list[OfflineRun]] = {}
+    for session in sessions:
+        by_run.setdefault((session.record.entity, session.record.project, session.record.id), []).append(
+            session
+        )
+    return [(_merged(group), group) for group in by_run.values()]
+
+
+def _merged(sessions: list[OfflineRun]) -> OfflineRun:
+    if len(sessions) == 1:
+        return sessions[0]
+    ordered = sorted(sessions, key=lambda session: session.record.created_at or _EPOCH)
+    first, last = ordered[0].record, ordered[-1].record
+    record = replace(
+        last,
+        created_at=first.created_at,
+        config={key: value for session in ordered for key, value in session.record.config.items()},
+        summary={key: value for session in ordered for key, value in session.record.summary.items()},
+    )
+    history = (
+        pl.concat([session.history for session in ordered])
+        .unique(["step", "key"], keep="last", maintain_order=True)
+        .sort("key", "step", maintain_order=True)
+    )
+    return OfflineRun(
+        ordered[-1].path,
+        record,
+        history,
+        sum(session.skipped_values for session in ordered),
+        sum(session.lost_records for session in ordered),
+        sum(session.lost_bytes for session in ordered),
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # --- locating logs -------------------------------------------------------------------------------
@@ -583,13 +634,37 @@ class _HistoryColumns:
 
 
 def _history_items(buffer: bytes) -> tuple[list[str], list[str], list[int]]:
-    """Names and JSON values of every history item in a batch, and each record's item count."""
+    """Names and JSON values of every history item in a batch, and each record's item count.
+
+    Clients up to 0.17 store `log({"eval": {"acc": a}})` as one item holding a dict; later ones as an
+    item per leaf, `eval.acc`. The dict is split the same way, so an export does not depend on the release.
+    """
     names, values, items_per_row = [], [], []
     for record in HistoryItemsBatch.FromString(buffer).history:
-        names += [item.key or ".".join(item.nested_key) for item in record.item]
-        values += [item.value_json for item in record.item]
-        items_per_row.append(len(record.item))
+        count = len(names)
+        for item in record.item:
+            name = item.key or ".".join(item.nested_key)
+            if item.value_json.startswith("{"):
+                for leaf_name, leaf_value in _dotted_leaves(name, json.loads(item.value_json)):
+                    names.append(leaf_name)
+                    values.append(leaf_value)
+            else:
+                names.append(name)
+                values.append(item.value_json)
+        items_per_row.append(len(names) - count)
     return names, values, items_per_row
+
+
+def _dotted_leaves(name: str, value: Any) -> list[tuple[str, str]]:
+    """A logged dict as (dotted name, JSON value) leaves, as later clients store it (iterative: any depth)."""
+    leaves, stack = [], [(name, value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict) and node:
+            stack.extend((f"{path}.{key}", child) for key, child in reversed(node.items()))
+        else:
+            leaves.append((path, json.dumps(node)))
+    return leaves
 
 
 def _last_internals(buffer: bytes | None) -> dict[str, float]:
@@ -654,7 +729,8 @@ class _RunLog:
         steps = [row.step.num if row.HasField("step") else None for row in rows]
         keys, nested, values = _columns(HistoryColumnsBatch.FromString(buffer).history.item)
         names = _aligned_names(keys, nested, values)
-        if names is None:  # some item has a nested path (media, a logged dict): decode item by item
+        # Some item has a nested path (media, a logged dict) or holds a dict (clients up to 0.17): item by item.
+        if names is None or any(value.startswith("{") for value in values):
             names, values, items_per_row = _history_items(buffer)
         else:
             items_per_row = [len(row.item) for row in rows]

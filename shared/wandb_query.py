@@ -311,7 +311,7 @@ class OfflineSource(WandbSource):
         except OfflineLogError as error:
             raise UsageError(str(error)) from None
         self.path, self.project = path, project
-        self._log_of: dict[str, Path] = {}
+        self._logs_of: dict[str, list[Path]] = {}  # a run resumed offline has several
         self._loaded: set[tuple[str, str]] = set()
         self._frames: list[pl.DataFrame] = []
 
@@ -322,23 +322,28 @@ class OfflineSource(WandbSource):
         return project == wanted_project and (not wanted_entity or entity == wanted_entity)
 
     def _list(self) -> Iterator[ListedRun]:
-        from shared.wandb_offline import read_run_log
+        from shared.wandb_offline import merged_runs, read_run_log, session_groups
 
         others: set[str] = set()
         with ItemProgress("run files", len(self.logs), verb="read") as progress:
-            for log_path in self.logs:
-                run = read_run_log(log_path, include_history=False)
-                progress.advance()
-                if run.lost_records:
-                    warn(f"{log_path}: skipped {run.lost_records} corrupt or truncated record(s)")
-                record = run.record
-                if self._belongs(record.entity, record.project):
-                    self._log_of[record.id] = log_path
-                    name = record.name or record.id
-                    yield ListedRun(record.id, name, record.state, record.config, record.summary, run)
-                else:
-                    others.add(f"{record.entity}/{record.project}")
-        if others and not self._log_of:
+            for group in session_groups(self.logs):
+                sessions = []
+                for log_path in group:
+                    sessions.append(read_run_log(log_path, include_history=False))
+                    progress.advance()
+                    if sessions[-1].lost_records:
+                        warn(
+                            f"{log_path}: skipped {sessions[-1].lost_records} corrupt or truncated record(s)"
+                        )
+                for run, run_sessions in merged_runs(sessions):  # a run resumed offline is one run
+                    record = run.record
+                    if self._belongs(record.entity, record.project):
+                        self._logs_of[record.id] = [session.path for session in run_sessions]
+                        name = record.name or record.id
+                        yield ListedRun(record.id, name, record.state, record.config, record.summary, run)
+                    else:
+                        others.add(f"{record.entity}/{record.project}")
+        if others and not self._logs_of:
             warn(
                 f"no offline run of {self.project} in {self.path} (projects there: {name_list(sorted(others))})"
             )
@@ -348,14 +353,15 @@ class OfflineSource(WandbSource):
         self._frames.clear()
 
     def _history(self, pairs: pl.DataFrame, *, needed: bool) -> pl.DataFrame:
-        from shared.wandb_offline import read_run_log
+        from shared.wandb_offline import merged_runs, read_run_log
 
         todo: dict[str, set[str]] = {}
         for run_id, key in pairs.iter_rows():
             if (run_id, key) not in self._loaded:
                 todo.setdefault(run_id, set()).add(key)
         for run_id, keys in todo.items():
-            history = read_run_log(self._log_of[run_id], history_keys=keys).history
+            sessions = [read_run_log(log, history_keys=keys) for log in self._logs_of[run_id]]
+            history = merged_runs(sessions)[0][0].history
             self._frames.append(history.select(RUN, "key", pl.col("step").cast(pl.Float64), "value"))
             self._loaded |= {(run_id, key) for key in keys}
         if not self._frames:
