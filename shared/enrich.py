@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from shared.cli import UsageError
+from shared.limits import read_text_file
 from shared.runs_io import FILE_INDEX, ROW_INDEX, check_regex, name_list
 from shared.schema import CORE_COLUMNS
 
@@ -181,7 +182,7 @@ def load_rules(path: Path | None, base: Sequence[ColumnRule] = DEFAULT_RULES) ->
     if path is None:
         return list(rules.values())
     try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+        spec = tomllib.loads(read_text_file(path, "rules file"))
     except OSError as error:
         raise UsageError(f"cannot read rules file {path}: {error.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from shared.cli import UsageError
+from shared.limits import check_regular_file
 from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
 from shared.storage import parquet_schema
 from shared.summary_cache import SummaryCache
@@ -52,10 +53,14 @@ DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archiv
 
 def parquet_files(folder: Path) -> list[str]:
     """The finished parquet parts of one project folder, sorted by name (`*.parquet.tmp` are parts
-    still being written). Plain strings: an archive may hold 10,000s of files."""
+    still being written). Plain strings: an archive may hold 10,000s of files. A usage error when one is
+    not a regular file (a named pipe would be waited on forever)."""
     with os.scandir(folder) as entries:
-        names = sorted(entry.name for entry in entries if entry.name.endswith(".parquet"))
-    return [f"{folder}{os.sep}{name}" for name in names]
+        parts = [entry for entry in entries if entry.name.endswith(".parquet")]
+    for entry in parts:
+        if not entry.is_file():
+            check_regular_file(Path(entry.path), "archive part")
+    return [f"{folder}{os.sep}{name}" for name in sorted(entry.name for entry in parts)]
 
 
 def _first_parquet(folder: Path) -> str | None:
@@ -92,6 +97,7 @@ def sanitized_names(text: str) -> tuple[str, str]:
 def check_part(file: str) -> None:
     """A usage error naming `file` unless it is a neptune-exporter part: parquet, with the exporter's
     columns in the types the scans read (only the footer is read)."""
+    check_regular_file(Path(file), "archive part")
     schema = parquet_schema(file)
     missing = [column for column in PART_COLUMNS if column not in schema]
     mistyped = [

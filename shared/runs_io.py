@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from shared.cli import EMPTY_PATH, UsageError, log, warn
+from shared.limits import check_regular_file, read_text_file
 from shared.storage import parquet_schema
 
 REQUIRED_COLUMNS = ("id", "name", "entity", "project")  # what makes a parquet a runs export
@@ -39,11 +40,11 @@ def find_runs_files(inputs: Sequence[str]) -> list[Path]:
             raise UsageError(EMPTY_PATH)
         path = Path(item)
         if path.is_dir():
-            matches = sorted(path.rglob("*_runs.parquet"))
+            matches = sorted(p for p in path.rglob("*_runs.parquet") if not p.is_dir())
             if not matches:
                 present = sorted(p.name for p in path.iterdir())
                 raise UsageError(f"no *_runs.parquet in folder {item} (it holds: {name_list(present, 15)})")
-        elif path.is_file():
+        elif path.exists():  # a pipe or device is refused by open_runs_file
             matches = [path]
         elif _GLOB_CHARS.search(item):
             matches = [Path(p) for p in sorted(glob.glob(item, recursive=True)) if Path(p).is_file()]
@@ -82,14 +83,17 @@ def export_stem(runs_file: Path) -> str:
 
 def export_metadata(path: Path) -> dict[str, Any] | None:
     """The sibling `…_metadata.json` the exporters write next to a `…_runs.parquet`; None when there is
-    none or it cannot be read (files from older versions, files copied on their own)."""
+    none or it cannot be read (files from older versions, files copied on their own). UsageError when it
+    is no regular file, is too large or is nested too deep to read."""
     if not path.name.endswith("_runs.parquet"):
         return None
     metadata = path.with_name(f"{export_stem(path)}_metadata.json")
     try:
-        recorded = json.loads(metadata.read_text(encoding="utf-8"))
+        recorded = json.loads(read_text_file(metadata, "export metadata"))
     except (OSError, ValueError):
         return None
+    except RecursionError:
+        raise UsageError(f"unreadable export metadata {metadata}: nested too deep") from None
     return recorded if isinstance(recorded, dict) else None
 
 
@@ -123,6 +127,7 @@ def export_time(path: Path) -> datetime:
 
 def open_runs_file(path: Path) -> RunsFile:
     """Read a parquet's footer and check that it is a runs export; UsageError naming what it holds if not."""
+    check_regular_file(path, "runs file")
     schema = parquet_schema(path)
     rows = pq.ParquetFile(path).metadata.num_rows  # the footer just read: a damaged file failed above
     missing = [c for c in REQUIRED_COLUMNS if c not in schema]

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from shared.cli import UsageError, log, path_argument, text_argument
+from shared.limits import int_argument
 from shared.storage import check_output_file
 from shared.topk import AGGREGATIONS
 from shared.topk_query import RunInfo, TopkQuery
@@ -49,7 +50,9 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
         metavar="KEY",
         help="metric to rank by, as logged, e.g. train/loss",
     )
-    parser.add_argument("-k", type=int, default=5, metavar="N", help="how many runs to return (default: 5)")
+    parser.add_argument(
+        "-k", type=int_argument, default=5, metavar="N", help="how many runs to return (default: 5)"
+    )
     parser.add_argument("--maximize", action="store_true", help="higher is better (default: lower is better)")
     parser.add_argument(
         "--where",
@@ -62,7 +65,11 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
         "--aggregation", choices=AGGREGATIONS, default="last", help="per-run value (default: last)"
     )
     parser.add_argument(
-        "--n-steps", type=int, default=10, metavar="N", help="points averaged by mean_last_n (default: 10)"
+        "--n-steps",
+        type=int_argument,
+        default=10,
+        metavar="N",
+        help="points averaged by mean_last_n (default: 10)",
     )
     parser.add_argument("--state", choices=states, help="only runs in this state")
     parser.add_argument("--details", metavar="KEY,KEY", help="more metrics to show for each returned run")
@@ -84,7 +91,7 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
     parser.add_argument(
         "-o", "--output", type=path_argument, metavar="FILE", help="also write that JSON to FILE"
     )
-    parser.add_argument("--workers", type=int, default=8, metavar="N", help=workers_help)
+    parser.add_argument("--workers", type=int_argument, default=8, metavar="N", help=workers_help)
 
 
 def check_query_arguments(args: argparse.Namespace) -> None:

@@ -10,7 +10,13 @@ from typing import Any, Protocol, Self, runtime_checkable
 import polars as pl
 
 from shared.cli import UsageError, log
-from shared.constraints import check_callables, parse_where, unknown_metrics_error, where_metrics
+from shared.constraints import (
+    check_callables,
+    check_where_size,
+    parse_where,
+    unknown_metrics_error,
+    where_metrics,
+)
 from shared.topk import RUN, Aggregation, TopK, aggregate, check_aggregation, top_k
 
 Constraints = dict[str, Callable[[float], bool]] | None
@@ -178,6 +184,7 @@ class TopkQuery:
         check_aggregation(aggregation, n_steps)
         checks = check_callables(constraints)
         texts = [where] if isinstance(where, str) else list(where or [])
+        check_where_size(texts)  # all of them together, before polars parses any
         exprs = [parse_where(text) for text in texts]
         wanted_state = self._parse_state(state)
         required = list(dict.fromkeys([metric_key, *also, *checks, *where_metrics(exprs)]))

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared import analysis as an
 from shared.cli import UsageError, log, path_argument, run_main, text_argument
 from shared.enrich import load_rules
+from shared.limits import int_argument
 from shared.pareto import has_finite, pareto_front
 from shared.plots import check_plot_path, plot_pareto, plot_pivot
 from shared.render import FORMATS, check_output, render, write_output
@@ -100,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--top",
-        type=int,
+        type=int_argument,
         metavar="N",
         help="rows of the ranking (default 10); with --group-by: best N groups; not with --pivot, --pareto, --schema",
     )
