@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.cli import ToolFailure, UsageError, log, run_main
 from shared.exporter import report_exports
+from shared.limits import int_argument
 from shared.neptune_export import export_project, export_targets
 from shared.neptune_live import describe
 from shared.storage import prepare_output_folder
@@ -84,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--api-token", help="Neptune API token (prefer NEPTUNE_API_TOKEN or .env: a flag shows up in `ps`)"
     )
     parser.add_argument(
-        "--workers", type=int, default=8, help="series fetched at once from a server (default: 8)"
+        "--workers", type=int_argument, default=8, help="series fetched at once from a server (default: 8)"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     args = parser.parse_args(argv)

@@ -15,6 +15,7 @@ import pyarrow as pa
 from shared.cli import ToolFailure, log, warn
 from shared.flatten import flat_columns
 from shared.history import HistoryWriter
+from shared.limits import read_text_file
 from shared.schema import CONFIG_PREFIX, CORE_COLUMNS, METRIC_PREFIX, RunRecord
 from shared.storage import check_final_paths, name_stems, output_path, write_json, write_parquet
 from shared.tables import print_table
@@ -92,11 +93,11 @@ def _holder(metadata: Path) -> tuple[Any, Any] | None:
     if export is not None:
         return export.entity, export.project
     try:
-        recorded = json.loads(metadata.read_text(encoding="utf-8"))
+        recorded = json.loads(read_text_file(metadata, "export metadata"))  # a fifo would hang
         return recorded["entity"], recorded["project"]
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None, None
 
 

@@ -15,6 +15,7 @@ from shared.cli import log, warn
 from shared.exporter import ExportFiles, ProjectExport, ProjectResult, export_files
 from shared.flatten import parse_object
 from shared.history import ROW_GROUP
+from shared.limits import read_text_file
 from shared.runs_io import history_file_of
 from shared.schema import CORE_COLUMNS, RAW_JSON_COLUMNS, RunRecord
 from shared.storage import write_json
@@ -214,7 +215,7 @@ def save_state(
 
 def stored_result(files: ExportFiles) -> ProjectResult:
     """The ProjectResult of export files already complete (read from their metadata)."""
-    metadata = json.loads(files.metadata.read_text(encoding="utf-8"))
+    metadata = json.loads(read_text_file(files.metadata, "export metadata"))
     runs = files.metadata.with_name(metadata["files"]["runs"])
     return ProjectResult(
         metadata["entity"],
@@ -231,7 +232,7 @@ def intact_result(files: ExportFiles) -> ProjectResult | None:
     """stored_result of a completed export whose files are all still there, else None (moved or damaged)."""
     try:
         result = stored_result(files)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     kept = [result.runs_path, *([result.history_path] if result.history_path else [])]
     return result if all(path.is_file() for path in kept) else None

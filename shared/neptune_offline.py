@@ -7,12 +7,14 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from shared.cli import warn
+from shared.cli import UsageError, warn
+from shared.limits import check_regular_file, read_text_file
 from shared.neptune_sources import POINTS_SCHEMA, RUNS_SCHEMA
 
 _DATA_FILE = re.compile(r"^data-(\d+)\.log$")
@@ -48,18 +50,27 @@ def _data_files(folder: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+@cache  # looked up while finding run folders and again while reading one: warned about once
 def _container(folder: Path) -> tuple[str, str, str | None]:
     """(container type, container id, creation time) from metadata.json, else from the folder name."""
     parts = folder.name.split("__")
     kind, container_id = (parts[0], parts[1]) if len(parts) > 1 else ("run", parts[0])
     created = None
     try:
-        metadata = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+        metadata = json.loads(read_text_file(folder / "metadata.json", "offline run metadata"))
         kind = metadata.get("containerType", kind)
         container_id = metadata.get("containerId", container_id)
         created = metadata.get("createdAt")
-    except (OSError, ValueError):
+    except FileNotFoundError:
         pass
+    except (
+        OSError,
+        ValueError,
+        AttributeError,
+        RecursionError,
+        UsageError,
+    ) as error:  # damaged: the name says
+        warn(f"{folder / 'metadata.json'}: unreadable ({str(error)[:200]}); run read by its folder name")
     return kind, container_id, created
 
 
@@ -89,6 +100,7 @@ def operations(folder: Path) -> Iterator[tuple[dict[str, Any], Any] | None]:
     """Each logged operation (`obj` of a line) with its log time (`at`), in order; None for a line that
     does not parse."""
     for data_file in _data_files(folder):
+        check_regular_file(data_file, "offline run log")  # a named pipe would wait for a writer forever
         with data_file.open(encoding="utf-8", errors="replace") as lines:
             for line in lines:
                 if not line.strip():
@@ -96,7 +108,7 @@ def operations(folder: Path) -> Iterator[tuple[dict[str, Any], Any] | None]:
                 try:
                     record = json.loads(line)
                     entry = record["obj"], record.get("at")
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     entry = None
                 yield entry
 

@@ -25,6 +25,7 @@ from shared.auth import wandb_credentials
 from shared.cli import UsageError, log, path_argument, run_main, text_argument
 from shared.exporter import ProjectResult, export_files, report_exports
 from shared.incremental import intact_result
+from shared.limits import int_argument
 from shared.lockfile import FolderLock
 from shared.retry import DEFAULT_MAX_RETRY_TIME, Retry, describe
 from shared.storage import prepare_output_folder
@@ -102,7 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="A,B",
         help="only these history keys (implies --include-history)",
     )
-    parser.add_argument("--workers", type=int, default=32, help="concurrent history downloads (default: 32)")
+    parser.add_argument(
+        "--workers", type=int_argument, default=32, help="concurrent history downloads (default: 32)"
+    )
     parser.add_argument(
         "--api-key", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
     )

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.auth import wandb_credentials
 from shared.cli import run_main, text_argument
+from shared.limits import int_argument
 from shared.tables import print_table
 from shared.wandb_api import add_timeout_argument, connect, project_names, project_stats, reachable_entities
 
@@ -59,7 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="list every entity the key can reach, without project statistics",
     )
     parser.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
-    parser.add_argument("--workers", type=int, default=8, help="projects queried at once (default: 8)")
+    parser.add_argument(
+        "--workers", type=int_argument, default=8, help="projects queried at once (default: 8)"
+    )
     add_timeout_argument(parser)
     args = parser.parse_args(argv)
     args.entity = list(dict.fromkeys(args.entity))  # an entity given twice is listed once
