@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from shared.cli import UsageError
+from shared.cli import UsageError, warn
 from shared.limits import check_regular_file
 from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
 from shared.storage import parquet_schema
@@ -60,7 +60,25 @@ def parquet_files(folder: Path) -> list[str]:
     for entry in parts:
         if not entry.is_file():
             check_regular_file(Path(entry.path), "archive part")
-    return [f"{folder}{os.sep}{name}" for name in sorted(entry.name for entry in parts)]
+    return [
+        f"{folder}{os.sep}{name}" for name in _finished_runs(folder, sorted(entry.name for entry in parts))
+    ]
+
+
+def _finished_runs(folder: Path, names: list[str]) -> list[str]:
+    """`names` less the parts of runs without `<run>_part_0.parquet`: neptune-exporter renames a run's
+    parts from `.tmp` last part first, part 0 last, and itself takes a run without it as not exported."""
+    present = set(names)
+    prefixes = {match["prefix"] for name in names if (match := _PART.match(name))}
+    unfinished = sorted(prefix for prefix in prefixes if f"{prefix}_part_0.parquet" not in present)
+    for prefix in unfinished:
+        warn(
+            f"{folder}: run {prefix} left out: its export did not finish ({prefix}_part_0.parquet is missing)"
+        )
+    if not unfinished:
+        return names
+    left_out = set(unfinished)
+    return [name for name in names if not ((match := _PART.match(name)) and match["prefix"] in left_out)]
 
 
 def _first_parquet(folder: Path) -> str | None:

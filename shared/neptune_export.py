@@ -223,7 +223,8 @@ class ArchiveReader:
                     pl.col("attribute_path").alias("key"),
                     "step",
                     "timestamp",
-                    pl.col("float_value").alias("value"),
+                    # neptune-exporter's pandas conversion stores a NaN point as null
+                    pl.col("float_value").fill_null(math.nan).alias("value"),
                     (pl.col("attribute_type") == "float_series").alias("is_float"),
                 )
                 frame = rows.collect()

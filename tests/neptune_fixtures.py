@@ -233,6 +233,37 @@ def write_archive(root: Path, project: str = PROJECT, *, one_file: bool = False,
     return root
 
 
+def write_as_the_exporter(
+    root: Path, project: str = PROJECT, *, specs=SPECS, parts: int = 1, unfinished: tuple[str, ...] = ()
+) -> Path:
+    """An archive written the way neptune-exporter's ParquetWriter writes one: a snappy ParquetWriter per
+    part, one `write_batch` (a row group) per batch (the simple attributes, then each series), NaN series
+    values stored as null (its pandas conversion; ±inf stay), batches spread over `parts` parts, and the
+    parts renamed from `.tmp` last first, part 0 last. Runs named in `unfinished` stop before that
+    rename: their other parts are final, part 0 is still `.tmp`."""
+    folder = root / exporter_name(project)
+    folder.mkdir(parents=True)
+    for index, spec in enumerate(specs):
+        run_id = f"TEST-{index + 1}"
+        rows = exporter_rows(project, run_id, spec, index)
+        for row in rows:
+            if row["attribute_type"] == "float_series" and math.isnan(row["float_value"]):
+                row["float_value"] = None
+        batches = [[row for row in rows if row["attribute_type"] != "float_series"]]
+        batches += [[row for row in rows if row["attribute_path"] == path] for path in spec.series]
+        temp = [folder / f"{exporter_name(run_id)}_part_{n}.parquet.tmp" for n in range(parts)]
+        writers = [pq.ParquetWriter(path, EXPORTER_SCHEMA, compression="snappy") for path in temp]
+        for number, batch in enumerate(batches):
+            writers[min(number, parts - 1)].write_batch(
+                pa.RecordBatch.from_pylist(batch, schema=EXPORTER_SCHEMA)
+            )
+        for writer in writers:
+            writer.close()
+        for path in reversed(temp if spec.name not in unfinished else temp[1:]):
+            path.rename(path.with_suffix(""))
+    return root
+
+
 BAD_PARTS = ("foreign", "mistyped", "not-parquet")  # files that are not neptune-exporter parts
 
 
