@@ -1,12 +1,15 @@
 #!/usr/bin/env -S uv run --script
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["wandb>=0.31"]
+# dependencies = ["wandb>=0.31", "neptune>=1.14", "pyarrow>=26", "polars>=2.1"]
 # ///
-"""Make the bundled sample runs: small offline runs written by the real wandb client.
+"""Make the bundled sample runs: small offline runs written by the real wandb and neptune clients.
 
-Run from the repository root: `uv run samples/make_samples.py`. Only the `run-*.wandb` logs are kept,
-under samples/wandb/offline-run-*/; they are what the README quick start exports.
+Run from the repository root: `uv run samples/make_samples.py`. W&B: only the `run-*.wandb` logs are
+kept, under samples/wandb/offline-run-*/. Neptune: the offline runs under samples/neptune/.neptune/, and
+the same runs as a neptune-exporter archive under samples/neptune/archive/ (what users hold since the
+hosted service closed): one `<run>_part_0.parquet` per run in the exporter's 14-column schema, the ids
+`SPD-1`, `SPD-2`, … a sync would have given them. They are what the README quick starts use.
 """
 
 from __future__ import annotations
@@ -15,22 +18,41 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parent / "wandb"
+HERE = Path(__file__).resolve().parent
+SAMPLES = HERE / "wandb"
+NEPTUNE_SAMPLES = HERE / "neptune"
+NEPTUNE_PROJECT = "graph-denoise-team/spectral-denoising"
 MODELS = {"filter_bank": 0.10, "self_attention": 0.30, "linear_pe": 0.60, "digress_default": 1.20}
 DATASETS = {"ring_of_cliques": 1.0, "sbm": 1.6, "pyg_enzymes": 2.4}
 STEPS = 60
 
 
-def make_run(stage: str, model: str, dataset: str, k: int, seed: int, *, fail: bool = False) -> None:
-    import wandb
-
+def curves(stage: str, model: str, dataset: str, k: int, seed: int) -> tuple[str, dict, list[float], float]:
+    """A run's name, config, test/mse curve and the mse it converges to (the same for W&B and Neptune)."""
     rng = random.Random(f"{stage}{model}{dataset}{k}{seed}")
     lr = rng.choice([1e-3, 3e-4])
     name = f"{stage}_{model}_{dataset}_k{k}_lr{lr:.0e}_s{seed}".replace("e-0", "e-")
     final_mse = MODELS[model] * DATASETS[dataset] * (1 + 0.1 * math.log2(k / 8)) * rng.uniform(0.9, 1.1)
+    config = {
+        "model": {"type": model, "k": k},
+        "data": {"graph_type": dataset, "noise_eps": 0.1},
+        "optimizer": {"lr": lr, "weight_decay": 1e-4},
+        "seed": seed,
+    }
+    mse = [
+        final_mse * (1 + 4 * (1 - (step + 1) / STEPS) ** 2) * rng.uniform(0.97, 1.03) for step in range(STEPS)
+    ]
+    return name, config, mse, final_mse
+
+
+def make_run(stage: str, model: str, dataset: str, k: int, seed: int, *, fail: bool = False) -> None:
+    import wandb
+
+    name, config, mse, final_mse = curves(stage, model, dataset, k, seed)
     run = wandb.init(
         mode="offline",
         entity="graph_denoise_team",
@@ -39,17 +61,10 @@ def make_run(stage: str, model: str, dataset: str, k: int, seed: int, *, fail: b
         group=stage,
         job_type="train",
         tags=[stage, model],
-        config={
-            "model": {"type": model, "k": k},
-            "data": {"graph_type": dataset, "noise_eps": 0.1},
-            "optimizer": {"lr": lr, "weight_decay": 1e-4},
-            "seed": seed,
-        },
+        config=config,
     )
-    for step in range(STEPS):
-        progress = (step + 1) / STEPS
-        mse = final_mse * (1 + 4 * (1 - progress) ** 2) * rng.uniform(0.97, 1.03)
-        run.log({"train/loss": mse * 1.1, "test/mse": mse, "test/accuracy": max(0.0, 1 - mse / 4)})
+    for step, value in enumerate(mse):
+        run.log({"train/loss": value * 1.1, "test/mse": value, "test/accuracy": max(0.0, 1 - value / 4)})
         if fail and step == STEPS // 2:
             run.log({"train/loss": float("nan")})
             break
@@ -57,7 +72,112 @@ def make_run(stage: str, model: str, dataset: str, k: int, seed: int, *, fail: b
     run.finish(exit_code=1 if fail else 0)
 
 
+QUIET = {
+    "capture_hardware_metrics": False, "capture_stdout": False, "capture_stderr": False,
+    "capture_traceback": False, "source_files": [], "git_ref": False,
+}  # fmt: skip
+
+
+def make_neptune_run(stage: str, model: str, dataset: str, k: int, seed: int, *, fail: bool = False) -> None:
+    import neptune
+
+    name, config, mse, _ = curves(stage, model, dataset, k, seed)
+    run = neptune.init_run(
+        project=NEPTUNE_PROJECT, mode="offline", name=name, tags=[stage, model], **QUIET
+    )  # fmt: skip
+    run["parameters"] = config
+    for step, value in enumerate(mse):
+        run["train/loss"].append(value * 1.1, step=step)
+        run["test/mse"].append(value, step=step)
+        run["test/accuracy"].append(max(0.0, 1 - value / 4), step=step)
+        if fail and step == STEPS // 2:
+            break
+    if fail:
+        run["sys/failed"] = True
+    run.stop()
+
+
+def exporter_schema():  # -> pyarrow.Schema (imported inside)
+    """neptune-exporter's parquet schema (its model.SCHEMA: 14 columns)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("project_id", pa.string()), ("run_id", pa.string()), ("attribute_path", pa.string()),
+            ("attribute_type", pa.string()), ("step", pa.decimal128(18, 6)),
+            ("timestamp", pa.timestamp("ms", tz="UTC")), ("int_value", pa.int64()),
+            ("float_value", pa.float64()), ("string_value", pa.string()), ("bool_value", pa.bool_()),
+            ("datetime_value", pa.timestamp("ms", tz="UTC")), ("string_set_value", pa.list_(pa.string())),
+            ("file_value", pa.struct([("path", pa.string())])),
+            ("histogram_value", pa.struct([("type", pa.string()), ("edges", pa.list_(pa.float64())),
+                                           ("values", pa.list_(pa.float64()))])),
+        ]
+    )  # fmt: skip
+
+
+def archive_rows(run, run_id: str) -> list[dict]:
+    """One offline run (replayed by shared.neptune_offline) as neptune-exporter's rows."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    base = {"project_id": NEPTUNE_PROJECT, "run_id": run_id}
+    created = datetime.fromisoformat(run.created_at)
+    last = datetime.fromtimestamp(run.last_at, UTC)
+    simple = {
+        **run.scalars,
+        "sys/id": run_id,
+        "sys/creation_time": created,
+        "sys/modification_time": last,
+        "sys/ping_time": last,
+        "sys/running_time": (last - created).total_seconds(),
+        **{path: sorted(values) for path, values in run.string_sets.items()},
+    }
+    kinds = {bool: ("bool", "bool_value"), int: ("int", "int_value"), float: ("float", "float_value"),
+             str: ("string", "string_value"), datetime: ("datetime", "datetime_value"),
+             list: ("string_set", "string_set_value")}  # fmt: skip
+    rows = []
+    for path, value in sorted(simple.items()):
+        kind, column = kinds[type(value)]
+        rows.append(base | {"attribute_path": path, "attribute_type": kind, column: value})
+    for path, (steps, values) in sorted(run.series.items()):
+        for step, value, at in zip(steps, values, run.series_times[path], strict=True):
+            rows.append(
+                base | {"attribute_path": path, "attribute_type": "float_series", "step": Decimal(f"{step:.6f}"),
+                        "timestamp": datetime.fromtimestamp(at, UTC), "float_value": value}
+            )  # fmt: skip
+    return rows
+
+
+def make_neptune_samples(scratch: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(HERE.parent))
+    from shared.neptune_archive import sanitized_names
+    from shared.neptune_offline import OfflineSource
+
+    os.chdir(scratch)
+    for index, (model, dataset) in enumerate((m, d) for m in MODELS for d in DATASETS):
+        make_neptune_run("stage2c", model, dataset, k=[8, 16, 32][index % 3], seed=index % 2)
+    make_neptune_run("stage3", "filter_bank", "pyg_enzymes", k=8, seed=0, fail=True)
+    shutil.rmtree(NEPTUNE_SAMPLES, ignore_errors=True)
+    shutil.copytree(
+        scratch / ".neptune", NEPTUNE_SAMPLES / ".neptune", ignore=shutil.ignore_patterns("*.lock")
+    )
+    source = OfflineSource(NEPTUNE_SAMPLES)
+    folder = NEPTUNE_SAMPLES / "archive" / sanitized_names(NEPTUNE_PROJECT)[0]
+    folder.mkdir(parents=True)
+    runs = sorted((source.raw_run(run_id) for run_id in source.run_ids()), key=lambda run: run.created_at)
+    for number, run in enumerate(runs, start=1):
+        run_id = f"SPD-{number}"
+        table = pa.Table.from_pylist(archive_rows(run, run_id), schema=exporter_schema())
+        pq.write_table(table, folder / f"{sanitized_names(run_id)[0]}_part_0.parquet", compression="snappy")
+    print(f"wrote {len(runs)} Neptune sample runs to {NEPTUNE_SAMPLES} (offline and archive)")
+
+
 def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        make_neptune_samples(Path(scratch))
     os.environ.update({"WANDB_SILENT": "true", "WANDB_MODE": "offline"})
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["WANDB_DIR"] = scratch
