@@ -107,6 +107,9 @@ class StandinRun:
     raw_config: str | None = None
     raw_summary: str | None = None
     export_drop: tuple[str, ...] = ()
+    # GraphQL fields of the run sent as given instead of its own (odd types: tags that are not a list,
+    # a createdAt that is no time, a displayName that is a number, a null name).
+    raw_fields: dict[str, Any] = field(default_factory=dict)
 
     def history_table(self) -> HistoryTable:
         """The run's history, built now (not cached here; the server keeps a small cache)."""
@@ -1323,6 +1326,7 @@ class StandinServer:
             "history": history,
             "sampledHistory": sampled_history,
             "parquetHistory": parquet_history,
+            **run.raw_fields,
         }
 
     def _root(self) -> dict[str, Any]:
