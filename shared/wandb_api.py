@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import math
 import os
 import shutil
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.auth import Credentials, without_userinfo
-from shared.cli import ToolFailure, UsageError
+from shared.cli import ToolFailure, UsageError, warn
 from shared.flatten import parse_object
 from shared.retry import NO_RETRY, PermanentFailure, Retry, describe
 from shared.schema import RunRecord
@@ -78,10 +79,20 @@ def _private_client_logs() -> None:
     os.environ["WANDB_CACHE_DIR"] = folder
 
 
+# What wandb-core says of a login check that failed for the server's sake: 5xx retried to the end,
+# an answer that is not JSON (an HTML error page from a proxy). Anything else is the key's rejection.
+_SERVER_TROUBLE = ("giving up after", "looking for beginning of value", "unexpected EOF", "invalid character")
+
+
 def _connection_error(error: Exception, credentials: Credentials) -> Exception:
     text = str(error)
     if "did not respond in time" in text or "connection refused" in text.lower():
         return ToolFailure(f"W&B server {credentials.server} did not answer (unreachable or too slow)")
+    if any(marker in text for marker in _SERVER_TROUBLE):
+        return ToolFailure(
+            f"W&B server {credentials.server} failed the login check (a server error or an answer that is"
+            " not W&B's), so the key could not be checked"
+        )
     return UsageError(f"W&B rejected the API key from {credentials.source} for {credentials.server}")
 
 
@@ -125,10 +136,14 @@ def project_names(api: wandb.Api, entity: str, retry: Retry = NO_RETRY) -> list[
         raise UsageError(f"unknown W&B entity {entity!r} (or no access with this key): {error}") from None
 
 
-def _utc(timestamp: str | None) -> datetime | None:
-    if not timestamp:
+def _utc(timestamp: Any) -> datetime | None:
+    """A server time as UTC; None when there is none or it is not an ISO time."""
+    if not isinstance(timestamp, str) or not timestamp:
         return None
-    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    try:
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -181,21 +196,30 @@ def run_record(paged: PagedRun) -> RunRecord:
     summary = paged.summary or {}
     user = node.get("user") if isinstance(node.get("user"), dict) else {}
     tags = node.get("tags")
+    tags = [tags] if isinstance(tags, str) else tags if isinstance(tags, list) else []
+    # A field of an odd type costs that field at most, never the run or its project.
+    times = {name: _utc(node.get(name)) for name in ("createdAt", "heartbeatAt")}
+    for name, moment in times.items():
+        if moment is None and node.get(name) not in (None, ""):
+            warn(
+                f"{run.entity}/{run.project}: run {run.id}: {name} {str(node.get(name))[:100]!r}"
+                " is not a time; exported without it"
+            )
     return RunRecord(
         id=run.id,
         entity=run.entity,
         project=run.project,
-        name=node.get("displayName"),
-        state=node.get("state"),
-        created_at=_utc(node.get("createdAt")),
-        heartbeat_at=_utc(node.get("heartbeatAt")),
+        name=_text(node.get("displayName")),
+        state=_text(node.get("state")),
+        created_at=times["createdAt"],
+        heartbeat_at=times["heartbeatAt"],
         runtime_s=_runtime(summary),
-        tags=[str(tag) for tag in tags] if isinstance(tags, list) else [],
-        group=node.get("group"),
-        job_type=node.get("jobType"),
-        sweep=node.get("sweepName"),
-        user=user.get("username") or user.get("name"),
-        notes=node.get("notes"),
+        tags=[text for tag in tags if (text := _text(tag)) is not None],
+        group=_text(node.get("group")),
+        job_type=_text(node.get("jobType")),
+        sweep=_text(node.get("sweepName")),
+        user=_text(user.get("username") or user.get("name")),
+        notes=_text(node.get("notes")),
         url=without_userinfo(run.url) if run.url else None,
         config=unwrap_config(paged.config) if paged.config is not None else {},
         summary=summary,
@@ -205,7 +229,10 @@ def run_record(paged: PagedRun) -> RunRecord:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) or value is None else str(value)
+    """A field the server should send as text, as text (JSON for an object or a list)."""
+    if isinstance(value, str) or value is None:
+        return value
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
 class RunPages:
