@@ -176,9 +176,12 @@ class HistoryFetcher:
         try:
             response = self._pool(url).request("GET", url, timeout=self.timeout_s)
         except urllib3.exceptions.HTTPError as error:
-            # The URL is signed: name the failure, never the URL.
+            # The URL is signed: name the failure, never the URL (a ResponseError's text has none).
             reason = getattr(error, "reason", None) or error
-            raise ToolFailure(f"history of run {run_id}: download failed ({type(reason).__name__})") from None
+            detail = f": {reason}" if isinstance(reason, urllib3.exceptions.ResponseError) else ""
+            raise ToolFailure(
+                f"history of run {run_id}: download failed ({type(reason).__name__}{detail})"
+            ) from None
         if response.status != 200:
             raise ToolFailure(f"history of run {run_id}: download failed (HTTP {response.status})")
         return response.data
@@ -263,6 +266,11 @@ def _checked(run_id: str, data: bytes) -> bytes:
     if step is None or not pa.types.is_integer(step):
         found = "no _step column" if step is None else f"_step of type {step}"
         raise PermanentFailure(f"history of run {run_id}: unexpected history file ({found})")
+    stamp = schema.field("_timestamp").type if "_timestamp" in schema.names else None
+    if stamp is not None and not (pa.types.is_integer(stamp) or pa.types.is_floating(stamp)):
+        raise PermanentFailure(
+            f"history of run {run_id}: unexpected history file (_timestamp of type {stamp})"
+        )
     return data
 
 
