@@ -20,6 +20,7 @@ LOCK_NAME = ".export.lock"
 # An interrupted export is resumed only this soon after it started: a later export (tomorrow's cron
 # run) wants fresh files, not yesterday's.
 RESUME_WITHIN = timedelta(hours=12)
+EXPORT_FILE_ENDINGS = ("_runs.parquet", "_history.parquet", "_metadata.json", "_state.json")
 
 
 def _read_record(fd: int) -> dict[str, Any] | None:
@@ -67,10 +68,12 @@ class FolderLock:
                 f"taking over the lock of export PID {self.previous.get('pid')} on {self.previous.get('host')}"
                 f" (started {self.previous.get('started_at')}), which ended without releasing it"
             )
-            for leftover in self.path.parent.glob(".*.tmp"):  # what it was writing when it died
-                written = TEMP_FILE.fullmatch(leftover.name)
-                if written and written["final"].endswith((".parquet", ".json")):  # export files only
-                    leftover.unlink(missing_ok=True)
+        # Temp files of export files are an earlier export's, cut off (a lock record of its own may be
+        # gone with the lock file): no other export writes here while this one holds the lock.
+        for leftover in self.path.parent.glob(".*.tmp"):
+            written = TEMP_FILE.fullmatch(leftover.name)
+            if written and written["final"].endswith(EXPORT_FILE_ENDINGS):
+                leftover.unlink(missing_ok=True)
         self._record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
