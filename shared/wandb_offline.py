@@ -30,6 +30,7 @@ from shared.history import (
     epoch_seconds_to_utc,
     is_internal_key,
 )
+from shared.limits import check_regular_file
 from shared.schema import RunRecord
 
 FILE_HEADER = struct.Struct("<4sHB")  # identifier, magic, version
@@ -816,6 +817,7 @@ def read_run_log(
     framing = _Framing()
     log = _RunLog(include_history, set(history_keys) if history_keys is not None else None)
     try:
+        check_regular_file(path, "run log")  # a named pipe would be waited on forever
         with path.open("rb") as stream:
             _check_file_header(path, stream.read(FILE_HEADER.size))
             stream.seek(0)
@@ -831,6 +833,8 @@ def read_run_log(
             log.add(batch, framing)
     except OSError as error:
         raise OfflineLogError(f"{path}: cannot read ({error.strerror or error})") from None
+    except UsageError as error:  # from check_regular_file
+        raise OfflineLogError(str(error)) from None
     written = datetime.fromtimestamp(status.st_mtime, UTC)
     running = log.exit is None and (now or datetime.now(UTC)) - written <= RUNNING_WINDOW
     record = log.record(path, running=running)
