@@ -17,7 +17,7 @@ from shared.flatten import parse_object
 from shared.history import ROW_GROUP
 from shared.limits import read_text_file
 from shared.runs_io import history_file_of
-from shared.schema import CORE_COLUMNS, RAW_JSON_COLUMNS, RunRecord
+from shared.schema import CORE_COLUMNS, HISTORY_SCHEMA, RAW_JSON_COLUMNS, RunRecord
 from shared.storage import write_json
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ STATE_FORMAT = 1
 # Runs whose last change lies up to this long before the previous export started are fetched again:
 # the cutoff is our clock, the run times are the server's, and a change may land while we page.
 CLOCK_MARGIN = timedelta(minutes=10)
+RUNS_FILE_COLUMNS = [*CORE_COLUMNS, *RAW_JSON_COLUMNS]  # what an update reads back from the runs file
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -77,7 +78,7 @@ class ProjectState:
 
 def stored_records(runs_path: Path) -> list[RunRecord]:
     """The runs of an exported runs parquet, rebuilt losslessly from the core columns and the raw JSON."""
-    frame = pl.read_parquet(runs_path, columns=[*CORE_COLUMNS, *RAW_JSON_COLUMNS])
+    frame = pl.read_parquet(runs_path, columns=RUNS_FILE_COLUMNS)
     records = []
     for row in frame.iter_rows(named=True):
         config, summary = (parse_object(row[column])[0] for column in RAW_JSON_COLUMNS)
@@ -178,11 +179,15 @@ def plan_update(
     missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
     if missing:
         return None, f"files of the previous export are missing: {', '.join(missing)}"
-    for path in kept:
+    for path, columns in zip(kept, (RUNS_FILE_COLUMNS, HISTORY_SCHEMA.names), strict=False):
         try:
-            pq.read_metadata(path)
+            names = pq.read_schema(path).names
         except (OSError, ValueError) as error:  # cut short or overwritten by something else
             return None, f"{path.name} is unreadable ({error})"
+        if lacking := [name for name in columns if name not in names]:  # another file put in its place
+            return None, f"{path.name} is not this export's (no {', '.join(lacking[:5])} column)"
+    if not set(state.runs) <= set(pl.read_parquet(files.runs, columns=["id"])["id"].to_list()):
+        return None, f"{files.runs.name} lacks runs the export state records (an older file put back?)"
     return ProjectUpdate(state, files, bool(options.get("include_history"))), ""
 
 

@@ -517,6 +517,57 @@ def disk_full(outcome: Outcome) -> None:
     nothing_written()(outcome)
 
 
+def incremental_after(damage: Callable[[Path], None]) -> Callable[[Path], Outcome]:
+    """An --incremental export of alpha, its files damaged by `damage(out)`, then the same export again:
+    the damaged files are replaced by a full export (README: a file missing or unreadable)."""
+    argv = ["-e", ENTITY, "-p", "alpha", "--include-history", "--incremental", "-o", "out"]
+
+    def scenario(folder: Path) -> Outcome:
+        dataset = cron_dataset()
+        with StandinServer(dataset) as server:
+            env = server_env(folder, server)
+            first = run(EXPORT, argv, folder, env)
+            assert first.code == 0, first.stderr
+            damage(folder / "out")
+            outcome = run(EXPORT, argv, folder, env)
+        outcome.server_runs = listed_runs(dataset)
+        return outcome
+
+    return scenario
+
+
+def older_runs_file_put_back(folder: Path) -> Outcome:
+    """A runs file restored from before the latest incremental export (a backup put back): it lacks a run
+    the export state records, so the next incremental export must not trust it."""
+    argv = ["-e", ENTITY, "-p", "beta", "--incremental", "-o", "out"]
+    dataset = cron_dataset()
+    with StandinServer(dataset) as server:
+        env = server_env(folder, server)
+        assert run(EXPORT, argv, folder, env).code == 0
+        runs = folder / "out" / f"{ENTITY}_beta_runs.parquet"
+        older = runs.read_bytes()
+        beta(dataset).runs.append(new_run("late0002", utc_now() - timedelta(minutes=1)))
+        server.clear_cache()
+        assert run(EXPORT, argv, folder, env).code == 0
+        runs.write_bytes(older)
+        outcome = run(EXPORT, argv, folder, env)
+    outcome.server_runs = listed_runs(dataset)
+    return outcome
+
+
+def foreign_parquet(kind: str) -> Callable[[Path], None]:
+    def damage(out: Path) -> None:
+        pl.DataFrame({"a": [1, 2], "b": ["x", "y"]}).write_parquet(out / f"{ENTITY}_alpha_{kind}.parquet")
+
+    return damage
+
+
+def check_alpha_whole(outcome: Outcome) -> None:
+    assert runs_frame(outcome, "alpha").height == 12
+    history = pl.read_parquet(outcome.folder / "out" / f"{ENTITY}_alpha_history.parquet")
+    assert history.columns == ["run_id", "step", "timestamp", "key", "value"] and history.height > 0
+
+
 def neptune_archive_with_fifo(name: str) -> Callable[[Path], None]:
     def setup(folder: Path) -> None:
         from tests.neptune_fixtures import write_archive
@@ -989,6 +1040,13 @@ CASES = [
          check=check_unicode_out, out=UNICODE_OUT),
     Case("c-stale-temp-files-removed", "c", api_export(BETA, setup=stale_temp_files), 0, check=all_beta),
     Case("c-output-folder-is-a-symlink", "c", api_export(BETA, setup=symlinked_output), 0, check=check_symlinked_out),
+    # Cron keeps running into a folder whose files someone replaced: the next export repairs them.
+    Case("c-incremental-runs-file-replaced-by-foreign-parquet", "c", incremental_after(foreign_parquet("runs")), 0,
+         "full export", check=check_alpha_whole),
+    Case("c-incremental-history-file-replaced-by-foreign-parquet", "c",
+         incremental_after(foreign_parquet("history")), 0, "full export", check=check_alpha_whole),
+    Case("c-incremental-older-runs-file-put-back", "c", older_runs_file_put_back, 0, "full export",
+         check=lambda outcome: runs_frame(outcome).height == 6 or pytest.fail("late0002 lost")),
     Case("c-full-disk-api", "c", api_export((*ALPHA, *FAST), limit="full-disk"), 1, "not exported: cron/alpha",
          check=disk_full),
     # (d) signals and concurrency
