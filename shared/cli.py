@@ -20,6 +20,9 @@ EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work
 EMPTY_PATH = "an empty path names nothing (use . for the current folder)"  # as a Path, '' would be '.'
 
 _secrets: set[str] = set()
+# Set once the main thread has written the closing error line: threads still winding down (a retry of
+# an abandoned download) then write nothing after it.
+_closed = threading.Event()
 # C0 controls, DEL and C1 controls, as the escapes repr() shows them: `\n`, `\t`, `\x1b`, `\x85`, ...
 _CONTROL_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
 
@@ -62,6 +65,8 @@ def printable(text: str) -> str:
 
 def log(message: str) -> None:
     """A progress or status line on stderr (stdout is for data); always one line."""
+    if _closed.is_set() and threading.current_thread() is not threading.main_thread():
+        return
     print(printable(redact(message)), file=sys.stderr, flush=True)
 
 
@@ -73,6 +78,7 @@ def warn(message: str) -> None:
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one error line on stderr and exit with `code`."""
     log("error: " + " ".join(message.split()))  # library messages may span lines or end in one
+    _closed.set()
     sys.exit(code)
 
 
@@ -103,7 +109,14 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     work ending, whatever the clients' shutdown does.
     """
     on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
+    _closed.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    # While asyncio runs (the wandb client's waits), Python's own SIGINT handler is swapped for one that
+    # only cancels the awaited task: Ctrl-C waited for a stalled request. This one raises at once. An
+    # ignored SIGINT (a job started with `&` by a shell) stays ignored.
+    own_int = on_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if own_int:
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         _report_errors(main)
     except SystemExit as leaving:
@@ -113,10 +126,16 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     finally:
         if on_main_thread:  # the clients' exit hooks, which run next, are no place for an exception
             signal.signal(signal.SIGTERM, previous)
+            if own_int:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
     raise Terminated
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def _report_errors(main: Callable[[], int | None]) -> NoReturn:
