@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from queue import Full, Queue
@@ -25,29 +26,49 @@ Result = TypeVar("Result")
 
 
 def bounded_map(
-    function: Callable[[Item], Result], items: Iterable[Item], workers: int
+    function: Callable[[Item], Result],
+    items: Iterable[Item],
+    workers: int,
+    stopping: threading.Event | None = None,
 ) -> Iterator[tuple[Item, Result]]:
-    """Apply `function` on a thread pool, pulling items lazily with at most 2 x workers in flight."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="history") as pool:
-        pending: dict[Future[Result], Item] = {}
-        source = iter(items)
-        exhausted = False
-        try:
-            while pending or not exhausted:
-                while not exhausted and len(pending) < 2 * workers:
-                    item = next(source, None)
-                    if item is None:
-                        exhausted = True
-                    else:
-                        pending[pool.submit(function, item)] = item
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield pending.pop(future), future.result()
-        except BaseException:  # a failure or a signal: what has not started is not started
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    """Apply `function` on a thread pool, pulling items lazily with at most 2 x workers in flight.
+
+    On a failure or a signal, what has not started is not started, `stopping` is set (for the running
+    calls to end their retries) and the running calls are not waited for.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="history")
+    pending: dict[Future[Result], Item] = {}
+    source = iter(items)
+    exhausted = False
+    try:
+        while pending or not exhausted:
+            while not exhausted and len(pending) < 2 * workers:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                else:
+                    pending[pool.submit(function, item)] = item
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+    except BaseException:
+        if stopping is not None:
+            stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def stoppable_sleep(stopping: threading.Event) -> Callable[[float], None]:
+    """A Retry's sleep that ends, with a ToolFailure, as soon as `stopping` is set."""
+
+    def sleep(seconds: float) -> None:
+        if stopping.wait(seconds):
+            raise ToolFailure("the export was interrupted")
+
+    return sleep
 
 
 def prefetched(items: Iterable[Item], depth: int) -> Iterator[Item]:
@@ -112,6 +133,8 @@ def export_api_project(
     server's run count (`ProjectResult.shortfall`) and the project's export state is saved beside them.
     """
     started_at = datetime.now(UTC)
+    stopping = threading.Event()  # set when the export is abandoned: retries in other threads end
+    retry = replace(retry, sleep=stoppable_sleep(stopping))
     options = {"include_history": include_history, "history_keys": history_keys, "since": since_text}
     update, reason = plan_update(folder, entity, project, options) if incremental else (None, "")
     if incremental:
@@ -163,7 +186,9 @@ def export_api_project(
                     api, entity, project, keys=history_keys, workers=workers, timeout_s=timeout_s, retry=retry
                 ) as history:
                     located = prefetched(history.locate(records_added()), depth=4 * workers)
-                    downloads = (downloaded for _, downloaded in bounded_map(download, located, workers))
+                    downloads = (
+                        downloaded for _, downloaded in bounded_map(download, located, workers, stopping)
+                    )
                     for batch, frame, skipped in history.tidy_batches(downloads):
                         for failed in (d for d in batch if d.failure):
                             export.fail_run(failed.run_id, f"history: {failed.failure}")
@@ -188,6 +213,7 @@ def export_api_project(
                 update.merge_into(export)
             result = export.finish()
     except BaseException:
+        stopping.set()
         export.abort()
         raise
     save_state(export, options, since, started_at, skipped_by_run, update)

@@ -624,6 +624,8 @@ def interrupted_then_resumed(signum: int, *, twice: bool = False) -> Callable[[P
                 time.sleep(0.1)
                 child.send_signal(signum)
             first = finish(child, folder, 60, began)
+            if twice and first.code == -signum:  # the second signal ended the exit hooks: to a shell,
+                first.code = 128 + signum  # as to cron, that is the same status
             server.request_hook = None
             again = run(EXPORT, argv, folder, env)
         first.server_runs = listed_runs(dataset)
@@ -713,6 +715,73 @@ def incremental_interrupted(folder: Path) -> Outcome:
     first.server_runs = listed_runs(dataset)
     first.extra = {"again": again, "full": full}
     return first
+
+
+def signal_during_stall(operation: str, signum: int) -> Callable[[Path], Outcome]:
+    """A signal while `operation` stalls (answered 40 s late, --timeout 60): the export stops at once."""
+
+    def scenario(folder: Path) -> Outcome:
+        dataset = cron_dataset()
+        with StandinServer(dataset) as server:
+            stalled = threading.Event()
+
+            def hook(request: RequestInfo) -> HookResult | None:
+                if request.operation == operation:
+                    stalled.set()
+                    return HookResult(delay_s=40)
+                return None
+
+            server.request_hook = hook
+            began = time.monotonic()
+            child = start(EXPORT, [*BETA, "--timeout", "60"], folder, server_env(folder, server))
+            if not stalled.wait(60):
+                os.killpg(child.pid, signal.SIGKILL)
+                raise AssertionError(f"no {operation} request")
+            time.sleep(0.5)
+            signalled = time.monotonic()
+            child.send_signal(signum)
+            outcome = finish(child, folder, 60, began)
+            outcome.extra["after_signal"] = time.monotonic() - signalled
+        outcome.server_runs = listed_runs(dataset)
+        return outcome
+
+    return scenario
+
+
+def sigterm_while_downloads_retry(folder: Path) -> Outcome:
+    """SIGTERM while every history file fails (HTTP 503) and downloads are being retried."""
+    dataset = cron_dataset()
+    with StandinServer(dataset) as server:
+        failing = threading.Event()
+
+        def hook(request: RequestInfo) -> HookResult | None:
+            if request.operation is None:
+                failing.set()
+                return HookResult(status=503)
+            return None
+
+        server.request_hook = hook
+        began = time.monotonic()
+        argv = [*ALPHA, "--max-retry-time", "25"]
+        child = start(EXPORT, argv, folder, server_env(folder, server))
+        if not failing.wait(60):
+            os.killpg(child.pid, signal.SIGKILL)
+            raise AssertionError("no history was requested")
+        time.sleep(2)
+        signalled = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        outcome = finish(child, folder, 60, began)
+        outcome.extra["after_signal"] = time.monotonic() - signalled
+    outcome.server_runs = listed_runs(dataset)
+    return outcome
+
+
+def stopped_within(seconds: float) -> Callable[[Outcome], None]:
+    def check(outcome: Outcome) -> None:
+        assert outcome.extra["after_signal"] < seconds, f"took {outcome.extra['after_signal']:.0f} s"
+        nothing_written()(outcome)
+
+    return check
 
 
 def check_incremental_interrupted(outcome: Outcome) -> None:
@@ -1058,6 +1127,14 @@ CASES = [
          "interrupted (SIGINT)", check=check_interrupted(130, "SIGINT")),
     Case("d-sigterm-twice-during-history", "d", interrupted_then_resumed(signal.SIGTERM, twice=True), 143,
          "interrupted (SIGTERM)", check=check_interrupted(143, "SIGTERM")),
+    # The main thread waits in the client for a stalled answer: the signal must not wait for it.
+    Case("d-sigterm-while-a-page-of-runs-stalls", "d", signal_during_stall("Runs", signal.SIGTERM), 143,
+         "interrupted (SIGTERM)", check=stopped_within(25)),
+    Case("d-sigint-while-the-login-check-stalls", "d", signal_during_stall("Viewer", signal.SIGINT), 130,
+         "interrupted (SIGINT)", check=stopped_within(25)),
+    # Retrying workers must neither hold the exit up nor write after the error line.
+    Case("d-sigterm-while-history-downloads-retry", "d", sigterm_while_downloads_retry, 143,
+         "interrupted (SIGTERM)", check=stopped_within(30)),
     Case("d-sigterm-during-incremental-then-rerun", "d", incremental_interrupted, 143, "interrupted (SIGTERM)",
          check=check_incremental_interrupted),
     # (e) hostile offline inputs: one bad entry among three good logs
