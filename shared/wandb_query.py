@@ -477,13 +477,19 @@ class ExportSource(WandbSource):
             )
         if not keys or history is None:
             return _points({})
-        return (
-            pl.scan_parquet(history)
-            .filter(pl.col(RUN).is_in(pairs[RUN].unique().to_list()) & pl.col("key").is_in(keys))
-            .select(RUN, "key", pl.col("step").cast(pl.Float64), "value")
-            .collect()
-            .join(pairs, on=[RUN, "key"], how="semi")
-        )
+        try:
+            missing = [c for c in (RUN, "key", "step", "value") if c not in pl.read_parquet_schema(history)]
+            if missing:
+                raise UsageError(f"{history} is not a history export: no {', '.join(missing)} column")
+            return (
+                pl.scan_parquet(history)
+                .filter(pl.col(RUN).is_in(pairs[RUN].unique().to_list()) & pl.col("key").is_in(keys))
+                .select(RUN, "key", pl.col("step").cast(pl.Float64), pl.col("value").cast(pl.Float64))
+                .collect()
+                .join(pairs, on=[RUN, "key"], how="semi")
+            )
+        except (pl.exceptions.PolarsError, OSError) as error:  # cut short, not parquet, odd column types
+            raise UsageError(f"cannot read the history {history}: {describe(error)}") from None
 
 
 # ---------------------------------------------------------------- the query API
