@@ -1,5 +1,5 @@
-"""The README's commands run as written: every ```bash block (those need no account or server; ```sh
-blocks do), in order, in a fresh copy of the repository."""
+"""The README's commands run as written: every command of its ```bash blocks (those need no account or
+server; ```sh blocks do) but the test command itself, in order, in a fresh copy of the repository."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+TEST_COMMAND = "uv run pytest"
 
 
 def runnable_commands(text: str) -> list[str]:
-    """The command lines of the ```bash blocks, comments and blank lines left out."""
+    """The command lines of the ```bash blocks, comments, blank lines and the test command left out."""
     blocks = re.findall(r"^```bash\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
     lines = (line.split("  #")[0].strip() for block in blocks for line in block.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    return [line for line in lines if line and not line.startswith("#") and line != TEST_COMMAND]
 
 
 def test_the_readme_has_runnable_quick_starts_and_names_its_test_command():

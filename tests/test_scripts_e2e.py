@@ -59,7 +59,7 @@ def test_readme_quick_start_runs_as_written(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Saved 13 runs to" in result.stderr
     assert "graph_denoise_team" in result.stdout and "spectral_denoising" in result.stdout
-    out = tmp_path / quick_start[quick_start.index("-o") + 1]
+    out = tmp_path / (quick_start[quick_start.index("-o") + 1] if "-o" in quick_start else "wandb_export")
     runs = pl.read_parquet(out / "graph_denoise_team_spectral_denoising_runs.parquet")
     history = pl.read_parquet(out / "graph_denoise_team_spectral_denoising_history.parquet")
     metadata = json.loads((out / "graph_denoise_team_spectral_denoising_metadata.json").read_text())
