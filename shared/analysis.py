@@ -232,13 +232,21 @@ class Pivot:
     cells: pl.DataFrame
     table: pl.DataFrame
     labels: list[str]  # the column values, in the table's order (`column_labels`)
+    states: dict[str, int]  # runs in the cells per state, most first; empty when the runs have no state
+
+
+_STATES = "__pivot_states"
 
 
 def pivot_query(frame: pl.LazyFrame, metric: str, rows: str, cols: str, *, descending: bool) -> pl.LazyFrame:
-    """Long pivot cells: best and mean of the metric and n per (rows, cols), ranked within each column."""
+    """Long pivot cells: best and mean of the metric and n per (rows, cols), ranked within each column,
+    and the states of the cell's runs (when the runs have a state)."""
     value = pl.col(metric).cast(pl.Float64)
     schema = frame.collect_schema()
     label = {c: _label(c, schema[c]) for c in (rows, cols)}
+    states = (
+        [pl.col("state").cast(pl.String).fill_null(NONE_LABEL).alias(_STATES)] if "state" in schema else []
+    )
     return (
         frame.filter(has_value(metric))
         .group_by(label[rows].alias(rows), label[cols].alias(cols))
@@ -246,6 +254,7 @@ def pivot_query(frame: pl.LazyFrame, metric: str, rows: str, cols: str, *, desce
             (value.max() if descending else value.min()).alias("best"),
             value.mean().alias("mean"),
             pl.len().cast(pl.Int64).alias("n"),
+            *states,
         )
         .with_columns(
             pl.col("best").rank("min", descending=descending).over(cols).cast(pl.Int64).alias("rank")
@@ -265,10 +274,23 @@ def _label(column: str, dtype: pl.DataType) -> pl.Expr:
 
 def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:
     """Wide pivot from the long cells: `<col>_best`, `<col>_mean`, `<col>_n` per column value, then the
-    row's mean rank across columns; rows ordered by mean rank (best first)."""
+    row's mean rank across columns; rows in numeric order when every row value is a number (k = 8, 16,
+    32), else by mean rank (best first); `(none)` last among numbers."""
+    states: dict[str, int] = {}
+    if _STATES in cells.columns:
+        counts = (
+            cells[_STATES].explode().value_counts(name="n").sort(["n", _STATES], descending=[True, False])
+        )
+        states = dict(counts.iter_rows())
     if cells.height == 0:
-        return Pivot(rows, cols, cells, pl.DataFrame(schema={rows: pl.String, "mean_rank": pl.Float64}), [])
-    order = cells.group_by(rows).agg(pl.col("rank").mean().alias("mean_rank")).sort(["mean_rank", rows])
+        empty = pl.DataFrame(schema={rows: pl.String, "mean_rank": pl.Float64})
+        return Pivot(rows, cols, cells, empty, [], states)
+    order = cells.group_by(rows).agg(pl.col("rank").mean().alias("mean_rank"))
+    numbered = _numeric_order(order[rows])
+    if numbered is None:
+        order = order.sort(["mean_rank", rows])
+    else:
+        order = pl.DataFrame({rows: numbered}).join(order, on=rows, how="left", maintain_order="left")
     wide = cells.pivot(on=cols, index=rows, values=["best", "mean", "n"])
     labels = column_labels(cells, cols)
     table = order.join(wide, on=rows, how="left", maintain_order="left").select(
@@ -280,17 +302,27 @@ def pivot_table(cells: pl.DataFrame, rows: str, cols: str) -> Pivot:
         ),
         "mean_rank",
     )
-    return Pivot(rows, cols, cells, table, labels)
+    return Pivot(rows, cols, cells, table, labels, states)
 
 
 def column_labels(cells: pl.DataFrame, cols: str) -> list[str]:
     """The pivot's column values in order: as numbers when they all are (k = 8, 16, 32, not 16, 32, 8),
     else as text; `(none)` last."""
-    labels = cells.select(pl.col(cols).unique()).filter(pl.col(cols) != NONE_LABEL)
-    number = pl.col(cols).cast(pl.Float64, strict=False)
-    numeric = labels.select(number.is_not_null().all()).item()
-    ordered = labels.sort([number, cols] if numeric else cols)[cols].to_list()
-    return ordered + ([NONE_LABEL] if NONE_LABEL in cells[cols] else [])
+    labels = cells[cols].unique()
+    return _numeric_order(labels) or sorted(set(labels) - {NONE_LABEL}) + (
+        [NONE_LABEL] if NONE_LABEL in labels else []
+    )
+
+
+def _numeric_order(labels: pl.Series) -> list[str] | None:
+    """The distinct `labels` in numeric order with `(none)` last when every other one is a number, else None."""
+    distinct = labels.unique()
+    values = distinct.filter(distinct != NONE_LABEL)
+    numbers = values.cast(pl.Float64, strict=False)
+    if values.is_empty() or numbers.null_count():
+        return None
+    ordered = pl.DataFrame({"label": values, "number": numbers}).sort(["number", "label"])["label"].to_list()
+    return ordered + ([NONE_LABEL] if NONE_LABEL in distinct else [])
 
 
 def pivot_grids(pivot: Pivot) -> tuple[pl.DataFrame, pl.DataFrame]:

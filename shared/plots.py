@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from shared.cli import UsageError
+from shared.cli import UsageError, warn
 from shared.storage import atomic_path, check_output_file
 
 if TYPE_CHECKING:
@@ -118,10 +118,14 @@ def plot_curves(
     aggregation: str,
     n_steps: int,
     title: str | None = None,
+    log_y: bool | None = None,
 ) -> None:
     """curves = (label, steps, values) per chosen run, best first. Shades the aggregation window
     (last n_steps points for mean_last_n, last point for last, whole range for mean_all, marks the
-    argmin/argmax point for min/max)."""
+    argmin/argmax point for min/max).
+
+    `log_y`: None puts the y axis on a log scale when the values are positive and span two decades or
+    more, True always (a warning and a linear axis when a value is 0 or negative), False never."""
     import numpy as np
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -157,7 +161,10 @@ def plot_curves(
             axes.hlines(value[window].mean(), start, end, colors=[color], linestyles="--", linewidth=0.9)
         for start, end in windows:  # one shade when every run's window is the same
             axes.axvspan(start, end, color="0.5", alpha=0.18 / len(windows) ** 0.5, linewidth=0)
-        if seen and _log_scale_fits(np.concatenate(seen)):
+        values = np.concatenate(seen) if seen else np.array([])
+        if log_y and values.size and values.min() <= 0:
+            warn(f"{metric} has values <= 0 (down to {values.min():.4g}): drawn on a linear y axis, not log")
+        elif log_y or (log_y is None and _log_scale_fits(values)):
             axes.set_yscale("log")
         axes.set_xlabel("step")
         axes.set_ylabel(axis_name(metric))

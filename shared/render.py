@@ -6,22 +6,20 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import polars as pl
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from shared.analysis import Pivot
 from shared.cli import UsageError, printable
 from shared.runs_io import cast_column
 from shared.storage import atomic_path, check_output_file, prepare_output_folder
-from shared.tables import console_for, literal
+from shared.tables import console_for, plain_text, terminal_table
 
 FORMATS = ("rich", "plain", "markdown", "json")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")
 BEST_MARK = "*"
+PIVOT_LEGEND = f"cell: best · mean (n=runs with a value); {BEST_MARK} = best in its column"
 
 
 def format_value(value: Any, digits: int = 6) -> str:
@@ -79,40 +77,32 @@ def print_rich(
     title: str,
     numeric: Sequence[bool],
     ranks: Sequence[Sequence[tuple[int, int] | None]] | None = None,
-    stream: TextIO | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
-    """A rich table; with `ranks`, cells are coloured by rank and the best of each column is starred.
-
-    Title, header and cells are shown as they are, never read as rich markup (`format_value` escaped the
-    control characters of header and cells; a pivot's cells keep the separator's newline).
-    """
-    table = Table(title=literal(title), title_justify="left")
-    for index, (name, is_number) in enumerate(zip(header, numeric, strict=True)):
-        label = index == 0 and ranks is not None  # a pivot's row labels stay on one line
-        table.add_column(
-            escape(name), justify="right" if is_number else "left", overflow="fold", no_wrap=label
-        )
-    for index, row in enumerate(rows):
-        cells: list[str | Text] = [escape(cell) for cell in row]
-        if ranks is not None:
-            for column, cell_rank in enumerate(ranks[index]):
-                if cell_rank is not None:
-                    rank, total = cell_rank
-                    mark = "★ " if rank == 1 else ""
-                    cells[column] = Text(mark + row[column], style=heat_style(rank, total))
-        table.add_row(*cells)
-    console_for(stream or sys.stdout).print(table)
-
-
-def plain_text(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
-    """Space-aligned columns with a header line, no colour, no box."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
-        return "  ".join(padded).rstrip()
-
-    return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
+    """A rich table fitted to the terminal (`terminal_table`); with `ranks` (a pivot), cells are coloured by
+    rank, the best of each column is starred and no column is folded into the caption."""
+    console = console_for(sys.stdout)
+    styles = None
+    if ranks is not None:
+        rows = [
+            [
+                ("★ " if rank and rank[0] == 1 else "") + cell
+                for cell, rank in zip(row, row_ranks, strict=True)
+            ]
+            for row, row_ranks in zip(rows, ranks, strict=True)
+        ]
+        styles = [[heat_style(*rank) if rank else "" for rank in row_ranks] for row_ranks in ranks]
+    table = terminal_table(
+        header,
+        rows,
+        numeric=numeric,
+        title=title,
+        width=console.width,
+        styles=styles,
+        fold_constant=ranks is None,
+        notes=notes,
+    )
+    console.print(table)
 
 
 def markdown_text(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
@@ -152,19 +142,38 @@ def mark_best(rows: list[list[str]], ranks: list) -> list[list[str]]:
     ]
 
 
+def states_note(pivot: Pivot) -> list[str]:
+    """The line saying which run states the pivot's cells hold (none when the runs have no state)."""
+    if not pivot.states:
+        return []
+    counts = ", ".join(f"{n} {state}" for state, n in pivot.states.items())
+    several = len(pivot.states) > 1 and "finished" in pivot.states
+    return [
+        f"runs in the cells: {counts}" + (" (--state finished for finished runs only)" if several else "")
+    ]
+
+
+def text_table(table: pl.DataFrame, fmt: str, pivot: Pivot | None = None) -> str:
+    """The table as plain or markdown text; a pivot's best cells marked, then its legend."""
+    header, rows, numeric, ranks = display(table, pivot)
+    if pivot is not None:
+        rows = mark_best(rows, ranks)
+    text = plain_text(header, rows, numeric) if fmt == "plain" else markdown_text(header, rows, numeric)
+    if pivot is None:
+        return text
+    return text + "\n" + "; ".join([PIVOT_LEGEND, *states_note(pivot)]) + "\n"
+
+
 def render(table: pl.DataFrame, fmt: str, *, title: str, pivot: Pivot | None = None) -> None:
     """Print the table on stdout in `fmt` (rich, plain, markdown or json)."""
     if fmt == "json":
         sys.stdout.write(json_text(table))
-        return
-    header, rows, numeric, ranks = display(table, pivot, "\n" if fmt == "rich" else " · ")
-    if fmt == "rich":
-        print_rich(header, rows, title=title, numeric=numeric, ranks=ranks or None)
-        return
-    if pivot is not None:
-        rows = mark_best(rows, ranks)
-    text = plain_text(header, rows, numeric) if fmt == "plain" else markdown_text(header, rows, numeric)
-    sys.stdout.write(text)
+    elif fmt == "rich":
+        header, rows, numeric, ranks = display(table, pivot, "\n")
+        notes = states_note(pivot) if pivot is not None else []
+        print_rich(header, rows, title=title, numeric=numeric, ranks=ranks or None, notes=notes)
+    else:
+        sys.stdout.write(text_table(table, fmt, pivot))
 
 
 def check_output(path: Path) -> None:
@@ -192,6 +201,4 @@ def write_output(table: pl.DataFrame, path: Path, *, pivot: Pivot | None = None)
         elif suffix == ".json":
             temp.write_text(json_text(table), encoding="utf-8")
         else:
-            header, rows, numeric, ranks = display(table, pivot)
-            rows = mark_best(rows, ranks) if pivot is not None else rows
-            temp.write_text(markdown_text(header, rows, numeric), encoding="utf-8")
+            temp.write_text(text_table(table, "markdown", pivot), encoding="utf-8")

@@ -148,8 +148,9 @@ def test_plain_pivot_marks_the_best_cell_of_each_column(capsys, export):
     out, _ = analyze(capsys, str(path), "--pivot", "--format", "plain")
     _, _, rank, order = expected_pivot(runs)
     lines = out.splitlines()
-    header, body = lines[0].split(), lines[1:]
+    header, body, (gap, legend) = lines[0].split(), lines[1:-2], lines[-2:]
     assert header[0] == "architecture" and len(body) == len(order)
+    assert gap == "" and legend.startswith("cell: best · mean (n=runs with a value); * = best in its column")
     marked = {
         (line.split()[0], cell) for line in body for cell in line.split("  ") if cell.strip().endswith("*")
     }

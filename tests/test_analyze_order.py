@@ -40,6 +40,14 @@ def test_pivot_on_a_numeric_config_column_orders_its_columns_as_numbers(capsys, 
     assert [cell.strip() for cell in header.strip("|").split("|")] == ["architecture", *want, "mean rank"]
 
 
+def test_pivot_rows_on_a_numeric_column_are_in_numeric_order(capsys, export):
+    pivot = ["--pivot-rows", "k", "--pivot-cols", "stage"]
+    rows = json.loads(run(capsys, str(export), *pivot, "--format", "json"))
+    assert [row["k"] for row in rows] == [str(k) for k in sorted(KS)]
+    plain = run(capsys, str(export), *pivot, "--format", "plain").splitlines()
+    assert [line.split()[0] for line in plain[1 : 1 + len(KS)]] == [str(k) for k in sorted(KS)]
+
+
 def test_numeric_pivot_columns_put_runs_without_a_value_last(capsys, tmp_path):
     path = tmp_path / "t_runs.parquet"
     width = [64, 8, None, 8, 512]

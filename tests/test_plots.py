@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import struct
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,46 @@ def test_curves_window_shade_only_for_means(samples, tmp_path):
     shade = (0.91, 0.91, 0.91)  # grey 0.5 at alpha 0.18 over white (grid line edges have it too)
     # The last 10 of 60 steps: some 55,000 pixels of an axes about 850 x 650 pixels; half of that suffices.
     assert pixels_of(shaded, shade, 0.005) > pixels_of(marked, shade, 0.005) + 25_000
+
+
+def y_scale(monkeypatch, path: Path, curves: list, **options) -> str:
+    """The y scale plot_curves gives the figure it draws to `path`."""
+    from shared import plots
+
+    drawn = []
+    figure = plots._figure
+
+    @contextmanager
+    def keep(*args, **kwargs):
+        with figure(*args, **kwargs) as made:
+            drawn.append(made)
+            yield made
+
+    monkeypatch.setattr(plots, "_figure", keep)
+    plot_curves(path, curves, metric="train/loss", aggregation="mean_last_n", n_steps=20, **options)
+    return drawn[0].axes[0].get_yscale()
+
+
+def converging(floor: float) -> list[tuple[str, list, list]]:
+    """Losses from 5 falling to `floor`-ish: three decades for floor 0.002."""
+    steps = np.arange(200)
+    return [
+        (f"run{i}", steps.tolist(), (5 * np.exp(-steps / (20 + 5 * i)) + floor * (i + 1)).tolist())
+        for i in range(4)
+    ]
+
+
+def test_curves_over_two_decades_get_a_log_axis_unless_told(monkeypatch, samples, tmp_path, capsys):
+    path = tmp_path / "curves.png"
+    assert y_scale(monkeypatch, path, converging(0.002)) == "log"
+    assert y_scale(monkeypatch, path, converging(0.002), log_y=False) == "linear"
+    runs, history = samples
+    sample = top_curves(runs, history, "train/loss", 5)  # 1.75 down to 0.1: not two decades
+    assert y_scale(monkeypatch, path, sample) == "linear"
+    assert y_scale(monkeypatch, path, sample, log_y=True) == "log"
+    shifted = [(name, steps, [v - 0.2 for v in values]) for name, steps, values in sample]
+    assert y_scale(monkeypatch, path, shifted, log_y=True) == "linear"
+    assert "warning: train/loss has values <= 0 (down to -0.1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
