@@ -352,7 +352,7 @@ def test_a_project_name_with_control_characters_forges_no_line_on_stderr_nor_in_
         assert ESCAPED in output
     assert not [line for line in done.stderr.splitlines() if line.startswith("error")]
     row = next(line for line in done.stdout.splitlines() if ESCAPED in line)
-    assert f"│ {ENTITY} " in row and " 1 │" in row, "the project's row is one line"
+    assert row.split()[0] == ENTITY and "1" in row.split(), "the project's row is one line"
 
 
 @pytest.mark.parametrize("fmt", ["rich", "plain", "markdown"])
