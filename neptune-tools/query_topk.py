@@ -47,7 +47,8 @@ examples:
   query_topk.py team/sae --metric train/loss --aggregation mean_last_n --n-steps 20 --state inactive
   query_topk.py team/sae --metric train/loss --details eval/accuracy,metrics/L0 -o best.json
   query_topk.py .neptune --metric train/loss --pareto metrics/L0 --plot front.png
-  query_topk.py .neptune --metric train/loss -k 3 --aggregation mean_last_n --plot curves.pdf
+  query_topk.py .neptune --metric train/loss -k 3 --aggregation mean_last_n --plot curves.pdf --log-y
+  query_topk.py exports/data --metric metric_train_loss -k 10 -o best.csv     # the table as CSV
 
 sources (PROJECT_OR_PATH): an existing folder is read from disk: a neptune-exporter data folder
 (<data>/<project>/*.parquet; --project picks one of several) or a .neptune folder of offline runs.

@@ -10,6 +10,7 @@ import polars as pl
 
 from shared.cli import UsageError, warn
 from shared.enrich import ColumnRule, check_rule_columns, enrich, rule_inputs
+from shared.formats import sink_table
 from shared.runs_io import (
     FILE_INDEX,
     ROW_INDEX,
@@ -112,7 +113,8 @@ def aggregate(
     enrich_output: bool = True,
     include_history: bool = False,
 ) -> AggregateReport:
-    """Union, deduplicate, filter and enrich `files` into `output` (atomically, streaming)."""
+    """Union, deduplicate, filter and enrich `files` into `output` (atomically, by its extension; .parquet
+    and .csv streaming)."""
     schema, warnings = union_schema([f.schema for f in files])
     for message in warnings:
         warn(message)
@@ -134,8 +136,7 @@ def aggregate(
         frame = enrich(frame, rules).select(pl.exclude(names), *names)
     frame = frame.drop(FILE_INDEX, ROW_INDEX)
     report.columns = len(frame.collect_schema())
-    with atomic_path(output) as temp:
-        frame.sink_parquet(temp, compression="zstd")
+    sink_table(frame, output)
     if include_history:
         report.history_path = history_sibling(output)
         report.history_rows = merge_history(files, kept, report.history_path)

@@ -17,6 +17,6 @@ def neptune_token(token: str | None = None) -> str:
             register_secret(candidate.strip())
             return candidate.strip()
     raise UsageError(
-        f"no Neptune API token found: pass api_token (--api-token), set {TOKEN_VARIABLE}, or put "
+        f"no Neptune API token found: pass --api-token, set {TOKEN_VARIABLE}, or put "
         f"{TOKEN_VARIABLE}=... in a .env file"
     )

@@ -108,8 +108,8 @@ def history_file_of(runs_file: Path, metadata: dict[str, Any] | None = None) -> 
 
 
 def history_sibling(path: Path) -> Path:
-    """`x_runs.parquet` → `x_history.parquet`; `x.parquet` → `x_history.parquet`."""
-    stem = path.name.removesuffix(".parquet").removesuffix("_runs")
+    """`x_runs.parquet` → `x_history.parquet`; `x.parquet` (or `x.csv`, …) → `x_history.parquet`."""
+    stem = path.stem.removesuffix("_runs")
     return path.with_name(f"{stem}_history.parquet")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,7 +11,10 @@ from typing import Any
 import polars as pl
 
 from shared.cli import UsageError, log, path_argument, text_argument
+from shared.constraints import ConstraintError
+from shared.formats import add_format_argument, check_output_suffix, print_as, rows_frame, write_table
 from shared.limits import int_argument
+from shared.metrics import close_metrics, resolve_metric
 from shared.storage import check_output_file
 from shared.topk import AGGREGATIONS
 from shared.topk_query import RunInfo, TopkQuery
@@ -26,8 +28,14 @@ no finite value, are left out and counted on stderr. Ties break by run id.
 the target, after the --where tests), in order along the front (by --metric ascending); -k does not
 apply. --maximize sets the direction of --metric, --pareto-maximize that of METRIC.
 
+Metrics are named as logged (test/mse) or as their export column (metric_test_mse, test_mse).
+
 --plot FILE (.png, .svg or .pdf) draws the returned runs' curves of --metric over steps with the
-aggregation window shaded, or with --pareto every run as a point and the front as a line.
+aggregation window shaded (--log-y: on a log y axis; by default when positive values span two decades),
+or with --pareto every run as a point and the front as a line.
+
+--format: table (default), csv, json ([{run_id, name, config, metrics}], as --json) or markdown.
+-o FILE also writes the answer by extension: .json the JSON, .csv .parquet .md the table.
 """
 
 
@@ -48,7 +56,7 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
         required=True,
         type=text_argument,
         metavar="KEY",
-        help="metric to rank by, as logged, e.g. train/loss",
+        help="metric to rank by, as logged (train/loss) or as its column (metric_train_loss)",
     )
     parser.add_argument(
         "-k", type=int_argument, default=5, metavar="N", help="how many runs to return (default: 5)"
@@ -86,10 +94,15 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
         "--plot", type=path_argument, metavar="FILE", help="also draw the answer to FILE (.png, .svg, .pdf)"
     )
     parser.add_argument(
-        "--json", action="store_true", help="JSON on stdout: [{run_id, name, config, metrics}]"
+        "--log-y", action="store_true", help="with --plot of a top-k answer: the curves on a log y axis"
     )
+    add_format_argument(parser, json_flag=True, note=" (JSON: [{run_id, name, config, metrics}])")
     parser.add_argument(
-        "-o", "--output", type=path_argument, metavar="FILE", help="also write that JSON to FILE"
+        "-o",
+        "--output",
+        type=path_argument,
+        metavar="FILE",
+        help="also write the answer to FILE by extension: .json (the JSON), .csv .parquet .md (the table)",
     )
     parser.add_argument("--workers", type=int_argument, default=8, metavar="N", help=workers_help)
 
@@ -100,6 +113,10 @@ def check_query_arguments(args: argparse.Namespace) -> None:
         raise UsageError("-k, --n-steps and --workers must be at least 1")
     if args.pareto_maximize and not args.pareto:
         raise UsageError("--pareto-maximize needs --pareto METRIC")
+    if args.log_y and (args.plot is None or args.pareto):
+        raise UsageError(
+            "--log-y needs --plot FILE of a top-k answer (the curves; a front scales its own axes)"
+        )
     if args.pareto is not None and args.pareto == args.metric:
         raise UsageError("--pareto must name another metric than --metric")
     args.details = [key.strip() for key in (args.details or "").split(",") if key.strip()]
@@ -108,26 +125,26 @@ def check_query_arguments(args: argparse.Namespace) -> None:
 
         args.plot = check_plot_path(args.plot)
     if args.output is not None:
-        check_output_file(args.output, "-o")
+        check_output_file(args.output, "-o")  # first: a folder is named as one, whatever its name
+        check_output_suffix(args.output)
 
 
 def run_query(query: TopkQuery, args: argparse.Namespace) -> int:
-    """Run the query the flags describe, then print the table or JSON (and write -o, draw --plot)."""
+    """Run the query the flags describe, then print it as --format says (and write -o, draw --plot)."""
     try:
         with contextlib.redirect_stdout(sys.stderr):  # tracker clients log to stdout; stdout is for data
-            options: dict[str, Any] = {
-                "aggregation": args.aggregation,
-                "n_steps": args.n_steps,
-                "state": args.state,
-                "where": args.where,
-            }
-            if args.pareto:
-                results = query.query_pareto(
-                    args.metric, args.pareto, not args.maximize, not args.pareto_maximize, **options
-                )
-            else:
-                results = query.query_topk(args.metric, args.k, not args.maximize, **options)
+            try:
+                results = ask(query, args)
+            except ConstraintError as error:  # perhaps a metric named by its column (metric_test_mse)
+                if not str(error).startswith("unknown metric"):
+                    raise
+                known = query.source.numeric_keys()
+                if not rename_metrics(args, known):
+                    raise unknown_metric(error, args, known) from None
+                results = ask(query, args)
             if args.details and results:
+                known = query.source.numeric_keys()
+                args.details = list(dict.fromkeys(resolve_metric(key, known) or key for key in args.details))
                 extra = query.metrics_for(
                     [r.run_id for r in results], args.details, args.aggregation, args.n_steps
                 )
@@ -142,19 +159,63 @@ def run_query(query: TopkQuery, args: argparse.Namespace) -> int:
     finally:
         query.cleanup()
     answer = [r.to_dict() for r in results]
-    if args.output:
-        from shared.storage import write_json
-
-        write_json(answer, args.output)
-        log(f"wrote {len(answer)} runs to {args.output}")
-    if args.json:
-        print(json.dumps(answer, indent=2, default=str))
-        return 0
+    first = "#" if args.pareto else "rank"
+    if args.output or args.format != "table":
+        rows = table_rows(results, args.details, first=first, exact=True)
+        metrics = [args.metric, *([args.pareto] if args.pareto else []), *args.details]
+        table = rows_frame(
+            rows, list(rows[0]) if rows else [first, "run id", "name", *dict.fromkeys(metrics)]
+        )
+        if args.output:
+            write_table(table, args.output, document=answer)
+            log(f"wrote {len(answer)} runs to {args.output}")
+        if args.format != "table":
+            print_as(table, args.format, document=answer)
+            return 0
     from shared.tables import print_table
 
-    rows = table_rows(results, args.details, first="#" if args.pareto else "rank")
+    rows = table_rows(results, args.details, first=first)
     print_table(rows, title=title(query, len(results), args), empty="no run matched")
     return 0
+
+
+def ask(query: TopkQuery, args: argparse.Namespace) -> list[RunInfo]:
+    """The top k or the Pareto front the flags ask for."""
+    options: dict[str, Any] = {
+        "aggregation": args.aggregation,
+        "n_steps": args.n_steps,
+        "state": args.state,
+        "where": args.where,
+    }
+    if args.pareto:
+        return query.query_pareto(
+            args.metric, args.pareto, not args.maximize, not args.pareto_maximize, **options
+        )
+    return query.query_topk(args.metric, args.k, not args.maximize, **options)
+
+
+def rename_metrics(args: argparse.Namespace, known: list[str]) -> bool:
+    """--metric and --pareto as the keys they name (`metric_test_mse` → `test/mse`); True if one changed."""
+    changed = False
+    for flag in ("metric", "pareto"):
+        requested = getattr(args, flag)
+        key = resolve_metric(requested, known) if requested else None
+        if key is not None and key != requested:
+            log(f"--{flag} {requested}: the metric {key}")
+            setattr(args, flag, key)
+            changed = True
+    return changed
+
+
+def unknown_metric(error: ConstraintError, args: argparse.Namespace, known: list[str]) -> ConstraintError:
+    """The engine's unknown-metric error, plus the names closest to --metric or --pareto compared as
+    columns, which it does not suggest (`metric_train_lozz` is far from `train/loss` as written)."""
+    hints = []
+    for name in (args.metric, args.pareto):
+        close = [c for c in close_metrics(name, known) if repr(c) not in str(error)] if name else []
+        if name and name not in known and close:
+            hints.append(f"as a column {name!r} is closest to {', '.join(map(repr, close))}")
+    return ConstraintError("; ".join([str(error), *hints])) if hints else error
 
 
 def title(query: TopkQuery, returned: int, args: argparse.Namespace) -> str:
@@ -215,6 +276,7 @@ def draw(query: TopkQuery, results: list[RunInfo], args: argparse.Namespace) -> 
             metric=args.metric,
             aggregation=args.aggregation,
             n_steps=args.n_steps,
+            log_y=True if args.log_y else None,
         )
     log(f"wrote {args.plot}")
 
@@ -235,9 +297,11 @@ def _cell(value: Any) -> Any:
 
 
 def table_rows(
-    results: Sequence[RunInfo], details: Iterable[str], first: str = "rank"
+    results: Sequence[RunInfo], details: Iterable[str], first: str = "rank", *, exact: bool = False
 ) -> list[dict[str, Any]]:
-    """Rows for the terminal: rank, id, name, metrics, then the config values that differ between runs."""
+    """Rows of the table: rank, id, name, metrics, then the config values that differ between runs; floats
+    to 6 significant digits for the terminal unless `exact` (files, csv)."""
+    cell = (lambda value: value) if exact else _cell
     configs = [flat_config(r.config) for r in results]
     varying = sorted(
         {key for config in configs for key in config if len({repr(c.get(key)) for c in configs}) > 1}
@@ -245,7 +309,7 @@ def table_rows(
     keys = list(dict.fromkeys([*(results[0].metrics if results else {}), *details]))
     return [
         {first: rank, "run id": r.run_id, "name": r.name}
-        | {key: _cell(r.metrics.get(key)) for key in keys}
-        | {key: _cell(config.get(key)) for key in varying}
+        | {key: cell(r.metrics.get(key)) for key in keys}
+        | {key: cell(config.get(key)) for key in varying}
         for rank, (r, config) in enumerate(zip(results, configs, strict=True), 1)
     ]

@@ -521,8 +521,13 @@ def test_token_comes_from_argument_environment_or_dotenv(monkeypatch, tmp_path):
     monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("shared.auth.TOOLS_ROOT", tmp_path / "no-tools-root")
-    with pytest.raises(UsageError, match="no Neptune API token found"):
+    expected = (
+        "no Neptune API token found: pass --api-token, set NEPTUNE_API_TOKEN, or put NEPTUNE_API_TOKEN=... "
+        "in a .env file"
+    )
+    with pytest.raises(UsageError) as error:
         neptune_token()
+    assert str(error.value) == expected
     (tmp_path / ".env").write_text("NEPTUNE_API_TOKEN=from-dotenv-1234\n")
     assert neptune_token() == "from-dotenv-1234"
     monkeypatch.setenv("NEPTUNE_API_TOKEN", "from-env-1234")

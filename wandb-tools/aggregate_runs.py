@@ -12,14 +12,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.aggregate import Selection, aggregate
-from shared.cli import UsageError, log, path_argument, run_main
+from shared.aggregate import AggregateReport, Selection, aggregate
+from shared.cli import log, path_argument, run_main
 from shared.enrich import ENRICHMENT_COLUMNS, load_rules
+from shared.formats import add_format_argument, check_output_suffix, print_as, rows_frame
 from shared.runs_io import check_regex, find_runs_files, open_runs_file
 from shared.storage import check_output_file, prepare_output_folder
 from shared.tables import print_table
@@ -32,6 +34,7 @@ examples:
   aggregate_runs.py wandb_export/ -o raw.parquet --no-enrich --protocol all
   aggregate_runs.py /backups/wandb/ neptune_export/x_runs.parquet --include-history
   aggregate_runs.py wandb_export/ --rules our_naming.toml        # other teams' run names
+  aggregate_runs.py wandb_export/ -o analysis/unified.csv --format json   # a CSV, the report as JSON
 
 inputs: folders (every *_runs.parquet below them), files and globs ("exports/**/*_runs.parquet").
 A run in several inputs (same entity/project/id) is kept once: the copy with the newest heartbeat_at,
@@ -51,6 +54,10 @@ the README (aggregate_runs.py). A rules file maps column = "regex with one (grou
   config = ["config_model_depth"]
   from = "tags"                 # the column the patterns read (default: name); a list: each element in turn
 A rule cannot name a core run column (id, name, state, tags, …) or an internal one (_…).
+-o FILE is written by extension: .parquet (default), .csv (both streamed), .json, .md (built in
+memory); --include-history always writes <output stem>_history.parquet. --format: the report on stdout
+as table (default), json ({{inputs, dropped, runs, columns, output, history, history_rows}}), or csv or
+markdown (the two tables, a blank line between them).
 exit codes: 0 done (also when filters left nothing: the empty file is written), 2 bad input.
 """
 
@@ -68,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output",
         type=path_argument,
         default=Path("analysis/unified.parquet"),
-        help="output parquet, written atomically (default: analysis/unified.parquet)",
+        help="output file, written atomically by extension: .parquet .csv .json .md"
+        " (default: analysis/unified.parquet)",
     )
     parser.add_argument(
         "--state",
@@ -100,6 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="TOML file of name-parsing rules that replace or add columns",
     )
+    add_format_argument(parser, note=" (the report of what was read, dropped and written)")
     args = parser.parse_args(argv)
     args.state = [s.strip() for item in args.state for s in item.split(",") if s.strip()]
     return args
@@ -107,8 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.output.suffix.lower() != ".parquet":
-        raise UsageError(f"-o {args.output}: the output must be a .parquet file")
+    check_output_suffix(args.output)
     check_output_file(args.output, "-o", folder_made_later=True)
     if args.filter:
         check_regex(args.filter, "--filter")
@@ -124,13 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         enrich_output=not args.no_enrich,
         include_history=args.include_history,
     )
-    print_table(report.inputs, title="Runs per input")
-    left = sum(f.rows for f in files)
-    steps = []
-    for label, dropped in report.dropped:
-        left -= dropped
-        steps.append({"step": label, "dropped": dropped, "left": left})
-    print_table(steps, title="Dropped")
+    show_report(report, sum(f.rows for f in files), args)
     if report.kept == 0:
         reason = (
             f"{report.emptied_by} removed all that were left"
@@ -142,6 +144,33 @@ def main(argv: list[str] | None = None) -> int:
     if report.history_path:
         log(f"Wrote {report.history_rows} history rows to {report.history_path}")
     return 0
+
+
+def show_report(report: AggregateReport, read: int, args: argparse.Namespace) -> None:
+    """The runs read and kept per input and the runs each step dropped (of `read`), as --format says."""
+    steps = []
+    for label, dropped in report.dropped:
+        read -= dropped
+        steps.append({"step": label, "dropped": dropped, "left": read})
+    if args.format == "json":
+        history = str(report.history_path) if report.history_path else None
+        document = {
+            "inputs": report.inputs,
+            "dropped": steps,
+            "runs": report.kept,
+            "columns": report.columns,
+            "output": str(args.output),
+            "history": history,
+            "history_rows": report.history_rows if history else None,
+        }
+        print(json.dumps(document, indent=2))
+    elif args.format == "table":
+        print_table(report.inputs, title="Runs per input")
+        print_table(steps, title="Dropped")
+    else:
+        print_as(rows_frame(report.inputs, ["input", "runs", "kept"]), args.format)
+        print()
+        print_as(rows_frame(steps, ["step", "dropped", "left"]), args.format)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared import analysis as an
 from shared.cli import UsageError, log, path_argument, run_main, text_argument
 from shared.enrich import load_rules
+from shared.formats import add_format_argument, flat_columns
 from shared.limits import int_argument
+from shared.metrics import did_you_mean, resolve_column
 from shared.pareto import has_finite, pareto_front
 from shared.plots import check_plot_path, plot_pareto, plot_pivot
-from shared.render import FORMATS, check_output, render, write_output
+from shared.render import check_output, render, write_output
 from shared.runs_io import (
     check_regex,
     find_runs_files,
@@ -40,8 +42,8 @@ DEFAULT_FOLDER = Path("wandb_export")
 EXAMPLES = """\
 examples:
   analyze_runs.py                                              # newest export under wandb_export/, top 10
-  analyze_runs.py --filter stage3_pyg_dist --metric metric_test_accuracy --descending --pivot
-  analyze_runs.py --top 20 --metric metric_test_mse
+  analyze_runs.py --filter stage3_pyg_dist --metric metric_test_accuracy --maximize --pivot
+  analyze_runs.py --top 20 --metric test/mse                   # or metric_test_mse, test_mse
   analyze_runs.py analysis/unified.parquet --group-by architecture,dataset
   analyze_runs.py --pivot --pivot-rows k --pivot-cols dataset --state finished
   analyze_runs.py --filter stage2c -o results.csv                # the shown table, with id, for scripts
@@ -56,8 +58,9 @@ Raw exports get architecture, dataset, stage, k, … parsed on the fly (config c
 name; see the README); aggregated files use their own columns. `architecture` = `arch`.
 Runs whose metric is null or NaN are left out of rankings and statistics and counted on stderr.
 The pivot cell is `best · mean (n=runs)`; colour = rank in its column (green best), ★/* marks the best.
-Output: rich on a terminal, plain when piped (or --format); NO_COLOR turns colour off. -o FILE writes
-the table shown by extension: .csv .parquet .json .md (the pivot as <col>_best/_mean/_n columns).
+--format table (default): rich on a terminal, plain when piped (also --format rich|plain); csv, json
+or markdown for scripts. NO_COLOR turns colour off. -o FILE writes the table shown by extension: .csv
+.parquet .json .md (the pivot as <col>_best/_mean/_n columns). --descending is --maximize.
 --pareto: the runs that no other run beats on both --metric and COLUMN, in order along the front
 (--metric ascending; `#` numbers them as the plot does). Runs without a finite value of either are left out.
 --plot FILE (.png .svg .pdf) draws --pivot as a heatmap or --pareto as a scatter with the front.
@@ -93,11 +96,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--metric",
         type=text_argument,
-        metavar="COLUMN",
-        help="metric to rank by, with or without metric_ (default: a metric_* column saying loss/mse/error, test first)",
+        metavar="METRIC",
+        help="metric to rank by: as logged (test/mse) or its column (metric_test_mse, test_mse); "
+        "default: a metric_* column saying loss/mse/error, test first",
     )
     parser.add_argument(
-        "--descending", action="store_true", help="higher is better (accuracy); default: lower is better"
+        "--maximize",
+        "--descending",
+        action="store_true",
+        help="higher is better (accuracy); default: lower is better",
     )
     parser.add_argument(
         "--top",
@@ -143,10 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="TOML name-parsing rules (as in aggregate_runs.py)",
     )
-    parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        help="rich (default on a terminal), plain (default when piped), markdown, json",
+    add_format_argument(
+        parser, aliases=("rich", "plain"), note="; table is rich on a terminal, plain when piped"
     )
     parser.add_argument(
         "-o",
@@ -187,7 +192,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--plot draws --pivot or --pareto: add one of them")
     if args.top is not None and args.top < 1:
         parser.error("--top must be at least 1")
-    args.format = args.format or ("rich" if sys.stdout.isatty() else "plain")
+    if args.format == "table":
+        args.format = "rich" if sys.stdout.isatty() else "plain"
     return args
 
 
@@ -204,8 +210,25 @@ def load(inputs: list[str]) -> tuple[pl.LazyFrame, str, str | None]:
     return scan_deduplicated(files), ", ".join(f.label for f in files), picked
 
 
+def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
+    """What to look up for a --metric or --pareto named as logged (`test/mse`) or as a column: the name as
+    given when the analysis finds it itself (a column, with or without `metric_`: its messages quote the
+    user's spelling), else the column it names. UsageError with the closest metric columns for --metric
+    (--pareto's own check names the numeric columns)."""
+    if requested in schema or f"metric_{requested}" in schema:
+        return requested
+    column = resolve_column(schema.names(), requested)
+    if column is None and flag == "--metric":
+        metrics = an.numeric_metrics(schema)
+        raise UsageError(
+            f"unknown metric {requested!r} in --metric{did_you_mean(requested, metrics)} "
+            f"(numeric metric columns: {name_list(metrics)})"
+        )
+    return column or requested
+
+
 def choose_metric(schema: pl.Schema, requested: str | None) -> str:
-    metric = an.pick_metric(schema, requested)
+    metric = an.pick_metric(schema, requested and column_of(schema, requested, "--metric"))
     if metric:
         return metric
     metrics = an.numeric_metrics(schema)
@@ -231,7 +254,9 @@ def check_columns(schema: pl.Schema, args: argparse.Namespace) -> tuple[str | No
         an.require_columns(schema, [args.pivot_rows, args.pivot_cols], "--pivot-rows/--pivot-cols")
     an.require_columns(schema, args.columns, "--columns")
     metric = choose_metric(schema, args.metric)
-    return metric, an.pareto_axis(schema, args.pareto, metric) if args.pareto else None
+    if not args.pareto:
+        return metric, None
+    return metric, an.pareto_axis(schema, column_of(schema, args.pareto, "--pareto"), metric)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,13 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         return show(table, args, title=f"Schema of {source}: {len(table)} columns")
     if not args.metric:
         log(f"ranking by {metric} (choose another with --metric)")
-    if not args.descending and an.looks_higher_is_better(metric):
-        log(f"note: ranking {metric} lowest first; pass --descending if higher is better")
-    direction = "highest" if args.descending else "lowest"
+    if not args.maximize and an.looks_higher_is_better(metric):
+        log(f"note: ranking {metric} lowest first; pass --maximize if higher is better")
+    direction = "highest" if args.maximize else "lowest"
     pivot = None
     if args.pivot:
         rows, cols = args.pivot_rows, args.pivot_cols
-        query = an.pivot_query(matched, metric, rows, cols, descending=args.descending)
+        query = an.pivot_query(matched, metric, rows, cols, descending=args.maximize)
         title = f"{metric} by {rows} x {cols} (best · mean (n); ★ best {direction} in column)"
     elif pareto:
         if not args.pareto_maximize and an.looks_higher_is_better(pareto):
@@ -269,11 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         query = an.pareto_candidates(matched, metric, pareto, extra=args.columns)
         title = ""  # set once the front is known
     elif args.group_by:
-        query = an.group_stats(matched, metric, args.group_by, descending=args.descending)
+        query = an.group_stats(matched, metric, args.group_by, descending=args.maximize)
         query = query.head(args.top) if args.top else query
         title = f"{metric} by {', '.join(args.group_by)} (best mean first, {direction} is best)"
     else:
-        query = an.top_runs(matched, metric, args.top or 10, descending=args.descending, extra=args.columns)
+        query = an.top_runs(matched, metric, args.top or 10, descending=args.maximize, extra=args.columns)
         title = f"Top {args.top or 10} runs by {direction} {metric}"
     table, counts = pl.collect_all([query, an.funnel_query(frame, steps, metric)])
     funnel = an.read_funnel(counts, steps)
@@ -295,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if pivot is not None:
             best, counts = an.pivot_grids(pivot)
             plot_pivot(
-                args.plot, best, counts, rows=rows, cols=cols, metric=metric, minimize=not args.descending
+                args.plot, best, counts, rows=rows, cols=cols, metric=metric, minimize=not args.maximize
             )
         else:
             plot_pareto(
@@ -304,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 table,
                 x=metric,
                 y=pareto,
-                minimize_x=not args.descending,
+                minimize_x=not args.maximize,
                 minimize_y=not args.pareto_maximize,
             )
         log(f"wrote {args.plot}")
@@ -321,12 +346,12 @@ def front_table(
     elif usable < candidates.height:
         log(f"{candidates.height - usable} more runs have no finite {pareto} (or {metric}) and are left out")
     front = pareto_front(
-        candidates, metric, pareto, minimize_x=not args.descending, minimize_y=not args.pareto_maximize
+        candidates, metric, pareto, minimize_x=not args.maximize, minimize_y=not args.pareto_maximize
     )
     front = front.select(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("#"), pl.all())
     better = {False: "lower is better", True: "higher is better"}
     title = (
-        f"Pareto front: {front.height} of {usable} runs, {metric} ({better[args.descending]}) vs "
+        f"Pareto front: {front.height} of {usable} runs, {metric} ({better[args.maximize]}) vs "
         f"{pareto} ({better[args.pareto_maximize]}), in order of {metric}"
     )
     return an.drop_empty(front, ["#", "id", "name", metric, pareto, *args.columns]), title
@@ -340,7 +365,9 @@ def show(
     pivot: an.Pivot | None = None,
     empty: bool = False,
 ) -> int:
-    if not empty or args.format == "json":
+    if args.format == "csv":  # the table -o .csv writes, also when empty (its header)
+        sys.stdout.write(table.select(flat_columns(table)).write_csv())
+    elif not empty or args.format == "json":
         render(table, args.format, title=title, pivot=pivot)
     if args.output:
         write_output(table, args.output, pivot=pivot)

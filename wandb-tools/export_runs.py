@@ -38,7 +38,7 @@ examples:
   export_runs.py -e graph_denoise_team -p "*" -o wandb_export/        # every project of the entity
   export_runs.py -e igorkraw --since 7d                               # runs created in the last 7 days
   export_runs.py -e team -p proj --include-history --history-keys train/loss,test/mse --workers 16
-  export_runs.py --offline wandb/ -o wandb_export/                    # offline run files, no account
+  export_runs.py --source wandb/ -o wandb_export/                     # offline run files, no account
   export_runs.py -e team -p "*" -o /backups/wandb --incremental --include-history   # cron mode
 
 output (per project, each file written atomically when the project completes):
@@ -111,12 +111,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_timeout_argument(parser)
     parser.add_argument(
+        "--source",
         "--offline",
         action="append",
         type=path_argument,
         default=[],
         metavar="PATH",
-        help="read offline runs instead of the API: a wandb/ folder, an offline-run-* folder or a .wandb file (repeatable)",
+        help="read offline runs instead of the API: a wandb/ folder, an offline-run-* folder or a .wandb file"
+        " (repeatable; --offline is the same flag)",
     )
     parser.add_argument(
         "--incremental",
@@ -146,11 +148,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.project = list(dict.fromkeys(name for name in names if name))  # a name given twice is exported once
     args.since_text = args.since
     args.since = parse_since(args.since) if args.since else None
-    if args.offline and (args.entity or args.project or args.api_key):
-        parser.error("--offline reads local files: it takes no --entity, --project or --api-key")
-    if args.offline and args.incremental:
+    if args.source and (args.entity or args.project or args.api_key):
+        parser.error("--source reads local files: it takes no --entity, --project or --api-key")
+    if args.source and args.incremental:
         parser.error(
-            "--incremental updates exports of the W&B API; --offline reads its files in full every time"
+            "--incremental updates exports of the W&B API; --source (--offline) reads its files in full every time"
         )
     return args
 
@@ -225,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             "history_keys": args.history_keys,
         },
     }
-    if args.offline:
-        metadata |= {"source": "wandb-offline", "offline_paths": [str(p) for p in args.offline]}
+    if args.source:
+        metadata |= {"source": "wandb-offline", "offline_paths": [str(p) for p in args.source]}
         results, failures = export_offline(
-            args.offline,
+            args.source,
             args.output,
             include_history=args.include_history,
             history_keys=args.history_keys,

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,8 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.auth import wandb_credentials
-from shared.cli import run_main, text_argument
+from shared.cli import log, path_argument, run_main, text_argument
+from shared.formats import add_format_argument, check_output_suffix, print_as, rows_frame, write_table
 from shared.limits import int_argument
+from shared.storage import check_output_file
 from shared.tables import print_table
 from shared.wandb_api import add_timeout_argument, connect, project_names, project_stats, reachable_entities
 
@@ -32,9 +33,13 @@ examples:
   list_entities.py                                  # your entity and your teams, with their projects
   list_entities.py --entity graph_denoise_team      # one entity (repeat --entity for several)
   list_entities.py --discover                       # just the entities this key can reach
-  list_entities.py --json > entities.json           # machine-readable
+  list_entities.py --json > entities.json           # machine-readable (= --format json)
+  list_entities.py --format csv -o projects.parquet # one row per project, also to a file
 
 per project: runs, finished runs, and the creation time (UTC) of the newest run.
+--format: table (default), json ([{entity, kind, project_count, projects: [...]}]), or csv or markdown
+with one row per project (with --discover: per entity). -o FILE also writes it by extension: .json the
+JSON, .csv .parquet .md the rows.
 credentials as for export_runs.py: WANDB_API_KEY, .env, or ~/.netrc (`wandb login`).
 """
 
@@ -59,7 +64,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="list every entity the key can reach, without project statistics",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
+    add_format_argument(parser, json_flag=True)
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=path_argument,
+        metavar="FILE",
+        help="also write the list to FILE by extension: .json .csv .parquet .md",
+    )
     parser.add_argument(
         "--workers", type=int_argument, default=8, help="projects queried at once (default: 8)"
     )
@@ -71,8 +83,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+ENTITY_COLUMNS = ["entity", "kind", "project_count"]
+PROJECT_COLUMNS = ["entity", "kind", "project", "runs", "finished", "last_run"]
+
+
+def flat_rows(report: list[dict], discover: bool) -> tuple[list[dict], list[str]]:
+    """One row per entity (--discover) or per project, with the entity's name and kind."""
+    if discover:
+        return report, ENTITY_COLUMNS
+    rows = [{"entity": e["entity"], "kind": e["kind"]} | project for e in report for project in e["projects"]]
+    return rows, PROJECT_COLUMNS
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.output:
+        check_output_file(args.output, "-o")
+        check_output_suffix(args.output)
     api = connect(wandb_credentials(), args.timeout)
     entities = [(name, "given") for name in args.entity] or reachable_entities(api)
     report = []
@@ -85,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
                     pool.map(lambda project, entity=name: project_stats(api, entity, project), projects)
                 )
             report.append(entry)
-    if args.json:
-        print(json.dumps(report, indent=2))
+    rows, columns = flat_rows(report, args.discover)
+    if args.output:
+        write_table(rows_frame(rows, columns), args.output, document=report)
+        log(f"wrote {len(rows)} rows to {args.output}")
+    if args.format != "table":
+        print_as(rows_frame(rows, columns), args.format, document=report)
     elif args.discover:
         print_table(
             [{k: e[k] for k in ("entity", "kind", "project_count")} for e in report],

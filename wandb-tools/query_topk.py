@@ -37,7 +37,8 @@ examples:
   query_topk.py --export wandb_export/ --metric train/loss --where '"metrics/L0" BETWEEN 30 AND 60'
   query_topk.py --export wandb_export/ team/sae --metric train/loss --details test/mse -o best.json
   query_topk.py team/sae --metric train/loss --pareto metrics/L0 --plot front.pdf
-  query_topk.py --offline wandb/ --metric train/loss -k 3 --aggregation mean_last_n --plot curves.png
+  query_topk.py --offline wandb/ --metric train/loss -k 3 --aggregation mean_last_n --plot curves.png --log-y
+  query_topk.py --export wandb_export/ --metric metric_test_mse -k 10 --format csv > best.csv
 
 sources: ENTITY/PROJECT on the W&B server your key reaches (read-only; key from WANDB_API_KEY, .env or
 ~/.netrc; WANDB_BASE_URL for a self-hosted server), --offline PATH (a wandb/ folder, an offline-run-*
