@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# Heavy imports (polars, pyarrow, neptune) after argument parsing: --help and usage errors answer in a
+# fraction of a second.
 from shared.cli import ToolFailure, UsageError, log, run_main
-from shared.exporter import report_exports
 from shared.limits import int_argument
-from shared.neptune_export import export_project, export_targets
-from shared.neptune_live import describe
-from shared.storage import prepare_output_folder
 
 EXAMPLES = """\
 examples:
@@ -99,6 +96,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from importlib.metadata import version
+
+    from shared.exporter import report_exports
+    from shared.neptune_export import export_project, export_targets
+    from shared.neptune_live import describe
+    from shared.storage import prepare_output_folder
+
     targets = export_targets(args.project, args.source, api_token=args.api_token, workers=args.workers)
     prepare_output_folder(args.output)
     metadata = {

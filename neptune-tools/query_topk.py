@@ -18,25 +18,28 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# Heavy imports (polars, neptune) after argument parsing: --help and usage errors answer in a fraction
+# of a second.
 from shared.cli import UsageError, run_main
-from shared.neptune_sources import (
-    STATES,
-    RunSource,
-    config_of,
-    open_source,
-    parse_state,
-    source_path,
+from shared.topk_args import (
+    NEPTUNE_STATES,
+    QUERY_NOTES,
+    add_query_arguments,
+    check_query_arguments,
+    query_parser,
 )
-from shared.topk_cli import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser, run_query
-from shared.topk_query import RunInfo, TopkQuery
+
+if TYPE_CHECKING:
+    from shared.neptune_query import NeptuneQuery
+    from shared.topk_query import RunInfo
 
 __all__ = ["NeptuneQuery", "RunInfo"]
+_API = {"NeptuneQuery": "shared.neptune_query", "RunInfo": "shared.topk_query"}  # where each name lives
 
 EXAMPLES = f"""\
 examples:
@@ -63,52 +66,16 @@ sizes and modification times) answer from those. --no-cache neither reads nor wr
 exit codes: 0 done (also when no run matched), 1 a server fetch failed, 2 bad input or no token.
 """
 
-
-class NeptuneQuery(TopkQuery):
-    """Query Neptune runs with metric constraints and top-k selection (read-only, cached per instance)."""
-
-    def __init__(
-        self,
-        project: str | None = None,
-        api_token: str | None = None,
-        *,
-        source: str | Path | None = None,
-        workers: int = 8,
-        cache: bool = True,
-    ) -> None:
-        """`project` as workspace/project; `source` a neptune-exporter data folder or a .neptune folder.
-
-        With `cache`, an archive keeps per-series summaries in the user's cache folder
-        ($XDG_CACHE_HOME/run-tools, ~/.cache/run-tools): later queries on the unchanged archive answer
-        from those, exactly as from the points (a mean_last_n window over 100 points reads the archive).
-        """
-        super().__init__()
-        self.project, self.api_token, self.source_path, self.workers = project, api_token, source, workers
-        self.cache = cache
-
-    def _open_source(self) -> RunSource:
-        return open_source(
-            self.project,
-            source=self.source_path,
-            api_token=self.api_token,
-            workers=self.workers,
-            cache=self.cache,
-        )
-
-    def _parse_state(self, state: str | None) -> str | None:
-        return parse_state(state)
-
-    def _describe(self, run_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        attributes = self.source.attributes(list(run_ids))
-        return {
-            run_id: (str(attributes[run_id].get("sys/name") or run_id), config_of(attributes[run_id]))
-            for run_id in run_ids
-        }
-
-
-# ---------------------------------------------------------------- command line
-
 _PROJECT_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")  # a server's workspace/project, not a folder
+
+
+def __getattr__(name: str) -> Any:
+    """`NeptuneQuery` and `RunInfo`, this script's Python API (docs/topk.md), imported on first use."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -117,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "target", metavar="PROJECT_OR_PATH", help="workspace/project on the server, or a folder"
     )
     add_query_arguments(
-        parser, states=STATES, workers_help="concurrent series fetches from a server (default: 8)"
+        parser, states=NEPTUNE_STATES, workers_help="concurrent series fetches from a server (default: 8)"
     )
     parser.add_argument(
         "--project", metavar="NAME", help="the project inside an archive holding several (workspace/project)"
@@ -139,6 +106,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_query(args: argparse.Namespace) -> NeptuneQuery:
     """A NeptuneQuery on the folder or project the command line names."""
+    from shared.neptune_query import NeptuneQuery
+    from shared.neptune_sources import source_path
+
     path = source_path(args.target)
     if path.exists():
         return NeptuneQuery(args.project, source=path, cache=not args.no_cache)
@@ -149,6 +119,8 @@ def open_query(args: argparse.Namespace) -> NeptuneQuery:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from shared.topk_cli import run_query
+
     return run_query(open_query(args), args)
 
 

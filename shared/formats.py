@@ -8,11 +8,12 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from shared.cli import UsageError
+
+if TYPE_CHECKING:  # polars only where a table is made or written: the scripts' parsers import this module
+    import polars as pl
 
 FORMATS = ("table", "csv", "json", "markdown")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")  # the order render.check_output names them in
@@ -44,6 +45,8 @@ def check_output_suffix(path: Path) -> None:
 
 def flat_columns(frame: pl.LazyFrame | pl.DataFrame) -> list[pl.Expr]:
     """The columns with nested ones (lists: tags) as JSON text, for CSV."""
+    import polars as pl
+
     from shared.runs_io import cast_column
 
     schema = frame.collect_schema()
@@ -52,6 +55,7 @@ def flat_columns(frame: pl.LazyFrame | pl.DataFrame) -> list[pl.Expr]:
 
 def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
     """Dict rows as a frame with `columns`: a column of mixed numbers is float, any other mix text."""
+    import polars as pl
 
     def column(name: str) -> pl.Series:
         values = [row.get(name) for row in rows]

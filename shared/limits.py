@@ -1,9 +1,12 @@
-"""Bounds on what users hand the analysis tools: files (regular ones only, text of bounded size), int flags."""
+"""Bounds on what users hand the tools: files (regular ones only, text of bounded size), int, time and
+duration flags. Light (no polars, pyarrow or client): the scripts build their parsers from it."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.cli import UsageError
@@ -53,3 +56,43 @@ def int_argument(text: str) -> int:
     if value < -MAX_INT_FLAG:
         raise argparse.ArgumentTypeError(f"{shown} is too small (at least {-MAX_INT_FLAG:,})")
     return value
+
+
+def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """`--timeout S`: how long to wait for one W&B request."""
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for one W&B request (default: 60)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`7d`, `24h`, `2w`, `30m` before now, or an ISO date/time (UTC unless it says otherwise)."""
+    now = now or datetime.now(UTC)
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    amount, unit = text[:-1], text[-1:].lower()
+    if unit in units and amount.isdigit():
+        try:
+            return now - timedelta(**{units[unit]: int(amount)})
+        except OverflowError:
+            raise UsageError(f"bad --since {text!r}: that is before the year 1") from None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"bad --since {text!r}: use 7d, 24h, 2w, 30m or an ISO date like 2026-01-18"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -9,10 +9,10 @@ from typing import Any, Protocol
 import polars as pl
 
 from shared.cli import EMPTY_PATH, UsageError
+from shared.topk_args import NEPTUNE_STATES as STATES
 
 RUNS_SCHEMA = {"run_id": pl.String, "name": pl.String, "state": pl.String}
 POINTS_SCHEMA = {"run_id": pl.String, "key": pl.String, "step": pl.Float64, "value": pl.Float64}
-STATES = ("active", "inactive")
 STATE_ALIASES = {"active": "active", "running": "active", "inactive": "inactive", "idle": "inactive"}
 # Namespaces whose simple attributes form a run's config (the seed read `config`, `parameters`, `params`).
 CONFIG_NAMESPACES = ("parameters/", "config/", "params/", "hparams/", "hyperparameters/")

@@ -7,12 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
 from shared.cli import UsageError, warn
 from shared.storage import atomic_path, check_output_file
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where drawn: check_plot_path runs while the scripts parse their arguments
+    import polars as pl
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -193,6 +192,7 @@ def plot_pareto(
     Front runs are numbered by their position along the front (the row order of `front`); the legend
     names them. Where front points crowd, only every few are numbered so that no labels overlap.
     """
+    import polars as pl
     from matplotlib.lines import Line2D
 
     from shared.pareto import has_finite
@@ -282,6 +282,7 @@ def plot_pivot(
     """best/counts: first column = row labels (named `rows`), other columns = one per pivot column.
     Annotated heatmap: value and n per cell, best per column marked. `cols` names the column axis."""
     import numpy as np
+    import polars as pl
 
     labels = best.columns[1:]  # in the order analysis.column_labels gave them (numbers as numbers)
     row_labels = [str(v) for v in best[rows].to_list()]

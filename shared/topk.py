@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import polars as pl
 
-Aggregation = Literal["last", "mean_last_n", "min", "max", "mean_all"]
-AGGREGATIONS: tuple[str, ...] = ("last", "mean_last_n", "min", "max", "mean_all")
+from shared.topk_args import AGGREGATIONS
+
 RUN = "run_id"
 SUMMARY_TAIL = 100  # finite values a summary keeps per series: mean_last_n up to this window
 _SUMMARY_VALUES = ("last", "min", "max", "mean_all")  # the aggregations a summary holds as one value

@@ -17,7 +17,8 @@ from shared.constraints import (
     unknown_metrics_error,
     where_metrics,
 )
-from shared.topk import RUN, Aggregation, TopK, aggregate, check_aggregation, top_k
+from shared.topk import RUN, TopK, aggregate, check_aggregation, top_k
+from shared.topk_args import Aggregation
 
 Constraints = dict[str, Callable[[float], bool]] | None
 Where = str | Sequence[str] | None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import json
 import math
@@ -11,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.auth import Credentials, without_userinfo
@@ -25,27 +24,6 @@ if TYPE_CHECKING:
 
 RUNS_PER_PAGE = 100
 CORE_RETRIES = 3  # wandb-core's own attempts under each of ours
-
-
-def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
-    """`--timeout S`: how long to wait for one W&B request."""
-    parser.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=60.0,
-        metavar="S",
-        help="seconds to wait for one W&B request (default: 60)",
-    )
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return value
 
 
 def connect(credentials: Credentials, timeout_s: float) -> wandb.Api:
@@ -94,25 +72,6 @@ def _connection_error(error: Exception, credentials: Credentials) -> Exception:
             " not W&B's), so the key could not be checked"
         )
     return UsageError(f"W&B rejected the API key from {credentials.source} for {credentials.server}")
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`7d`, `24h`, `2w`, `30m` before now, or an ISO date/time (UTC unless it says otherwise)."""
-    now = now or datetime.now(UTC)
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    amount, unit = text[:-1], text[-1:].lower()
-    if unit in units and amount.isdigit():
-        try:
-            return now - timedelta(**{units[unit]: int(amount)})
-        except OverflowError:
-            raise UsageError(f"bad --since {text!r}: that is before the year 1") from None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"bad --since {text!r}: use 7d, 24h, 2w, 30m or an ISO date like 2026-01-18"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def created_since_filter(since: datetime | None) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from shared.runs_io import export_metadata, export_stem, history_file_of, name_l
 from shared.schema import RAW_JSON_COLUMNS
 from shared.storage import name_stems, safe_name
 from shared.topk import RUN
+from shared.topk_args import LAST_FROM
+from shared.topk_args import WANDB_STATES as STATES
 from shared.topk_query import TopkQuery
 
-STATES = ("running", "finished", "failed", "crashed", "killed", "preempting", "preempted", "pending")
-LAST_FROM = ("summary", "history")
 SUMMARY_SCHEMA = {RUN: pl.String, "key": pl.String, "value": pl.Float64}
 SourceKind = Literal["offline", "export"]
 

@@ -15,16 +15,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.aggregate import AggregateReport, Selection, aggregate
+# Heavy imports (polars, pyarrow) after argument parsing: --help and usage errors answer in a fraction
+# of a second.
 from shared.cli import log, path_argument, run_main
-from shared.enrich import ENRICHMENT_COLUMNS, load_rules
+from shared.enrich_rules import ENRICHMENT_COLUMNS
 from shared.formats import add_format_argument, check_output_suffix, print_as, rows_frame
-from shared.runs_io import check_regex, find_runs_files, open_runs_file
-from shared.storage import check_output_file, prepare_output_folder
-from shared.tables import print_table
+
+if TYPE_CHECKING:
+    from shared.aggregate import AggregateReport
 
 EXAMPLES = f"""\
 examples:
@@ -116,6 +118,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from shared.aggregate import Selection, aggregate
+    from shared.enrich import load_rules
+    from shared.runs_io import check_regex, find_runs_files, open_runs_file
+    from shared.storage import check_output_file, prepare_output_folder
+
     check_output_suffix(args.output)
     check_output_file(args.output, "-o", folder_made_later=True)
     if args.filter:
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def show_report(report: AggregateReport, read: int, args: argparse.Namespace) -> None:
     """The runs read and kept per input and the runs each step dropped (of `read`), as --format says."""
+    from shared.tables import print_table
+
     steps = []
     for label, dropped in report.dropped:
         read -= dropped

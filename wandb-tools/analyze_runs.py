@@ -15,28 +15,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared import analysis as an
+# Heavy imports (polars, pyarrow, matplotlib) after argument parsing: --help and usage errors answer in a
+# fraction of a second.
 from shared.cli import UsageError, log, path_argument, run_main, text_argument
-from shared.enrich import load_rules
 from shared.formats import add_format_argument, flat_columns
 from shared.limits import int_argument
-from shared.metrics import did_you_mean, resolve_column
-from shared.pareto import has_finite, pareto_front
-from shared.plots import check_plot_path, plot_pareto, plot_pivot
-from shared.render import check_output, render, write_output
-from shared.runs_io import (
-    check_regex,
-    find_runs_files,
-    name_list,
-    newest_export,
-    open_runs_file,
-    scan_deduplicated,
-)
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from shared import analysis as an
 
 DEFAULT_FOLDER = Path("wandb_export")
 EXAMPLES = """\
@@ -199,6 +191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load(inputs: list[str]) -> tuple[pl.LazyFrame, str, str | None]:
     """The runs of `inputs` (default: the newest export), their label, and the line naming a default pick."""
+    from shared.runs_io import find_runs_files, newest_export, open_runs_file, scan_deduplicated
+
     picked = None
     if inputs:
         paths = find_runs_files(inputs)
@@ -215,6 +209,10 @@ def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
     given when the analysis finds it itself (a column, with or without `metric_`: its messages quote the
     user's spelling), else the column it names. UsageError with the closest metric columns for --metric
     (--pareto's own check names the numeric columns)."""
+    from shared import analysis as an
+    from shared.metrics import did_you_mean, resolve_column
+    from shared.runs_io import name_list
+
     if requested in schema or f"metric_{requested}" in schema:
         return requested
     column = resolve_column(schema.names(), requested)
@@ -228,6 +226,9 @@ def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
 
 
 def choose_metric(schema: pl.Schema, requested: str | None) -> str:
+    from shared import analysis as an
+    from shared.runs_io import name_list
+
     metric = an.pick_metric(schema, requested and column_of(schema, requested, "--metric"))
     if metric:
         return metric
@@ -245,6 +246,8 @@ def choose_metric(schema: pl.Schema, requested: str | None) -> str:
 
 def check_columns(schema: pl.Schema, args: argparse.Namespace) -> tuple[str | None, str | None]:
     """Every column the options name, checked before anything is logged; the metric and --pareto axis."""
+    from shared import analysis as an
+
     if args.state:
         an.require_columns(schema, ["state"], "--state")
     if args.schema:
@@ -261,6 +264,14 @@ def check_columns(schema: pl.Schema, args: argparse.Namespace) -> tuple[str | No
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import polars as pl
+
+    from shared import analysis as an
+    from shared.enrich import load_rules
+    from shared.plots import check_plot_path, plot_pareto, plot_pivot
+    from shared.render import check_output
+    from shared.runs_io import check_regex
+
     if args.output:
         check_output(args.output)
     if args.plot:
@@ -340,6 +351,11 @@ def front_table(
     candidates: pl.DataFrame, metric: str, pareto: str, args: argparse.Namespace
 ) -> tuple[pl.DataFrame, str]:
     """The Pareto front of the runs with a metric value, numbered along it, and its title."""
+    import polars as pl
+
+    from shared import analysis as an
+    from shared.pareto import has_finite, pareto_front
+
     usable = candidates.filter(has_finite(metric) & has_finite(pareto)).height
     if usable == 0 and candidates.height:
         log(f"nothing on the front: none of the {candidates.height} runs with {metric} has a finite {pareto}")
@@ -365,6 +381,8 @@ def show(
     pivot: an.Pivot | None = None,
     empty: bool = False,
 ) -> int:
+    from shared.render import render, write_output
+
     if args.format == "csv":  # the table -o .csv writes, also when empty (its header)
         sys.stdout.write(table.select(flat_columns(table)).write_csv())
     elif not empty or args.format == "json":

@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.auth import wandb_credentials
+# Heavy imports (polars, pyarrow, wandb) after argument parsing: --help and usage errors answer in a
+# fraction of a second.
 from shared.cli import UsageError, log, path_argument, run_main, text_argument
-from shared.exporter import ProjectResult, export_files, report_exports
-from shared.incremental import intact_result
-from shared.limits import int_argument
-from shared.lockfile import FolderLock
+from shared.limits import add_timeout_argument, int_argument, parse_since
 from shared.retry import DEFAULT_MAX_RETRY_TIME, Retry, describe
-from shared.storage import prepare_output_folder
-from shared.wandb_api import add_timeout_argument, connect, parse_since, project_names
-from shared.wandb_export import export_api_project, export_offline
+
+if TYPE_CHECKING:
+    from shared.exporter import ProjectResult
 
 EXAMPLES = """\
 examples:
@@ -158,6 +156,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[ProjectResult], list[str]]:
+    from shared.auth import wandb_credentials
+    from shared.exporter import export_files
+    from shared.incremental import intact_result
+    from shared.lockfile import FolderLock
+    from shared.storage import prepare_output_folder
+    from shared.wandb_api import connect, project_names
+    from shared.wandb_export import export_api_project
+
     credentials = wandb_credentials(args.api_key)
     api = connect(credentials, args.timeout)
     entity = args.entity or api.default_entity
@@ -220,6 +226,11 @@ def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[Project
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from importlib.metadata import version
+
+    from shared.exporter import report_exports
+    from shared.wandb_export import export_offline
+
     metadata = {
         "wandb_version": version("wandb"),
         "filters": {

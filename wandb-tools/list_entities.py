@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.auth import wandb_credentials
+# Heavy imports (polars, pyarrow, wandb) after argument parsing: --help and usage errors answer in a
+# fraction of a second.
 from shared.cli import log, path_argument, run_main, text_argument
 from shared.formats import add_format_argument, check_output_suffix, print_as, rows_frame, write_table
-from shared.limits import int_argument
-from shared.storage import check_output_file
-from shared.tables import print_table
-from shared.wandb_api import add_timeout_argument, connect, project_names, project_stats, reachable_entities
+from shared.limits import add_timeout_argument, int_argument
 
 EXAMPLES = """\
 examples:
@@ -97,6 +94,13 @@ def flat_rows(report: list[dict], discover: bool) -> tuple[list[dict], list[str]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.auth import wandb_credentials
+    from shared.storage import check_output_file
+    from shared.tables import print_table
+    from shared.wandb_api import connect, project_names, project_stats, reachable_entities
+
     if args.output:
         check_output_file(args.output, "-o")
         check_output_suffix(args.output)

@@ -18,16 +18,29 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# Heavy imports (polars, wandb) after argument parsing: --help and usage errors answer in a fraction of
+# a second.
 from shared.cli import UsageError, path_argument, run_main
-from shared.topk_cli import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser, run_query
-from shared.topk_query import RunInfo
-from shared.wandb_api import add_timeout_argument
-from shared.wandb_query import LAST_FROM, STATES, WandbQuery
+from shared.limits import add_timeout_argument
+from shared.topk_args import (
+    LAST_FROM,
+    QUERY_NOTES,
+    WANDB_STATES,
+    add_query_arguments,
+    check_query_arguments,
+    query_parser,
+)
+
+if TYPE_CHECKING:
+    from shared.topk_query import RunInfo
+    from shared.wandb_query import WandbQuery
 
 __all__ = ["RunInfo", "WandbQuery"]
+_API = {"RunInfo": "shared.topk_query", "WandbQuery": "shared.wandb_query"}  # where each name lives
 
 EXAMPLES = f"""\
 examples:
@@ -56,6 +69,15 @@ exit codes: 0 done (also when no run matched), 1 a server fetch failed, 2 bad in
 """
 
 
+def __getattr__(name: str) -> Any:
+    """`WandbQuery` and `RunInfo`, this script's Python API (docs/topk.md), imported on first use."""
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = query_parser(__doc__, EXAMPLES)
     parser.add_argument(
@@ -72,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--export", type=path_argument, metavar="DIR", help="read a folder written by export_runs.py"
     )
     add_query_arguments(
-        parser, states=STATES, workers_help="concurrent history fetches from the API (default: 8)"
+        parser, states=WANDB_STATES, workers_help="concurrent history fetches from the API (default: 8)"
     )
     parser.add_argument(
         "--last-from",
@@ -90,6 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_query(args: argparse.Namespace) -> WandbQuery:
     """A WandbQuery on the project, offline runs or export the command line names."""
+    from shared.wandb_query import WandbQuery
+
     if args.offline or args.export:
         kind = "offline" if args.offline else "export"
         path = args.offline or args.export
@@ -99,6 +123,8 @@ def open_query(args: argparse.Namespace) -> WandbQuery:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from shared.topk_cli import run_query
+
     return run_query(open_query(args), args)
 
 
