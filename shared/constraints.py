@@ -102,7 +102,7 @@ def where_metrics(exprs: Iterable[pl.Expr]) -> list[str]:
 
 
 def check_callables(constraints: Mapping[str, Callable[[float], bool]] | None) -> dict[str, Callable]:
-    """The seed API's `{metric: predicate}` dict, checked to hold callables."""
+    """The original specification's `{metric: predicate}` dict, checked to hold callables."""
     checked = dict(constraints or {})
     for key, predicate in checked.items():
         if not callable(predicate):

@@ -14,7 +14,7 @@ from shared.topk_args import NEPTUNE_STATES as STATES
 RUNS_SCHEMA = {"run_id": pl.String, "name": pl.String, "state": pl.String}
 POINTS_SCHEMA = {"run_id": pl.String, "key": pl.String, "step": pl.Float64, "value": pl.Float64}
 STATE_ALIASES = {"active": "active", "running": "active", "inactive": "inactive", "idle": "inactive"}
-# Namespaces whose simple attributes form a run's config (the seed read `config`, `parameters`, `params`).
+# Namespaces whose simple attributes form a run's config (the original tool read `config`, `parameters`, `params`).
 CONFIG_NAMESPACES = ("parameters/", "config/", "params/", "hparams/", "hyperparameters/")
 
 

@@ -47,7 +47,7 @@ added columns: _source_file (the input a row came from) and, unless --no-enrich,
   {", ".join(ENRICHMENT_COLUMNS)}.
 A config value (config_model_type → arch, config_data_graph_type → dataset, config_model_k → k, …) wins
 over the value parsed from the run name. Every default rule, and the --rules TOML format, is described in
-the README (aggregate_runs.py). A rules file maps column = "regex with one (group)" on the run name:
+docs/aggregate_analyze.md. A rules file maps column = "regex with one (group)" on the run name:
   stage = '^(exp\\d+)'          # replaces the name rule of stage (config columns still win)
   width = '_w(\\d+)'            # adds a string column
   [depth]                       # full form

@@ -47,7 +47,7 @@ examples:
 
 views (one per call): --top (default), --group-by, --pivot, --pareto, --schema.
 Raw exports get architecture, dataset, stage, k, … parsed on the fly (config columns win over the run
-name; see the README); aggregated files use their own columns. `architecture` = `arch`.
+name; see docs/aggregate_analyze.md); aggregated files use their own columns. `architecture` = `arch`.
 Runs whose metric is null or NaN are left out of rankings and statistics and counted on stderr.
 The pivot cell is `best · mean (n=runs)`; colour = rank in its column (green best), ★/* marks the best.
 --format table (default): rich on a terminal, plain when piped (also --format rich|plain); csv, json
