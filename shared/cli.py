@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -16,6 +17,7 @@ from typing import NoReturn
 EXIT_FAILED = 1  # an export or query ran but did not complete
 EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
 EXIT_LOCKED = 3  # the output folder is in use by another export
+INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take before the process just exits
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
 EMPTY_PATH = "an empty path names nothing (use . for the current folder)"  # as a Path, '' would be '.'
 
@@ -23,6 +25,7 @@ _secrets: set[str] = set()
 # Set once the main thread has written the closing error line: threads still winding down (a retry of
 # an abandoned download) then write nothing after it.
 _closed = threading.Event()
+_handled = threading.Event()  # the main thread has run the SIGINT/SIGTERM handler
 # C0 controls, DEL and C1 controls, as the escapes repr() shows them: `\n`, `\t`, `\x1b`, `\x85`, ...
 _CONTROL_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
 
@@ -110,6 +113,8 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     """
     on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
     _closed.clear()
+    if main.__module__ == "__main__" and on_main_thread:
+        _watch_signals()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     # While asyncio runs (the wandb client's waits), Python's own SIGINT handler is swapped for one that
     # only cancels the awaited task: Ctrl-C waited for a stalled request. This one raises at once. An
@@ -131,11 +136,54 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    _handled.set()
     raise Terminated
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
+    _handled.set()
     raise KeyboardInterrupt
+
+
+def _watch_signals() -> None:
+    """Make SIGINT and SIGTERM act at once in a script run as a program.
+
+    The kernel hands a signal to any thread, and Python runs its handler in the main thread only when
+    that thread runs bytecode: a main thread waiting on a lock (the wandb client waiting for a stalled
+    answer) went on waiting, 40-60 s. Python also writes each signal's number to a wakeup fd, from
+    whichever thread got it: a watcher reads it and sends the signal on to the main thread, whose wait
+    that interrupts. Should unwinding then take longer than INTERRUPT_GRACE_S, the process exits with the
+    signal's status; a temp file left then is removed by the next export into the folder.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
+    stopping: list[int] = []
+
+    def watch() -> None:
+        while True:
+            for signum in os.read(read_end, 64):
+                if signum not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                if not stopping:
+                    stopping.append(signum)
+                    threading.Timer(INTERRUPT_GRACE_S, _leave_now, (signum,)).start()
+                time.sleep(0.1)  # the main thread may be running the handler already
+                if not _handled.is_set():
+                    # A library's own handler (polars') may restart system calls: then the main thread's
+                    # wait resumes instead of returning to Python. Interrupting ones, as Python sets.
+                    signal.siginterrupt(signum, True)
+                    signal.pthread_kill(main_thread, signum)
+
+    threading.Thread(target=watch, name="signal-watch", daemon=True).start()
+
+
+def _leave_now(signum: int) -> None:
+    if not _closed.is_set():
+        print(f"error: interrupted ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
 
 
 def _report_errors(main: Callable[[], int | None]) -> NoReturn:
