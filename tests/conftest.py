@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.wandb_standin import StandinServer, default_dataset
+
+# Most tests run the scripts as subprocesses, and each of those imports wandb, polars and pyarrow. With
+# PYTHONDONTWRITEBYTECODE set (as in some shells and containers) no import is ever cached as bytecode, so
+# every subprocess compiled some 1,100 modules from source again: 1.7 s of a 2.7 s export. The tests and
+# their subprocesses write bytecode caches (beside the sources, .gitignored), whatever the shell says.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 # Variables that would point the client somewhere else or change how it authenticates.
 _WANDB_VARIABLES_TO_CLEAR = (
@@ -72,3 +81,53 @@ def wandb_env(
     wandb_standin.reset_counts()
     yield wandb_standin
     _stop_wandb_service()
+
+
+# ------------------------------------------------------------------ pytest -n (pytest-xdist)
+
+# Work units that take longest, started first so that no worker is left with one at the end
+# (prefixes of `work_unit` names; the rest follow, those with the most tests first, as xdist orders them).
+_SLOW_FIRST = (
+    "tests/test_hostile_sweep.py::test_hostile_case[b]",
+    "tests/test_hostile_sweep.py::test_hostile_case[d]",
+    "tests/test_kill.py",
+    "tests/test_bad_input.py",
+    "tests/test_hostile_sweep.py::test_hostile_case[c]",
+    "tests/test_hostile_sweep.py::test_hostile_case[a]",
+    "tests/test_hostile_sweep.py",
+    "tests/test_bench_smoke_all.py",
+    "tests/test_security.py",
+    "tests/test_faults.py",
+)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` hands out the work units of tests/batches.py: a batch of a batched test or a
+    whole test module, each to one worker, the slowest first.
+
+    (pytest-xdist 3.8's own loadgroup marks tests by rewriting their node ids, which pytest 9.2 no longer
+    reads: its groups were silently split, and each worker then ran a whole batch.)
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    from tests.batches import work_unit
+
+    def rank(unit: str) -> int:
+        return next((i for i, slow in enumerate(_SLOW_FIRST) if unit.startswith(slow)), len(_SLOW_FIRST))
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            if not getattr(self, "_slowest_first", False):
+                ordered = sorted(self.workqueue.items(), key=lambda item: rank(item[0]))  # stable
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+                self._slowest_first = True
+            super()._assign_work_unit(node)
+
+    return WorkUnitScheduling(config, log)

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tests.batches import Batches, selected_params
 from tests.wandb_standin import DEFAULT_NOW, StandinDataset, StandinRun, StandinServer, StandinViewer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -484,27 +484,21 @@ def run_case(
 
 
 @pytest.fixture(scope="module")
-def results(request, tmp_path_factory, inputs, wandb_standin, odd_standin) -> dict[str, Result]:
+def results(request, tmp_path_factory, inputs, wandb_standin, odd_standin) -> Batches[Case, Result]:
     """Every case this session selected, run a few at a time (most of each is interpreter start-up)."""
-    selected = {
-        item.callspec.params["case"].id
-        for item in request.session.items
-        if item.module is request.module and "case" in getattr(getattr(item, "callspec", None), "params", {})
-    }
     base = tmp_path_factory.mktemp("cases")
     servers = {"default": wandb_standin, "odd": odd_standin}
     closed = closed_port_url()
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {
-            case.id: pool.submit(run_case, case, base / case.id, inputs, servers, closed)
-            for case in CASES
-            if case.id in selected
-        }
-        return {case_id: future.result() for case_id, future in futures.items()}
+    return Batches(
+        "tests/test_bad_input.py::test_bad_input",
+        selected_params(request),
+        case_id=lambda case: case.id,
+        attempt=lambda case: run_case(case, base / case.id, inputs, servers, closed),
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input(case: Case, results: dict[str, Result]) -> None:
+def test_bad_input(case: Case, results: Batches[Case, Result]) -> None:
     result = results[case.id]
     if result.skipped:
         pytest.skip(result.skipped)

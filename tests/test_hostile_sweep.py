@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.batches import Batches, selected_params
 from tests.export_checks import (
     ENTITY,
     assert_files_complete,
@@ -1195,13 +1195,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def results(request, tmp_path_factory) -> dict[str, Outcome]:
-    """Every selected case, three at a time (most of each is interpreter and wandb-core start-up)."""
-    selected = {
-        item.callspec.params["case"].id
-        for item in request.session.items
-        if item.module is request.module and "case" in getattr(getattr(item, "callspec", None), "params", {})
-    }
+def results(request, tmp_path_factory) -> Batches[Case, Outcome]:
+    """Every selected case, three at a time (most of each is interpreter and wandb-core start-up), a
+    category at a time (a batch: under `pytest -n` each category runs whole on one worker)."""
     base = tmp_path_factory.mktemp("sweep")
     sample = base / "sample"
     sample.mkdir()
@@ -1218,11 +1214,12 @@ def results(request, tmp_path_factory) -> dict[str, Outcome]:
         except Exception as error:  # the scenario itself broke: the case fails with why
             return Outcome(None, "", f"scenario failed: {type(error).__name__}: {error}", folder, 0.0)
 
-    chosen = [case for case in CASES if case.id in selected]
-    chosen.sort(key=lambda case: case.category not in "bd")  # the slow ones first: the pool ends sooner
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {case.id: pool.submit(attempt, case) for case in chosen}
-        return {case_id: future.result() for case_id, future in futures.items()}
+    return Batches(
+        "tests/test_hostile_sweep.py::test_hostile_case",
+        selected_params(request),
+        case_id=lambda case: case.id,
+        attempt=attempt,
+    )
 
 
 def params() -> list[Any]:
@@ -1230,7 +1227,7 @@ def params() -> list[Any]:
 
 
 @pytest.mark.parametrize("case", params())
-def test_hostile_case(case: Case, results: dict[str, Outcome]) -> None:
+def test_hostile_case(case: Case, results: Batches[Case, Outcome]) -> None:
     outcome = results[case.id]
     if outcome.skipped:
         pytest.skip(outcome.skipped)
