@@ -56,7 +56,9 @@ def test_history_from_several_parts_has_every_point_and_a_nan_stored_as_null_is_
         for path, points in spec.series.items():
             want = [(int(step), str(value)) for step, value in numbered(points)]
             got = history.filter((pl.col("run_id") == ids[spec.name]) & (pl.col("key") == path)).sort("step")
-            assert [(step, str(value)) for step, value in got.select("step", "value").rows()] == want, spec.name
+            assert [(step, str(value)) for step, value in got.select("step", "value").rows()] == want, (
+                spec.name
+            )
 
 
 def test_query_topk_skips_the_cut_off_run_too(archive, capsys):
