@@ -144,10 +144,6 @@ class PagedRun:
     summary: dict[str, Any] | None
     problems: list[str]
 
-    @property
-    def id(self) -> str:
-        return self.run.id
-
 
 def run_record(paged: PagedRun) -> RunRecord:
     """A paged run as the project's RunRecord (config and summary as the server sent them, unwrapped once)."""
@@ -225,11 +221,7 @@ class RunPages:
 
     def _page(self, cursor: str | None) -> tuple[int, tuple[list[dict[str, Any]], str | None, bool]]:
         """(run count, (edges, next cursor, more follow)) of the page after `cursor`, retried while malformed."""
-        variables = {**self._query.variables, "perPage": RUNS_PER_PAGE, "cursor": cursor}
-        return self.retry.call(
-            self.what,
-            lambda: _checked_page(self._query._service_api.execute_graphql(self._query.QUERY, variables)),
-        )
+        return _checked_request(self._query, RUNS_PER_PAGE, cursor, self.what, self.retry)
 
     def __iter__(self) -> Iterator[PagedRun]:
         seen: set[str] = set()
@@ -309,11 +301,16 @@ def count_runs(
     """The server's run count for `filters`: one request for a page of one run."""
     what = f"run count of {entity}/{project}"
     runs = retry.call(what, lambda: api.runs(f"{entity}/{project}", filters=filters, per_page=1))
-    variables = {**runs.variables, "perPage": 1, "cursor": None}
-    count, _ = retry.call(
-        what, lambda: _checked_page(runs._service_api.execute_graphql(runs.QUERY, variables))
-    )
+    count, _ = _checked_request(runs, 1, None, what, retry)
     return count
+
+
+def _checked_request(
+    runs: Any, per_page: int, cursor: str | None, what: str, retry: Retry
+) -> tuple[int, tuple[list[dict[str, Any]], str | None, bool]]:
+    """One Runs request of the client's `runs` query (its text and variables), checked by `_checked_page`."""
+    variables = {**runs.variables, "perPage": per_page, "cursor": cursor}
+    return retry.call(what, lambda: _checked_page(runs._service_api.execute_graphql(runs.QUERY, variables)))
 
 
 def reachable_entities(api: wandb.Api) -> list[tuple[str, str]]:
