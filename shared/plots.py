@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from shared.cli import UsageError, warn
 from shared.storage import atomic_path, check_output_file
@@ -16,6 +16,10 @@ if TYPE_CHECKING:  # imported where drawn: check_plot_path runs while the script
     from matplotlib.figure import Figure
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+# Where a figure goes: a file (format from its extension, written atomically) or a binary buffer, which
+# gets SVG without metadata (the HTML report inlines it).
+PlotTarget = str | Path | IO[bytes]
+_NO_SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
 DPI = 300
 STYLE = {
@@ -64,15 +68,19 @@ def check_plot_path(path: str | Path) -> Path:
 
 
 @contextmanager
-def _figure(path: str | Path, width: float, height: float) -> Iterator[Figure]:
-    """A figure in the paper style, saved atomically to `path` (format from its extension) on exit."""
+def _figure(target: PlotTarget, width: float, height: float) -> Iterator[Figure]:
+    """A figure in the paper style, saved on exit: atomically to a file (format from its extension), or
+    as SVG into a buffer."""
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-    final = check_plot_path(path)
+    final = check_plot_path(target) if isinstance(target, str | Path) else None
     with matplotlib.rc_context(STYLE):
         figure = Figure(figsize=(width, height), layout="constrained", dpi=DPI)
         yield figure
+        if final is None:
+            figure.savefig(target, format="svg", metadata=_NO_SVG_METADATA)
+            return
         with atomic_path(final) as temp:
             figure.savefig(temp, format=final.suffix[1:].lower(), dpi=DPI)
 
@@ -86,13 +94,13 @@ def _direction(minimize: bool) -> str:
     return "lower is better" if minimize else "higher is better"
 
 
-def _log_scale_fits(values: Any) -> bool:
-    """Positive values spanning two decades or more read better on a log axis."""
+def _log_scale_fits(values: Any, ratio: float = 100) -> bool:
+    """Positive values spanning `ratio` (two decades) or more read better on a log axis."""
     import numpy as np
 
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]
-    return finite.size > 1 and finite.min() > 0 and finite.max() / finite.min() >= 100
+    return finite.size > 1 and finite.min() > 0 and finite.max() / finite.min() >= ratio
 
 
 def _colors(count: int) -> list:
@@ -110,7 +118,7 @@ def _legend_rows(labels: Sequence[str], width: float) -> tuple[int, int]:
 
 
 def plot_curves(
-    path: str | Path,
+    path: PlotTarget,
     curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
     *,
     metric: str,
@@ -176,8 +184,57 @@ def plot_curves(
         figure.legend(handles, [*labels, key], loc="outside lower left", ncols=columns)
 
 
+def plot_curve_panels(
+    target: PlotTarget,
+    curves: Sequence[tuple[str, Sequence[float], Sequence[float], float]],
+    *,
+    metric: str,
+    columns: int = 4,
+) -> None:
+    """Small multiples: curves = (label, steps, values, ranked value) per run, best first, one panel each
+    on shared axes. Each panel marks the value its run was ranked by: a dashed line at that value and,
+    where the run logged it (the last such step), a dot in a shaded band. The y axis is logarithmic when
+    the values are positive and span a decade or more."""
+    import numpy as np
+
+    columns = max(1, min(columns, len(curves)))
+    rows = -(-len(curves) // columns)
+    every_step = [float(s) for _, steps, _, _ in curves for s in steps]
+    span = (max(every_step) - min(every_step)) if every_step else 0.0
+    half_band = max(0.015 * span, 0.5)  # the band shows even when the ranked step is the last one
+    with _figure(target, 0.35 + 1.85 * columns, 0.45 + 1.35 * rows) as figure:
+        grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+        seen = []
+        for rank, (axes, color, (label, steps, values, ranked)) in enumerate(
+            zip(grid.flat, _colors(len(curves)), curves, strict=False), start=1
+        ):
+            step, value = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+            order = np.argsort(step, kind="stable")
+            step, value = step[order], value[order]
+            finite = np.isfinite(value)
+            axes.plot(step, np.where(finite, value, np.nan), color=color)
+            seen.append(value[finite])
+            axes.axhline(ranked, color="0.35", linestyle="--", linewidth=0.7)
+            logged = np.flatnonzero(np.isclose(value, ranked, rtol=1e-9, atol=0.0))
+            if logged.size:
+                at = logged[-1]
+                axes.axvspan(step[at] - half_band, step[at] + half_band, color="0.5", alpha=0.2, linewidth=0)
+                axes.plot(step[at], value[at], "o", color=color, markersize=3.5, markeredgecolor="white")
+            title = f"{rank}. {label}"
+            axes.set_title(title if len(title) <= 34 else title[:33] + "…", loc="left", fontsize=6.5)
+        for index, axes in enumerate(grid.flat):
+            if index >= len(curves):
+                axes.set_visible(False)
+                grid.flat[index - columns].xaxis.set_tick_params(labelbottom=True)  # the panel above
+        values = np.concatenate(seen) if seen else np.array([])
+        if _log_scale_fits(values, ratio=10):  # shared axes: the best runs' curves would lie flat
+            grid[0, 0].set_yscale("log")
+        figure.supxlabel("step", fontsize=7)
+        figure.supylabel(axis_name(metric), fontsize=7)
+
+
 def plot_pareto(
-    path: str | Path,
+    path: PlotTarget,
     points: pl.DataFrame,
     front: pl.DataFrame,
     *,
@@ -270,7 +327,7 @@ def _spaced(axes: Axes, points: Sequence[tuple[float, float]], gap: float = 0.16
 
 
 def plot_pivot(
-    path: str | Path,
+    path: PlotTarget,
     best: pl.DataFrame,
     counts: pl.DataFrame,
     *,

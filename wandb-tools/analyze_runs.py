@@ -2,13 +2,15 @@
 # /// script
 # requires-python = ">=3.11"
 # dependencies = [
+#     "jinja2>=3.1",
 #     "matplotlib>=3.9",
 #     "polars>=2.1",
 #     "pyarrow>=26",
 #     "rich>=15",
 # ]
 # ///
-"""Rank, group and pivot runs, or find their Pareto front, from a runs export or aggregate (W&B or Neptune)."""
+"""Rank, group and pivot runs, or find their Pareto front, from a runs export or aggregate (W&B or Neptune);
+or write all of it as one HTML page (--report)."""
 
 from __future__ import annotations
 
@@ -19,16 +21,18 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Heavy imports (polars, pyarrow, matplotlib) after argument parsing: --help and usage errors answer in a
+# Heavy imports (polars, pyarrow, matplotlib, jinja2) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
 from shared.cli import UsageError, log, path_argument, run_main, text_argument
 from shared.formats import add_format_argument, flat_columns
 from shared.limits import int_argument
+from shared.storage import check_output_file
 
 if TYPE_CHECKING:
     import polars as pl
 
     from shared import analysis as an
+    from shared.runs_io import RunsFile
 
 DEFAULT_FOLDER = Path("wandb_export")
 EXAMPLES = """\
@@ -44,6 +48,7 @@ examples:
   analyze_runs.py --metric test_mse --pareto k                  # runs no other beats on both mse and k
   analyze_runs.py --metric test_mse --pareto k --pareto-maximize --plot front.pdf   # higher k is better
   analyze_runs.py --pivot --plot pivot.png                      # the pivot as an annotated heatmap
+  analyze_runs.py wandb_export/ --report report.html --metric test/mse   # everything as one HTML page
 
 views (one per call): --top (default), --group-by, --pivot, --pareto, --schema.
 Raw exports get architecture, dataset, stage, k, … parsed on the fly (config columns win over the run
@@ -56,6 +61,11 @@ or markdown for scripts. NO_COLOR turns colour off. -o FILE writes the table sho
 --pareto: the runs that no other run beats on both --metric and COLUMN, in order along the front
 (--metric ascending; `#` numbers them as the plot does). Runs without a finite value of either are left out.
 --plot FILE (.png .svg .pdf) draws --pivot as a heatmap or --pareto as a scatter with the front.
+--report FILE (.html) writes one self-contained page (no network needed) and nothing to stdout: what was
+read, the top runs with the config values that differ, the pivot heatmap, group statistics (--group-by,
+else the pivot's columns), the Pareto front with --pareto, learning curves of the top runs when the export
+has history, and every column with how full it is. --top, --pivot-rows/--pivot-cols, --pareto, --filter
+and --state shape its sections; tables sort by a click on a header and filter as you type.
 exit codes: 0 done (also when nothing matched: the reason is printed), 2 bad input.
 """
 
@@ -158,6 +168,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="also draw --pivot (heatmap) or --pareto (front) to FILE: .png .svg .pdf, e.g. --plot front.pdf",
     )
+    parser.add_argument(
+        "--report",
+        type=path_argument,
+        metavar="FILE",
+        help="write every view as one self-contained HTML page (.html) instead of a table on stdout",
+    )
     args = parser.parse_args(argv)
     split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]  # noqa: E731
     args.group_by = list(dict.fromkeys(split(args.group_by)))  # a name given twice groups once
@@ -171,16 +187,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 f"--pivot-rows and --pivot-cols both name {args.pivot_rows}: they must differ "
                 "(defaults: architecture x dataset)"
             )
-    if sum([bool(args.group_by), args.pivot, args.schema, bool(args.pareto)]) > 1:
-        parser.error("choose one view: --group-by, --pivot, --pareto or --schema")
     if args.pareto_maximize and not args.pareto:
         parser.error("--pareto-maximize needs --pareto COLUMN")
-    if args.pareto and args.top is not None:
+    if args.report:
+        check_report_path(parser, args)
+    elif sum([bool(args.group_by), args.pivot, args.schema, bool(args.pareto)]) > 1:
+        parser.error("choose one view: --group-by, --pivot, --pareto or --schema")
+    elif args.pareto and args.top is not None:
         parser.error("--top does not apply to --pareto: the front holds every run no other run beats")
-    if (args.pivot or args.schema) and args.top is not None:
+    elif (args.pivot or args.schema) and args.top is not None:
         view = "--pivot" if args.pivot else "--schema"
         parser.error(f"--top does not apply to {view}: it counts rows of the ranking or groups of --group-by")
-    if args.plot and not (args.pivot or args.pareto):
+    elif args.plot and not (args.pivot or args.pareto):
         parser.error("--plot draws --pivot or --pareto: add one of them")
     if args.top is not None and args.top < 1:
         parser.error("--top must be at least 1")
@@ -189,8 +207,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load(inputs: list[str]) -> tuple[pl.LazyFrame, str, str | None]:
-    """The runs of `inputs` (default: the newest export), their label, and the line naming a default pick."""
+def check_report_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Before any work: --report names an .html file we can write, and no flag asks for other output."""
+    path = args.report
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"--report {path}: unknown extension {path.suffix or '(none)'} (use .html, .htm)")
+    check_output_file(path, "--report")
+    others = [("--schema", args.schema), ("-o", args.output), ("--plot", args.plot)]
+    others.append(("--format", args.format != "table"))
+    if given := [flag for flag, present in others if present]:
+        parser.error(f"--report writes the page only: {', '.join(given)} does not apply with it")
+
+
+def load(inputs: list[str]) -> tuple[pl.LazyFrame, list[RunsFile], str | None]:
+    """The runs of `inputs` (default: the newest export), the files read, and the line naming a default pick."""
     from shared.runs_io import find_runs_files, newest_export, open_runs_file, scan_deduplicated
 
     picked = None
@@ -201,7 +231,7 @@ def load(inputs: list[str]) -> tuple[pl.LazyFrame, str, str | None]:
         picked = f"using {newest} (the newest of {count} parquet files under {DEFAULT_FOLDER}/)"
         paths = [newest]
     files = [open_runs_file(p) for p in paths]
-    return scan_deduplicated(files), ", ".join(f.label for f in files), picked
+    return scan_deduplicated(files), files, picked
 
 
 def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
@@ -278,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         check_plot_path(args.plot)
     if args.filter:
         check_regex(args.filter, "--filter")
-    frame, source, picked = load(args.inputs)
+    frame, files, picked = load(args.inputs)
+    source = ", ".join(f.label for f in files)
     frame = an.prepare(frame, load_rules(args.rules))
     metric, pareto = check_columns(frame.collect_schema(), args)
     if picked:
@@ -293,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"ranking by {metric} (choose another with --metric)")
     if not args.maximize and an.looks_higher_is_better(metric):
         log(f"note: ranking {metric} lowest first; pass --maximize if higher is better")
+    if args.report:
+        return report(frame, files, steps, metric, pareto, args)
     direction = "highest" if args.maximize else "lowest"
     pivot = None
     if args.pivot:
@@ -344,6 +377,40 @@ def main(argv: list[str] | None = None) -> int:
                 minimize_y=not args.pareto_maximize,
             )
         log(f"wrote {args.plot}")
+    return 0
+
+
+def report(
+    frame: pl.LazyFrame,
+    files: list[RunsFile],
+    steps: list[tuple[str, pl.Expr]],
+    metric: str | None,
+    pareto: str | None,
+    args: argparse.Namespace,
+) -> int:
+    """Write the HTML report of the runs (every section at once, shaped by the views' flags)."""
+    import shlex
+
+    from shared.report import ReportOptions, build_report, write_report
+
+    assert metric is not None  # --schema is refused with --report
+    options = ReportOptions(
+        metric=metric,
+        maximize=args.maximize,
+        top=args.top or 10,
+        pivot_rows=args.pivot_rows or "architecture",
+        pivot_cols=args.pivot_cols or "dataset",
+        group_by=args.group_by,
+        pareto=pareto,
+        pareto_maximize=args.pareto_maximize,
+        columns=args.columns,
+        command=shlex.join(["analyze_runs.py", *sys.argv[1:]]),
+    )
+    html, funnel = build_report(frame, files, steps, options)
+    if note := funnel.footer(metric):
+        log(note)
+    size = write_report(args.report, html)
+    log(f"wrote {args.report} ({funnel.matched} runs, {size / 1024:.0f} KB)")
     return 0
 
 
