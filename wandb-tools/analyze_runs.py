@@ -175,6 +175,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write every view as one self-contained HTML page (.html) instead of a table on stdout",
     )
     args = parser.parse_args(argv)
+    args.command = ["analyze_runs.py", *(sys.argv[1:] if argv is None else argv)]  # shown in --report
     split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]  # noqa: E731
     args.group_by = list(dict.fromkeys(split(args.group_by)))  # a name given twice groups once
     args.columns = split(args.columns)
@@ -404,7 +405,7 @@ def report(
         pareto=pareto,
         pareto_maximize=args.pareto_maximize,
         columns=args.columns,
-        command=shlex.join(["analyze_runs.py", *sys.argv[1:]]),
+        command=shlex.join(args.command),
     )
     html, funnel = build_report(frame, files, steps, options)
     if note := funnel.footer(metric):
