@@ -57,7 +57,7 @@ class Cell:
 
 @dataclass(frozen=True)
 class Table:
-    name: str  # the element id
+    name: str  # the element id: not a section's
     header: list[str]
     numeric: list[bool]
     rows: list[list[Cell]]
@@ -127,9 +127,9 @@ def read_section(files: Sequence[RunsFile], counts: dict[str, pl.DataFrame], fun
         skipped.append(f"{duplicates} copies of runs found in several inputs (the newest copy is kept)")
     steps = [(label, n) for label, n in funnel.steps]
     return {
-        "files": html_table(pl.DataFrame(rows), "files"),
-        "projects": html_table(counts["projects"], "projects"),
-        "states": html_table(counts["states"], "states") if "states" in counts else None,
+        "files": html_table(pl.DataFrame(rows), "input-files"),
+        "projects": html_table(counts["projects"], "project-runs"),
+        "states": html_table(counts["states"], "state-runs") if "states" in counts else None,
         "steps": steps,
         "skipped": skipped,
     }
@@ -154,7 +154,7 @@ def top_section(top: pl.DataFrame, options: ReportOptions) -> dict:
     table = an.drop_empty(top.select(*first, *keys, *varying), first)
     repeated = ", ".join(f"{config} as {parsed}" for config, parsed in shown_as.items())
     return {
-        "table": html_table(table, "top"),
+        "table": html_table(table, "top-runs"),
         "repeated": repeated,
         "shared": [(name, cell(value)) for name, value in shared.items()],
     }
@@ -206,7 +206,7 @@ def pareto_section(candidates: pl.DataFrame, options: ReportOptions) -> dict:
     note = f"the first {MAX_FRONT} of {front.height} runs on the front" if front.height > MAX_FRONT else ""
     return {
         "figure": figure,
-        "table": html_table(shown, "front", note),
+        "table": html_table(shown, "front-runs", note),
         "summary": f"{front.height} of {usable.height} runs with a finite {axis_name(metric)} and {axis} "
         "are on the front",
     }
@@ -268,7 +268,7 @@ def columns_table(described: pl.DataFrame, counts: pl.DataFrame, runs: int) -> T
                 Cell(f"{100 * share:.0f} %", repr(share), f"{non_null} of {runs}", bar=share),
             ]
         )
-    return Table("columns", ["group", "column", "dtype", "non-null", "full"], [0, 0, 0, 1, 1], rows)
+    return Table("column-fullness", ["group", "column", "dtype", "non-null", "full"], [0, 0, 0, 1, 1], rows)
 
 
 def build_report(
@@ -321,7 +321,7 @@ def build_report(
     if "groups" in results:
         groups = results["groups"]
         note = f"the best {MAX_GROUPS} of {groups.height} groups" if groups.height > MAX_GROUPS else ""
-        page["groups"] = html_table(groups.head(MAX_GROUPS), "groups", note)
+        page["groups"] = html_table(groups.head(MAX_GROUPS), "group-stats", note)
     if "pareto" in results:
         page["pareto"] = pareto_section(results["pareto"], options)
     if top.height:

@@ -89,25 +89,27 @@ def test_an_inlined_figure_has_no_prologue_and_its_own_ids():
 def test_the_page_ranks_groups_and_lists_columns_as_polars_does(generated, tmp_path):
     html = make_report(tmp_path, str(generated), "--metric", "test/mse", "--top", "7")
     page = PageTables(html)
-    assert page.column("top", "id") == expected_top(generated, 7)
-    values = pl.read_parquet(generated).filter(pl.col("id").is_in(page.column("top", "id")))
+    assert page.column("top-runs", "id") == expected_top(generated, 7)
+    values = pl.read_parquet(generated).filter(pl.col("id").is_in(page.column("top-runs", "id")))
     full = dict(values.select("id", "metric_test_mse").iter_rows())
-    cells = {row[1][0]: row[3][1] for row in page.tables["top"]["rows"] if row}
+    cells = {row[1][0]: row[3][1] for row in page.tables["top-runs"]["rows"] if row}
     assert {run: float(attributes["title"]) for run, attributes in cells.items()} == full
     # 12 x 10 groups: the best MAX_GROUPS by mean, and a line saying so.
     prepared = an.prepare(pl.scan_parquet(generated), load_rules(None))
     groups = an.group_stats(prepared, "metric_test_mse", ["architecture", "dataset"], descending=False)
     groups = groups.collect()
-    assert len(page.column("groups", "mean")) == MAX_GROUPS < groups.height
-    assert page.column("groups", "architecture")[:5] == groups["architecture"].head(5).to_list()
+    assert len(page.column("group-stats", "mean")) == MAX_GROUPS < groups.height
+    assert page.column("group-stats", "architecture")[:5] == groups["architecture"].head(5).to_list()
     assert f"the best {MAX_GROUPS} of {groups.height} groups" in html
     # One row per column, by group, with how full it is.
     described, counts = an.schema_query(prepared)
     columns = an.schema_table(described, counts.collect())
-    assert page.column("columns", "column") == columns["column"].to_list()
-    assert page.column("columns", "non-null") == [str(n) for n in columns["non_null"]]
+    assert page.column("column-fullness", "column") == columns["column"].to_list()
+    assert page.column("column-fullness", "non-null") == [str(n) for n in columns["non_null"]]
     runs = pl.read_parquet(generated)
-    fullness = dict(zip(page.column("columns", "column"), page.column("columns", "non-null"), strict=True))
+    fullness = dict(
+        zip(page.column("column-fullness", "column"), page.column("column-fullness", "non-null"), strict=True)
+    )
     assert fullness["metric_test_mse"] == str(runs["metric_test_mse"].count()) != str(runs.height)
 
 
@@ -122,7 +124,7 @@ def test_descending_state_and_filter_shape_the_top_table(generated, tmp_path):
     best = runs.filter(pl.col("metric_test_accuracy").is_not_nan()).sort(
         ["metric_test_accuracy", "id"], descending=[True, False]
     )
-    assert PageTables(html).column("top", "id") == best.head(4)["id"].to_list()
+    assert PageTables(html).column("top-runs", "id") == best.head(4)["id"].to_list()
     assert "--state finished" in html and "--filter stage2" in html and "higher is better" in html
 
 
@@ -133,12 +135,12 @@ def test_hostile_names_tags_and_config_values_stay_text(hostile, tmp_path):
     # an img or a second script).
     assert "img" not in page.tags and page.tags.count("script") == 1
     assert HOSTILE_NAME not in html and SCRIPT_NAME not in html and HOSTILE_KEY not in html
-    names = page.column("top", "name")
+    names = page.column("top-runs", "name")
     assert names[:2] == [HOSTILE_NAME, SCRIPT_NAME]  # as text, once parsed
-    assert page.column("top", "tags")[:2] == [f"{HOSTILE_NAME}, ok", f"{SCRIPT_NAME}, ok"]
-    assert page.column("top", "architecture")[:2] == [HOSTILE_NAME, SCRIPT_NAME]
-    assert "config_<script>alert(3)<_script>" in page.tables["top"]["header"]
-    assert "config_<script>alert(3)<_script>" in page.column("columns", "column")
+    assert page.column("top-runs", "tags")[:2] == [f"{HOSTILE_NAME}, ok", f"{SCRIPT_NAME}, ok"]
+    assert page.column("top-runs", "architecture")[:2] == [HOSTILE_NAME, SCRIPT_NAME]
+    assert "config_<script>alert(3)<_script>" in page.tables["top-runs"]["header"]
+    assert "config_<script>alert(3)<_script>" in page.column("column-fullness", "column")
     # The figures hold the names only as escaped comments beside their glyphs.
     for figure in re.findall(r"<svg .*?</svg>", html, flags=re.DOTALL):
         assert "<img" not in figure and "<script" not in figure
@@ -191,15 +193,17 @@ def test_pareto_pivot_rows_and_top_together(generated, tmp_path):
         "--pivot-rows", "k", "--top", "3",
     )  # fmt: skip
     page = PageTables(html)
-    assert len(page.column("top", "id")) == 3
-    assert '<section id="pareto">' in html and 'id="pareto-' in html and page.column("front", "#")[0] == "1"
+    assert len(page.column("top-runs", "id")) == 3
+    assert (
+        '<section id="pareto">' in html and 'id="pareto-' in html and page.column("front-runs", "#")[0] == "1"
+    )
     assert "<h2>k \u00d7 dataset</h2>" in html and "Group statistics by k, dataset" in html
 
 
 def test_nothing_matched_is_a_page_saying_why(generated, tmp_path):
     html = make_report(tmp_path, str(generated), "--metric", "test/mse", "--filter", "no_such_run")
     assert "nothing matched: --filter no_such_run matched none of the 480 runs" in html
-    assert '<table id="top"' not in html and 'id="pivot-' not in html and "No learning curves" in html
+    assert '<table id="top-runs"' not in html and 'id="pivot-' not in html and "No learning curves" in html
 
 
 def test_ten_thousand_runs_by_300_columns_stay_small(tmp_path):
@@ -215,8 +219,8 @@ def test_ten_thousand_runs_by_300_columns_stay_small(tmp_path):
     page = PageTables(html)
     sizes = {name: len(table["rows"]) - 1 for name, table in page.tables.items()}  # less the header
     columns = an.prepare(pl.scan_parquet(path), load_rules(None)).collect_schema()
-    assert sizes["top"] == 10 and sizes["columns"] == len(columns) > 300
-    assert sizes["groups"] == MAX_GROUPS and sizes["front"] <= 100
+    assert sizes["top-runs"] == 10 and sizes["column-fullness"] == len(columns) > 300
+    assert sizes["group-stats"] == MAX_GROUPS and sizes["front-runs"] <= 100
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
