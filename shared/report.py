@@ -125,12 +125,11 @@ def read_section(files: Sequence[RunsFile], counts: dict[str, pl.DataFrame], fun
     duplicates = sum(f.rows for f in files) - funnel.steps[0][1]
     if duplicates > 0:
         skipped.append(f"{duplicates} copies of runs found in several inputs (the newest copy is kept)")
-    steps = [(label, n) for label, n in funnel.steps]
     return {
         "files": html_table(pl.DataFrame(rows), "input-files"),
         "projects": html_table(counts["projects"], "project-runs"),
         "states": html_table(counts["states"], "state-runs") if "states" in counts else None,
-        "steps": steps,
+        "steps": funnel.steps,
         "skipped": skipped,
     }
 
@@ -140,7 +139,7 @@ def top_section(top: pl.DataFrame, options: ReportOptions) -> dict:
     parsed column shows is left to that one); the config values they share listed apart."""
     configs = [c for c in top.columns if c.startswith("config_") and c not in options.columns]
     shared = {c: top[c][0] for c in configs if top[c].n_unique() == 1 and top[c][0] is not None}
-    first = ["rank", "id", "name", options.metric, *options.columns]
+    first = list(dict.fromkeys(["rank", "id", "name", options.metric, *options.columns]))
     keys = [c for c in top.columns if c not in first and c not in configs]  # key columns, tags, entity
     if "entity" in keys and top["entity"].n_unique() == 1:  # read for the curves; shown when teams differ
         keys.remove("entity")
@@ -244,13 +243,12 @@ def top_curves(
         points = found.get((entity, project, run_id))
         if points is not None:
             curves.append((name or run_id, points["step"].to_list(), points["value"].to_list(), value))
-    missing = wanted.height - len(curves)
     if not curves:
         return [], f"No learning curves: the history holds no {axis_name(metric)} of the top runs."
-    return (
-        curves,
-        f"{missing} of the top {wanted.height} runs have no {axis_name(metric)} history." if missing else "",
-    )
+    notes = [f"The best {wanted.height} of the top {top.height} runs."] if top.height > wanted.height else []
+    if missing := wanted.height - len(curves):
+        notes.append(f"{missing} of them have no {axis_name(metric)} history.")
+    return curves, " ".join(notes)
 
 
 def columns_table(described: pl.DataFrame, counts: pl.DataFrame, runs: int) -> Table:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,14 @@ import polars as pl
 import pytest
 
 from tests.current_data import load_script
-from tests.report_fixtures import HOSTILE_KEY, HOSTILE_NAME, SCRIPT_NAME, export_samples, hostile_export
+from tests.report_fixtures import (
+    HOSTILE_KEY,
+    HOSTILE_NAME,
+    ROOT,
+    SCRIPT_NAME,
+    export_samples,
+    hostile_export,
+)
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SHOTS = Path("/tmp/report_shots")  # a copy of the W&B sample's screenshot, to look at
@@ -38,14 +46,19 @@ RECORD_ALERTS = "window.__alerts = []; window.alert = function (m) { window.__al
 analyze_runs = load_script("analyze_runs")
 
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory) -> Iterator:
+def require_chromium() -> None:
+    """Skip without Chromium, except in CI, where that is a failure."""
     if not (CHROMIUM and CHROMEDRIVER):
         if os.environ.get("CI"):
             pytest.fail(
                 "chromium and chromedriver are needed in CI (apt-get install chromium chromium-driver)"
             )
         pytest.skip("no chromium/chromedriver (apt-get install chromium chromium-driver)")
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory) -> Iterator:
+    require_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -236,3 +249,18 @@ def screenshot(driver, path: Path, copy_to: Path | None = None) -> None:
     if copy_to is not None:
         copy_to.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, copy_to / path.name)
+
+
+@pytest.mark.slow
+def test_the_report_benchmark_runs_at_a_tiny_size(tmp_path):
+    require_chromium()
+    command = ["uv", "run", str(ROOT / "bench" / "bench_report.py"), "--runs", "300", "--columns", "40"]
+    done = subprocess.run(
+        [*command, "--repeats", "1", "--json", "--data", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout)
+    for values in figures["variants"].values():
+        assert values["write_s"] > 0 and values["load_s"] > 0 and values["console"] == []
+        assert 0.01 < values["size_mb"] < 5 and values["log"].startswith("wrote ")
