@@ -50,7 +50,7 @@ examples:
   analyze_runs.py --pivot --plot pivot.png                      # the pivot as an annotated heatmap
   analyze_runs.py wandb_export/ --report report.html --metric test/mse   # everything as one HTML page
 
-views (one per call): --top (default), --group-by, --pivot, --pareto, --schema.
+views (one per call; --report shows them together): --top (default), --group-by, --pivot, --pareto, --schema.
 Raw exports get architecture, dataset, stage, k, … parsed on the fly (config columns win over the run
 name; see docs/aggregate_analyze.md); aggregated files use their own columns. `architecture` = `arch`.
 Runs whose metric is null or NaN are left out of rankings and statistics and counted on stderr.
