@@ -127,7 +127,8 @@ def _series(rng: np.random.Generator, steps: int) -> dict[str, np.ndarray]:
 
 
 def write_run(folder: Path, index: int, steps: int, rng: np.random.Generator) -> None:
-    """One run as neptune-exporter writes it: a parameters row group, then a metrics row group."""
+    """One run as neptune-exporter writes it: a snappy ParquetWriter, one `write_batch` (row group) per
+    batch, the simple attributes first and then each series, NaN series values stored as null."""
     run_id = f"SAE-{index + 1}"
     params = {"sys/id": run_id, "sys/name": f"sweep-{index % 97}", "parameters/lr": 10 ** rng.uniform(-5, -2)}
     params |= {"parameters/width": int(2 ** rng.integers(10, 15)), "parameters/seed": index}
@@ -154,33 +155,29 @@ def write_run(folder: Path, index: int, steps: int, rng: np.random.Generator) ->
         )
     if index % 50 == 3:  # a run that never logged L1
         del series["metrics/L1"]
-    m = steps * len(series)
-    stamps = (1_700_000_000_000 + np.arange(steps) * 1000).astype("datetime64[ms]")
-    points = _table(
-        {
-            "project_id": pa.array([PROJECT] * m),
-            "run_id": pa.array([run_id] * m),
-            "attribute_path": pa.array(np.repeat(list(series), steps)),
-            "attribute_type": pa.array(["float_series"] * m),
-            "step": pa.array(np.tile(np.arange(steps, dtype=np.int32), len(series))).cast(
-                pa.decimal128(18, 6)
-            ),
-            "timestamp": pa.array(np.tile(stamps, len(series))).cast(pa.timestamp("ms", tz="UTC")),
-            "float_value": pa.array(np.concatenate(list(series.values()))),
-        },
-        m,
-    )
+    stamps = pa.array((1_700_000_000_000 + np.arange(steps) * 1000).astype("datetime64[ms]"))
+    step = pa.array(np.arange(steps, dtype=np.int32)).cast(pa.decimal128(18, 6))
     name = f"{sanitized_names(run_id)[0]}_part_0.parquet"  # the exporter's naming: sanitized id + digest
     with pq.ParquetWriter(folder / name, SCHEMA, compression="snappy") as writer:
         writer.write_table(meta)
-        writer.write_table(points)
+        for path, values in series.items():
+            points = {
+                "project_id": pa.array([PROJECT] * steps),
+                "run_id": pa.array([run_id] * steps),
+                "attribute_path": pa.array([path] * steps),
+                "attribute_type": pa.array(["float_series"] * steps),
+                "step": step,
+                "timestamp": stamps.cast(pa.timestamp("ms", tz="UTC")),
+                "float_value": pa.array(values, pa.float64(), mask=np.isnan(values)),  # NaN -> null
+            }
+            writer.write_table(_table(points, steps))
 
 
 def make_archive(data: Path, runs: int, steps: int) -> Path:
     """`data/<project folder>/` with one part file per run; reused when it already matches."""
     folder = data / sanitized_names(PROJECT)[0]
     manifest = data / "bench-manifest.json"
-    wanted = {"runs": runs, "steps": steps, "metrics": METRICS, "version": 2}
+    wanted = {"runs": runs, "steps": steps, "metrics": METRICS, "version": 3}
     if manifest.is_file() and json.loads(manifest.read_text()) == wanted:
         return folder
     shutil.rmtree(data, ignore_errors=True)

@@ -74,13 +74,15 @@ def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pl.
 
 def print_as(table: pl.DataFrame, fmt: str, *, document: Any = None) -> None:
     """`table` on stdout as csv, json or markdown; JSON is `document` when the tool has a nested answer."""
+    if fmt == "json" and document is not None:  # without shared.render, which imports pyarrow: 0.3 s
+        sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+        return
     from shared.render import display, json_text, markdown_text
 
     if fmt == "csv":
         sys.stdout.write(table.select(flat_columns(table)).write_csv())
     elif fmt == "json":
-        text = json_text(table) if document is None else json.dumps(document, indent=2, default=str) + "\n"
-        sys.stdout.write(text)
+        sys.stdout.write(json_text(table))
     else:
         header, rows, numeric, _ = display(table)
         sys.stdout.write(markdown_text(header, rows, numeric))

@@ -181,7 +181,7 @@ class ArchiveSource:
         self._runs: pl.DataFrame | None = None
         self._scalars: pl.DataFrame | None = None
         self._attributes: dict[str, dict[str, Any]] = {}
-        self._seen_ids: list[str] | None = None  # every run (sys/id row) met by the last full points pass
+        self._seen_ids: list[str] | None = None  # every run met by the last full points pass
 
     def check(self) -> None:
         """A usage error naming the first file that is not a neptune-exporter part (reads every footer)."""
@@ -283,7 +283,7 @@ class ArchiveSource:
         series: bool = True,
         required: Sequence[str] = (),
     ) -> pl.LazyFrame:
-        """Points of these paths; a pass over every run also notes each run's id (sys/id) on the way.
+        """Points of these paths; a pass over every run also notes every run's id on the way.
 
         Points are the rows of a series (a step) and simple attributes holding a number. The type is
         told by the step and value columns: the attribute_type column would cost a fourth string column
@@ -291,29 +291,41 @@ class ArchiveSource:
         point without a finite value.
         """
         files = self._files_of(run_ids) if run_ids is not None and len(run_ids) <= 1000 else None
-        paths = list(dict.fromkeys([*keys, *(["sys/id"] if run_ids is None else [])]))
-        # One hash lookup per row both picks the wanted paths (others become null) and makes the key an
-        # enum: a filter on the strings and a categorical cast would cost two, half of a cold query.
-        key = pl.col("attribute_path").cast(pl.Enum(paths), strict=False)
-        numeric = pl.any_horizontal(pl.col("step", "float_value", "int_value").is_not_null())
-        scan = self._scan(files).with_columns(key.alias("key"))
-        scan = scan.filter(pl.col("key").is_not_null() & (numeric | (pl.col("key") == "sys/id")))
+        paths = list(dict.fromkeys(keys))
+        # A filter on the path strings: the reader skips the row groups whose statistics rule the paths
+        # out (neptune-exporter writes one row group per series) and decodes only the rest. Categorical
+        # ids and keys: the engine compares neighbouring rows, and integers compare faster than strings.
+        scan = self._scan(files).filter(pl.col("attribute_path").is_in(paths))
         if run_ids is not None:
             scan = scan.filter(pl.col("run_id").is_in(list(run_ids)))
-        scan = scan.select(  # categorical ids: the engine compares neighbouring rows, ints beat strings
+        scan = scan.select(
             pl.col("run_id").cast(pl.Categorical),
-            "key",
+            pl.col("attribute_path").cast(pl.Enum(paths)).alias("key"),
             pl.col("step").cast(pl.Float64),
             pl.coalesce(pl.col("float_value"), pl.col("int_value").cast(pl.Float64)).alias("value"),
         )
+        numeric = pl.col("step").is_not_null() | pl.col("value").is_not_null()
         if run_ids is not None:
-            return scan
+            return scan.filter(numeric)
         with self._reading():
             frame = scan.collect()
-        is_id = pl.col("key") == "sys/id"
-        ids = frame.lazy().filter(is_id).select(pl.col("run_id").cast(pl.String).unique().sort())
-        self._seen_ids = ids.collect()["run_id"].to_list()
-        return frame.lazy().filter(~is_id)  # lazy: the engine's own filter and copy take it along
+            seen = set(frame.select(pl.col("run_id").unique().cast(pl.String))["run_id"].to_list())
+            self._seen_ids = sorted(seen.union(self._ids_elsewhere(seen)))
+        return frame.lazy().filter(numeric)  # lazy: the engine's own filter and copy take it along
+
+    def _ids_elsewhere(self, seen: set[str]) -> list[str]:
+        """The ids (sys/id rows) in the files not named after a run of `seen`: the runs without any of
+        the paths a pass read. Usually no file, so a pass need not read every run's sys/id row group."""
+        named = {name for run_id in seen for name in sanitized_names(run_id)}
+        files = [
+            file
+            for file in self.files
+            if not ((match := _PART.match(os.path.basename(file))) and match["prefix"] in named)
+        ]
+        if not files:
+            return []
+        ids = self._scan(files).filter(pl.col("attribute_path") == "sys/id").select("run_id").collect()
+        return ids["run_id"].to_list()
 
     def summary_points(
         self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
