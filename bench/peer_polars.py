@@ -7,7 +7,8 @@
 
 One lazy scan of the project folder's part files (neptune-exporter's layout): keep the wanted attribute
 paths and finite values, aggregate each (run, path) series in step order, one column per metric, apply
-the constraints (SQL), rank. Prints the k best as JSON: [[run_id, value], ...].
+the constraints (SQL), rank. Prints the k best as JSON: [[run_id, value], ...]. With --read-only it only reads the rows the query
+needs (run, path, step, value) and prints their count: the read floor.
 """
 
 import argparse
@@ -18,11 +19,14 @@ import polars as pl
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("folder")
 parser.add_argument("--metric", required=True)
-parser.add_argument("--aggregation", default="last", choices=["last", "min", "max", "mean_all", "mean_last_n"])
+parser.add_argument(
+    "--aggregation", default="last", choices=["last", "min", "max", "mean_all", "mean_last_n"]
+)
 parser.add_argument("--n-steps", type=int, default=10)
 parser.add_argument("-k", type=int, default=10)
 parser.add_argument("--where", action="append", default=[], help="SQL over metric names, e.g. '\"a/b\" < 5'")
 parser.add_argument("--maximize", action="store_true")
+parser.add_argument("--read-only", action="store_true", help="only read the needed rows; print how many")
 args = parser.parse_args()
 
 constraints = [pl.sql_expr(text) for text in args.where]
@@ -35,6 +39,10 @@ aggregate = {
     "mean_all": value.mean(),
     "mean_last_n": value.tail(args.n_steps).mean(),
 }[args.aggregation]
+points = pl.scan_parquet(f"{args.folder}/*.parquet").filter(pl.col("attribute_path").is_in(keys))
+if args.read_only:  # the read floor: these rows' run, path, step and value, nothing computed
+    print(points.select("run_id", "attribute_path", "step", "float_value").collect().height)
+    raise SystemExit(0)
 series = (
     pl.scan_parquet(f"{args.folder}/*.parquet")
     .filter(pl.col("attribute_path").is_in(keys) & pl.col("float_value").is_finite())

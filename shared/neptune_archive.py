@@ -18,7 +18,7 @@ from shared.limits import check_regular_file
 from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
 from shared.storage import parquet_schema
 from shared.summary_cache import SummaryCache
-from shared.topk import RUN, summarize, summary_answers, summary_points
+from shared.topk import RUN, SUMMARY_VALUES, summarize, summarize_values, summary_answers, summary_points
 
 # The columns of neptune-exporter's `model.SCHEMA` that we read (file_value/histogram_value are not).
 ARCHIVE_COLUMNS: dict[str, pl.DataType] = {
@@ -275,6 +275,21 @@ class ArchiveSource:
         """Every run id: from the last full points pass when there was one (no second scan), else the table."""
         return self._seen_ids if self._seen_ids is not None else self.runs()["run_id"].to_list()
 
+    def _point_rows(self, keys: Sequence[str], files: Sequence[str] | None = None) -> pl.LazyFrame:
+        """run_id, key, step (the exporter's decimal) and value of the rows at these paths.
+
+        A filter on the path strings: the reader skips the row groups whose statistics rule the paths
+        out (neptune-exporter writes one row group per series) and decodes only the rest. Every row at a
+        path is a point: a value that is not a number (a string at a metric's path) is a point without
+        a finite value. The attribute_type column is not read: it would cost a string per row.
+        """
+        value = pl.coalesce(pl.col("float_value"), pl.col("int_value").cast(pl.Float64))
+        return (
+            self._scan(files)
+            .filter(pl.col("attribute_path").is_in(list(keys)))
+            .select("run_id", pl.col("attribute_path").alias("key"), "step", value.alias("value"))
+        )
+
     def points(
         self,
         keys: Sequence[str],
@@ -283,75 +298,84 @@ class ArchiveSource:
         series: bool = True,
         required: Sequence[str] = (),
     ) -> pl.LazyFrame:
-        """Points of these paths; a pass over every run also notes every run's id on the way.
-
-        Points are the rows of a series (a step) and simple attributes holding a number. The type is
-        told by the step and value columns: the attribute_type column would cost a fourth string column
-        per row. So a point of a non-float series (a string series at a metric's path) counts, as a
-        point without a finite value.
-        """
+        """Points of these paths (see `_point_rows`); a pass over every run notes every run's id too."""
         files = self._files_of(run_ids) if run_ids is not None and len(run_ids) <= 1000 else None
         paths = list(dict.fromkeys(keys))
-        # A filter on the path strings: the reader skips the row groups whose statistics rule the paths
-        # out (neptune-exporter writes one row group per series) and decodes only the rest. Categorical
-        # ids and keys: the engine compares neighbouring rows, and integers compare faster than strings.
-        scan = self._scan(files).filter(pl.col("attribute_path").is_in(paths))
+        scan = self._point_rows(paths, files)
         if run_ids is not None:
             scan = scan.filter(pl.col("run_id").is_in(list(run_ids)))
-        scan = scan.select(
+        scan = scan.with_columns(  # the engine compares neighbouring rows: integers beat strings
             pl.col("run_id").cast(pl.Categorical),
-            pl.col("attribute_path").cast(pl.Enum(paths)).alias("key"),
+            pl.col("key").cast(pl.Enum(paths)),
             pl.col("step").cast(pl.Float64),
-            pl.coalesce(pl.col("float_value"), pl.col("int_value").cast(pl.Float64)).alias("value"),
         )
-        numeric = pl.col("step").is_not_null() | pl.col("value").is_not_null()
         if run_ids is not None:
-            return scan.filter(numeric)
+            return scan
         with self._reading():
             frame = scan.collect()
-            seen = set(frame.select(pl.col("run_id").unique().cast(pl.String))["run_id"].to_list())
-            self._seen_ids = sorted(seen.union(self._ids_elsewhere(seen)))
-        return frame.lazy().filter(numeric)  # lazy: the engine's own filter and copy take it along
+        self._note_runs(frame.select(pl.col("run_id").unique().cast(pl.String))["run_id"])
+        return frame.lazy()
 
-    def _ids_elsewhere(self, seen: set[str]) -> list[str]:
-        """The ids (sys/id rows) in the files not named after a run of `seen`: the runs without any of
-        the paths a pass read. Usually no file, so a pass need not read every run's sys/id row group."""
-        named = {name for run_id in seen for name in sanitized_names(run_id)}
+    def _note_runs(self, seen: pl.Series) -> None:
+        """Every run id, after a pass over every run met the runs in `seen`: those and the ids (sys/id
+        rows) in the files not named after one of them, the runs without any of the paths read. Usually
+        no file is left, so a pass need not read every run's sys/id row group."""
+        ids = set(seen.to_list())
+        named = {name for run_id in ids for name in sanitized_names(run_id)}
         files = [
             file
             for file in self.files
             if not ((match := _PART.match(os.path.basename(file))) and match["prefix"] in named)
         ]
-        if not files:
-            return []
-        ids = self._scan(files).filter(pl.col("attribute_path") == "sys/id").select("run_id").collect()
-        return ids["run_id"].to_list()
+        if files:
+            with self._reading():
+                rows = self._scan(files).filter(pl.col("attribute_path") == "sys/id").select("run_id")
+                ids.update(rows.collect()["run_id"].to_list())
+        self._seen_ids = sorted(ids)
+
+    def _fresh_summary(self, keys: list[str], tail: bool) -> pl.DataFrame:
+        """Summaries of these series in every run, from one pass over the archive: with the tail (every
+        point is held), or without it, streamed while the files are read."""
+        if tail:
+            return summarize(self.points(keys, None), keys)
+        with self._reading():
+            summary = summarize_values(self._point_rows(keys))
+        self._note_runs(summary[RUN].unique())
+        return summary
 
     def summary_points(
         self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
     ) -> pl.LazyFrame | None:
-        """Points that aggregate exactly like these series, from the persistent summary cache.
+        """Points that aggregate exactly like these series: from the persistent summary cache, else from
+        a pass that summarises every run's series (stored for later queries).
 
-        When a key (or the run list) is not cached yet, every key is read once for every run and
-        summarised for later queries. None when the cache is off, the mean_last_n window exceeds the
-        stored tail, or the cache misses and only some runs are wanted (their files do not summarise
-        the archive).
+        A mean_last_n query needs the tails of the series (the cache's `tail` entries); the others their
+        `values` (last, min, max, mean_all). None when the mean_last_n window exceeds the stored tail, or
+        the cache misses and only some runs are wanted (their files do not summarise the archive).
         """
-        if not self.cache or not summary_answers(aggregation, n_steps):
+        if not summary_answers(aggregation, n_steps):
             return None
-        if self._summaries is None:
-            self._summaries = SummaryCache(self.folder, self.files)
-        cache, column = self._summaries, "tail" if aggregation == "mean_last_n" else aggregation
         keys = list(dict.fromkeys(keys))
-        names = {key: f"series {key}" for key in keys}
-        runs = cache.load(["runs"])
+        tail = aggregation == "mean_last_n"
+        kind, column = ("tail", "tail") if tail else ("values", aggregation)
+        if self.cache and self._summaries is None:
+            self._summaries = SummaryCache(self.folder, self.files)
+        cache = self._summaries if self.cache else None
+        names = {key: f"{kind} {key}" for key in keys}
+        runs = cache.load(["runs"]) if cache is not None else None
         summary = cache.load(list(names.values()), [RUN, "key", column]) if runs is not None else None
         if runs is None or summary is None:
             if run_ids is not None:
                 return None
-            fresh = summarize(self.points(keys, None), keys)
+            fresh = self._fresh_summary(keys, tail)
             runs = pl.DataFrame({RUN: self._seen_ids}, schema={RUN: pl.String})
-            cache.store({"runs": runs} | {names[key]: fresh.filter(pl.col("key") == key) for key in keys})
+            if cache is not None:
+                values = fresh.select(RUN, "key", *SUMMARY_VALUES)
+                entries = {f"values {key}": values.filter(pl.col("key") == key) for key in keys}
+                if tail:
+                    tails = fresh.select(RUN, "key", "tail")
+                    entries |= {names[key]: tails.filter(pl.col("key") == key) for key in keys}
+                cache.store({"runs": runs} | entries)
             summary = fresh.select(RUN, "key", column)
         self._seen_ids = runs[RUN].to_list()
         if run_ids is not None:

@@ -18,7 +18,7 @@ import polars as pl
 from shared.cli import warn
 from shared.topk import SUMMARY_TAIL
 
-FORMAT = 1  # bump whenever what goes into a summary changes
+FORMAT = 2  # bump whenever what goes into a summary changes
 
 
 def cache_root() -> Path:

@@ -15,7 +15,7 @@ from shared.topk_args import AGGREGATIONS
 
 RUN = "run_id"
 SUMMARY_TAIL = 100  # finite values a summary keeps per series: mean_last_n up to this window
-_SUMMARY_VALUES = ("last", "min", "max", "mean_all")  # the aggregations a summary holds as one value
+SUMMARY_VALUES = ("last", "min", "max", "mean_all")  # the aggregations a summary holds as one value
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,37 @@ def summarize(
     `tail` finite values in step order, null without one): every aggregation but a mean_last_n window
     longer than `tail` is answered from these (`summary_points`).
     """
-    values = [_value_expr(name, tail).alias(name) for name in _SUMMARY_VALUES]
+    values = [_value_expr(name, tail).alias(name) for name in SUMMARY_VALUES]
     summary = _series(points, keys, [*values, pl.col("value").tail(tail).alias("tail")])
     return summary.with_columns(pl.col(RUN).cast(pl.String), pl.col("key").cast(pl.String))
+
+
+def summarize_values(points: pl.LazyFrame) -> pl.DataFrame:
+    """Per (run, key) series with any point: last, min, max and mean_all of its finite values (null
+    without one), as `summarize` computes them but without the tail.
+
+    One group-by on polars' streaming engine, which runs it while the points are read and never holds
+    them: the tail's lists (and any order-dependent expression but a sort) would make polars collect
+    every point first. `step` may be any ordered type; of equal steps, one value is taken (neptune's
+    client refuses a step that does not increase)."""
+    finite = pl.when(pl.col("value").is_finite()).then(pl.col("value"))
+    # Sorted first: points without a finite value (null), then those without a step (-inf).
+    step = pl.col("step").cast(pl.Float64).fill_null(float("-inf"))
+    by_step = pl.when(pl.col("value").is_not_null()).then(step)
+    value = pl.col("value")
+    return (
+        points.with_columns(finite.alias("value"))
+        .with_columns(by_step.alias("order"))
+        .group_by(RUN, "key")
+        .agg(
+            value.sort_by("order").last().alias("last"),
+            value.min().alias("min"),
+            value.max().alias("max"),
+            value.mean().alias("mean_all"),
+        )
+        .collect(engine="streaming")
+        .with_columns(pl.col(RUN, "key").cast(pl.String))
+    )
 
 
 def summary_answers(aggregation: str, n_steps: int, tail: int = SUMMARY_TAIL) -> bool:

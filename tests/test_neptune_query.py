@@ -597,3 +597,14 @@ def test_cli_help_json_table_and_errors(archive, offline, tmp_path, summary_cach
 
     result = uv_run("no/such/folder/here", "--metric", "train/loss")
     assert result.returncode == 2 and "neither an existing folder nor a workspace/project" in result.stderr
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_run_without_any_queried_path_still_counts(archive, summary_cache, cache):
+    """A pass reads only the row groups of the wanted paths; a run whose file has none of them is found
+    by its sys/id row and counted as missing the metric, first query and repeated alike."""
+    for _ in range(2):
+        nq = NeptuneQuery(PROJECT, source=archive, cache=cache)
+        assert [r.name for r in nq.query_topk("metrics/L1", k=10)]
+        assert nq.last_excluded == {"missing metrics/L1": 1}
+        assert nq.last_stats["considered"] == 7

@@ -12,7 +12,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from shared.topk import AGGREGATIONS, aggregate, summarize, summary_answers, summary_points, top_k
+from shared.topk import (
+    AGGREGATIONS,
+    RUN,
+    SUMMARY_VALUES,
+    aggregate,
+    summarize,
+    summarize_values,
+    summary_answers,
+    summary_points,
+    top_k,
+)
 
 RUNS = [f"run-{i}" for i in range(12)]
 KEYS = ["loss", "L0", "acc"]
@@ -248,3 +258,27 @@ def test_bad_arguments_raise():
     for kwargs in ({"k": 0}, {"aggregation": "median"}, {"aggregation": "mean_last_n", "n_steps": 0}):
         with pytest.raises(ValueError):
             top_k(points, "loss", **kwargs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(
+            st.sampled_from(RUNS[:5]),
+            st.sampled_from(KEYS),
+            st.integers(0, 12).map(float),
+            st.sampled_from([*VALUES, None, 1e300, -1e-300, 0.1, 0.7]),
+        ),
+        max_size=150,
+    ),
+)
+def test_streamed_values_equal_the_summary(points):
+    """summarize_values (one streaming group-by, rows in any order) gives summarize's last, min, max and
+    mean_all. Steps are distinct within a series: of equal steps it may take either value. (A series
+    mixing points with and without a step, which no client writes, is left out: summarize takes a point
+    without a step after one with a step as in order.)"""
+    distinct = list({(run, key, step): value for run, key, step, value in points}.items())
+    full = frame([(*where, value) for where, value in distinct])
+    expected = summarize(full, KEYS).select(RUN, "key", *SUMMARY_VALUES).sort(RUN, "key")
+    got = summarize_values(full.sample(fraction=1.0, shuffle=True, seed=7).lazy()).sort(RUN, "key")
+    assert_frame_equal(got, expected, rel_tol=1e-12, abs_tol=0.0)
