@@ -19,11 +19,15 @@ import duckdb
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("folder")
 parser.add_argument("--metric", required=True)
-parser.add_argument("--aggregation", default="last", choices=["last", "min", "max", "mean_all", "mean_last_n"])
+parser.add_argument(
+    "--aggregation", default="last", choices=["last", "min", "max", "mean_all", "mean_last_n"]
+)
 parser.add_argument("--n-steps", type=int, default=10)
 parser.add_argument("-k", type=int, default=10)
 parser.add_argument("--where", action="append", default=[], help="SQL over metric names, e.g. '\"a/b\" < 5'")
-parser.add_argument("--key", action="append", default=[], help="a metric a --where names (DuckDB cannot list them)")
+parser.add_argument(
+    "--key", action="append", default=[], help="a metric a --where names (DuckDB cannot list them)"
+)
 parser.add_argument("--maximize", action="store_true")
 args = parser.parse_args()
 
@@ -36,9 +40,7 @@ aggregate = {
     "mean_last_n": f"list_avg(list(v ORDER BY step DESC)[1:{args.n_steps}])",
 }[args.aggregation]
 quoted = ", ".join("'" + key.replace("'", "''") + "'" for key in keys)
-columns = ", ".join(
-    f"any_value(value) FILTER (WHERE key = '{key}') AS \"{key}\"" for key in keys
-)
+columns = ", ".join(f"any_value(value) FILTER (WHERE key = '{key}') AS \"{key}\"" for key in keys)
 present = " AND ".join(f'"{key}" IS NOT NULL' for key in keys)
 where = " AND ".join([present, *(f"({text})" for text in args.where)])
 sql = f"""

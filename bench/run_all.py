@@ -68,6 +68,13 @@ def bench_args(name: str, quick: bool, data: Path, repeats: int) -> list[str]:
         size = ["--runs", "60", "--steps", "30", "--no-cli"] if quick else []
         folder = data / ("topk-quick" if quick else "topk-10000x1000")
         return ["bench_topk.py", "--data", str(folder), *size, *common]
+    if name == "topk_peers":
+        size = ["--runs", "60", "--steps", "30", "--only", "last"] if quick else []
+        folder = data / ("topk-exporter-quick" if quick else "topk-exporter-10000x1000")
+        return ["bench_topk_peers.py", "--data", str(folder), *size, *common]
+    if name == "report":
+        size = ["--runs", "300", "--columns", "40"] if quick else []
+        return ["bench_report.py", "--data", str(data / "report"), *size, *common]
     if name == "analyze":
         size = ["--runs", "500", "--columns", "40", "--no-cli"] if quick else []
         return ["bench_analyze.py", "--data", str(data / "analyze"), *size, *common]
@@ -157,6 +164,28 @@ def rows_for(name: str, f: dict[str, Any]) -> list[list[str]]:
             rows.append(["… reading alone (4 columns, no query): bounds a first query", size,
                          fmt_s(f["read_floor_s"]), "", base, ratio(f["baseline_s"], f["read_floor_s"]), "—", "—"])  # fmt: skip
         return rows
+    if name == "topk_peers":
+        size = f"{f['runs']} runs {X} {f['steps']} steps {X} {f['metrics']} metrics, exporter layout"
+        rows = []
+        for query, q in f["queries"].items():
+            m = q["median_s"]
+            peer = min(m["polars"], m["duckdb"])
+            rows.append([f"top-k `{query}`, first query", size, "", fmt_s(m["ours_first"]),
+                         f"{fmt_s(peer)} (faster of polars {fmt_s(m['polars'])}, DuckDB {fmt_s(m['duckdb'])}); "
+                         f"read floor {fmt_s(m['read_floor'])}", f"{peer / m['ours_first']:.2f}{X}",
+                         f"≥ 1{X}", yes(m["ours_first"] <= peer and f["same_answer"])])  # fmt: skip
+            rows.append([f"… `{query}`, repeated", size, "", fmt_s(m["ours_repeated"]), fmt_s(peer),
+                         ratio(peer, m["ours_repeated"]), f"≥ 5{X}",
+                         yes(peer / m["ours_repeated"] >= 5 and f["same_answer"])])  # fmt: skip
+        return rows
+    if name == "report":
+        size = f"{f['runs']} runs {X} {f['columns']} columns"
+        return [
+            [f"HTML report `{variant}`", size, "",
+             f"{fmt_s(v['write_s'])}, {v['size_mb']:.2f} MB, loads in {fmt_s(v['load_s'])}", "—", "—",
+             "< 3 s, < 5 MB, loads < 2 s", yes(f["met"][variant])]
+            for variant, v in f["variants"].items()
+        ]  # fmt: skip
     if name == "analyze":
         size = f"{f['runs']} runs {X} {f['columns']} columns"
         rows = []
@@ -298,7 +327,9 @@ def measured_entry(item: tuple[str, tuple[str, Callable[[], dict[str, Any]]]]) -
     return entry
 
 
-BENCHMARKS = ("export_api", "export_memory", "offline_parse", "topk", "analyze", "aggregate", "startup")
+BENCHMARKS = (
+    "export_api", "export_memory", "offline_parse", "topk", "topk_peers", "analyze", "aggregate", "report", "startup",
+)  # fmt: skip
 
 
 def main() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import os
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from shared.archive_batches import PART, read_ahead
 from shared.cli import UsageError, warn
 from shared.limits import check_regular_file
 from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
@@ -47,7 +47,6 @@ _VALUE_COLUMNS = {
     "datetime": "datetime_value",
     "string_set": "string_set_value",
 }
-_PART = re.compile(r"^(?P<prefix>.*)_part_\d+\.parquet$")
 DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archive is running
 
 
@@ -69,7 +68,7 @@ def _finished_runs(folder: Path, names: list[str]) -> list[str]:
     """`names` less the parts of runs without `<run>_part_0.parquet`: neptune-exporter renames a run's
     parts from `.tmp` last part first, part 0 last, and itself takes a run without it as not exported."""
     present = set(names)
-    prefixes = {match["prefix"] for name in names if (match := _PART.match(name))}
+    prefixes = {match["prefix"] for name in names if (match := PART.match(name))}
     unfinished = sorted(prefix for prefix in prefixes if f"{prefix}_part_0.parquet" not in present)
     for prefix in unfinished:
         warn(
@@ -78,7 +77,7 @@ def _finished_runs(folder: Path, names: list[str]) -> list[str]:
     if not unfinished:
         return names
     left_out = set(unfinished)
-    return [name for name in names if not ((match := _PART.match(name)) and match["prefix"] in left_out)]
+    return [name for name in names if not ((match := PART.match(name)) and match["prefix"] in left_out)]
 
 
 def _first_parquet(folder: Path) -> str | None:
@@ -197,7 +196,7 @@ class ArchiveSource:
             self.check()
             raise
 
-    def _scan(self, files: Sequence[str] | None = None) -> pl.LazyFrame:
+    def _scan(self, files: Sequence[str] | Sequence[bytes] | None = None) -> pl.LazyFrame:
         return pl.scan_parquet(
             list(files or self.files),
             schema=ARCHIVE_COLUMNS,
@@ -244,7 +243,7 @@ class ArchiveSource:
         index = bisect.bisect_left(self.files, start, key=os.path.basename)
         parts = []
         while index < len(self.files) and (name := os.path.basename(self.files[index])).startswith(start):
-            match = _PART.match(name)
+            match = PART.match(name)
             if match and match["prefix"] == prefix:
                 parts.append(self.files[index])
             index += 1
@@ -275,7 +274,9 @@ class ArchiveSource:
         """Every run id: from the last full points pass when there was one (no second scan), else the table."""
         return self._seen_ids if self._seen_ids is not None else self.runs()["run_id"].to_list()
 
-    def _point_rows(self, keys: Sequence[str], files: Sequence[str] | None = None) -> pl.LazyFrame:
+    def _point_rows(
+        self, keys: Sequence[str], files: Sequence[str] | Sequence[bytes] | None = None
+    ) -> pl.LazyFrame:
         """run_id, key, step (the exporter's decimal) and value of the rows at these paths.
 
         A filter on the path strings: the reader skips the row groups whose statistics rule the paths
@@ -300,21 +301,24 @@ class ArchiveSource:
     ) -> pl.LazyFrame:
         """Points of these paths (see `_point_rows`); a pass over every run notes every run's id too."""
         files = self._files_of(run_ids) if run_ids is not None and len(run_ids) <= 1000 else None
-        paths = list(dict.fromkeys(keys))
-        scan = self._point_rows(paths, files)
+        scan = self._engine_points(keys, files)
         if run_ids is not None:
-            scan = scan.filter(pl.col("run_id").is_in(list(run_ids)))
-        scan = scan.with_columns(  # the engine compares neighbouring rows: integers beat strings
-            pl.col("run_id").cast(pl.Categorical),
-            pl.col("key").cast(pl.Enum(paths)),
-            pl.col("step").cast(pl.Float64),
-        )
-        if run_ids is not None:
-            return scan
+            return scan.filter(pl.col("run_id").is_in(list(run_ids)))
         with self._reading():
             frame = scan.collect()
         self._note_runs(frame.select(pl.col("run_id").unique().cast(pl.String))["run_id"])
         return frame.lazy()
+
+    def _engine_points(
+        self, keys: Sequence[str], files: Sequence[str] | Sequence[bytes] | None = None
+    ) -> pl.LazyFrame:
+        """`_point_rows` as the engine takes them: it compares neighbouring rows, integers beat strings."""
+        paths = list(dict.fromkeys(keys))
+        return self._point_rows(paths, files).with_columns(
+            pl.col("run_id").cast(pl.Categorical),
+            pl.col("key").cast(pl.Enum(paths)),
+            pl.col("step").cast(pl.Float64),
+        )
 
     def _note_runs(self, seen: pl.Series) -> None:
         """Every run id, after a pass over every run met the runs in `seen`: those and the ids (sys/id
@@ -325,7 +329,7 @@ class ArchiveSource:
         files = [
             file
             for file in self.files
-            if not ((match := _PART.match(os.path.basename(file))) and match["prefix"] in named)
+            if not ((match := PART.match(os.path.basename(file))) and match["prefix"] in named)
         ]
         if files:
             with self._reading():
@@ -334,12 +338,20 @@ class ArchiveSource:
         self._seen_ids = sorted(ids)
 
     def _fresh_summary(self, keys: list[str], tail: bool) -> pl.DataFrame:
-        """Summaries of these series in every run, from one pass over the archive: with the tail (every
-        point is held), or without it, streamed while the files are read."""
-        if tail:
-            return summarize(self.points(keys, None), keys)
+        """Summaries of these series in every run, from one pass over the archive (without the tail, a
+        streaming group-by that never holds the points; with it, they are held a batch at a time)."""
         with self._reading():
-            summary = summarize_values(self._point_rows(keys))
+            parts = [  # a batch of whole runs at a time: only one batch's points are ever held
+                summarize(self._engine_points(keys, batch), keys)
+                if tail
+                else summarize_values(self._point_rows(keys, batch))
+                for batch in read_ahead(self.files)
+            ]
+            summary = pl.concat(parts) if parts else None
+            if summary is None or not summary.select(pl.struct(RUN, "key").is_unique().all()).item():
+                # a series spread over batches (a part named after another run): all at once
+                points = self._engine_points(keys).collect() if tail else self._point_rows(keys)
+                summary = summarize(points, keys) if tail else summarize_values(points)
         self._note_runs(summary[RUN].unique())
         return summary
 

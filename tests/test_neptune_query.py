@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from shared import archive_batches
 from shared.cli import ToolFailure, UsageError
 from shared.topk import SUMMARY_TAIL
 from tests.neptune_fixtures import (
@@ -32,6 +34,7 @@ from tests.neptune_fixtures import (
     numbered,
     steps,
     write_archive,
+    write_as_the_exporter,
     write_bad_part,
     write_offline_project,
 )
@@ -608,3 +611,24 @@ def test_a_run_without_any_queried_path_still_counts(archive, summary_cache, cac
         assert [r.name for r in nq.query_topk("metrics/L1", k=10)]
         assert nq.last_excluded == {"missing metrics/L1": 1}
         assert nq.last_stats["considered"] == 7
+
+
+def test_tails_read_a_batch_of_runs_at_a_time_answer_like_one_pass(tmp_path, summary_cache, monkeypatch):
+    """A mean_last_n pass holds one batch of runs' points at a time: same answers with a batch per run
+    file, and with a run's series spread over two batches (a part named after another run)."""
+    root = write_as_the_exporter(tmp_path / "data", parts=2)
+    query = {"metric_key": "train/loss", "k": 10, "aggregation": "mean_last_n", "n_steps": 3}
+    expected = outcome(NeptuneQuery(PROJECT, source=root, cache=False), **query)
+    assert expected[0]
+    monkeypatch.setattr(archive_batches, "BATCH_FILES", 1)
+    assert outcome(NeptuneQuery(PROJECT, source=root, cache=False), **query) == expected
+    folder = root / exporter_name(PROJECT)
+    part = sorted(folder.glob("*_part_1.parquet"))[-1]  # a run's series (part 0 holds its attributes)
+    table = pq.read_table(part)
+    loss = pc.equal(table["attribute_path"], "train/loss")
+    start = pc.index(loss, True).as_py()
+    first = pc.and_(loss, pa.array([row < start + 2 for row in range(table.num_rows)]))
+    assert 0 < pc.sum(first).as_py() < pc.sum(loss).as_py()
+    pq.write_table(table.filter(first), folder / "0-split_part_0.parquet")  # read in the first batch
+    pq.write_table(table.filter(pc.invert(first)), part)
+    assert outcome(NeptuneQuery(PROJECT, source=root, cache=False), **query) == expected
