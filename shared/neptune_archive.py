@@ -275,16 +275,19 @@ class ArchiveSource:
         return self._seen_ids if self._seen_ids is not None else self.runs()["run_id"].to_list()
 
     def _point_rows(
-        self, keys: Sequence[str], files: Sequence[str] | Sequence[bytes] | None = None
+        self, keys: Sequence[str], files: Sequence[str] | Sequence[bytes] | None = None, *, ints: bool = True
     ) -> pl.LazyFrame:
         """run_id, key, step (the exporter's decimal) and value of the rows at these paths.
 
         A filter on the path strings: the reader skips the row groups whose statistics rule the paths
         out (neptune-exporter writes one row group per series) and decodes only the rest. Every row at a
         path is a point: a value that is not a number (a string at a metric's path) is a point without
-        a finite value. The attribute_type column is not read: it would cost a string per row.
+        a finite value. The attribute_type column is not read: it would cost a string per row. Without
+        `ints`, the int_value column is not read either (only simple attributes hold integers).
         """
-        value = pl.coalesce(pl.col("float_value"), pl.col("int_value").cast(pl.Float64))
+        value = pl.col("float_value")
+        if ints:
+            value = pl.coalesce(value, pl.col("int_value").cast(pl.Float64))
         return (
             self._scan(files)
             .filter(pl.col("attribute_path").is_in(list(keys)))
@@ -344,16 +347,31 @@ class ArchiveSource:
             parts = [  # a batch of whole runs at a time: only one batch's points are ever held
                 summarize(self._engine_points(keys, batch), keys)
                 if tail
-                else summarize_values(self._point_rows(keys, batch))
+                else summarize_values(self._point_rows(keys, batch, ints=False))
                 for batch in read_ahead(self.files)
             ]
             summary = pl.concat(parts) if parts else None
             if summary is None or not summary.select(pl.struct(RUN, "key").is_unique().all()).item():
                 # a series spread over batches (a part named after another run): all at once
-                points = self._engine_points(keys).collect() if tail else self._point_rows(keys)
+                points = self._engine_points(keys).collect() if tail else self._point_rows(keys, ints=False)
                 summary = summarize(points, keys) if tail else summarize_values(points)
+            if not tail:
+                summary = self._with_integers(summary, keys)
         self._note_runs(summary[RUN].unique())
         return summary
+
+    def _with_integers(self, summary: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+        """`summary` (made without the int_value column) with the series that had no finite float
+        summarised again with it: an integer attribute is one of those, and decoding a column that
+        only simple attributes fill would cost every series row group a column."""
+        floatless = summary.filter(pl.col("last").is_null()).select(RUN, "key")
+        if floatless.is_empty():
+            return summary
+        run_ids = floatless[RUN].unique().to_list()
+        files = self._files_of(run_ids) if len(run_ids) <= 1000 else None
+        rows = self._point_rows(keys, files).filter(pl.col("run_id").is_in(run_ids))
+        again = summarize_values(rows).join(floatless, on=[RUN, "key"], how="semi")
+        return pl.concat([summary.join(floatless, on=[RUN, "key"], how="anti"), again])
 
     def summary_points(
         self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int

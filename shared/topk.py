@@ -122,12 +122,11 @@ def summarize_values(points: pl.LazyFrame) -> pl.DataFrame:
 
     One group-by on polars' streaming engine, which runs it while the points are read and never holds
     them: the tail's lists (and any order-dependent expression but a sort) would make polars collect
-    every point first. `step` may be any ordered type; of equal steps, one value is taken (neptune's
-    client refuses a step that does not increase)."""
+    every point first. `step` may be any ordered type. Of equal steps one value is taken, and a series
+    mixing points with and without a step may take its last from either (no client writes those:
+    neptune's refuses a step that does not increase, and a path is a series or a simple attribute)."""
     finite = pl.when(pl.col("value").is_finite()).then(pl.col("value"))
-    # Sorted first: points without a finite value (null), then those without a step (-inf).
-    step = pl.col("step").cast(pl.Float64).fill_null(float("-inf"))
-    by_step = pl.when(pl.col("value").is_not_null()).then(step)
+    by_step = pl.when(pl.col("value").is_not_null()).then("step")  # sorted first: null (no finite value)
     value = pl.col("value")
     return (
         points.with_columns(finite.alias("value"))

@@ -632,3 +632,31 @@ def test_tails_read_a_batch_of_runs_at_a_time_answer_like_one_pass(tmp_path, sum
     pq.write_table(table.filter(first), folder / "0-split_part_0.parquet")  # read in the first batch
     pq.write_table(table.filter(pc.invert(first)), part)
     assert outcome(NeptuneQuery(PROJECT, source=root, cache=False), **query) == expected
+
+
+@pytest.mark.parametrize("aggregation", ["last", "max", "mean_last_n"])
+def test_an_integer_attribute_ranks_and_constrains(archive, summary_cache, aggregation):
+    """parameters/width is an int attribute: the streamed pass reads no int column and summarises the
+    series without a finite float again with it. First query, repeated and without the cache."""
+    query = {"metric_key": "parameters/width", "k": 10, "minimize": False, "aggregation": aggregation}
+    query |= {"where": '"parameters/width" >= 1024 AND "metrics/L0" > 0'}
+    with_l0 = [
+        (f"TEST-{index + 1}", spec)
+        for index, spec in enumerate(SPECS)
+        if any(math.isfinite(value) for _, value in spec.series.get("metrics/L0", []))
+    ]
+    expected = sorted(
+        (
+            (run_id, spec.name, float(spec.params["width"]))
+            for run_id, spec in with_l0
+            if spec.params["width"] >= 1024
+        ),
+        key=lambda run: (-run[2], run[0]),
+    )
+    assert len(expected) >= 3
+
+    def ranked(**options: Any) -> list[tuple[str, str, float]]:
+        found = NeptuneQuery(PROJECT, source=archive, **options).query_topk(**query)
+        return [(r.run_id, r.name, r.metrics["parameters/width"]) for r in found]
+
+    assert ranked() == ranked() == ranked(cache=False) == expected
