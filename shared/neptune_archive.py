@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,7 @@ _VALUE_COLUMNS = {
     "datetime": "datetime_value",
     "string_set": "string_set_value",
 }
+_NOT_FILE_SAFE = re.compile(r"[^\w-]")  # \w: what str.isalnum() accepts, and _
 DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archive is running
 
 
@@ -106,7 +108,7 @@ def is_archive(path: Path) -> bool:
 
 def sanitized_names(text: str) -> tuple[str, str]:
     """neptune-exporter's file-safe form of a project or run id: with the digest suffix (current), without."""
-    plain = "".join(c if c.isalnum() or c in "_-" else "_" for c in text)
+    plain = _NOT_FILE_SAFE.sub("_", text)
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
     return f"{plain}-{digest}", plain
 
