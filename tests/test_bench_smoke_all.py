@@ -17,10 +17,13 @@ ROW_LABELS = (
     "| top-k, empty summary cache |",
     "| top-k, cached summaries |",
     "| top-k, no cache |",
+    "| top-k `last`, first query |",
+    "| … `last`, repeated |",
     "| analyze `--top` |",
     "| analyze `--group-by` |",
     "| analyze `--pivot` |",
     "| aggregate memory |",
+    "| HTML report `report` |",
 )
 
 
@@ -35,7 +38,8 @@ def test_run_all_quick_reports_every_benchmark(tmp_path):
     figures = json.loads(figures_file.read_text())
     results = figures["results"]
     assert set(results) == {
-        "export_api", "export_memory", "offline_parse", "topk", "analyze", "aggregate", "startup",
+        "export_api", "export_memory", "offline_parse", "topk", "topk_peers", "analyze", "aggregate",
+        "report", "startup",
     }  # fmt: skip
     assert all("figures" in entry and "error" not in entry for entry in results.values())
     export = results["export_api"]["figures"]
@@ -49,6 +53,8 @@ def test_run_all_quick_reports_every_benchmark(tmp_path):
         > 0
     )
     assert results["offline_parse"]["figures"]["same_answer"] and results["topk"]["figures"]["same_answer"]
+    assert results["topk_peers"]["figures"]["same_answer"]  # ours, polars and DuckDB agree
+    assert results["report"]["figures"]["variants"]["report"]["size_mb"] > 0
     tools = {*ROOT.glob("wandb-tools/*.py"), *ROOT.glob("neptune-tools/*.py")}
     assert {str(tool.relative_to(ROOT)) for tool in tools} == set(results["startup"]["figures"])
     assert all(value.get("seconds", 0) > 0 for value in results["startup"]["figures"].values())
