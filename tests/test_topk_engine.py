@@ -124,17 +124,24 @@ def test_engine_matches_plain_python(points, aggregation, n, k, minimize, thresh
         assert got.considered == len(set(RUNS) | {p[0] for p in points})
 
 
+STEPS = st.integers(0, 12).map(float)
+
+
+def points_of(steps: st.SearchStrategy, values: list[float | None]) -> st.SearchStrategy:
+    """Lists of up to 150 (run, key, step, value) points: steps drawn from `steps`, values from `values`
+    and a few extremes."""
+    point = st.tuples(
+        st.sampled_from(RUNS[:5]),
+        st.sampled_from(KEYS),
+        steps,
+        st.sampled_from([*values, 1e300, -1e-300, 0.1, 0.7]),
+    )
+    return st.lists(point, max_size=150)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
-    points=st.lists(
-        st.tuples(
-            st.sampled_from(RUNS[:5]),
-            st.sampled_from(KEYS),
-            st.one_of(st.none(), st.integers(0, 12).map(float)),
-            st.sampled_from([*VALUES, 1e300, -1e-300, 0.1, 0.7]),
-        ),
-        max_size=150,
-    ),
+    points=points_of(st.one_of(st.none(), STEPS), VALUES),
     shuffle=st.booleans(),
     categorical=st.booleans(),
     tail=st.integers(1, 4),
@@ -262,15 +269,7 @@ def test_bad_arguments_raise():
 
 @settings(max_examples=150, deadline=None)
 @given(
-    points=st.lists(
-        st.tuples(
-            st.sampled_from(RUNS[:5]),
-            st.sampled_from(KEYS),
-            st.integers(0, 12).map(float),
-            st.sampled_from([*VALUES, None, 1e300, -1e-300, 0.1, 0.7]),
-        ),
-        max_size=150,
-    ),
+    points=points_of(STEPS, [*VALUES, None]),
 )
 def test_streamed_values_equal_the_summary(points):
     """summarize_values (one streaming group-by, rows in any order) gives summarize's last, min, max and
