@@ -1,19 +1,23 @@
-"""An archive's part files a batch of whole runs at a time, each batch read ahead while the last is used."""
+"""An archive's part files a batch of whole runs at a time: read ahead, two batches worked on at once."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from shared.cli import UsageError
 
 # polars reads many small files faster from memory than by their paths (one read each instead of its
 # reader's many small ones, handed between threads): 10k exporter parts summarise in ~20% less time.
 BATCH_FILES = 250
-BATCH_BYTES = 64 * 2**20  # at most this much held at once (a larger run is read by its paths)
+BATCH_BYTES = 64 * 2**20  # at most this much in a batch (a larger run is read by its paths)
+WORKERS = 2  # batches worked on at once: polars leaves a core idle as each query starts and ends
+Result = TypeVar("Result")
 PART = re.compile(r"^(?P<prefix>.*)_part_\d+\.parquet$")  # neptune-exporter's `<run>_part_<n>.parquet`
 
 
@@ -65,3 +69,16 @@ def read_ahead(files: Sequence[str]) -> Iterator[list[str] | list[bytes]]:
             pending = following
         if pending is not None:
             yield pending.result()
+
+
+def map_batches(work: Callable[[list[str] | list[bytes]], Result], files: Sequence[str]) -> list[Result]:
+    """`work` on every batch of `files` (see `read_ahead`), WORKERS batches at a time, results in order."""
+    results: list[Result] = []
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="batch") as pool:
+        pending: deque[Future[Result]] = deque()
+        for contents in read_ahead(files):
+            pending.append(pool.submit(work, contents))
+            if len(pending) >= WORKERS:
+                results.append(pending.popleft().result())
+        results.extend(future.result() for future in pending)
+    return results

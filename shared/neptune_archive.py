@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from shared.archive_batches import PART, read_ahead
+from shared.archive_batches import PART, map_batches
 from shared.cli import UsageError, warn
 from shared.limits import check_regular_file
 from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
@@ -346,12 +346,14 @@ class ArchiveSource:
         """Summaries of these series in every run, from one pass over the archive (without the tail, a
         streaming group-by that never holds the points; with it, they are held a batch at a time)."""
         with self._reading():
-            parts = [  # a batch of whole runs at a time: only one batch's points are ever held
-                summarize(self._engine_points(keys, batch), keys)
-                if tail
-                else summarize_values(self._point_rows(keys, batch, ints=False))
-                for batch in read_ahead(self.files)
-            ]
+            parts = map_batches(  # a few batches of whole runs at a time: only their points are held
+                lambda batch: (
+                    summarize(self._engine_points(keys, batch), keys)
+                    if tail
+                    else summarize_values(self._point_rows(keys, batch, ints=False))
+                ),
+                self.files,
+            )
             summary = pl.concat(parts) if parts else None
             if summary is None or not summary.select(pl.struct(RUN, "key").is_unique().all()).item():
                 # a series spread over batches (a part named after another run): all at once
