@@ -28,19 +28,10 @@ sys.path.insert(0, str(ROOT))
 from bench_analyze import make_export  # noqa: E402 (the same synthetic export as the analyze benchmark)
 from measure import command_env, run_measured  # noqa: E402
 
+from tests.chromium import CHROMIUM_FLAGS  # noqa: E402 (the browser tests' flags)
+
 TARGETS = {"write_s": 3.0, "size_mb": 5.0, "load_s": 2.0}
 VARIANTS = {"report": [], "report --pareto k": ["--pareto", "k"]}
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1300,1000",
-)
 EXAMPLES = """\
 examples:
   bench_report.py                                  # 10000 runs x 300 columns, median of 3

@@ -27,13 +27,12 @@ def run_prefix(file: str) -> str:
     return match["prefix"] if (match := PART.match(name)) else name
 
 
-def run_batches(files: Sequence[str]) -> Iterator[tuple[list[str], int]]:
-    """`files` (sorted by name) in batches of at most BATCH_FILES files and BATCH_BYTES bytes, with their
-    size, never splitting the parts of one run (a run larger than BATCH_BYTES is a batch of its own)."""
+def run_batches(files: Sequence[str], sizes: Sequence[int]) -> Iterator[tuple[list[str], int]]:
+    """`files` (sorted by name, `sizes` their bytes) in batches of at most BATCH_FILES files and BATCH_BYTES
+    bytes, with their size, never splitting the parts of one run (a larger run is a batch of its own)."""
     batch: list[str] = []
     size = 0
-    for file in files:
-        length = os.path.getsize(file)
+    for file, length in zip(files, sizes, strict=True):
         full = len(batch) >= BATCH_FILES or size + length > BATCH_BYTES
         if batch and full and run_prefix(batch[-1]) != run_prefix(file):
             yield batch, size
@@ -58,11 +57,11 @@ def _contents(batch: list[str], size: int) -> list[str] | list[bytes]:
     return contents
 
 
-def read_ahead(files: Sequence[str]) -> Iterator[list[str] | list[bytes]]:
+def read_ahead(files: Sequence[str], sizes: Sequence[int]) -> Iterator[list[str] | list[bytes]]:
     """Every batch of `files` as polars is to read it, the next one read in a thread meanwhile."""
     with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
         pending = None
-        for batch, size in run_batches(files):
+        for batch, size in run_batches(files, sizes):
             following = pool.submit(_contents, batch, size)
             if pending is not None:
                 yield pending.result()
@@ -71,12 +70,14 @@ def read_ahead(files: Sequence[str]) -> Iterator[list[str] | list[bytes]]:
             yield pending.result()
 
 
-def map_batches(work: Callable[[list[str] | list[bytes]], Result], files: Sequence[str]) -> list[Result]:
+def map_batches(
+    work: Callable[[list[str] | list[bytes]], Result], files: Sequence[str], sizes: Sequence[int]
+) -> list[Result]:
     """`work` on every batch of `files` (see `read_ahead`), WORKERS batches at a time, results in order."""
     results: list[Result] = []
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="batch") as pool:
         pending: deque[Future[Result]] = deque()
-        for contents in read_ahead(files):
+        for contents in read_ahead(files, sizes):
             pending.append(pool.submit(work, contents))
             if len(pending) >= WORKERS:
                 results.append(pending.popleft().result())

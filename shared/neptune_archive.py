@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from shared.archive_batches import PART, map_batches
+from shared.archive_batches import PART, map_batches, run_prefix
 from shared.cli import UsageError, warn
 from shared.limits import check_regular_file
 from shared.neptune_sources import RUNS_SCHEMA, STATE_ALIASES
@@ -183,6 +183,7 @@ class ArchiveSource:
         self._scalars: pl.DataFrame | None = None
         self._attributes: dict[str, dict[str, Any]] = {}
         self._seen_ids: list[str] | None = None  # every run met by the last full points pass
+        self._stats: list[os.stat_result] | None = None  # of self.files: the cache's key, the batches' sizes
 
     def check(self) -> None:
         """A usage error naming the first file that is not a neptune-exporter part (reads every footer)."""
@@ -265,7 +266,7 @@ class ArchiveSource:
         if self._runs is None or refresh:
             if refresh:
                 self.files = parquet_files(self.folder)
-                self._summaries = None
+                self._summaries = self._stats = None
                 self._attributes.clear()
                 self._seen_ids = None
             self._load()
@@ -325,17 +326,18 @@ class ArchiveSource:
             pl.col("step").cast(pl.Float64),
         )
 
+    def _file_stats(self) -> list[os.stat_result]:
+        if self._stats is None:
+            self._stats = [os.stat(file) for file in self.files]
+        return self._stats
+
     def _note_runs(self, seen: pl.Series) -> None:
         """Every run id, after a pass over every run met the runs in `seen`: those and the ids (sys/id
         rows) in the files not named after one of them, the runs without any of the paths read. Usually
         no file is left, so a pass need not read every run's sys/id row group."""
         ids = set(seen.to_list())
         named = {name for run_id in ids for name in sanitized_names(run_id)}
-        files = [
-            file
-            for file in self.files
-            if not ((match := PART.match(os.path.basename(file))) and match["prefix"] in named)
-        ]
+        files = [file for file in self.files if run_prefix(file) not in named]
         if files:
             with self._reading():
                 rows = self._scan(files).filter(pl.col("attribute_path") == "sys/id").select("run_id")
@@ -345,20 +347,18 @@ class ArchiveSource:
     def _fresh_summary(self, keys: list[str], tail: bool) -> pl.DataFrame:
         """Summaries of these series in every run, from one pass over the archive (without the tail, a
         streaming group-by that never holds the points; with it, they are held a batch at a time)."""
-        with self._reading():
-            parts = map_batches(  # a few batches of whole runs at a time: only their points are held
-                lambda batch: (
-                    summarize(self._engine_points(keys, batch), keys)
-                    if tail
-                    else summarize_values(self._point_rows(keys, batch, ints=False))
-                ),
-                self.files,
-            )
+
+        def summary_of(files: Sequence[str] | Sequence[bytes] | None = None) -> pl.DataFrame:
+            if tail:
+                return summarize(self._engine_points(keys, files), keys)
+            return summarize_values(self._point_rows(keys, files, ints=False))
+
+        with self._reading():  # a few batches of whole runs at a time: only their points are held
+            sizes = [stat.st_size for stat in self._file_stats()]
+            parts = map_batches(summary_of, self.files, sizes)
             summary = pl.concat(parts) if parts else None
             if summary is None or not summary.select(pl.struct(RUN, "key").is_unique().all()).item():
-                # a series spread over batches (a part named after another run): all at once
-                points = self._engine_points(keys).collect() if tail else self._point_rows(keys, ints=False)
-                summary = summarize(points, keys) if tail else summarize_values(points)
+                summary = summary_of()  # a series spread over batches (a part named after another run)
             if not tail:
                 summary = self._with_integers(summary, keys)
         self._note_runs(summary[RUN].unique())
@@ -393,7 +393,7 @@ class ArchiveSource:
         tail = aggregation == "mean_last_n"
         kind, column = ("tail", "tail") if tail else ("values", aggregation)
         if self.cache and self._summaries is None:
-            self._summaries = SummaryCache(self.folder, self.files)
+            self._summaries = SummaryCache(self.folder, self.files, self._file_stats())
         cache = self._summaries if self.cache else None
         names = {key: f"{kind} {key}" for key in keys}
         runs = cache.load(["runs"]) if cache is not None else None

@@ -31,21 +31,21 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
-def fingerprint(files: Sequence[str]) -> str:
-    """A digest of these files' names, sizes and modification times (and of the summary format)."""
+def fingerprint(files: Sequence[str], stats: Sequence[os.stat_result]) -> str:
+    """A digest of these files' names, sizes and modification times (`stats`, one per file) and of the
+    summary format."""
     lines = [f"{FORMAT} {SUMMARY_TAIL}"]
-    for file in files:
-        stat = os.stat(file)
+    for file, stat in zip(files, stats, strict=True):
         lines.append(f"{file.rpartition(os.sep)[2]}\0{stat.st_size}\0{stat.st_mtime_ns}")
     return _digest("\n".join(lines))
 
 
 class SummaryCache:
-    """The entries of one folder in the state `files` describe."""
+    """The entries of one folder in the state `files` (and their `stats`) describe."""
 
-    def __init__(self, folder: Path, files: Sequence[str]) -> None:
+    def __init__(self, folder: Path, files: Sequence[str], stats: Sequence[os.stat_result]) -> None:
         self.dir = cache_root() / _digest(str(folder.resolve()))
-        self.tag = fingerprint(files)
+        self.tag = fingerprint(files, stats)
 
     def _path(self, name: str) -> Path:
         return self.dir / f"{self.tag}-{_digest(name)}.parquet"

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from tests.chromium import CHROMIUM_FLAGS
 from tests.current_data import load_script
 from tests.report_fixtures import (
     HOSTILE_KEY,
@@ -29,17 +30,6 @@ from tests.report_fixtures import (
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SHOTS = Path("/tmp/report_shots")  # a copy of the W&B sample's screenshot, to look at
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1300,1000",
-)
 # Runs before the page's own script: records alert() calls instead of showing them.
 RECORD_ALERTS = "window.__alerts = []; window.alert = function (m) { window.__alerts.push(String(m)); };"
 
@@ -64,7 +54,7 @@ def driver(tmp_path_factory) -> Iterator:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM  # both paths given: selenium-manager never downloads anything
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
