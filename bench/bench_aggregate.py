@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.schema import CORE_COLUMNS  # noqa: E402
+from shared.table.schema import CORE_COLUMNS  # noqa: E402
 
 # Runs a command and reports its wall time and the peak RSS of its largest descendant (the python that
 # `uv run` starts), measured from outside: getrusage(RUSAGE_CHILDREN) of this otherwise idle wrapper.

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.schema import CORE_COLUMNS  # noqa: E402
+from shared.table.schema import CORE_COLUMNS  # noqa: E402
 
 MODELS = ["filter_bank", "self_attention", "linear_pe", "spectral_linear", "gnn_all", "gnn_qk", "gnn_v",
           "digress_default", "digress_transformer", "digress_transformer_gnn_qk", "digress_transformer_gnn_v", "digress_spectral"]  # fmt: skip

@@ -34,8 +34,8 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.history import HISTORY_COLUMNS, is_internal_key  # noqa: E402
-from shared.wandb_offline import read_run_log  # noqa: E402
+from shared.table.schema import HISTORY_COLUMNS, is_internal_key  # noqa: E402
+from shared.wandb.offline import read_run_log  # noqa: E402
 
 EXAMPLES = """\
 examples:

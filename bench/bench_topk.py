@@ -72,7 +72,7 @@ sys.path.insert(0, str(ROOT / "neptune-tools"))
 
 from query_topk import NeptuneQuery  # noqa: E402
 
-from shared.neptune_archive import sanitized_names  # noqa: E402
+from shared.neptune.archive import sanitized_names  # noqa: E402
 
 PROJECT = "bench-ws/sae-sweep"
 METRICS = ["train/loss", "metrics/L0", "metrics/L1", "eval/accuracy"]

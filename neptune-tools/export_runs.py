@@ -21,8 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, neptune) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.cli import ToolFailure, UsageError, log, run_main
-from shared.limits import int_argument
+from shared.base.errors import ToolFailure, UsageError
+from shared.cli.args import int_argument
+from shared.cli.main import run_main
+from shared.cli.terminal import log
 
 EXAMPLES = """\
 examples:
@@ -98,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from importlib.metadata import version
 
-    from shared.exporter import report_exports
-    from shared.neptune_export import export_project, export_targets
-    from shared.neptune_live import describe
-    from shared.storage import prepare_output_folder
+    from shared.base.storage import prepare_output_folder
+    from shared.cli.exports import report_exports
+    from shared.neptune.export import export_project, export_targets
+    from shared.neptune.live import describe
 
     targets = export_targets(args.project, args.source, api_token=args.api_token, workers=args.workers)
     prepare_output_folder(args.output)

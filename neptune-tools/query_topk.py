@@ -25,21 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, neptune) after argument parsing: --help and usage errors answer in a fraction
 # of a second.
-from shared.cli import UsageError, run_main
-from shared.topk_args import (
-    NEPTUNE_STATES,
-    QUERY_NOTES,
-    add_query_arguments,
-    check_query_arguments,
-    query_parser,
-)
+from shared.base.errors import UsageError
+from shared.cli.main import run_main
+from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser
+from shared.table.vocabulary import NEPTUNE_STATES
 
 if TYPE_CHECKING:
-    from shared.neptune_query import NeptuneQuery
-    from shared.topk_query import RunInfo
+    from shared.query.api import RunInfo
+    from shared.query.neptune import NeptuneQuery
 
 __all__ = ["NeptuneQuery", "RunInfo"]
-_API = {"NeptuneQuery": "shared.neptune_query", "RunInfo": "shared.topk_query"}  # where each name lives
+_API = {"NeptuneQuery": "shared.query.neptune", "RunInfo": "shared.query.api"}  # where each name lives
 
 EXAMPLES = f"""\
 examples:
@@ -106,8 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_query(args: argparse.Namespace) -> NeptuneQuery:
     """A NeptuneQuery on the folder or project the command line names."""
-    from shared.neptune_query import NeptuneQuery
-    from shared.neptune_sources import source_path
+    from shared.neptune.sources import source_path
+    from shared.query.neptune import NeptuneQuery
 
     path = source_path(args.target)
     if path.exists():
@@ -119,7 +115,7 @@ def open_query(args: argparse.Namespace) -> NeptuneQuery:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from shared.topk_cli import run_query
+    from shared.cli.query import run_query
 
     return run_query(open_query(args), args)
 

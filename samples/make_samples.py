@@ -116,7 +116,7 @@ def exporter_schema():  # -> pyarrow.Schema (imported inside)
 
 
 def archive_rows(run, run_id: str) -> list[dict]:
-    """One offline run (replayed by shared.neptune_offline) as neptune-exporter's rows."""
+    """One offline run (replayed by shared.neptune.offline) as neptune-exporter's rows."""
     from datetime import UTC, datetime
     from decimal import Decimal
 
@@ -153,8 +153,8 @@ def make_neptune_samples(scratch: Path) -> None:
     import pyarrow.parquet as pq
 
     sys.path.insert(0, str(HERE.parent))
-    from shared.neptune_archive import sanitized_names
-    from shared.neptune_offline import OfflineSource
+    from shared.neptune.archive import sanitized_names
+    from shared.neptune.offline import OfflineSource
 
     os.chdir(scratch)
     for index, (model, dataset) in enumerate((m, d) for m in MODELS for d in DATASETS):

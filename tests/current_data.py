@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from shared.exporter import runs_table
-from shared.schema import RunRecord
+from shared.table.rows import runs_table
+from shared.table.schema import RunRecord
 
 MODEL_TYPES = (
     "filter_bank",

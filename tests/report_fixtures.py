@@ -10,8 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from shared.history import HISTORY_COLUMNS
-from shared.schema import RunRecord
+from shared.table.schema import HISTORY_COLUMNS, RunRecord
 from tests.current_data import load_script, write_export
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.cli import UsageError
-from shared.enrich import ENRICHMENT_COLUMNS
-from shared.schema import HISTORY_SCHEMA
+from shared.analysis.enrich import ENRICHMENT_COLUMNS
+from shared.base.errors import UsageError
+from shared.table.schema import HISTORY_SCHEMA
 from tests.current_data import expected, load_script, make_runs, write_export
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,7 +302,7 @@ def test_the_script_runs_under_uv(exports):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not (ROOT / "shared" / "wandb_offline.py").exists(), reason="the offline run reader is not there yet"
+    not (ROOT / "shared" / "wandb" / "offline.py").exists(), reason="the offline run reader is not there yet"
 )
 def test_the_bundled_sample_runs_export_aggregate_and_analyze(tmp_path):
     def uv_run(*args: str) -> subprocess.CompletedProcess[str]:

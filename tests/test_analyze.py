@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.cli import UsageError
+from shared.base.errors import UsageError
 from tests.current_data import Expected, expected, has_value, load_script, make_runs, write_export
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.cli import run_main
+from shared.cli.main import run_main
 from tests.current_data import KS, load_script, make_runs, write_export
 
 analyze_runs = load_script("analyze_runs")
@@ -91,7 +91,7 @@ def test_a_bad_column_is_the_only_line_on_stderr(capsys, monkeypatch, export, ar
 
 
 def test_a_row_column_named_like_a_statistic_is_not_taken_for_a_pivot_column():
-    from shared.analysis import pivot_grids, pivot_query, pivot_table
+    from shared.analysis.frames import pivot_grids, pivot_query, pivot_table
 
     frame = pl.LazyFrame({"arch_best": ["a", "a", "b"], "k": ["8", "16", "8"], "loss": [0.3, 0.2, 0.1]})
     pivot = pivot_table(
@@ -103,7 +103,7 @@ def test_a_row_column_named_like_a_statistic_is_not_taken_for_a_pivot_column():
 
 
 def test_pivot_labels_a_list_by_its_elements_and_an_empty_or_null_list_as_none():
-    from shared.analysis import NONE_LABEL, pivot_query
+    from shared.analysis.frames import NONE_LABEL, pivot_query
 
     frame = pl.LazyFrame(
         {"tags": [["a", "b"], [], None, ["a", "b"]], "k": [8, 8, 16, 16], "loss": [0.4, 0.3, 0.2, 0.1]}

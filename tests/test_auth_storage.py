@@ -8,10 +8,11 @@ import stat
 
 import pytest
 
-from shared import storage
-from shared.auth import wandb_credentials
-from shared.cli import UsageError, redact
-from shared.storage import atomic_path, output_path, safe_name
+from shared.base import storage
+from shared.base.errors import UsageError
+from shared.base.storage import atomic_path, output_path, safe_name
+from shared.base.text import redact
+from shared.wandb.auth import wandb_credentials
 
 KEYS = {
     name: f"{name.lower()}-{'k' * 32}" for name in ("FLAG", "ENV", "DOTENV_WANDB", "DOTENV_TEAM", "NETRC")
@@ -28,7 +29,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_BASE_URL", raising=False)
     monkeypatch.chdir(work)
-    monkeypatch.setattr("shared.auth.TOOLS_ROOT", tmp_path / "no-tools-root")
+    monkeypatch.setattr("shared.base.settings.TOOLS_ROOT", tmp_path / "no-tools-root")
     return home, work
 
 

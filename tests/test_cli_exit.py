@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import run_main
+from shared.cli.main import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 # A program whose main ends with `status`, then an exit hook that blocks like wandb-core's teardown can.
 PROGRAM = """
 import atexit, sys, time
 sys.path.insert(0, {root!r})
-import shared.cli as cli
+import shared.cli.main as cli
 cli.EXIT_GRACE_S = 1.0
 def main():
     if {hang}:

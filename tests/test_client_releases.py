@@ -75,7 +75,7 @@ def test_wandb_offline_runs_of_every_release_export_as_logged(release, tmp_path)
 
 @pytest.mark.parametrize("release", WANDB_RELEASES)
 def test_a_run_resumed_offline_keeps_its_first_sessions_creation_time(release, tmp_path):
-    from shared.wandb_offline import read_run_log
+    from shared.wandb.offline import read_run_log
 
     sessions = [
         read_run_log(log, include_history=False) for log in (RELEASES / release).rglob("run-resume01.wandb")

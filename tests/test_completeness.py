@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.cli import run_main
+from shared.cli.main import run_main
 from tests.current_data import load_script
 from tests.export_checks import ENTITY, cron_standin, new_run, utc_now
 from tests.wandb_standin import StandinServer

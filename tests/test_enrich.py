@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from shared.cli import UsageError
-from shared.enrich import DEFAULT_RULES, ENRICHMENT_COLUMNS, enrich, load_rules
+from shared.analysis.enrich import DEFAULT_RULES, ENRICHMENT_COLUMNS, enrich, load_rules
+from shared.base.errors import UsageError
 
 NAMES = {
     "stage2c_filter_bank_k8_lr1e-3_wd1e-4_s0": dict(

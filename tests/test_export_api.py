@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.cli import ToolFailure, UsageError
-from shared.history import is_internal_key
+from shared.base.errors import ToolFailure, UsageError
+from shared.table.schema import is_internal_key
 from tests.current_data import load_script
 
 ROOT = Path(__file__).resolve().parent.parent

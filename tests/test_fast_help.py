@@ -75,7 +75,7 @@ sys.path.insert(0, {str(ROOT / folder)!r})
 import query_topk
 assert "polars" not in sys.modules, "importing the script loaded polars"
 from query_topk import {", ".join(names)}
-from shared.topk_query import RunInfo as Shared
+from shared.query.api import RunInfo as Shared
 assert RunInfo is Shared and all(name in query_topk.__all__ for name in {names!r})
 assert "polars" in sys.modules
 try:

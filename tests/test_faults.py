@@ -9,8 +9,8 @@ import pytest
 from wandb.proto.wandb_api_pb2 import ApiErrorResponse
 from wandb.sdk.lib.service.service_connection import WandbApiFailedError
 
-from shared.cli import ToolFailure, UsageError
-from shared.retry import PermanentFailure, RetriesExhausted, Retry, is_transient
+from shared.base.errors import ToolFailure, UsageError
+from shared.base.retry import PermanentFailure, RetriesExhausted, Retry, is_transient
 from tests.current_data import load_script
 from tests.export_checks import ENTITY, assert_same_export, cron_standin, export_content
 from tests.wandb_standin import HookResult, RandomFaults, RequestInfo, StandinServer

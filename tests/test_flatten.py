@@ -10,9 +10,9 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.exporter import runs_table
-from shared.flatten import column_array, flat_columns, scalar_leaves
-from shared.schema import RunRecord
+from shared.table.flatten import column_array, flat_columns, scalar_leaves
+from shared.table.rows import runs_table
+from shared.table.schema import RunRecord
 
 
 def test_nested_keys_join_with_underscore_and_slashes_become_underscores():

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.exporter import runs_table
-from shared.flatten import assign_column_names, scalar_leaves
-from shared.schema import CONFIG_PREFIX, METRIC_PREFIX, RunRecord
-from shared.storage import write_parquet
+from shared.base.storage import write_parquet
+from shared.table.flatten import assign_column_names, scalar_leaves
+from shared.table.rows import runs_table
+from shared.table.schema import CONFIG_PREFIX, METRIC_PREFIX, RunRecord
 
 # Few characters, so that keys collide often once `/`, `.`, white space and `_` are joined; plus a lone
 # surrogate (what Python makes of a non-UTF-8 file name) that UTF-8 cannot hold.

@@ -11,10 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.cli import ToolFailure
-from shared.history import HistoryWriter, is_internal_key, skipped_values, wide_to_tidy
-from shared.schema import HISTORY_SCHEMA
-from shared.wandb_history import URL_BATCH, Downloaded, HistoryFetcher, batched
+from shared.base.concurrency import batched
+from shared.base.errors import ToolFailure
+from shared.table.history import HistoryWriter
+from shared.table.schema import HISTORY_SCHEMA, is_internal_key
+from shared.wandb.history import URL_BATCH, Downloaded, HistoryFetcher
+from shared.wandb.tidy import skipped_values, wide_to_tidy
 from tests.test_export_api import export_runs
 
 TEAM, PROJECT = "graph_denoise_team", "spectral_denoising"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import UsageError
-from shared.constraints import ConstraintError, parse_where
-from shared.enrich import load_rules
-from shared.limits import MAX_TEXT_FILE_BYTES
+from shared.analysis.enrich import load_rules
+from shared.base.errors import UsageError
+from shared.base.limits import MAX_TEXT_FILE_BYTES
+from shared.query.constraints import ConstraintError, parse_where
 from tests.current_data import load_script
 from tests.test_bad_input import SAMPLES, isolated_env
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.cli import FolderLocked, run_main
-from shared.lockfile import LOCK_NAME
+from shared.base.errors import FolderLocked
+from shared.cli.main import run_main
+from shared.export.lock import LOCK_NAME
 from tests.current_data import load_script
 from tests.export_checks import (
     ENTITY,
@@ -146,7 +147,7 @@ def test_since_boundary_is_kept_from_the_first_incremental_export(wandb_env, tmp
 def hold_lock(folder: Path) -> subprocess.Popen[str]:
     """Another process holding the folder's lock until it is killed."""
     code = (
-        "import sys, time; from pathlib import Path; from shared.lockfile import FolderLock\n"
+        "import sys, time; from pathlib import Path; from shared.export.lock import FolderLock\n"
         "with FolderLock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)\n"
     )
     holder = subprocess.Popen(

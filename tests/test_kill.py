@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.wandb_offline import read_run_log
+from shared.wandb.offline import read_run_log
 from tests.current_data import load_script
 from tests.export_checks import (
     ENTITY,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import UsageError, run_main
-from shared.lockfile import LOCK_NAME
-from shared.storage import check_final_paths
+from shared.base.errors import UsageError
+from shared.base.storage import check_final_paths
+from shared.cli.main import run_main
+from shared.export.lock import LOCK_NAME
 from tests.current_data import load_script
 from tests.test_bad_input import SAMPLES
 

@@ -15,8 +15,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from shared.cli import ToolFailure, UsageError
-from shared.schema import CORE_COLUMNS, HISTORY_SCHEMA, RAW_JSON_COLUMNS
+from shared.base.errors import ToolFailure, UsageError
+from shared.table.schema import CORE_COLUMNS, HISTORY_SCHEMA, RAW_JSON_COLUMNS
 from tests.current_data import load_script
 from tests.neptune_fixtures import (
     BAD_PARTS,
@@ -188,7 +188,7 @@ def test_archive_history_and_metadata(archive_export, archive):
 
 
 def test_schema_is_the_wandb_exports(archive_export, tmp_path):
-    from shared.wandb_export import export_offline
+    from shared.wandb.export import export_offline
 
     [wandb], unreadable = export_offline(
         [ROOT / "samples" / "wandb"],
@@ -333,7 +333,7 @@ def test_live_failures_and_missing_token(live, tmp_path, monkeypatch, capsys):
     assert "not exported" not in capsys.readouterr().err
     monkeypatch.delenv("NEPTUNE_API_TOKEN")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("shared.auth.TOOLS_ROOT", tmp_path / "no-tools-root")
+    monkeypatch.setattr("shared.base.settings.TOOLS_ROOT", tmp_path / "no-tools-root")
     with pytest.raises(UsageError, match="no Neptune API token found"):
         export_runs.main(["-p", PROJECT, "-o", str(tmp_path / "never")])
     assert not (tmp_path / "never").exists()

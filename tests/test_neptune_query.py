@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from shared import archive_batches
-from shared.cli import ToolFailure, UsageError
-from shared.topk import SUMMARY_TAIL
+from shared.base.errors import ToolFailure, UsageError
+from shared.neptune import archive_batches
+from shared.table.series import SUMMARY_TAIL
 from tests.neptune_fixtures import (
     BAD_PARTS,
     BY_NAME,
@@ -519,11 +519,11 @@ def test_live_raw_run_opens_lazily_and_failed_fetches_fail_the_query(live):
 
 
 def test_token_comes_from_argument_environment_or_dotenv(monkeypatch, tmp_path):
-    from shared.neptune_auth import neptune_token
+    from shared.neptune.auth import neptune_token
 
     monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("shared.auth.TOOLS_ROOT", tmp_path / "no-tools-root")
+    monkeypatch.setattr("shared.base.settings.TOOLS_ROOT", tmp_path / "no-tools-root")
     expected = (
         "no Neptune API token found: pass --api-token, set NEPTUNE_API_TOKEN, or put NEPTUNE_API_TOKEN=... "
         "in a .env file"

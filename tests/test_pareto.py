@@ -1,4 +1,4 @@
-"""Pareto fronts: shared.pareto against a brute-force reference, and analyze_runs.py --pareto end to end."""
+"""Pareto fronts: shared.table.pareto against a brute-force reference, and analyze_runs.py --pareto end to end."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.cli import UsageError
-from shared.pareto import ParetoError, pareto_front
+from shared.base.errors import UsageError
+from shared.table.pareto import ParetoError, pareto_front
 from tests.current_data import Expected, expected, has_value, load_script, make_runs, write_export
 
 analyze_runs = load_script("analyze_runs")

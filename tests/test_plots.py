@@ -1,4 +1,4 @@
-"""Figures from real runs: the bundled offline samples exported with export_runs.py, drawn by shared.plots."""
+"""Figures from real runs: the bundled offline samples exported with export_runs.py, drawn by shared.analysis.plots."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from shared import analysis as an
-from shared.cli import UsageError
-from shared.enrich import load_rules
-from shared.pareto import pareto_front
-from shared.plots import DPI, check_plot_path, plot_curves, plot_pareto, plot_pivot
-from shared.topk import aggregate
+from shared.analysis import frames as an
+from shared.analysis.enrich import load_rules
+from shared.analysis.plots import DPI, check_plot_path, plot_curves, plot_pareto, plot_pivot
+from shared.base.errors import UsageError
+from shared.table.pareto import pareto_front
+from shared.table.series import aggregate
 from tests.current_data import load_script, make_runs, write_export
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def test_curves_window_shade_only_for_means(samples, tmp_path):
 
 def y_scale(monkeypatch, path: Path, curves: list, **options) -> str:
     """The y scale plot_curves gives the figure it draws to `path`."""
-    from shared import plots
+    from shared.analysis import plots
 
     drawn = []
     figure = plots._figure

@@ -15,10 +15,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared import analysis as an
-from shared.enrich import load_rules
-from shared.plots import plot_curve_panels
-from shared.report import MAX_GROUPS, cell, svg_markup
+from shared.analysis import frames as an
+from shared.analysis.enrich import load_rules
+from shared.analysis.plots import plot_curve_panels
+from shared.analysis.report import MAX_GROUPS, cell, svg_markup
 from tests.current_data import load_script, make_runs, write_export
 from tests.report_fixtures import (
     HOSTILE_KEY,

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.cli import UsageError
-from shared.runs_io import (
+from shared.base.errors import UsageError
+from shared.table.exports import (
     FILE_INDEX,
     ROW_INDEX,
     conform,

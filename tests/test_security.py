@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.cli import log, printable, warn
-from shared.render import render
-from shared.storage import output_path, safe_name, write_json
+from shared.base.storage import output_path, safe_name, write_json
+from shared.base.text import printable
+from shared.cli.output import render
+from shared.cli.terminal import log, warn
 from tests.export_checks import ENTITY, cron_dataset, new_run, utc_now
 from tests.test_bad_input import (
     SAMPLES,

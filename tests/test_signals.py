@@ -21,9 +21,9 @@ import sys, threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from shared.cli import run_main
-from shared.lockfile import FolderLock
-from shared.storage import atomic_path
+from shared.cli.main import run_main
+from shared.base.storage import atomic_path
+from shared.export.lock import FolderLock
 
 folder = Path({folder!r})
 
@@ -77,7 +77,7 @@ def test_a_signal_while_waiting_on_a_worker_is_one_line_no_temp_file_and_a_lock_
 def test_sigterm_after_the_work_is_the_default_again(tmp_path):
     """The handler is for the work only: the clients' exit hooks must not meet an exception."""
     source = (
-        f"import os, signal, sys; sys.path.insert(0, {str(ROOT)!r}); from shared.cli import run_main\n"
+        f"import os, signal, sys; sys.path.insert(0, {str(ROOT)!r}); from shared.cli.main import run_main\n"
         "def after():\n"
         "    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -12,7 +12,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from shared.topk import (
+from shared.query.topk import top_k
+from shared.table.series import (
     AGGREGATIONS,
     RUN,
     SUMMARY_VALUES,
@@ -21,7 +22,6 @@ from shared.topk import (
     summarize_values,
     summary_answers,
     summary_points,
-    top_k,
 )
 
 RUNS = [f"run-{i}" for i in range(12)]

@@ -12,7 +12,7 @@ from types import ModuleType
 import polars as pl
 import pytest
 
-from shared.cli import run_main
+from shared.cli.main import run_main
 from tests.current_data import load_script, make_runs, write_export
 from tests.neptune_fixtures import write_archive
 
@@ -136,8 +136,8 @@ def test_an_unknown_metric_is_answered_with_the_closest_names(export, capsys):
 
 
 def test_a_column_two_logged_keys_share_is_ambiguous():
-    from shared.cli import UsageError
-    from shared.metrics import resolve_metric
+    from shared.base.errors import UsageError
+    from shared.table.metrics import resolve_metric
 
     assert resolve_metric("metric_a_b", ["a/b", "c"]) == "a/b"
     assert resolve_metric("a/b", ["a/b", "a.b"]) == "a/b"  # as logged, it is clear
@@ -281,10 +281,10 @@ def test_wandb_export_reads_offline_runs_with_source_or_offline():
 
 @pytest.mark.parametrize("log_y", [False, True])
 def test_log_y_reaches_the_curves_plot(log_y, archive, tmp_path, monkeypatch, capsys):
-    import shared.plots
+    import shared.analysis.plots
 
     seen = {}
-    monkeypatch.setattr(shared.plots, "plot_curves", lambda path, curves, **options: seen.update(options))
+    monkeypatch.setattr(shared.analysis.plots, "plot_curves", lambda path, curves, **options: seen.update(options))
     argv = [archive, "--metric", "train/loss", "-k", "2", "--plot", tmp_path / "c.png"]
     code, _, err = run(neptune_query, [*argv, *(["--log-y"] if log_y else [])], capsys)
     assert code == 0, err

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
-from shared.schema import HISTORY_SCHEMA
-from shared.wandb_offline import (
+from shared.table.schema import HISTORY_SCHEMA
+from shared.wandb.offline import (
     FILE_HEADER,
     READ_SIZE,
     OfflineLogError,
@@ -410,7 +410,7 @@ def test_summary_fold_equals_applying_every_operation(records, batch_sizes):
 
 
 def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_path: Path):
-    from shared.wandb_export import export_offline
+    from shared.wandb.export import export_offline
 
     samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
     shutil.copytree(samples, tmp_path / "wandb")
@@ -445,7 +445,7 @@ def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_p
 
 
 def test_runs_left_out_by_since_are_counted(tmp_path: Path, capsys):
-    from shared.wandb_export import export_offline
+    from shared.wandb.export import export_offline
 
     samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
     created = sorted(read_run_log(log).record.created_at for log in find_run_logs(samples))

@@ -19,9 +19,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from shared.cli import UsageError, run_main
-from shared.schema import RAW_JSON_COLUMNS
-from shared.wandb_query import WandbQuery
+from shared.base.errors import UsageError
+from shared.cli.main import run_main
+from shared.query.wandb import WandbQuery
+from shared.table.schema import RAW_JSON_COLUMNS
 from tests.current_data import load_script
 from tests.offline_client import offline_wandb
 from tests.wandb_standin import StandinDataset, StandinRun, StandinServer, StandinViewer
@@ -203,7 +204,7 @@ def history_rows(history: pl.DataFrame) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def server(offline) -> Iterator[StandinServer]:
     """A W&B stand-in serving the offline runs (config, summary, history) as team/sae-sweep."""
-    from shared.wandb_offline import find_run_logs, read_run_log
+    from shared.wandb.offline import find_run_logs, read_run_log
 
     runs = []
     for log in find_run_logs(offline):
@@ -407,7 +408,7 @@ def test_api_failures_and_unknown_projects(api):
         WandbQuery(f"{ENTITY}/nope").query_topk("train/loss")
     api.request_hook = lambda info: HookResult(status=400) if info.operation == "RunParquetHistory" else None
     try:
-        from shared.cli import ToolFailure
+        from shared.base.errors import ToolFailure
 
         with pytest.raises(ToolFailure, match=r"could not fetch .* history series"):
             WandbQuery(f"{ENTITY}/{PROJECT}", timeout=5).query_topk("train/loss", aggregation="max")

@@ -21,12 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow) after argument parsing: --help and usage errors answer in a fraction
 # of a second.
-from shared.cli import log, path_argument, run_main
-from shared.enrich_rules import ENRICHMENT_COLUMNS
-from shared.formats import add_format_argument, check_output_suffix, print_as, rows_frame
+from shared.analysis.enrich_rules import ENRICHMENT_COLUMNS
+from shared.cli.args import add_format_argument, path_argument
+from shared.cli.main import run_main
+from shared.cli.output import print_as
+from shared.cli.terminal import log
+from shared.table.outputs import check_output_suffix, rows_frame
 
 if TYPE_CHECKING:
-    from shared.aggregate import AggregateReport
+    from shared.analysis.aggregate import AggregateReport
 
 EXAMPLES = f"""\
 examples:
@@ -118,10 +121,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from shared.aggregate import Selection, aggregate
-    from shared.enrich import load_rules
-    from shared.runs_io import check_regex, find_runs_files, open_runs_file
-    from shared.storage import check_output_file, prepare_output_folder
+    from shared.analysis.aggregate import Selection, aggregate
+    from shared.analysis.enrich import load_rules
+    from shared.base.storage import check_output_file, prepare_output_folder
+    from shared.table.exports import check_regex, find_runs_files, open_runs_file
 
     check_output_suffix(args.output)
     check_output_file(args.output, "-o", folder_made_later=True)
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def show_report(report: AggregateReport, read: int, args: argparse.Namespace) -> None:
     """The runs read and kept per input and the runs each step dropped (of `read`), as --format says."""
-    from shared.tables import print_table
+    from shared.cli.tables import print_table
 
     steps = []
     for label, dropped in report.dropped:

@@ -23,16 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, matplotlib, jinja2) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.cli import UsageError, log, path_argument, run_main, text_argument
-from shared.formats import add_format_argument, flat_columns
-from shared.limits import int_argument
-from shared.storage import check_output_file
+from shared.base.errors import UsageError
+from shared.base.storage import check_output_file
+from shared.cli.args import add_format_argument, int_argument, path_argument, text_argument
+from shared.cli.main import run_main
+from shared.cli.terminal import log
+from shared.table.outputs import flat_columns
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from shared import analysis as an
-    from shared.runs_io import RunsFile
+    from shared.analysis import frames as an
+    from shared.table.exports import RunsFile
 
 DEFAULT_FOLDER = Path("wandb_export")
 EXAMPLES = """\
@@ -222,7 +224,7 @@ def check_report_path(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 def load(inputs: list[str]) -> tuple[pl.LazyFrame, list[RunsFile], str | None]:
     """The runs of `inputs` (default: the newest export), the files read, and the line naming a default pick."""
-    from shared.runs_io import find_runs_files, newest_export, open_runs_file, scan_deduplicated
+    from shared.table.exports import find_runs_files, newest_export, open_runs_file, scan_deduplicated
 
     picked = None
     if inputs:
@@ -240,9 +242,9 @@ def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
     given when the analysis finds it itself (a column, with or without `metric_`: its messages quote the
     user's spelling), else the column it names. UsageError with the closest metric columns for --metric
     (--pareto's own check names the numeric columns)."""
-    from shared import analysis as an
-    from shared.metrics import did_you_mean, resolve_column
-    from shared.runs_io import name_list
+    from shared.analysis import frames as an
+    from shared.base.text import name_list
+    from shared.table.metrics import did_you_mean, resolve_column
 
     if requested in schema or f"metric_{requested}" in schema:
         return requested
@@ -257,8 +259,8 @@ def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
 
 
 def choose_metric(schema: pl.Schema, requested: str | None) -> str:
-    from shared import analysis as an
-    from shared.runs_io import name_list
+    from shared.analysis import frames as an
+    from shared.base.text import name_list
 
     metric = an.pick_metric(schema, requested and column_of(schema, requested, "--metric"))
     if metric:
@@ -277,7 +279,7 @@ def choose_metric(schema: pl.Schema, requested: str | None) -> str:
 
 def check_columns(schema: pl.Schema, args: argparse.Namespace) -> tuple[str | None, str | None]:
     """Every column the options name, checked before anything is logged; the metric and --pareto axis."""
-    from shared import analysis as an
+    from shared.analysis import frames as an
 
     if args.state:
         an.require_columns(schema, ["state"], "--state")
@@ -297,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import polars as pl
 
-    from shared import analysis as an
-    from shared.enrich import load_rules
-    from shared.plots import check_plot_path, plot_pareto, plot_pivot
-    from shared.render import check_output
-    from shared.runs_io import check_regex
+    from shared.analysis import frames as an
+    from shared.analysis.enrich import load_rules
+    from shared.analysis.plots import check_plot_path, plot_pareto, plot_pivot
+    from shared.analysis.render import check_output
+    from shared.table.exports import check_regex
 
     if args.output:
         check_output(args.output)
@@ -392,7 +394,7 @@ def report(
     """Write the HTML report of the runs (every section at once, shaped by the views' flags)."""
     import shlex
 
-    from shared.report import ReportOptions, build_report, write_report
+    from shared.analysis.report import ReportOptions, build_report, write_report
 
     assert metric is not None  # --schema is refused with --report
     options = ReportOptions(
@@ -421,8 +423,8 @@ def front_table(
     """The Pareto front of the runs with a metric value, numbered along it, and its title."""
     import polars as pl
 
-    from shared import analysis as an
-    from shared.pareto import has_finite, pareto_front
+    from shared.analysis import frames as an
+    from shared.table.pareto import has_finite, pareto_front
 
     usable = candidates.filter(has_finite(metric) & has_finite(pareto)).height
     if usable == 0 and candidates.height:
@@ -449,7 +451,8 @@ def show(
     pivot: an.Pivot | None = None,
     empty: bool = False,
 ) -> int:
-    from shared.render import render, write_output
+    from shared.analysis.render import write_output
+    from shared.cli.output import render
 
     if args.format == "csv":  # the table -o .csv writes, also when empty (its header)
         sys.stdout.write(table.select(flat_columns(table)).write_csv())

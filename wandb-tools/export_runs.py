@@ -23,12 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, wandb) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.cli import UsageError, log, path_argument, run_main, text_argument
-from shared.limits import add_timeout_argument, int_argument, parse_since
-from shared.retry import DEFAULT_MAX_RETRY_TIME, Retry, describe
+from shared.base.errors import UsageError, describe
+from shared.base.limits import parse_since
+from shared.base.retry import DEFAULT_MAX_RETRY_TIME, Retry
+from shared.cli.args import add_timeout_argument, int_argument, path_argument, text_argument
+from shared.cli.main import run_main
+from shared.cli.terminal import log
 
 if TYPE_CHECKING:
-    from shared.exporter import ProjectResult
+    from shared.export.project import ProjectResult
 
 EXAMPLES = """\
 examples:
@@ -156,13 +159,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[ProjectResult], list[str]]:
-    from shared.auth import wandb_credentials
-    from shared.exporter import export_files
-    from shared.incremental import intact_result
-    from shared.lockfile import FolderLock
-    from shared.storage import prepare_output_folder
-    from shared.wandb_api import connect, project_names
-    from shared.wandb_export import export_api_project
+    from shared.base.storage import prepare_output_folder
+    from shared.export.incremental import intact_result
+    from shared.export.lock import FolderLock
+    from shared.export.project import export_files
+    from shared.wandb.api import connect, project_names
+    from shared.wandb.auth import wandb_credentials
+    from shared.wandb.export import export_api_project
 
     credentials = wandb_credentials(args.api_key)
     api = connect(credentials, args.timeout)
@@ -228,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from importlib.metadata import version
 
-    from shared.exporter import report_exports
-    from shared.wandb_export import export_offline
+    from shared.cli.exports import report_exports
+    from shared.wandb.export import export_offline
 
     metadata = {
         "wandb_version": version("wandb"),

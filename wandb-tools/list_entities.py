@@ -21,9 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, wandb) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.cli import log, path_argument, run_main, text_argument
-from shared.formats import add_format_argument, check_output_suffix, print_as, rows_frame, write_table
-from shared.limits import add_timeout_argument, int_argument
+from shared.cli.args import (
+    add_format_argument,
+    add_timeout_argument,
+    int_argument,
+    path_argument,
+    text_argument,
+)
+from shared.cli.main import run_main
+from shared.cli.output import print_as
+from shared.cli.terminal import log
+from shared.table.outputs import check_output_suffix, rows_frame, write_table
 
 EXAMPLES = """\
 examples:
@@ -96,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from concurrent.futures import ThreadPoolExecutor
 
-    from shared.auth import wandb_credentials
-    from shared.storage import check_output_file
-    from shared.tables import print_table
-    from shared.wandb_api import connect, project_names, project_stats, reachable_entities
+    from shared.base.storage import check_output_file
+    from shared.cli.tables import print_table
+    from shared.wandb.api import connect, project_names, project_stats, reachable_entities
+    from shared.wandb.auth import wandb_credentials
 
     if args.output:
         check_output_file(args.output, "-o")

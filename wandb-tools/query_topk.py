@@ -24,23 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, wandb) after argument parsing: --help and usage errors answer in a fraction of
 # a second.
-from shared.cli import UsageError, path_argument, run_main
-from shared.limits import add_timeout_argument
-from shared.topk_args import (
-    LAST_FROM,
-    QUERY_NOTES,
-    WANDB_STATES,
-    add_query_arguments,
-    check_query_arguments,
-    query_parser,
-)
+from shared.base.errors import UsageError
+from shared.cli.args import add_timeout_argument, path_argument
+from shared.cli.main import run_main
+from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser
+from shared.table.vocabulary import LAST_FROM, WANDB_STATES
 
 if TYPE_CHECKING:
-    from shared.topk_query import RunInfo
-    from shared.wandb_query import WandbQuery
+    from shared.query.api import RunInfo
+    from shared.query.wandb import WandbQuery
 
 __all__ = ["RunInfo", "WandbQuery"]
-_API = {"RunInfo": "shared.topk_query", "WandbQuery": "shared.wandb_query"}  # where each name lives
+_API = {"RunInfo": "shared.query.api", "WandbQuery": "shared.query.wandb"}  # where each name lives
 
 EXAMPLES = f"""\
 examples:
@@ -112,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_query(args: argparse.Namespace) -> WandbQuery:
     """A WandbQuery on the project, offline runs or export the command line names."""
-    from shared.wandb_query import WandbQuery
+    from shared.query.wandb import WandbQuery
 
     if args.offline or args.export:
         kind = "offline" if args.offline else "export"
@@ -123,7 +118,7 @@ def open_query(args: argparse.Namespace) -> WandbQuery:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from shared.topk_cli import run_query
+    from shared.cli.query import run_query
 
     return run_query(open_query(args), args)
 

@@ -1,0 +1,172 @@
+"""Aggregation: many runs exports → one deduplicated, filtered, enriched parquet (and merged history)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from shared.base.errors import UsageError
+from shared.cli.terminal import warn
+from shared.analysis.enrich import ColumnRule, check_rule_columns, enrich, rule_inputs
+from shared.table.outputs import sink_table
+from shared.table.exports import FILE_INDEX, ROW_INDEX, RUN_KEY, SOURCE_COLUMN, RunsFile, conform, history_file_of, history_sibling, name_pattern, newest_copies, scan_runs, union_schema
+from shared.base.text import name_list
+from shared.base.storage import atomic_path
+
+
+@dataclass
+class Selection:
+    """Which runs to keep: states (empty = all), a name regex, a protocol (`all` = any)."""
+
+    states: Sequence[str] = ()
+    pattern: str | None = None
+    protocol: str = "all"
+
+    def steps(self) -> list[tuple[str, pl.Expr]]:
+        """The filters in the order they are applied, each with the label the report uses."""
+        steps = []
+        if self.states:
+            steps.append(
+                (
+                    f"--state {','.join(self.states)}",
+                    pl.col("state").is_in(list(self.states)).fill_null(False),
+                )
+            )
+        if self.pattern:
+            steps.append((f"--filter {self.pattern}", name_pattern(self.pattern)))
+        if self.protocol != "all":
+            steps.append(
+                (f"--protocol {self.protocol}", (pl.col("protocol") == self.protocol).fill_null(False))
+            )
+        return steps
+
+
+@dataclass
+class AggregateReport:
+    """What an aggregation read, dropped and wrote."""
+
+    inputs: list[dict[str, object]] = field(default_factory=list)  # per input: file, runs, kept
+    dropped: list[tuple[str, int]] = field(default_factory=list)  # (reason, runs), in order
+    kept: int = 0
+    columns: int = 0
+    emptied_by: str | None = None  # the filter that left nothing, if any
+    history_path: Path | None = None
+    history_rows: int = 0
+
+
+def select_runs(
+    files: Sequence[RunsFile],
+    schema: dict[str, pl.DataType],
+    selection: Selection,
+    rules: Sequence[ColumnRule],
+) -> tuple[pl.DataFrame, AggregateReport]:
+    """The kept runs' keys (file, row, id, entity, project), computed on a narrow scan, and the counts."""
+    wanted = {*RUN_KEY, "heartbeat_at", "state", "name", *rule_inputs(rules)}
+    if selection.states and "state" not in schema:
+        raise UsageError(
+            f"--state needs a state column, which the inputs lack (columns: {name_list(schema)})"
+        )
+    if selection.protocol != "all" and not any(r.name == "protocol" for r in rules):
+        raise UsageError("--protocol needs the protocol rule (a --rules file removed it): use --protocol all")
+    columns = [c for c in [*schema, SOURCE_COLUMN] if c in wanted]  # scan_runs adds _source_file
+    narrow = scan_runs(files, schema).select(*columns, FILE_INDEX, ROW_INDEX)
+    narrow = enrich(narrow, rules).collect() if rules else narrow.collect()
+    report = AggregateReport()
+    winners = newest_copies(narrow.lazy(), files).collect()
+    kept = narrow.join(winners, on=[FILE_INDEX, ROW_INDEX], how="semi", maintain_order="left")
+    report.dropped.append(("older copies of a run in another export", narrow.height - kept.height))
+    for label, condition in selection.steps():
+        before = kept.height
+        kept = kept.filter(condition)
+        report.dropped.append((label, before - kept.height))
+        if before and not kept.height and report.emptied_by is None:
+            report.emptied_by = label
+    per_file = dict(kept.group_by(FILE_INDEX).len().iter_rows())
+    report.inputs = [
+        {"input": f.label, "runs": f.rows, "kept": per_file.get(i, 0)} for i, f in enumerate(files)
+    ]
+    report.kept = kept.height
+    return kept.select(FILE_INDEX, ROW_INDEX, *RUN_KEY), report
+
+
+def aggregate(
+    files: Sequence[RunsFile],
+    output: Path,
+    selection: Selection,
+    rules: Sequence[ColumnRule],
+    *,
+    enrich_output: bool = True,
+    include_history: bool = False,
+) -> AggregateReport:
+    """Union, deduplicate, filter and enrich `files` into `output` (atomically, by its extension; .parquet
+    and .csv streaming)."""
+    schema, warnings = union_schema([f.schema for f in files])
+    for message in warnings:
+        warn(message)
+    # The protocol filter needs its rule even when the output is not enriched.
+    needed = (
+        list(rules)
+        if enrich_output
+        else [r for r in rules if r.name == "protocol" and selection.protocol != "all"]
+    )
+    # Against every column, as the output will have them: select_runs reads only the ones it needs.
+    check_rule_columns(needed, schema | {SOURCE_COLUMN: pl.String()})
+    kept, report = select_runs(files, schema, selection, needed)
+    rows = [kept.filter(pl.col(FILE_INDEX) == i)[ROW_INDEX] for i in range(len(files))]
+    frame = scan_runs(files, schema, rows)
+    if enrich_output:
+        # Replaced in place, so a rule can still read the input's own column of its name (as select_runs
+        # did), then moved to the end so every aggregate has the same column order.
+        names = [r.name for r in rules]
+        frame = enrich(frame, rules).select(pl.exclude(names), *names)
+    frame = frame.drop(FILE_INDEX, ROW_INDEX)
+    report.columns = len(frame.collect_schema())
+    sink_table(frame, output)
+    if include_history:
+        report.history_path = history_sibling(output)
+        report.history_rows = merge_history(files, kept, report.history_path)
+    return report
+
+
+def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, output: Path) -> int:
+    """The kept runs' history from each input's `…_history.parquet`, with entity/project, into `output`."""
+    sources = []
+    for index, runs in enumerate(files):
+        path = history_file_of(runs.path)
+        if path is None:
+            warn(f"no history for {runs.label}: it was exported without --include-history")
+            continue
+        if not path.is_file():
+            warn(f"no history file for {runs.label} (looked for {path.name})")
+            continue
+        sources.append((index, path, dict(pl.read_parquet_schema(path))))
+    schema, warnings = union_schema([s for _, _, s in sources])
+    for message in warnings:
+        warn(f"history: {message}")
+    if "run_id" not in schema:
+        schema = {
+            "run_id": pl.String(),
+            "step": pl.Int64(),
+            "timestamp": pl.Datetime("us", "UTC"),
+            "key": pl.String(),
+            "value": pl.Float64(),
+        }
+    runs = kept.select(FILE_INDEX, pl.col("id").alias("run_id"), "entity", "project").lazy()
+    order = ["run_id", "entity", "project", *(c for c in schema if c != "run_id"), SOURCE_COLUMN]
+    frames = [
+        conform(pl.scan_parquet(path), file_schema, schema)
+        .with_columns(pl.lit(index, pl.Int32).alias(FILE_INDEX), pl.lit(str(path)).alias(SOURCE_COLUMN))
+        .join(runs, on=[FILE_INDEX, "run_id"], how="inner", maintain_order="left")
+        .select(order)
+        for index, path, file_schema in sources
+    ]
+    empty = pl.LazyFrame(
+        schema=schema | {"entity": pl.String, "project": pl.String, SOURCE_COLUMN: pl.String}
+    )
+    merged = pl.concat(frames, how="vertical") if frames else empty.select(order)
+    with atomic_path(output) as temp:
+        merged.sink_parquet(temp, compression="zstd")
+    return pl.scan_parquet(output).select(pl.len()).collect().item()

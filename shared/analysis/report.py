@@ -1,0 +1,359 @@
+"""analyze_runs.py --report: one self-contained HTML page (inline CSS, script and SVG figures) of a runs export."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import polars as pl
+from markupsafe import Markup
+
+from shared.analysis import frames as an
+from shared.table.metrics import metric_column
+from shared.table.pareto import has_finite, pareto_front
+from shared.analysis.plots import axis_name, plot_curve_panels, plot_pareto, plot_pivot
+from shared.analysis.render import format_value, states_note
+from shared.table.exports import RunsFile, export_metadata, history_file_of
+from shared.base.storage import atomic_path
+
+TEMPLATES = Path(__file__).with_name("templates")
+MAX_GROUPS = 100  # group statistics rows shown (best mean first): the page stays small
+MAX_FRONT = 100  # Pareto front rows shown
+CURVE_PANELS = 12  # learning-curve panels: the best runs of the top table
+DIGITS = 4  # significant digits shown; the full value is in the cell's title
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What the page shows: the ranking, the pivot's and the groups' columns, the Pareto axis."""
+
+    metric: str
+    maximize: bool
+    top: int
+    pivot_rows: str
+    pivot_cols: str
+    group_by: list[str]
+    pareto: str | None
+    pareto_maximize: bool
+    columns: list[str]  # --columns: extra columns of the top table
+    command: str  # the command line, shown in the page's header
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    sort: str | None = None  # the key the header click sorts by (the full value); None: the text
+    title: str | None = None  # the full value on hover
+    bar: float | None = None  # a fullness bar, 0..1
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # the element id: not a section's
+    header: list[str]
+    numeric: list[bool]
+    rows: list[list[Cell]]
+    note: str = ""
+
+
+def cell(value: Any) -> Cell:
+    """A value as shown (rounded, lists joined) with its full value as sort key and hover text."""
+    if value is None:
+        return Cell("", "")
+    if isinstance(value, float):
+        full = repr(value)
+        return Cell(format_value(value, DIGITS), full, full)
+    if isinstance(value, bool):
+        return Cell(str(value).lower())
+    if isinstance(value, int):
+        return Cell(str(value), str(value))
+    if isinstance(value, datetime | date):
+        return Cell(value.isoformat(sep=" ", timespec="minutes"), value.isoformat(), value.isoformat())
+    return Cell(format_value(value))
+
+
+def html_table(frame: pl.DataFrame, name: str, note: str = "") -> Table:
+    """A frame as a sortable table; numeric columns sort by value."""
+    numeric = [dtype.is_numeric() for dtype in frame.dtypes]
+    rows = [[cell(value) for value in row] for row in frame.iter_rows()]
+    return Table(name, list(frame.columns), numeric, rows, note)
+
+
+def svg_markup(draw: Callable[[io.BytesIO], None], prefix: str) -> Markup:
+    """The SVG `draw` writes, ready to inline: no XML prologue or namespaces, ids prefixed (several figures
+    share one page's ids), shown at 1.6 times its print size."""
+    buffer = io.BytesIO()
+    draw(buffer)
+    text = buffer.getvalue().decode()
+    text = text[text.index("<svg") :]
+    text = re.sub(r' xmlns(:xlink)?="[^"]*"', "", text, count=2)
+    text = re.sub(r'(id="|href="#|url\(#)', rf"\g<1>{prefix}-", text)
+
+    def scaled(match: re.Match[str]) -> str:
+        return f'{match[1]}="{float(match[2]) * 1.6:.0f}pt"'
+
+    # Matplotlib escapes text it writes (labels become `<!-- &lt;…&gt; -->` beside their glyphs).
+    return Markup(re.sub(r'\b(width|height)="([\d.]+)pt"', scaled, text, count=2))
+
+
+def read_section(files: Sequence[RunsFile], counts: dict[str, pl.DataFrame], funnel: an.Funnel) -> dict:
+    """What was read: the inputs, projects, runs by state, the filters' counts, and what was left out."""
+    rows, skipped = [], []
+    for runs_file in files:
+        metadata = export_metadata(runs_file.path) or {}
+        history = history_file_of(runs_file.path, metadata)
+        failed = metadata.get("failed_runs") or {}
+        if isinstance(failed, dict) and failed:
+            skipped.append(f"{runs_file.label}: {len(failed)} runs the export could not fetch")
+        rows.append(
+            {
+                "file": runs_file.label,
+                "runs": runs_file.rows,
+                "exported at": runs_file.exported_at,
+                "source": str(metadata.get("source_detail") or metadata.get("source") or ""),
+                "history": "yes" if history and history.is_file() else "no",
+            }
+        )
+    duplicates = sum(f.rows for f in files) - funnel.steps[0][1]
+    if duplicates > 0:
+        skipped.append(f"{duplicates} copies of runs found in several inputs (the newest copy is kept)")
+    return {
+        "files": html_table(pl.DataFrame(rows), "input-files"),
+        "projects": html_table(counts["projects"], "project-runs"),
+        "states": html_table(counts["states"], "state-runs") if "states" in counts else None,
+        "steps": funnel.steps,
+        "skipped": skipped,
+    }
+
+
+def top_section(top: pl.DataFrame, options: ReportOptions) -> dict:
+    """The best runs with the config values that differ between them (a config column holding what a
+    parsed column shows is left to that one); the config values they share listed apart."""
+    configs = [c for c in top.columns if c.startswith("config_") and c not in options.columns]
+    shared = {c: top[c][0] for c in configs if top[c].n_unique() == 1 and top[c][0] is not None}
+    first = list(dict.fromkeys(["rank", "id", "name", options.metric, *options.columns]))
+    keys = [c for c in top.columns if c not in first and c not in configs]  # key columns, tags, entity
+    if "entity" in keys and top["entity"].n_unique() == 1:  # read for the curves; shown when teams differ
+        keys.remove("entity")
+    flat_keys = [k for k in keys if not top[k].dtype.is_nested()]
+    shown_as: dict[str, str] = {}
+    for config in (c for c in configs if top[c].n_unique() > 1 and not top[c].dtype.is_nested()):
+        text = top[config].cast(pl.String)
+        if parsed := next((k for k in flat_keys if text.eq_missing(top[k].cast(pl.String)).all()), None):
+            shown_as[config] = parsed
+    varying = [c for c in configs if top[c].n_unique() > 1 and c not in shown_as]
+    table = an.drop_empty(top.select(*first, *keys, *varying), first)
+    repeated = ", ".join(f"{config} as {parsed}" for config, parsed in shown_as.items())
+    return {
+        "table": html_table(table, "top-runs"),
+        "repeated": repeated,
+        "shared": [(name, cell(value)) for name, value in shared.items()],
+    }
+
+
+def pivot_figure(cells: pl.DataFrame, options: ReportOptions) -> tuple[Markup, str]:
+    """The pivot heatmap and the line saying which run states its cells hold."""
+    pivot = an.pivot_table(cells, options.pivot_rows, options.pivot_cols)
+    best, counts = an.pivot_grids(pivot)
+    figure = svg_markup(
+        lambda buffer: plot_pivot(
+            buffer,
+            best,
+            counts,
+            rows=options.pivot_rows,
+            cols=options.pivot_cols,
+            metric=options.metric,
+            minimize=not options.maximize,
+        ),
+        "pivot",
+    )
+    return figure, "; ".join(states_note(pivot))
+
+
+def pareto_section(candidates: pl.DataFrame, options: ReportOptions) -> dict:
+    """Every run against the --pareto column, the front drawn and listed in order along it."""
+    metric, axis = options.metric, options.pareto
+    assert axis is not None
+    usable = candidates.filter(has_finite(metric) & has_finite(axis))
+    front = pareto_front(
+        usable, metric, axis, minimize_x=not options.maximize, minimize_y=not options.pareto_maximize
+    )
+    front = front.select(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("#"), pl.all())
+    figure = None
+    if front.height:
+        figure = svg_markup(
+            lambda buffer: plot_pareto(
+                buffer,
+                usable,
+                front,
+                x=metric,
+                y=axis,
+                minimize_x=not options.maximize,
+                minimize_y=not options.pareto_maximize,
+            ),
+            "pareto",
+        )
+    shown = an.drop_empty(front.head(MAX_FRONT), ["#", "id", "name", metric, axis])
+    note = f"the first {MAX_FRONT} of {front.height} runs on the front" if front.height > MAX_FRONT else ""
+    return {
+        "figure": figure,
+        "table": html_table(shown, "front-runs", note),
+        "summary": f"{front.height} of {usable.height} runs with a finite {axis_name(metric)} and {axis} "
+        "are on the front",
+    }
+
+
+def top_curves(
+    files: Sequence[RunsFile], top: pl.DataFrame, metric: str
+) -> tuple[list[tuple[str, list, list, float]], str]:
+    """The top runs' logged curves of `metric` from the inputs' history files, best first; and a line
+    saying which runs have none (or why there are no curves at all)."""
+    wanted = top.head(CURVE_PANELS).select("entity", "project", "id", "name", metric)
+    found: dict[tuple[str, str, str], pl.DataFrame] = {}
+    histories = 0
+    for runs_file in files:
+        history = history_file_of(runs_file.path)
+        if history is None or not history.is_file():
+            continue
+        histories += 1
+        in_file = pl.scan_parquet(runs_file.path).select("entity", "project", "id")
+        keys = wanted.lazy().join(in_file, on=["entity", "project", "id"], how="semi").collect()
+        points = pl.scan_parquet(history).filter(pl.col("run_id").is_in(keys["id"].implode())).collect()
+        logged_as = [key for key in points["key"].unique() if metric_column(key) == metric]
+        points = points.filter(pl.col("key").is_in(logged_as))
+        per_project = {"entity", "project"} <= set(points.columns)  # an aggregate's merged history
+        for entity, project, run_id in keys.select("entity", "project", "id").iter_rows():
+            mine = points.filter(pl.col("run_id") == run_id)
+            if per_project:
+                mine = mine.filter((pl.col("entity") == entity) & (pl.col("project") == project))
+            if mine.height:
+                found.setdefault((entity, project, run_id), mine.sort("step", maintain_order=True))
+    if not histories:
+        return [], "No learning curves: the input has no history (export with --include-history)."
+    curves = []
+    for entity, project, run_id, name, value in wanted.iter_rows():
+        points = found.get((entity, project, run_id))
+        if points is not None:
+            curves.append((name or run_id, points["step"].to_list(), points["value"].to_list(), value))
+    if not curves:
+        return [], f"No learning curves: the history holds no {axis_name(metric)} of the top runs."
+    notes = [f"The best {wanted.height} of the top {top.height} runs."] if top.height > wanted.height else []
+    if missing := wanted.height - len(curves):
+        notes.append(f"{missing} of them have no {axis_name(metric)} history.")
+    return curves, " ".join(notes)
+
+
+def columns_table(described: pl.DataFrame, counts: pl.DataFrame, runs: int) -> Table:
+    """One row per column: group, name, dtype, non-null values and how full it is."""
+    table = an.schema_table(described, counts)
+    rows = []
+    for group, column, dtype, non_null in table.iter_rows():
+        share = non_null / runs if runs else 0.0
+        rows.append(
+            [
+                Cell(group),
+                Cell(column),
+                Cell(dtype),
+                cell(non_null),
+                Cell(f"{100 * share:.0f} %", repr(share), f"{non_null} of {runs}", bar=share),
+            ]
+        )
+    return Table("column-fullness", ["group", "column", "dtype", "non-null", "full"], [0, 0, 0, 1, 1], rows)
+
+
+def build_report(
+    frame: pl.LazyFrame,
+    files: Sequence[RunsFile],
+    steps: Sequence[tuple[str, pl.Expr]],
+    options: ReportOptions,
+) -> tuple[str, an.Funnel]:
+    """The page's HTML, and how many runs passed each filter and have a value."""
+    metric = options.metric
+    matched = frame.filter(*(condition for _, condition in steps)) if steps else frame
+    schema = frame.collect_schema()
+    configs = [c for c in schema if c.startswith("config_")]
+    extra = ["entity", *options.columns, *(["tags"] if "tags" in schema else []), *configs]
+    described, fullness = an.schema_query(matched)
+    queries = {
+        "funnel": an.funnel_query(frame, steps, metric),
+        "projects": frame.group_by("entity", "project").agg(pl.len().alias("runs")).sort("entity", "project"),
+        "top": an.top_runs(matched, metric, options.top, descending=options.maximize, extra=extra),
+        "fullness": fullness,
+    }
+    if "state" in schema:
+        queries["states"] = frame.group_by("state").agg(pl.len().alias("runs")).sort("runs", descending=True)
+    pivot_columns = [options.pivot_rows, options.pivot_cols]
+    if set(pivot_columns) <= set(schema):
+        queries["pivot"] = an.pivot_query(matched, metric, *pivot_columns, descending=options.maximize)
+    group_by = options.group_by or [c for c in pivot_columns if c in schema]
+    if group_by:
+        queries["groups"] = an.group_stats(matched, metric, group_by, descending=options.maximize)
+    if options.pareto:
+        queries["pareto"] = an.pareto_candidates(matched, metric, options.pareto, extra=options.columns)
+    results = dict(zip(queries, pl.collect_all(list(queries.values())), strict=True))
+    funnel = an.read_funnel(results["funnel"], steps)
+    top = results["top"]
+    page: dict[str, Any] = {
+        "options": options,
+        "title": ", ".join(f.label for f in files),
+        "made": datetime.now(UTC).isoformat(sep=" ", timespec="seconds"),
+        "direction": "higher is better" if options.maximize else "lower is better",
+        "read": read_section(files, results, funnel),
+        "footer": funnel.footer(metric),
+        "runs": funnel.matched,
+        "with_value": funnel.with_value,
+        "top": top_section(top, options) if top.height else None,
+        "group_by": group_by,
+        "columns": columns_table(described, results["fullness"], funnel.matched),
+    }
+    if "pivot" in results and results["pivot"].height:
+        page["pivot"], page["pivot_note"] = pivot_figure(results["pivot"], options)
+    if "groups" in results:
+        groups = results["groups"]
+        note = f"the best {MAX_GROUPS} of {groups.height} groups" if groups.height > MAX_GROUPS else ""
+        page["groups"] = html_table(groups.head(MAX_GROUPS), "group-stats", note)
+    if "pareto" in results:
+        page["pareto"] = pareto_section(results["pareto"], options)
+    if top.height:
+        curves, page["curves_note"] = top_curves(files, top, metric)
+        if curves:
+            page["curves"] = svg_markup(
+                lambda buffer: plot_curve_panels(buffer, curves, metric=metric), "curves"
+            )
+    return render_page(page), funnel
+
+
+def render_page(page: dict[str, Any]) -> str:
+    """The page from templates/report.html.j2, with its own script allowed by hash and nothing else."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    script = (TEMPLATES / "report.js").read_text(encoding="utf-8")
+    assert "</" not in script, "the inline script must not close its own element"
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return environment.get_template("report.html.j2").render(
+        page=page,
+        style=Markup((TEMPLATES / "report.css").read_text(encoding="utf-8")),
+        script=Markup(script),
+        script_hash=f"sha256-{digest}",
+    )
+
+
+def write_report(path: Path, html: str) -> int:
+    """Write the page atomically; its size in bytes."""
+    data = html.encode("utf-8")
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+    return len(data)

@@ -1,0 +1,37 @@
+"""Text safe to show: registered secrets redacted, control characters escaped, long lists of names cut."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+_secrets: set[str] = set()
+
+
+# C0 controls, DEL and C1 controls, as the escapes repr() shows them: `\n`, `\t`, `\x1b`, `\x85`, ...
+_CONTROL_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so that nothing this process prints can contain it."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in `text` with a placeholder."""
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters escaped: names from a server can neither break a line (and forge
+    one, `error: ...`, in a cron log) nor send a terminal escape sequence."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+def name_list(names: Iterable[str], limit: int = 40) -> str:
+    """`a, b, c` for an error message, cut after `limit` names."""
+    names = list(names)
+    shown = ", ".join(names[:limit]) or "none"
+    return shown + (f", … (+{len(names) - limit} more)" if len(names) > limit else "")

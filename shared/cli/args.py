@@ -1,0 +1,83 @@
+"""argparse pieces every script shares, light to import: path, name, integer and time flags, --format."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shared.base.errors import EMPTY_PATH
+from shared.base.limits import MAX_INT_FLAG
+
+if TYPE_CHECKING:  # polars only where a table is made or written: the scripts' parsers import this module
+    pass
+import math
+
+
+def path_argument(text: str) -> Path:
+    """argparse type of a path flag: an empty one is refused (as a Path it would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
+    return Path(text)
+
+
+def text_argument(text: str) -> str:
+    """argparse type of a name or list flag: an empty one is refused (it would quietly mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+FORMATS = ("table", "csv", "json", "markdown")
+
+
+def add_format_argument(
+    parser: argparse.ArgumentParser, *, aliases: Sequence[str] = (), json_flag: bool = False, note: str = ""
+) -> None:
+    """`--format` (default `table`, the terminal table) and, for tools that had it, `--json` as its alias."""
+    parser.add_argument(
+        "--format",
+        choices=[*FORMATS, *aliases],
+        default="table",
+        help=f"what stdout gets: table (default), csv, json or markdown{note}",
+    )
+    if json_flag:
+        parser.add_argument(
+            "--json", dest="format", action="store_const", const="json", help="the same as --format json"
+        )
+
+
+def int_argument(text: str) -> int:
+    """argparse type of an integer flag: a whole number of at most MAX_INT_FLAG in size."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    shown = text if len(text) <= 30 else text[:27] + "…"
+    if value > MAX_INT_FLAG:
+        raise argparse.ArgumentTypeError(f"{shown} is too large (at most {MAX_INT_FLAG:,})")
+    if value < -MAX_INT_FLAG:
+        raise argparse.ArgumentTypeError(f"{shown} is too small (at least {-MAX_INT_FLAG:,})")
+    return value
+
+
+def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
+    """`--timeout S`: how long to wait for one W&B request."""
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for one W&B request (default: 60)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value

@@ -1,0 +1,174 @@
+"""Running a script's main: exit codes, one error line per failure, SIGINT/SIGTERM, a bounded shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import NoReturn
+
+from shared.base.errors import FolderLocked, ToolFailure, UsageError
+from shared.cli.terminal import _closed, log
+
+EXIT_FAILED = 1  # an export or query ran but did not complete
+
+
+EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
+
+
+EXIT_LOCKED = 3  # the output folder is in use by another export
+
+
+INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take before the process just exits
+
+
+EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
+
+
+_handled = threading.Event()  # the main thread has run the SIGINT/SIGTERM handler
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (cron, systemd, `timeout`), raised in the main thread: it unwinds like Ctrl-C, so temp files
+    are removed and the folder lock keeps its resume record."""
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one error line on stderr and exit with `code`."""
+    log("error: " + " ".join(message.split()))  # library messages may span lines or end in one
+    _closed.set()
+    sys.exit(code)
+
+
+def run_main(main: Callable[[], int | None]) -> NoReturn:
+    """Run a script's main, turning known errors into one line and an exit code.
+
+    SIGTERM is an interruption like Ctrl-C while `main` runs (exit 143 rather than 130). A script run as a
+    program (`main` defined in `__main__`, not a test calling it) also exits within EXIT_GRACE_S of its
+    work ending, whatever the clients' shutdown does.
+    """
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
+    _closed.clear()
+    if main.__module__ == "__main__" and on_main_thread:
+        _watch_signals()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    # While asyncio runs (the wandb client's waits), Python's own SIGINT handler is swapped for one that
+    # only cancels the awaited task: Ctrl-C waited for a stalled request. This one raises at once. An
+    # ignored SIGINT (a job started with `&` by a shell) stays ignored.
+    own_int = on_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if own_int:
+        signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        _report_errors(main)
+    except SystemExit as leaving:
+        if main.__module__ == "__main__":
+            _exit_within(EXIT_GRACE_S, _exit_status(leaving.code))
+        raise
+    finally:
+        if on_main_thread:  # the clients' exit hooks, which run next, are no place for an exception
+            signal.signal(signal.SIGTERM, previous)
+            if own_int:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    _handled.set()
+    raise Terminated
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
+    _handled.set()
+    raise KeyboardInterrupt
+
+
+def _watch_signals() -> None:
+    """Make SIGINT and SIGTERM act at once in a script run as a program.
+
+    The kernel hands a signal to any thread, and Python runs its handler in the main thread only when
+    that thread runs bytecode: a main thread waiting on a lock (the wandb client waiting for a stalled
+    answer) went on waiting, 40-60 s. Python also writes each signal's number to a wakeup fd, from
+    whichever thread got it: a watcher reads it and sends the signal on to the main thread, whose wait
+    that interrupts. Should unwinding then take longer than INTERRUPT_GRACE_S, the process exits with the
+    signal's status; a temp file left then is removed by the next export into the folder.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
+    stopping: list[int] = []
+
+    def watch() -> None:
+        while True:
+            for signum in os.read(read_end, 64):
+                if signum not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                if not stopping:
+                    stopping.append(signum)
+                    threading.Timer(INTERRUPT_GRACE_S, _leave_now, (signum,)).start()
+                time.sleep(0.1)  # the main thread may be running the handler already
+                if not _handled.is_set():
+                    # A library's own handler (polars') may restart system calls: then the main thread's
+                    # wait resumes instead of returning to Python. Interrupting ones, as Python sets.
+                    signal.siginterrupt(signum, True)
+                    signal.pthread_kill(main_thread, signum)
+
+    threading.Thread(target=watch, name="signal-watch", daemon=True).start()
+
+
+def _leave_now(signum: int) -> None:
+    if not _closed.is_set():
+        print(f"error: interrupted ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+def _report_errors(main: Callable[[], int | None]) -> NoReturn:
+    try:
+        code = main()
+    except UsageError as error:
+        fail(str(error), EXIT_USAGE)
+    except ToolFailure as error:
+        fail(str(error), EXIT_FAILED)
+    except FolderLocked as error:
+        fail(str(error), EXIT_LOCKED)
+    except Terminated:
+        fail("interrupted (SIGTERM)", 128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        fail("interrupted (SIGINT)", 128 + signal.SIGINT)
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    except OSError as error:  # a file or network error no code path expected: still one line
+        where = f"{error.filename}: " if error.filename else ""
+        fail(f"{where}{error.strerror or error}", EXIT_FAILED)
+    sys.exit(code or 0)
+
+
+def _exit_status(code: object) -> int:
+    """The status Python gives `sys.exit(code)`: None is 0, a message is 1."""
+    return code if isinstance(code, int) else 0 if code is None else EXIT_FAILED
+
+
+def _exit_within(grace_s: float, status: int) -> None:
+    """Exit with `status` after `grace_s` if the interpreter's shutdown has not finished by then.
+
+    wandb's exit hook waits for its wandb-core process with no time limit; in CI that wait once
+    outlasted 300 s after the script had printed its error (wandb-core goes on retrying an
+    unreachable server for over 5 minutes). Every output is complete and closed before this is armed.
+    """
+
+    def leave_now() -> None:
+        log(
+            f"warning: the W&B/Neptune client did not shut down within {grace_s:.0f} s; exiting without waiting"
+        )
+        sys.stdout.flush()
+        os._exit(status)
+
+    timer = threading.Timer(grace_s, leave_now)
+    timer.daemon = True  # never itself a reason to wait
+    timer.start()

@@ -1,0 +1,76 @@
+"""Progress on long work: a rich bar on a terminal, a plain line every N items under cron or CI."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shared.base.text import printable, redact
+
+
+class ItemProgress:
+    """Counts items (runs, files) of one task; `with ItemProgress("runs", total) as p: p.advance()`."""
+
+    def __init__(
+        self, noun: str, total: int | None = None, *, verb: str = "fetched", every: int = 100
+    ) -> None:
+        self.noun, self.verb, self.every, self.total = noun, verb, every, total
+        self.done = 0
+        self._bar: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> ItemProgress:
+        if is_interactive():
+            self._bar = Progress(
+                TextColumn(f"{self.verb} {self.noun}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.noun, total=self.total)
+        return self
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, total=total)
+
+    def advance(self, count: int = 1) -> None:
+        before, self.done = self.done, self.done + count
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=self.done)
+        elif self.done // self.every > before // self.every:
+            log(f"... {self.verb} {self.done // self.every * self.every} {self.noun}")
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# Set once the main thread has written the closing error line: threads still winding down (a retry of
+# an abandoned download) then write nothing after it.
+_closed = threading.Event()
+
+def log(message: str) -> None:
+    """A progress or status line on stderr (stdout is for data); always one line."""
+    if _closed.is_set() and threading.current_thread() is not threading.main_thread():
+        return
+    print(printable(redact(message)), file=sys.stderr, flush=True)
+
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    log(f"warning: {message}")
+
+def is_interactive() -> bool:
+    """True when stderr is a terminal a person watches (not cron, not CI, not a pipe)."""
+    return sys.stderr.isatty() and not os.environ.get("CI")

@@ -1,0 +1,252 @@
+"""Incremental (cron) exports: per-project state beside the files, a server-side change filter, merged files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from shared.base.limits import read_text_file
+from shared.base.storage import write_json
+from shared.cli.terminal import log, warn
+from shared.export.project import ExportFiles, ProjectExport, ProjectResult, export_files
+from shared.table.exports import history_file_of
+from shared.table.flatten import parse_object
+from shared.table.history import ROW_GROUP
+from shared.table.schema import CORE_COLUMNS, HISTORY_SCHEMA, RAW_JSON_COLUMNS, RunRecord
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+STATE_FORMAT = 1
+# Runs whose last change lies up to this long before the previous export started are fetched again:
+# the cutoff is our clock, the run times are the server's, and a change may land while we page.
+CLOCK_MARGIN = timedelta(minutes=10)
+RUNS_FILE_COLUMNS = [*CORE_COLUMNS, *RAW_JSON_COLUMNS]  # what an update reads back from the runs file
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+@dataclass
+class ProjectState:
+    """What one project's files hold: the options they were made with, from when, and each run's last change."""
+
+    options: dict[str, Any]  # a change of options means the files cannot be updated, only replaced
+    since: str | None  # the created-since boundary (ISO), resolved once at the first export
+    exported_at: str  # when the export that wrote the files started (ISO, UTC)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> heartbeat_at, skipped values
+
+    @classmethod
+    def load(cls, path: Path) -> ProjectState | None:
+        """The state in `path`; None when there is none or it is unreadable (then a full export is made)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+                raise ValueError(f"not an export state of format {STATE_FORMAT}")
+            state = cls(data["options"], data["since"], data["exported_at"], data["runs"])
+            state.check()
+            return state
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+            warn(f"{path}: unreadable export state ({str(error)[:200]}); exporting the project in full")
+            return None
+
+    def check(self) -> None:
+        """ValueError unless every field has the type and form an export writes."""
+        if not isinstance(self.options, dict) or not isinstance(self.runs, dict):
+            raise ValueError("options and runs must be objects")
+        for moment in (self.since, self.exported_at):
+            if moment is not None:
+                datetime.fromisoformat(moment)  # ValueError / TypeError on anything else
+        for run in self.runs.values():
+            if not isinstance(run, dict) or not isinstance(run.get("skipped_history_values", 0), int):
+                raise ValueError("a run's entry is not an object with a count of skipped values")
+            if not isinstance(run.get("heartbeat_at"), str | None):
+                raise ValueError("a run's heartbeat is not a time")
+
+    def save(self, path: Path) -> None:
+        write_json({"format": STATE_FORMAT, **self.__dict__}, path)
+
+
+def stored_records(runs_path: Path) -> list[RunRecord]:
+    """The runs of an exported runs parquet, rebuilt losslessly from the core columns and the raw JSON."""
+    frame = pl.read_parquet(runs_path, columns=RUNS_FILE_COLUMNS)
+    records = []
+    for row in frame.iter_rows(named=True):
+        config, summary = (parse_object(row[column])[0] for column in RAW_JSON_COLUMNS)
+        records.append(
+            RunRecord(
+                **{name: row[name] for name in CORE_COLUMNS},
+                config=config or {},
+                summary=summary or {},
+                raw_config=None if config is not None else row["_config_json"],
+                raw_summary=None if summary is not None else row["_summary_json"],
+            )
+        )
+    return records
+
+
+def stored_history(history_path: Path, leave_out: set[str]) -> Iterator[pa.Table]:
+    """The rows of an exported history parquet, a row group's worth at a time, without those of the runs
+    in `leave_out` (arrow throughout: the history writer takes these tables as they are)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    dropped = pa.array(sorted(leave_out), pa.string())
+    with pq.ParquetFile(history_path) as source:
+        for batch in source.iter_batches(batch_size=ROW_GROUP):
+            yield pa.Table.from_batches([batch]).filter(
+                pc.invert(pc.is_in(batch["run_id"], value_set=dropped))
+            )
+
+
+@dataclass
+class ProjectUpdate:
+    """Bringing one project's files up to date: which runs to fetch, and what to keep from the files."""
+
+    state: ProjectState
+    files: ExportFiles
+    include_history: bool
+    history_fetched: set[str] = field(default_factory=set)
+
+    def change_filter(self, filters: dict[str, Any], server_count: int) -> dict[str, Any]:
+        """`filters` and "created or heartbeat since the previous export (less CLOCK_MARGIN)", server-side.
+
+        When the server counts more runs for `filters` than the files hold complete (an offline run synced
+        days later keeps its old times; a run that failed last time), the runs not among those are fetched too.
+        """
+        cutoff = datetime.fromisoformat(self.state.exported_at) - CLOCK_MARGIN
+        moment = cutoff.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+        wanted: list[dict[str, Any]] = [{"createdAt": {"$gte": moment}}, {"heartbeatAt": {"$gte": moment}}]
+        if server_count > len(self.state.runs):
+            log(
+                f"the server counts {server_count} runs, the files hold {len(self.state.runs)} complete:"
+                " fetching the others too"
+            )
+            wanted.append({"name": {"$nin": sorted(self.state.runs)}})
+        changed = {"$or": wanted}
+        return {"$and": [filters, changed]} if filters else changed
+
+    def needs_history(self, record: RunRecord) -> bool:
+        """A run's history is fetched again only when it is new or its heartbeat moved."""
+        stored = self.state.runs.get(record.id)
+        if stored is not None and stored.get("heartbeat_at") == _iso(record.heartbeat_at):
+            return False
+        self.history_fetched.add(record.id)
+        return True
+
+    def merge_into(self, export: ProjectExport) -> None:
+        """Complete `export` (holding the fetched runs) with the stored runs and history it does not replace."""
+        fetched = {record.id for record in export.records}
+        kept = [record for record in stored_records(self.files.runs) if record.id not in fetched]
+        # Oldest first, as the server lists them; stored before fetched where creation times are equal.
+        export.records = sorted(
+            kept + export.records, key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC)
+        )
+        if not self.include_history:
+            return
+        for frame in stored_history(self.files.history, self.history_fetched):
+            export.add_history(frame)
+        export.skipped_values += sum(
+            stored.get("skipped_history_values", 0)
+            for run_id, stored in self.state.runs.items()
+            if run_id not in self.history_fetched
+        )
+
+
+def plan_update(
+    folder: Path, entity: str, project: str, options: dict[str, Any]
+) -> tuple[ProjectUpdate | None, str]:
+    """The update of a project's existing files, or None (and why) when it must be exported in full."""
+    import pyarrow.parquet as pq
+
+    files = export_files(folder, entity, project)
+    state = ProjectState.load(files.state)
+    if state is None:
+        return None, "no previous export state"
+    if state.options != options:
+        return None, f"options changed since the previous export ({state.options} -> {options})"
+    kept = [files.runs, *([files.history] if options.get("include_history") else [])]
+    missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
+    if missing:
+        return None, f"files of the previous export are missing: {', '.join(missing)}"
+    for path, columns in zip(kept, (RUNS_FILE_COLUMNS, HISTORY_SCHEMA.names), strict=False):
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, ValueError) as error:  # cut short or overwritten by something else
+            return None, f"{path.name} is unreadable ({error})"
+        if lacking := [name for name in columns if name not in names]:  # another file put in its place
+            return None, f"{path.name} is not this export's (no {', '.join(lacking[:5])} column)"
+    if not set(state.runs) <= set(pl.read_parquet(files.runs, columns=["id"])["id"].to_list()):
+        return None, f"{files.runs.name} lacks runs the export state records (an older file put back?)"
+    return ProjectUpdate(state, files, bool(options.get("include_history"))), ""
+
+
+def save_state(
+    export: ProjectExport,
+    options: dict[str, Any],
+    since: datetime | None,
+    started_at: datetime,
+    skipped_by_run: dict[str, int],
+    update: ProjectUpdate | None,
+) -> None:
+    """Save the state of the files `export` wrote (or left as they were: an update that found no change)."""
+    stored = update.state.runs if update is not None else {}
+    if update is not None and not export.records:
+        runs = stored
+    else:
+        runs = {  # runs that failed are left out: the next update fetches them again
+            record.id: {
+                "heartbeat_at": _iso(record.heartbeat_at),
+                "skipped_history_values": skipped_by_run.get(
+                    record.id, stored.get(record.id, {}).get("skipped_history_values", 0)
+                ),
+            }
+            for record in export.records
+            if record.id not in export.failed_runs
+        }
+    state = ProjectState(options, _iso(since), started_at.isoformat(), runs)
+    state.save(export.files.state)
+
+
+def stored_result(files: ExportFiles) -> ProjectResult:
+    """The ProjectResult of export files already complete (read from their metadata)."""
+    metadata = json.loads(read_text_file(files.metadata, "export metadata"))
+    runs = files.metadata.with_name(metadata["files"]["runs"])
+    return ProjectResult(
+        metadata["entity"],
+        metadata["project"],
+        metadata["run_count"],
+        metadata.get("history_rows") or 0,
+        runs,
+        history_file_of(runs, metadata),
+        files.metadata,
+    )
+
+
+def intact_result(files: ExportFiles) -> ProjectResult | None:
+    """stored_result of a completed export whose files are all still there, else None (moved or damaged)."""
+    try:
+        result = stored_result(files)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    kept = [result.runs_path, *([result.history_path] if result.history_path else [])]
+    return result if all(path.is_file() for path in kept) else None
+
+
+def log_plan(entity: str, project: str, update: ProjectUpdate | None, reason: str) -> None:
+    if update is None:
+        log(f"{entity}/{project}: full export ({reason})")
+    else:
+        log(
+            f"{entity}/{project}: fetching runs changed since {update.state.exported_at} (less {CLOCK_MARGIN})"
+        )

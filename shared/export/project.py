@@ -1,0 +1,207 @@
+"""One project's export files (runs parquet, history parquet, metadata JSON): their names, what is collected for them, and the atomic write that finishes them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+from weakref import WeakValueDictionary
+
+import polars as pl
+import pyarrow as pa
+
+from shared.base.errors import ToolFailure
+from shared.base.limits import read_text_file
+from shared.base.storage import check_final_paths, name_stems, output_path, write_json, write_parquet
+from shared.cli.terminal import log, warn
+from shared.table.history import HistoryWriter
+from shared.table.rows import runs_table
+from shared.table.schema import RunRecord
+
+TOOL_VERSION = "0.1.0"
+
+
+def _listed(run_ids: list[str], shown: int = 10) -> str:
+    more = len(run_ids) - shown
+    return ", ".join(run_ids[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+class ExportFiles(NamedTuple):
+    """Where one project's export files are in a folder: `{stem}_runs.parquet`, … with one stem."""
+
+    runs: Path
+    history: Path
+    metadata: Path
+    state: Path  # written by incremental exports
+
+
+_KINDS = ("_runs.parquet", "_history.parquet", "_metadata.json", "_state.json")
+
+
+# Exports of this process whose files are not written yet, by metadata path: projects exported side by side
+# (offline runs of several projects) must not pick one name before either has recorded it.
+_UNDER_WAY: WeakValueDictionary[Path, ProjectExport] = WeakValueDictionary()
+
+
+def _holder(metadata: Path) -> tuple[Any, Any] | None:
+    """The (entity, project) whose export files are named like `metadata`, None when the name is free.
+
+    Unreadable metadata holds the name for no known project: it is not overwritten.
+    """
+    export = _UNDER_WAY.get(metadata.resolve())
+    if export is not None:
+        return export.entity, export.project
+    try:
+        recorded = json.loads(read_text_file(metadata, "export metadata"))  # a fifo would hang
+        return recorded["entity"], recorded["project"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None, None
+
+
+def export_files(folder: Path, entity: str, project: str) -> ExportFiles:
+    """A project's files in `folder`: `{entity}_{project}_…` (sanitised), unless another project's files hold
+    that name (distinct names can sanitise or join to one: `a b`/`a_b`, `x_y`+`z`/`x`+`y_z`); then the
+    stem gets `-{digest of the raw names}`. Files already holding this project keep their name on reruns."""
+    candidates = [
+        ExportFiles(*(output_path(folder, stem, suffix=kind) for kind in _KINDS))
+        for stem in name_stems(entity, project)
+    ]
+    holders = [_holder(files.metadata) for files in candidates]
+    for wanted in ((entity, project), None):
+        for files, holder in zip(candidates, holders, strict=True):
+            if holder == wanted:
+                check_final_paths(files)  # before anything reads or writes them
+                return files
+    taken = ", ".join(files.metadata.name for files in candidates)
+    raise ToolFailure(f"cannot name the files of {entity}/{project} in {folder}: {taken} hold other exports")
+
+
+@dataclass
+class ProjectResult:
+    """What one finished project export wrote."""
+
+    entity: str
+    project: str
+    runs: int
+    history_rows: int
+    runs_path: Path
+    history_path: Path | None
+    metadata_path: Path
+    shortfall: str | None = None  # what the source reported that the files lack (then the export failed)
+
+
+class ProjectExport:
+    """Collects one project's runs and history, then writes its files; nothing lands at a final path early."""
+
+    def __init__(
+        self, folder: Path, entity: str, project: str, *, include_history: bool, metadata: dict[str, Any]
+    ) -> None:
+        self.entity, self.project = entity, project
+        self.files = export_files(folder, entity, project)
+        self._claim = self.files.metadata.resolve()
+        _UNDER_WAY[self._claim] = self
+        self.metadata = metadata
+        self.records: list[RunRecord] = []
+        self.history_rows = 0
+        self.skipped_values = 0
+        self.include_history = include_history
+        self.runs_reported: int | None = None  # the source's own count, when it gives one
+        self.failed_runs: dict[str, str] = {}  # run id -> why it (or its history) is not in the files
+        self._history = HistoryWriter(self.files.history)
+
+    def add_run(self, record: RunRecord) -> None:
+        self.records.append(record)
+
+    def add_history(self, frame: pl.DataFrame | pa.Table, skipped_values: int = 0) -> None:
+        """Queue one run's tidy history (columns of HISTORY_SCHEMA); written in large row groups."""
+        self.skipped_values += skipped_values
+        self._history.add(frame)
+
+    def fail_run(self, run_id: str, reason: str) -> None:
+        """Name a run (or its history) the files will lack: the export then ends with exit 1."""
+        self.failed_runs[run_id] = reason
+        warn(f"{self.entity}/{self.project}: run {run_id} not exported: {reason}")
+
+    def shortfall(self) -> str | None:
+        """One line on what the files lack of what the source reported, None when they hold it all."""
+        exported = {record.id for record in self.records}
+        missing = [run_id for run_id in self.failed_runs if run_id not in exported]
+        unknown = (self.runs_reported or 0) - len(exported) - len(missing)
+        no_history = [run_id for run_id in self.failed_runs if run_id in exported]
+        parts = []
+        if missing or unknown > 0:
+            count = len(missing) + max(unknown, 0)
+            ids = (
+                f" ({_listed(missing)}{', and others' if missing and unknown > 0 else ''})" if missing else ""
+            )
+            parts.append(
+                f"{count} of {max(self.runs_reported or 0, len(exported) + count)} runs missing{ids}"
+            )
+        if no_history:
+            parts.append(f"history of {len(no_history)} run(s) missing ({_listed(no_history)})")
+        return f"{self.entity}/{self.project}: {'; '.join(parts)}" if parts else None
+
+    def finish(self) -> ProjectResult:
+        """Write history, runs and (last, as the completion mark) metadata; return what was written.
+
+        What the files hold is counted against what the source reported: `shortfall` of the result.
+        """
+        if self.include_history:
+            self.history_rows = self._history.commit()
+        table, warnings = runs_table(self.records)
+        for message in warnings:
+            warn(f"{self.entity}/{self.project}: {message}")
+        write_parquet(table, self.files.runs)
+        metadata = {
+            "entity": self.entity,
+            "project": self.project,
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tool": {"name": "run-tools", "version": TOOL_VERSION},
+            **self.metadata,
+            "run_count": len(self.records),
+            "runs_reported": self.runs_reported,
+            "runs_exported": len(self.records),
+            "failed_runs": self.failed_runs,
+            "history_rows": self.history_rows if self.include_history else None,
+            "skipped_history_values": self.skipped_values if self.include_history else None,
+            "flatten_warnings": warnings,
+            "files": {
+                "runs": self.files.runs.name,
+                "history": self.files.history.name if self.include_history else None,
+            },
+            "columns": {
+                name: str(dtype) for name, dtype in zip(table.column_names, table.schema.types, strict=True)
+            },
+        }
+        write_json(metadata, self.files.metadata)
+        self._release()  # the metadata holds the name now
+        if not self.include_history and self.files.history.exists():
+            warn(
+                f"{self.files.history} is left from an earlier export: not part of this one, so the"
+                " tools ignore it (export with --include-history to refresh it, or delete it)"
+            )
+        log(f"Saved {len(self.records)} runs to {self.files.runs}")
+        history_path = self.files.history if self.include_history else None
+        return ProjectResult(
+            self.entity,
+            self.project,
+            len(self.records),
+            self.history_rows,
+            self.files.runs,
+            history_path,
+            self.files.metadata,
+            self.shortfall(),
+        )
+
+    def abort(self) -> None:
+        """Drop everything collected; no partial file is left behind."""
+        self._history.discard()
+        self._release()
+
+    def _release(self) -> None:
+        if _UNDER_WAY.get(self._claim) is self:
+            del _UNDER_WAY[self._claim]

@@ -1,0 +1,458 @@
+"""neptune-exporter archives: `<data>/<project>/*.parquet`, one row per attribute value, read lazily."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shared.base.errors import UsageError
+from shared.base.limits import check_regular_file
+from shared.base.storage import parquet_schema
+from shared.cli.terminal import warn
+from shared.neptune.archive_batches import PART, map_batches, run_prefix
+from shared.neptune.attributes import STATE_ALIASES
+from shared.table.schema import RUNS_SCHEMA
+from shared.table.series import (
+    RUN,
+    SUMMARY_VALUES,
+    summarize,
+    summarize_values,
+    summary_answers,
+    summary_points,
+)
+from shared.table.summary_cache import SummaryCache
+
+# The columns of neptune-exporter's `model.SCHEMA` that we read (file_value/histogram_value are not).
+ARCHIVE_COLUMNS: dict[str, pl.DataType] = {
+    "project_id": pl.String(),
+    "run_id": pl.String(),
+    "attribute_path": pl.String(),
+    "attribute_type": pl.String(),
+    "step": pl.Decimal(18, 6),
+    "timestamp": pl.Datetime("ms", "UTC"),
+    "int_value": pl.Int64(),
+    "float_value": pl.Float64(),
+    "string_value": pl.String(),
+    "bool_value": pl.Boolean(),
+    "datetime_value": pl.Datetime("ms", "UTC"),
+    "string_set_value": pl.List(pl.String()),
+}
+# Columns every neptune-exporter part has (the value columns may be absent: the scans insert them).
+PART_COLUMNS = ("project_id", "run_id", "attribute_path", "attribute_type", "step")
+SCALAR_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
+NUMERIC_TYPES = ("float_series", "float", "int")
+_VALUE_COLUMNS = {
+    "float": "float_value",
+    "int": "int_value",
+    "string": "string_value",
+    "bool": "bool_value",
+    "datetime": "datetime_value",
+    "string_set": "string_set_value",
+}
+_NOT_FILE_SAFE = re.compile(r"[^\w-]")  # \w: what str.isalnum() accepts, and _
+DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archive is running
+
+
+def parquet_files(folder: Path) -> list[str]:
+    """The finished parquet parts of one project folder, sorted by name (`*.parquet.tmp` are parts
+    still being written). Plain strings: an archive may hold 10,000s of files. A usage error when one is
+    not a regular file (a named pipe would be waited on forever)."""
+    with os.scandir(folder) as entries:
+        parts = [entry for entry in entries if entry.name.endswith(".parquet")]
+    for entry in parts:
+        if not entry.is_file():
+            check_regular_file(Path(entry.path), "archive part")
+    return [
+        f"{folder}{os.sep}{name}" for name in _finished_runs(folder, sorted(entry.name for entry in parts))
+    ]
+
+
+def _finished_runs(folder: Path, names: list[str]) -> list[str]:
+    """`names` less the parts of runs without `<run>_part_0.parquet`: neptune-exporter renames a run's
+    parts from `.tmp` last part first, part 0 last, and itself takes a run without it as not exported."""
+    present = set(names)
+    prefixes = {match["prefix"] for name in names if (match := PART.match(name))}
+    unfinished = sorted(prefix for prefix in prefixes if f"{prefix}_part_0.parquet" not in present)
+    for prefix in unfinished:
+        warn(
+            f"{folder}: run {prefix} left out: its export did not finish ({prefix}_part_0.parquet is missing)"
+        )
+    if not unfinished:
+        return names
+    left_out = set(unfinished)
+    return [name for name in names if not ((match := PART.match(name)) and match["prefix"] in left_out)]
+
+
+def _first_parquet(folder: Path) -> str | None:
+    """Any parquet file of `folder` (stops at the first one)."""
+    with os.scandir(folder) as entries:
+        return next((entry.path for entry in entries if entry.name.endswith(".parquet")), None)
+
+
+def _has_parquet(folder: Path) -> bool:
+    return _first_parquet(folder) is not None
+
+
+def project_folders(path: Path) -> list[Path]:
+    """`path` itself when it holds parquet parts, else its sub-folders that do."""
+    if not path.is_dir():
+        return []
+    if _has_parquet(path):
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_parquet(p))
+
+
+def is_archive(path: Path) -> bool:
+    """True for a neptune-exporter data folder or one project folder of it."""
+    return bool(project_folders(path))
+
+
+def sanitized_names(text: str) -> tuple[str, str]:
+    """neptune-exporter's file-safe form of a project or run id: with the digest suffix (current), without."""
+    plain = _NOT_FILE_SAFE.sub("_", text)
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+    return f"{plain}-{digest}", plain
+
+
+def check_part(file: str) -> None:
+    """A usage error naming `file` unless it is a neptune-exporter part: parquet, with the exporter's
+    columns in the types the scans read (only the footer is read)."""
+    check_regular_file(Path(file), "archive part")
+    schema = parquet_schema(file)
+    missing = [column for column in PART_COLUMNS if column not in schema]
+    mistyped = [
+        f"{column} is {schema[column]}, not {dtype}"
+        for column, dtype in ARCHIVE_COLUMNS.items()
+        if column in schema and schema[column] != dtype
+    ]
+    if missing:
+        problem = f"has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''}"
+    elif mistyped:
+        problem = f"has columns of other types than the exporter's: {'; '.join(mistyped)}"
+    else:
+        return
+    folder, name = os.path.split(file)
+    raise UsageError(f"{folder} is not a neptune-exporter archive: {name} {problem}")
+
+
+def _first_part(folder: Path) -> str:
+    """A project folder's first part file; a usage error when it is not a neptune-exporter part."""
+    first = _first_parquet(folder)
+    assert first is not None  # project_folders lists only folders that hold parquet
+    check_part(first)
+    return first
+
+
+def _project_id(folder: Path) -> str | None:
+    """The project id a folder's parts record (its first part checked)."""
+    value = pl.scan_parquet(_first_part(folder)).select("project_id").head(1).collect()
+    return value.item() if value.height else None
+
+
+def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | None]:
+    """The folder of `project` in an archive (the only one when `project` is None) and its project id."""
+    folders = project_folders(path)
+    if len(folders) == 1 and (project is None or folders[0] == path):
+        recorded = _project_id(folders[0])
+        if project is not None and recorded is not None and recorded != project:
+            raise UsageError(f"{path} holds the runs of project {recorded!r}, not {project!r}")
+        return folders[0], recorded
+    if project is not None:
+        by_name = {folder.name: folder for folder in folders}
+        for name in sanitized_names(project):
+            if name in by_name:
+                _first_part(by_name[name])  # checked: the folder holds exporter parts
+                return by_name[name], project
+    ids = {_project_id(folder): folder for folder in folders}
+    if project is not None and project in ids:
+        return ids[project], project
+    known = ", ".join(sorted(str(i) for i in ids)) or "none"
+    if project is None:
+        raise UsageError(f"{path} holds several projects; name one (--project): {known}")
+    raise UsageError(f"project {project!r} is not in {path} (projects there: {known})")
+
+
+class ArchiveSource:
+    """Runs of one project of a neptune-exporter archive; only the needed attribute paths are read."""
+
+    def __init__(self, path: Path, project: str | None = None, *, cache: bool = True) -> None:
+        self.folder, self.project = find_project_folder(path, project)
+        self.files = parquet_files(self.folder)
+        self.cache = cache
+        self._summaries: SummaryCache | None = None
+        self._runs: pl.DataFrame | None = None
+        self._scalars: pl.DataFrame | None = None
+        self._attributes: dict[str, dict[str, Any]] = {}
+        self._seen_ids: list[str] | None = None  # every run met by the last full points pass
+        self._stats: list[os.stat_result] | None = None  # of self.files: the cache's key, the batches' sizes
+
+    def check(self) -> None:
+        """A usage error naming the first file that is not a neptune-exporter part (reads every footer)."""
+        for file in self.files:
+            check_part(file)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn a failed scan into a usage error naming the file to blame (polars does not name it)."""
+        try:
+            yield
+        except pl.exceptions.PolarsError:
+            self.check()
+            raise
+
+    def _scan(self, files: Sequence[str] | Sequence[bytes] | None = None) -> pl.LazyFrame:
+        return pl.scan_parquet(
+            list(files or self.files),
+            schema=ARCHIVE_COLUMNS,
+            missing_columns="insert",
+            extra_columns="ignore",
+        )
+
+    def _scalar_rows(self, files: Sequence[str] | None = None) -> pl.DataFrame:
+        """The simple attributes (rows without a step) of these files, with their typed value columns."""
+        with self._reading():
+            return (
+                self._scan(files)
+                .filter(pl.col("step").is_null() & pl.col("attribute_type").is_in(SCALAR_TYPES))
+                .select("run_id", "attribute_path", "attribute_type", *_VALUE_COLUMNS.values())
+                .collect()
+            )
+
+    def _load(self) -> None:
+        """One pass over every simple attribute: the runs table and their values."""
+        scalars = self._scalar_rows()
+        self._scalars = scalars
+        by_path = scalars.filter(pl.col("attribute_path").is_in(["sys/name", "sys/state"])).pivot(
+            on="attribute_path", index="run_id", values="string_value", aggregate_function="first"
+        )
+        runs = scalars.select("run_id").unique().join(by_path, on="run_id", how="left")
+        name = pl.col("sys/name") if "sys/name" in runs.columns else pl.lit(None, pl.String)
+        state = pl.col("sys/state") if "sys/state" in runs.columns else pl.lit(None, pl.String)
+        self._runs = (
+            runs.select(
+                "run_id",
+                pl.when(name.str.len_chars() > 0).then(name).otherwise(pl.col("run_id")).alias("name"),
+                state.str.to_lowercase()
+                .replace_strict(STATE_ALIASES, default=None, return_dtype=pl.String)
+                .fill_null(DEFAULT_STATE)
+                .alias("state"),
+            )
+            .sort("run_id")
+            .cast(RUNS_SCHEMA)
+        )
+
+    def _parts(self, prefix: str) -> list[str]:
+        """The part files `<prefix>_part_<n>.parquet` (self.files is sorted by name: a binary search)."""
+        start = f"{prefix}_part_"
+        index = bisect.bisect_left(self.files, start, key=os.path.basename)
+        parts = []
+        while index < len(self.files) and (name := os.path.basename(self.files[index])).startswith(start):
+            match = PART.match(name)
+            if match and match["prefix"] == prefix:
+                parts.append(self.files[index])
+            index += 1
+        return parts
+
+    def _files_of(self, run_ids: Sequence[str]) -> list[str] | None:
+        """The part files of these runs, found by the exporter's file names; None when one is not found."""
+        found: list[str] = []
+        for run_id in run_ids:
+            parts = next((parts for name in sanitized_names(run_id) if (parts := self._parts(name))), None)
+            if parts is None:
+                return None
+            found += parts
+        return sorted(set(found)) or None
+
+    def runs(self, *, refresh: bool = False) -> pl.DataFrame:
+        if self._runs is None or refresh:
+            if refresh:
+                self.files = parquet_files(self.folder)
+                self._summaries = self._stats = None
+                self._attributes.clear()
+                self._seen_ids = None
+            self._load()
+        assert self._runs is not None
+        return self._runs
+
+    def run_ids(self) -> list[str]:
+        """Every run id: from the last full points pass when there was one (no second scan), else the table."""
+        return self._seen_ids if self._seen_ids is not None else self.runs()["run_id"].to_list()
+
+    def _point_rows(
+        self, keys: Sequence[str], files: Sequence[str] | Sequence[bytes] | None = None, *, ints: bool = True
+    ) -> pl.LazyFrame:
+        """run_id, key, step (the exporter's decimal) and value of the rows at these paths.
+
+        A filter on the path strings: the reader skips the row groups whose statistics rule the paths
+        out (neptune-exporter writes one row group per series) and decodes only the rest. Every row at a
+        path is a point: a value that is not a number (a string at a metric's path) is a point without
+        a finite value. The attribute_type column is not read: it would cost a string per row. Without
+        `ints`, the int_value column is not read either (only simple attributes hold integers).
+        """
+        value = pl.col("float_value")
+        if ints:
+            value = pl.coalesce(value, pl.col("int_value").cast(pl.Float64))
+        return (
+            self._scan(files)
+            .filter(pl.col("attribute_path").is_in(list(keys)))
+            .select("run_id", pl.col("attribute_path").alias("key"), "step", value.alias("value"))
+        )
+
+    def points(
+        self,
+        keys: Sequence[str],
+        run_ids: Sequence[str] | None = None,
+        *,
+        series: bool = True,
+        required: Sequence[str] = (),
+    ) -> pl.LazyFrame:
+        """Points of these paths (see `_point_rows`); a pass over every run notes every run's id too."""
+        files = self._files_of(run_ids) if run_ids is not None and len(run_ids) <= 1000 else None
+        scan = self._engine_points(keys, files)
+        if run_ids is not None:
+            return scan.filter(pl.col("run_id").is_in(list(run_ids)))
+        with self._reading():
+            frame = scan.collect()
+        self._note_runs(frame.select(pl.col("run_id").unique().cast(pl.String))["run_id"])
+        return frame.lazy()
+
+    def _engine_points(
+        self, keys: Sequence[str], files: Sequence[str] | Sequence[bytes] | None = None
+    ) -> pl.LazyFrame:
+        """`_point_rows` as the engine takes them: it compares neighbouring rows, integers beat strings."""
+        paths = list(dict.fromkeys(keys))
+        return self._point_rows(paths, files).with_columns(
+            pl.col("run_id").cast(pl.Categorical),
+            pl.col("key").cast(pl.Enum(paths)),
+            pl.col("step").cast(pl.Float64),
+        )
+
+    def _file_stats(self) -> list[os.stat_result]:
+        if self._stats is None:
+            self._stats = [os.stat(file) for file in self.files]
+        return self._stats
+
+    def _note_runs(self, seen: pl.Series) -> None:
+        """Every run id, after a pass over every run met the runs in `seen`: those and the ids (sys/id
+        rows) in the files not named after one of them, the runs without any of the paths read. Usually
+        no file is left, so a pass need not read every run's sys/id row group."""
+        ids = set(seen.to_list())
+        named = {name for run_id in ids for name in sanitized_names(run_id)}
+        files = [file for file in self.files if run_prefix(file) not in named]
+        if files:
+            with self._reading():
+                rows = self._scan(files).filter(pl.col("attribute_path") == "sys/id").select("run_id")
+                ids.update(rows.collect()["run_id"].to_list())
+        self._seen_ids = sorted(ids)
+
+    def _fresh_summary(self, keys: list[str], tail: bool) -> pl.DataFrame:
+        """Summaries of these series in every run, from one pass over the archive (without the tail, a
+        streaming group-by that never holds the points; with it, they are held a batch at a time)."""
+
+        def summary_of(files: Sequence[str] | Sequence[bytes] | None = None) -> pl.DataFrame:
+            if tail:
+                return summarize(self._engine_points(keys, files), keys)
+            return summarize_values(self._point_rows(keys, files, ints=False))
+
+        with self._reading():  # a few batches of whole runs at a time: only their points are held
+            sizes = [stat.st_size for stat in self._file_stats()]
+            parts = map_batches(summary_of, self.files, sizes)
+            summary = pl.concat(parts) if parts else None
+            if summary is None or not summary.select(pl.struct(RUN, "key").is_unique().all()).item():
+                summary = summary_of()  # a series spread over batches (a part named after another run)
+            if not tail:
+                summary = self._with_integers(summary, keys)
+        self._note_runs(summary[RUN].unique())
+        return summary
+
+    def _with_integers(self, summary: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+        """`summary` (made without the int_value column) with the series that had no finite float
+        summarised again with it: an integer attribute is one of those, and decoding a column that
+        only simple attributes fill would cost every series row group a column."""
+        floatless = summary.filter(pl.col("last").is_null()).select(RUN, "key")
+        if floatless.is_empty():
+            return summary
+        run_ids = floatless[RUN].unique().to_list()
+        files = self._files_of(run_ids) if len(run_ids) <= 1000 else None
+        rows = self._point_rows(keys, files).filter(pl.col("run_id").is_in(run_ids))
+        again = summarize_values(rows).join(floatless, on=[RUN, "key"], how="semi")
+        return pl.concat([summary.join(floatless, on=[RUN, "key"], how="anti"), again])
+
+    def summary_points(
+        self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
+    ) -> pl.LazyFrame | None:
+        """Points that aggregate exactly like these series: from the persistent summary cache, else from
+        a pass that summarises every run's series (stored for later queries).
+
+        A mean_last_n query needs the tails of the series (the cache's `tail` entries); the others their
+        `values` (last, min, max, mean_all). None when the mean_last_n window exceeds the stored tail, or
+        the cache misses and only some runs are wanted (their files do not summarise the archive).
+        """
+        if not summary_answers(aggregation, n_steps):
+            return None
+        keys = list(dict.fromkeys(keys))
+        tail = aggregation == "mean_last_n"
+        kind, column = ("tail", "tail") if tail else ("values", aggregation)
+        if self.cache and self._summaries is None:
+            self._summaries = SummaryCache(self.folder, self.files, self._file_stats())
+        cache = self._summaries if self.cache else None
+        names = {key: f"{kind} {key}" for key in keys}
+        runs = cache.load(["runs"]) if cache is not None else None
+        summary = cache.load(list(names.values()), [RUN, "key", column]) if runs is not None else None
+        if runs is None or summary is None:
+            if run_ids is not None:
+                return None
+            fresh = self._fresh_summary(keys, tail)
+            runs = pl.DataFrame({RUN: self._seen_ids}, schema={RUN: pl.String})
+            if cache is not None:
+                values = fresh.select(RUN, "key", *SUMMARY_VALUES)
+                entries = {f"values {key}": values.filter(pl.col("key") == key) for key in keys}
+                if tail:
+                    tails = fresh.select(RUN, "key", "tail")
+                    entries |= {names[key]: tails.filter(pl.col("key") == key) for key in keys}
+                cache.store({"runs": runs} | entries)
+            summary = fresh.select(RUN, "key", column)
+        self._seen_ids = runs[RUN].to_list()
+        if run_ids is not None:
+            summary = summary.filter(pl.col(RUN).is_in(list(run_ids)))
+        return summary_points(summary, aggregation, n_steps).lazy()
+
+    def attributes(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Simple attributes of these runs: from the runs table when read, else from their files only."""
+        todo = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in self._attributes]
+        if todo:
+            files = self._files_of(todo) if self._scalars is None and len(todo) <= 1000 else None
+            if files is None:
+                self.runs()
+            assert files is not None or self._scalars is not None
+            scalars = self._scalar_rows(files) if files is not None else self._scalars
+            found: dict[str, dict[str, Any]] = {run_id: {} for run_id in todo}
+            for row in scalars.filter(pl.col("run_id").is_in(todo)).iter_rows(named=True):
+                found[row["run_id"]][row["attribute_path"]] = row[_VALUE_COLUMNS[row["attribute_type"]]]
+            self._attributes |= {run_id: dict(sorted(values.items())) for run_id, values in found.items()}
+        return {run_id: self._attributes[run_id] for run_id in run_ids}
+
+    def numeric_keys(self) -> list[str]:
+        with self._reading():
+            paths = (
+                self._scan()
+                .filter(pl.col("attribute_type").is_in(NUMERIC_TYPES))
+                .select(pl.col("attribute_path").unique())
+                .collect()
+            )
+        return sorted(paths["attribute_path"].to_list())
+
+    def raw_run(self, run_id: str) -> dict[str, Any]:
+        return self.attributes([run_id])[run_id]
+
+    def close(self) -> None:
+        self._runs = self._scalars = self._seen_ids = None
+        self._attributes.clear()

@@ -1,0 +1,256 @@
+"""`.neptune/offline/run__*` folders of the neptune client: replay the JSON-lines operation log into a run."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shared.base.errors import UsageError
+from shared.base.limits import check_regular_file, read_text_file
+from shared.cli.terminal import warn
+from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA
+
+_DATA_FILE = re.compile(r"^data-(\d+)\.log$")
+_ASSIGN = {"AssignFloat": float, "AssignInt": int, "AssignBool": bool, "AssignString": str}
+OFFLINE_STATE = "inactive"  # an offline run never reached a server; nothing of it runs there
+
+
+@dataclass
+class OfflineRun:
+    """A run rebuilt from its operations: simple attributes, string sets and float series."""
+
+    run_id: str
+    folder: Path
+    created_at: str | None = None
+    scalars: dict[str, Any] = field(default_factory=dict)
+    string_sets: dict[str, set[str]] = field(default_factory=dict)
+    series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)  # path → steps, values
+    series_times: dict[str, list[float | None]] = field(
+        default_factory=dict
+    )  # path → each point's ts (epoch s)
+    last_at: float | None = None  # when the newest operation was logged (epoch s): the last sign of life
+    skipped_lines: int = 0
+
+    def attributes(self) -> dict[str, Any]:
+        """Simple attributes by path (string sets as sorted lists)."""
+        sets = {path: sorted(values) for path, values in self.string_sets.items()}
+        return dict(sorted({**self.scalars, **sets}.items()))
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """`data-<first version>.log` files in operation order."""
+    found = [(int(m[1]), p) for p in folder.iterdir() if (m := _DATA_FILE.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+@cache  # looked up while finding run folders and again while reading one: warned about once
+def _container(folder: Path) -> tuple[str, str, str | None]:
+    """(container type, container id, creation time) from metadata.json, else from the folder name."""
+    parts = folder.name.split("__")
+    kind, container_id = (parts[0], parts[1]) if len(parts) > 1 else ("run", parts[0])
+    created = None
+    try:
+        metadata = json.loads(read_text_file(folder / "metadata.json", "offline run metadata"))
+        kind = metadata.get("containerType", kind)
+        container_id = metadata.get("containerId", container_id)
+        created = metadata.get("createdAt")
+    except FileNotFoundError:
+        pass
+    except (
+        OSError,
+        ValueError,
+        AttributeError,
+        RecursionError,
+        UsageError,
+    ) as error:  # damaged: the name says
+        warn(f"{folder / 'metadata.json'}: unreadable ({str(error)[:200]}); run read by its folder name")
+    return kind, container_id, created
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return folder.is_dir() and bool(_data_files(folder)) and _container(folder)[0] == "run"
+
+
+def run_folders(path: Path) -> list[Path]:
+    """Offline run folders at or under `path` (a project folder, its `.neptune`, `offline/`, or one run)."""
+    for base in (path / ".neptune" / "offline", path / "offline", path):
+        if not base.is_dir():
+            continue
+        if _is_run_folder(base):
+            return [base]
+        found = sorted(d for d in base.iterdir() if _is_run_folder(d))
+        if found:
+            return found
+    return []
+
+
+def is_offline_folder(path: Path) -> bool:
+    """True when `path` holds at least one offline run folder."""
+    return path.is_dir() and bool(run_folders(path))
+
+
+def operations(folder: Path) -> Iterator[tuple[dict[str, Any], Any] | None]:
+    """Each logged operation (`obj` of a line) with its log time (`at`), in order; None for a line that
+    does not parse."""
+    for data_file in _data_files(folder):
+        check_regular_file(data_file, "offline run log")  # a named pipe would wait for a writer forever
+        with data_file.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    entry = record["obj"], record.get("at")
+                except (ValueError, KeyError, TypeError, RecursionError):
+                    entry = None
+                yield entry
+
+
+def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> None:
+    """Apply one operation to the run being rebuilt (file uploads, images, artifacts are not kept)."""
+    kind, path = op.get("type"), "/".join(op.get("path", []))
+    if kind in _ASSIGN:
+        run.scalars[path] = _ASSIGN[kind](op["value"])
+    elif kind == "AssignDatetime":
+        run.scalars[path] = datetime.fromtimestamp(op["value"] / 1000, tz=UTC)
+    elif kind == "AddStrings":
+        run.string_sets.setdefault(path, set()).update(op["values"])
+    elif kind == "RemoveStrings":
+        run.string_sets.setdefault(path, set()).difference_update(op["values"])
+    elif kind == "ClearStringSet":
+        run.string_sets[path] = set()
+    elif kind == "LogFloats":
+        steps, values = run.series.setdefault(path, ([], []))
+        times = run.series_times.setdefault(path, [])
+        for point in op["values"]:
+            value = float("nan") if point.get("value") is None else float(point["value"])
+            step = point.get("step")
+            if step is None:  # unnumbered: next after the last step, 0 first (order is what matters)
+                step = last_step[path] + 1 if path in last_step else 0.0
+            last_step[path] = float(step)
+            steps.append(float(step))
+            values.append(value)
+            times.append(point.get("ts"))
+    elif kind == "ClearFloatLog":
+        run.series[path] = ([], [])
+        run.series_times[path] = []
+        last_step.pop(path, None)
+    elif kind == "DeleteAttribute":
+        for table in (run.scalars, run.string_sets, run.series, run.series_times):
+            table.pop(path, None)
+        last_step.pop(path, None)
+
+
+def read_offline_run(folders: Sequence[Path]) -> OfflineRun:
+    """Replay the operations of one run (one or more execution folders, oldest first)."""
+    _, run_id, created = _container(folders[0])
+    run = OfflineRun(run_id=run_id, folder=folders[0], created_at=created)
+    last_step: dict[str, float] = {}
+    for folder in folders:
+        for entry in operations(folder):
+            if entry is None:
+                run.skipped_lines += 1
+                continue
+            op, at = entry
+            try:
+                _apply(run, op, last_step)
+            except (KeyError, TypeError, ValueError):
+                run.skipped_lines += 1
+            if isinstance(at, int | float) and (run.last_at is None or at > run.last_at):
+                run.last_at = float(at)
+    # Clients up to 1.7 write no metadata.json and no operation times: each point's `ts` is all there is.
+    point_times = [t for times in run.series_times.values() for t in times if isinstance(t, int | float)]
+    if point_times and run.created_at is None:
+        run.created_at = datetime.fromtimestamp(min(point_times), UTC).isoformat()
+    if point_times and run.last_at is None:
+        run.last_at = float(max(point_times))
+    if run.skipped_lines:
+        warn(f"offline run {run_id}: skipped {run.skipped_lines} unreadable operation(s) in {folders[0]}")
+    return run
+
+
+class OfflineSource:
+    """Offline runs of a `.neptune` folder; read once, kept in memory. The log holds no project name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._runs: dict[str, OfflineRun] | None = None
+
+    def _load(self) -> dict[str, OfflineRun]:
+        if self._runs is None:
+            grouped: dict[str, list[Path]] = {}
+            for folder in run_folders(self.path):
+                run_id = _container(folder)[1]
+                grouped.setdefault(run_id, []).append(folder)
+            by_time = {
+                run_id: sorted(fs, key=lambda f: _container(f)[2] or "") for run_id, fs in grouped.items()
+            }
+            self._runs = {run_id: read_offline_run(fs) for run_id, fs in sorted(by_time.items())}
+        return self._runs
+
+    def runs(self, *, refresh: bool = False) -> pl.DataFrame:
+        if refresh:
+            self._runs = None
+        runs = self._load().values()
+        return pl.DataFrame(
+            {
+                "run_id": [r.run_id for r in runs],
+                "name": [r.scalars.get("sys/name") or r.run_id for r in runs],
+                "state": [OFFLINE_STATE] * len(runs),
+            },
+            schema=RUNS_SCHEMA,
+        )
+
+    def run_ids(self) -> list[str]:
+        return list(self._load())
+
+    def points(
+        self,
+        keys: Sequence[str],
+        run_ids: Sequence[str] | None = None,
+        *,
+        series: bool = True,
+        required: Sequence[str] = (),
+    ) -> pl.LazyFrame:
+        wanted = set(run_ids) if run_ids is not None else None
+        columns: dict[str, list[Any]] = {"run_id": [], "key": [], "step": [], "value": []}
+        for run in self._load().values():
+            if wanted is not None and run.run_id not in wanted:
+                continue
+            for key in keys:
+                steps, values = run.series.get(key, ([], []))
+                scalar = run.scalars.get(key)
+                if not steps and isinstance(scalar, int | float) and not isinstance(scalar, bool):
+                    steps, values = [None], [float(scalar)]
+                columns["run_id"] += [run.run_id] * len(steps)
+                columns["key"] += [key] * len(steps)
+                columns["step"] += steps
+                columns["value"] += values
+        return pl.DataFrame(columns, schema=POINTS_SCHEMA).lazy()
+
+    def attributes(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        runs = self._load()
+        return {run_id: runs[run_id].attributes() if run_id in runs else {} for run_id in run_ids}
+
+    def numeric_keys(self) -> list[str]:
+        keys = set()
+        for run in self._load().values():
+            keys.update(run.series)
+            keys.update(
+                k for k, v in run.scalars.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            )
+        return sorted(keys)
+
+    def raw_run(self, run_id: str) -> OfflineRun | None:
+        return self._load().get(run_id)
+
+    def close(self) -> None:
+        self._runs = None

@@ -1,0 +1,303 @@
+"""The query object both trackers share: top-k and Pareto fronts of runs over a run source, with RunInfo."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, runtime_checkable
+
+import polars as pl
+
+from shared.base.errors import UsageError
+from shared.cli.terminal import log
+from shared.query.constraints import (
+    check_callables,
+    check_where_size,
+    parse_where,
+    unknown_metrics_error,
+    where_metrics,
+)
+from shared.query.topk import TopK, top_k
+from shared.table.series import RUN, aggregate, check_aggregation
+from shared.table.vocabulary import Aggregation
+
+Constraints = dict[str, Callable[[float], bool]] | None
+Where = str | Sequence[str] | None
+Curve = tuple[list[float], list[float]]  # steps, values
+
+
+@dataclass
+class RunInfo:
+    """One run in a query answer: id, name, config (parameters), aggregated metrics, the run object."""
+
+    run_id: str
+    name: str
+    config: dict[str, Any]
+    metrics: dict[str, float | None]
+    raw_run: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready fields (everything but raw_run)."""
+        return {"run_id": self.run_id, "name": self.name, "config": self.config, "metrics": self.metrics}
+
+
+@runtime_checkable
+class SummarySource(Protocol):
+    """A source that can answer an aggregation from stored per-series summaries (archives)."""
+
+    def summary_points(
+        self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
+    ) -> pl.LazyFrame | None:
+        """Points that aggregate like the full series of these paths, or None to read the points."""
+        ...
+
+
+class TopkQuery:
+    """Top-k and Pareto queries with metric constraints over one source, opened on first use.
+
+    Subclasses say how to open their source (`_open_source`), read a run's name and config
+    (`_describe`) and what a run state is (`_parse_state`). A source has the methods of
+    `shared.neptune_sources.RunSource` but `attributes`: runs, run_ids, points, numeric_keys, raw_run, close.
+    """
+
+    def __init__(self) -> None:
+        self._source: Any = None
+        self._runs_cache: list[RunInfo] | None = None
+        self.last_excluded: dict[str, int] = {}
+        self.last_stats: dict[str, int] = {}
+        self.last_candidates: pl.DataFrame | None = None  # query_pareto: every run that could be placed
+
+    # ---------------------------------------------------------------- what a tracker provides
+
+    def _open_source(self) -> Any:
+        raise NotImplementedError
+
+    def _describe(self, run_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Name and config of each run."""
+        raise NotImplementedError
+
+    def _parse_state(self, state: str | None) -> str | None:
+        """The state as the source's runs table spells it; UsageError for an unknown one."""
+        raise NotImplementedError
+
+    def _points(self, keys: list[str], run_ids: list[str] | None, aggregation: str, n_steps: int) -> Any:
+        """The points a query aggregates: from stored summaries when the source keeps them, else read."""
+        if isinstance(self.source, SummarySource):
+            points = self.source.summary_points(keys, run_ids, aggregation, n_steps)
+            if points is not None:
+                return points
+        return self.source.points(keys, run_ids, series=aggregation != "last", required=keys)
+
+    def _unknown_metrics(self, unknown: list[str], known: list[str], where: list[str]) -> Exception:
+        return unknown_metrics_error(unknown, known, where)
+
+    # ---------------------------------------------------------------- the API
+
+    @property
+    def source(self) -> Any:
+        """The run source, opened on first use."""
+        if self._source is None:
+            self._source = self._open_source()
+        return self._source
+
+    def fetch_runs(self, force_refresh: bool = False) -> list[RunInfo]:
+        """Every run with its config (metrics empty); cached until `force_refresh`."""
+        if self._runs_cache is None or force_refresh:
+            runs = self.source.runs(refresh=force_refresh)
+            described = self._describe(runs[RUN].to_list())
+            self._runs_cache = [
+                RunInfo(run_id, name, described[run_id][1], {}, self.source.raw_run(run_id))
+                for run_id, name in runs.select(RUN, "name").iter_rows()
+            ]
+        return self._runs_cache
+
+    def query_topk(
+        self,
+        metric_key: str,
+        k: int = 5,
+        minimize: bool = True,
+        constraints: Constraints = None,
+        aggregation: Aggregation = "last",
+        n_steps: int = 10,
+        state: str | None = None,
+        *,
+        where: Where = None,
+    ) -> list[RunInfo]:
+        """The k best runs by `metric_key` (aggregated), best first, among runs passing every constraint.
+
+        `constraints` maps a metric to a predicate on its aggregated value; `where` adds SQL tests such as
+        '"metrics/L0" BETWEEN 30 AND 60'. Runs left out for lacking data are counted in `last_excluded`.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise UsageError(f"k must be a positive integer (got {k!r})")
+        result, keys = self._rank(
+            "query_topk", metric_key, k, minimize, constraints, aggregation, n_steps, state, where
+        )
+        return self._run_infos(result.ranked, keys)
+
+    def query_pareto(
+        self,
+        metric_key: str,
+        pareto_key: str,
+        minimize: bool = True,
+        pareto_minimize: bool = True,
+        constraints: Constraints = None,
+        aggregation: Aggregation = "last",
+        n_steps: int = 10,
+        state: str | None = None,
+        *,
+        where: Where = None,
+    ) -> list[RunInfo]:
+        """The runs no other run beats on both metrics (aggregated alike, after the constraints), in
+        order along the front (by `metric_key` ascending). Every run that could be placed is kept in
+        `last_candidates` (run_id and one column per metric)."""
+        from shared.table.pareto import ParetoError, pareto_front
+
+        if pareto_key == metric_key:
+            raise UsageError(f"the Pareto metric must differ from the ranked one (both are {metric_key!r})")
+        result, keys = self._rank(
+            "query_pareto", metric_key, None, minimize, constraints, aggregation, n_steps, state, where,
+            also=[pareto_key],
+        )  # fmt: skip
+        try:
+            front = pareto_front(
+                result.ranked, metric_key, pareto_key, minimize_x=minimize, minimize_y=pareto_minimize
+            )
+        except ParetoError as error:
+            raise UsageError(str(error)) from None
+        self.last_candidates = result.ranked
+        self.last_stats["returned"] = front.height
+        return self._run_infos(front, keys)
+
+    def _rank(
+        self,
+        label: str,
+        metric_key: str,
+        k: int | None,
+        minimize: bool,
+        constraints: Constraints,
+        aggregation: str,
+        n_steps: int,
+        state: str | None,
+        where: Where,
+        also: Sequence[str] = (),
+    ) -> tuple[TopK, list[str]]:
+        """Aggregate, constrain and rank (every candidate when `k` is None); the metrics each run carries."""
+        check_aggregation(aggregation, n_steps)
+        checks = check_callables(constraints)
+        texts = [where] if isinstance(where, str) else list(where or [])
+        check_where_size(texts)  # all of them together, before polars parses any
+        exprs = [parse_where(text) for text in texts]
+        wanted_state = self._parse_state(state)
+        required = list(dict.fromkeys([metric_key, *also, *checks, *where_metrics(exprs)]))
+        if wanted_state is None:
+            points = self._points(required, None, aggregation, n_steps)
+            run_ids = self.source.run_ids()
+        else:
+            runs = self.source.runs()
+            run_ids = runs.filter(pl.col("state") == wanted_state)[RUN].to_list()
+            points = self._points(required, run_ids, aggregation, n_steps)
+        result = top_k(
+            points, metric_key, k=k or sys.maxsize, minimize=minimize, where=exprs, checks=checks,
+            constrained=also, runs=run_ids, aggregation=aggregation, n_steps=n_steps,
+        )  # fmt: skip
+        if result.unseen and result.considered:  # no runs at all: nothing to know metrics from
+            # with a state filter, a metric may live only in runs of the other state
+            known = self.source.numeric_keys()
+            unknown = [key for key in result.unseen if not wanted_state or key not in known]
+            if unknown:
+                raise self._unknown_metrics(unknown, known, texts)
+        self.last_excluded = dict(result.excluded)
+        self.last_stats = {
+            "considered": result.considered,
+            "excluded": sum(result.excluded.values()),
+            "failed_constraints": result.failed_constraints,
+            "returned": result.ranked.height,
+        }
+        if result.excluded:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in result.excluded.items())
+            log(f"{label}: {self.last_stats['excluded']} of {result.considered} runs left out ({reasons})")
+        if result.failed_constraints:
+            log(f"{label}: {result.failed_constraints} run(s) did not meet the constraints")
+        return result, required
+
+    def _run_infos(self, ranked: pl.DataFrame, keys: list[str]) -> list[RunInfo]:
+        described = self._describe(ranked[RUN].to_list())
+        return [
+            RunInfo(
+                run_id=row[RUN],
+                name=described[row[RUN]][0],
+                config=described[row[RUN]][1],
+                metrics={key: row[key] for key in keys},
+                raw_run=self.source.raw_run(row[RUN]),
+            )
+            for row in ranked.iter_rows(named=True)
+        ]
+
+    def metrics_for(
+        self,
+        run_ids: Sequence[str],
+        metric_keys: Sequence[str],
+        aggregation: Aggregation = "last",
+        n_steps: int = 10,
+    ) -> dict[str, dict[str, float | None]]:
+        """Aggregated metrics of several runs in one read (None where a run has no finite value)."""
+        check_aggregation(aggregation, n_steps)
+        keys = list(dict.fromkeys(metric_keys))
+        points = self.source.points(keys, list(run_ids), series=aggregation != "last")
+        found = {run_id: dict.fromkeys(keys) for run_id in run_ids}
+        for run_id, key, value in aggregate(points, keys, aggregation, n_steps).iter_rows():
+            if run_id in found:
+                found[run_id][key] = value
+        return found
+
+    def get_run_details(
+        self,
+        run_info: RunInfo,
+        metric_keys: list[str] | None = None,
+        aggregation: Aggregation = "last",
+        n_steps: int = 10,
+    ) -> dict[str, Any]:
+        """`run_id`, `name`, `config`, `metrics`: the query's metrics plus `metric_keys` aggregated as asked."""
+        metrics = dict(run_info.metrics)
+        if metric_keys:
+            metrics |= self.metrics_for([run_info.run_id], metric_keys, aggregation, n_steps)[run_info.run_id]
+        return {
+            "run_id": run_info.run_id,
+            "name": run_info.name,
+            "config": dict(run_info.config),
+            "metrics": metrics,
+        }
+
+    def curves(self, run_ids: Sequence[str], metric_key: str) -> dict[str, Curve]:
+        """Each run's points of `metric_key` in step order, NaN/inf kept (for plots). A point without a
+        step (a single number) is placed at its position."""
+        points = self.source.points([metric_key], list(run_ids), series=True)
+        frame = (
+            points.lazy()
+            .filter(pl.col("key").cast(pl.String) == metric_key)
+            .select(pl.col(RUN).cast(pl.String), "step", "value")
+            .with_columns(pl.col("step").fill_null(pl.int_range(pl.len()).over(RUN).cast(pl.Float64)))
+            .sort([RUN, "step"], maintain_order=True)
+            .group_by(RUN, maintain_order=True)
+            .agg("step", "value")
+            .collect()
+        )
+        found: dict[str, Curve] = {run_id: ([], []) for run_id in run_ids}
+        for run_id, steps, values in frame.iter_rows():
+            if run_id in found:
+                found[run_id] = (steps, values)
+        return found
+
+    def cleanup(self) -> None:
+        """Close every connection the source opened and drop the caches."""
+        if self._source is not None:
+            self._source.close()
+        self._source, self._runs_cache = None, None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cleanup()

@@ -1,0 +1,280 @@
+"""Run history over the W&B API: parquet export URLs from batched GraphQL, the files over pooled HTTP."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from shared.base.concurrency import batched
+from shared.base.errors import ToolFailure
+from shared.base.retry import NO_RETRY, PermanentFailure, Retry
+from shared.table.schema import HISTORY_SCHEMA, is_internal_key
+from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_tidy
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+    import urllib3
+    import wandb
+
+
+Item = TypeVar("Item")
+
+
+URL_BATCH = 25  # runs whose parquet URLs one GraphQL request asks for
+
+
+# Downloaded runs made tidy together (a few calls per batch rather than per run), up to this many runs or
+# bytes of files: long histories come in smaller batches, so memory stays bounded by the bytes.
+TIDY_BATCH, TIDY_BATCH_BYTES = 32, 4 << 20
+
+
+LOCATE_REQUESTS = 4  # such requests in flight at once
+
+
+_RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def parquet_history_query(count: int) -> str:
+    """wandb-core's RunParquetHistory operation for `count` runs at once, one aliased `run` field each."""
+    names = "".join(f", $run{i}: String!" for i in range(count))
+    fields = " ".join(
+        f"run{i}: run(name: $run{i}) {{ parquetHistory(liveKeys: $liveKeys) {{ parquetUrls liveData }} }}"
+        for i in range(count)
+    )
+    return (
+        f"query RunParquetHistory($entity: String!, $project: String!, $liveKeys: [String!]!{names}) "
+        f"{{ project(name: $project, entityName: $entity) {{ {fields} }} }}"
+    )
+
+
+@dataclass
+class HistoryLocation:
+    """Where a run's history is: its exported parquet files, and whether newer rows are not exported yet."""
+
+    run: Any
+    urls: list[str]
+    has_live_rows: bool
+
+
+class HistoryFetcher:
+    """The history of one project's runs: `locate` in batches (one thread), `download` per run (many
+    threads), then `tidy` in batches of runs (the consumer's thread).
+
+    GraphQL goes through the wandb client (wandb-core). The parquet files, plain GETs of signed URLs as
+    wandb-core does them, go through urllib3 connection pools into memory, with no temp files: urllib3
+    rather than requests costs a third of the CPU per request, which counts at thousands of runs.
+    """
+
+    def __init__(
+        self,
+        api: wandb.Api,
+        entity: str,
+        project: str,
+        *,
+        keys: list[str] | None,
+        workers: int,
+        timeout_s: float,
+        retry: Retry = NO_RETRY,
+    ) -> None:
+        import urllib3
+
+        self.api, self.entity, self.project, self.timeout_s = api, entity, project, timeout_s
+        self.keys = keys
+        self._wanted = None if keys is None else set(keys)
+        self.retry = retry  # for the GraphQL requests; callers retry `download` as a whole
+        transfer_retry = urllib3.Retry(total=5, backoff_factor=0.5, status_forcelist=_RETRY_STATUSES)
+        self._direct = urllib3.PoolManager(maxsize=workers, retries=transfer_retry)
+        # The environment's proxies (https_proxy, no_proxy, …), honoured as requests and wandb-core do.
+        self._proxies = {
+            scheme: urllib3.ProxyManager(proxy, maxsize=workers, retries=transfer_retry)
+            for scheme, proxy in urllib.request.getproxies().items()
+            if scheme in ("http", "https")
+        }
+
+    def __enter__(self) -> HistoryFetcher:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        for pool in (self._direct, *self._proxies.values()):
+            pool.clear()
+
+    def locate(self, runs: Iterable[Any]) -> Iterator[HistoryLocation]:
+        """Each run with its parquet URLs, in order; URL_BATCH runs per GraphQL request, LOCATE_REQUESTS
+        requests at a time (the caller's thread pages through `runs` meanwhile)."""
+        pending: deque[Future[list[HistoryLocation]]] = deque()
+        with ThreadPoolExecutor(LOCATE_REQUESTS, thread_name_prefix="locate") as pool:
+            for batch in batched(runs, URL_BATCH):
+                pending.append(pool.submit(self._locate_batch, batch))
+                while pending and (pending[0].done() or len(pending) > LOCATE_REQUESTS):
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+
+    def _locate_batch(self, runs: list[Any]) -> list[HistoryLocation]:
+        variables = {"entity": self.entity, "project": self.project, "liveKeys": ["_step"]}
+        variables |= {f"run{i}": run.id for i, run in enumerate(runs)}
+        try:
+            data = self.retry.call(
+                f"history locations of runs {runs[0].id}..{runs[-1].id}",
+                lambda: self.api._service_api.execute_graphql(
+                    parquet_history_query(len(runs)), variables, timeout=self.timeout_s
+                ),
+            )
+        except ToolFailure:  # retried until the budget ran out: the message names the runs already
+            raise
+        except Exception as error:  # wandb raises its own error types for transport and GraphQL errors
+            raise ToolFailure(f"history locations of runs {runs[0].id}..{runs[-1].id}: {error}") from None
+        project = data.get("project") or {}
+        locations = []
+        for i, run in enumerate(runs):
+            history = (project.get(f"run{i}") or {}).get("parquetHistory")
+            if history is None:
+                raise ToolFailure(f"history of run {run.id}: the server knows no such run")
+            urls = list(history.get("parquetUrls") or [])
+            locations.append(HistoryLocation(run, urls, bool(history.get("liveData"))))
+        return locations
+
+    def _pool(self, url: str) -> urllib3.PoolManager:
+        parts = urlsplit(url)
+        proxied = self._proxies.get(parts.scheme)
+        if proxied is None or urllib.request.proxy_bypass(parts.hostname or ""):
+            return self._direct
+        return proxied
+
+    def download(self, location: HistoryLocation) -> Downloaded:
+        """A run's exported files as bytes, and the rows logged after the last export (a run still going)
+        through `scan_history`. Network only: parsing happens in `tidy`, on the consumer's thread, so the
+        many download threads do not each keep an allocator's worth of freed arrow memory."""
+        files = [_checked(location.run.id, self._get(location.run.id, url)) for url in location.urls]
+        live = None
+        if location.has_live_rows:
+            last_step = max((_last_step(data) for data in files), default=-1)
+            live = rows_to_tidy(
+                location.run.scan_history(keys=None, min_step=last_step + 1), location.run.id, self.keys
+            )
+        return Downloaded(location.run.id, files, live)
+
+    def _get(self, run_id: str, url: str) -> bytes:
+        import urllib3
+
+        try:
+            response = self._pool(url).request("GET", url, timeout=self.timeout_s)
+        except urllib3.exceptions.HTTPError as error:
+            # The URL is signed: name the failure, never the URL (a ResponseError's text has none).
+            reason = getattr(error, "reason", None) or error
+            detail = f": {reason}" if isinstance(reason, urllib3.exceptions.ResponseError) else ""
+            raise ToolFailure(
+                f"history of run {run_id}: download failed ({type(reason).__name__}{detail})"
+            ) from None
+        if response.status != 200:
+            raise ToolFailure(f"history of run {run_id}: download failed (HTTP {response.status})")
+        return response.data
+
+    def tidy_batches(
+        self, downloads: Iterable[Downloaded]
+    ) -> Iterator[tuple[list[Downloaded], pa.Table, dict[str, int]]]:
+        """`downloads` in batches (TIDY_BATCH runs or TIDY_BATCH_BYTES of files), each with `tidy` of it."""
+        for batch in batched(downloads, TIDY_BATCH, weight=lambda d: d.size, max_weight=TIDY_BATCH_BYTES):
+            yield batch, *self.tidy(batch)
+
+    def tidy(self, batch: Sequence[Downloaded]) -> tuple[pa.Table, dict[str, int]]:
+        """Several runs' history as tidy rows (numeric values only), and each run's count of values skipped.
+
+        Exported files with one schema are stacked and made tidy at once: per file, only reading it
+        costs calls. Each schema on its own: a key may be a number in one file and text in another.
+        """
+        import pyarrow as pa
+
+        skipped = dict.fromkeys((downloaded.run_id for downloaded in batch), 0)
+        by_schema: dict[tuple[tuple[str, pa.DataType], ...], list[tuple[str, pa.Table]]] = {}
+        for downloaded in batch:
+            for data in downloaded.files:
+                wide = self._read(data)
+                schema = tuple((field.name, field.type) for field in wide.schema)
+                by_schema.setdefault(schema, []).append((downloaded.run_id, wide))
+                skipped[downloaded.run_id] += skipped_values(wide)  # `_read` kept only wanted keys
+        parts = []
+        for files in by_schema.values():
+            run_ids = stacked_run_ids([run_id for run_id, _ in files], [wide.num_rows for _, wide in files])
+            parts.append(wide_to_tidy(pa.concat_tables([wide for _, wide in files]), run_ids))
+        for downloaded in batch:
+            if downloaded.live is not None:
+                live, live_skipped = downloaded.live
+                parts.append(live.to_arrow().cast(HISTORY_SCHEMA))
+                skipped[downloaded.run_id] += live_skipped
+        return (pa.concat_tables(parts) if parts else HISTORY_SCHEMA.empty_table()), skipped
+
+    def _read(self, data: bytes) -> pa.Table:
+        """An exported file's step, time and wanted value columns (others are not decoded at all)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        file = pq.ParquetFile(pa.BufferReader(data))
+        columns = [
+            name
+            for name in file.schema_arrow.names
+            if name in ("_step", "_timestamp")
+            or (not is_internal_key(name) and (self._wanted is None or name in self._wanted))
+        ]
+        return file.read(columns, use_threads=False)
+
+
+@dataclass
+class Downloaded:
+    """A run's history as fetched: its exported parquet files, and tidy rows not exported yet (if any)."""
+
+    run_id: str
+    files: list[bytes]
+    live: tuple[pl.DataFrame, int] | None
+    failure: str | None = None  # why the run's history could not be had (then files and live are empty)
+
+    @property
+    def size(self) -> int:
+        """Bytes of its exported files."""
+        return sum(len(data) for data in self.files)
+
+
+def _checked(run_id: str, data: bytes) -> bytes:
+    """`data` if it is a whole parquet file of W&B's history layout: a file cut short is a transfer to
+    retry; one without an integer `_step` column is the run's failure (its steps cannot be known)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(data) < 8 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+        raise ToolFailure(f"history of run {run_id}: a downloaded file is not whole parquet")
+    try:
+        schema = pq.ParquetFile(pa.BufferReader(data)).schema_arrow
+    except (pa.ArrowException, OSError) as error:
+        raise PermanentFailure(f"history of run {run_id}: unreadable parquet ({error})") from None
+    step = schema.field("_step").type if "_step" in schema.names else None
+    if step is None or not pa.types.is_integer(step):
+        found = "no _step column" if step is None else f"_step of type {step}"
+        raise PermanentFailure(f"history of run {run_id}: unexpected history file ({found})")
+    stamp = schema.field("_timestamp").type if "_timestamp" in schema.names else None
+    if stamp is not None and not (pa.types.is_integer(stamp) or pa.types.is_floating(stamp)):
+        raise PermanentFailure(
+            f"history of run {run_id}: unexpected history file (_timestamp of type {stamp})"
+        )
+    return data
+
+
+def _last_step(data: bytes) -> int:
+    """The highest `_step` in an exported file (-1 when it has none)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(pa.BufferReader(data))
+    if "_step" not in file.schema_arrow.names:
+        return -1
+    highest = pc.max(file.read(["_step"], use_threads=False)["_step"]).as_py()
+    return -1 if highest is None else int(highest)

@@ -1,0 +1,121 @@
+"""W&B history rows (wide tables, `scan_history` dicts) as tidy rows: one row per numeric value."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from shared.table.history import epoch_seconds_to_utc
+from shared.table.schema import HISTORY_COLUMNS, HISTORY_SCHEMA, is_internal_key
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def _is_number(dtype: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
+
+
+def _value_columns(wide: pa.Table, keys: Iterable[str] | None) -> tuple[list[str], list[str]]:
+    """The value columns of `wide` (of `keys` when given): the numeric ones, and the others."""
+    wanted = set(keys) if keys is not None else None
+    columns = [c for c in wide.column_names if not is_internal_key(c) and (wanted is None or c in wanted)]
+    numeric = [c for c in columns if _is_number(wide.schema.field(c).type)]
+    return numeric, [c for c in columns if c not in numeric]
+
+
+def skipped_values(wide: pa.Table, keys: Iterable[str] | None = None) -> int:
+    """How many values `wide_to_tidy` leaves out of `wide` for not being numbers."""
+    return sum(len(wide[c]) - wide[c].null_count for c in _value_columns(wide, keys)[1])
+
+
+def wide_to_tidy(wide: pa.Table, run_id: str | pa.Array, keys: Iterable[str] | None = None) -> pa.Table:
+    """One row per step → one row per numeric value (HISTORY_SCHEMA); other values are left out
+    (`skipped_values` counts them). `run_id` is the run of every row, or each row's run (several runs'
+    rows stacked: fewer calls per run). Rows come key after key. Arrow throughout: per run this is cheaper
+    than a frame library's per-call overhead.
+
+    Every scalar handed to pyarrow is typed: for an untyped Python value pyarrow tries to import
+    dateutil, and where that is not installed (the tools' environments) each try searches sys.path,
+    which once cost more than the rest of this function.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numeric = _value_columns(wide, keys)[0]
+    if not numeric or wide.num_rows == 0:
+        return HISTORY_SCHEMA.empty_table()
+    names, rows = wide.column_names, wide.num_rows
+    # Chunked like the table's columns, so each can be repeated key after key.
+    step = (
+        wide["_step"].cast(pa.int64())
+        if "_step" in names
+        else pa.chunked_array([pa.array(range(rows), pa.int64())])
+    )
+    if "_timestamp" in names:
+        micros = pc.round(pc.multiply(wide["_timestamp"].cast(pa.float64()), pa.scalar(1e6, pa.float64())))
+        timestamp = micros.cast(pa.int64()).cast(HISTORY_SCHEMA.field("timestamp").type)
+    else:
+        timestamp = pa.chunked_array([pa.nulls(rows, HISTORY_SCHEMA.field("timestamp").type)])
+    runs = pa.repeat(pa.scalar(run_id, pa.string()), rows) if isinstance(run_id, str) else run_id
+    # All keys at once, key after key (a few calls per key rather than a table each): one null filter.
+    table = pa.table(
+        [
+            pa.chunked_array([runs] * len(numeric), pa.string()),
+            pa.chunked_array(step.chunks * len(numeric), pa.int64()),
+            pa.chunked_array(timestamp.chunks * len(numeric), timestamp.type),
+            pa.chunked_array([pa.repeat(pa.scalar(key, pa.string()), rows) for key in numeric]),
+            pa.chunked_array(
+                [c for key in numeric for c in wide[key].cast(pa.float64()).chunks], pa.float64()
+            ),
+        ],
+        schema=HISTORY_SCHEMA,
+    )
+    if table["value"].null_count:
+        table = table.filter(pc.is_valid(table["value"]))
+    return table
+
+
+def stacked_run_ids(run_ids: Sequence[str], rows: Sequence[int]) -> pa.Array:
+    """Each row's run id for tables of these runs stacked in order, `rows[i]` rows for `run_ids[i]`."""
+    import pyarrow as pa
+
+    parts = [
+        pa.repeat(pa.scalar(run_id, pa.string()), count) for run_id, count in zip(run_ids, rows, strict=True)
+    ]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
+def rows_to_tidy(
+    rows: Iterable[dict[str, Any]], run_id: str, keys: Iterable[str] | None = None
+) -> tuple[pl.DataFrame, int]:
+    """History row dicts (as `scan_history` yields them) → tidy numeric rows and the skipped count."""
+    wanted = set(keys) if keys is not None else None
+    steps: list[int] = []
+    stamps: list[float | None] = []
+    names: list[str] = []
+    values: list[float] = []
+    skipped = 0
+    for row in rows:
+        step, stamp = row.get("_step"), row.get("_timestamp")
+        for key, value in row.items():
+            if value is None or is_internal_key(key) or (wanted is not None and key not in wanted):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                skipped += 1
+                continue
+            steps.append(step)
+            stamps.append(stamp)
+            names.append(key)
+            values.append(float(value))
+    frame = pl.DataFrame(
+        {"run_id": [run_id] * len(values), "step": steps, "timestamp": stamps, "key": names, "value": values},
+        schema_overrides={"step": pl.Int64, "timestamp": pl.Float64, "value": pl.Float64},
+    )
+    return frame.with_columns(epoch_seconds_to_utc(pl.col("timestamp")).alias("timestamp")).cast(
+        HISTORY_COLUMNS
+    ), skipped
