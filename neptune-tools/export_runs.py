@@ -21,10 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, neptune) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.base.errors import ToolFailure, UsageError
 from shared.cli.args import int_argument
 from shared.cli.main import run_main
-from shared.cli.terminal import log
 
 EXAMPLES = """\
 examples:
@@ -100,30 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from importlib.metadata import version
 
-    from shared.base.storage import prepare_output_folder
     from shared.cli.exports import report_exports
-    from shared.neptune.export import export_project, export_targets
-    from shared.neptune.live import describe
+    from shared.cli.terminal import TerminalEvents
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+    from shared.neptune.sources import export_sources
 
-    targets = export_targets(args.project, args.source, api_token=args.api_token, workers=args.workers)
-    prepare_output_folder(args.output)
-    metadata = {
-        "neptune_version": version("neptune"),
-        "source_path": str(args.source) if args.source else None,
-    }
-    results, failures = [], []
-    for target in targets:
-        name = f"{target.workspace}/{target.project}"
-        try:
-            results.append(
-                export_project(target, args.output, include_history=args.include_history, metadata=metadata)
-            )
-        except UsageError:  # a rejected token or unknown project: bad input, not one project's failure
-            raise
-        except Exception as error:  # a server, network or file error: the other projects go on
-            log(f"error: {name} not exported: {error if isinstance(error, ToolFailure) else describe(error)}")
-            failures.append(name)
-    report_exports(results, failures, args.output, as_json=args.json, owner="workspace")
+    events = TerminalEvents()
+    sources = export_sources(
+        args.project, args.source, api_token=args.api_token, workers=args.workers, events=events
+    )
+    options = ExportOptions(
+        args.output,
+        include_history=args.include_history,
+        metadata={
+            "neptune_version": version("neptune"),
+            "source_path": str(args.source) if args.source else None,
+        },
+    )
+    outcome = export_runs([ExportTarget(source, source.key) for source in sources], options, events)
+    report_exports(outcome.results, outcome.failures, args.output, as_json=args.json, owner="workspace")
     return 0
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, neptune) after argument parsing: --help and usage errors answer in a fraction
 # of a second.
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.cli.main import run_main
 from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser
 from shared.table.vocabulary import NEPTUNE_STATES
@@ -102,15 +102,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_query(args: argparse.Namespace) -> NeptuneQuery:
     """A NeptuneQuery on the folder or project the command line names."""
+    from shared.cli.terminal import TerminalEvents
     from shared.neptune.sources import source_path
     from shared.query.neptune import NeptuneQuery
 
+    events = TerminalEvents()
     path = source_path(args.target)
     if path.exists():
-        return NeptuneQuery(args.project, source=path, cache=not args.no_cache)
+        return NeptuneQuery(args.project, source=path, cache=not args.no_cache, events=events)
     if args.project or not _PROJECT_NAME.match(args.target):
-        raise UsageError(f"{args.target} is neither an existing folder nor a workspace/project name")
-    return NeptuneQuery(args.target, args.api_token, workers=args.workers)
+        raise BadInput(f"{args.target} is neither an existing folder nor a workspace/project name")
+    return NeptuneQuery(args.target, args.api_token, workers=args.workers, events=events)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.analysis.enrich import ENRICHMENT_COLUMNS
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.table.schema import HISTORY_SCHEMA
 from tests.current_data import expected, load_script, make_runs, write_export
 
@@ -230,7 +230,7 @@ def test_bad_input_is_one_usage_error(exports, args, message, monkeypatch):
     folder = exports["root"] / "taken.parquet"
     folder.mkdir(exist_ok=True)
     names = {"a": exports["paths"]["a"], "history": history, "other": other, "folder": folder}
-    with pytest.raises(UsageError) as error:
+    with pytest.raises(BadInput) as error:
         run(*(arg.format(**names) for arg in args))
     assert message in str(error.value)
 
@@ -239,7 +239,7 @@ def test_a_rule_naming_an_unknown_column_is_a_usage_error(exports):
     rules = exports["root"] / "rules.toml"
     rules.write_text("[width]\npattern = '_w(\\d+)'\nconfig = ['config_model_width']\n")
     with pytest.raises(
-        UsageError, match=r"rule width reads column config_model_width.*config_model_k"
+        BadInput, match=r"rule width reads column config_model_width.*config_model_k"
     ) as error:
         run(str(exports["paths"]["a"]), "-o", str(exports["root"] / "u.parquet"), "--rules", str(rules))
     # every column of the data is listed (not only those the run selection reads), the row locators never
@@ -251,7 +251,7 @@ def test_a_rule_naming_a_core_column_is_refused_before_anything_is_written(expor
     rules = exports["root"] / "rules.toml"
     rules.write_text(f"{column} = '^(.)'\n")
     out = exports["root"] / "u.parquet"
-    with pytest.raises(UsageError, match=f"rule {column} would replace the core run column {column}"):
+    with pytest.raises(BadInput, match=f"rule {column} would replace the core run column {column}"):
         run(str(exports["paths"]["a"]), "-o", str(out), "--rules", str(rules), "--protocol", "all")
     assert not out.exists()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from tests.current_data import Expected, expected, has_value, load_script, make_runs, write_export
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -312,7 +312,7 @@ def test_nothing_matched_is_not_an_error_and_says_why(capsys, export, tmp_path):
     ],
 )
 def test_bad_input_is_one_usage_error_naming_what_exists(export, args, message):
-    with pytest.raises(UsageError) as error:
+    with pytest.raises(BadInput) as error:
         analyze_runs.main([str(export[0]), *args])
     assert message in str(error.value)
 
@@ -320,7 +320,7 @@ def test_bad_input_is_one_usage_error_naming_what_exists(export, args, message):
 def test_an_output_path_that_is_a_folder_is_refused_before_any_work(export, tmp_path, capsys):
     folder = tmp_path / "table.csv"
     folder.mkdir()
-    with pytest.raises(UsageError, match="is a folder, not a file name"):
+    with pytest.raises(BadInput, match="is a folder, not a file name"):
         analyze_runs.main([str(export[0]), "-o", str(folder)])
     assert capsys.readouterr().out == ""
 
@@ -331,18 +331,18 @@ def test_no_loss_like_metric_asks_for_one(tmp_path):
         {"id": ["a"], "name": ["n"], "entity": ["e"], "project": ["p"], "metric_f1": [0.5]}
     ).write_parquet(path)
     with pytest.raises(
-        UsageError,
+        BadInput,
         match=r"no metric says loss/mse/error: choose one with --metric \(numeric metric columns: metric_f1\)",
     ):
         analyze_runs.main([str(path)])
 
 
 def test_missing_and_foreign_inputs(tmp_path):
-    with pytest.raises(UsageError, match="no such file or folder"):
+    with pytest.raises(BadInput, match="no such file or folder"):
         analyze_runs.main([str(tmp_path / "nope.parquet")])
     other = tmp_path / "h.parquet"
     pl.DataFrame({"run_id": ["a"], "step": [1]}).write_parquet(other)
-    with pytest.raises(UsageError, match=r"not a runs export.*\(it has: run_id, step\)"):
+    with pytest.raises(BadInput, match=r"not a runs export.*\(it has: run_id, step\)"):
         analyze_runs.main([str(other)])
 
 

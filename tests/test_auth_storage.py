@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from shared.base import storage
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.base.storage import atomic_path, output_path, safe_name
 from shared.base.text import redact
 from shared.wandb.auth import wandb_credentials
@@ -72,14 +72,14 @@ def test_netrc_entry_must_match_the_server_host(isolated, monkeypatch):
     home, _work = isolated
     (home / ".netrc").write_text(f"machine wandb.internal login u password {KEYS['NETRC']}\n")
     (home / ".netrc").chmod(0o600)
-    with pytest.raises(UsageError):
+    with pytest.raises(BadInput):
         wandb_credentials()
     monkeypatch.setenv("WANDB_BASE_URL", "http://wandb.internal:8080")
     assert wandb_credentials().api_key == KEYS["NETRC"]
 
 
 def test_missing_key_names_all_four_places(isolated):
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(BadInput) as caught:
         wandb_credentials()
     message = str(caught.value)
     for place in (

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from shared.analysis.enrich import DEFAULT_RULES, ENRICHMENT_COLUMNS, enrich, load_rules
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 
 NAMES = {
     "stage2c_filter_bank_k8_lr1e-3_wd1e-4_s0": dict(
@@ -198,7 +198,7 @@ def test_a_rule_list_tries_each_regex_in_turn(tmp_path):
 def test_bad_rules_are_one_clear_usage_error(tmp_path, text, message):
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text(text + "\n")
-    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         load_rules(rules_file)
     assert str(rules_file) in str(error.value)
 
@@ -207,14 +207,14 @@ def test_a_rule_reading_an_unknown_column_names_the_columns_that_exist(tmp_path)
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text("[width]\npattern = '(\\d+)'\nfrom = 'config_nope'\n")
     with pytest.raises(
-        UsageError,
+        BadInput,
         match=r"rule width reads column config_nope, which the data does not have \(columns: .*config_model_k.*name",
     ):
         enriched({"name": ["a"], "config_model_k": [1]}, load_rules(rules_file))
 
 
 def test_a_missing_rules_file_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match="cannot read rules file"):
+    with pytest.raises(BadInput, match="cannot read rules file"):
         load_rules(tmp_path / "nope.toml")
 
 
@@ -239,7 +239,7 @@ def test_a_neptune_style_export_without_configs_is_enriched_from_names_only():
 def test_a_rule_cannot_replace_a_core_or_internal_column(tmp_path, text, column, kind):
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text(text + "\n")
-    with pytest.raises(UsageError) as error:
+    with pytest.raises(BadInput) as error:
         load_rules(rules_file)
     assert str(error.value) == (
         f"{rules_file}: rule {column} would replace the {kind} column {column}; give it another name"
@@ -257,9 +257,7 @@ def test_a_rule_reads_a_list_column_one_element_at_a_time(tmp_path):
 def test_a_list_column_as_a_config_source_is_a_usage_error(tmp_path):
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text("[group_tag]\nconfig = ['tags']\n")
-    with pytest.raises(
-        UsageError, match=r"rule group_tag: config column tags holds lists, not single values"
-    ):
+    with pytest.raises(BadInput, match=r"rule group_tag: config column tags holds lists, not single values"):
         enriched({"name": ["a"], "tags": [["x"]]}, load_rules(rules_file))
 
 
@@ -267,6 +265,6 @@ def test_hidden_row_locators_are_not_listed_as_columns(tmp_path):
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text("[width]\npattern = '(\\d+)'\nfrom = 'config_nope'\n")
     frame = {"name": ["a"], "config_model_k": [1], "__file": [0], "__row": [0]}
-    with pytest.raises(UsageError) as error:
+    with pytest.raises(BadInput) as error:
         enriched(frame, load_rules(rules_file))
     assert "config_model_k" in str(error.value) and "__" not in str(error.value)

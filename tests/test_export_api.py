@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shared.base.errors import ToolFailure, UsageError
+from shared.base.errors import BadInput, Incomplete
 from shared.table.schema import is_internal_key
 from tests.current_data import load_script
 
@@ -152,7 +152,7 @@ def test_a_name_given_twice_is_exported_and_listed_once(wandb_env, tmp_path, cap
     ],
 )
 def test_bad_input_is_one_clear_usage_error_and_writes_nothing(wandb_env, tmp_path, argv, message):
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(BadInput) as caught:
         export_runs.main([*argv, "-o", str(tmp_path / "out")])
     assert message in str(caught.value)
     assert not (tmp_path / "out").exists()
@@ -161,14 +161,14 @@ def test_bad_input_is_one_clear_usage_error_and_writes_nothing(wandb_env, tmp_pa
 def test_wrong_key_is_a_credentials_error_that_hides_the_key(wandb_env, tmp_path, monkeypatch):
     wrong = "0123456789abcdef" * 2 + "deadbeef"
     monkeypatch.setenv("WANDB_API_KEY", wrong)
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(BadInput) as caught:
         export_runs.main(["-e", TEAM, "-p", PROJECT, "-o", str(tmp_path)])
     assert "rejected the API key from WANDB_API_KEY" in str(caught.value) and wrong not in str(caught.value)
 
 
 def test_unreachable_server_fails_with_exit_1_message(wandb_env, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
-    with pytest.raises(ToolFailure, match="did not answer"):
+    with pytest.raises(Incomplete, match="did not answer"):
         export_runs.main(["-e", TEAM, "-p", PROJECT, "-o", str(tmp_path), "--timeout", "3"])
 
 

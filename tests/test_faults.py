@@ -9,7 +9,7 @@ import pytest
 from wandb.proto.wandb_api_pb2 import ApiErrorResponse
 from wandb.sdk.lib.service.service_connection import WandbApiFailedError
 
-from shared.base.errors import ToolFailure, UsageError
+from shared.base.errors import BadInput, Incomplete
 from shared.base.retry import PermanentFailure, RetriesExhausted, Retry, is_transient
 from tests.current_data import load_script
 from tests.export_checks import ENTITY, assert_same_export, cron_standin, export_content
@@ -61,7 +61,7 @@ def test_a_project_that_keeps_failing_is_named_and_the_others_are_complete(wandb
 
     wandb_env.request_hook = beta_is_down
     try:
-        with pytest.raises(ToolFailure, match="not exported: cron/beta"):
+        with pytest.raises(Incomplete, match="not exported: cron/beta"):
             export_runs.main([*BOTH, "-o", str(faulty), "--timeout", "2", "--max-retry-time", "3"])
     finally:
         wandb_env.request_hook = None
@@ -80,7 +80,7 @@ def test_permanent_errors_are_not_retried():
     assert not is_transient(api_error(404)) and not is_transient(api_error(401))
     assert not is_transient(WandbApiFailedError("input: entity nobody not found\n"))
     assert is_transient(WandbApiFailedError("unexpected EOF")) and is_transient(TimeoutError())
-    assert not is_transient(UsageError("bad")) and not is_transient(PermanentFailure("gone"))
+    assert not is_transient(BadInput("bad")) and not is_transient(PermanentFailure("gone"))
     assert is_transient(json.JSONDecodeError("Expecting value", "", 0))
     assert not is_transient(AttributeError("'HistoryFetcher' object has no attribute 'fetch'"))
 

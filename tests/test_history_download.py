@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.base.concurrency import batched
-from shared.base.errors import ToolFailure
+from shared.base.errors import Incomplete
 from shared.table.history import HistoryWriter
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.history import URL_BATCH, Downloaded, HistoryFetcher
@@ -194,7 +194,7 @@ def test_history_writer_discard_and_failed_write_leave_no_file(tmp_path):
 
     broken = HistoryWriter(final, row_group=5)
     broken.add(tidy_frame("a", 8).with_columns(pl.lit("not a number").alias("value")))
-    with pytest.raises((pa.ArrowInvalid, ToolFailure)):
+    with pytest.raises((pa.ArrowInvalid, Incomplete)):
         broken.commit()
     broken.discard()
     assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shared.analysis.enrich import load_rules
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.base.limits import MAX_TEXT_FILE_BYTES
 from shared.query.constraints import ConstraintError, parse_where
 from tests.current_data import load_script
@@ -88,7 +88,7 @@ def test_a_rules_file_over_the_size_limit_is_refused(tmp_path):
     rules = tmp_path / "rules.toml"
     with rules.open("wb") as stream:
         stream.truncate(MAX_TEXT_FILE_BYTES + 1)  # sparse: no disk used
-    with pytest.raises(UsageError, match=rf"cannot read rules file {rules}: larger than 16 MiB"):
+    with pytest.raises(BadInput, match=rf"cannot read rules file {rules}: larger than 16 MiB"):
         load_rules(rules)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.base.storage import check_final_paths
 from shared.cli.main import run_main
 from shared.export.lock import LOCK_NAME
@@ -86,7 +86,7 @@ def test_final_paths_must_be_absent_or_regular_files(tmp_path):
         (made, "it is a folder"),
         (pipe, "it is not a regular file"),
     ):
-        with pytest.raises(UsageError) as refused:
+        with pytest.raises(BadInput) as refused:
             check_final_paths([regular, path, absent])
         assert str(refused.value) == f"refusing to write {path}: {reason}"
     assert other.read_bytes() == b"PAR1"

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from shared.base.errors import ToolFailure, UsageError
+from shared.base.errors import BadInput, Incomplete
 from shared.table.schema import CORE_COLUMNS, HISTORY_SCHEMA, RAW_JSON_COLUMNS
 from tests.current_data import load_script
 from tests.neptune_fixtures import (
@@ -188,16 +188,14 @@ def test_archive_history_and_metadata(archive_export, archive):
 
 
 def test_schema_is_the_wandb_exports(archive_export, tmp_path):
-    from shared.wandb.export import export_offline
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+    from shared.wandb.sources import OfflineSource
 
-    [wandb], unreadable = export_offline(
-        [ROOT / "samples" / "wandb"],
-        tmp_path,
-        include_history=True,
-        history_keys=None,
-        since=None,
-        metadata={},
+    outcome = export_runs(
+        [ExportTarget(OfflineSource(ROOT / "samples" / "wandb"))],
+        ExportOptions(tmp_path, include_history=True),
     )
+    [wandb], unreadable = outcome.results, outcome.failures
     assert unreadable == []
     ours = pl.read_parquet_schema(files_of(archive_export)["runs"])
     theirs = pl.read_parquet_schema(wandb.runs_path)
@@ -323,18 +321,19 @@ def test_live_export_reads_the_table_once_and_each_series_once(live, tmp_path, c
 
 def test_live_failures_and_missing_token(live, tmp_path, monkeypatch, capsys):
     live.fail_on = "TEST-3"
-    with pytest.raises(ToolFailure, match=f"not exported: {PROJECT}"):
+    with pytest.raises(Incomplete, match=f"not exported: {PROJECT}"):
         export_runs.main(["-p", PROJECT, "-o", str(tmp_path / "out"), "--include-history"])
     assert "ConnectionError: server went away" in capsys.readouterr().err
-    assert list((tmp_path / "out").iterdir()) == []  # nothing half-written
+    # nothing half-written: only the folder's lock, which every exporter takes
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [".export.lock"]
     live.reject_token = True  # bad input for every project: exit 2, not "not exported" (exit 1)
-    with pytest.raises(UsageError, match="rejected the API token"):
+    with pytest.raises(BadInput, match="rejected the API token"):
         export_runs.main(["-p", PROJECT, "-o", str(tmp_path / "out")])
     assert "not exported" not in capsys.readouterr().err
     monkeypatch.delenv("NEPTUNE_API_TOKEN")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("shared.base.settings.TOOLS_ROOT", tmp_path / "no-tools-root")
-    with pytest.raises(UsageError, match="no Neptune API token found"):
+    with pytest.raises(BadInput, match="no Neptune API token found"):
         export_runs.main(["-p", PROJECT, "-o", str(tmp_path / "never")])
     assert not (tmp_path / "never").exists()
 
@@ -365,7 +364,7 @@ def test_bad_input_is_one_clear_usage_error(archive, offline, tmp_path):
         ([], r"name a Neptune project \(-p workspace/project\) or a folder"),
     ]
     for args, message in cases:
-        with pytest.raises(UsageError, match=message):
+        with pytest.raises(BadInput, match=message):
             export_runs.main([*args, "-o", str(out)])
     assert not out.exists()
     with pytest.raises(SystemExit):
@@ -396,7 +395,7 @@ def test_files_that_are_not_exporter_parts_are_named_and_nothing_is_written(tmp_
     root = tmp_path / "data"
     bad = bad_archive(root, kind, layout)
     out = tmp_path / "out"
-    with pytest.raises(UsageError, match=bad_part_error(bad, kind)):
+    with pytest.raises(BadInput, match=bad_part_error(bad, kind)):
         export_runs.main(["--source", str(root), "-o", str(out), "--include-history"])
     assert not out.exists()  # not even the good project's files
 

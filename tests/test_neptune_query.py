@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from shared.base.errors import ToolFailure, UsageError
+from shared.base.errors import BadInput, Incomplete
 from shared.neptune import archive_batches
 from shared.table.series import SUMMARY_TAIL
 from tests.neptune_fixtures import (
@@ -236,7 +236,8 @@ def test_exclusions_are_counted_and_logged(archive, offline, capsys):
     nq.query_topk("train/loss", constraints={"metrics/L1": lambda x: x > 0})
     assert nq.last_excluded == {"missing metrics/L1": 1, "no finite value for train/loss": 1}
     assert nq.last_stats == {"considered": 7, "excluded": 2, "failed_constraints": 0, "returned": 5}
-    assert "2 of 7 runs left out" in capsys.readouterr().err
+    assert "2 of 7 runs left out" in "\n".join(nq.events.notes)
+    assert capsys.readouterr().err == ""  # the Python API reports as data, it prints nothing
     # The neptune client never writes NaN/inf, so offline the diverged run has no loss at all.
     nq = NeptuneQuery(PROJECT, source=offline)
     nq.query_topk("train/loss", constraints={"metrics/L1": lambda x: x > 0})
@@ -275,7 +276,7 @@ def test_offline_log_with_non_finite_and_broken_lines(offline, tmp_path, capsys)
     [run] = nq.query_topk("train/loss")
     assert run.name == "beta" and run.metrics["train/loss"] == 0.1  # the NaN at step 1000 is ignored
     assert nq.source.raw_run(run.run_id).series["train/loss"][0][-1] == 1000.0
-    assert "skipped 1 unreadable operation" in capsys.readouterr().err
+    assert "skipped 1 unreadable operation" in "\n".join(nq.events.warnings)
 
 
 def test_archive_layouts_and_project_selection(archive, tmp_path):
@@ -287,9 +288,9 @@ def test_archive_layouts_and_project_selection(archive, tmp_path):
         ]
     other = NeptuneQuery("team/other", source=archive).query_topk("train/loss")
     assert [r.name for r in other] == ["beta", "alpha"]
-    with pytest.raises(UsageError, match=r"several projects.*team/other.*team/sae-sweep"):
+    with pytest.raises(BadInput, match=r"several projects.*team/other.*team/sae-sweep"):
         NeptuneQuery(None, source=archive).query_topk("train/loss")
-    with pytest.raises(UsageError, match="'team/nope' is not in"):
+    with pytest.raises(BadInput, match="'team/nope' is not in"):
         NeptuneQuery("team/nope", source=archive).query_topk("train/loss")
     old = write_archive(tmp_path / "old", one_file=True)
     assert answer(NeptuneQuery(None, source=old).query_topk("train/loss"), "train/loss") == reference(
@@ -311,18 +312,18 @@ def test_archive_details_read_only_the_runs_files(archive, monkeypatch):
 
 def test_neither_archive_nor_offline_folder_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(UsageError, match=r"neither a neptune-exporter data folder .* nor a \.neptune folder"):
+    with pytest.raises(BadInput, match=r"neither a neptune-exporter data folder .* nor a \.neptune folder"):
         NeptuneQuery(None, source=tmp_path).fetch_runs()
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(BadInput, match="does not exist"):
         NeptuneQuery(None, source=tmp_path / "missing").fetch_runs()
 
 
 def test_an_empty_path_is_no_folder(tmp_path, monkeypatch):
     write_archive(tmp_path)  # `""` as a Path is the current folder: it must not be read as this archive
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match="an empty path names nothing"):
+    with pytest.raises(BadInput, match="an empty path names nothing"):
         NeptuneQuery(None, source="").fetch_runs()
-    with pytest.raises(UsageError, match="an empty path names nothing"):
+    with pytest.raises(BadInput, match="an empty path names nothing"):
         query_topk.main(["", "--metric", "train/loss"])
 
 
@@ -344,23 +345,23 @@ def test_files_that_are_not_exporter_parts_are_named(tmp_path, kind, when):
     if when == "refreshing" and kind == "foreign":
         assert nq.fetch_runs(force_refresh=True) == before
         return
-    with pytest.raises(UsageError, match=bad_part_error(bad, kind)):
+    with pytest.raises(BadInput, match=bad_part_error(bad, kind)):
         nq.fetch_runs(force_refresh=True)
 
 
 def test_bad_queries_are_usage_errors(archive):
     nq = NeptuneQuery(PROJECT, source=archive)
-    with pytest.raises(UsageError, match=r"unknown metric 'train/los' \(did you mean 'train/loss'"):
+    with pytest.raises(BadInput, match=r"unknown metric 'train/los' \(did you mean 'train/loss'"):
         nq.query_topk("train/los")
-    with pytest.raises(UsageError, match="quote metric paths"):
+    with pytest.raises(BadInput, match="quote metric paths"):
         nq.query_topk("train/loss", where="metrics/L0 < 50")
-    with pytest.raises(UsageError, match="not a valid expression"):
+    with pytest.raises(BadInput, match="not a valid expression"):
         nq.query_topk("train/loss", where='"metrics/L0" <')
-    with pytest.raises(UsageError, match="not callable"):
+    with pytest.raises(BadInput, match="not callable"):
         nq.query_topk("train/loss", constraints={"metrics/L0": 50})
-    with pytest.raises(UsageError, match="unknown run state"):
+    with pytest.raises(BadInput, match="unknown run state"):
         nq.query_topk("train/loss", state="finished")
-    with pytest.raises(UsageError, match="k must be"):
+    with pytest.raises(BadInput, match="k must be"):
         nq.query_topk("train/loss", k=0)
     with pytest.raises(ValueError, match="unknown aggregation"):
         nq.query_topk("train/loss", aggregation="median")
@@ -445,17 +446,20 @@ def test_a_changed_archive_is_never_answered_from_old_summaries(tmp_path, summar
 def test_the_summary_cache_can_be_off_and_never_fails_a_query(
     archive, summary_cache, monkeypatch, tmp_path, capsys
 ):
+    warnings: list[str] = []
+
     def best_two(**options: Any) -> list[str]:
-        return [
-            r.name for r in NeptuneQuery(PROJECT, source=archive, **options).query_topk("train/loss", k=2)
-        ]
+        query = NeptuneQuery(PROJECT, source=archive, **options)
+        names = [r.name for r in query.query_topk("train/loss", k=2)]
+        warnings.extend(query.events.warnings)
+        return names
 
     assert best_two(cache=False) == ["beta", "gamma"] and not summary_cache.exists()
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     assert best_two() == ["beta", "gamma"]
-    assert "could not write the summary cache" in capsys.readouterr().err
+    assert "could not write the summary cache" in "\n".join(warnings)
 
 
 # ------------------------------------------------------------------ the live server, through a stand-in client
@@ -513,7 +517,7 @@ def test_live_raw_run_opens_lazily_and_failed_fetches_fail_the_query(live):
     assert best.raw_run["train/loss"] is not None and calls.opened == [best.run_id]
     calls.fail_on = "TEST-5"
     with pytest.raises(
-        ToolFailure, match=r"could not fetch 1 series .*TEST-5/train/loss: ConnectionError: server went away"
+        Incomplete, match=r"could not fetch 1 series .*TEST-5/train/loss: ConnectionError: server went away"
     ):
         nq.query_topk("train/loss", aggregation="max")
 
@@ -528,7 +532,7 @@ def test_token_comes_from_argument_environment_or_dotenv(monkeypatch, tmp_path):
         "no Neptune API token found: pass --api-token, set NEPTUNE_API_TOKEN, or put NEPTUNE_API_TOKEN=... "
         "in a .env file"
     )
-    with pytest.raises(UsageError) as error:
+    with pytest.raises(BadInput) as error:
         neptune_token()
     assert str(error.value) == expected
     (tmp_path / ".env").write_text("NEPTUNE_API_TOKEN=from-dotenv-1234\n")

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.table.pareto import ParetoError, pareto_front
 from tests.current_data import Expected, expected, has_value, load_script, make_runs, write_export
 
@@ -185,7 +185,7 @@ def test_analyze_pareto_writes_table_and_plot(capsys, export, tmp_path):
 def test_analyze_pareto_bad_input_writes_nothing(export, tmp_path, args, message):
     path, _ = export
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(BadInput, match=message):
         analyze_runs.main([str(path), "--metric", "test_mse", *args, "-o", str(tmp_path / "out.csv")])
     assert list(tmp_path.iterdir()) == []
 

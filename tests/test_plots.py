@@ -15,7 +15,8 @@ import pytest
 from shared.analysis import frames as an
 from shared.analysis.enrich import load_rules
 from shared.analysis.plots import DPI, check_plot_path, plot_curves, plot_pareto, plot_pivot
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
+from shared.base.events import Events
 from shared.table.pareto import pareto_front
 from shared.table.series import aggregate
 from tests.current_data import load_script, make_runs, write_export
@@ -146,8 +147,9 @@ def test_curves_over_two_decades_get_a_log_axis_unless_told(monkeypatch, samples
     assert y_scale(monkeypatch, path, sample) == "linear"
     assert y_scale(monkeypatch, path, sample, log_y=True) == "log"
     shifted = [(name, steps, [v - 0.2 for v in values]) for name, steps, values in sample]
-    assert y_scale(monkeypatch, path, shifted, log_y=True) == "linear"
-    assert "warning: train/loss has values <= 0 (down to -0.1" in capsys.readouterr().err
+    events = Events()
+    assert y_scale(monkeypatch, path, shifted, log_y=True, events=events) == "linear"
+    assert "train/loss has values <= 0 (down to -0.1" in "\n".join(events.warnings)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
@@ -203,12 +205,12 @@ def test_failed_render_leaves_the_old_file_and_no_temp(samples, tmp_path):
 
 def test_plot_path_checks(tmp_path):
     assert check_plot_path(tmp_path / "Figure.PDF") == tmp_path / "Figure.PDF"
-    with pytest.raises(UsageError, match=r"^--plot .*/nope/f\.png: folder .*/nope does not exist$"):
+    with pytest.raises(BadInput, match=r"^--plot .*/nope/f\.png: folder .*/nope does not exist$"):
         check_plot_path(tmp_path / "nope" / "f.png")
-    with pytest.raises(UsageError, match=r"unknown extension \.jpg \(use \.png, \.svg, \.pdf\)$"):
+    with pytest.raises(BadInput, match=r"unknown extension \.jpg \(use \.png, \.svg, \.pdf\)$"):
         check_plot_path(tmp_path / "f.jpg")
-    with pytest.raises(UsageError, match=r"unknown extension \(none\)"):
+    with pytest.raises(BadInput, match=r"unknown extension \(none\)"):
         check_plot_path(tmp_path / "figure")
     (tmp_path / "dir.png").mkdir()
-    with pytest.raises(UsageError, match="is a folder"):
+    with pytest.raises(BadInput, match="is a folder"):
         check_plot_path(tmp_path / "dir.png")

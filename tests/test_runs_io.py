@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
+from shared.base.events import Events
 from shared.table.exports import (
     FILE_INDEX,
     ROW_INDEX,
@@ -182,11 +183,12 @@ def test_folders_files_and_globs_are_found_once_each_and_history_is_skipped(tmp_
     a = write_runs(tmp_path / "day1" / "e_p_runs.parquet")
     b = write_runs(tmp_path / "x_runs.parquet")
     write_runs(tmp_path / "day1" / "e_p_history.parquet")
+    events = Events()
     found = find_runs_files(
-        [str(tmp_path), str(a), str(tmp_path / "*.parquet"), str(tmp_path / "day1" / "*")]
+        [str(tmp_path), str(a), str(tmp_path / "*.parquet"), str(tmp_path / "day1" / "*")], events
     )
     assert found == [a, b]
-    assert "skipping history file" in capsys.readouterr().err
+    assert "skipping history file" in "\n".join(events.notes)
 
 
 @pytest.mark.parametrize(
@@ -199,7 +201,7 @@ def test_folders_files_and_globs_are_found_once_each_and_history_is_skipped(tmp_
 )
 def test_missing_inputs_are_usage_errors(tmp_path, make, message):
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(BadInput, match=message):
         find_runs_files([make(tmp_path)])
 
 
@@ -207,7 +209,7 @@ def test_a_parquet_that_is_not_a_runs_export_names_its_columns(tmp_path):
     path = tmp_path / "other.parquet"
     pl.DataFrame({"run_id": ["a"], "step": [1]}).write_parquet(path)
     with pytest.raises(
-        UsageError, match=r"not a runs export: no id, name, entity, project column \(it has: run_id, step\)"
+        BadInput, match=r"not a runs export: no id, name, entity, project column \(it has: run_id, step\)"
     ):
         open_runs_file(path)
 
@@ -215,5 +217,5 @@ def test_a_parquet_that_is_not_a_runs_export_names_its_columns(tmp_path):
 def test_a_file_that_is_not_parquet_is_a_usage_error(tmp_path):
     path = tmp_path / "x_runs.parquet"
     path.write_text("not parquet")
-    with pytest.raises(UsageError, match=r"cannot read .* as parquet"):
+    with pytest.raises(BadInput, match=r"cannot read .* as parquet"):
         open_runs_file(path)

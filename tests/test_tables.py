@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from rich.cells import cell_len
 
-from shared.analysis.render import format_value
 from shared.cli.main import run_main
 from shared.cli.tables import fit_columns, print_table
+from shared.table.outputs import format_value
 from tests.current_data import load_script
 
 ROOT = Path(__file__).resolve().parent.parent

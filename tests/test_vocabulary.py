@@ -136,12 +136,12 @@ def test_an_unknown_metric_is_answered_with_the_closest_names(export, capsys):
 
 
 def test_a_column_two_logged_keys_share_is_ambiguous():
-    from shared.base.errors import UsageError
+    from shared.base.errors import BadInput
     from shared.table.metrics import resolve_metric
 
     assert resolve_metric("metric_a_b", ["a/b", "c"]) == "a/b"
     assert resolve_metric("a/b", ["a/b", "a.b"]) == "a/b"  # as logged, it is clear
-    with pytest.raises(UsageError, match=re.escape("could be any of 'a/b', 'a.b'")):
+    with pytest.raises(BadInput, match=re.escape("could be any of 'a/b', 'a.b'")):
         resolve_metric("metric_a_b", ["a/b", "a.b"])
 
 
@@ -284,7 +284,9 @@ def test_log_y_reaches_the_curves_plot(log_y, archive, tmp_path, monkeypatch, ca
     import shared.analysis.plots
 
     seen = {}
-    monkeypatch.setattr(shared.analysis.plots, "plot_curves", lambda path, curves, **options: seen.update(options))
+    monkeypatch.setattr(
+        shared.analysis.plots, "plot_curves", lambda path, curves, **options: seen.update(options)
+    )
     argv = [archive, "--metric", "train/loss", "-k", "2", "--plot", tmp_path / "c.png"]
     code, _, err = run(neptune_query, [*argv, *(["--log-y"] if log_y else [])], capsys)
     assert code == 0, err

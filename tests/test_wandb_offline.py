@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
+from shared.cli.terminal import TerminalEvents
 from shared.table.schema import HISTORY_SCHEMA
 from shared.wandb.offline import (
     FILE_HEADER,
@@ -409,9 +410,21 @@ def test_summary_fold_equals_applying_every_operation(records, batch_sizes):
 # --- the export around the reader ------------------------------------------------------------------
 
 
-def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_path: Path):
-    from shared.wandb.export import export_offline
+def export_offline(
+    paths: list[Path], folder: Path, *, since: datetime | None = None
+) -> tuple[list, list[str]]:
+    """The offline logs at `paths` exported into `folder` by the export pipeline: results and failures."""
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+    from shared.wandb.sources import OfflineSource
 
+    events = TerminalEvents()  # what the export says goes to stderr, as under export_runs.py
+    outcome = export_runs(
+        [ExportTarget(OfflineSource(paths, events=events))], ExportOptions(folder, since=since), events
+    )
+    return outcome.results, outcome.failures
+
+
+def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_path: Path):
     samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
     shutil.copytree(samples, tmp_path / "wandb")
     broken = tmp_path / "wandb" / "offline-run-20260101_000000-broken" / "run-broken.wandb"
@@ -419,14 +432,7 @@ def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_p
     broken.write_bytes(b"")
     good = len(find_run_logs(samples))
 
-    results, unreadable = export_offline(
-        [tmp_path / "wandb"],
-        tmp_path / "out",
-        include_history=False,
-        history_keys=None,
-        since=None,
-        metadata={},
-    )
+    results, unreadable = export_offline([tmp_path / "wandb"], tmp_path / "out")
     assert [r.runs for r in results] == [good]
     assert len(unreadable) == 1 and str(broken) in unreadable[0] and "empty file" in unreadable[0]
 
@@ -434,27 +440,16 @@ def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_p
     shutil.copytree(broken.parent, only_broken / broken.parent.name)
     (only_broken / broken.parent.name / "run-other.wandb").write_bytes(b"PK not a log")
     with pytest.raises(OfflineLogError, match="no readable run log among 2"):
-        export_offline(
-            [only_broken],
-            tmp_path / "out2",
-            include_history=False,
-            history_keys=None,
-            since=None,
-            metadata={},
-        )
+        export_offline([only_broken], tmp_path / "out2")
 
 
 def test_runs_left_out_by_since_are_counted(tmp_path: Path, capsys):
-    from shared.wandb.export import export_offline
-
     samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
     created = sorted(read_run_log(log).record.created_at for log in find_run_logs(samples))
     middle = created[len(created) // 2]
 
     def export(since: datetime, name: str) -> int:
-        results, _ = export_offline(
-            [samples], tmp_path / name, include_history=False, history_keys=None, since=since, metadata={}
-        )
+        results, _ = export_offline([samples], tmp_path / name, since=since)
         return sum(r.runs for r in results)
 
     assert export(middle, "some") == sum(c >= middle for c in created)

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.cli.main import run_main
 from shared.query.wandb import WandbQuery
 from shared.table.schema import RAW_JSON_COLUMNS
@@ -292,7 +292,8 @@ def test_runs_that_fail_the_constraints_are_counted(query, capsys):
     assert query.query_topk("train/loss", where='"metrics/L0" > 1e9') == []
     failed = query.last_stats["failed_constraints"]
     assert failed == query.last_stats["considered"] - query.last_stats["excluded"] > 0
-    assert f"{failed} run(s) did not meet the constraints" in capsys.readouterr().err
+    assert f"{failed} run(s) did not meet the constraints" in "\n".join(query.events.notes)
+    assert capsys.readouterr().err == ""  # the Python API reports as data, it prints nothing
 
 
 def test_nan_inf_ties_and_exclusions(query, capsys):
@@ -308,7 +309,8 @@ def test_nan_inf_ties_and_exclusions(query, capsys):
     ]
     assert query.last_excluded == {"missing metrics/L1": 1, "no finite value for train/loss": 1}
     assert query.last_stats == {"considered": 7, "excluded": 2, "failed_constraints": 0, "returned": 5}
-    assert "2 of 7 runs left out" in capsys.readouterr().err
+    assert "2 of 7 runs left out" in "\n".join(query.events.notes)
+    assert capsys.readouterr().err == ""
 
 
 def test_details_states_and_run_objects(query):
@@ -319,16 +321,16 @@ def test_details_states_and_run_objects(query):
     assert best.config["model"]["optimizer"] == "adam" and best.raw_run is not None
     assert query.query_topk("train/loss", state="crashed") == []
     assert {r.name for r in query.fetch_runs()} == {spec.name for spec in SPECS}
-    with pytest.raises(UsageError, match="unknown run state 'active'"):
+    with pytest.raises(BadInput, match="unknown run state 'active'"):
         query.query_topk("train/loss", state="active")
 
 
 def test_bad_metrics_are_usage_errors(query):
-    with pytest.raises(UsageError, match=r"unknown metric 'train/los' \(did you mean 'train/loss'"):
+    with pytest.raises(BadInput, match=r"unknown metric 'train/los' \(did you mean 'train/loss'"):
         query.query_topk("train/los")
-    with pytest.raises(UsageError, match="'status' holds text"):
+    with pytest.raises(BadInput, match="'status' holds text"):
         query.query_pareto("train/loss", "status")
-    with pytest.raises(UsageError, match="quote metric paths"):
+    with pytest.raises(BadInput, match="quote metric paths"):
         query.query_topk("train/loss", where="metrics/L0 < 50")
 
 
@@ -404,13 +406,13 @@ def test_api_live_rows_of_keys_logged_at_other_steps_are_all_read(api):
 def test_api_failures_and_unknown_projects(api):
     from tests.wandb_standin import HookResult
 
-    with pytest.raises(UsageError, match="cannot list the runs of W&B project team/nope"):
+    with pytest.raises(BadInput, match="cannot list the runs of W&B project team/nope"):
         WandbQuery(f"{ENTITY}/nope").query_topk("train/loss")
     api.request_hook = lambda info: HookResult(status=400) if info.operation == "RunParquetHistory" else None
     try:
-        from shared.base.errors import ToolFailure
+        from shared.base.errors import Incomplete
 
-        with pytest.raises(ToolFailure, match=r"could not fetch .* history series"):
+        with pytest.raises(Incomplete, match=r"could not fetch .* history series"):
             WandbQuery(f"{ENTITY}/{PROJECT}", timeout=5).query_topk("train/loss", aggregation="max")
     finally:
         api.request_hook = None
@@ -430,7 +432,7 @@ def test_export_without_history_answers_last_and_refuses_series(export):
         "e7eta",
     ]
     assert nq.last_excluded == {"no finite value for train/loss": 2}
-    with pytest.raises(UsageError, match="was exported without its history: this query needs it"):
+    with pytest.raises(BadInput, match="was exported without its history: this query needs it"):
         nq.query_topk("train/loss", aggregation="mean_all")
 
 
@@ -443,7 +445,7 @@ def test_a_history_file_left_by_an_earlier_export_is_not_read(offline, tmp_path,
     assert exporter.main(["--offline", str(offline), "-o", str(tmp_path), "--json"]) == 0
     stale = next(tmp_path.glob("*_history.parquet"))
     assert f"{stale} is left from an earlier export" in capsys.readouterr().err
-    with pytest.raises(UsageError, match="was exported without its history"):
+    with pytest.raises(BadInput, match="was exported without its history"):
         WandbQuery(source=tmp_path).query_topk("train/loss", aggregation="mean_all")
 
 
@@ -455,7 +457,7 @@ def test_export_and_offline_folders_pick_a_project(export, offline, tmp_path):
     (tmp_path / "other_proj_runs.parquet").write_bytes(runs_file.read_bytes())
     (tmp_path / runs_file.name).write_bytes(runs_file.read_bytes())
     with pytest.raises(
-        UsageError, match="several exports; name one as ENTITY/PROJECT: other_proj, team_sae-sweep"
+        BadInput, match="several exports; name one as ENTITY/PROJECT: other_proj, team_sae-sweep"
     ):
         WandbQuery(source=tmp_path).fetch_runs()
     assert len(WandbQuery("proj", source=tmp_path).fetch_runs()) == len(SPECS)
@@ -464,9 +466,10 @@ def test_export_and_offline_folders_pick_a_project(export, offline, tmp_path):
 
 def test_a_project_without_runs_answers_nothing_and_says_why(offline, tmp_path, capsys):
     """No runs to know metrics from: an empty answer (exit 0 on the command line), not 'unknown metric'."""
-    assert WandbQuery(f"{ENTITY}/elsewhere", source=offline).query_topk("train/loss") == []
+    query = WandbQuery(f"{ENTITY}/elsewhere", source=offline)
+    assert query.query_topk("train/loss") == []
     assert f"no offline run of {ENTITY}/elsewhere in {offline} (projects there: {ENTITY}/{PROJECT})" in (
-        capsys.readouterr().err
+        query.events.warnings
     )
     empty = tmp_path / f"{ENTITY}_{PROJECT}_runs.parquet"
     pl.DataFrame(
@@ -479,7 +482,7 @@ def test_a_project_without_runs_answers_nothing_and_says_why(offline, tmp_path, 
     ).write_parquet(empty)
     assert WandbQuery(source=empty).query_topk("train/loss", aggregation="last") == []
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="no W&B run logs"):
+    with pytest.raises(BadInput, match="no W&B run logs"):
         WandbQuery(source=tmp_path / "empty", kind="offline").fetch_runs()
 
 

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.analysis.aggregate import Selection, aggregate
     from shared.analysis.enrich import load_rules
     from shared.base.storage import check_output_file, prepare_output_folder
+    from shared.cli.terminal import TerminalEvents
     from shared.table.exports import check_regex, find_runs_files, open_runs_file
 
     check_output_suffix(args.output)
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.filter:
         check_regex(args.filter, "--filter")
     rules = load_rules(args.rules)
-    files = [open_runs_file(path) for path in find_runs_files(args.inputs)]
+    events = TerminalEvents()
+    files = [open_runs_file(path) for path in find_runs_files(args.inputs, events)]
     prepare_output_folder(args.output.parent)
     selection = Selection(args.state, args.filter, args.protocol)
     report = aggregate(
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         rules,
         enrich_output=not args.no_enrich,
         include_history=args.include_history,
+        events=events,
     )
     show_report(report, sum(f.rows for f in files), args)
     if report.kept == 0:

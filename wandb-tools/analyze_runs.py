@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, matplotlib, jinja2) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.base.storage import check_output_file
 from shared.cli.args import add_format_argument, int_argument, path_argument, text_argument
 from shared.cli.main import run_main
@@ -186,7 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.pivot:
         args.pivot_rows, args.pivot_cols = args.pivot_rows or "architecture", args.pivot_cols or "dataset"
         if args.pivot_rows == args.pivot_cols:
-            raise UsageError(
+            raise BadInput(
                 f"--pivot-rows and --pivot-cols both name {args.pivot_rows}: they must differ "
                 "(defaults: architecture x dataset)"
             )
@@ -214,7 +214,7 @@ def check_report_path(parser: argparse.ArgumentParser, args: argparse.Namespace)
     """Before any work: --report names an .html file we can write, and no flag asks for other output."""
     path = args.report
     if path.suffix.lower() not in (".html", ".htm"):
-        raise UsageError(f"--report {path}: unknown extension {path.suffix or '(none)'} (use .html, .htm)")
+        raise BadInput(f"--report {path}: unknown extension {path.suffix or '(none)'} (use .html, .htm)")
     check_output_file(path, "--report")
     others = [("--schema", args.schema), ("-o", args.output), ("--plot", args.plot)]
     others.append(("--format", args.format != "table"))
@@ -224,23 +224,26 @@ def check_report_path(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 def load(inputs: list[str]) -> tuple[pl.LazyFrame, list[RunsFile], str | None]:
     """The runs of `inputs` (default: the newest export), the files read, and the line naming a default pick."""
+    from shared.cli.terminal import TerminalEvents
     from shared.table.exports import find_runs_files, newest_export, open_runs_file, scan_deduplicated
+
+    events = TerminalEvents()
 
     picked = None
     if inputs:
-        paths = find_runs_files(inputs)
+        paths = find_runs_files(inputs, events)
     else:
         newest, count = newest_export(DEFAULT_FOLDER)
         picked = f"using {newest} (the newest of {count} parquet files under {DEFAULT_FOLDER}/)"
         paths = [newest]
     files = [open_runs_file(p) for p in paths]
-    return scan_deduplicated(files), files, picked
+    return scan_deduplicated(files, events), files, picked
 
 
 def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
     """What to look up for a --metric or --pareto named as logged (`test/mse`) or as a column: the name as
     given when the analysis finds it itself (a column, with or without `metric_`: its messages quote the
-    user's spelling), else the column it names. UsageError with the closest metric columns for --metric
+    user's spelling), else the column it names. BadInput with the closest metric columns for --metric
     (--pareto's own check names the numeric columns)."""
     from shared.analysis import frames as an
     from shared.base.text import name_list
@@ -251,7 +254,7 @@ def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
     column = resolve_column(schema.names(), requested)
     if column is None and flag == "--metric":
         metrics = an.numeric_metrics(schema)
-        raise UsageError(
+        raise BadInput(
             f"unknown metric {requested!r} in --metric{did_you_mean(requested, metrics)} "
             f"(numeric metric columns: {name_list(metrics)})"
         )
@@ -267,9 +270,9 @@ def choose_metric(schema: pl.Schema, requested: str | None) -> str:
         return metric
     metrics = an.numeric_metrics(schema)
     if not metrics:
-        raise UsageError(f"no numeric metric_* column to rank by (columns: {name_list(schema.names())})")
+        raise BadInput(f"no numeric metric_* column to rank by (columns: {name_list(schema.names())})")
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        raise UsageError(
+        raise BadInput(
             f"no metric says loss/mse/error: choose one with --metric (numeric metric columns: {name_list(metrics)})"
         )
     from rich.prompt import Prompt
@@ -302,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     from shared.analysis import frames as an
     from shared.analysis.enrich import load_rules
     from shared.analysis.plots import check_plot_path, plot_pareto, plot_pivot
-    from shared.analysis.render import check_output
     from shared.table.exports import check_regex
+    from shared.table.outputs import check_output
 
     if args.output:
         check_output(args.output)

@@ -23,15 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, wandb) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.base.errors import UsageError, describe
+from shared.base.errors import BadInput
 from shared.base.limits import parse_since
 from shared.base.retry import DEFAULT_MAX_RETRY_TIME, Retry
 from shared.cli.args import add_timeout_argument, int_argument, path_argument, text_argument
 from shared.cli.main import run_main
-from shared.cli.terminal import log
 
 if TYPE_CHECKING:
-    from shared.export.project import ProjectResult
+    from shared.base.events import Events
+    from shared.export.pipeline import ExportTarget
 
 EXAMPLES = """\
 examples:
@@ -158,73 +158,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def export_cloud(args: argparse.Namespace, metadata: dict) -> tuple[list[ProjectResult], list[str]]:
-    from shared.base.storage import prepare_output_folder
-    from shared.export.incremental import intact_result
-    from shared.export.lock import FolderLock
-    from shared.export.project import export_files
+def api_targets(args: argparse.Namespace, events: Events) -> list[ExportTarget]:
+    """A source per project of the entity to export, checked first: the key, the entity, the names."""
+    from shared.export.pipeline import ExportTarget
     from shared.wandb.api import connect, project_names
     from shared.wandb.auth import wandb_credentials
-    from shared.wandb.export import export_api_project
+    from shared.wandb.sources import ApiSource
 
-    credentials = wandb_credentials(args.api_key)
+    credentials = wandb_credentials(args.api_key, events)
     api = connect(credentials, args.timeout)
     entity = args.entity or api.default_entity
     if not entity:
-        raise UsageError("no --entity given and the key has no default entity")
-    retry = Retry(max_retry_time=args.max_retry_time)
+        raise BadInput("no --entity given and the key has no default entity")
+    retry = Retry(max_retry_time=args.max_retry_time, notify=events.note)
     available = project_names(api, entity, retry)
     wanted = available if not args.project or "*" in args.project else args.project
     unknown = [name for name in args.project if name != "*" and name not in available]
     if unknown:
-        raise UsageError(
+        raise BadInput(
             f"unknown project(s) in {entity}: {', '.join(unknown)} (available: {', '.join(available) or 'none'})"
         )
-    metadata |= {"source": "wandb-api", "base_url": credentials.server}
-    prepare_output_folder(args.output)
-    results, failures = [], []
-    with FolderLock(args.output) as lock:
-        for project in wanted:  # every project's final paths are checked before any file is touched
-            export_files(args.output, entity, project)
-        task = {
-            "entity": entity,
-            "projects": wanted,
-            "since": args.since_text,
-            "incremental": args.incremental,
-        }
-        done = lock.resume(task | {"history": args.include_history, "history_keys": args.history_keys})
-        for project in wanted:
-            name = f"{entity}/{project}"
-            try:
-                if name in done:
-                    if stored := intact_result(export_files(args.output, entity, project)):
-                        results.append(stored)
-                        continue
-                    log(f"{name}: the files its resumed export completed are gone; exporting it again")
-                result = export_api_project(
-                    api,
-                    entity,
-                    project,
-                    args.output,
-                    since=args.since,
-                    include_history=args.include_history,
-                    history_keys=args.history_keys,
-                    workers=args.workers,
-                    metadata=dict(metadata),
-                    timeout_s=args.timeout,
-                    retry=retry,
-                    incremental=args.incremental,
-                    since_text=args.since_text,
-                )
-                results.append(result)
-                if not result.shortfall:  # else a rerun exports it again: runs are missing
-                    lock.completed(name)
-            except UsageError:
-                raise
-            except Exception as error:  # one project's failure must not stop the others; it is named
-                log(f"error: {name} not exported: {describe(error)}")
-                failures.append(name)
-    return results, failures
+    options = {"api": api, "server": credentials.server, "workers": args.workers, "timeout": args.timeout}
+    return [
+        ExportTarget(
+            ApiSource(project, entity=entity, retry=retry, events=events, **options), (entity, project)
+        )
+        for project in wanted
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,28 +192,27 @@ def main(argv: list[str] | None = None) -> int:
     from importlib.metadata import version
 
     from shared.cli.exports import report_exports
-    from shared.wandb.export import export_offline
+    from shared.cli.terminal import TerminalEvents
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
 
-    metadata = {
-        "wandb_version": version("wandb"),
-        "filters": {
-            "since": args.since.isoformat() if args.since else None,
-            "history_keys": args.history_keys,
-        },
-    }
+    events = TerminalEvents()
     if args.source:
-        metadata |= {"source": "wandb-offline", "offline_paths": [str(p) for p in args.source]}
-        results, failures = export_offline(
-            args.source,
-            args.output,
-            include_history=args.include_history,
-            history_keys=args.history_keys,
-            since=args.since,
-            metadata=metadata,
-        )
+        from shared.wandb.sources import OfflineSource
+
+        targets = [ExportTarget(OfflineSource(args.source, events=events))]
     else:
-        results, failures = export_cloud(args, metadata)
-    report_exports(results, failures, args.output, as_json=args.json)
+        targets = api_targets(args, events)
+    options = ExportOptions(
+        args.output,
+        include_history=args.include_history,
+        history_keys=tuple(args.history_keys) if args.history_keys else None,
+        since=args.since,
+        since_text=args.since_text,
+        incremental=args.incremental,
+        metadata={"wandb_version": version("wandb")},
+    )
+    outcome = export_runs(targets, options, events)
+    report_exports(outcome.results, outcome.failures, args.output, as_json=args.json)
     return 0
 
 

@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from shared.base.storage import check_output_file
     from shared.cli.tables import print_table
+    from shared.cli.terminal import TerminalEvents
     from shared.wandb.api import connect, project_names, project_stats, reachable_entities
     from shared.wandb.auth import wandb_credentials
 
     if args.output:
         check_output_file(args.output, "-o")
         check_output_suffix(args.output)
-    api = connect(wandb_credentials(), args.timeout)
+    api = connect(wandb_credentials(events=TerminalEvents()), args.timeout)
     entities = [(name, "given") for name in args.entity] or reachable_entities(api)
     report = []
     with ThreadPoolExecutor(max_workers=args.workers) as pool:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, wandb) after argument parsing: --help and usage errors answer in a fraction of
 # a second.
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.cli.args import add_timeout_argument, path_argument
 from shared.cli.main import run_main
 from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser
@@ -101,19 +101,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     check_query_arguments(args)
     if not (args.project or args.offline or args.export):
-        raise UsageError("name a W&B project (ENTITY/PROJECT), --offline PATH or --export DIR")
+        raise BadInput("name a W&B project (ENTITY/PROJECT), --offline PATH or --export DIR")
     return args
 
 
 def open_query(args: argparse.Namespace) -> WandbQuery:
     """A WandbQuery on the project, offline runs or export the command line names."""
+    from shared.cli.terminal import TerminalEvents
     from shared.query.wandb import WandbQuery
 
+    events = TerminalEvents()
     if args.offline or args.export:
         kind = "offline" if args.offline else "export"
         path = args.offline or args.export
-        return WandbQuery(args.project, source=path, kind=kind, last_from=args.last_from)
-    return WandbQuery(args.project, workers=args.workers, timeout=args.timeout, last_from=args.last_from)
+        return WandbQuery(args.project, source=path, kind=kind, last_from=args.last_from, events=events)
+    return WandbQuery(
+        args.project, workers=args.workers, timeout=args.timeout, last_from=args.last_from, events=events
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

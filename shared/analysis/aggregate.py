@@ -8,13 +8,26 @@ from pathlib import Path
 
 import polars as pl
 
-from shared.base.errors import UsageError
-from shared.cli.terminal import warn
 from shared.analysis.enrich import ColumnRule, check_rule_columns, enrich, rule_inputs
-from shared.table.outputs import sink_table
-from shared.table.exports import FILE_INDEX, ROW_INDEX, RUN_KEY, SOURCE_COLUMN, RunsFile, conform, history_file_of, history_sibling, name_pattern, newest_copies, scan_runs, union_schema
-from shared.base.text import name_list
+from shared.base.errors import BadInput
+from shared.base.events import Events
 from shared.base.storage import atomic_path
+from shared.base.text import name_list
+from shared.table.exports import (
+    FILE_INDEX,
+    ROW_INDEX,
+    RUN_KEY,
+    SOURCE_COLUMN,
+    RunsFile,
+    conform,
+    history_file_of,
+    history_sibling,
+    name_pattern,
+    newest_copies,
+    scan_runs,
+    union_schema,
+)
+from shared.table.outputs import sink_table
 
 
 @dataclass
@@ -66,11 +79,9 @@ def select_runs(
     """The kept runs' keys (file, row, id, entity, project), computed on a narrow scan, and the counts."""
     wanted = {*RUN_KEY, "heartbeat_at", "state", "name", *rule_inputs(rules)}
     if selection.states and "state" not in schema:
-        raise UsageError(
-            f"--state needs a state column, which the inputs lack (columns: {name_list(schema)})"
-        )
+        raise BadInput(f"--state needs a state column, which the inputs lack (columns: {name_list(schema)})")
     if selection.protocol != "all" and not any(r.name == "protocol" for r in rules):
-        raise UsageError("--protocol needs the protocol rule (a --rules file removed it): use --protocol all")
+        raise BadInput("--protocol needs the protocol rule (a --rules file removed it): use --protocol all")
     columns = [c for c in [*schema, SOURCE_COLUMN] if c in wanted]  # scan_runs adds _source_file
     narrow = scan_runs(files, schema).select(*columns, FILE_INDEX, ROW_INDEX)
     narrow = enrich(narrow, rules).collect() if rules else narrow.collect()
@@ -100,12 +111,14 @@ def aggregate(
     *,
     enrich_output: bool = True,
     include_history: bool = False,
+    events: Events | None = None,
 ) -> AggregateReport:
     """Union, deduplicate, filter and enrich `files` into `output` (atomically, by its extension; .parquet
-    and .csv streaming)."""
+    and .csv streaming). Columns turned into text and inputs without history are told to `events`."""
+    events = events or Events()
     schema, warnings = union_schema([f.schema for f in files])
     for message in warnings:
-        warn(message)
+        events.warn(message)
     # The protocol filter needs its rule even when the output is not enriched.
     needed = (
         list(rules)
@@ -127,25 +140,25 @@ def aggregate(
     sink_table(frame, output)
     if include_history:
         report.history_path = history_sibling(output)
-        report.history_rows = merge_history(files, kept, report.history_path)
+        report.history_rows = merge_history(files, kept, report.history_path, events)
     return report
 
 
-def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, output: Path) -> int:
+def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, output: Path, events: Events) -> int:
     """The kept runs' history from each input's `…_history.parquet`, with entity/project, into `output`."""
     sources = []
     for index, runs in enumerate(files):
         path = history_file_of(runs.path)
         if path is None:
-            warn(f"no history for {runs.label}: it was exported without --include-history")
+            events.warn(f"no history for {runs.label}: it was exported without --include-history")
             continue
         if not path.is_file():
-            warn(f"no history file for {runs.label} (looked for {path.name})")
+            events.warn(f"no history file for {runs.label} (looked for {path.name})")
             continue
         sources.append((index, path, dict(pl.read_parquet_schema(path))))
     schema, warnings = union_schema([s for _, _, s in sources])
     for message in warnings:
-        warn(f"history: {message}")
+        events.warn(f"history: {message}")
     if "run_id" not in schema:
         schema = {
             "run_id": pl.String(),

@@ -11,12 +11,12 @@ from typing import Any
 
 import polars as pl
 
-from shared.base.errors import UsageError
 from shared.analysis.enrich_rules import DEFAULT_RULES, ColumnRule, Source
 from shared.analysis.enrich_rules import ENRICHMENT_COLUMNS as ENRICHMENT_COLUMNS  # re-exported
+from shared.base.errors import BadInput
 from shared.base.limits import read_text_file
-from shared.table.exports import FILE_INDEX, ROW_INDEX, check_regex
 from shared.base.text import name_list
+from shared.table.exports import FILE_INDEX, ROW_INDEX, check_regex
 from shared.table.schema import CORE_COLUMNS
 
 TYPES: dict[str, pl.DataType] = {"string": pl.String(), "int": pl.Int64(), "float": pl.Float64()}
@@ -24,34 +24,32 @@ TYPES: dict[str, pl.DataType] = {"string": pl.String(), "int": pl.Int64(), "floa
 
 def _check_pattern(pattern: Any, where: str, *, constant: bool = False) -> str:
     if not isinstance(pattern, str) or not pattern:
-        raise UsageError(f"{where}: a rule pattern must be a non-empty string, not {pattern!r}")
+        raise BadInput(f"{where}: a rule pattern must be a non-empty string, not {pattern!r}")
     try:
         groups = re.compile(pattern).groups
     except re.error as error:
-        raise UsageError(f"bad regex in {where}: {pattern!r} ({error})") from None
+        raise BadInput(f"bad regex in {where}: {pattern!r} ({error})") from None
     check_regex(pattern, where)
     if groups != 1 and not constant:
-        raise UsageError(
-            f"{where}: regex {pattern!r} needs exactly one (group) for the value, it has {groups}"
-        )
+        raise BadInput(f"{where}: regex {pattern!r} needs exactly one (group) for the value, it has {groups}")
     return pattern
 
 
 def _column_from_table(name: str, spec: Mapping[str, Any], base: ColumnRule | None, where: str) -> ColumnRule:
     unknown = set(spec) - {"pattern", "patterns", "from", "config", "type", "default"}
     if unknown:
-        raise UsageError(
+        raise BadInput(
             f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: pattern, patterns, from, config, type, default)"
         )
     patterns = spec.get("patterns", [spec["pattern"]] if "pattern" in spec else None)
     if patterns is not None and not isinstance(patterns, list):
-        raise UsageError(f"{where}: patterns must be a list of regexes")
+        raise BadInput(f"{where}: patterns must be a list of regexes")
     dtype = spec.get("type", base.dtype if base else "string")
     if dtype not in TYPES:
-        raise UsageError(f"{where}: type must be one of {', '.join(TYPES)}, not {dtype!r}")
+        raise BadInput(f"{where}: type must be one of {', '.join(TYPES)}, not {dtype!r}")
     config = spec.get("config")
     if config is not None and not (isinstance(config, list) and all(isinstance(c, str) for c in config)):
-        raise UsageError(f"{where}: config must be a list of column names")
+        raise BadInput(f"{where}: config must be a list of column names")
     old = base.sources if base else ()
     config_sources = (
         tuple(Source(c, strict=True) for c in config)
@@ -65,7 +63,7 @@ def _column_from_table(name: str, spec: Mapping[str, Any], base: ColumnRule | No
         parsed = tuple(Source(column, _check_pattern(p, f"{where} pattern"), strict=True) for p in patterns)
     default = spec.get("default", base.default if base else None)
     if default is not None and pl.Series([str(default)]).cast(TYPES[dtype], strict=False).is_null().any():
-        raise UsageError(f"{where}: default {default!r} is not of type {dtype}")
+        raise BadInput(f"{where}: default {default!r} is not of type {dtype}")
     return ColumnRule(name, dtype, config_sources + parsed, None if default is None else str(default))
 
 
@@ -77,9 +75,9 @@ def load_rules(path: Path | None, base: Sequence[ColumnRule] = DEFAULT_RULES) ->
     try:
         spec = tomllib.loads(read_text_file(path, "rules file"))
     except OSError as error:
-        raise UsageError(f"cannot read rules file {path}: {error.strerror}") from None
+        raise BadInput(f"cannot read rules file {path}: {error.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"rules file {path} is not valid TOML: {error}") from None
+        raise BadInput(f"rules file {path} is not valid TOML: {error}") from None
     for name, value in spec.items():
         _check_rule_name(path, name)
         where = f"{path}: {name}"
@@ -91,7 +89,7 @@ def load_rules(path: Path | None, base: Sequence[ColumnRule] = DEFAULT_RULES) ->
         elif isinstance(value, dict):
             rules[name] = _column_from_table(name, value, rules.get(name), where)
         else:
-            raise UsageError(f"{where}: expected a regex, a list of regexes, a table or false")
+            raise BadInput(f"{where}: expected a regex, a list of regexes, a table or false")
     return list(rules.values())
 
 
@@ -99,11 +97,11 @@ def _check_rule_name(path: Path, name: str) -> None:
     """A rule may not replace a core run column (deduplication and filters read them) or an internal one."""
     kind = "core run" if name in CORE_COLUMNS else "internal" if name.startswith("_") else None
     if kind:
-        raise UsageError(f"{path}: rule {name} would replace the {kind} column {name}; give it another name")
+        raise BadInput(f"{path}: rule {name} would replace the {kind} column {name}; give it another name")
 
 
 def check_rule_columns(rules: Sequence[ColumnRule], schema: Mapping[str, pl.DataType]) -> None:
-    """UsageError when a column a --rules file reads is neither in the data nor made by an earlier rule,
+    """BadInput when a column a --rules file reads is neither in the data nor made by an earlier rule,
     or is a list column given as a `config` source (a list has no single value to take)."""
     available = {name for name in schema if name not in (FILE_INDEX, ROW_INDEX)}
     for rule in rules:
@@ -111,12 +109,12 @@ def check_rule_columns(rules: Sequence[ColumnRule], schema: Mapping[str, pl.Data
             if not source.strict:
                 continue
             if source.column not in available:
-                raise UsageError(
+                raise BadInput(
                     f"rule {rule.name} reads column {source.column}, which the data does not have "
                     f"(columns: {name_list(sorted(available))})"
                 )
             if source.pattern is None and isinstance(schema.get(source.column), pl.List):
-                raise UsageError(
+                raise BadInput(
                     f"rule {rule.name}: config column {source.column} holds lists, not single values; "
                     "read it with a pattern and from instead"
                 )

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from shared.base.errors import UsageError
 from shared.analysis.enrich import ColumnRule, enrich
-from shared.table.pareto import ParetoError, check_axes
+from shared.base.errors import BadInput
 from shared.base.text import name_list
 from shared.table.exports import name_pattern
+from shared.table.pareto import ParetoError, check_axes
 from shared.table.schema import CORE_COLUMNS
 
 KEY_COLUMNS = (
@@ -42,10 +42,10 @@ def prepare(frame: pl.LazyFrame, rules: Sequence[ColumnRule]) -> pl.LazyFrame:
 
 
 def require_columns(schema: pl.Schema, columns: Sequence[str], what: str) -> None:
-    """UsageError naming the first of `columns` that `schema` lacks, and the columns it has."""
+    """BadInput naming the first of `columns` that `schema` lacks, and the columns it has."""
     for column in columns:
         if column not in schema:
-            raise UsageError(f"unknown column {column!r} in {what} (columns: {name_list(schema.names())})")
+            raise BadInput(f"unknown column {column!r} in {what} (columns: {name_list(schema.names())})")
 
 
 def numeric_metrics(schema: pl.Schema) -> list[str]:
@@ -56,17 +56,17 @@ def numeric_metrics(schema: pl.Schema) -> list[str]:
 def pick_metric(schema: pl.Schema, requested: str | None) -> str | None:
     """The metric to rank by: `requested` (with or without `metric_`), else the best loss/mse/error column.
 
-    None when nothing says loss/mse/error (the caller asks); UsageError for an unknown or non-numeric one.
+    None when nothing says loss/mse/error (the caller asks); BadInput for an unknown or non-numeric one.
     """
     metrics = numeric_metrics(schema)
     if requested:
         name = requested if requested in schema else f"metric_{requested}"
         if name not in schema:
-            raise UsageError(
+            raise BadInput(
                 f"unknown metric {requested!r} in --metric (numeric metric columns: {name_list(metrics)})"
             )
         if not schema[name].is_numeric():
-            raise UsageError(
+            raise BadInput(
                 f"--metric {name} holds {schema[name]}, not numbers (numeric metric columns: {name_list(metrics)})"
             )
         return name
@@ -83,16 +83,16 @@ def pick_metric(schema: pl.Schema, requested: str | None) -> str | None:
 
 
 def pareto_axis(schema: pl.Schema, requested: str, metric: str) -> str:
-    """The --pareto column: `requested` as named, else with `metric_` in front. UsageError when it is not
+    """The --pareto column: `requested` as named, else with `metric_` in front. BadInput when it is not
     a numeric column, or is `metric` (the other axis) itself."""
     prefixed = f"metric_{requested}"
     name = prefixed if requested not in schema and prefixed in schema else requested
     try:
         check_axes(schema, metric, name)
     except ParetoError as error:
-        raise UsageError(f"--pareto: {error}") from None
+        raise BadInput(f"--pareto: {error}") from None
     if name == metric:
-        raise UsageError(f"--pareto {requested} is the --metric itself: choose the other axis")
+        raise BadInput(f"--pareto {requested} is the --metric itself: choose the other axis")
     return name
 
 

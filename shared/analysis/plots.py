@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from shared.base.errors import UsageError
-from shared.cli.terminal import warn
+from shared.base.errors import BadInput
+from shared.base.events import Events
 from shared.base.storage import atomic_path, check_output_file
 
 if TYPE_CHECKING:  # imported where drawn: check_plot_path runs while the scripts parse their arguments
@@ -59,11 +59,11 @@ LEGEND_KEY = {  # the legend entry explaining the window marks
 
 def check_plot_path(path: str | Path) -> Path:
     """Validate BEFORE any work: extension .png/.svg/.pdf, parent folder exists -> else raise
-    shared.cli.UsageError with one clear line."""
+    BadInput with one clear line."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in PLOT_SUFFIXES:
-        raise UsageError(
+        raise BadInput(
             f"--plot {path}: unknown extension {suffix or '(none)'} (use {', '.join(PLOT_SUFFIXES)})"
         )
     return check_output_file(path, "--plot")
@@ -128,6 +128,7 @@ def plot_curves(
     n_steps: int,
     title: str | None = None,
     log_y: bool | None = None,
+    events: Events | None = None,
 ) -> None:
     """curves = (label, steps, values) per chosen run, best first. Shades the aggregation window
     (last n_steps points for mean_last_n, last point for last, whole range for mean_all, marks the
@@ -172,7 +173,9 @@ def plot_curves(
             axes.axvspan(start, end, color="0.5", alpha=0.18 / len(windows) ** 0.5, linewidth=0)
         values = np.concatenate(seen) if seen else np.array([])
         if log_y and values.size and values.min() <= 0:
-            warn(f"{metric} has values <= 0 (down to {values.min():.4g}): drawn on a linear y axis, not log")
+            (events or Events()).warn(
+                f"{metric} has values <= 0 (down to {values.min():.4g}): drawn on a linear y axis, not log"
+            )
         elif log_y or (log_y is None and _log_scale_fits(values)):
             axes.set_yscale("log")
         axes.set_xlabel("step")

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import math
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
 import polars as pl
+
 from shared.analysis.frames import Pivot
-from shared.base.errors import UsageError
-from shared.base.text import printable
-from shared.table.exports import cast_column
-from shared.base.storage import atomic_path, check_output_file, prepare_output_folder
-from shared.cli.tables import console_for, plain_text, terminal_table
-
-
-OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")
-
+from shared.base.text import plain_text
+from shared.table.outputs import format_value, markdown_text, table_text, write_table
 
 BEST_MARK = "*"
-
-
 PIVOT_LEGEND = f"cell: best · mean (n=runs with a value); {BEST_MARK} = best in its column"
-
-
-def format_value(value: Any, digits: int = 6) -> str:
-    """A cell as text: floats to `digits` significant digits, null as empty, control characters escaped
-    (a newline would break its row)."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return str(value) if not math.isfinite(value) else f"{value:.{digits}g}"
-    if isinstance(value, list):
-        return printable(", ".join(map(str, value)))
-    return printable(str(value))
-
-
-def text_rows(table: pl.DataFrame) -> list[list[str]]:
-    """Every cell of `table` as display text."""
-    return [[format_value(v) for v in row] for row in table.iter_rows()]
 
 
 def pivot_display(
@@ -73,21 +45,6 @@ def heat_style(rank: int, total: int) -> str:
     return f"rgb({red},{green},60)" + (" bold" if rank == 1 else "")
 
 
-def markdown_text(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
-    """A GitHub markdown table."""
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    rule = "| " + " | ".join("---:" if num else "---" for num in numeric) + " |"
-    return "\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n"
-
-
-def json_text(table: pl.DataFrame) -> str:
-    """The table as a JSON array of row objects (non-finite numbers as null)."""
-    return table.write_json() + "\n"
-
-
 def display(
     table: pl.DataFrame, pivot: Pivot | None = None, separator: str = " · "
 ) -> tuple[list[str], list[list[str]], list[bool], list]:
@@ -95,8 +52,7 @@ def display(
     if pivot is not None:
         header, rows, ranks = pivot_display(pivot, separator)
         return header, rows, [False] + [True] * (len(header) - 1), ranks
-    numeric = [dtype.is_numeric() for dtype in table.dtypes]
-    return [format_value(name) for name in table.columns], text_rows(table), numeric, []
+    return *table_text(table), []
 
 
 def mark_best(rows: list[list[str]], ranks: list) -> list[list[str]]:
@@ -132,29 +88,7 @@ def text_table(table: pl.DataFrame, fmt: str, pivot: Pivot | None = None) -> str
     return text + "\n" + "; ".join([PIVOT_LEGEND, *states_note(pivot)]) + "\n"
 
 
-def check_output(path: Path) -> None:
-    """UsageError for an -o file we cannot write: an extension not one of ours, a folder, no write access."""
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UsageError(
-            f"-o {path}: unknown extension {path.suffix or '(none)'} (use {', '.join(OUTPUT_SUFFIXES)})"
-        )
-    check_output_file(path, "-o", folder_made_later=True)
-
-
 def write_output(table: pl.DataFrame, path: Path, *, pivot: Pivot | None = None) -> None:
-    """Write the shown table to `path` atomically, in the format its extension names."""
-    check_output(path)
-    prepare_output_folder(path.parent if str(path.parent) else Path("."))
-    suffix = path.suffix.lower()
-    with atomic_path(path) as temp:
-        if suffix == ".parquet":
-            table.write_parquet(temp, compression="zstd")
-        elif suffix == ".csv":
-            flat = table.select(
-                cast_column(c, d, pl.String) if d.is_nested() else pl.col(c) for c, d in table.schema.items()
-            )
-            flat.write_csv(temp)
-        elif suffix == ".json":
-            temp.write_text(json_text(table), encoding="utf-8")
-        else:
-            temp.write_text(text_table(table, "markdown", pivot), encoding="utf-8")
+    """Write the shown table to `path` atomically, in the format its extension names (a pivot's markdown
+    with its best cells marked and its legend)."""
+    write_table(table, path, markdown=text_table(table, "markdown", pivot) if pivot is not None else None)

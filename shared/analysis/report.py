@@ -17,12 +17,13 @@ import polars as pl
 from markupsafe import Markup
 
 from shared.analysis import frames as an
-from shared.table.metrics import metric_column
-from shared.table.pareto import has_finite, pareto_front
 from shared.analysis.plots import axis_name, plot_curve_panels, plot_pareto, plot_pivot
-from shared.analysis.render import format_value, states_note
-from shared.table.exports import RunsFile, export_metadata, history_file_of
+from shared.analysis.render import states_note
 from shared.base.storage import atomic_path
+from shared.table.exports import RunsFile, export_metadata, history_file_of
+from shared.table.metrics import metric_column
+from shared.table.outputs import format_value
+from shared.table.pareto import has_finite, pareto_front
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_GROUPS = 100  # group statistics rows shown (best mean first): the page stays small

@@ -8,7 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from shared.base.errors import ToolFailure
+from shared.base.errors import Incomplete
 
 if TYPE_CHECKING:
     pass
@@ -57,11 +57,11 @@ def bounded_map(
 
 
 def stoppable_sleep(stopping: threading.Event) -> Callable[[float], None]:
-    """A Retry's sleep that ends, with a ToolFailure, as soon as `stopping` is set."""
+    """A Retry's sleep that ends, with a Incomplete, as soon as `stopping` is set."""
 
     def sleep(seconds: float) -> None:
         if stopping.wait(seconds):
-            raise ToolFailure("the export was interrupted")
+            raise Incomplete("the export was interrupted")
 
     return sleep
 

@@ -6,7 +6,7 @@ import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 
 MAX_TEXT_FILE_BYTES = 16 * 2**20  # rules and metadata files hold kilobytes; /dev/zero would never end
 
@@ -24,24 +24,24 @@ _KINDS = {
 
 
 def check_regular_file(path: Path, what: str) -> None:
-    """UsageError naming `what` unless `path` is a regular file (opening a named pipe waits for a writer,
+    """BadInput naming `what` unless `path` is a regular file (opening a named pipe waits for a writer,
     a device may never end); OSError when it cannot be looked at."""
     mode = path.stat().st_mode
     if not stat.S_ISREG(mode):
         kind = next((name for test, name in _KINDS.items() if test(mode)), "something else")
-        raise UsageError(f"cannot read {what} {path}: not a regular file ({kind})")
+        raise BadInput(f"cannot read {what} {path}: not a regular file ({kind})")
 
 
 def read_text_file(path: Path, what: str) -> str:
     """The UTF-8 text of `path`, which must be a regular file of at most MAX_TEXT_FILE_BYTES.
 
-    UsageError naming `what` and `path` otherwise; OSError and UnicodeDecodeError as reading raises them.
+    BadInput naming `what` and `path` otherwise; OSError and UnicodeDecodeError as reading raises them.
     """
     check_regular_file(path, what)
     with path.open("rb") as stream:  # read up to the limit: stat's size may have grown, or be 0 (/proc)
         data = stream.read(MAX_TEXT_FILE_BYTES + 1)
     if len(data) > MAX_TEXT_FILE_BYTES:
-        raise UsageError(f"cannot read {what} {path}: larger than {MAX_TEXT_FILE_BYTES // 2**20} MiB")
+        raise BadInput(f"cannot read {what} {path}: larger than {MAX_TEXT_FILE_BYTES // 2**20} MiB")
     return data.decode("utf-8")
 
 
@@ -54,11 +54,9 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         try:
             return now - timedelta(**{units[unit]: int(amount)})
         except OverflowError:
-            raise UsageError(f"bad --since {text!r}: that is before the year 1") from None
+            raise BadInput(f"bad --since {text!r}: that is before the year 1") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(
-            f"bad --since {text!r}: use 7d, 24h, 2w, 30m or an ISO date like 2026-01-18"
-        ) from None
+        raise BadInput(f"bad --since {text!r}: use 7d, 24h, 2w, 30m or an ISO date like 2026-01-18") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

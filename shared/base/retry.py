@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from shared.base.errors import ToolFailure, UsageError, describe
-from shared.cli.terminal import log
+from shared.base.errors import BadInput, Incomplete, describe
 
 DEFAULT_MAX_RETRY_TIME = 300.0
 
@@ -26,11 +25,11 @@ _BUGS = AttributeError | NameError | TypeError | AssertionError | NotImplemented
 Result = TypeVar("Result")
 
 
-class PermanentFailure(ToolFailure):
+class PermanentFailure(Incomplete):
     """A failure that retrying cannot fix (the server answered; the answer is an error)."""
 
 
-class RetriesExhausted(ToolFailure):
+class RetriesExhausted(Incomplete):
     """A transient failure that outlasted the retry budget."""
 
 
@@ -40,7 +39,7 @@ def is_transient(error: BaseException) -> bool:
     Not transient: bad input, HTTP 4xx other than 408/429, GraphQL errors (wandb-core reports those
     as `input: …`: the server understood the request and refused it) and errors in the code itself.
     """
-    if isinstance(error, UsageError | PermanentFailure | _BUGS):
+    if isinstance(error, BadInput | PermanentFailure | _BUGS):
         return False
     status = getattr(getattr(error, "response", None), "http_status", None)  # wandb's WandbApiFailedError
     status = status or getattr(getattr(error, "response", None), "status_code", None)  # requests' errors
@@ -73,6 +72,7 @@ class Retry:
     seed: int | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    notify: Callable[[str], None] = lambda message: None  # told of each retry: Events.note
     _random: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
@@ -108,7 +108,7 @@ class Retry:
                         f"{what}: {detail} (gave up after {attempt + 1} attempts"
                         f" and {now - first_failure:.0f} s of retrying)"
                     ) from None
-                log(f"... {what}: {detail}; retrying in {wait:.1f} s")
+                self.notify(f"... {what}: {detail}; retrying in {wait:.1f} s")
                 self.sleep(wait)
                 attempt += 1
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from dotenv import dotenv_values, find_dotenv
 
-from shared.base.errors import UsageError, describe
+from shared.base.errors import BadInput, describe
+from shared.base.events import Events
 from shared.base.limits import read_text_file
-from shared.cli.terminal import warn
 
 TOOLS_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def dotenv_file() -> Path | None:
 FIFO_WAIT_S = 5.0  # how long a `.env` that is a named pipe (a secrets manager's) may take to be written
 
 
-def dotenv_settings() -> dict[str, str]:
+def dotenv_settings(events: Events | None = None) -> dict[str, str]:
     """The variables of the `.env` file, without touching os.environ.
 
     A `.env` may be a named pipe that a secrets manager writes (python-dotenv finds those too); one that
@@ -39,8 +39,8 @@ def dotenv_settings() -> dict[str, str]:
         return {}
     try:
         text = _read_pipe(path) if stat.S_ISFIFO(path.stat().st_mode) else read_text_file(path, ".env file")
-    except (UsageError, OSError, UnicodeDecodeError) as error:
-        warn(f"{path} not read: {describe(error)}")
+    except (BadInput, OSError, UnicodeDecodeError) as error:
+        (events or Events()).warn(f"{path} not read: {describe(error)}")
         return {}
     return {key: value for key, value in dotenv_values(stream=io.StringIO(text)).items() if value}
 
@@ -52,5 +52,5 @@ def _read_pipe(path: Path) -> str:
     reader.start()
     reader.join(FIFO_WAIT_S)
     if not read:
-        raise UsageError(f"a named pipe nobody wrote to within {FIFO_WAIT_S:.0f} s")
+        raise BadInput(f"a named pipe nobody wrote to within {FIFO_WAIT_S:.0f} s")
     return read[0]

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.base.errors import ToolFailure, UsageError
+from shared.base.errors import BadInput, Incomplete
 
 if TYPE_CHECKING:  # pyarrow takes a tenth of a second to import: only when a parquet file is written
     import polars as pl
@@ -55,7 +55,7 @@ def output_path(folder: Path, *parts: str, suffix: str) -> Path:
     """`folder/{part1}_{part2}{suffix}` with every part sanitised and long names cut; never outside `folder`."""
     path = folder / (_bounded(_joined(parts)) + suffix)
     if path.resolve().parent != folder.resolve():
-        raise UsageError(f"refusing to write outside {folder}: {path.name}")
+        raise BadInput(f"refusing to write outside {folder}: {path.name}")
     return path
 
 
@@ -64,54 +64,54 @@ def prepare_output_folder(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create output folder {folder}: {error.strerror}") from None
+        raise BadInput(f"cannot create output folder {folder}: {error.strerror}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {folder} is not writable")
+        raise BadInput(f"output folder {folder} is not writable")
     return folder
 
 
 def check_final_paths(paths: Iterable[Path]) -> None:
     """Before an export reads or writes its files: each final path is absent or a regular file, else a
-    UsageError naming it (a symlink would be read through, then replaced; a folder or device clobbered)."""
+    BadInput naming it (a symlink would be read through, then replaced; a folder or device clobbered)."""
     for path in paths:
         try:
             mode = path.lstat().st_mode
         except FileNotFoundError:
             continue
         except OSError as error:
-            raise UsageError(f"cannot check output file {path}: {error.strerror}") from None
+            raise BadInput(f"cannot check output file {path}: {error.strerror}") from None
         if stat.S_ISLNK(mode):
-            raise UsageError(f"refusing to write {path}: it is a symbolic link")
+            raise BadInput(f"refusing to write {path}: it is a symbolic link")
         if stat.S_ISDIR(mode):
-            raise UsageError(f"refusing to write {path}: it is a folder")
+            raise BadInput(f"refusing to write {path}: it is a folder")
         if not stat.S_ISREG(mode):
-            raise UsageError(f"refusing to write {path}: it is not a regular file")
+            raise BadInput(f"refusing to write {path}: it is not a regular file")
 
 
 def check_output_file(path: Path, flag: str, *, folder_made_later: bool = False) -> Path:
     """Before any work: `path` can be written as a file (not itself a folder; its folder exists, unless
-    the tool makes it later, and is writable); else a UsageError naming `flag`."""
+    the tool makes it later, and is writable); else a BadInput naming `flag`."""
     folder = path.parent
     if path.is_dir():
-        raise UsageError(f"{flag} {path} is a folder, not a file name")
+        raise BadInput(f"{flag} {path} is a folder, not a file name")
     if not folder.is_dir():
         if folder_made_later:
             return path
-        raise UsageError(f"{flag} {path}: folder {folder} does not exist")
+        raise BadInput(f"{flag} {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: folder {folder} is not writable")
+        raise BadInput(f"{flag} {path}: folder {folder} is not writable")
     return path
 
 
 def parquet_schema(path: str | Path) -> dict[str, pl.DataType]:
-    """A parquet file's schema, from its footer; a one-line UsageError when it is not readable parquet."""
+    """A parquet file's schema, from its footer; a one-line BadInput when it is not readable parquet."""
     import polars as pl
 
     try:
         return dict(pl.read_parquet_schema(path))
     except (OSError, pl.exceptions.PolarsError, ValueError) as error:
         reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
-        raise UsageError(f"cannot read {path} as parquet: {reason}") from None
+        raise BadInput(f"cannot read {path} as parquet: {reason}") from None
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -162,19 +162,19 @@ class AtomicFile:
         self.temp.unlink(missing_ok=True)
 
 
-def write_error(final: Path, error: Exception) -> ToolFailure:
+def write_error(final: Path, error: Exception) -> Incomplete:
     """One line for a failed write (disk full, file too large, no permission, …)."""
     reason = (
         getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
     )
-    return ToolFailure(f"cannot write {final}: {reason}")
+    return Incomplete(f"cannot write {final}: {reason}")
 
 
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temp path beside `final`; on success it replaces `final`, on error it is deleted.
 
-    An OSError (or a polars error, which is how polars reports a failed sink) becomes a ToolFailure.
+    An OSError (or a polars error, which is how polars reports a failed sink) becomes a Incomplete.
     """
     target = AtomicFile(final)
     try:

@@ -1,8 +1,9 @@
-"""Text safe to show: registered secrets redacted, control characters escaped, long lists of names cut."""
+"""Text to show: registered secrets redacted, control characters escaped, long lists of names cut, plain
+aligned tables."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 _secrets: set[str] = set()
 
@@ -35,3 +36,14 @@ def name_list(names: Iterable[str], limit: int = 40) -> str:
     names = list(names)
     shown = ", ".join(names[:limit]) or "none"
     return shown + (f", … (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def plain_text(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
+    """Space-aligned columns with a header line, no colour, no box."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.base.errors import ToolFailure
+from shared.base.errors import Incomplete
 from shared.cli.tables import print_table
 from shared.cli.terminal import log
 from shared.export.project import ProjectResult
@@ -14,7 +14,7 @@ from shared.export.project import ProjectResult
 def report_exports(
     results: list[ProjectResult], failures: list[str], folder: Path, *, as_json: bool, owner: str = "entity"
 ) -> None:
-    """What was exported, as a table (or JSON) on stdout; ToolFailure (exit 1) naming what was not,
+    """What was exported, as a table (or JSON) on stdout; Incomplete (exit 1) naming what was not,
     projects that failed and projects whose files lack runs the source reported alike."""
     rows = [
         {
@@ -39,4 +39,4 @@ def report_exports(
             f"runs missing from: {', '.join(f'{r.entity}/{r.project}' for r in results if r.shortfall)}"
         )
     if problems:
-        raise ToolFailure("; ".join(problems))
+        raise Incomplete("; ".join(problems))

@@ -7,28 +7,20 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-from shared.base.errors import FolderLocked, ToolFailure, UsageError
-from shared.cli.terminal import _closed, log
+from shared.base.errors import BadInput, FolderLocked, Incomplete, describe, is_bug
+from shared.cli.terminal import closed, log
 
-EXIT_FAILED = 1  # an export or query ran but did not complete
-
-
+EXIT_FAILED = 1  # an export or query ran but did not complete (also: a bug)
 EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
-
-
 EXIT_LOCKED = 3  # the output folder is in use by another export
-
-
 INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take before the process just exits
-
-
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
-
-
+TRACEBACK_VARIABLE = "RUN_TOOLS_TRACEBACK"  # set to 1: an unexpected error also prints its traceback
 _handled = threading.Event()  # the main thread has run the SIGINT/SIGTERM handler
 
 
@@ -40,7 +32,7 @@ class Terminated(KeyboardInterrupt):
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one error line on stderr and exit with `code`."""
     log("error: " + " ".join(message.split()))  # library messages may span lines or end in one
-    _closed.set()
+    closed.set()
     sys.exit(code)
 
 
@@ -52,7 +44,7 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     work ending, whatever the clients' shutdown does.
     """
     on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
-    _closed.clear()
+    closed.clear()
     if main.__module__ == "__main__" and on_main_thread:
         _watch_signals()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
@@ -121,7 +113,7 @@ def _watch_signals() -> None:
 
 
 def _leave_now(signum: int) -> None:
-    if not _closed.is_set():
+    if not closed.is_set():
         print(f"error: interrupted ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
     os._exit(128 + signum)
 
@@ -129,9 +121,9 @@ def _leave_now(signum: int) -> None:
 def _report_errors(main: Callable[[], int | None]) -> NoReturn:
     try:
         code = main()
-    except UsageError as error:
+    except BadInput as error:
         fail(str(error), EXIT_USAGE)
-    except ToolFailure as error:
+    except Incomplete as error:
         fail(str(error), EXIT_FAILED)
     except FolderLocked as error:
         fail(str(error), EXIT_LOCKED)
@@ -146,7 +138,21 @@ def _report_errors(main: Callable[[], int | None]) -> NoReturn:
     except OSError as error:  # a file or network error no code path expected: still one line
         where = f"{error.filename}: " if error.filename else ""
         fail(f"{where}{error.strerror or error}", EXIT_FAILED)
+    except Exception as error:  # a bug of ours, or an error of a library that no code path expected
+        fail(unexpected(error), EXIT_FAILED)
     sys.exit(code or 0)
+
+
+def unexpected(error: Exception) -> str:
+    """The one line of an error no code path expected, saying it is a bug; with RUN_TOOLS_TRACEBACK=1 the
+    traceback goes to stderr first."""
+    if os.environ.get(TRACEBACK_VARIABLE) == "1":
+        traceback.print_exception(error, file=sys.stderr)
+    kind = "a bug in run-tools" if is_bug(error) else "an error run-tools did not expect"
+    return (
+        f"{type(error).__name__}: {describe(error)} ({kind}; please report it;"
+        f" {TRACEBACK_VARIABLE}=1 shows where it happened)"
+    )
 
 
 def _exit_status(code: object) -> int:

@@ -18,16 +18,14 @@ def print_as(table: pl.DataFrame, fmt: str, *, document: Any = None) -> None:
     if fmt == "json" and document is not None:  # without shared.render, which imports pyarrow: 0.3 s
         sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
         return
-    from shared.analysis.render import display, json_text, markdown_text
-    from shared.table.outputs import flat_columns
+    from shared.table.outputs import flat_columns, json_text, markdown_text, table_text
 
     if fmt == "csv":
         sys.stdout.write(table.select(flat_columns(table)).write_csv())
     elif fmt == "json":
         sys.stdout.write(json_text(table))
     else:
-        header, rows, numeric, _ = display(table)
-        sys.stdout.write(markdown_text(header, rows, numeric))
+        sys.stdout.write(markdown_text(*table_text(table)))
 
 
 def print_rich(
@@ -70,7 +68,8 @@ def print_rich(
 
 def render(table: pl.DataFrame, fmt: str, *, title: str, pivot: Pivot | None = None) -> None:
     """Print the table on stdout in `fmt` (rich, plain, markdown or json)."""
-    from shared.analysis.render import display, json_text, states_note, text_table
+    from shared.analysis.render import display, states_note, text_table
+    from shared.table.outputs import json_text
 
     if fmt == "json":
         sys.stdout.write(json_text(table))

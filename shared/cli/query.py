@@ -1,5 +1,5 @@
-"""What both query_topk.py scripts run once their flags (shared.topk_args) are parsed: a top-k or Pareto
-query, printed as table/JSON/CSV/markdown, written to -o, drawn to --plot."""
+"""What both query_topk.py scripts run once their flags (shared.cli.query_args) are parsed: a top-k or
+Pareto query, printed as table/JSON/CSV/markdown, written to -o, drawn to --plot."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from typing import Any
 
 import polars as pl
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput, UnknownMetric
 from shared.cli.output import print_as
 from shared.cli.terminal import log
 from shared.query.api import RunInfo, TopkQuery
-from shared.query.constraints import ConstraintError
 from shared.table.metrics import close_metrics, resolve_metric
 from shared.table.outputs import rows_frame, write_table
 
@@ -26,9 +25,7 @@ def run_query(query: TopkQuery, args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # tracker clients log to stdout; stdout is for data
             try:
                 results = ask(query, args)
-            except ConstraintError as error:  # perhaps a metric named by its column (metric_test_mse)
-                if not str(error).startswith("unknown metric"):
-                    raise
+            except UnknownMetric as error:  # perhaps a metric named by its column (metric_test_mse)
                 known = query.source.numeric_keys()
                 if not rename_metrics(args, known):
                     raise unknown_metric(error, args, known) from None
@@ -46,7 +43,7 @@ def run_query(query: TopkQuery, args: argparse.Namespace) -> int:
             if args.plot is not None:
                 draw(query, results, args)
     except pl.exceptions.ComputeError as error:  # how polars reports a truncated or non-parquet file
-        raise UsageError(f"cannot read the runs: {str(error).strip().splitlines()[0]}") from None
+        raise BadInput(f"cannot read the runs: {str(error).strip().splitlines()[0]}") from None
     finally:
         query.cleanup()
     answer = [r.to_dict() for r in results]
@@ -98,7 +95,7 @@ def rename_metrics(args: argparse.Namespace, known: list[str]) -> bool:
     return changed
 
 
-def unknown_metric(error: ConstraintError, args: argparse.Namespace, known: list[str]) -> ConstraintError:
+def unknown_metric(error: UnknownMetric, args: argparse.Namespace, known: list[str]) -> UnknownMetric:
     """The engine's unknown-metric error, plus the names closest to --metric or --pareto compared as
     columns, which it does not suggest (`metric_train_lozz` is far from `train/loss` as written)."""
     hints = []
@@ -106,7 +103,7 @@ def unknown_metric(error: ConstraintError, args: argparse.Namespace, known: list
         close = [c for c in close_metrics(name, known) if repr(c) not in str(error)] if name else []
         if name and name not in known and close:
             hints.append(f"as a column {name!r} is closest to {', '.join(map(repr, close))}")
-    return ConstraintError("; ".join([str(error), *hints])) if hints else error
+    return UnknownMetric("; ".join([str(error), *hints]), error.unknown, error.known) if hints else error
 
 
 def title(query: TopkQuery, returned: int, args: argparse.Namespace) -> str:
@@ -168,6 +165,7 @@ def draw(query: TopkQuery, results: list[RunInfo], args: argparse.Namespace) -> 
             aggregation=args.aggregation,
             n_steps=args.n_steps,
             log_y=True if args.log_y else None,
+            events=query.events,
         )
     log(f"wrote {args.plot}")
 

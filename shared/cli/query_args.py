@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.base.storage import check_output_file
 from shared.cli.args import add_format_argument, int_argument, path_argument, text_argument
 from shared.table.outputs import check_output_suffix
@@ -102,15 +102,15 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
 def check_query_arguments(args: argparse.Namespace) -> None:
     """Check the shared flags before any work: counts, the Pareto pair, the plot and output paths."""
     if args.k < 1 or args.n_steps < 1 or args.workers < 1:
-        raise UsageError("-k, --n-steps and --workers must be at least 1")
+        raise BadInput("-k, --n-steps and --workers must be at least 1")
     if args.pareto_maximize and not args.pareto:
-        raise UsageError("--pareto-maximize needs --pareto METRIC")
+        raise BadInput("--pareto-maximize needs --pareto METRIC")
     if args.log_y and (args.plot is None or args.pareto):
-        raise UsageError(
+        raise BadInput(
             "--log-y needs --plot FILE of a top-k answer (the curves; a front scales its own axes)"
         )
     if args.pareto is not None and args.pareto == args.metric:
-        raise UsageError("--pareto must name another metric than --metric")
+        raise BadInput("--pareto must name another metric than --metric")
     args.details = [key.strip() for key in (args.details or "").split(",") if key.strip()]
     if args.plot is not None:
         from shared.analysis.plots import check_plot_path

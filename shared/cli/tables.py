@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from shared.base.text import printable
+from shared.base.text import plain_text, printable
 
 TEXT_FLOOR = 10  # a text column shortened with an ellipsis keeps at least this many characters
 NAME_FLOOR = 20  # and a run's name, what people know a run by, this many
@@ -41,17 +41,6 @@ def console_for(stream: TextIO) -> Console:
 def text_width(text: str) -> int:
     """Terminal cells taken by the widest line of `text`."""
     return max(cell_len(line) for line in text.split("\n"))
-
-
-def plain_text(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
-    """Space-aligned columns with a header line, no colour, no box."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
-        return "  ".join(padded).rstrip()
-
-    return "\n".join([line(header), *(line(r) for r in rows)]) + "\n"
 
 
 def key_columns(header: Sequence[str], numeric: Sequence[bool]) -> int:

@@ -1,16 +1,41 @@
-"""Progress on long work: a rich bar on a terminal, a plain line every N items under cron or CI."""
+"""The terminal's stderr: one-line logs and warnings, progress (a rich bar on a terminal, a plain line every
+N items under cron or CI), and TerminalEvents, which shows what the library reports as it comes."""
 
 from __future__ import annotations
 
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from shared.base.events import Events
 from shared.base.text import printable, redact
+
+# Set once the main thread has written the closing error line: threads still winding down (a retry of
+# an abandoned download) then write nothing after it.
+closed = threading.Event()
+
+
+def log(message: str) -> None:
+    """A progress or status line on stderr (stdout is for data); always one line."""
+    if closed.is_set() and threading.current_thread() is not threading.main_thread():
+        return
+    print(printable(redact(message)), file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    log(f"warning: {message}")
+
+
+def is_interactive() -> bool:
+    """True when stderr is a terminal a person watches (not cron, not CI, not a pipe)."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 class ItemProgress:
@@ -57,20 +82,25 @@ class ItemProgress:
             self._bar.stop()
 
 
-# Set once the main thread has written the closing error line: threads still winding down (a retry of
-# an abandoned download) then write nothing after it.
-_closed = threading.Event()
+class TerminalEvents(Events):
+    """Events shown on stderr as they come (and kept, as Events keeps them): notes as they are, warnings
+    as `warning: …`, a failed part of the work as `error: …`, progress as ItemProgress."""
 
-def log(message: str) -> None:
-    """A progress or status line on stderr (stdout is for data); always one line."""
-    if _closed.is_set() and threading.current_thread() is not threading.main_thread():
-        return
-    print(printable(redact(message)), file=sys.stderr, flush=True)
+    def note(self, message: str) -> None:
+        super().note(message)
+        log(message)
 
-def warn(message: str) -> None:
-    """A warning line on stderr."""
-    log(f"warning: {message}")
+    def warn(self, message: str) -> None:
+        super().warn(message)
+        warn(message)
 
-def is_interactive() -> bool:
-    """True when stderr is a terminal a person watches (not cron, not CI, not a pipe)."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
+    def error(self, message: str) -> None:
+        super().error(message)
+        log(f"error: {message}")
+
+    @contextmanager
+    def progress(
+        self, noun: str, total: int | None = None, *, verb: str = "fetched"
+    ) -> Iterator[ItemProgress]:
+        with ItemProgress(noun, total, verb=verb) as progress:
+            yield progress

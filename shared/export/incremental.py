@@ -1,4 +1,5 @@
-"""Incremental (cron) exports: per-project state beside the files, a server-side change filter, merged files."""
+"""Incremental (cron) exports: per-project state beside the files, the changes a source is asked for, and
+the stored runs and history merged with the fetched ones."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from shared.base.errors import BadInput
+from shared.base.events import Events
 from shared.base.limits import read_text_file
 from shared.base.storage import write_json
-from shared.cli.terminal import log, warn
 from shared.export.project import ExportFiles, ProjectExport, ProjectResult, export_files
 from shared.table.exports import history_file_of
 from shared.table.flatten import parse_object
 from shared.table.history import ROW_GROUP
 from shared.table.schema import CORE_COLUMNS, HISTORY_SCHEMA, RAW_JSON_COLUMNS, RunRecord
+from shared.table.source import Changes, iso_utc
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -28,10 +31,6 @@ STATE_FORMAT = 1
 # the cutoff is our clock, the run times are the server's, and a change may land while we page.
 CLOCK_MARGIN = timedelta(minutes=10)
 RUNS_FILE_COLUMNS = [*CORE_COLUMNS, *RAW_JSON_COLUMNS]  # what an update reads back from the runs file
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment is not None else None
 
 
 @dataclass
@@ -44,7 +43,7 @@ class ProjectState:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> heartbeat_at, skipped values
 
     @classmethod
-    def load(cls, path: Path) -> ProjectState | None:
+    def load(cls, path: Path, events: Events) -> ProjectState | None:
         """The state in `path`; None when there is none or it is unreadable (then a full export is made)."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -56,7 +55,9 @@ class ProjectState:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
-            warn(f"{path}: unreadable export state ({str(error)[:200]}); exporting the project in full")
+            events.warn(
+                f"{path}: unreadable export state ({str(error)[:200]}); exporting the project in full"
+            )
             return None
 
     def check(self) -> None:
@@ -116,33 +117,12 @@ class ProjectUpdate:
     state: ProjectState
     files: ExportFiles
     include_history: bool
-    history_fetched: set[str] = field(default_factory=set)
 
-    def change_filter(self, filters: dict[str, Any], server_count: int) -> dict[str, Any]:
-        """`filters` and "created or heartbeat since the previous export (less CLOCK_MARGIN)", server-side.
-
-        When the server counts more runs for `filters` than the files hold complete (an offline run synced
-        days later keeps its old times; a run that failed last time), the runs not among those are fetched too.
-        """
+    def changes(self) -> Changes:
+        """What the source is asked for: runs changed since the previous export started (less
+        CLOCK_MARGIN), and runs the files do not hold complete."""
         cutoff = datetime.fromisoformat(self.state.exported_at) - CLOCK_MARGIN
-        moment = cutoff.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
-        wanted: list[dict[str, Any]] = [{"createdAt": {"$gte": moment}}, {"heartbeatAt": {"$gte": moment}}]
-        if server_count > len(self.state.runs):
-            log(
-                f"the server counts {server_count} runs, the files hold {len(self.state.runs)} complete:"
-                " fetching the others too"
-            )
-            wanted.append({"name": {"$nin": sorted(self.state.runs)}})
-        changed = {"$or": wanted}
-        return {"$and": [filters, changed]} if filters else changed
-
-    def needs_history(self, record: RunRecord) -> bool:
-        """A run's history is fetched again only when it is new or its heartbeat moved."""
-        stored = self.state.runs.get(record.id)
-        if stored is not None and stored.get("heartbeat_at") == _iso(record.heartbeat_at):
-            return False
-        self.history_fetched.add(record.id)
-        return True
+        return Changes(cutoff, {run_id: run.get("heartbeat_at") for run_id, run in self.state.runs.items()})
 
     def merge_into(self, export: ProjectExport) -> None:
         """Complete `export` (holding the fetched runs) with the stored runs and history it does not replace."""
@@ -154,23 +134,27 @@ class ProjectUpdate:
         )
         if not self.include_history:
             return
-        for frame in stored_history(self.files.history, self.history_fetched):
+        changes = self.changes()
+        refetched = {
+            record.id for record in export.records if record.id in fetched and changes.history_moved(record)
+        }
+        for frame in stored_history(self.files.history, refetched):
             export.add_history(frame)
         export.skipped_values += sum(
             stored.get("skipped_history_values", 0)
             for run_id, stored in self.state.runs.items()
-            if run_id not in self.history_fetched
+            if run_id not in refetched
         )
 
 
 def plan_update(
-    folder: Path, entity: str, project: str, options: dict[str, Any]
+    folder: Path, entity: str, project: str, options: dict[str, Any], events: Events
 ) -> tuple[ProjectUpdate | None, str]:
     """The update of a project's existing files, or None (and why) when it must be exported in full."""
     import pyarrow.parquet as pq
 
     files = export_files(folder, entity, project)
-    state = ProjectState.load(files.state)
+    state = ProjectState.load(files.state, events)
     if state is None:
         return None, "no previous export state"
     if state.options != options:
@@ -206,7 +190,7 @@ def save_state(
     else:
         runs = {  # runs that failed are left out: the next update fetches them again
             record.id: {
-                "heartbeat_at": _iso(record.heartbeat_at),
+                "heartbeat_at": iso_utc(record.heartbeat_at),
                 "skipped_history_values": skipped_by_run.get(
                     record.id, stored.get(record.id, {}).get("skipped_history_values", 0)
                 ),
@@ -214,7 +198,7 @@ def save_state(
             for record in export.records
             if record.id not in export.failed_runs
         }
-    state = ProjectState(options, _iso(since), started_at.isoformat(), runs)
+    state = ProjectState(options, iso_utc(since), started_at.isoformat(), runs)
     state.save(export.files.state)
 
 
@@ -237,16 +221,16 @@ def intact_result(files: ExportFiles) -> ProjectResult | None:
     """stored_result of a completed export whose files are all still there, else None (moved or damaged)."""
     try:
         result = stored_result(files)
+    except BadInput:  # not a regular file, or too large: said as such
+        raise
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     kept = [result.runs_path, *([result.history_path] if result.history_path else [])]
     return result if all(path.is_file() for path in kept) else None
 
 
-def log_plan(entity: str, project: str, update: ProjectUpdate | None, reason: str) -> None:
+def plan_line(entity: str, project: str, update: ProjectUpdate | None, reason: str) -> str:
+    """What an incremental export does with a project, in one line."""
     if update is None:
-        log(f"{entity}/{project}: full export ({reason})")
-    else:
-        log(
-            f"{entity}/{project}: fetching runs changed since {update.state.exported_at} (less {CLOCK_MARGIN})"
-        )
+        return f"{entity}/{project}: full export ({reason})"
+    return f"{entity}/{project}: fetching runs changed since {update.state.exported_at} (less {CLOCK_MARGIN})"

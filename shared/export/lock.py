@@ -13,9 +13,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from shared.base.errors import FolderLocked, UsageError
+from shared.base.errors import BadInput, FolderLocked
+from shared.base.events import Events
 from shared.base.storage import TEMP_FILE
-from shared.cli.terminal import log, warn
 
 LOCK_NAME = ".export.lock"
 # An interrupted export is resumed only this soon after it started: a later export (tomorrow's cron
@@ -44,8 +44,9 @@ class FolderLock:
     record (`previous`): the lock is taken over with a warning, and the record tells what it had done.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, events: Events | None = None) -> None:
         self.path = folder / LOCK_NAME
+        self.events = events or Events()
         self.previous: dict[str, Any] | None = None
         self._fd: int | None = None
         self._record: dict[str, Any] = {}
@@ -65,7 +66,7 @@ class FolderLock:
         self._fd = fd
         self.previous = _read_record(fd)
         if self.previous is not None:
-            warn(
+            self.events.warn(
                 f"taking over the lock of export PID {self.previous.get('pid')} on {self.previous.get('host')}"
                 f" (started {self.previous.get('started_at')}), which ended without releasing it"
             )
@@ -84,7 +85,7 @@ class FolderLock:
         return self
 
     def _open(self) -> int:
-        """The lock file, created if missing; a UsageError for a symlink (whose target the lock would
+        """The lock file, created if missing; a BadInput for a symlink (whose target the lock would
         truncate) or anything else but a regular file."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -92,10 +93,10 @@ class FolderLock:
             reason = {errno.ELOOP: "it is a symbolic link", errno.EISDIR: "it is a folder"}.get(
                 error.errno, error.strerror
             )
-            raise UsageError(f"cannot use lock file {self.path}: {reason}") from None
+            raise BadInput(f"cannot use lock file {self.path}: {reason}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise UsageError(f"cannot use lock file {self.path}: it is not a regular file")
+            raise BadInput(f"cannot use lock file {self.path}: it is not a regular file")
         return fd
 
     def resume(self, task: dict[str, Any]) -> list[str]:
@@ -113,7 +114,7 @@ class FolderLock:
                 started = datetime.min.replace(tzinfo=UTC)  # no telling when: too old to trust
             if datetime.now(UTC) - started <= RESUME_WITHIN:
                 done = list(previous["completed"])
-                log(
+                self.events.note(
                     f"resuming the export started {previous['started_at']}: {len(done)} project(s)"
                     f" it completed are not fetched again ({', '.join(done)})"
                 )

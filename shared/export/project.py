@@ -12,10 +12,10 @@ from weakref import WeakValueDictionary
 import polars as pl
 import pyarrow as pa
 
-from shared.base.errors import ToolFailure
+from shared.base.errors import BadInput, Incomplete
+from shared.base.events import Events
 from shared.base.limits import read_text_file
 from shared.base.storage import check_final_paths, name_stems, output_path, write_json, write_parquet
-from shared.cli.terminal import log, warn
 from shared.table.history import HistoryWriter
 from shared.table.rows import runs_table
 from shared.table.schema import RunRecord
@@ -58,6 +58,8 @@ def _holder(metadata: Path) -> tuple[Any, Any] | None:
         return recorded["entity"], recorded["project"]
     except FileNotFoundError:
         return None
+    except BadInput:  # not a regular file, or too large: said as such
+        raise
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None, None
 
@@ -77,7 +79,7 @@ def export_files(folder: Path, entity: str, project: str) -> ExportFiles:
                 check_final_paths(files)  # before anything reads or writes them
                 return files
     taken = ", ".join(files.metadata.name for files in candidates)
-    raise ToolFailure(f"cannot name the files of {entity}/{project} in {folder}: {taken} hold other exports")
+    raise Incomplete(f"cannot name the files of {entity}/{project} in {folder}: {taken} hold other exports")
 
 
 @dataclass
@@ -98,9 +100,17 @@ class ProjectExport:
     """Collects one project's runs and history, then writes its files; nothing lands at a final path early."""
 
     def __init__(
-        self, folder: Path, entity: str, project: str, *, include_history: bool, metadata: dict[str, Any]
+        self,
+        folder: Path,
+        entity: str,
+        project: str,
+        *,
+        include_history: bool,
+        metadata: dict[str, Any],
+        events: Events | None = None,
     ) -> None:
         self.entity, self.project = entity, project
+        self.events = events or Events()
         self.files = export_files(folder, entity, project)
         self._claim = self.files.metadata.resolve()
         _UNDER_WAY[self._claim] = self
@@ -124,7 +134,7 @@ class ProjectExport:
     def fail_run(self, run_id: str, reason: str) -> None:
         """Name a run (or its history) the files will lack: the export then ends with exit 1."""
         self.failed_runs[run_id] = reason
-        warn(f"{self.entity}/{self.project}: run {run_id} not exported: {reason}")
+        self.events.warn(f"{self.entity}/{self.project}: run {run_id} not exported: {reason}")
 
     def shortfall(self) -> str | None:
         """One line on what the files lack of what the source reported, None when they hold it all."""
@@ -154,7 +164,7 @@ class ProjectExport:
             self.history_rows = self._history.commit()
         table, warnings = runs_table(self.records)
         for message in warnings:
-            warn(f"{self.entity}/{self.project}: {message}")
+            self.events.warn(f"{self.entity}/{self.project}: {message}")
         write_parquet(table, self.files.runs)
         metadata = {
             "entity": self.entity,
@@ -180,11 +190,11 @@ class ProjectExport:
         write_json(metadata, self.files.metadata)
         self._release()  # the metadata holds the name now
         if not self.include_history and self.files.history.exists():
-            warn(
+            self.events.warn(
                 f"{self.files.history} is left from an earlier export: not part of this one, so the"
                 " tools ignore it (export with --include-history to refresh it, or delete it)"
             )
-        log(f"Saved {len(self.records)} runs to {self.files.runs}")
+        self.events.note(f"Saved {len(self.records)} runs to {self.files.runs}")
         history_path = self.files.history if self.include_history else None
         return ProjectResult(
             self.entity,

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
+from shared.base.events import Events
 from shared.base.limits import check_regular_file
 from shared.base.storage import parquet_schema
-from shared.cli.terminal import warn
 from shared.neptune.archive_batches import PART, map_batches, run_prefix
 from shared.neptune.attributes import STATE_ALIASES
+from shared.neptune.runs import NeptuneRun, NeptuneSource, split_project
 from shared.table.schema import RUNS_SCHEMA
 from shared.table.series import (
     RUN,
@@ -59,9 +62,10 @@ _VALUE_COLUMNS = {
 }
 _NOT_FILE_SAFE = re.compile(r"[^\w-]")  # \w: what str.isalnum() accepts, and _
 DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archive is running
+ARCHIVE_FILES_PER_READ = 256  # archive files read at once for an export's history: bounds memory
 
 
-def parquet_files(folder: Path) -> list[str]:
+def parquet_files(folder: Path, events: Events) -> list[str]:
     """The finished parquet parts of one project folder, sorted by name (`*.parquet.tmp` are parts
     still being written). Plain strings: an archive may hold 10,000s of files. A usage error when one is
     not a regular file (a named pipe would be waited on forever)."""
@@ -70,19 +74,18 @@ def parquet_files(folder: Path) -> list[str]:
     for entry in parts:
         if not entry.is_file():
             check_regular_file(Path(entry.path), "archive part")
-    return [
-        f"{folder}{os.sep}{name}" for name in _finished_runs(folder, sorted(entry.name for entry in parts))
-    ]
+    names = _finished_runs(folder, sorted(entry.name for entry in parts), events)
+    return [f"{folder}{os.sep}{name}" for name in names]
 
 
-def _finished_runs(folder: Path, names: list[str]) -> list[str]:
+def _finished_runs(folder: Path, names: list[str], events: Events) -> list[str]:
     """`names` less the parts of runs without `<run>_part_0.parquet`: neptune-exporter renames a run's
     parts from `.tmp` last part first, part 0 last, and itself takes a run without it as not exported."""
     present = set(names)
     prefixes = {match["prefix"] for name in names if (match := PART.match(name))}
     unfinished = sorted(prefix for prefix in prefixes if f"{prefix}_part_0.parquet" not in present)
     for prefix in unfinished:
-        warn(
+        events.warn(
             f"{folder}: run {prefix} left out: its export did not finish ({prefix}_part_0.parquet is missing)"
         )
     if not unfinished:
@@ -140,7 +143,7 @@ def check_part(file: str) -> None:
     else:
         return
     folder, name = os.path.split(file)
-    raise UsageError(f"{folder} is not a neptune-exporter archive: {name} {problem}")
+    raise BadInput(f"{folder} is not a neptune-exporter archive: {name} {problem}")
 
 
 def _first_part(folder: Path) -> str:
@@ -163,7 +166,7 @@ def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | No
     if len(folders) == 1 and (project is None or folders[0] == path):
         recorded = _project_id(folders[0])
         if project is not None and recorded is not None and recorded != project:
-            raise UsageError(f"{path} holds the runs of project {recorded!r}, not {project!r}")
+            raise BadInput(f"{path} holds the runs of project {recorded!r}, not {project!r}")
         return folders[0], recorded
     if project is not None:
         by_name = {folder.name: folder for folder in folders}
@@ -176,23 +179,42 @@ def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | No
         return ids[project], project
     known = ", ".join(sorted(str(i) for i in ids)) or "none"
     if project is None:
-        raise UsageError(f"{path} holds several projects; name one (--project): {known}")
-    raise UsageError(f"project {project!r} is not in {path} (projects there: {known})")
+        raise BadInput(f"{path} holds several projects; name one (--project): {known}")
+    raise BadInput(f"project {project!r} is not in {path} (projects there: {known})")
 
 
-class ArchiveSource:
+@dataclass
+class _Read:
+    """What is known of the archive's files as they were listed: dropped whole when they are listed again
+    (`runs(refresh=True)`) or the source is closed."""
+
+    files: list[str]
+    stats: list[os.stat_result] | None = None  # of `files`: the summary cache's key, the batches' sizes
+    runs: pl.DataFrame | None = None
+    scalars: pl.DataFrame | None = None  # every simple attribute's row (the runs table's pass)
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_ids: list[str] | None = None  # every run id, once a pass over every run has met them all
+    summaries: SummaryCache | None = None
+
+
+class ArchiveSource(NeptuneSource):
     """Runs of one project of a neptune-exporter archive; only the needed attribute paths are read."""
 
-    def __init__(self, path: Path, project: str | None = None, *, cache: bool = True) -> None:
-        self.folder, self.project = find_project_folder(path, project)
-        self.files = parquet_files(self.folder)
+    detail = "neptune-archive"
+
+    def __init__(
+        self, path: Path, project: str | None = None, *, cache: bool = True, events: Events | None = None
+    ) -> None:
+        folder, project_id = find_project_folder(path, project)
+        super().__init__(split_project(project_id or folder.name), project_id, events)
+        self.folder, self.project = folder, project_id
         self.cache = cache
-        self._summaries: SummaryCache | None = None
-        self._runs: pl.DataFrame | None = None
-        self._scalars: pl.DataFrame | None = None
-        self._attributes: dict[str, dict[str, Any]] = {}
-        self._seen_ids: list[str] | None = None  # every run met by the last full points pass
-        self._stats: list[os.stat_result] | None = None  # of self.files: the cache's key, the batches' sizes
+        self._read = _Read(parquet_files(self.folder, self.events))
+
+    @property
+    def files(self) -> list[str]:
+        """The finished part files, sorted by name."""
+        return self._read.files
 
     def check(self) -> None:
         """A usage error naming the first file that is not a neptune-exporter part (reads every footer)."""
@@ -229,14 +251,14 @@ class ArchiveSource:
     def _load(self) -> None:
         """One pass over every simple attribute: the runs table and their values."""
         scalars = self._scalar_rows()
-        self._scalars = scalars
+        self._read.scalars = scalars
         by_path = scalars.filter(pl.col("attribute_path").is_in(["sys/name", "sys/state"])).pivot(
             on="attribute_path", index="run_id", values="string_value", aggregate_function="first"
         )
         runs = scalars.select("run_id").unique().join(by_path, on="run_id", how="left")
         name = pl.col("sys/name") if "sys/name" in runs.columns else pl.lit(None, pl.String)
         state = pl.col("sys/state") if "sys/state" in runs.columns else pl.lit(None, pl.String)
-        self._runs = (
+        self._read.runs = (
             runs.select(
                 "run_id",
                 pl.when(name.str.len_chars() > 0).then(name).otherwise(pl.col("run_id")).alias("name"),
@@ -272,19 +294,16 @@ class ArchiveSource:
         return sorted(set(found)) or None
 
     def runs(self, *, refresh: bool = False) -> pl.DataFrame:
-        if self._runs is None or refresh:
-            if refresh:
-                self.files = parquet_files(self.folder)
-                self._summaries = self._stats = None
-                self._attributes.clear()
-                self._seen_ids = None
+        if refresh:
+            self._read = _Read(parquet_files(self.folder, self.events))
+        if self._read.runs is None:
             self._load()
-        assert self._runs is not None
-        return self._runs
+        assert self._read.runs is not None
+        return self._read.runs
 
     def run_ids(self) -> list[str]:
         """Every run id: from the last full points pass when there was one (no second scan), else the table."""
-        return self._seen_ids if self._seen_ids is not None else self.runs()["run_id"].to_list()
+        return self._read.run_ids if self._read.run_ids is not None else self.runs()["run_id"].to_list()
 
     def _point_rows(
         self, keys: Sequence[str], files: Sequence[str] | Sequence[bytes] | None = None, *, ints: bool = True
@@ -336,9 +355,9 @@ class ArchiveSource:
         )
 
     def _file_stats(self) -> list[os.stat_result]:
-        if self._stats is None:
-            self._stats = [os.stat(file) for file in self.files]
-        return self._stats
+        if self._read.stats is None:
+            self._read.stats = [os.stat(file) for file in self.files]
+        return self._read.stats
 
     def _note_runs(self, seen: pl.Series) -> None:
         """Every run id, after a pass over every run met the runs in `seen`: those and the ids (sys/id
@@ -351,7 +370,7 @@ class ArchiveSource:
             with self._reading():
                 rows = self._scan(files).filter(pl.col("attribute_path") == "sys/id").select("run_id")
                 ids.update(rows.collect()["run_id"].to_list())
-        self._seen_ids = sorted(ids)
+        self._read.run_ids = sorted(ids)
 
     def _fresh_summary(self, keys: list[str], tail: bool) -> pl.DataFrame:
         """Summaries of these series in every run, from one pass over the archive (without the tail, a
@@ -401,9 +420,9 @@ class ArchiveSource:
         keys = list(dict.fromkeys(keys))
         tail = aggregation == "mean_last_n"
         kind, column = ("tail", "tail") if tail else ("values", aggregation)
-        if self.cache and self._summaries is None:
-            self._summaries = SummaryCache(self.folder, self.files, self._file_stats())
-        cache = self._summaries if self.cache else None
+        if self.cache and self._read.summaries is None:
+            self._read.summaries = SummaryCache(self.folder, self.files, self._file_stats(), self.events)
+        cache = self._read.summaries if self.cache else None
         names = {key: f"{kind} {key}" for key in keys}
         runs = cache.load(["runs"]) if cache is not None else None
         summary = cache.load(list(names.values()), [RUN, "key", column]) if runs is not None else None
@@ -411,7 +430,7 @@ class ArchiveSource:
             if run_ids is not None:
                 return None
             fresh = self._fresh_summary(keys, tail)
-            runs = pl.DataFrame({RUN: self._seen_ids}, schema={RUN: pl.String})
+            runs = pl.DataFrame({RUN: self._read.run_ids}, schema={RUN: pl.String})
             if cache is not None:
                 values = fresh.select(RUN, "key", *SUMMARY_VALUES)
                 entries = {f"values {key}": values.filter(pl.col("key") == key) for key in keys}
@@ -420,25 +439,26 @@ class ArchiveSource:
                     entries |= {names[key]: tails.filter(pl.col("key") == key) for key in keys}
                 cache.store({"runs": runs} | entries)
             summary = fresh.select(RUN, "key", column)
-        self._seen_ids = runs[RUN].to_list()
+        self._read.run_ids = runs[RUN].to_list()
         if run_ids is not None:
             summary = summary.filter(pl.col(RUN).is_in(list(run_ids)))
         return summary_points(summary, aggregation, n_steps).lazy()
 
     def attributes(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Simple attributes of these runs: from the runs table when read, else from their files only."""
-        todo = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in self._attributes]
+        known = self._read.attributes
+        todo = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in known]
         if todo:
-            files = self._files_of(todo) if self._scalars is None and len(todo) <= 1000 else None
+            files = self._files_of(todo) if self._read.scalars is None and len(todo) <= 1000 else None
             if files is None:
                 self.runs()
-            assert files is not None or self._scalars is not None
-            scalars = self._scalar_rows(files) if files is not None else self._scalars
+            scalars = self._scalar_rows(files) if files is not None else self._read.scalars
+            assert scalars is not None
             found: dict[str, dict[str, Any]] = {run_id: {} for run_id in todo}
             for row in scalars.filter(pl.col("run_id").is_in(todo)).iter_rows(named=True):
                 found[row["run_id"]][row["attribute_path"]] = row[_VALUE_COLUMNS[row["attribute_type"]]]
-            self._attributes |= {run_id: dict(sorted(values.items())) for run_id, values in found.items()}
-        return {run_id: self._attributes[run_id] for run_id in run_ids}
+            known |= {run_id: dict(sorted(values.items())) for run_id, values in found.items()}
+        return {run_id: known[run_id] for run_id in run_ids}
 
     def numeric_keys(self) -> list[str]:
         with self._reading():
@@ -454,5 +474,46 @@ class ArchiveSource:
         return self.attributes([run_id])[run_id]
 
     def close(self) -> None:
-        self._runs = self._scalars = self._seen_ids = None
-        self._attributes.clear()
+        self._read = _Read(self.files)
+
+    # ---------------------------------------------------------------- export
+
+    def _series_rows(self, files: Sequence[str] | None = None) -> pl.LazyFrame:
+        return self._scan(files).filter(pl.col("step").is_not_null())
+
+    def export_runs(self) -> list[NeptuneRun]:
+        run_ids = self.runs()["run_id"].to_list()
+        attributes = self.attributes(run_ids)
+        with self._reading():
+            last = (
+                self._series_rows()
+                .filter(pl.col("attribute_type") == "float_series")
+                .group_by("run_id", "attribute_path")
+                .agg(pl.col("float_value").sort_by(pl.col("step").cast(pl.Float64)).last())  # streams
+                .sort("run_id", "attribute_path")
+                .collect(engine="streaming")
+            )
+        last_values: dict[str, dict[str, float]] = {}
+        for run_id, path, value in last.iter_rows():
+            last_values.setdefault(run_id, {})[path] = value
+        return [NeptuneRun(r, attributes[r], last_values.get(r, {})) for r in run_ids]
+
+    def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
+        files = self.files
+        with self.events.progress("archive files", len(files), verb="read") as progress:
+            for start in range(0, len(files), ARCHIVE_FILES_PER_READ):
+                chunk = files[start : start + ARCHIVE_FILES_PER_READ]
+                rows = self._series_rows(chunk).select(
+                    "run_id",
+                    pl.col("attribute_path").alias("key"),
+                    "step",
+                    "timestamp",
+                    # neptune-exporter's pandas conversion stores a NaN point as null
+                    pl.col("float_value").fill_null(math.nan).alias("value"),
+                    (pl.col("attribute_type") == "float_series").alias("is_float"),
+                )
+                with self._reading():
+                    frame = rows.collect()
+                others = frame.filter(~pl.col("is_float")).group_by("run_id").len()
+                yield frame.filter("is_float").drop("is_float"), dict(others.iter_rows())
+                progress.advance(len(chunk))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 STATE_ALIASES = {"active": "active", "running": "active", "inactive": "inactive", "idle": "inactive"}
-
-
+# Written by the client itself: sys/ becomes the core columns; hardware monitoring (paths carry a
+# per-process hash, so every run would add its own columns) and source-code records are left out.
+BOOKKEEPING = ("sys/", "monitoring/", "source_code/")
 # Namespaces whose simple attributes form a run's config (the original tool read `config`, `parameters`, `params`).
 CONFIG_NAMESPACES = ("parameters/", "config/", "params/", "hparams/", "hyperparameters/")
 

@@ -6,23 +6,33 @@ import contextlib
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
 
-from shared.base.errors import ToolFailure, UsageError
-from shared.cli.terminal import ItemProgress
+from shared.base.concurrency import bounded_map
+from shared.base.errors import BadInput, Incomplete, is_bug
+from shared.base.events import Events
 from shared.neptune.attributes import normalize_state
 from shared.neptune.auth import neptune_token
+from shared.neptune.runs import (
+    POINTS,
+    NeptuneRun,
+    NeptuneSource,
+    epoch_times,
+    is_logged_value,
+    is_number,
+    split_project,
+)
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA
 
 Series = tuple[list[float | None], list[float]]  # steps, values
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def describe(error: Exception) -> str:
+def client_message(error: Exception) -> str:
     """`Type: first line` of an error; the neptune client's messages are coloured multi-line banners."""
     lines = (line.strip() for line in _ANSI.sub("", str(error)).splitlines())
     first = next((line for line in lines if line and not line.startswith("----")), "")
@@ -34,10 +44,10 @@ def client_error(error: Exception, project: str) -> Exception:
     from neptune.exceptions import MetadataContainerNotFound, NeptuneInvalidApiTokenException
 
     if isinstance(error, NeptuneInvalidApiTokenException):
-        return UsageError(f"the Neptune server rejected the API token (project {project})")
+        return BadInput(f"the Neptune server rejected the API token (project {project})")
     if isinstance(error, MetadataContainerNotFound):
-        return UsageError(f"{project}: {describe(error)}")
-    return ToolFailure(f"{project}: {describe(error)}")
+        return BadInput(f"{project}: {client_message(error)}")
+    return Incomplete(f"{project}: {client_message(error)}")
 
 
 def _number(value: Any) -> float | None:
@@ -70,13 +80,18 @@ class LazyRun:
         return f"LazyRun({self._run_id!r})"
 
 
-class LiveSource:
+class LiveSource(NeptuneSource):
     """One project on a Neptune server (self-hosted or not) reached by the neptune 1.x client."""
 
-    def __init__(self, project: str, api_token: str | None = None, *, workers: int = 8) -> None:
+    detail = "neptune-live"
+
+    def __init__(
+        self, project: str, api_token: str | None = None, *, workers: int = 8, events: Events | None = None
+    ) -> None:
+        super().__init__(split_project(project), project, events)
         self.project = project
         self.workers = max(1, workers)
-        self._token = neptune_token(api_token)
+        self._token = neptune_token(api_token, self.events)
         self._neptune: Any = None
         self._project: Any = None
         self._by_id: dict[str, dict[str, Any]] = {}
@@ -151,16 +166,18 @@ class LiveSource:
         if not todo:
             return
         failures: list[str] = []
-        with ItemProgress("series", len(todo)) as progress, ThreadPoolExecutor(self.workers) as pool:
+        with self.events.progress("series", len(todo)) as progress, ThreadPoolExecutor(self.workers) as pool:
             futures = {pool.submit(self._fetch, *pair): pair for pair in todo}
             for future, pair in futures.items():
                 try:
                     self._series[pair] = future.result()
                 except Exception as error:  # network, permissions, server errors
-                    failures.append(f"{pair[0]}/{pair[1]}: {describe(error)}")
+                    if is_bug(error):
+                        raise
+                    failures.append(f"{pair[0]}/{pair[1]}: {client_message(error)}")
                 progress.advance()
         if failures:
-            raise ToolFailure(
+            raise Incomplete(
                 f"could not fetch {len(failures)} series from {self.project} (first: {failures[0]})"
             )
 
@@ -216,3 +233,47 @@ class LiveSource:
         self._runs = None
         self._by_id = {}
         self._series.clear()
+
+    # ---------------------------------------------------------------- export
+
+    def export_runs(self) -> list[NeptuneRun]:
+        run_ids = self.run_ids()
+        attributes = self.attributes(run_ids)
+        # The table holds each series' last value: it lands in the summary with the other attributes.
+        return [NeptuneRun(run_id, attributes[run_id]) for run_id in run_ids]
+
+    def _fetch_points(self, pair: tuple[str, str]) -> pl.DataFrame | None:
+        run_id, path = pair
+        try:
+            values = self.fetch_values(run_id, path, timestamps=True)
+        except Exception as error:  # the client's errors: a failure of this project, said in one line
+            if is_bug(error):
+                raise
+            raise Incomplete(client_message(error)) from None
+        if values is None:
+            return None
+        # The client gives naive local times (datetime.fromtimestamp); .timestamp() reads them back as local.
+        stamps = [t.to_pydatetime().timestamp() for t in values["timestamp"]] if "timestamp" in values else []
+        return pl.DataFrame(
+            {
+                "run_id": [run_id] * len(values),
+                "key": [path] * len(values),
+                "step": [float(s) for s in values["step"]],
+                "timestamp": epoch_times(stamps) if stamps else [None] * len(values),
+                "value": [float(v) for v in values["value"]],
+            },
+            schema=POINTS,
+        )
+
+    def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
+        pairs = [
+            (run.run_id, path)
+            for run in runs
+            for path, value in run.attributes.items()
+            if is_number(value) and is_logged_value(path)
+        ]
+        with self.events.progress("series", len(pairs)) as progress:
+            for _pair, frame in bounded_map(self._fetch_points, pairs, self.workers):
+                progress.advance()
+                if frame is not None:
+                    yield frame, {}

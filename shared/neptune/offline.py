@@ -9,13 +9,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
-from shared.base.errors import UsageError
+from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
-from shared.cli.terminal import warn
+from shared.neptune.runs import (
+    OFFLINE_PROJECT,
+    POINTS,
+    NeptuneRun,
+    NeptuneSource,
+    epoch_times,
+    split_project,
+    utc,
+)
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA
 
 _DATA_FILE = re.compile(r"^data-(\d+)\.log$")
@@ -38,6 +46,7 @@ class OfflineRun:
     )  # path → each point's ts (epoch s)
     last_at: float | None = None  # when the newest operation was logged (epoch s): the last sign of life
     skipped_lines: int = 0
+    problems: list[str] = field(default_factory=list)  # what could not be read, for the caller to say
 
     def attributes(self) -> dict[str, Any]:
         """Simple attributes by path (string sets as sorted lists)."""
@@ -51,12 +60,21 @@ def _data_files(folder: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-@cache  # looked up while finding run folders and again while reading one: warned about once
-def _container(folder: Path) -> tuple[str, str, str | None]:
-    """(container type, container id, creation time) from metadata.json, else from the folder name."""
+class Container(NamedTuple):
+    """What an offline folder's metadata.json says it holds, and why it could not be read (if so)."""
+
+    kind: str
+    id: str
+    created: str | None
+    problem: str | None
+
+
+@cache  # looked up while finding run folders and again while reading one
+def _container(folder: Path) -> Container:
+    """The container from metadata.json, else from the folder name."""
     parts = folder.name.split("__")
     kind, container_id = (parts[0], parts[1]) if len(parts) > 1 else ("run", parts[0])
-    created = None
+    created = problem = None
     try:
         metadata = json.loads(read_text_file(folder / "metadata.json", "offline run metadata"))
         kind = metadata.get("containerType", kind)
@@ -64,19 +82,13 @@ def _container(folder: Path) -> tuple[str, str, str | None]:
         created = metadata.get("createdAt")
     except FileNotFoundError:
         pass
-    except (
-        OSError,
-        ValueError,
-        AttributeError,
-        RecursionError,
-        UsageError,
-    ) as error:  # damaged: the name says
-        warn(f"{folder / 'metadata.json'}: unreadable ({str(error)[:200]}); run read by its folder name")
-    return kind, container_id, created
+    except (OSError, ValueError, AttributeError, RecursionError) as error:  # damaged: the name says
+        problem = f"{folder / 'metadata.json'}: unreadable ({str(error)[:200]}); run read by its folder name"
+    return Container(kind, container_id, created, problem)
 
 
 def _is_run_folder(folder: Path) -> bool:
-    return folder.is_dir() and bool(_data_files(folder)) and _container(folder)[0] == "run"
+    return folder.is_dir() and bool(_data_files(folder)) and _container(folder).kind == "run"
 
 
 def run_folders(path: Path) -> list[Path]:
@@ -151,8 +163,10 @@ def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> 
 
 def read_offline_run(folders: Sequence[Path]) -> OfflineRun:
     """Replay the operations of one run (one or more execution folders, oldest first)."""
-    _, run_id, created = _container(folders[0])
+    _, run_id, created, problem = _container(folders[0])
     run = OfflineRun(run_id=run_id, folder=folders[0], created_at=created)
+    if problem:
+        run.problems.append(problem)
     last_step: dict[str, float] = {}
     for folder in folders:
         for entry in operations(folder):
@@ -173,14 +187,20 @@ def read_offline_run(folders: Sequence[Path]) -> OfflineRun:
     if point_times and run.last_at is None:
         run.last_at = float(max(point_times))
     if run.skipped_lines:
-        warn(f"offline run {run_id}: skipped {run.skipped_lines} unreadable operation(s) in {folders[0]}")
+        run.problems.append(
+            f"offline run {run_id}: skipped {run.skipped_lines} unreadable operation(s) in {folders[0]}"
+        )
     return run
 
 
-class OfflineSource:
-    """Offline runs of a `.neptune` folder; read once, kept in memory. The log holds no project name."""
+class OfflineSource(NeptuneSource):
+    """Offline runs of a `.neptune` folder; read once, kept in memory. The log holds no project name:
+    `project` (workspace/project) is the one its runs are exported as."""
 
-    def __init__(self, path: Path) -> None:
+    detail = "neptune-offline"
+
+    def __init__(self, path: Path, project: str | None = None, *, events: Events | None = None) -> None:
+        super().__init__(split_project(project) if project else OFFLINE_PROJECT, project, events)
         self.path = path
         self._runs: dict[str, OfflineRun] | None = None
 
@@ -188,12 +208,16 @@ class OfflineSource:
         if self._runs is None:
             grouped: dict[str, list[Path]] = {}
             for folder in run_folders(self.path):
-                run_id = _container(folder)[1]
+                run_id = _container(folder).id
                 grouped.setdefault(run_id, []).append(folder)
             by_time = {
-                run_id: sorted(fs, key=lambda f: _container(f)[2] or "") for run_id, fs in grouped.items()
+                run_id: sorted(fs, key=lambda f: _container(f).created or "")
+                for run_id, fs in grouped.items()
             }
             self._runs = {run_id: read_offline_run(fs) for run_id, fs in sorted(by_time.items())}
+            for run in self._runs.values():
+                for problem in run.problems:
+                    self.events.warn(problem)
         return self._runs
 
     def runs(self, *, refresh: bool = False) -> pl.DataFrame:
@@ -254,3 +278,29 @@ class OfflineSource:
 
     def close(self) -> None:
         self._runs = None
+
+    # ---------------------------------------------------------------- export
+
+    def export_runs(self) -> list[NeptuneRun]:
+        found = []
+        for run in self._load().values():
+            last = {  # the value at the highest step; of equal steps the one logged last
+                path: values[max(range(len(steps)), key=lambda i, steps=steps: (steps[i], i))]
+                for path, (steps, values) in run.series.items()
+                if steps
+            }
+            heartbeat = epoch_times([run.last_at])[0]
+            found.append(NeptuneRun(run.run_id, run.attributes(), last, utc(run.created_at), heartbeat))
+        return found
+
+    def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
+        for record in runs:
+            run = self._load()[record.run_id]
+            columns: dict[str, list[Any]] = {name: [] for name in POINTS}
+            for path, (steps, values) in run.series.items():
+                columns["run_id"] += [run.run_id] * len(steps)
+                columns["key"] += [path] * len(steps)
+                columns["step"] += steps
+                columns["timestamp"] += epoch_times(run.series_times.get(path, []))
+                columns["value"] += values
+            yield pl.DataFrame(columns, schema=POINTS), {}  # the replay keeps float series only

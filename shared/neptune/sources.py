@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.base.errors import EMPTY_PATH, UsageError
+from shared.base.errors import EMPTY_PATH, BadInput
+from shared.base.events import Events
 from shared.neptune.attributes import normalize_state
-from shared.table.source import RunSource
+from shared.neptune.runs import NeptuneSource
 from shared.table.vocabulary import NEPTUNE_STATES as STATES
 
 
@@ -17,7 +18,7 @@ def parse_state(state: str | None) -> str | None:
         return None
     normalized = normalize_state(state)
     if normalized is None:
-        raise UsageError(f"unknown run state {state!r} (Neptune runs are {' or '.join(STATES)})")
+        raise BadInput(f"unknown run state {state!r} (Neptune runs are {' or '.join(STATES)})")
     return normalized
 
 
@@ -25,13 +26,13 @@ def check_project_names(projects: Sequence[str]) -> None:
     """A usage error unless every name is workspace/project (archives hold names with spaces, too)."""
     bad = [project for project in projects if project.count("/") != 1 or not all(project.split("/"))]
     if bad:
-        raise UsageError(f"a Neptune project is workspace/project, not {', '.join(map(repr, bad))}")
+        raise BadInput(f"a Neptune project is workspace/project, not {', '.join(map(repr, bad))}")
 
 
 def source_path(source: str | Path) -> Path:
     """The folder a user named; an empty name is a usage error (as a Path it would be the current folder)."""
     if isinstance(source, str) and not source:
-        raise UsageError(EMPTY_PATH)
+        raise BadInput(EMPTY_PATH)
     return Path(source).expanduser()
 
 
@@ -41,12 +42,12 @@ def source_kind(path: Path) -> str:
     from shared.neptune.offline import is_offline_folder
 
     if not path.exists():
-        raise UsageError(f"{path} does not exist")
+        raise BadInput(f"{path} does not exist")
     if is_archive(path):  # the cheaper test first: an archive folder may hold thousands of files
         return "archive"
     if is_offline_folder(path):
         return "offline"
-    raise UsageError(
+    raise BadInput(
         f"{path} is neither a neptune-exporter data folder (<data>/<project>/*.parquet) nor a .neptune "
         "folder with offline runs (.neptune/offline/run__*/data-*.log)"
     )
@@ -59,22 +60,61 @@ def open_source(
     api_token: str | None = None,
     workers: int = 8,
     cache: bool = True,
-) -> RunSource:
+    events: Events | None = None,
+) -> NeptuneSource:
     """The source for a project: the live server when `source` is None, else the folder at `source`.
 
-    `cache`: an archive may keep series summaries in the user's cache folder (see shared.summary_cache).
+    `cache`: an archive may keep series summaries in the user's cache folder (see shared.table.summary_cache).
     """
     if source is None:
         if not project:
-            raise UsageError("a Neptune project (workspace/project) or a source folder is needed")
+            raise BadInput("a Neptune project (workspace/project) or a source folder is needed")
         from shared.neptune.live import LiveSource
 
-        return LiveSource(project, api_token, workers=workers)
+        return LiveSource(project, api_token, workers=workers, events=events)
     path = source_path(source)
     if source_kind(path) == "offline":
         from shared.neptune.offline import OfflineSource
 
-        return OfflineSource(path)
+        return OfflineSource(path, events=events)
     from shared.neptune.archive import ArchiveSource
 
-    return ArchiveSource(path, project, cache=cache)
+    return ArchiveSource(path, project, cache=cache, events=events)
+
+
+def export_sources(
+    projects: Sequence[str],
+    source: str | Path | None,
+    *,
+    api_token: str | None = None,
+    workers: int = 8,
+    events: Events | None = None,
+) -> list[NeptuneSource]:
+    """A source per project to export, checked before anything is fetched or written (token, folders,
+    project names, every archive part): projects on a server, the named projects of an archive (else
+    all of them), or the runs of a .neptune folder filed under one project."""
+    check_project_names(projects)
+    if source is None:
+        if not projects:
+            raise BadInput("name a Neptune project (-p workspace/project) or a folder (--source PATH)")
+        from shared.neptune.live import LiveSource
+
+        return [LiveSource(project, api_token, workers=workers, events=events) for project in projects]
+    path = source_path(source)
+    if source_kind(path) == "offline":
+        if len(projects) > 1:
+            raise BadInput(
+                "offline runs go to one project: give at most one -p with --source on a .neptune folder"
+            )
+        from shared.neptune.offline import OfflineSource
+
+        return [OfflineSource(path, projects[0] if projects else None, events=events)]
+    from shared.neptune.archive import ArchiveSource, project_folders
+
+    folders = [(path, project) for project in projects] or [
+        (folder, None) for folder in project_folders(path)
+    ]
+    found = [ArchiveSource(folder, project, cache=False, events=events) for folder, project in folders]
+    for archive in found:
+        archive.check()  # every part, before anything is written
+    return found

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Self
 
 import polars as pl
 
-from shared.base.errors import UsageError
-from shared.cli.terminal import log
+from shared.base.errors import BadInput
+from shared.base.events import Events
 from shared.query.constraints import (
     check_callables,
     check_where_size,
@@ -20,6 +20,7 @@ from shared.query.constraints import (
 )
 from shared.query.topk import TopK, top_k
 from shared.table.series import RUN, aggregate, check_aggregation
+from shared.table.source import QuerySource, SummarySource
 from shared.table.vocabulary import Aggregation
 
 Constraints = dict[str, Callable[[float], bool]] | None
@@ -42,27 +43,14 @@ class RunInfo:
         return {"run_id": self.run_id, "name": self.name, "config": self.config, "metrics": self.metrics}
 
 
-@runtime_checkable
-class SummarySource(Protocol):
-    """A source that can answer an aggregation from stored per-series summaries (archives)."""
-
-    def summary_points(
-        self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
-    ) -> pl.LazyFrame | None:
-        """Points that aggregate like the full series of these paths, or None to read the points."""
-        ...
-
-
 class TopkQuery:
-    """Top-k and Pareto queries with metric constraints over one source, opened on first use.
+    """Top-k and Pareto queries with metric constraints over one source (shared.table.source.QuerySource),
+    opened on first use. Subclasses say how to open their source (`_open_source`) and what a run state is
+    (`_parse_state`). What happened along the way (runs left out, fetches retried) is in `events`."""
 
-    Subclasses say how to open their source (`_open_source`), read a run's name and config
-    (`_describe`) and what a run state is (`_parse_state`). A source has the methods of
-    `shared.neptune_sources.RunSource` but `attributes`: runs, run_ids, points, numeric_keys, raw_run, close.
-    """
-
-    def __init__(self) -> None:
-        self._source: Any = None
+    def __init__(self, events: Events | None = None) -> None:
+        self.events = events or Events()
+        self._source: QuerySource | None = None
         self._runs_cache: list[RunInfo] | None = None
         self.last_excluded: dict[str, int] = {}
         self.last_stats: dict[str, int] = {}
@@ -70,15 +58,11 @@ class TopkQuery:
 
     # ---------------------------------------------------------------- what a tracker provides
 
-    def _open_source(self) -> Any:
-        raise NotImplementedError
-
-    def _describe(self, run_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Name and config of each run."""
+    def _open_source(self) -> QuerySource:
         raise NotImplementedError
 
     def _parse_state(self, state: str | None) -> str | None:
-        """The state as the source's runs table spells it; UsageError for an unknown one."""
+        """The state as the source's runs table spells it; BadInput for an unknown one."""
         raise NotImplementedError
 
     def _points(self, keys: list[str], run_ids: list[str] | None, aggregation: str, n_steps: int) -> Any:
@@ -89,13 +73,13 @@ class TopkQuery:
                 return points
         return self.source.points(keys, run_ids, series=aggregation != "last", required=keys)
 
-    def _unknown_metrics(self, unknown: list[str], known: list[str], where: list[str]) -> Exception:
+    def _unknown_metrics(self, unknown: list[str], known: list[str], where: list[str]) -> BadInput:
         return unknown_metrics_error(unknown, known, where)
 
     # ---------------------------------------------------------------- the API
 
     @property
-    def source(self) -> Any:
+    def source(self) -> QuerySource:
         """The run source, opened on first use."""
         if self._source is None:
             self._source = self._open_source()
@@ -105,7 +89,7 @@ class TopkQuery:
         """Every run with its config (metrics empty); cached until `force_refresh`."""
         if self._runs_cache is None or force_refresh:
             runs = self.source.runs(refresh=force_refresh)
-            described = self._describe(runs[RUN].to_list())
+            described = self.source.describe(runs[RUN].to_list())
             self._runs_cache = [
                 RunInfo(run_id, name, described[run_id][1], {}, self.source.raw_run(run_id))
                 for run_id, name in runs.select(RUN, "name").iter_rows()
@@ -130,7 +114,7 @@ class TopkQuery:
         '"metrics/L0" BETWEEN 30 AND 60'. Runs left out for lacking data are counted in `last_excluded`.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise UsageError(f"k must be a positive integer (got {k!r})")
+            raise BadInput(f"k must be a positive integer (got {k!r})")
         result, keys = self._rank(
             "query_topk", metric_key, k, minimize, constraints, aggregation, n_steps, state, where
         )
@@ -152,20 +136,17 @@ class TopkQuery:
         """The runs no other run beats on both metrics (aggregated alike, after the constraints), in
         order along the front (by `metric_key` ascending). Every run that could be placed is kept in
         `last_candidates` (run_id and one column per metric)."""
-        from shared.table.pareto import ParetoError, pareto_front
+        from shared.table.pareto import pareto_front
 
         if pareto_key == metric_key:
-            raise UsageError(f"the Pareto metric must differ from the ranked one (both are {metric_key!r})")
+            raise BadInput(f"the Pareto metric must differ from the ranked one (both are {metric_key!r})")
         result, keys = self._rank(
             "query_pareto", metric_key, None, minimize, constraints, aggregation, n_steps, state, where,
             also=[pareto_key],
         )  # fmt: skip
-        try:
-            front = pareto_front(
-                result.ranked, metric_key, pareto_key, minimize_x=minimize, minimize_y=pareto_minimize
-            )
-        except ParetoError as error:
-            raise UsageError(str(error)) from None
+        front = pareto_front(
+            result.ranked, metric_key, pareto_key, minimize_x=minimize, minimize_y=pareto_minimize
+        )
         self.last_candidates = result.ranked
         self.last_stats["returned"] = front.height
         return self._run_infos(front, keys)
@@ -217,13 +198,15 @@ class TopkQuery:
         }
         if result.excluded:
             reasons = ", ".join(f"{count} {reason}" for reason, count in result.excluded.items())
-            log(f"{label}: {self.last_stats['excluded']} of {result.considered} runs left out ({reasons})")
+            self.events.note(
+                f"{label}: {self.last_stats['excluded']} of {result.considered} runs left out ({reasons})"
+            )
         if result.failed_constraints:
-            log(f"{label}: {result.failed_constraints} run(s) did not meet the constraints")
+            self.events.note(f"{label}: {result.failed_constraints} run(s) did not meet the constraints")
         return result, required
 
     def _run_infos(self, ranked: pl.DataFrame, keys: list[str]) -> list[RunInfo]:
-        described = self._describe(ranked[RUN].to_list())
+        described = self.source.describe(ranked[RUN].to_list())
         return [
             RunInfo(
                 run_id=row[RUN],

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import polars as pl
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput, UnknownMetric, is_bug
 
 _QUOTED = re.compile(r'"(?:[^"]|"")*"')
 EXAMPLE = "'\"metrics/L0\" < 50'"
@@ -22,7 +22,7 @@ _TOKEN = re.compile(r""" "(?:[^"]|"")*" | '(?:[^']|'')*' | [\w.]+ | \|\| | <> | 
 _JOINS = {"and", "or"}
 
 
-class ConstraintError(UsageError, ValueError):
+class ConstraintError(BadInput):
     """A constraint that cannot be used: malformed, not a per-run test, or naming an unknown metric."""
 
 
@@ -76,6 +76,8 @@ def parse_where(text: str) -> pl.Expr:
     try:
         expr = pl.sql_expr(text)
     except Exception as error:  # polars raises SQL interface/syntax errors of several kinds
+        if is_bug(error):
+            raise
         raise ConstraintError(
             f"--where {_shown(text)} is not a valid expression: {_first_line(error)}"
         ) from None
@@ -88,6 +90,8 @@ def parse_where(text: str) -> pl.Expr:
     try:
         result = probe.select(expr.alias("ok"))
     except Exception as error:
+        if is_bug(error):
+            raise
         raise ConstraintError(f"--where {_shown(text)} cannot be evaluated: {_first_line(error)}") from None
     if result.height != probe.height or result.schema["ok"] != pl.Boolean:
         raise ConstraintError(
@@ -112,9 +116,9 @@ def check_callables(constraints: Mapping[str, Callable[[float], bool]] | None) -
 
 def unknown_metrics_error(
     unknown: Iterable[str], known: Iterable[str], where: Iterable[str] = ()
-) -> ConstraintError:
+) -> UnknownMetric:
     """One line naming metrics no run has, with close matches and a quoting hint for SQL paths."""
-    known = list(known)
+    unknown, known = list(unknown), list(known)
     parts = []
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=3)
@@ -122,4 +126,4 @@ def unknown_metrics_error(
     message = f"unknown metric {', '.join(parts)}: no run has a numeric value under that path"
     if any("/" in _QUOTED.sub("", text) for text in where):
         message += f"; quote metric paths in --where with double quotes, e.g. {EXAMPLE}"
-    return ConstraintError(message)
+    return UnknownMetric(message, unknown, known)

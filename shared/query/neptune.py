@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from shared.neptune.attributes import config_of
+from shared.base.events import Events
+from shared.neptune.runs import NeptuneSource
 from shared.neptune.sources import open_source, parse_state
 from shared.query.api import RunInfo, TopkQuery
-from shared.table.source import RunSource
 
 __all__ = ["NeptuneQuery", "RunInfo"]
 
@@ -26,32 +24,28 @@ class NeptuneQuery(TopkQuery):
         source: str | Path | None = None,
         workers: int = 8,
         cache: bool = True,
+        events: Events | None = None,
     ) -> None:
         """`project` as workspace/project; `source` a neptune-exporter data folder or a .neptune folder.
 
         With `cache`, an archive keeps per-series summaries in the user's cache folder
         ($XDG_CACHE_HOME/run-tools, ~/.cache/run-tools): later queries on the unchanged archive answer
         from those, exactly as from the points (a mean_last_n window over 100 points reads the archive).
+        What happened along the way is in `events` (shared.base.events).
         """
-        super().__init__()
+        super().__init__(events)
         self.project, self.api_token, self.source_path, self.workers = project, api_token, source, workers
         self.cache = cache
 
-    def _open_source(self) -> RunSource:
+    def _open_source(self) -> NeptuneSource:
         return open_source(
             self.project,
             source=self.source_path,
             api_token=self.api_token,
             workers=self.workers,
             cache=self.cache,
+            events=self.events,
         )
 
     def _parse_state(self, state: str | None) -> str | None:
         return parse_state(state)
-
-    def _describe(self, run_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        attributes = self.source.attributes(list(run_ids))
-        return {
-            run_id: (str(attributes[run_id].get("sys/name") or run_id), config_of(attributes[run_id]))
-            for run_id in run_ids
-        }

@@ -8,12 +8,12 @@ from typing import Any
 
 import polars as pl
 
-from shared.base.errors import UsageError, describe
+from shared.base.errors import BadInput, describe
 from shared.base.storage import name_stems, safe_name
 from shared.base.text import name_list
 from shared.table.exports import export_metadata, export_stem, history_file_of
 from shared.table.flatten import parse_object
-from shared.table.record_source import ListedRun, WandbSource, _points
+from shared.table.record_source import ListedRun, RecordSource, points_frame
 from shared.table.schema import RAW_JSON_COLUMNS
 from shared.table.series import RUN
 
@@ -46,21 +46,21 @@ def find_export(path: Path, project: str | None) -> Path:
     entity, _, name = (project or "").rpartition("/")
     if path.is_file():
         if not path.name.endswith("_runs.parquet"):
-            raise UsageError(f"{path} is not a runs file written by export_runs.py (*_runs.parquet)")
+            raise BadInput(f"{path} is not a runs file written by export_runs.py (*_runs.parquet)")
         held = _exported_project(path)
         if project and held is not None and not _certainty(path, held, entity, name):
-            raise UsageError(f"{path} holds the export of {'/'.join(held)}, not {project}")
+            raise BadInput(f"{path} holds the export of {'/'.join(held)}, not {project}")
         return path
     if not path.is_dir():
-        raise UsageError(f"{path} does not exist")
+        raise BadInput(f"{path} does not exist")
     files = sorted(path.glob("*_runs.parquet"))
     if not files:
-        raise UsageError(f"no *_runs.parquet in {path}: not a folder written by wandb-tools/export_runs.py")
+        raise BadInput(f"no *_runs.parquet in {path}: not a folder written by wandb-tools/export_runs.py")
     recorded = {file: _exported_project(file) for file in files}
     labels = name_list("/".join(held) if held else export_stem(file) for file, held in recorded.items())
     if not project:
         if len(files) > 1:
-            raise UsageError(f"{path} holds several exports; name one as ENTITY/PROJECT: {labels}")
+            raise BadInput(f"{path} holds several exports; name one as ENTITY/PROJECT: {labels}")
         return files[0]
     # A digest name is only given when the plain one holds another project: it wins over the plain name.
     certainty = {file: _certainty(file, held, entity, name) for file, held in recorded.items()}
@@ -70,14 +70,14 @@ def find_export(path: Path, project: str | None) -> Path:
         return matches[0]
     if matches:
         names = name_list(file.name for file in matches)
-        raise UsageError(
+        raise BadInput(
             f"project {project!r} matches several exports in {path} ({names}): "
             "give ENTITY/PROJECT, or the *_runs.parquet itself"
         )
-    raise UsageError(f"project {project!r} is not in {path} (exports there: {labels})")
+    raise BadInput(f"project {project!r} is not in {path} (exports there: {labels})")
 
 
-class ExportSource(WandbSource):
+class ExportFolderSource(RecordSource):
     """A project written by export_runs.py: `…_runs.parquet` (config and summary as JSON) and, with
     --include-history, `…_history.parquet` (read for the needed runs and keys only)."""
 
@@ -102,7 +102,7 @@ class ExportSource(WandbSource):
         schema = pl.read_parquet_schema(self.runs_file)
         missing = [column for column in columns if column not in schema]
         if missing:
-            raise UsageError(f"{self.runs_file} is not a runs export: no {', '.join(missing)} column")
+            raise BadInput(f"{self.runs_file} is not a runs export: no {', '.join(missing)} column")
         for row in pl.read_parquet(self.runs_file).iter_rows(named=True):
             config, summary = (parse_object(row[c])[0] or {} for c in RAW_JSON_COLUMNS)
             yield ListedRun(row["id"], row["name"] or row["id"], row["state"], config, summary, row)
@@ -111,22 +111,22 @@ class ExportSource(WandbSource):
         keys = pairs["key"].unique().to_list()
         history = self.history_file if self.history_file and self.history_file.is_file() else None
         if needed and keys and history is None:
-            raise UsageError(
+            raise BadInput(
                 f"{self.runs_file.name} was exported without its history: this query needs it "
                 "(export with --include-history, or use --aggregation last)"
             )
         absent = sorted(set(keys) - self.history_keys) if self.history_keys is not None else []
         if needed and absent:
-            raise UsageError(
+            raise BadInput(
                 f"{self.runs_file.name} was exported with --history-keys {','.join(sorted(self.history_keys or []))}: "
                 f"no history of {', '.join(absent)}"
             )
         if not keys or history is None:
-            return _points({})
+            return points_frame({})
         try:
             missing = [c for c in (RUN, "key", "step", "value") if c not in pl.read_parquet_schema(history)]
             if missing:
-                raise UsageError(f"{history} is not a history export: no {', '.join(missing)} column")
+                raise BadInput(f"{history} is not a history export: no {', '.join(missing)} column")
             return (
                 pl.scan_parquet(history)
                 .filter(pl.col(RUN).is_in(pairs[RUN].unique().to_list()) & pl.col("key").is_in(keys))
@@ -135,4 +135,4 @@ class ExportSource(WandbSource):
                 .join(pairs, on=[RUN, "key"], how="semi")
             )
         except (pl.exceptions.PolarsError, OSError) as error:  # cut short, not parquet, odd column types
-            raise UsageError(f"cannot read the history {history}: {describe(error)}") from None
+            raise BadInput(f"cannot read the history {history}: {describe(error)}") from None

@@ -14,11 +14,11 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from shared.base.errors import EMPTY_PATH, UsageError
+from shared.base.errors import EMPTY_PATH, BadInput
+from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
 from shared.base.storage import parquet_schema
 from shared.base.text import name_list
-from shared.cli.terminal import log, warn
 
 REQUIRED_COLUMNS = ("id", "name", "entity", "project")  # what makes a parquet a runs export
 
@@ -35,33 +35,35 @@ SOURCE_COLUMN = "_source_file"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-def find_runs_files(inputs: Sequence[str]) -> list[Path]:
+def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list[Path]:
     """Folders (every `*_runs.parquet` below them), files and globs → distinct parquet paths, in order."""
     found: list[Path] = []
     for item in inputs:
         if not item.strip():
-            raise UsageError(EMPTY_PATH)
+            raise BadInput(EMPTY_PATH)
         path = Path(item)
         if path.is_dir():
             matches = sorted(p for p in path.rglob("*_runs.parquet") if not p.is_dir())
             if not matches:
                 present = sorted(p.name for p in path.iterdir())
-                raise UsageError(f"no *_runs.parquet in folder {item} (it holds: {name_list(present, 15)})")
+                raise BadInput(f"no *_runs.parquet in folder {item} (it holds: {name_list(present, 15)})")
         elif path.exists():  # a pipe or device is refused by open_runs_file
             matches = [path]
         elif _GLOB_CHARS.search(item):
             matches = [Path(p) for p in sorted(glob.glob(item, recursive=True)) if Path(p).is_file()]
             if not matches:
-                raise UsageError(f"no file matches {item}")
+                raise BadInput(f"no file matches {item}")
         else:
-            raise UsageError(f"no such file or folder: {item}")
+            raise BadInput(f"no such file or folder: {item}")
         for match in matches:
             if match.name.endswith("_history.parquet"):
-                log(f"skipping history file {match}: runs files (…_runs.parquet) are read here")
+                (events or Events()).note(
+                    f"skipping history file {match}: runs files (…_runs.parquet) are read here"
+                )
             elif match.resolve() not in {p.resolve() for p in found}:
                 found.append(match)
     if not found:
-        raise UsageError(f"no runs parquet among {name_list(inputs, 10)}")
+        raise BadInput(f"no runs parquet among {name_list(inputs, 10)}")
     return found
 
 
@@ -86,17 +88,19 @@ def export_stem(runs_file: Path) -> str:
 
 def export_metadata(path: Path) -> dict[str, Any] | None:
     """The sibling `…_metadata.json` the exporters write next to a `…_runs.parquet`; None when there is
-    none or it cannot be read (files from older versions, files copied on their own). UsageError when it
+    none or it cannot be read (files from older versions, files copied on their own). BadInput when it
     is no regular file, is too large or is nested too deep to read."""
     if not path.name.endswith("_runs.parquet"):
         return None
     metadata = path.with_name(f"{export_stem(path)}_metadata.json")
     try:
         recorded = json.loads(read_text_file(metadata, "export metadata"))
+    except BadInput:
+        raise
     except (OSError, ValueError):
         return None
     except RecursionError:
-        raise UsageError(f"unreadable export metadata {metadata}: nested too deep") from None
+        raise BadInput(f"unreadable export metadata {metadata}: nested too deep") from None
     return recorded if isinstance(recorded, dict) else None
 
 
@@ -129,13 +133,13 @@ def export_time(path: Path) -> datetime:
 
 
 def open_runs_file(path: Path) -> RunsFile:
-    """Read a parquet's footer and check that it is a runs export; UsageError naming what it holds if not."""
+    """Read a parquet's footer and check that it is a runs export; BadInput naming what it holds if not."""
     check_regular_file(path, "runs file")
     schema = parquet_schema(path)
     rows = pq.ParquetFile(path).metadata.num_rows  # the footer just read: a damaged file failed above
     missing = [c for c in REQUIRED_COLUMNS if c not in schema]
     if missing:
-        raise UsageError(
+        raise BadInput(
             f"{path} is not a runs export: no {', '.join(missing)} column (it has: {name_list(schema)})"
         )
     return RunsFile(path, schema, rows, export_time(path))
@@ -266,23 +270,23 @@ def name_pattern(pattern: str) -> pl.Expr:
 
 
 def check_regex(pattern: str, what: str) -> None:
-    """UsageError naming `what` when polars' regex engine rejects `pattern`."""
+    """BadInput naming `what` when polars' regex engine rejects `pattern`."""
     try:
         pl.select(pl.lit("").str.contains(pattern))
     except pl.exceptions.PolarsError as error:
         detail = " ".join(
             line.strip() for line in str(error).splitlines() if line.strip().startswith("error:")
         )
-        raise UsageError(f"bad regex in {what}: {pattern!r} ({detail or 'not a valid regex'})") from None
+        raise BadInput(f"bad regex in {what}: {pattern!r} ({detail or 'not a valid regex'})") from None
 
 
-def scan_deduplicated(files: Sequence[RunsFile]) -> pl.LazyFrame:
-    """One lazy frame of all files: schemas unioned (warnings logged), each run's newest copy only."""
+def scan_deduplicated(files: Sequence[RunsFile], events: Events | None = None) -> pl.LazyFrame:
+    """One lazy frame of all files: schemas unioned (warnings to `events`), each run's newest copy only."""
     if len(files) == 1:
         return pl.scan_parquet(files[0].path)
     schema, warnings = union_schema([f.schema for f in files])
     for message in warnings:
-        warn(message)
+        (events or Events()).warn(message)
     frame = scan_runs(files, schema)
     winners = newest_copies(frame, files)
     return frame.join(winners, on=[FILE_INDEX, ROW_INDEX], how="semi", maintain_order="left").drop(
@@ -302,7 +306,7 @@ def newest_export(folder: Path) -> tuple[Path, int]:
         else []
     )
     if not candidates:
-        raise UsageError(
+        raise BadInput(
             f"no input given and no runs parquet under {folder}/ "
             "(export some first: uv run wandb-tools/export_runs.py … -o wandb_export/)"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 
 PREFIX = "metric_"
 
@@ -22,14 +22,14 @@ def metric_column(name: str) -> str:
 def resolve_metric(requested: str, known: Sequence[str]) -> str | None:
     """The name in `known` that `requested` means: itself, else the one with the same column; None if none.
 
-    UsageError when several known names share that column (`a/b` and `a.b`): only the logged one is clear.
+    BadInput when several known names share that column (`a/b` and `a.b`): only the logged one is clear.
     """
     if requested in known:
         return requested
     column = metric_column(requested)
     matches = [name for name in known if metric_column(name) == column]
     if len(matches) > 1:
-        raise UsageError(
+        raise BadInput(
             f"metric {requested!r} could be any of {', '.join(map(repr, matches))}: name one as it is written"
         )
     return matches[0] if matches else None

@@ -1,26 +1,74 @@
-"""Tables to files by extension (.csv, .parquet, .json, .md), atomically; rows as frames."""
+"""Tables as text (cells, markdown, JSON) and as files by extension (.csv, .parquet, .json, .md), written
+atomically; `-o` checked once, before any work; rows as frames."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
+from shared.base.storage import check_output_file
+from shared.base.text import printable
 
 if TYPE_CHECKING:  # polars only where a table is made or written: the scripts' parsers import this module
     import polars as pl
 
 
-OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")  # the order render.check_output names them in
+OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")
 
 
 def check_output_suffix(path: Path) -> None:
-    """UsageError (one line) for an -o file whose extension names no format we write."""
+    """BadInput (one line) for an -o file whose extension names no format we write."""
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UsageError(
+        raise BadInput(
             f"-o {path}: unknown extension {path.suffix or '(none)'} (use {', '.join(OUTPUT_SUFFIXES)})"
         )
+
+
+def check_output(path: Path) -> None:
+    """BadInput for an -o file we cannot write: an extension not one of ours, a folder, no write access."""
+    check_output_suffix(path)
+    check_output_file(path, "-o", folder_made_later=True)
+
+
+def format_value(value: Any, digits: int = 6) -> str:
+    """A cell as text: floats to `digits` significant digits, null as empty, control characters escaped
+    (a newline would break its row)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(value) if not math.isfinite(value) else f"{value:.{digits}g}"
+    if isinstance(value, list):
+        return printable(", ".join(map(str, value)))
+    return printable(str(value))
+
+
+def table_text(table: pl.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
+    """The header, every cell as display text, and which columns are numeric."""
+    rows = [[format_value(v) for v in row] for row in table.iter_rows()]
+    return (
+        [format_value(name) for name in table.columns],
+        rows,
+        [dtype.is_numeric() for dtype in table.dtypes],
+    )
+
+
+def markdown_text(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
+    """A GitHub markdown table."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    rule = "| " + " | ".join("---:" if num else "---" for num in numeric) + " |"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n"
+
+
+def json_text(table: pl.DataFrame) -> str:
+    """The table as a JSON array of row objects (non-finite numbers as null)."""
+    return table.write_json() + "\n"
 
 
 def flat_columns(frame: pl.LazyFrame | pl.DataFrame) -> list[pl.Expr]:
@@ -52,15 +100,32 @@ def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pl.
     return pl.DataFrame([column(name) for name in columns])
 
 
-def write_table(table: pl.DataFrame, path: Path, *, document: Any = None) -> None:
-    """`table` to `path` atomically by its extension; a `.json` file gets `document` when there is one."""
-    from shared.analysis.render import write_output
-    from shared.base.storage import write_json
+def write_table(
+    table: pl.DataFrame, path: Path, *, document: Any = None, markdown: str | None = None
+) -> None:
+    """`table` to `path` atomically by its extension; a `.json` file gets `document` and a `.md` file
+    `markdown` when there is one."""
+    from shared.base.storage import atomic_path, prepare_output_folder
 
-    if document is not None and path.suffix.lower() == ".json":
-        write_json(document, path)
-    else:
-        write_output(table, path)
+    check_output(path)
+    prepare_output_folder(path.parent if str(path.parent) else Path("."))
+    suffix = path.suffix.lower()
+    with atomic_path(path) as temp:
+        if suffix == ".parquet":
+            table.write_parquet(temp, compression="zstd")
+        elif suffix == ".csv":
+            table.select(flat_columns(table)).write_csv(temp)
+        elif suffix == ".json":
+            text = (
+                json_text(table)
+                if document is None
+                else json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+            )
+            temp.write_text(text, encoding="utf-8")
+        else:
+            temp.write_text(
+                markdown if markdown is not None else markdown_text(*table_text(table)), encoding="utf-8"
+            )
 
 
 def sink_table(frame: pl.LazyFrame, path: Path) -> None:

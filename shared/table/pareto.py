@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import polars as pl
 
+from shared.base.errors import BadInput
 from shared.base.text import name_list
 
 _INDEX, _KEY_X, _KEY_Y, _BEST_BEFORE = "__pareto_row", "__pareto_x", "__pareto_y", "__pareto_best_before"
 _HELPERS = (_INDEX, _KEY_X, _KEY_Y, _BEST_BEFORE)
 
 
-class ParetoError(ValueError):
+class ParetoError(BadInput):
     """A Pareto axis the table cannot provide; the message is the one-line user error."""
 
 

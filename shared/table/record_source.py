@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from shared.base.events import Events
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, is_internal_key
 from shared.table.series import RUN
 
@@ -49,16 +50,19 @@ class ListedRun:
     raw: Any
 
 
-def _points(columns: dict[str, list[Any]]) -> pl.DataFrame:
+def points_frame(columns: dict[str, list[Any]]) -> pl.DataFrame:
+    """Points (POINTS_SCHEMA) from columns of values."""
     return pl.DataFrame(columns, schema=POINTS_SCHEMA)
 
 
-class WandbSource:
-    """What the W&B sources share: the runs table, summary values and points; history comes from
-    `_history`, the runs from `_list`."""
+class RecordSource:
+    """A query source whose runs are listed with config and summary (`_list`): the runs table, summary
+    values as single points, history (`_history`) where a series is wanted. `last_from="history"` answers
+    `last` from the history's last finite point rather than the summary."""
 
-    def __init__(self, *, last_from: str = "summary") -> None:
+    def __init__(self, *, last_from: str = "summary", events: Events | None = None) -> None:
         self.last_from = last_from
+        self.events = events or Events()
         self._runs: pl.DataFrame | None = None
         self._listed: dict[str, ListedRun] = {}
         self._summary = pl.DataFrame(schema=SUMMARY_SCHEMA)

@@ -88,9 +88,11 @@ HISTORY_COLUMNS = {
 
 _INTERNAL_KEYS = {"_step", "_timestamp", "_runtime"}
 
+
 def is_internal_key(key: str) -> bool:
     """W&B's own bookkeeping columns, not metrics."""
     return key in _INTERNAL_KEYS or key.startswith("_wandb")
+
 
 RUNS_SCHEMA = {"run_id": pl.String, "name": pl.String, "state": pl.String}
 

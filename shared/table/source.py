@@ -1,22 +1,42 @@
-"""The source contract: what every run source (W&B API or offline, Neptune archive, offline or live) gives queries and exports."""
+"""The source contract: what every run source gives queries and exports.
+
+Five sources implement all of it: W&B's API and offline run logs (shared.wandb.sources), Neptune's archives,
+offline folders and live servers (shared.neptune). Folders written by the exporters are a query source too
+(shared.table.export_folder). A query reads the runs, their names and configs, and the numeric points of the
+metrics it needs (`QuerySource`); an export streams every run as a record, then its tidy history
+(`ExportSource.export_items`), and the pipeline in shared.export writes the files. Frames use plain run ids
+and metric keys as logged; the frames' schemas are in shared.table.schema.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-import polars as pl
+from shared.table.schema import RunRecord
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+
+ProjectKey = tuple[str, str]  # (entity or workspace, project)
 
 
-class RunSource(Protocol):
-    """What NeptuneQuery needs from a source; every frame uses plain run ids and attribute paths."""
+class QuerySource(Protocol):
+    """What a top-k query reads (shared.query.api.TopkQuery)."""
 
     def runs(self, *, refresh: bool = False) -> pl.DataFrame:
-        """Every run: run_id, name, state (`active`/`inactive`), cached until `refresh`."""
+        """Every run: run_id, name, state (schema.RUNS_SCHEMA), cached until `refresh`."""
         ...
 
     def run_ids(self) -> list[str]:
         """Every run id (cheap once points were read: an archive notes them during that pass)."""
+        ...
+
+    def describe(self, run_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Each run's name and config."""
         ...
 
     def points(
@@ -27,19 +47,15 @@ class RunSource(Protocol):
         series: bool = True,
         required: Sequence[str] = (),
     ) -> pl.LazyFrame:
-        """Numeric points (run_id, key, step, value) of these paths; a single number has step null.
+        """Numeric points (schema.POINTS_SCHEMA) of these keys; a single number has step null.
 
-        Without `series` a source may give only each series' last value (the live runs table has it);
-        runs lacking one of the `required` paths may be left out (they cannot be ranked anyway).
+        Without `series` a source may give only each series' last value (a runs table or summary has it);
+        runs lacking one of the `required` keys may be left out (they cannot be ranked anyway).
         """
         ...
 
-    def attributes(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Every simple (non-series) attribute of these runs, by path."""
-        ...
-
     def numeric_keys(self) -> list[str]:
-        """Attribute paths that hold numbers in some run (for suggestions when a name is unknown)."""
+        """Keys that hold numbers in some run (for suggestions when a name is unknown)."""
         ...
 
     def raw_run(self, run_id: str) -> Any:
@@ -47,5 +63,129 @@ class RunSource(Protocol):
         ...
 
     def close(self) -> None:
-        """Release whatever the source opened."""
+        """Release whatever the source opened and forget what it cached."""
         ...
+
+
+@runtime_checkable
+class SummarySource(Protocol):
+    """A source that can answer an aggregation from stored per-series summaries (archives)."""
+
+    def summary_points(
+        self, keys: Sequence[str], run_ids: Sequence[str] | None, aggregation: str, n_steps: int
+    ) -> pl.LazyFrame | None:
+        """Points that aggregate like the full series of these keys, or None to read the points."""
+        ...
+
+
+@dataclass(frozen=True)
+class Changes:
+    """An incremental export's view of a project's files: when they were made (less a margin for clocks)
+    and the heartbeat each complete run had then. A run is fetched again when it is new, or was created or
+    seen since `cutoff`; its history when it is new or its heartbeat moved."""
+
+    cutoff: datetime
+    heartbeats: Mapping[str, str | None]  # run id -> heartbeat_at (ISO, UTC) as the files hold it
+
+    def includes(self, record: RunRecord) -> bool:
+        moments = [moment for moment in (record.created_at, record.heartbeat_at) if moment is not None]
+        return record.id not in self.heartbeats or any(moment >= self.cutoff for moment in moments)
+
+    def history_moved(self, record: RunRecord) -> bool:
+        return record.id not in self.heartbeats or self.heartbeats[record.id] != iso_utc(record.heartbeat_at)
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """A time as the export state writes it (ISO, UTC)."""
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+@dataclass(frozen=True)
+class ProjectPlan:
+    """What an export asks of one project's runs."""
+
+    since: datetime | None = None  # only runs created since
+    changes: Changes | None = None  # incremental: only runs changed since the files were made
+
+    def selects(self, record: RunRecord) -> bool:
+        if self.since is not None and record.created_at is not None and record.created_at < self.since:
+            return False
+        return self.changes is None or self.changes.includes(record)
+
+    def wants_history(self, record: RunRecord) -> bool:
+        return self.changes is None or self.changes.history_moved(record)
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What an export asks of a source. `plan` says, per project, which runs to hand over (a source filters
+    on its server where it can, else with `selects`) and whose history to read (`wants_history`)."""
+
+    include_history: bool = False
+    history_keys: frozenset[str] | None = None
+    plan: Callable[[str, str], ProjectPlan] = lambda entity, project: ProjectPlan()
+
+    def selects(self, record: RunRecord) -> bool:
+        return self.plan(record.entity, record.project).selects(record)
+
+    def wants_history(self, record: RunRecord) -> bool:
+        return self.include_history and self.plan(record.entity, record.project).wants_history(record)
+
+
+@dataclass(frozen=True)
+class HistoryChunk:
+    """Tidy history rows (schema.HISTORY) of runs already handed over, and how many values of each run
+    were left out for not being numbers."""
+
+    rows: pa.Table | pl.DataFrame
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    project: ProjectKey | None = None  # whose runs: needed only from a source that holds several projects
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    """A run (or its history) the source could not read: the export names it and ends incomplete."""
+
+    project: ProjectKey
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reported:
+    """The source's own count of a project's runs (all of them under `since`, changed or not)."""
+
+    project: ProjectKey
+    count: int
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file of the source that could not be read at all: whose runs it held is not known."""
+
+    message: str
+
+
+ExportItem = RunRecord | HistoryChunk | RunFailed | Reported | Unreadable
+
+
+class ExportSource(Protocol):
+    """What the export pipeline reads (shared.export.pipeline)."""
+
+    detail: str  # the source's kind in metadata (`source_detail`): wandb-api, neptune-archive, ...
+    updatable: ClassVar[bool]  # filters changed runs itself: its exports keep the state --incremental reads
+
+    def export_items(self, request: ExportRequest) -> Iterator[ExportItem]:
+        """Every selected run as a record, each run's history (if asked) after its record, failures, and
+        each project's Reported count; in whatever order and concurrency suits the source."""
+        ...
+
+    def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
+        """What a project's metadata should also say about this source (versions, paths, what was lost)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RunSource(QuerySource, ExportSource, Protocol):
+    """The whole contract: what every tracker's source implements."""

@@ -1,4 +1,4 @@
-"""A persistent cache of series summaries (`shared.topk.summarize`) for a folder of data files.
+"""A persistent cache of series summaries (`shared.table.series.summarize`) for a folder of data files.
 
 Entries live in `$XDG_CACHE_HOME/run-tools/series-summaries/<folder digest>/` (`~/.cache` when the
 variable is unset), one parquet file per entry, named by a digest of the folder's file names, sizes
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from shared.cli.terminal import warn
+from shared.base.events import Events
 from shared.table.series import SUMMARY_TAIL
 
 FORMAT = 2  # bump whenever what goes into a summary changes
@@ -43,9 +43,12 @@ def fingerprint(files: Sequence[str], stats: Sequence[os.stat_result]) -> str:
 class SummaryCache:
     """The entries of one folder in the state `files` (and their `stats`) describe."""
 
-    def __init__(self, folder: Path, files: Sequence[str], stats: Sequence[os.stat_result]) -> None:
+    def __init__(
+        self, folder: Path, files: Sequence[str], stats: Sequence[os.stat_result], events: Events
+    ) -> None:
         self.dir = cache_root() / _digest(str(folder.resolve()))
         self.tag = fingerprint(files, stats)
+        self.events = events
 
     def _path(self, name: str) -> Path:
         return self.dir / f"{self.tag}-{_digest(name)}.parquet"
@@ -59,7 +62,7 @@ class SummaryCache:
             frame = pl.scan_parquet([str(path) for path in paths])
             return (frame.select(columns) if columns else frame).collect()
         except (OSError, pl.exceptions.PolarsError) as error:
-            warn(f"ignoring unreadable cache entries in {self.dir}: {error}")
+            self.events.warn(f"ignoring unreadable cache entries in {self.dir}: {error}")
             return None
 
     def store(self, entries: Mapping[str, pl.DataFrame]) -> None:
@@ -75,4 +78,4 @@ class SummaryCache:
                 if not entry.name.startswith(f"{self.tag}-"):
                     entry.unlink(missing_ok=True)
         except OSError as error:
-            warn(f"could not write the summary cache in {self.dir}: {error}")
+            self.events.warn(f"could not write the summary cache in {self.dir}: {error}")

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.base.errors import ToolFailure, UsageError, describe
+from shared.base.errors import BadInput, Incomplete, describe, is_bug
+from shared.base.events import Events
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
-from shared.cli.terminal import warn
 from shared.table.flatten import parse_object
 from shared.table.schema import RunRecord
+from shared.table.source import Changes
 from shared.wandb.auth import Credentials, without_userinfo
 
 if TYPE_CHECKING:
@@ -66,13 +67,33 @@ _SERVER_TROUBLE = ("giving up after", "looking for beginning of value", "unexpec
 def _connection_error(error: Exception, credentials: Credentials) -> Exception:
     text = str(error)
     if "did not respond in time" in text or "connection refused" in text.lower():
-        return ToolFailure(f"W&B server {credentials.server} did not answer (unreachable or too slow)")
+        return Incomplete(f"W&B server {credentials.server} did not answer (unreachable or too slow)")
     if any(marker in text for marker in _SERVER_TROUBLE):
-        return ToolFailure(
+        return Incomplete(
             f"W&B server {credentials.server} failed the login check (a server error or an answer that is"
             " not W&B's), so the key could not be checked"
         )
-    return UsageError(f"W&B rejected the API key from {credentials.source} for {credentials.server}")
+    return BadInput(f"W&B rejected the API key from {credentials.source} for {credentials.server}")
+
+
+def change_filter(
+    filters: dict[str, Any], changes: Changes, server_count: int, events: Events
+) -> dict[str, Any]:
+    """`filters` and "created or with a heartbeat since the cutoff", server-side.
+
+    When the server counts more runs for `filters` than the files hold complete (an offline run synced
+    days later keeps its old times; a run that failed last time), the runs not among those are fetched too.
+    """
+    moment = changes.cutoff.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+    wanted: list[dict[str, Any]] = [{"createdAt": {"$gte": moment}}, {"heartbeatAt": {"$gte": moment}}]
+    if server_count > len(changes.heartbeats):
+        events.note(
+            f"the server counts {server_count} runs, the files hold {len(changes.heartbeats)} complete:"
+            " fetching the others too"
+        )
+        wanted.append({"name": {"$nin": sorted(changes.heartbeats)}})
+    changed = {"$or": wanted}
+    return {"$and": [filters, changed]} if filters else changed
 
 
 def created_since_filter(since: datetime | None) -> dict[str, Any]:
@@ -90,10 +111,12 @@ def project_names(api: wandb.Api, entity: str, retry: Retry = NO_RETRY) -> list[
             project.name
             for project in retry.call(f"projects of {entity}", lambda: list(api.projects(entity)))
         )
-    except ToolFailure:  # transient failures that outlasted the retries: not the user's fault
+    except Incomplete:  # transient failures that outlasted the retries: not the user's fault
         raise
     except Exception as error:  # the client raises several types for an unknown entity
-        raise UsageError(f"unknown W&B entity {entity!r} (or no access with this key): {error}") from None
+        if is_bug(error):
+            raise
+        raise BadInput(f"unknown W&B entity {entity!r} (or no access with this key): {error}") from None
 
 
 def _utc(timestamp: Any) -> datetime | None:
@@ -146,7 +169,7 @@ class PagedRun:
     problems: list[str]
 
 
-def run_record(paged: PagedRun) -> RunRecord:
+def run_record(paged: PagedRun, events: Events) -> RunRecord:
     """A paged run as the project's RunRecord (config and summary as the server sent them, unwrapped once)."""
     node, run = paged.node, paged.run
     summary = paged.summary or {}
@@ -157,7 +180,7 @@ def run_record(paged: PagedRun) -> RunRecord:
     times = {name: _utc(node.get(name)) for name in ("createdAt", "heartbeatAt")}
     for name, moment in times.items():
         if moment is None and node.get(name) not in (None, ""):
-            warn(
+            events.warn(
                 f"{run.entity}/{run.project}: run {run.id}: {name} {str(node.get(name))[:100]!r}"
                 " is not a time; exported without it"
             )
@@ -249,7 +272,7 @@ class RunPages:
                 return
             stalled = 0 if fresh else stalled + 1
             if stalled >= MAX_STALLED_PAGES:
-                raise ToolFailure(
+                raise Incomplete(
                     f"{self.what}: the server sent {stalled} pages in a row without a new run although it"
                     f" said more follow (after {len(seen)} of {self.reported} runs)"
                 )
@@ -267,6 +290,8 @@ class RunPages:
         try:
             run = Run(self._query._service_api, self.entity, self.project, node["name"], fields, lazy=False)
         except Exception as error:  # the client's parsing of the other fields
+            if is_bug(error):
+                raise
             self.failed[node["name"]] = f"the W&B client could not read it ({describe(error)})"
             return None
         return PagedRun(run, node, parsed["config"], parsed["summaryMetrics"], problems)
@@ -292,7 +317,7 @@ def _checked_page(response: Any) -> tuple[int, tuple[list[dict[str, Any]], str |
     return count, (edges, cursor if isinstance(cursor, str) else None, bool(page_info.get("hasNextPage")))
 
 
-class MalformedReply(ToolFailure):
+class MalformedReply(Incomplete):
     """A reply without the fields every reply of its kind has (a transient fault: retried)."""
 
 

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
+from shared.base.events import Events
 from shared.base.settings import dotenv_settings
 from shared.base.text import register_secret
 
 DEFAULT_WANDB_URL = "https://api.wandb.ai"
-
-
 DOTENV_WANDB_KEYS = ("WANDB_API_KEY", "GRAPH_DENOISE_TEAM_SERVICE")
 
 
@@ -52,9 +51,9 @@ def _netrc_password(host: str) -> str | None:
     return entry[2] if entry and entry[2] else None
 
 
-def wandb_credentials(cli_key: str | None = None) -> Credentials:
+def wandb_credentials(cli_key: str | None = None, events: Events | None = None) -> Credentials:
     """Resolve the W&B key: --api-key > WANDB_API_KEY > .env > ~/.netrc (what `wandb login` writes)."""
-    settings = dotenv_settings()
+    settings = dotenv_settings(events)
     base_url = (
         os.environ.get("WANDB_BASE_URL") or settings.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
     ).rstrip("/")
@@ -68,7 +67,7 @@ def wandb_credentials(cli_key: str | None = None) -> Credentials:
         if key and key.strip():
             register_secret(key.strip())
             return Credentials(api_key=key.strip(), base_url=base_url, source=source)
-    raise UsageError(
+    raise BadInput(
         "no W&B API key found: pass --api-key, set WANDB_API_KEY, put WANDB_API_KEY or "
         f"GRAPH_DENOISE_TEAM_SERVICE in a .env file, or run `wandb login` (~/.netrc entry for {host})"
     )

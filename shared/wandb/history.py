@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from shared.base.concurrency import batched
-from shared.base.errors import ToolFailure
+from shared.base.errors import Incomplete
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_tidy
@@ -129,16 +129,16 @@ class HistoryFetcher:
                     parquet_history_query(len(runs)), variables, timeout=self.timeout_s
                 ),
             )
-        except ToolFailure:  # retried until the budget ran out: the message names the runs already
+        except Incomplete:  # retried until the budget ran out: the message names the runs already
             raise
         except Exception as error:  # wandb raises its own error types for transport and GraphQL errors
-            raise ToolFailure(f"history locations of runs {runs[0].id}..{runs[-1].id}: {error}") from None
+            raise Incomplete(f"history locations of runs {runs[0].id}..{runs[-1].id}: {error}") from None
         project = data.get("project") or {}
         locations = []
         for i, run in enumerate(runs):
             history = (project.get(f"run{i}") or {}).get("parquetHistory")
             if history is None:
-                raise ToolFailure(f"history of run {run.id}: the server knows no such run")
+                raise Incomplete(f"history of run {run.id}: the server knows no such run")
             urls = list(history.get("parquetUrls") or [])
             locations.append(HistoryLocation(run, urls, bool(history.get("liveData"))))
         return locations
@@ -172,11 +172,11 @@ class HistoryFetcher:
             # The URL is signed: name the failure, never the URL (a ResponseError's text has none).
             reason = getattr(error, "reason", None) or error
             detail = f": {reason}" if isinstance(reason, urllib3.exceptions.ResponseError) else ""
-            raise ToolFailure(
+            raise Incomplete(
                 f"history of run {run_id}: download failed ({type(reason).__name__}{detail})"
             ) from None
         if response.status != 200:
-            raise ToolFailure(f"history of run {run_id}: download failed (HTTP {response.status})")
+            raise Incomplete(f"history of run {run_id}: download failed (HTTP {response.status})")
         return response.data
 
     def tidy_batches(
@@ -250,7 +250,7 @@ def _checked(run_id: str, data: bytes) -> bytes:
     import pyarrow.parquet as pq
 
     if len(data) < 8 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
-        raise ToolFailure(f"history of run {run_id}: a downloaded file is not whole parquet")
+        raise Incomplete(f"history of run {run_id}: a downloaded file is not whole parquet")
     try:
         schema = pq.ParquetFile(pa.BufferReader(data)).schema_arrow
     except (pa.ArrowException, OSError) as error:

@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
-from shared.base.errors import UsageError
+from shared.base.errors import BadInput
 from shared.base.limits import check_regular_file
 from shared.table.history import empty_history, epoch_seconds_to_datetime, epoch_seconds_to_utc
 from shared.table.schema import HISTORY_COLUMNS, RunRecord, is_internal_key
@@ -53,7 +53,7 @@ class _Mark(Enum):
 _REMOVED, _MAKES_DICT = _Mark.REMOVED, _Mark.MAKES_DICT
 
 
-class OfflineLogError(UsageError, ValueError):
+class OfflineLogError(BadInput):
     """A path that holds no readable W&B run log (bad input: one line, exit 2)."""
 
 
@@ -827,7 +827,7 @@ def read_run_log(
             log.add(batch, framing)
     except OSError as error:
         raise OfflineLogError(f"{path}: cannot read ({error.strerror or error})") from None
-    except UsageError as error:  # from check_regular_file
+    except BadInput as error:  # from check_regular_file
         raise OfflineLogError(str(error)) from None
     written = datetime.fromtimestamp(status.st_mtime, UTC)
     running = log.exit is None and (now or datetime.now(UTC)) - written <= RUNNING_WINDOW

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import polars as pl
 
-from shared.base.errors import ToolFailure, UsageError, describe
+from shared.base.concurrency import bounded_map, prefetched, stoppable_sleep
+from shared.base.errors import BadInput, Incomplete, describe, is_bug
+from shared.base.events import Events, Progress
+from shared.base.retry import NO_RETRY, Retry
 from shared.base.text import name_list
-from shared.cli.terminal import ItemProgress, warn
-from shared.table.record_source import ListedRun, WandbSource, _points
+from shared.table.record_source import ListedRun, RecordSource, points_frame
 from shared.table.series import RUN
+from shared.table.source import (
+    ExportItem,
+    ExportRequest,
+    HistoryChunk,
+    ProjectKey,
+    Reported,
+    RunFailed,
+    Unreadable,
+)
 from shared.table.vocabulary import WANDB_STATES as STATES
+
+OFFLINE_ENTITY, OFFLINE_PROJECT = "offline", "uncategorized"  # a log whose run record was lost names neither
 
 
 def parse_state(state: str | None) -> str | None:
@@ -21,27 +37,44 @@ def parse_state(state: str | None) -> str | None:
     if state is None:
         return None
     if state.strip().lower() not in STATES:
-        raise UsageError(f"unknown run state {state!r} (W&B runs are {', '.join(STATES)})")
+        raise BadInput(f"unknown run state {state!r} (W&B runs are {', '.join(STATES)})")
     return state.strip().lower()
 
 
-class ApiSource(WandbSource):
-    """One project through `wandb.Api`: runs listed once (config and summary come with each page), then
-    only the needed history keys of the runs that can rank, `workers` at a time, each run's history once."""
+class ApiSource(RecordSource):
+    """One project through `wandb.Api`. A query lists its runs once (config and summary come with each
+    page), then reads only the needed history keys of the runs that can rank, `workers` at a time, each
+    run's history once. An export pages through the runs it asks for while their history is located in
+    batches and downloaded `workers` at a time (shared.wandb.history)."""
+
+    detail = "wandb-api"
+    updatable = True  # the server filters changed runs: an incremental export asks for those only
 
     def __init__(
         self,
         project: str,
         api_key: str | None = None,
         *,
+        entity: str | None = None,
+        api: Any = None,
+        server: str | None = None,
         workers: int = 8,
         timeout: float = 60,
+        retry: Retry = NO_RETRY,
+        events: Events | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(**options)
-        self.entity, _, self.project = project.rpartition("/")
-        self.api_key, self.workers, self.timeout = api_key, max(1, workers), timeout
-        self._api: Any = None
+        """`project` as entity/project (the key's default entity without one), or the bare name of a project
+        of `entity` (names may hold `/`); `api` a connected
+        wandb.Api (and `server` its URL as it may be shown), else one is made from `api_key` (or the
+        usual places) on first use."""
+        super().__init__(events=events, **options)
+        self.entity, _, self.project = (
+            (entity, "", project) if entity is not None else project.rpartition("/")
+        )
+        self.api_key, self.workers, self.timeout, self.retry = api_key, max(1, workers), timeout, retry
+        self._api: Any = api
+        self.server = server
         self._series: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
 
     def _connect(self) -> Any:
@@ -49,7 +82,8 @@ class ApiSource(WandbSource):
             from shared.wandb.api import connect  # imports wandb: only when the API is queried
             from shared.wandb.auth import wandb_credentials
 
-            self._api = connect(wandb_credentials(self.api_key), self.timeout)
+            credentials = wandb_credentials(self.api_key, self.events)
+            self._api, self.server = connect(credentials, self.timeout), credentials.server
         return self._api
 
     def _list(self) -> Iterator[ListedRun]:
@@ -61,13 +95,17 @@ class ApiSource(WandbSource):
         try:
             runs = RunPages(api, entity, self.project, {})
         except Exception as error:  # the client raises several types for an unknown project or entity
-            raise UsageError(f"cannot list the runs of W&B project {path}: {error}") from None
-        with ItemProgress("runs", runs.reported) as progress:
+            if is_bug(error):
+                raise
+            raise BadInput(f"cannot list the runs of W&B project {path}: {error}") from None
+        with self.events.progress("runs", runs.reported) as progress:
             for paged in runs:
                 progress.advance()
-                record = run_record(paged)
+                record = run_record(paged, self.events)
                 if paged.problems:
-                    warn(f"run {record.id} of {path}: {'; '.join(paged.problems)}; ranked without them")
+                    self.events.warn(
+                        f"run {record.id} of {path}: {'; '.join(paged.problems)}; ranked without them"
+                    )
                 yield ListedRun(
                     record.id,
                     record.name or record.id,
@@ -77,7 +115,110 @@ class ApiSource(WandbSource):
                     paged.run,
                 )
         for run_id, reason in runs.failed.items():
-            warn(f"run {run_id} of {path} left out: {reason}")
+            self.events.warn(f"run {run_id} of {path} left out: {reason}")
+
+    def export_items(self, request: ExportRequest) -> Iterator[ExportItem]:
+        """The runs the request's plan asks for, oldest first, each record as its page arrives; their
+        history fetched meanwhile. Every reply is checked (shared.wandb.api.RunPages); a run whose history
+        cannot be had is named, the others go on."""
+        from shared.wandb.api import RunPages, change_filter, count_runs, created_since_filter, run_record
+
+        api = self._connect()
+        key = (self.entity or api.default_entity, self.project)
+        plan = request.plan(*key)
+        stopping = threading.Event()  # set when the export is abandoned: retries in other threads end
+        retry = replace(self.retry, sleep=stoppable_sleep(stopping))
+        filters = created_since_filter(plan.since)
+        counted = None
+        if plan.changes is not None:
+            counted = count_runs(api, *key, filters, retry)  # what the merged files must hold
+            filters = change_filter(filters, plan.changes, counted, self.events)
+        runs = RunPages(api, *key, filters, retry)
+        # Records are made where the pages are read (a thread, when history is fetched meanwhile) and
+        # handed over here, each before its history.
+        made: SimpleQueue[ExportItem] = SimpleQueue()
+
+        def listed(progress: Progress) -> Iterator[Any]:
+            """Every run recorded; those whose history is wanted are passed on."""
+            for paged in runs:
+                record = run_record(paged, self.events)
+                if paged.problems:
+                    self.events.warn(
+                        f"{key[0]}/{key[1]}: run {record.id}: {'; '.join(paged.problems)};"
+                        " exported with that raw text in _config_json/_summary_json and no flattened columns"
+                    )
+                made.put(record)
+                if request.wants_history(record):
+                    yield paged.run
+                else:
+                    progress.advance()
+            for run_id, why in runs.failed.items():
+                made.put(RunFailed(key, run_id, why))
+
+        def handed_over() -> Iterator[ExportItem]:
+            while not made.empty():
+                yield made.get()
+
+        try:
+            with self.events.progress("runs", runs.reported) as progress:
+                if request.include_history:
+                    runs_wanted = listed(progress)
+                    yield from self._export_history(
+                        key, runs_wanted, request, handed_over, progress, retry, stopping
+                    )
+                else:
+                    for _ in listed(progress):
+                        pass
+                yield from handed_over()
+        except BaseException:
+            stopping.set()
+            raise
+        yield Reported(key, runs.reported if counted is None else counted)
+
+    def _export_history(
+        self,
+        key: ProjectKey,
+        runs: Iterator[Any],
+        request: ExportRequest,
+        handed_over: Callable[[], Iterator[ExportItem]],
+        progress: Progress,
+        retry: Retry,
+        stopping: threading.Event,
+    ) -> Iterator[ExportItem]:
+        from shared.wandb.history import Downloaded, HistoryFetcher, HistoryLocation
+
+        def download(location: HistoryLocation) -> Downloaded:
+            """A run's history, downloaded again (after a backoff) while the transfer fails; a run whose
+            history cannot be had is named, the others go on."""
+            what = f"history of run {location.run.id}"
+            try:
+                return retry.call(what, lambda: history.download(location))
+            except Incomplete as error:
+                return Downloaded(
+                    location.run.id, [], None, failure=describe(error).removeprefix(f"{what}: ")
+                )
+
+        with HistoryFetcher(
+            self._connect(),
+            *key,
+            keys=sorted(request.history_keys) if request.history_keys else None,
+            workers=self.workers,
+            timeout_s=self.timeout,
+            retry=retry,
+        ) as history:
+            located = prefetched(history.locate(runs), depth=4 * self.workers)
+            downloads = (
+                downloaded for _, downloaded in bounded_map(download, located, self.workers, stopping)
+            )
+            for batch, frame, skipped in history.tidy_batches(downloads):
+                yield from handed_over()
+                for failed in (d for d in batch if d.failure):
+                    yield RunFailed(key, failed.run_id, f"history: {failed.failure}")
+                yield HistoryChunk(frame, skipped)
+                progress.advance(len(batch))
+
+    def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
+        return {"source": "wandb-api", "base_url": self.server}
 
     def _forget_history(self) -> None:
         self._series.clear()
@@ -94,7 +235,9 @@ class ApiSource(WandbSource):
             try:
                 self._fetch_history(runs, keys)
             except Exception as error:  # network, permissions, server errors
-                raise ToolFailure(
+                if is_bug(error):
+                    raise
+                raise Incomplete(
                     f"could not fetch the history series of {len(runs)} run(s) of {self.entity}/{self.project}"
                     f" ({describe(error)})"
                 ) from None
@@ -105,7 +248,7 @@ class ApiSource(WandbSource):
             columns["key"] += [key] * len(values)
             columns["step"] += steps
             columns["value"] += values
-        return _points(columns)
+        return points_frame(columns)
 
     def _fetch_history(self, run_ids: list[str], keys: list[str]) -> None:
         """These keys of these runs, each run's history downloaded once (as the exporter does: parquet
@@ -120,7 +263,7 @@ class ApiSource(WandbSource):
             HistoryFetcher(
                 api, entity, self.project, keys=keys, workers=self.workers, timeout_s=self.timeout
             ) as fetcher,
-            ItemProgress("run histories", len(runs)) as progress,
+            self.events.progress("run histories", len(runs)) as progress,
         ):
             downloads = (
                 downloaded
@@ -141,19 +284,32 @@ class ApiSource(WandbSource):
                 progress.advance(len(batch))
 
 
-class OfflineSource(WandbSource):
-    """Offline run logs (`wandb/`, `offline-run-*` folders, `.wandb` files): listed in one pass without
-    history; the history of the needed keys is read from the logs of the runs that need it."""
+class OfflineSource(RecordSource):
+    """Offline run logs (`wandb/`, `offline-run-*` folders, `.wandb` files). A query lists them in one pass
+    without history and reads the history of the needed keys from the logs of the runs that need it; an
+    export reads each log once, whole, and hands over the runs of every project the logs hold."""
 
-    def __init__(self, path: Path, project: str | None = None, **options: Any) -> None:
-        super().__init__(**options)
-        from shared.wandb.offline import OfflineLogError, find_run_logs  # imports wandb's protobuf
+    detail = "wandb-offline"
+    updatable = False  # read in full every time
 
-        try:
-            self.logs = find_run_logs(path)
-        except OfflineLogError as error:
-            raise UsageError(str(error)) from None
-        self.path, self.project = path, project
+    def __init__(
+        self,
+        paths: Path | Sequence[Path],
+        project: str | None = None,
+        *,
+        events: Events | None = None,
+        **options: Any,
+    ) -> None:
+        """`paths`: each a wandb/ folder, an offline-run-* folder or a .wandb file; `project` (entity/project
+        or project) picks the runs a query sees."""
+        super().__init__(events=events, **options)
+        from shared.wandb.offline import find_run_logs  # imports wandb's protobuf
+
+        self.paths = [paths] if isinstance(paths, Path | str) else list(paths)
+        self.path = self.paths[0]
+        self.logs = sorted({log for path in self.paths for log in find_run_logs(path)})
+        self.project = project
+        self._corrupt: dict[ProjectKey, dict[str, dict[str, int]]] = {}
         self._logs_of: dict[str, list[Path]] = {}  # a run resumed offline has several
         self._loaded: set[tuple[str, str]] = set()
         self._frames: list[pl.DataFrame] = []
@@ -168,14 +324,14 @@ class OfflineSource(WandbSource):
         from shared.wandb.offline import merged_runs, read_run_log, session_groups
 
         others: set[str] = set()
-        with ItemProgress("run files", len(self.logs), verb="read") as progress:
+        with self.events.progress("run files", len(self.logs), verb="read") as progress:
             for group in session_groups(self.logs):
                 sessions = []
                 for log_path in group:
                     sessions.append(read_run_log(log_path, include_history=False))
                     progress.advance()
                     if sessions[-1].lost_records:
-                        warn(
+                        self.events.warn(
                             f"{log_path}: skipped {sessions[-1].lost_records} corrupt or truncated record(s)"
                         )
                 for run, run_sessions in merged_runs(sessions):  # a run resumed offline is one run
@@ -187,7 +343,7 @@ class OfflineSource(WandbSource):
                     else:
                         others.add(f"{record.entity}/{record.project}")
         if others and not self._logs_of:
-            warn(
+            self.events.warn(
                 f"no offline run of {self.project} in {self.path} (projects there: {name_list(sorted(others))})"
             )
 
@@ -208,5 +364,73 @@ class OfflineSource(WandbSource):
             self._frames.append(history.select(RUN, "key", pl.col("step").cast(pl.Float64), "value"))
             self._loaded |= {(run_id, key) for key in keys}
         if not self._frames:
-            return _points({})
+            return points_frame({})
         return pl.concat(self._frames).join(pairs, on=[RUN, "key"], how="semi")
+
+    def export_items(self, request: ExportRequest) -> Iterator[ExportItem]:
+        """Every run of every project the logs hold (a run resumed offline is one run), with its history;
+        a log that cannot be read at all is named and the others go on, unless it is the only one."""
+        from shared.wandb.offline import OfflineLogError, merged_runs, read_run_log, session_groups
+
+        history_keys = set(request.history_keys) if request.history_keys else None
+        found: dict[ProjectKey, int] = {}
+        unreadable: list[str] = []
+        too_old = 0
+        with self.events.progress("run files", len(self.logs), verb="read") as progress:
+            for group in session_groups(self.logs):
+                sessions = []
+                for log_path in group:
+                    try:
+                        run = read_run_log(
+                            log_path, include_history=request.include_history, history_keys=history_keys
+                        )
+                        sessions.append(run)
+                    except OfflineLogError as error:
+                        if len(self.logs) == 1:
+                            raise
+                        unreadable.append(str(error))
+                        yield Unreadable(str(error))
+                    finally:
+                        progress.advance()
+                for run, run_sessions in merged_runs(sessions):
+                    key = (run.record.entity or OFFLINE_ENTITY, run.record.project or OFFLINE_PROJECT)
+                    record = replace(run.record, entity=key[0], project=key[1])
+                    plan = request.plan(*key)
+                    if (
+                        plan.since is not None
+                        and record.created_at is not None
+                        and record.created_at < plan.since
+                    ):
+                        too_old += 1
+                        continue
+                    found[key] = found.get(key, 0) + 1  # each run found is one run
+                    self._note_corruption(key, run_sessions)
+                    if not plan.selects(record):
+                        continue
+                    yield record
+                    if request.wants_history(record):
+                        yield HistoryChunk(run.history, {record.id: run.skipped_values}, project=key)
+        if unreadable and len(unreadable) == len(self.logs):
+            raise OfflineLogError(f"no readable run log among {len(self.logs)}: {unreadable[0]}")
+        if too_old:
+            since = request.plan(OFFLINE_ENTITY, OFFLINE_PROJECT).since
+            self.events.note(f"{too_old} run(s) created before --since ({since:%Y-%m-%d %H:%M} UTC) left out")
+        for key, count in found.items():
+            yield Reported(key, count)
+
+    def _note_corruption(self, key: ProjectKey, sessions: Sequence[Any]) -> None:
+        for session in sessions:
+            if session.lost_records:
+                self.events.warn(
+                    f"{session.path}: skipped {session.lost_records} corrupt or truncated record(s),"
+                    f" {session.lost_bytes} bytes"
+                )
+                lost = {"lost_records": session.lost_records, "lost_bytes": session.lost_bytes}
+                self._corrupt.setdefault(key, {})[str(session.path)] = lost
+
+    def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
+        return {
+            "source": "wandb-offline",
+            "offline_paths": [str(path) for path in self.paths],
+            "corrupt_logs": self._corrupt.get((entity, project), {}),
+        }

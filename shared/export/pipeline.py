@@ -1,0 +1,247 @@
+"""The one export pipeline: any source's runs into per-project files in a folder.
+
+It takes the folder's lock, names each project's files so that no two projects share them, plans
+incremental updates, hands the source an ExportRequest (shared.table.source), counts what arrives against
+what the source reported, writes every file atomically (shared.export.project) and merges an update into
+the files an earlier export left. One project's failure is named and the others go on; bad input stops all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.base.errors import BadInput, describe, is_bug
+from shared.base.events import Events
+from shared.base.storage import prepare_output_folder
+from shared.export.incremental import (
+    ProjectUpdate,
+    intact_result,
+    plan_line,
+    plan_update,
+    save_state,
+    stored_result,
+)
+from shared.export.lock import FolderLock
+from shared.export.project import ProjectExport, ProjectResult, export_files
+from shared.table.schema import RunRecord
+from shared.table.source import (
+    ExportRequest,
+    ExportSource,
+    HistoryChunk,
+    ProjectKey,
+    ProjectPlan,
+    Reported,
+    RunFailed,
+    Unreadable,
+)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What every project of an export is asked for, and where its files go."""
+
+    folder: Path
+    include_history: bool = False
+    history_keys: tuple[str, ...] | None = None  # only these history keys (None: every one)
+    since: datetime | None = None  # only runs created since
+    since_text: str | None = None  # --since as given: an update keeps the first export's boundary of `7d`
+    incremental: bool = False  # fetch only what changed since the files were made, and merge
+    metadata: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # for every project's metadata (versions, paths)
+
+    def state_options(self) -> dict[str, Any]:
+        """The options an update must share with the export that made the files."""
+        keys = list(self.history_keys) if self.history_keys else None
+        return {"include_history": self.include_history, "history_keys": keys, "since": self.since_text}
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """A source to export, and the project its runs belong to (None: the source names its projects as it
+    reads them, as offline W&B logs do)."""
+
+    source: ExportSource
+    project: ProjectKey | None = None
+
+    @property
+    def name(self) -> str:
+        return "/".join(self.project) if self.project else self.source.detail
+
+
+@dataclass
+class ExportOutcome:
+    """What an export wrote, and what it could not: projects not exported and files not read, each named."""
+
+    results: list[ProjectResult] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def export_runs(
+    targets: Sequence[ExportTarget], options: ExportOptions, events: Events | None = None
+) -> ExportOutcome:
+    """Export every target into `options.folder` (see the module's docstring); each source is closed when
+    its projects are done. A killed export run again within 12 hours skips the projects it completed."""
+    events = events or Events()
+    outcome = ExportOutcome()
+    prepare_output_folder(options.folder)
+    with FolderLock(options.folder, events) as lock:
+        known = [target.project for target in targets if target.project]
+        for key in known:  # every project's final paths are checked before any file is touched
+            export_files(options.folder, *key)
+        done = lock.resume(_task(targets, options)) if known else []
+        for target in targets:
+            try:
+                if (
+                    target.name in done
+                    and target.project
+                    and (stored := _resumed(target.project, options, events))
+                ):
+                    outcome.results.append(stored)
+                    continue
+                _export_target(target, options, events, lock, outcome)
+            except BadInput:  # a rejected key or an unknown project: bad input for every project
+                raise
+            except Exception as error:  # one project's failure must not stop the others; it is named
+                if is_bug(error) or target.project is None:  # a source of several projects fails as one
+                    raise
+                events.error(f"{target.name} not exported: {describe(error)}")
+                outcome.failures.append(target.name)
+            finally:
+                target.source.close()
+    return outcome
+
+
+def _task(targets: Sequence[ExportTarget], options: ExportOptions) -> dict[str, Any]:
+    """What an interrupted export was doing: a rerun of the same task resumes it."""
+    return {
+        "projects": [target.name for target in targets],
+        "sources": sorted({target.source.detail for target in targets}),
+        "since": options.since_text,
+        "incremental": options.incremental,
+        "history": options.include_history,
+        "history_keys": options.state_options()["history_keys"],
+    }
+
+
+def _resumed(key: ProjectKey, options: ExportOptions, events: Events) -> ProjectResult | None:
+    """The files an interrupted export completed for this project, if they are all still there."""
+    stored = intact_result(export_files(options.folder, *key))
+    if stored is None:
+        events.note(f"{'/'.join(key)}: the files its resumed export completed are gone; exporting it again")
+    return stored
+
+
+class _Project:
+    """One project of a running export: its plan, its files being collected, what the source reported."""
+
+    def __init__(
+        self, key: ProjectKey, source: ExportSource, options: ExportOptions, events: Events, started: datetime
+    ) -> None:
+        self.key, self.name, self.options, self.events, self.started = (
+            key,
+            "/".join(key),
+            options,
+            events,
+            started,
+        )
+        self.update: ProjectUpdate | None = None
+        if options.incremental:
+            self.update, reason = plan_update(options.folder, *key, options.state_options(), events)
+            events.note(plan_line(*key, self.update, reason))
+        self.since = options.since
+        if self.update is not None and self.update.state.since is not None:
+            self.since = datetime.fromisoformat(self.update.state.since)  # the first export's boundary holds
+        self.plan = ProjectPlan(self.since, self.update.changes() if self.update else None)
+        history_keys = options.state_options()["history_keys"]
+        metadata = {
+            **options.metadata,
+            "source_detail": source.detail,
+            "filters": {"since": self.since and self.since.isoformat(), "history_keys": history_keys},
+        }
+        self.export = ProjectExport(
+            options.folder, *key, include_history=options.include_history, metadata=metadata, events=events
+        )
+        self.reported: int | None = None  # the source's own count
+        self.skipped_by_run: dict[str, int] = {}
+        self.finished = False
+
+    def add_history(self, chunk: HistoryChunk) -> None:
+        self.export.add_history(chunk.rows, sum(chunk.skipped.values()))
+        self.skipped_by_run |= chunk.skipped
+
+    def finish(self, source: ExportSource) -> ProjectResult:
+        """Write the files (merged with the stored ones for an update), or leave them as they are when
+        nothing changed; save the state an update reads."""
+        export, update = self.export, self.update
+        export.metadata |= source.export_metadata(*self.key)
+        export.runs_reported = self.reported
+        if update is not None and not export.records and not export.failed_runs:
+            self.events.note(f"{self.name}: no run changed; files left as they are")
+            export.abort()
+            result = stored_result(export.files)
+            if result.runs < (export.runs_reported or 0):
+                result.shortfall = (
+                    f"{self.name}: {export.runs_reported - result.runs} of {export.runs_reported} runs"
+                    " missing (the source counts more runs than it lists)"
+                )
+        else:
+            if update is not None:
+                self.events.note(
+                    f"{self.name}: {len(export.records)} new or changed run(s) merged into the files"
+                )
+                update.merge_into(export)
+            result = export.finish()
+        self.finished = True
+        if self.options.incremental or source.updatable:
+            state = self.options.state_options()
+            save_state(export, state, self.since, self.started, self.skipped_by_run, update)
+        return result
+
+
+def _export_target(
+    target: ExportTarget, options: ExportOptions, events: Events, lock: FolderLock, outcome: ExportOutcome
+) -> None:
+    """Stream one source's items into its projects' files; each project's result lands in `outcome`."""
+    started = datetime.now(UTC)
+    projects: dict[ProjectKey, _Project] = {}
+
+    def project(entity: str, name: str) -> _Project:
+        if (entity, name) not in projects:
+            projects[entity, name] = _Project((entity, name), target.source, options, events, started)
+        return projects[entity, name]
+
+    if target.project:
+        project(*target.project)  # planned before the source is asked
+    keys = frozenset(options.history_keys) if options.history_keys else None
+    request = ExportRequest(
+        options.include_history, keys, plan=lambda entity, name: project(entity, name).plan
+    )
+    try:
+        for item in target.source.export_items(request):
+            if isinstance(item, RunRecord):
+                project(item.entity, item.project).export.add_run(item)
+            elif isinstance(item, HistoryChunk):
+                owner = item.project or target.project or next(iter(projects))
+                project(*owner).add_history(item)
+            elif isinstance(item, RunFailed):
+                project(*item.project).export.fail_run(item.run_id, item.reason)
+            elif isinstance(item, Reported):
+                project(*item.project).reported = item.count
+            elif isinstance(item, Unreadable):
+                events.warn(item.message)
+                outcome.failures.append(item.message)
+        for key in sorted(projects):
+            result = projects[key].finish(target.source)
+            outcome.results.append(result)
+            if not result.shortfall:  # else a rerun exports it again: runs are missing
+                lock.completed(projects[key].name)
+    except BaseException:
+        for unfinished in projects.values():
+            if not unfinished.finished:
+                unfinished.export.abort()
+        raise

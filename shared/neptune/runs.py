@@ -1,0 +1,255 @@
+"""Neptune runs as the run table holds them (the mapping is documented in docs/neptune_export.md), and
+NeptuneSource, what the archive, offline and live sources share: describing runs and streaming them to the
+export pipeline. Each source reads its runs and history its own way (`export_runs`, `export_history`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import polars as pl
+
+from shared.base.errors import describe, is_bug
+from shared.base.events import Events
+from shared.neptune.attributes import BOOKKEEPING, CONFIG_NAMESPACES, config_of, normalize_state
+from shared.table.schema import HISTORY_COLUMNS, RunRecord
+from shared.table.source import ExportItem, ExportRequest, HistoryChunk, ProjectKey, Reported, RunFailed
+
+
+@dataclass
+class NeptuneRun:
+    """One run as any source holds it: simple attributes by path and each float series' last value."""
+
+    run_id: str
+    attributes: dict[str, Any]
+    last_values: dict[str, float] = field(default_factory=dict)
+    created_at: datetime | None = None  # used when the run has no sys/creation_time
+    heartbeat_at: datetime | None = None  # used when it has neither sys/modification_time nor sys/ping_time
+
+
+def utc(value: Any) -> datetime | None:
+    """An aware UTC datetime from a datetime (naive = UTC), a pandas Timestamp or an ISO string."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if hasattr(value, "to_pydatetime"):  # pandas' Timestamp (the live runs table)
+        value = value.to_pydatetime()
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _string_set(value: Any) -> list[str]:
+    """A string set as a sorted list; the live runs table joins it with commas."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    return sorted({str(item).strip() for item in items} - {""})
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON and the flattener take: datetimes as ISO text, string sets as sorted lists."""
+    if isinstance(value, datetime):
+        return utc(value).isoformat()
+    if isinstance(value, set | frozenset | tuple | list):
+        return sorted(str(item) for item in value)
+    return value
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def epoch_times(values: Sequence[Any]) -> list[datetime | None]:
+    """Epoch seconds as UTC datetimes (None for what is not a finite number)."""
+    return [datetime.fromtimestamp(v, UTC) if is_number(v) and math.isfinite(v) else None for v in values]
+
+
+def _config_namespace(path: str) -> str | None:
+    return next((ns for ns in CONFIG_NAMESPACES if path.startswith(ns)), None)
+
+
+def is_logged_value(path: str) -> bool:
+    """A path the summary and history keep: neither the client's bookkeeping nor the config."""
+    return not path.startswith(BOOKKEEPING) and _config_namespace(path) is None
+
+
+def config_tree(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The config namespaces as one nested dict without the namespace: `parameters/model/type` → model.type.
+
+    A path that clashes with one of an earlier namespace (CONFIG_NAMESPACES order) stays whole at the
+    top, `config/lr` next to `lr`, so nothing is overwritten.
+    """
+    order = {ns: index for index, ns in enumerate(CONFIG_NAMESPACES)}
+    config_paths = [(ns, path) for path in attributes if (ns := _config_namespace(path))]
+    tree: dict[str, Any] = {}
+    for namespace, path in sorted(config_paths, key=lambda item: (order[item[0]], item[1])):
+        *parents, leaf = path[len(namespace) :].split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = _plain(attributes[path])
+        else:
+            tree[path] = _plain(attributes[path])
+    return tree
+
+
+def summary_of(run: NeptuneRun) -> dict[str, Any]:
+    """Every other logged value by full path (W&B's summary keys look the same: `train/loss`)."""
+    values = {path: _plain(value) for path, value in run.attributes.items()} | run.last_values
+    return {path: values[path] for path in sorted(values) if is_logged_value(path)}
+
+
+def run_state(attributes: dict[str, Any]) -> str:
+    """`failed` when sys/failed is true, `running` while sys/state is Active, else `finished`."""
+    if str(attributes.get("sys/failed")).strip().lower() == "true":
+        return "failed"
+    return "running" if normalize_state(attributes.get("sys/state")) == "active" else "finished"
+
+
+def run_record(run: NeptuneRun, workspace: str, project: str) -> RunRecord:
+    """The run-table record of a Neptune run (the mapping is documented in docs/neptune_export.md)."""
+    attributes = run.attributes
+    run_id = str(attributes.get("sys/id") or run.run_id)
+    created = utc(attributes.get("sys/creation_time")) or run.created_at
+    seen = [utc(attributes.get(path)) for path in ("sys/modification_time", "sys/ping_time")]
+    heartbeat = max((stamp for stamp in seen if stamp), default=run.heartbeat_at)
+    runtime = attributes.get("sys/running_time")
+    if not is_number(runtime) and created and heartbeat:
+        runtime = (heartbeat - created).total_seconds()
+    return RunRecord(
+        id=run_id,
+        entity=workspace,
+        project=project,
+        name=str(attributes.get("sys/name") or run_id),
+        state=run_state(attributes),
+        created_at=created,
+        heartbeat_at=heartbeat,
+        runtime_s=float(runtime) if is_number(runtime) else None,
+        tags=_string_set(attributes.get("sys/tags")),
+        group=",".join(_string_set(attributes.get("sys/group_tags"))) or None,
+        user=attributes.get("sys/owner") or None,
+        notes=attributes.get("sys/description") or None,
+        config=config_tree(attributes),
+        summary=summary_of(run),
+    )
+
+
+def tidy_history(points: pl.DataFrame, ids: dict[str, str]) -> tuple[pl.DataFrame, int]:
+    """Float-series points (run_id, key, step, timestamp, value) as history rows; also how many steps
+    were fractional (Neptune steps are decimals, the history's are integers: they are rounded down)."""
+    points = points.filter(~pl.any_horizontal(pl.col("key").str.starts_with(ns) for ns in BOOKKEEPING))
+    step = pl.col("step").cast(pl.Float64)
+    fractional = points.select((step != step.floor()).sum()).item() if points.height else 0
+    tidy = points.select(
+        pl.col("run_id").cast(pl.String).replace(ids),
+        step.floor().cast(pl.Int64).alias("step"),
+        pl.col("timestamp").cast(pl.Datetime("us", "UTC")),
+        pl.col("key").cast(pl.String),
+        pl.col("value").cast(pl.Float64),
+    )
+    return tidy.cast(HISTORY_COLUMNS), fractional
+
+
+# Float-series points as the sources read them for an export, before tidy_history.
+POINTS = {
+    "run_id": pl.String,
+    "key": pl.String,
+    "step": pl.Float64,
+    "timestamp": pl.Datetime("us", "UTC"),
+    "value": pl.Float64,
+}
+OFFLINE_PROJECT = ("offline", "uncategorized")  # the offline log does not record its project
+
+
+def split_project(project_id: str) -> ProjectKey:
+    """`workspace/project` → (workspace, project); a bare name gets the `neptune` workspace."""
+    workspace, _, name = project_id.strip().rpartition("/")
+    return workspace or "neptune", name
+
+
+class NeptuneSource:
+    """What every Neptune source shares. A subclass reads its runs (`export_runs`, `attributes`) and their
+    float-series points (`export_history`); this turns them into run records and tidy history."""
+
+    detail: ClassVar[str]
+    updatable: ClassVar[bool] = False  # read in full every time; its exports keep no state
+
+    def __init__(self, key: ProjectKey, project_id: str | None, events: Events | None) -> None:
+        self.key = key  # the (workspace, project) its runs are exported as
+        self.project_id = project_id  # as Neptune names it, when known
+        self.events = events or Events()
+        self._fractional: int | None = None  # history points whose fractional step was rounded down
+
+    def attributes(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Every simple (non-series) attribute of these runs, by path."""
+        raise NotImplementedError
+
+    def export_runs(self) -> list[NeptuneRun]:
+        """Every run of the source, with its simple attributes and each float series' last value."""
+        raise NotImplementedError
+
+    def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
+        """Frames of these runs' float-series points (POINTS), each with how many points of each run were
+        left out for not being floats."""
+        raise NotImplementedError
+
+    def describe(self, run_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        attributes = self.attributes(list(run_ids))
+        return {
+            run_id: (str(attributes[run_id].get("sys/name") or run_id), config_of(attributes[run_id]))
+            for run_id in run_ids
+        }
+
+    def export_items(self, request: ExportRequest) -> Iterator[ExportItem]:
+        self.events.note(f"reading {'/'.join(self.key)} ({self.detail})")
+        runs = self.export_runs()
+        yield Reported(self.key, len(runs))
+        ids: dict[str, str] = {}  # the source's run id -> the record's (sys/id)
+        history_of: list[NeptuneRun] = []
+        with self.events.progress("runs", len(runs), verb="mapped") as progress:
+            for run in runs:
+                progress.advance()
+                try:
+                    record = run_record(run, *self.key)
+                except Exception as error:  # one run's odd attributes must not cost the project
+                    if is_bug(error):
+                        raise
+                    reason = f"its attributes could not be read ({describe(error)})"
+                    yield RunFailed(self.key, run.run_id, reason)
+                    continue
+                if not request.selects(record):
+                    continue
+                ids[run.run_id] = record.id
+                yield record
+                if request.wants_history(record):
+                    history_of.append(run)
+        self._fractional = 0 if request.include_history else None
+        if not history_of:
+            return
+        wanted = {run.run_id for run in history_of}
+        for points, skipped in self.export_history(history_of):
+            if len(wanted) < len(runs):  # the files hold a run's history only with its row
+                points = points.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
+            frame, fractional = tidy_history(points, ids)
+            self._fractional = (self._fractional or 0) + fractional
+            yield HistoryChunk(frame, {ids[run]: count for run, count in skipped.items() if run in ids})
+        if self._fractional:
+            self.events.warn(
+                f"{'/'.join(self.key)}: {self._fractional} history points had fractional steps, rounded"
+                " down to integers"
+            )
+
+    def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
+        metadata = {"source": "neptune", "neptune_project": self.project_id}
+        if self._fractional is not None:
+            metadata["fractional_steps_rounded_down"] = self._fractional
+        return metadata
