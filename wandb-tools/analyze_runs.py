@@ -29,11 +29,13 @@ from shared.cli.args import add_format_argument, int_argument, path_argument, te
 from shared.cli.main import run_main
 from shared.cli.terminal import log
 from shared.table.outputs import flat_columns
+from shared.table.vocabulary import PIVOT_COLS, PIVOT_ROWS, TOP
 
 if TYPE_CHECKING:
     import polars as pl
 
     from shared.analysis import frames as an
+    from shared.analysis.views import ViewOptions
     from shared.table.exports import RunsFile
 
 DEFAULT_FOLDER = Path("wandb_export")
@@ -114,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--top",
         type=int_argument,
         metavar="N",
-        help="rows of the ranking (default 10); with --group-by: best N groups; not with --pivot, --pareto, --schema",
+        help=f"rows of the ranking (default {TOP}); with --group-by: best N groups; not with --pivot, --pareto, --schema",
     )
     parser.add_argument(
         "--group-by",
@@ -126,10 +128,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pivot", action="store_true", help="architecture x dataset heatmap: best, mean and n per cell"
     )
     parser.add_argument(
-        "--pivot-rows", metavar="COLUMN", help="pivot row column (default: architecture); implies --pivot"
+        "--pivot-rows", metavar="COLUMN", help=f"pivot row column (default: {PIVOT_ROWS}); implies --pivot"
     )
     parser.add_argument(
-        "--pivot-cols", metavar="COLUMN", help="pivot column column (default: dataset); implies --pivot"
+        "--pivot-cols", metavar="COLUMN", help=f"pivot column column (default: {PIVOT_COLS}); implies --pivot"
     )
     parser.add_argument(
         "--pareto",
@@ -184,7 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.state = [s for item in args.state for s in split(item)]
     args.pivot = args.pivot or bool(args.pivot_rows or args.pivot_cols)
     if args.pivot:
-        args.pivot_rows, args.pivot_cols = args.pivot_rows or "architecture", args.pivot_cols or "dataset"
+        args.pivot_rows, args.pivot_cols = args.pivot_rows or PIVOT_ROWS, args.pivot_cols or PIVOT_COLS
         if args.pivot_rows == args.pivot_cols:
             raise BadInput(
                 f"--pivot-rows and --pivot-cols both name {args.pivot_rows}: they must differ "
@@ -248,8 +250,9 @@ def column_of(schema: pl.Schema, requested: str, flag: str) -> str:
     from shared.analysis import frames as an
     from shared.base.text import name_list
     from shared.table.metrics import did_you_mean, resolve_column
+    from shared.table.schema import METRIC_PREFIX
 
-    if requested in schema or f"metric_{requested}" in schema:
+    if requested in schema or f"{METRIC_PREFIX}{requested}" in schema:
         return requested
     column = resolve_column(schema.names(), requested)
     if column is None and flag == "--metric":
@@ -304,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from shared.analysis import frames as an
     from shared.analysis.enrich import load_rules
-    from shared.analysis.plots import check_plot_path, plot_pareto, plot_pivot
+    from shared.analysis.plots import check_plot_path
+    from shared.analysis.views import chosen_view
     from shared.table.exports import check_regex
     from shared.table.outputs import check_output
 
@@ -320,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     metric, pareto = check_columns(frame.collect_schema(), args)
     if picked:
         log(picked)
-    steps = an.filters(args.state, args.filter)
+    steps = an.Selection(args.state, args.filter).steps()
     matched = frame.filter(*(condition for _, condition in steps)) if steps else frame
     if metric is None:  # --schema
         described, counts = an.schema_query(matched)
@@ -330,120 +334,64 @@ def main(argv: list[str] | None = None) -> int:
         log(f"ranking by {metric} (choose another with --metric)")
     if not args.maximize and an.looks_higher_is_better(metric):
         log(f"note: ranking {metric} lowest first; pass --maximize if higher is better")
+    options = view_options(args, metric, pareto)
     if args.report:
-        return report(frame, files, steps, metric, pareto, args)
-    direction = "highest" if args.maximize else "lowest"
-    pivot = None
-    if args.pivot:
-        rows, cols = args.pivot_rows, args.pivot_cols
-        query = an.pivot_query(matched, metric, rows, cols, descending=args.maximize)
-        title = f"{metric} by {rows} x {cols} (best · mean (n); ★ best {direction} in column)"
-    elif pareto:
-        if not args.pareto_maximize and an.looks_higher_is_better(pareto):
-            log(f"note: the front takes lower {pareto} as better; pass --pareto-maximize if higher is")
-        query = an.pareto_candidates(matched, metric, pareto, extra=args.columns)
-        title = ""  # set once the front is known
-    elif args.group_by:
-        query = an.group_stats(matched, metric, args.group_by, descending=args.maximize)
-        query = query.head(args.top) if args.top else query
-        title = f"{metric} by {', '.join(args.group_by)} (best mean first, {direction} is best)"
-    else:
-        query = an.top_runs(matched, metric, args.top or 10, descending=args.maximize, extra=args.columns)
-        title = f"Top {args.top or 10} runs by {direction} {metric}"
-    table, counts = pl.collect_all([query, an.funnel_query(frame, steps, metric)])
+        return report(frame, files, steps, options, args)
+    if pareto and not args.pareto_maximize and an.looks_higher_is_better(pareto):
+        log(f"note: the front takes lower {pareto} as better; pass --pareto-maximize if higher is")
+    view = chosen_view(options, pivot=args.pivot)
+    collected, counts = pl.collect_all([view.query(matched), an.funnel_query(frame, steps, metric)])
     funnel = an.read_funnel(counts, steps)
     if note := funnel.footer(metric):  # first: the front's own count of left-out runs says "more"
         log(note)
-    candidates = table
-    if args.pivot:
-        pivot = an.pivot_table(table, rows, cols)
-        table = pivot.table
-    elif pareto:
-        table, title = front_table(candidates, metric, pareto, args)
-    elif not args.group_by:
-        table = an.drop_empty(table, ["rank", "id", "name", metric, *args.columns])
-    empty = funnel.with_value == 0 or (pareto is not None and table.height == 0)
-    show(table, args, title=title, pivot=pivot, empty=empty)
+    shown = view.finish(collected)
+    for note in shown.notes:
+        log(note)
+    empty = funnel.with_value == 0 or (pareto is not None and shown.table.height == 0)
+    show(shown.table, args, title=shown.title, pivot=shown.pivot, empty=empty)
     if args.plot and empty:
         log(f"nothing to draw: {args.plot} not written")
     elif args.plot:
-        if pivot is not None:
-            best, counts = an.pivot_grids(pivot)
-            plot_pivot(
-                args.plot, best, counts, rows=rows, cols=cols, metric=metric, minimize=not args.maximize
-            )
-        else:
-            plot_pareto(
-                args.plot,
-                candidates,
-                table,
-                x=metric,
-                y=pareto,
-                minimize_x=not args.maximize,
-                minimize_y=not args.pareto_maximize,
-            )
+        view.draw(args.plot, shown)
         log(f"wrote {args.plot}")
     return 0
+
+
+def view_options(args: argparse.Namespace, metric: str, pareto: str | None) -> ViewOptions:
+    """What the views (and the report's sections) are asked, from the flags."""
+    from shared.analysis.views import ViewOptions
+
+    return ViewOptions(
+        metric=metric,
+        maximize=args.maximize,
+        top=args.top,
+        group_by=args.group_by,
+        pivot_rows=args.pivot_rows or PIVOT_ROWS,
+        pivot_cols=args.pivot_cols or PIVOT_COLS,
+        pareto=pareto,
+        pareto_maximize=args.pareto_maximize,
+        columns=args.columns,
+    )
 
 
 def report(
     frame: pl.LazyFrame,
     files: list[RunsFile],
     steps: list[tuple[str, pl.Expr]],
-    metric: str | None,
-    pareto: str | None,
+    options: ViewOptions,
     args: argparse.Namespace,
 ) -> int:
     """Write the HTML report of the runs (every section at once, shaped by the views' flags)."""
     import shlex
 
-    from shared.analysis.report import ReportOptions, build_report, write_report
+    from shared.analysis.report import build_report, write_report
 
-    assert metric is not None  # --schema is refused with --report
-    options = ReportOptions(
-        metric=metric,
-        maximize=args.maximize,
-        top=args.top or 10,
-        pivot_rows=args.pivot_rows or "architecture",
-        pivot_cols=args.pivot_cols or "dataset",
-        group_by=args.group_by,
-        pareto=pareto,
-        pareto_maximize=args.pareto_maximize,
-        columns=args.columns,
-        command=shlex.join(args.command),
-    )
-    html, funnel = build_report(frame, files, steps, options)
-    if note := funnel.footer(metric):
+    html, funnel = build_report(frame, files, steps, options, command=shlex.join(args.command))
+    if note := funnel.footer(options.metric):
         log(note)
     size = write_report(args.report, html)
     log(f"wrote {args.report} ({funnel.matched} runs, {size / 1024:.0f} KB)")
     return 0
-
-
-def front_table(
-    candidates: pl.DataFrame, metric: str, pareto: str, args: argparse.Namespace
-) -> tuple[pl.DataFrame, str]:
-    """The Pareto front of the runs with a metric value, numbered along it, and its title."""
-    import polars as pl
-
-    from shared.analysis import frames as an
-    from shared.table.pareto import has_finite, pareto_front
-
-    usable = candidates.filter(has_finite(metric) & has_finite(pareto)).height
-    if usable == 0 and candidates.height:
-        log(f"nothing on the front: none of the {candidates.height} runs with {metric} has a finite {pareto}")
-    elif usable < candidates.height:
-        log(f"{candidates.height - usable} more runs have no finite {pareto} (or {metric}) and are left out")
-    front = pareto_front(
-        candidates, metric, pareto, minimize_x=not args.maximize, minimize_y=not args.pareto_maximize
-    )
-    front = front.select(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("#"), pl.all())
-    better = {False: "lower is better", True: "higher is better"}
-    title = (
-        f"Pareto front: {front.height} of {usable} runs, {metric} ({better[args.maximize]}) vs "
-        f"{pareto} ({better[args.pareto_maximize]}), in order of {metric}"
-    )
-    return an.drop_empty(front, ["#", "id", "name", metric, pareto, *args.columns]), title
 
 
 def show(

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from shared.analysis.enrich import ColumnRule, check_rule_columns, enrich, rule_inputs
+from shared.analysis.frames import Selection
 from shared.base.errors import BadInput
 from shared.base.events import Events
 from shared.base.storage import atomic_path
@@ -22,39 +23,12 @@ from shared.table.exports import (
     conform,
     history_file_of,
     history_sibling,
-    name_pattern,
     newest_copies,
     scan_runs,
     union_schema,
 )
 from shared.table.outputs import sink_table
-
-
-@dataclass
-class Selection:
-    """Which runs to keep: states (empty = all), a name regex, a protocol (`all` = any)."""
-
-    states: Sequence[str] = ()
-    pattern: str | None = None
-    protocol: str = "all"
-
-    def steps(self) -> list[tuple[str, pl.Expr]]:
-        """The filters in the order they are applied, each with the label the report uses."""
-        steps = []
-        if self.states:
-            steps.append(
-                (
-                    f"--state {','.join(self.states)}",
-                    pl.col("state").is_in(list(self.states)).fill_null(False),
-                )
-            )
-        if self.pattern:
-            steps.append((f"--filter {self.pattern}", name_pattern(self.pattern)))
-        if self.protocol != "all":
-            steps.append(
-                (f"--protocol {self.protocol}", (pl.col("protocol") == self.protocol).fill_null(False))
-            )
-        return steps
+from shared.table.schema import HISTORY_COLUMNS
 
 
 @dataclass
@@ -160,13 +134,7 @@ def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, output: Path, e
     for message in warnings:
         events.warn(f"history: {message}")
     if "run_id" not in schema:
-        schema = {
-            "run_id": pl.String(),
-            "step": pl.Int64(),
-            "timestamp": pl.Datetime("us", "UTC"),
-            "key": pl.String(),
-            "value": pl.Float64(),
-        }
+        schema = dict(HISTORY_COLUMNS)
     runs = kept.select(FILE_INDEX, pl.col("id").alias("run_id"), "entity", "project").lazy()
     order = ["run_id", "entity", "project", *(c for c in schema if c != "run_id"), SOURCE_COLUMN]
     frames = [

@@ -17,7 +17,7 @@ from shared.base.errors import BadInput
 from shared.base.limits import read_text_file
 from shared.base.text import name_list
 from shared.table.exports import FILE_INDEX, ROW_INDEX, check_regex
-from shared.table.schema import CORE_COLUMNS
+from shared.table.schema import CORE, is_internal
 
 TYPES: dict[str, pl.DataType] = {"string": pl.String(), "int": pl.Int64(), "float": pl.Float64()}
 
@@ -95,7 +95,7 @@ def load_rules(path: Path | None, base: Sequence[ColumnRule] = DEFAULT_RULES) ->
 
 def _check_rule_name(path: Path, name: str) -> None:
     """A rule may not replace a core run column (deduplication and filters read them) or an internal one."""
-    kind = "core run" if name in CORE_COLUMNS else "internal" if name.startswith("_") else None
+    kind = "core run" if name in CORE else "internal" if is_internal(name) else None
     if kind:
         raise BadInput(f"{path}: rule {name} would replace the {kind} column {name}; give it another name")
 

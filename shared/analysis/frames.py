@@ -13,7 +13,7 @@ from shared.base.errors import BadInput
 from shared.base.text import name_list
 from shared.table.exports import name_pattern
 from shared.table.pareto import ParetoError, check_axes
-from shared.table.schema import CORE_COLUMNS
+from shared.table.schema import CONFIG_PREFIX, CORE, METRIC_PREFIX, is_internal
 
 KEY_COLUMNS = (
     "state",
@@ -50,7 +50,7 @@ def require_columns(schema: pl.Schema, columns: Sequence[str], what: str) -> Non
 
 def numeric_metrics(schema: pl.Schema) -> list[str]:
     """`metric_*` columns holding numbers."""
-    return [n for n, d in schema.items() if n.startswith("metric_") and d.is_numeric()]
+    return [n for n, d in schema.items() if n.startswith(METRIC_PREFIX) and d.is_numeric()]
 
 
 def pick_metric(schema: pl.Schema, requested: str | None) -> str | None:
@@ -60,7 +60,7 @@ def pick_metric(schema: pl.Schema, requested: str | None) -> str | None:
     """
     metrics = numeric_metrics(schema)
     if requested:
-        name = requested if requested in schema else f"metric_{requested}"
+        name = requested if requested in schema else f"{METRIC_PREFIX}{requested}"
         if name not in schema:
             raise BadInput(
                 f"unknown metric {requested!r} in --metric (numeric metric columns: {name_list(metrics)})"
@@ -85,7 +85,7 @@ def pick_metric(schema: pl.Schema, requested: str | None) -> str | None:
 def pareto_axis(schema: pl.Schema, requested: str, metric: str) -> str:
     """The --pareto column: `requested` as named, else with `metric_` in front. BadInput when it is not
     a numeric column, or is `metric` (the other axis) itself."""
-    prefixed = f"metric_{requested}"
+    prefixed = f"{METRIC_PREFIX}{requested}"
     name = prefixed if requested not in schema and prefixed in schema else requested
     try:
         check_axes(schema, metric, name)
@@ -143,14 +143,31 @@ class Funnel:
         return "the input holds no runs"
 
 
-def filters(states: Sequence[str], pattern: str | None) -> list[tuple[str, pl.Expr]]:
-    """The row filters of analyze, labelled as the user typed them."""
-    steps = []
-    if states:
-        steps.append((f"--state {','.join(states)}", pl.col("state").is_in(list(states)).fill_null(False)))
-    if pattern:
-        steps.append((f"--filter {pattern}", name_pattern(pattern)))
-    return steps
+@dataclass
+class Selection:
+    """Which runs to keep: states (empty = all), a name regex, a protocol (`all` = any)."""
+
+    states: Sequence[str] = ()
+    pattern: str | None = None
+    protocol: str = "all"
+
+    def steps(self) -> list[tuple[str, pl.Expr]]:
+        """The filters in the order they are applied, each with the label the report uses."""
+        steps = []
+        if self.states:
+            steps.append(
+                (
+                    f"--state {','.join(self.states)}",
+                    pl.col("state").is_in(list(self.states)).fill_null(False),
+                )
+            )
+        if self.pattern:
+            steps.append((f"--filter {self.pattern}", name_pattern(self.pattern)))
+        if self.protocol != "all":
+            steps.append(
+                (f"--protocol {self.protocol}", (pl.col("protocol") == self.protocol).fill_null(False))
+            )
+        return steps
 
 
 def funnel_query(
@@ -345,13 +362,13 @@ def schema_query(frame: pl.LazyFrame) -> tuple[pl.DataFrame, pl.LazyFrame]:
     schema = frame.collect_schema()
 
     def group(name: str) -> str:
-        if name in CORE_COLUMNS:
+        if name in CORE:
             return "core"
-        if name.startswith("config_"):
+        if name.startswith(CONFIG_PREFIX):
             return "config"
-        if name.startswith("metric_"):
+        if name.startswith(METRIC_PREFIX):
             return "metric"
-        return "internal" if name.startswith("_") else "derived"
+        return "internal" if is_internal(name) else "derived"
 
     described = pl.DataFrame(
         {

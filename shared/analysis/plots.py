@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 from shared.base.errors import BadInput
 from shared.base.events import Events
 from shared.base.storage import atomic_path, check_output_file
+from shared.table.schema import METRIC_PREFIX
 
 if TYPE_CHECKING:  # imported where drawn: check_plot_path runs while the scripts parse their arguments
     import polars as pl
@@ -89,7 +90,7 @@ def _figure(target: PlotTarget, width: float, height: float) -> Iterator[Figure]
 
 def axis_name(column: str) -> str:
     """A column name as an axis label: without the `metric_` prefix of the runs table."""
-    return column.removeprefix("metric_") or column
+    return column.removeprefix(METRIC_PREFIX) or column
 
 
 def _direction(minimize: bool) -> str:

@@ -7,7 +7,7 @@ import hashlib
 import io
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -17,35 +17,21 @@ import polars as pl
 from markupsafe import Markup
 
 from shared.analysis import frames as an
-from shared.analysis.plots import axis_name, plot_curve_panels, plot_pareto, plot_pivot
+from shared.analysis.plots import axis_name, plot_curve_panels
 from shared.analysis.render import states_note
+from shared.analysis.views import GroupView, ParetoView, PivotView, TopView, ViewOptions
 from shared.base.storage import atomic_path
 from shared.table.exports import RunsFile, export_metadata, history_file_of
 from shared.table.metrics import metric_column
 from shared.table.outputs import format_value
-from shared.table.pareto import has_finite, pareto_front
+from shared.table.schema import CONFIG_PREFIX
+from shared.table.vocabulary import TOP
 
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_GROUPS = 100  # group statistics rows shown (best mean first): the page stays small
 MAX_FRONT = 100  # Pareto front rows shown
 CURVE_PANELS = 12  # learning-curve panels: the best runs of the top table
 DIGITS = 4  # significant digits shown; the full value is in the cell's title
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """What the page shows: the ranking, the pivot's and the groups' columns, the Pareto axis."""
-
-    metric: str
-    maximize: bool
-    top: int
-    pivot_rows: str
-    pivot_cols: str
-    group_by: list[str]
-    pareto: str | None
-    pareto_maximize: bool
-    columns: list[str]  # --columns: extra columns of the top table
-    command: str  # the command line, shown in the page's header
 
 
 @dataclass(frozen=True)
@@ -135,10 +121,10 @@ def read_section(files: Sequence[RunsFile], counts: dict[str, pl.DataFrame], fun
     }
 
 
-def top_section(top: pl.DataFrame, options: ReportOptions) -> dict:
+def top_section(top: pl.DataFrame, options: ViewOptions) -> dict:
     """The best runs with the config values that differ between them (a config column holding what a
     parsed column shows is left to that one); the config values they share listed apart."""
-    configs = [c for c in top.columns if c.startswith("config_") and c not in options.columns]
+    configs = [c for c in top.columns if c.startswith(CONFIG_PREFIX) and c not in options.columns]
     shared = {c: top[c][0] for c in configs if top[c].n_unique() == 1 and top[c][0] is not None}
     first = list(dict.fromkeys(["rank", "id", "name", options.metric, *options.columns]))
     keys = [c for c in top.columns if c not in first and c not in configs]  # key columns, tags, entity
@@ -160,55 +146,26 @@ def top_section(top: pl.DataFrame, options: ReportOptions) -> dict:
     }
 
 
-def pivot_figure(cells: pl.DataFrame, options: ReportOptions) -> tuple[Markup, str]:
+def pivot_figure(cells: pl.DataFrame, options: ViewOptions) -> tuple[Markup, str]:
     """The pivot heatmap and the line saying which run states its cells hold."""
-    pivot = an.pivot_table(cells, options.pivot_rows, options.pivot_cols)
-    best, counts = an.pivot_grids(pivot)
-    figure = svg_markup(
-        lambda buffer: plot_pivot(
-            buffer,
-            best,
-            counts,
-            rows=options.pivot_rows,
-            cols=options.pivot_cols,
-            metric=options.metric,
-            minimize=not options.maximize,
-        ),
-        "pivot",
-    )
-    return figure, "; ".join(states_note(pivot))
+    view = PivotView(options)
+    shown = view.finish(cells)
+    assert shown.pivot is not None
+    return svg_markup(lambda buffer: view.draw(buffer, shown), "pivot"), "; ".join(states_note(shown.pivot))
 
 
-def pareto_section(candidates: pl.DataFrame, options: ReportOptions) -> dict:
+def pareto_section(candidates: pl.DataFrame, options: ViewOptions) -> dict:
     """Every run against the --pareto column, the front drawn and listed in order along it."""
-    metric, axis = options.metric, options.pareto
-    assert axis is not None
-    usable = candidates.filter(has_finite(metric) & has_finite(axis))
-    front = pareto_front(
-        usable, metric, axis, minimize_x=not options.maximize, minimize_y=not options.pareto_maximize
-    )
-    front = front.select(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("#"), pl.all())
-    figure = None
-    if front.height:
-        figure = svg_markup(
-            lambda buffer: plot_pareto(
-                buffer,
-                usable,
-                front,
-                x=metric,
-                y=axis,
-                minimize_x=not options.maximize,
-                minimize_y=not options.pareto_maximize,
-            ),
-            "pareto",
-        )
-    shown = an.drop_empty(front.head(MAX_FRONT), ["#", "id", "name", metric, axis])
+    view = ParetoView(options)
+    shown = view.finish(candidates)
+    front = shown.table
+    figure = svg_markup(lambda buffer: view.draw(buffer, shown), "pareto") if front.height else None
     note = f"the first {MAX_FRONT} of {front.height} runs on the front" if front.height > MAX_FRONT else ""
     return {
         "figure": figure,
-        "table": html_table(shown, "front-runs", note),
-        "summary": f"{front.height} of {usable.height} runs with a finite {axis_name(metric)} and {axis} "
-        "are on the front",
+        "table": html_table(front.head(MAX_FRONT), "front-runs", note),
+        "summary": f"{front.height} of {shown.usable} runs with a finite {axis_name(options.metric)} and"
+        f" {options.pareto} are on the front",
     }
 
 
@@ -274,36 +231,41 @@ def build_report(
     frame: pl.LazyFrame,
     files: Sequence[RunsFile],
     steps: Sequence[tuple[str, pl.Expr]],
-    options: ReportOptions,
+    options: ViewOptions,
+    *,
+    command: str,
 ) -> tuple[str, an.Funnel]:
-    """The page's HTML, and how many runs passed each filter and have a value."""
+    """The page's HTML (`command`, as it was typed, in its header), and how many runs passed each filter
+    and have a value. Each section is the view analyze_runs.py shows for its mode (shared.analysis.views)."""
     metric = options.metric
     matched = frame.filter(*(condition for _, condition in steps)) if steps else frame
     schema = frame.collect_schema()
-    configs = [c for c in schema if c.startswith("config_")]
-    extra = ["entity", *options.columns, *(["tags"] if "tags" in schema else []), *configs]
+    configs = [c for c in schema if c.startswith(CONFIG_PREFIX)]
+    top_view = TopView(options, extra=["entity", *(["tags"] if "tags" in schema else []), *configs])
     described, fullness = an.schema_query(matched)
     queries = {
         "funnel": an.funnel_query(frame, steps, metric),
         "projects": frame.group_by("entity", "project").agg(pl.len().alias("runs")).sort("entity", "project"),
-        "top": an.top_runs(matched, metric, options.top, descending=options.maximize, extra=extra),
+        "top": top_view.query(matched),
         "fullness": fullness,
     }
     if "state" in schema:
         queries["states"] = frame.group_by("state").agg(pl.len().alias("runs")).sort("runs", descending=True)
     pivot_columns = [options.pivot_rows, options.pivot_cols]
     if set(pivot_columns) <= set(schema):
-        queries["pivot"] = an.pivot_query(matched, metric, *pivot_columns, descending=options.maximize)
+        queries["pivot"] = PivotView(options).query(matched)
     group_by = options.group_by or [c for c in pivot_columns if c in schema]
     if group_by:
-        queries["groups"] = an.group_stats(matched, metric, group_by, descending=options.maximize)
+        queries["groups"] = GroupView(replace(options, top=None), group_by).query(matched)
     if options.pareto:
-        queries["pareto"] = an.pareto_candidates(matched, metric, options.pareto, extra=options.columns)
+        queries["pareto"] = ParetoView(options).query(matched)
     results = dict(zip(queries, pl.collect_all(list(queries.values())), strict=True))
     funnel = an.read_funnel(results["funnel"], steps)
     top = results["top"]
     page: dict[str, Any] = {
         "options": options,
+        "command": command,
+        "top_count": options.top or TOP,
         "title": ", ".join(f.label for f in files),
         "made": datetime.now(UTC).isoformat(sep=" ", timespec="seconds"),
         "direction": "higher is better" if options.maximize else "lower is better",

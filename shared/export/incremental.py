@@ -20,7 +20,7 @@ from shared.export.project import ExportFiles, ProjectExport, ProjectResult, exp
 from shared.table.exports import history_file_of
 from shared.table.flatten import parse_object
 from shared.table.history import ROW_GROUP
-from shared.table.schema import CORE_COLUMNS, HISTORY_SCHEMA, RAW_JSON_COLUMNS, RunRecord
+from shared.table.schema import CORE, HISTORY_SCHEMA, RAW_JSON_COLUMNS, SECTIONS, RunRecord
 from shared.table.source import Changes, iso_utc
 
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ STATE_FORMAT = 1
 # Runs whose last change lies up to this long before the previous export started are fetched again:
 # the cutoff is our clock, the run times are the server's, and a change may land while we page.
 CLOCK_MARGIN = timedelta(minutes=10)
-RUNS_FILE_COLUMNS = [*CORE_COLUMNS, *RAW_JSON_COLUMNS]  # what an update reads back from the runs file
+# What an update reads back from the runs file; a core column added since the file was written reads as null.
+RUNS_FILE_COLUMNS = [*CORE, *RAW_JSON_COLUMNS]
+REQUIRED_COLUMNS = ["id", "created_at", "heartbeat_at", *RAW_JSON_COLUMNS]  # what makes it this export's
 
 
 @dataclass
@@ -79,19 +81,18 @@ class ProjectState:
 
 def stored_records(runs_path: Path) -> list[RunRecord]:
     """The runs of an exported runs parquet, rebuilt losslessly from the core columns and the raw JSON."""
-    frame = pl.read_parquet(runs_path, columns=RUNS_FILE_COLUMNS)
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(runs_path).names)
+    frame = pl.read_parquet(runs_path, columns=[name for name in RUNS_FILE_COLUMNS if name in present])
     records = []
     for row in frame.iter_rows(named=True):
-        config, summary = (parse_object(row[column])[0] for column in RAW_JSON_COLUMNS)
-        records.append(
-            RunRecord(
-                **{name: row[name] for name in CORE_COLUMNS},
-                config=config or {},
-                summary=summary or {},
-                raw_config=None if config is not None else row["_config_json"],
-                raw_summary=None if summary is not None else row["_summary_json"],
-            )
-        )
+        sections: dict[str, Any] = {}
+        for section in SECTIONS:
+            value = parse_object(row[section.raw])[0]
+            sections[section.field] = value or {}
+            sections[f"raw_{section.field}"] = None if value is not None else row[section.raw]
+        records.append(RunRecord(**{name: row.get(name) for name in CORE}, **sections))
     return records
 
 
@@ -163,7 +164,7 @@ def plan_update(
     missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
     if missing:
         return None, f"files of the previous export are missing: {', '.join(missing)}"
-    for path, columns in zip(kept, (RUNS_FILE_COLUMNS, HISTORY_SCHEMA.names), strict=False):
+    for path, columns in zip(kept, (REQUIRED_COLUMNS, HISTORY_SCHEMA.names), strict=False):
         try:
             names = pq.read_schema(path).names
         except (OSError, ValueError) as error:  # cut short or overwritten by something else

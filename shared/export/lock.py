@@ -16,12 +16,13 @@ from typing import Any
 from shared.base.errors import BadInput, FolderLocked
 from shared.base.events import Events
 from shared.base.storage import TEMP_FILE
+from shared.table.schema import FILE_KINDS
 
 LOCK_NAME = ".export.lock"
 # An interrupted export is resumed only this soon after it started: a later export (tomorrow's cron
 # run) wants fresh files, not yesterday's.
 RESUME_WITHIN = timedelta(hours=12)
-EXPORT_FILE_ENDINGS = ("_runs.parquet", "_history.parquet", "_metadata.json", "_state.json")
+EXPORT_FILE_ENDINGS = tuple(FILE_KINDS.values())
 
 
 def _read_record(fd: int) -> dict[str, Any] | None:

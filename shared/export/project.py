@@ -18,7 +18,7 @@ from shared.base.limits import read_text_file
 from shared.base.storage import check_final_paths, name_stems, output_path, write_json, write_parquet
 from shared.table.history import HistoryWriter
 from shared.table.rows import runs_table
-from shared.table.schema import RunRecord
+from shared.table.schema import FILE_KINDS, RunRecord
 
 TOOL_VERSION = "0.1.0"
 
@@ -29,15 +29,13 @@ def _listed(run_ids: list[str], shown: int = 10) -> str:
 
 
 class ExportFiles(NamedTuple):
-    """Where one project's export files are in a folder: `{stem}_runs.parquet`, … with one stem."""
+    """Where one project's export files are in a folder: `{stem}_runs.parquet`, … with one stem (a field
+    per kind of schema.FILE_KINDS, in its order)."""
 
     runs: Path
     history: Path
     metadata: Path
-    state: Path  # written by incremental exports
-
-
-_KINDS = ("_runs.parquet", "_history.parquet", "_metadata.json", "_state.json")
+    state: Path  # what --incremental needs
 
 
 # Exports of this process whose files are not written yet, by metadata path: projects exported side by side
@@ -69,7 +67,7 @@ def export_files(folder: Path, entity: str, project: str) -> ExportFiles:
     that name (distinct names can sanitise or join to one: `a b`/`a_b`, `x_y`+`z`/`x`+`y_z`); then the
     stem gets `-{digest of the raw names}`. Files already holding this project keep their name on reruns."""
     candidates = [
-        ExportFiles(*(output_path(folder, stem, suffix=kind) for kind in _KINDS))
+        ExportFiles(**{kind: output_path(folder, stem, suffix=suffix) for kind, suffix in FILE_KINDS.items()})
         for stem in name_stems(entity, project)
     ]
     holders = [_holder(files.metadata) for files in candidates]

@@ -18,7 +18,6 @@ from shared.base.events import Events
 from shared.neptune.attributes import normalize_state
 from shared.neptune.auth import neptune_token
 from shared.neptune.runs import (
-    POINTS,
     NeptuneRun,
     NeptuneSource,
     epoch_times,
@@ -26,7 +25,7 @@ from shared.neptune.runs import (
     is_number,
     split_project,
 )
-from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA
+from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, SERIES_SCHEMA
 
 Series = tuple[list[float | None], list[float]]  # steps, values
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -262,7 +261,7 @@ class LiveSource(NeptuneSource):
                 "timestamp": epoch_times(stamps) if stamps else [None] * len(values),
                 "value": [float(v) for v in values["value"]],
             },
-            schema=POINTS,
+            schema=SERIES_SCHEMA,
         )
 
     def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:

@@ -17,14 +17,13 @@ from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
 from shared.neptune.runs import (
     OFFLINE_PROJECT,
-    POINTS,
     NeptuneRun,
     NeptuneSource,
     epoch_times,
     split_project,
     utc,
 )
-from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA
+from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, SERIES_SCHEMA
 
 _DATA_FILE = re.compile(r"^data-(\d+)\.log$")
 _ASSIGN = {"AssignFloat": float, "AssignInt": int, "AssignBool": bool, "AssignString": str}
@@ -296,11 +295,11 @@ class OfflineSource(NeptuneSource):
     def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
         for record in runs:
             run = self._load()[record.run_id]
-            columns: dict[str, list[Any]] = {name: [] for name in POINTS}
+            columns: dict[str, list[Any]] = {name: [] for name in SERIES_SCHEMA}
             for path, (steps, values) in run.series.items():
                 columns["run_id"] += [run.run_id] * len(steps)
                 columns["key"] += [path] * len(steps)
                 columns["step"] += steps
                 columns["timestamp"] += epoch_times(run.series_times.get(path, []))
                 columns["value"] += values
-            yield pl.DataFrame(columns, schema=POINTS), {}  # the replay keeps float series only
+            yield pl.DataFrame(columns, schema=SERIES_SCHEMA), {}  # the replay keeps float series only

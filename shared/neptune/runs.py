@@ -159,14 +159,6 @@ def tidy_history(points: pl.DataFrame, ids: dict[str, str]) -> tuple[pl.DataFram
     return tidy.cast(HISTORY_COLUMNS), fractional
 
 
-# Float-series points as the sources read them for an export, before tidy_history.
-POINTS = {
-    "run_id": pl.String,
-    "key": pl.String,
-    "step": pl.Float64,
-    "timestamp": pl.Datetime("us", "UTC"),
-    "value": pl.Float64,
-}
 OFFLINE_PROJECT = ("offline", "uncategorized")  # the offline log does not record its project
 
 
@@ -198,7 +190,7 @@ class NeptuneSource:
         raise NotImplementedError
 
     def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
-        """Frames of these runs' float-series points (POINTS), each with how many points of each run were
+        """Frames of these runs' float-series points (schema.SERIES_FRAME), each with how many points of each run were
         left out for not being floats."""
         raise NotImplementedError
 

@@ -11,6 +11,7 @@ from shared.query.api import TopkQuery
 from shared.query.constraints import ConstraintError
 from shared.table.export_folder import ExportFolderSource
 from shared.table.record_source import RecordSource
+from shared.table.schema import RUNS_FILE
 from shared.table.vocabulary import LAST_FROM
 from shared.wandb.sources import ApiSource, OfflineSource, parse_state
 
@@ -19,7 +20,7 @@ SourceKind = Literal["offline", "export"]
 
 def source_kind(path: Path) -> SourceKind:
     """`export` for a runs parquet or a folder holding one, `offline` for anything else."""
-    if path.name.endswith("_runs.parquet") or (path.is_dir() and any(path.glob("*_runs.parquet"))):
+    if path.name.endswith(RUNS_FILE) or (path.is_dir() and any(path.glob(f"*{RUNS_FILE}"))):
         return "export"
     return "offline"
 

@@ -14,7 +14,7 @@ from shared.base.text import name_list
 from shared.table.exports import export_metadata, export_stem, history_file_of
 from shared.table.flatten import parse_object
 from shared.table.record_source import ListedRun, RecordSource, points_frame
-from shared.table.schema import RAW_JSON_COLUMNS
+from shared.table.schema import RAW_JSON_COLUMNS, RUNS_FILE
 from shared.table.series import RUN
 
 
@@ -45,7 +45,7 @@ def find_export(path: Path, project: str | None) -> Path:
     """
     entity, _, name = (project or "").rpartition("/")
     if path.is_file():
-        if not path.name.endswith("_runs.parquet"):
+        if not path.name.endswith(RUNS_FILE):
             raise BadInput(f"{path} is not a runs file written by export_runs.py (*_runs.parquet)")
         held = _exported_project(path)
         if project and held is not None and not _certainty(path, held, entity, name):
@@ -53,7 +53,7 @@ def find_export(path: Path, project: str | None) -> Path:
         return path
     if not path.is_dir():
         raise BadInput(f"{path} does not exist")
-    files = sorted(path.glob("*_runs.parquet"))
+    files = sorted(path.glob(f"*{RUNS_FILE}"))
     if not files:
         raise BadInput(f"no *_runs.parquet in {path}: not a folder written by wandb-tools/export_runs.py")
     recorded = {file: _exported_project(file) for file in files}

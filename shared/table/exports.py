@@ -19,6 +19,7 @@ from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
 from shared.base.storage import parquet_schema
 from shared.base.text import name_list
+from shared.table.schema import HISTORY, RUNS_FILE
 
 REQUIRED_COLUMNS = ("id", "name", "entity", "project")  # what makes a parquet a runs export
 
@@ -43,7 +44,7 @@ def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list
             raise BadInput(EMPTY_PATH)
         path = Path(item)
         if path.is_dir():
-            matches = sorted(p for p in path.rglob("*_runs.parquet") if not p.is_dir())
+            matches = sorted(p for p in path.rglob(f"*{RUNS_FILE}") if not p.is_dir())
             if not matches:
                 present = sorted(p.name for p in path.iterdir())
                 raise BadInput(f"no *_runs.parquet in folder {item} (it holds: {name_list(present, 15)})")
@@ -56,7 +57,7 @@ def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list
         else:
             raise BadInput(f"no such file or folder: {item}")
         for match in matches:
-            if match.name.endswith("_history.parquet"):
+            if match.name.endswith(HISTORY.suffix):
                 (events or Events()).note(
                     f"skipping history file {match}: runs files (…_runs.parquet) are read here"
                 )
@@ -83,14 +84,14 @@ class RunsFile:
 
 def export_stem(runs_file: Path) -> str:
     """`x` of an export's `x_runs.parquet`: its sibling files are `x_history.parquet` and `x_metadata.json`."""
-    return runs_file.name.removesuffix("_runs.parquet")
+    return runs_file.name.removesuffix(RUNS_FILE)
 
 
 def export_metadata(path: Path) -> dict[str, Any] | None:
     """The sibling `…_metadata.json` the exporters write next to a `…_runs.parquet`; None when there is
     none or it cannot be read (files from older versions, files copied on their own). BadInput when it
     is no regular file, is too large or is nested too deep to read."""
-    if not path.name.endswith("_runs.parquet"):
+    if not path.name.endswith(RUNS_FILE):
         return None
     metadata = path.with_name(f"{export_stem(path)}_metadata.json")
     try:
@@ -116,8 +117,8 @@ def history_file_of(runs_file: Path, metadata: dict[str, Any] | None = None) -> 
 
 def history_sibling(path: Path) -> Path:
     """`x_runs.parquet` → `x_history.parquet`; `x.parquet` (or `x.csv`, …) → `x_history.parquet`."""
-    stem = path.stem.removesuffix("_runs")
-    return path.with_name(f"{stem}_history.parquet")
+    stem = path.stem.removesuffix(RUNS_FILE.removesuffix(".parquet"))
+    return path.with_name(f"{stem}{HISTORY.suffix}")
 
 
 def export_time(path: Path) -> datetime:
@@ -300,7 +301,7 @@ def newest_export(folder: Path) -> tuple[Path, int]:
         [
             p
             for p in folder.rglob("*.parquet")
-            if not p.name.endswith("_history.parquet") and not p.name.startswith(".")
+            if not p.name.endswith(HISTORY.suffix) and not p.name.startswith(".")
         ]
         if folder.is_dir()
         else []

@@ -10,6 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from shared.table.schema import is_internal
+
 KeyPath = tuple[str, ...]
 Scalar = None | bool | int | float | str
 
@@ -26,7 +28,7 @@ def is_media(value: Any) -> bool:
 def scalar_leaves(nested: Mapping[str, Any], *, skip_private: bool = False) -> dict[KeyPath, Scalar]:
     """Every scalar leaf of a nested dict by key path; lists, media and histograms are left out.
 
-    With `skip_private`, top-level keys starting with `_` (W&B internals such as `_runtime`) are left out.
+    With `skip_private`, internal top-level keys (schema.is_internal: W&B's `_runtime`) are left out.
     """
     leaves: dict[KeyPath, Scalar] = {}
 
@@ -40,7 +42,7 @@ def scalar_leaves(nested: Mapping[str, Any], *, skip_private: bool = False) -> d
                 leaves[key_path] = value
 
     for key, value in nested.items():
-        if skip_private and str(key).startswith("_"):
+        if skip_private and is_internal(str(key)):
             continue
         walk({key: value}, ())
     return leaves

@@ -7,8 +7,7 @@ import difflib
 from collections.abc import Sequence
 
 from shared.base.errors import BadInput
-
-PREFIX = "metric_"
+from shared.table.schema import METRIC_PREFIX
 
 
 def metric_column(name: str) -> str:
@@ -16,7 +15,7 @@ def metric_column(name: str) -> str:
     `metric_test_mse` (the exporters' flattening: `/`, `.` and white space become `_`)."""
     from shared.table.flatten import column_name
 
-    return column_name("", (name,)) if name.startswith(PREFIX) else column_name(PREFIX, (name,))
+    return column_name("", (name,)) if name.startswith(METRIC_PREFIX) else column_name(METRIC_PREFIX, (name,))
 
 
 def resolve_metric(requested: str, known: Sequence[str]) -> str | None:
@@ -40,7 +39,7 @@ def close_metrics(requested: str, known: Sequence[str], n: int = 3) -> list[str]
     that `metric_test_mze` finds `test/mse`."""
 
     def bare(name: str) -> str:  # without the prefix every column shares, which would make all look close
-        return metric_column(name).removeprefix(PREFIX)
+        return metric_column(name).removeprefix(METRIC_PREFIX)
 
     by_column: dict[str, str] = {}
     for name in known:
@@ -60,4 +59,4 @@ def resolve_column(names: Sequence[str], requested: str) -> str | None:
     column of a metric named either way (`test/mse`, `test_mse`); None when there is none."""
     if requested in names:
         return requested
-    return resolve_metric(requested, [name for name in names if name.startswith(PREFIX)])
+    return resolve_metric(requested, [name for name in names if name.startswith(METRIC_PREFIX)])

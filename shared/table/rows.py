@@ -1,4 +1,4 @@
-"""Run records as the runs table: core columns, flattened config_*/metric_* columns and the raw JSON."""
+"""Run records as the runs table (shared.table.schema): core columns, each section flattened, raw JSON."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from typing import Any
 import pyarrow as pa
 
 from shared.table.flatten import flat_columns
-from shared.table.schema import CONFIG_PREFIX, CORE_COLUMNS, METRIC_PREFIX, RunRecord
+from shared.table.schema import CORE_COLUMNS, SECTIONS, RunRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -26,22 +24,24 @@ def _core_array(values: list[Any], dtype: pa.DataType) -> pa.Array:
 
 
 def runs_table(records: list[RunRecord]) -> tuple[pa.Table, list[str]]:
-    """The runs table: core columns, flattened config_*/metric_* columns, raw JSON; plus flatten warnings."""
+    """The runs table: core columns, each section's flattened columns (config_*, metric_*), then each
+    section's raw JSON; plus the flattening's warnings."""
     columns: dict[str, pa.Array] = {
         name: _core_array([getattr(r, name) for r in records], dtype) for name, dtype in CORE_COLUMNS.items()
     }
-    config_columns, config_warnings = flat_columns([r.config for r in records], CONFIG_PREFIX)
-    metric_columns, metric_warnings = flat_columns(
-        [r.summary for r in records], METRIC_PREFIX, skip_private=True
-    )
-    columns |= config_columns | metric_columns
-    columns["_config_json"] = pa.array(
-        [r.raw_config if r.raw_config is not None else raw_json(r.config) for r in records], pa.string()
-    )
-    columns["_summary_json"] = pa.array(
-        [r.raw_summary if r.raw_summary is not None else raw_json(r.summary) for r in records], pa.string()
-    )
-    return pa.table(columns), config_warnings + metric_warnings
+    warnings: list[str] = []
+    for section in SECTIONS:
+        flat, section_warnings = flat_columns(
+            [getattr(r, section.field) for r in records], section.prefix, skip_private=section.skip_internal
+        )
+        columns |= flat
+        warnings += section_warnings
+    for section in SECTIONS:
+        raw = [(getattr(r, f"raw_{section.field}"), getattr(r, section.field)) for r in records]
+        columns[section.raw] = pa.array(
+            [text if text is not None else raw_json(value) for text, value in raw], pa.string()
+        )
+    return pa.table(columns), warnings
 
 
 def raw_json(value: dict[str, Any]) -> str:

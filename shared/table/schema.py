@@ -1,55 +1,160 @@
-"""The project's run-table schema: one run record shape and the column layout every exporter writes."""
+"""The run table's schema, defined once: the core columns of `*_runs.parquet`, the sections every run carries
+(config and summary: flattened under a prefix, and kept whole as raw JSON), the tidy streams beside the runs
+table (history), the export files' kinds, and the frames queries pass around.
+
+Column types are named here in a few words (`text`, `time`, ...); their arrow and polars forms are derived on
+first use (`CORE_COLUMNS`, `HISTORY_SCHEMA`, `HISTORY_COLUMNS`, `RUNS_SCHEMA`, `POINTS_SCHEMA`,
+`SERIES_SCHEMA`), so that the
+names can be imported while the scripts parse their flags, before pyarrow or polars loads. Adding a kind of
+run data starts here: docs/architecture.md says where it goes next.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
-import pyarrow as pa
-
 if TYPE_CHECKING:
+    import polars as pl
     import pyarrow as pa
 
-
-# Core columns of `*_runs.parquet`, in order, before the flattened config_*/metric_* columns.
-CORE_COLUMNS: dict[str, pa.DataType] = {
-    "id": pa.string(),
-    "name": pa.string(),
-    "entity": pa.string(),
-    "project": pa.string(),
-    "state": pa.string(),
-    "created_at": pa.timestamp("us", tz="UTC"),
-    "heartbeat_at": pa.timestamp("us", tz="UTC"),
-    "runtime_s": pa.float64(),
-    "tags": pa.list_(pa.string()),
-    "group": pa.string(),
-    "job_type": pa.string(),
-    "sweep": pa.string(),
-    "user": pa.string(),
-    "notes": pa.string(),
-    "url": pa.string(),
+# A column's type, in the words this schema uses, and its arrow form.
+_ARROW_TYPES: dict[str, Callable[[Any], Any]] = {
+    "text": lambda pa: pa.string(),
+    "texts": lambda pa: pa.list_(pa.string()),
+    "integer": lambda pa: pa.int64(),
+    "number": lambda pa: pa.float64(),
+    "time": lambda pa: pa.timestamp("us", tz="UTC"),
 }
-RAW_JSON_COLUMNS = ("_config_json", "_summary_json")
-CONFIG_PREFIX = "config_"
-METRIC_PREFIX = "metric_"
 
-# Tidy `*_history.parquet`: one row per logged numeric value.
-HISTORY_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("step", pa.int64()),
-        ("timestamp", pa.timestamp("us", tz="UTC")),
-        ("key", pa.string()),
-        ("value", pa.float64()),
-    ]
+# Core columns of `*_runs.parquet`, in order, before the sections' columns; RunRecord has a field for each.
+CORE: dict[str, str] = {
+    "id": "text",
+    "name": "text",
+    "entity": "text",
+    "project": "text",
+    "state": "text",
+    "created_at": "time",
+    "heartbeat_at": "time",
+    "runtime_s": "number",
+    "tags": "texts",
+    "group": "text",
+    "job_type": "text",
+    "sweep": "text",
+    "user": "text",
+    "notes": "text",
+    "url": "text",
+}
+
+INTERNAL_PREFIX = (
+    "_"  # a column (`_config_json`, `_source_file`) or top-level key (`_runtime`) of bookkeeping
 )
+_HISTORY_BOOKKEEPING = {"_step", "_timestamp", "_runtime"}
+
+
+def is_internal(name: str) -> bool:
+    """A column or top-level key that is bookkeeping rather than data: it starts with INTERNAL_PREFIX."""
+    return name.startswith(INTERNAL_PREFIX)
+
+
+def is_internal_key(key: str) -> bool:
+    """A tracker's own bookkeeping key in a run's history or summary (`_step`, `_timestamp`, `_runtime`,
+    W&B's `_wandb…`), not a metric."""
+    return key in _HISTORY_BOOKKEEPING or key.startswith("_wandb")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A nested dict every run carries, kept twice in the runs table: flattened into `{prefix}…` columns
+    (shared.table.flatten) and whole, losslessly, as JSON text in the `raw` column."""
+
+    field: str  # the RunRecord attribute; `raw_{field}` holds the source's text when it could not be parsed
+    prefix: str
+    raw: str
+    skip_internal: bool  # top-level internal keys (W&B's `_runtime`, `_wandb`) are not flattened
+
+
+CONFIG = Section("config", "config_", "_config_json", skip_internal=False)
+SUMMARY = Section("summary", "metric_", "_summary_json", skip_internal=True)
+SECTIONS = (CONFIG, SUMMARY)
+CONFIG_PREFIX, METRIC_PREFIX = CONFIG.prefix, SUMMARY.prefix
+RAW_JSON_COLUMNS = tuple(section.raw for section in SECTIONS)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A tidy file beside the runs table, one row per logged value: `{stem}_{name}.parquet`."""
+
+    name: str
+    columns: Mapping[str, str]
+
+    @property
+    def suffix(self) -> str:
+        return f"_{self.name}.parquet"
+
+
+HISTORY = Stream(
+    "history", {"run_id": "text", "step": "integer", "timestamp": "time", "key": "text", "value": "number"}
+)
+STREAMS = (HISTORY,)
+
+# A project's export files, `{stem}{suffix}`: in the order shared.export.project.ExportFiles names them.
+FILE_KINDS = {
+    "runs": "_runs.parquet",
+    "history": HISTORY.suffix,
+    "metadata": "_metadata.json",
+    "state": "_state.json",  # what --incremental needs
+}
+RUNS_FILE = FILE_KINDS["runs"]
+
+# The frames queries pass around: a source's runs, and numeric points of the metrics a query needs.
+RUNS_FRAME = {"run_id": "text", "name": "text", "state": "text"}
+POINTS_FRAME = {"run_id": "text", "key": "text", "step": "number", "value": "number"}
+# Points as a tracker reads a series for an export, before they become history rows (steps as logged).
+SERIES_FRAME = {"run_id": "text", "key": "text", "step": "number", "timestamp": "time", "value": "number"}
+
+
+@cache
+def arrow_schema(columns: tuple[tuple[str, str], ...]) -> pa.Schema:
+    """The arrow form of columns named in this schema's words."""
+    import pyarrow as pa
+
+    return pa.schema([(name, _ARROW_TYPES[kind](pa)) for name, kind in columns])
+
+
+@cache
+def polars_schema(columns: tuple[tuple[str, str], ...]) -> dict[str, pl.DataType]:
+    """The polars form of columns named in this schema's words (as polars reads their arrow form)."""
+    import polars as pl
+
+    return dict(pl.from_arrow(arrow_schema(columns).empty_table()).schema)
+
+
+_DERIVED: dict[str, Callable[[], Any]] = {
+    "CORE_COLUMNS": lambda: dict(zip(CORE, arrow_schema(tuple(CORE.items())).types, strict=True)),
+    "HISTORY_SCHEMA": lambda: arrow_schema(tuple(HISTORY.columns.items())),
+    "HISTORY_COLUMNS": lambda: polars_schema(tuple(HISTORY.columns.items())),
+    "RUNS_SCHEMA": lambda: polars_schema(tuple(RUNS_FRAME.items())),
+    "POINTS_SCHEMA": lambda: polars_schema(tuple(POINTS_FRAME.items())),
+    "SERIES_SCHEMA": lambda: polars_schema(tuple(SERIES_FRAME.items())),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The arrow and polars forms (CORE_COLUMNS, HISTORY_SCHEMA, ...), made on first use."""
+    if name in _DERIVED:
+        value = globals()[name] = _DERIVED[name]()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class RunRecord:
-    """One run as every source (W&B API, W&B offline log, Neptune) hands it to the writers."""
+    """One run as every source (W&B API, W&B offline log, Neptune) hands it to the writers: a field per
+    core column, then the sections."""
 
     id: str
     entity: str
@@ -75,25 +180,10 @@ class RunRecord:
 
     def core_values(self) -> dict[str, Any]:
         """The core columns of this run, keyed by column name."""
-        return {name: getattr(self, name) for name in CORE_COLUMNS}
+        return {name: getattr(self, name) for name in CORE}
 
 
-HISTORY_COLUMNS = {
-    "run_id": pl.String,
-    "step": pl.Int64,
-    "timestamp": pl.Datetime("us", "UTC"),
-    "key": pl.String,
-    "value": pl.Float64,
-}
-
-_INTERNAL_KEYS = {"_step", "_timestamp", "_runtime"}
-
-
-def is_internal_key(key: str) -> bool:
-    """W&B's own bookkeeping columns, not metrics."""
-    return key in _INTERNAL_KEYS or key.startswith("_wandb")
-
-
-RUNS_SCHEMA = {"run_id": pl.String, "name": pl.String, "state": pl.String}
-
-POINTS_SCHEMA = {"run_id": pl.String, "key": pl.String, "step": pl.Float64, "value": pl.Float64}
+_FIELDS = {item.name for item in fields(RunRecord)}
+assert set(CORE) | {s.field for s in SECTIONS} | {f"raw_{s.field}" for s in SECTIONS} == _FIELDS, (
+    "RunRecord has a field per core column and per section, and nothing else"
+)

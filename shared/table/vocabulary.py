@@ -17,3 +17,5 @@ LAST_FROM = ("summary", "history")  # where a W&B `last` comes from
 
 
 NEPTUNE_STATES = ("active", "inactive")
+PIVOT_ROWS, PIVOT_COLS = "architecture", "dataset"  # analyze's pivot axes by default
+TOP = 10  # rows of analyze's ranking by default
