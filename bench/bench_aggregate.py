@@ -74,9 +74,9 @@ def make_file(path: Path, index: int, runs: int, columns: int, rng: np.random.Ge
         "heartbeat_at": pa.array(created + np.timedelta64(index, "h"), pa.timestamp("us", tz="UTC")),
         "runtime_s": pa.array(rng.uniform(1, 1e4, runs)),
         "tags": pa.array([["bench"]] * runs, pa.list_(pa.string())),
-        **{
-            name: pa.nulls(runs, pa.string())
-            for name in ("group", "job_type", "sweep", "user", "notes", "url")
+        **{  # the other core columns, empty
+            name: pa.nulls(runs, dtype)
+            for name, dtype in list(CORE_COLUMNS.items())[list(CORE_COLUMNS).index("group") :]
         },
         "config_model_type": pa.array(np.array(MODELS)[model]),
         "config_data_graph_type": pa.array(np.array(GRAPHS)[graph]),

@@ -102,8 +102,9 @@ def make_export(path: Path, runs: int, columns: int, seed: int = 0) -> None:
         "runtime_s": pa.array(rng.uniform(10, 10_000, runs)),
         "tags": pa.array([[f"stage{s}"] for s in stage], pa.list_(pa.string())),
     }
-    for name in ("group", "job_type", "sweep", "user", "notes", "url"):
-        data[name] = pa.array(["x"] * runs) if name in ("group", "job_type") else pa.nulls(runs, pa.string())
+    for name, dtype in CORE_COLUMNS.items():  # the other core columns: group and job_type set, the rest empty
+        if name not in data:
+            data[name] = pa.array(["x"] * runs) if name in ("group", "job_type") else pa.nulls(runs, dtype)
     data |= {
         "config_data_graph_type": pa.array(np.array(GRAPHS)[graph]),
         "config_model_k": pa.array(k),

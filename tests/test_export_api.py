@@ -38,6 +38,18 @@ def expected_history(run) -> pl.DataFrame:
     )
 
 
+def test_each_run_keeps_the_commit_the_server_records(wandb_env, tmp_path):
+    """The commit every Runs reply carries is the runs table's git_commit column (null when none)."""
+    dataset_runs = wandb_env.dataset.project(TEAM, PROJECT).runs
+    assert export_runs.main(["-e", TEAM, "-p", PROJECT, "-o", str(tmp_path)]) == 0
+    runs = pl.read_parquet(tmp_path / f"{TEAM}_{PROJECT}_runs.parquet")
+    assert runs.schema["git_commit"] == pl.String
+    assert dict(zip(runs["id"], runs["git_commit"], strict=True)) == {
+        r.id: r.commit or None for r in dataset_runs
+    }
+    assert runs["git_commit"].null_count() < runs.height
+
+
 def test_export_with_history_matches_the_server(wandb_env, tmp_path, capsys):
     dataset_runs = wandb_env.dataset.project(TEAM, PROJECT).runs
     code = export_runs.main(

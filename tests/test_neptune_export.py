@@ -446,3 +446,10 @@ def test_non_finite_points_and_fractional_steps_in_history(tmp_path):
     assert same(history_rows(files["history"]), [("TEST-1", "train/loss", 0, NAN), ("TEST-1", "train/loss", 7, INF), ("TEST-1", "train/loss", 8, 0.5)])  # fmt: skip
     assert json.loads(files["metadata"].read_text())["fractional_steps_rounded_down"] == 1
     assert pl.read_parquet(files["runs"])["metric_train_loss"].to_list() == [0.5]
+
+
+def test_a_neptune_run_has_no_git_commit_column_value(archive_export):
+    """git_commit is a core column of every export; Neptune's exports leave it null (its source_code/git
+    attribute is not read yet)."""
+    runs = pl.read_parquet(files_of(archive_export)["runs"])
+    assert runs.schema["git_commit"] == pl.String and runs["git_commit"].null_count() == runs.height

@@ -6,6 +6,7 @@ import io
 import math
 import shutil
 import struct
+import subprocess
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -456,3 +457,30 @@ def test_runs_left_out_by_since_are_counted(tmp_path: Path, capsys):
     assert f"{sum(c < middle for c in created)} run(s) created before --since" in capsys.readouterr().err
     assert export(created[-1] + timedelta(seconds=1), "none") == 0
     assert f"{len(created)} run(s) created before --since" in capsys.readouterr().err
+
+
+def test_the_commit_a_run_ran_is_its_git_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An offline run started in a git repository records the commit it ran; the export keeps it as the
+    runs table's git_commit (a run outside a repository has none)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    git("init", "-q")
+    (repo / "train.py").write_text("print('training')\n")
+    git("add", "train.py")
+    git("-c", "user.email=a@example.com", "-c", "user.name=a", "commit", "-qm", "train")
+    head = git("rev-parse", "HEAD")
+    with offline_wandb(monkeypatch, tmp_path / "home") as wandb:
+        for folder, name in ((repo, "in-a-repo"), (tmp_path, "elsewhere")):
+            monkeypatch.chdir(folder)
+            run = wandb.init(mode="offline", dir=tmp_path, project="proj", name=name)
+            run.log({"loss": 1.0})
+            run.finish()
+    results, failures = export_offline([tmp_path / "wandb"], tmp_path / "out")
+    assert failures == []
+    runs = pl.read_parquet(results[0].runs_path)
+    assert dict(zip(runs["name"], runs["git_commit"], strict=True)) == {"in-a-repo": head, "elsewhere": None}

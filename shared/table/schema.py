@@ -47,6 +47,7 @@ CORE: dict[str, str] = {
     "user": "text",
     "notes": "text",
     "url": "text",
+    "git_commit": "text",  # the commit of the code that ran (W&B; null where the source has none)
 }
 
 INTERNAL_PREFIX = (
@@ -171,6 +172,7 @@ class RunRecord:
     user: str | None = None
     notes: str | None = None
     url: str | None = None
+    git_commit: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     # The source's text of a config or summary that could not be parsed (then `config`/`summary` is empty):

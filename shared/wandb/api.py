@@ -200,6 +200,7 @@ def run_record(paged: PagedRun, events: Events) -> RunRecord:
         user=_text(user.get("username") or user.get("name")),
         notes=_text(node.get("notes")),
         url=without_userinfo(run.url) if run.url else None,
+        git_commit=_text(node.get("commit")) or None,
         config=unwrap_config(paged.config) if paged.config is not None else {},
         summary=summary,
         raw_config=None if paged.config is not None else _text(node.get("config")),

@@ -776,6 +776,7 @@ class _RunLog:
             user=self.username,
             notes=(run.notes or None) if run is not None else None,
             url=None,
+            git_commit=(run.git.commit or None) if run is not None else None,
             config={key: value for key, value in self.config.items() if key != "_wandb"},
             summary=summary,
         )
