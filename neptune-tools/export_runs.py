@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, neptune) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.cli.args import int_argument
+from shared.cli.args import int_argument, script_parser
 from shared.cli.main import run_main
 
 EXAMPLES = """\
@@ -43,18 +43,15 @@ atomically when the project completes, the metadata last):
   {workspace}_{project}_history.parquet   one row per float-series point (with --include-history)
   {workspace}_{project}_metadata.json     what was exported, when, from where (source: neptune)
   (when another project's files hold that name, `a b` vs `a_b`: {workspace}_{project}-{8 hex digest}_…)
+  .export.lock                            held while an export writes the folder (PID, start time, progress)
 The column mapping is in docs/neptune_export.md. aggregate_runs.py and analyze_runs.py read these files.
-exit codes: 0 done, 1 some project not exported (named on stderr), 2 bad input or no token.
+exit codes: 0 done, 1 some project not exported (named on stderr), 2 bad input or no token,
+3 the output folder is in use by another export.
 """
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="export_runs.py",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = script_parser("export_runs.py", __doc__, EXAMPLES)
     parser.add_argument(
         "-p",
         "--project",

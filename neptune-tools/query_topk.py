@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Heavy imports (polars, neptune) after argument parsing: --help and usage errors answer in a fraction
 # of a second.
 from shared.base.errors import BadInput
+from shared.cli.args import script_parser
 from shared.cli.main import run_main
-from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser
+from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments
 from shared.table.vocabulary import NEPTUNE_STATES
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def __getattr__(name: str) -> Any:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = query_parser(__doc__, EXAMPLES)
+    parser = script_parser("query_topk.py", __doc__, EXAMPLES)
     parser.add_argument(
         "target", metavar="PROJECT_OR_PATH", help="workspace/project on the server, or a folder"
     )

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Heavy imports (polars, pyarrow) after argument parsing: --help and usage errors answer in a fraction
 # of a second.
 from shared.analysis.enrich_rules import ENRICHMENT_COLUMNS
-from shared.cli.args import add_format_argument, path_argument
+from shared.cli.args import add_format_argument, path_argument, script_parser
 from shared.cli.main import run_main
 from shared.cli.output import print_as
 from shared.cli.terminal import log
@@ -68,12 +68,7 @@ exit codes: 0 done (also when filters left nothing: the empty file is written), 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="aggregate_runs.py",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = script_parser("aggregate_runs.py", __doc__, EXAMPLES)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, *_runs.parquet files or globs")
     parser.add_argument(
         "-o",

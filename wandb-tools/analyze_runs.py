@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # fraction of a second.
 from shared.base.errors import BadInput
 from shared.base.storage import check_output_file
-from shared.cli.args import add_format_argument, int_argument, path_argument, text_argument
+from shared.cli.args import add_format_argument, int_argument, path_argument, script_parser, text_argument
 from shared.cli.main import run_main
 from shared.cli.terminal import log
 from shared.table.outputs import flat_columns
@@ -75,12 +75,7 @@ exit codes: 0 done (also when nothing matched: the reason is printed), 2 bad inp
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="analyze_runs.py",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = script_parser("analyze_runs.py", __doc__, EXAMPLES)
     parser.add_argument(
         "inputs",
         nargs="*",

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.base.errors import BadInput
 from shared.base.limits import parse_since
 from shared.base.retry import DEFAULT_MAX_RETRY_TIME, Retry
-from shared.cli.args import add_timeout_argument, int_argument, path_argument, text_argument
+from shared.cli.args import add_timeout_argument, int_argument, path_argument, script_parser, text_argument
 from shared.cli.main import run_main
 
 if TYPE_CHECKING:
@@ -63,12 +63,7 @@ exit codes: 0 done, 1 some project not exported (named on stderr), 2 bad input o
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="export_runs.py",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = script_parser("export_runs.py", __doc__, EXAMPLES)
     parser.add_argument(
         "-e",
         "--entity",

@@ -26,6 +26,7 @@ from shared.cli.args import (
     add_timeout_argument,
     int_argument,
     path_argument,
+    script_parser,
     text_argument,
 )
 from shared.cli.main import run_main
@@ -50,12 +51,7 @@ credentials as for export_runs.py: WANDB_API_KEY, .env, or ~/.netrc (`wandb logi
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="list_entities.py",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = script_parser("list_entities.py", __doc__, EXAMPLES)
     parser.add_argument(
         "-e",
         "--entity",

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Heavy imports (polars, wandb) after argument parsing: --help and usage errors answer in a fraction of
 # a second.
 from shared.base.errors import BadInput
-from shared.cli.args import add_timeout_argument, path_argument
+from shared.cli.args import add_timeout_argument, path_argument, script_parser
 from shared.cli.main import run_main
-from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments, query_parser
+from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments
 from shared.table.vocabulary import LAST_FROM, WANDB_STATES
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def __getattr__(name: str) -> Any:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = query_parser(__doc__, EXAMPLES)
+    parser = script_parser("query_topk.py", __doc__, EXAMPLES)
     parser.add_argument(
         "project",
         nargs="?",

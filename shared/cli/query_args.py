@@ -31,16 +31,6 @@ or with --pareto every run as a point and the front as a line.
 """
 
 
-def query_parser(description: str | None, epilog: str) -> argparse.ArgumentParser:
-    """The parser of a top-k verb, its help text kept as written."""
-    return argparse.ArgumentParser(
-        prog="query_topk.py",
-        description=description,
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str], workers_help: str) -> None:
     """The flags every top-k verb takes (the source is the script's own)."""
     parser.add_argument(

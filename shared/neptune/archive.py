@@ -31,6 +31,7 @@ from shared.table.series import (
     summary_answers,
     summary_points,
 )
+from shared.table.source import Asked
 from shared.table.summary_cache import SummaryCache
 
 # The columns of neptune-exporter's `model.SCHEMA` that we read (file_value/histogram_value are not).
@@ -325,15 +326,9 @@ class ArchiveSource(NeptuneSource):
             .select("run_id", pl.col("attribute_path").alias("key"), "step", value.alias("value"))
         )
 
-    def points(
-        self,
-        keys: Sequence[str],
-        run_ids: Sequence[str] | None = None,
-        *,
-        series: bool = True,
-        required: Sequence[str] = (),
-    ) -> pl.LazyFrame:
+    def points(self, asked: Asked) -> pl.LazyFrame:
         """Points of these paths (see `_point_rows`); a pass over every run notes every run's id too."""
+        keys, run_ids = asked.keys, asked.run_ids
         files = self._files_of(run_ids) if run_ids is not None and len(run_ids) <= 1000 else None
         scan = self._engine_points(keys, files)
         if run_ids is not None:

@@ -26,6 +26,7 @@ from shared.neptune.runs import (
     split_project,
 )
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, SERIES_SCHEMA
+from shared.table.source import Asked
 
 Series = tuple[list[float | None], list[float]]  # steps, values
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -183,15 +184,9 @@ class LiveSource(NeptuneSource):
     def run_ids(self) -> list[str]:
         return self.runs()["run_id"].to_list()
 
-    def points(
-        self,
-        keys: Sequence[str],
-        run_ids: Sequence[str] | None = None,
-        *,
-        series: bool = True,
-        required: Sequence[str] = (),
-    ) -> pl.LazyFrame:
+    def points(self, asked: Asked) -> pl.LazyFrame:
         """Table values (each series' last value) or, with `series`, the full series of runs that can rank."""
+        keys, run_ids, series, required = asked
         self.runs()
         ids = list(self._by_id) if run_ids is None else [r for r in run_ids if r in self._by_id]
         cells = [(r, k, _number(self._by_id[r].get(k))) for r in ids for k in keys]

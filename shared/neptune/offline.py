@@ -24,6 +24,7 @@ from shared.neptune.runs import (
     utc,
 )
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, SERIES_SCHEMA
+from shared.table.source import Asked
 
 _DATA_FILE = re.compile(r"^data-(\d+)\.log$")
 _ASSIGN = {"AssignFloat": float, "AssignInt": int, "AssignBool": bool, "AssignString": str}
@@ -235,14 +236,8 @@ class OfflineSource(NeptuneSource):
     def run_ids(self) -> list[str]:
         return list(self._load())
 
-    def points(
-        self,
-        keys: Sequence[str],
-        run_ids: Sequence[str] | None = None,
-        *,
-        series: bool = True,
-        required: Sequence[str] = (),
-    ) -> pl.LazyFrame:
+    def points(self, asked: Asked) -> pl.LazyFrame:
+        keys, run_ids = asked.keys, asked.run_ids
         wanted = set(run_ids) if run_ids is not None else None
         columns: dict[str, list[Any]] = {"run_id": [], "key": [], "step": [], "value": []}
         for run in self._load().values():

@@ -20,7 +20,7 @@ from shared.query.constraints import (
 )
 from shared.query.topk import TopK, top_k
 from shared.table.series import RUN, aggregate, check_aggregation
-from shared.table.source import QuerySource, SummarySource
+from shared.table.source import Asked, QuerySource, SummarySource
 from shared.table.vocabulary import Aggregation
 
 Constraints = dict[str, Callable[[float], bool]] | None
@@ -71,7 +71,7 @@ class TopkQuery:
             points = self.source.summary_points(keys, run_ids, aggregation, n_steps)
             if points is not None:
                 return points
-        return self.source.points(keys, run_ids, series=aggregation != "last", required=keys)
+        return self.source.points(Asked(keys, run_ids, series=aggregation != "last", required=keys))
 
     def _unknown_metrics(self, unknown: list[str], known: list[str], where: list[str]) -> BadInput:
         return unknown_metrics_error(unknown, known, where)
@@ -228,7 +228,7 @@ class TopkQuery:
         """Aggregated metrics of several runs in one read (None where a run has no finite value)."""
         check_aggregation(aggregation, n_steps)
         keys = list(dict.fromkeys(metric_keys))
-        points = self.source.points(keys, list(run_ids), series=aggregation != "last")
+        points = self.source.points(Asked(keys, list(run_ids), series=aggregation != "last"))
         found = {run_id: dict.fromkeys(keys) for run_id in run_ids}
         for run_id, key, value in aggregate(points, keys, aggregation, n_steps).iter_rows():
             if run_id in found:
@@ -256,7 +256,7 @@ class TopkQuery:
     def curves(self, run_ids: Sequence[str], metric_key: str) -> dict[str, Curve]:
         """Each run's points of `metric_key` in step order, NaN/inf kept (for plots). A point without a
         step (a single number) is placed at its position."""
-        points = self.source.points([metric_key], list(run_ids), series=True)
+        points = self.source.points(Asked([metric_key], list(run_ids)))
         frame = (
             points.lazy()
             .filter(pl.col("key").cast(pl.String) == metric_key)

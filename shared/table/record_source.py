@@ -11,6 +11,7 @@ import polars as pl
 from shared.base.events import Events
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, is_internal_key
 from shared.table.series import RUN
+from shared.table.source import Asked
 
 SUMMARY_SCHEMA = {RUN: pl.String, "key": pl.String, "value": pl.Float64}
 
@@ -99,16 +100,10 @@ class RecordSource:
     def run_ids(self) -> list[str]:
         return self.runs()[RUN].to_list()
 
-    def points(
-        self,
-        keys: Sequence[str],
-        run_ids: Sequence[str] | None = None,
-        *,
-        series: bool = True,
-        required: Sequence[str] = (),
-    ) -> pl.LazyFrame:
+    def points(self, asked: Asked) -> pl.LazyFrame:
         """Summary values as single points, or history where a series is wanted; only runs whose
         summary names every `required` key have their history read (the others cannot rank)."""
+        keys, run_ids, series, required = asked
         self.runs()
         summary = self._summary.filter(pl.col("key").is_in(list(keys)))
         if run_ids is not None:

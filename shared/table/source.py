@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from shared.table.schema import RunRecord
 
@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ProjectKey = tuple[str, str]  # (entity or workspace, project)
+
+
+class Asked(NamedTuple):
+    """The points a query asks a source for."""
+
+    keys: Sequence[str]
+    run_ids: Sequence[str] | None = None  # None: every run
+    series: bool = True  # False: each series' last value will do (a runs table or summary has it)
+    required: Sequence[str] = ()  # runs lacking one of these may be left out: they cannot be ranked
 
 
 class QuerySource(Protocol):
@@ -39,19 +48,8 @@ class QuerySource(Protocol):
         """Each run's name and config."""
         ...
 
-    def points(
-        self,
-        keys: Sequence[str],
-        run_ids: Sequence[str] | None = None,
-        *,
-        series: bool = True,
-        required: Sequence[str] = (),
-    ) -> pl.LazyFrame:
-        """Numeric points (schema.POINTS_SCHEMA) of these keys; a single number has step null.
-
-        Without `series` a source may give only each series' last value (a runs table or summary has it);
-        runs lacking one of the `required` keys may be left out (they cannot be ranked anyway).
-        """
+    def points(self, asked: Asked) -> pl.LazyFrame:
+        """Numeric points (schema.POINTS_SCHEMA) of the keys asked for; a single number has step null."""
         ...
 
     def numeric_keys(self) -> list[str]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from shared.base.concurrency import batched
-from shared.base.errors import Incomplete
+from shared.base.errors import Incomplete, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_tidy
@@ -132,6 +132,8 @@ class HistoryFetcher:
         except Incomplete:  # retried until the budget ran out: the message names the runs already
             raise
         except Exception as error:  # wandb raises its own error types for transport and GraphQL errors
+            if is_bug(error):
+                raise
             raise Incomplete(f"history locations of runs {runs[0].id}..{runs[-1].id}: {error}") from None
         project = data.get("project") or {}
         locations = []
