@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from importlib.metadata import version
 
     from shared.cli.exports import report_exports
-    from shared.cli.terminal import TerminalEvents
+    from shared.cli.progress import TerminalEvents
     from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
     from shared.neptune.sources import export_sources
 

@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_query(args: argparse.Namespace) -> NeptuneQuery:
     """A NeptuneQuery on the folder or project the command line names."""
-    from shared.cli.terminal import TerminalEvents
+    from shared.cli.progress import TerminalEvents
     from shared.neptune.sources import source_path
     from shared.query.neptune import NeptuneQuery
 

@@ -91,7 +91,7 @@ def test_an_unplanted_copy_keeps_every_contract(tmp_path):
         # refused by the forbidden contract.
         ("shared.analysis.frames", "shared.wandb.api", "forbidden"),
         # The run table reaching up into the command-line shell.
-        ("shared.table.schema", "shared.cli.terminal", "layers"),
+        ("shared.table.schema", "shared.cli.main", "layers"),
         # One tracker importing the other: the trackers are independent siblings of one layer.
         ("shared.wandb.tidy", "shared.neptune.runs", "layers"),
     ],

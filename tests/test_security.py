@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from shared.base.storage import output_path, safe_name, write_json
 from shared.base.text import printable
+from shared.cli.main import log, warn
 from shared.cli.output import render
-from shared.cli.terminal import log, warn
 from tests.export_checks import ENTITY, cron_dataset, new_run, utc_now
 from tests.test_bad_input import (
     SAMPLES,

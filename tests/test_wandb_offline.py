@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
-from shared.cli.terminal import TerminalEvents
+from shared.cli.progress import TerminalEvents
 from shared.table.schema import HISTORY_SCHEMA
 from shared.wandb.offline import (
     FILE_HEADER,

@@ -23,10 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # of a second.
 from shared.analysis.enrich_rules import ENRICHMENT_COLUMNS
 from shared.cli.args import add_format_argument, path_argument, script_parser
-from shared.cli.main import run_main
-from shared.cli.output import print_as
-from shared.cli.terminal import log
-from shared.table.outputs import check_output_suffix, rows_frame
+from shared.cli.main import log, run_main
 
 if TYPE_CHECKING:
     from shared.analysis.aggregate import AggregateReport
@@ -116,11 +113,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from shared.analysis.aggregate import Selection, aggregate
+    from shared.analysis.aggregate import aggregate
     from shared.analysis.enrich import load_rules
+    from shared.analysis.frames import Selection
     from shared.base.storage import check_output_file, prepare_output_folder
-    from shared.cli.terminal import TerminalEvents
+    from shared.cli.progress import TerminalEvents
     from shared.table.exports import check_regex, find_runs_files, open_runs_file
+    from shared.table.vocabulary import check_output_suffix
 
     check_output_suffix(args.output)
     check_output_file(args.output, "-o", folder_made_later=True)
@@ -156,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def show_report(report: AggregateReport, read: int, args: argparse.Namespace) -> None:
     """The runs read and kept per input and the runs each step dropped (of `read`), as --format says."""
+    from shared.cli.output import print_as
     from shared.cli.tables import print_table
+    from shared.table.outputs import rows_frame
 
     steps = []
     for label, dropped in report.dropped:

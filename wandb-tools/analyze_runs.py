@@ -26,9 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.base.errors import BadInput
 from shared.base.storage import check_output_file
 from shared.cli.args import add_format_argument, int_argument, path_argument, script_parser, text_argument
-from shared.cli.main import run_main
-from shared.cli.terminal import log
-from shared.table.outputs import flat_columns
+from shared.cli.main import log, run_main
 from shared.table.vocabulary import PIVOT_COLS, PIVOT_ROWS, TOP
 
 if TYPE_CHECKING:
@@ -221,7 +219,7 @@ def check_report_path(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 def load(inputs: list[str]) -> tuple[pl.LazyFrame, list[RunsFile], str | None]:
     """The runs of `inputs` (default: the newest export), the files read, and the line naming a default pick."""
-    from shared.cli.terminal import TerminalEvents
+    from shared.cli.progress import TerminalEvents
     from shared.table.exports import find_runs_files, newest_export, open_runs_file, scan_deduplicated
 
     events = TerminalEvents()
@@ -399,6 +397,7 @@ def show(
 ) -> int:
     from shared.analysis.render import write_output
     from shared.cli.output import render
+    from shared.table.outputs import flat_columns
 
     if args.format == "csv":  # the table -o .csv writes, also when empty (its header)
         sys.stdout.write(table.select(flat_columns(table)).write_csv())

@@ -29,10 +29,7 @@ from shared.cli.args import (
     script_parser,
     text_argument,
 )
-from shared.cli.main import run_main
-from shared.cli.output import print_as
-from shared.cli.terminal import log
-from shared.table.outputs import check_output_suffix, rows_frame, write_table
+from shared.cli.main import log, run_main
 
 EXAMPLES = """\
 examples:
@@ -101,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from shared.base.storage import check_output_file
+    from shared.cli.output import print_as
+    from shared.cli.progress import TerminalEvents
     from shared.cli.tables import print_table
-    from shared.cli.terminal import TerminalEvents
+    from shared.table.outputs import rows_frame, write_table
+    from shared.table.vocabulary import check_output_suffix
     from shared.wandb.api import connect, project_names, project_stats, reachable_entities
     from shared.wandb.auth import wandb_credentials
 

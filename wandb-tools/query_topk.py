@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def open_query(args: argparse.Namespace) -> WandbQuery:
     """A WandbQuery on the project, offline runs or export the command line names."""
-    from shared.cli.terminal import TerminalEvents
+    from shared.cli.progress import TerminalEvents
     from shared.query.wandb import WandbQuery
 
     events = TerminalEvents()

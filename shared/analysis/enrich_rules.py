@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.table.schema import CONFIG_PREFIX
-
 _TOKEN_END = r"(?:_|$)"
 _HYPER = r"(?:_(?:k|s|seed|lr|wd|eps)\d|$)"  # what follows a dataset name: a hyperparameter or the end
 _NUMBER = r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)"
@@ -22,6 +20,8 @@ class Source:
 
     @property
     def is_config(self) -> bool:
+        from shared.table.schema import CONFIG_PREFIX  # not while aggregate_runs.py parses its flags
+
         return self.column.startswith(CONFIG_PREFIX)
 
 

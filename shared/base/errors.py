@@ -3,7 +3,6 @@ a bug of ours from an error in what we were given. Exit codes are the CLI's busi
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,5 +50,7 @@ def is_bug(error: BaseException) -> bool:
     in our own code. The same types raised inside a client library are its answer to odd data, not a bug."""
     if not isinstance(error, _BUG_TYPES):
         return False
+    import traceback  # only when an error is looked at: every script imports this module
+
     frames = traceback.extract_tb(error.__traceback__)
     return not frames or frames[-1].filename.startswith(_OURS)

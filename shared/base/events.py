@@ -2,7 +2,7 @@
 
 Library functions take an `Events`. By default it keeps what it is told as data (`notes`, `warnings`,
 `errors`, secrets redacted) and shows nothing: a Python API caller reads them afterwards. A verb hands in
-shared.cli.terminal.TerminalEvents, which also shows each line as it comes and draws progress.
+shared.cli.progress.TerminalEvents, which also shows each line as it comes and draws progress.
 """
 
 from __future__ import annotations

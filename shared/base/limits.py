@@ -11,9 +11,6 @@ from shared.base.errors import BadInput
 MAX_TEXT_FILE_BYTES = 16 * 2**20  # rules and metadata files hold kilobytes; /dev/zero would never end
 
 
-MAX_INT_FLAG = 10**9  # more than any run count, step window or pool; 2**63 and up overflow polars
-
-
 _KINDS = {
     stat.S_ISDIR: "a folder",
     stat.S_ISFIFO: "a named pipe",

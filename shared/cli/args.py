@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shared.base.errors import EMPTY_PATH
-from shared.base.limits import MAX_INT_FLAG
 
-if TYPE_CHECKING:  # polars only where a table is made or written: the scripts' parsers import this module
-    pass
-import math
+MAX_INT_FLAG = 10**9  # more than any run count, step window or pool; 2**63 and up overflow polars
 
 
 def path_argument(text: str) -> Path:

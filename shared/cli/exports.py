@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from shared.base.errors import Incomplete
+from shared.cli.main import log
 from shared.cli.tables import print_table
-from shared.cli.terminal import log
 from shared.export.project import ProjectResult
 
 

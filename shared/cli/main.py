@@ -1,4 +1,6 @@
-"""Running a script's main: exit codes, one error line per failure, SIGINT/SIGTERM, a bounded shutdown."""
+"""Running a script's main: exit codes, one error line per failure, SIGINT/SIGTERM, a bounded shutdown; and
+the one-line logs and warnings the verbs write to stderr (each line redacted and escaped). Light to import:
+every script imports it while parsing its flags."""
 
 from __future__ import annotations
 
@@ -7,13 +9,12 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
 from shared.base.errors import BadInput, FolderLocked, Incomplete, describe, is_bug
-from shared.cli.terminal import closed, log
+from shared.base.text import printable, redact
 
 EXIT_FAILED = 1  # an export or query ran but did not complete (also: a bug)
 EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
@@ -22,6 +23,28 @@ INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take bef
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
 TRACEBACK_VARIABLE = "RUN_TOOLS_TRACEBACK"  # set to 1: an unexpected error also prints its traceback
 _handled = threading.Event()  # the main thread has run the SIGINT/SIGTERM handler
+
+
+# Set once the main thread has written the closing error line: threads still winding down (a retry of
+# an abandoned download) then write nothing after it.
+closed = threading.Event()
+
+
+def log(message: str) -> None:
+    """A progress or status line on stderr (stdout is for data); always one line."""
+    if closed.is_set() and threading.current_thread() is not threading.main_thread():
+        return
+    print(printable(redact(message)), file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    log(f"warning: {message}")
+
+
+def is_interactive() -> bool:
+    """True when stderr is a terminal a person watches (not cron, not CI, not a pipe)."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 class Terminated(KeyboardInterrupt):
@@ -147,6 +170,8 @@ def unexpected(error: Exception) -> str:
     """The one line of an error no code path expected, saying it is a bug; with RUN_TOOLS_TRACEBACK=1 the
     traceback goes to stderr first."""
     if os.environ.get(TRACEBACK_VARIABLE) == "1":
+        import traceback
+
         traceback.print_exception(error, file=sys.stderr)
     kind = "a bug in run-tools" if is_bug(error) else "an error run-tools did not expect"
     return (

@@ -12,8 +12,8 @@ from typing import Any
 import polars as pl
 
 from shared.base.errors import BadInput, UnknownMetric
+from shared.cli.main import log
 from shared.cli.output import print_as
-from shared.cli.terminal import log
 from shared.query.api import RunInfo, TopkQuery
 from shared.table.metrics import close_metrics, resolve_metric
 from shared.table.outputs import rows_frame, write_table

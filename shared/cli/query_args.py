@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from shared.base.errors import BadInput
 from shared.base.storage import check_output_file
 from shared.cli.args import add_format_argument, int_argument, path_argument, text_argument
-from shared.table.outputs import check_output_suffix
-from shared.table.vocabulary import AGGREGATIONS
+from shared.table.vocabulary import AGGREGATIONS, check_output_suffix
 
 QUERY_NOTES = """\
 --where takes a SQL test over metric keys in double quotes, parsed by polars (never eval), applied to

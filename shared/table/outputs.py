@@ -9,27 +9,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.base.errors import BadInput
-from shared.base.storage import check_output_file
 from shared.base.text import printable
+from shared.table.vocabulary import check_output_suffix
 
 if TYPE_CHECKING:  # polars only where a table is made or written: the scripts' parsers import this module
     import polars as pl
 
 
-OUTPUT_SUFFIXES = (".csv", ".parquet", ".json", ".md")
-
-
-def check_output_suffix(path: Path) -> None:
-    """BadInput (one line) for an -o file whose extension names no format we write."""
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise BadInput(
-            f"-o {path}: unknown extension {path.suffix or '(none)'} (use {', '.join(OUTPUT_SUFFIXES)})"
-        )
-
-
 def check_output(path: Path) -> None:
     """BadInput for an -o file we cannot write: an extension not one of ours, a folder, no write access."""
+    from shared.base.storage import check_output_file  # tempfile and hashlib: not while flags are parsed
+
     check_output_suffix(path)
     check_output_file(path, "-o", folder_made_later=True)
 

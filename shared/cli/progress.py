@@ -1,41 +1,18 @@
-"""The terminal's stderr: one-line logs and warnings, progress (a rich bar on a terminal, a plain line every
-N items under cron or CI), and TerminalEvents, which shows what the library reports as it comes."""
+"""Progress and events on the terminal: a rich bar on a terminal, a plain line every N items under cron or CI,
+and TerminalEvents, which shows what the library reports (shared.base.events) as it comes."""
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING
 
 from shared.base.events import Events
-from shared.base.text import printable, redact
+from shared.cli.main import is_interactive, log, warn
 
-# Set once the main thread has written the closing error line: threads still winding down (a retry of
-# an abandoned download) then write nothing after it.
-closed = threading.Event()
-
-
-def log(message: str) -> None:
-    """A progress or status line on stderr (stdout is for data); always one line."""
-    if closed.is_set() and threading.current_thread() is not threading.main_thread():
-        return
-    print(printable(redact(message)), file=sys.stderr, flush=True)
-
-
-def warn(message: str) -> None:
-    """A warning line on stderr."""
-    log(f"warning: {message}")
-
-
-def is_interactive() -> bool:
-    """True when stderr is a terminal a person watches (not cron, not CI, not a pipe)."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
+if TYPE_CHECKING:  # rich only where a bar is drawn
+    from rich.progress import Progress
 
 
 class ItemProgress:
@@ -51,6 +28,9 @@ class ItemProgress:
 
     def __enter__(self) -> ItemProgress:
         if is_interactive():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self._bar = Progress(
                 TextColumn(f"{self.verb} {self.noun}"),
                 BarColumn(),
