@@ -22,13 +22,14 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
-# A column's type, in the words this schema uses, and its arrow form.
-_ARROW_TYPES: dict[str, Callable[[Any], Any]] = {
-    "text": lambda pa: pa.string(),
-    "texts": lambda pa: pa.list_(pa.string()),
-    "integer": lambda pa: pa.int64(),
-    "number": lambda pa: pa.float64(),
-    "time": lambda pa: pa.timestamp("us", tz="UTC"),
+# A column's type, in the words this schema uses: its arrow form and its polars form (each made from its
+# own library: deriving one from the other would load pyarrow, and through it pandas, where only polars is).
+_TYPES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "text": (lambda pa: pa.string(), lambda pl: pl.String()),
+    "texts": (lambda pa: pa.list_(pa.string()), lambda pl: pl.List(pl.String())),
+    "integer": (lambda pa: pa.int64(), lambda pl: pl.Int64()),
+    "number": (lambda pa: pa.float64(), lambda pl: pl.Float64()),
+    "time": (lambda pa: pa.timestamp("us", tz="UTC"), lambda pl: pl.Datetime("us", "UTC")),
 }
 
 # Core columns of `*_runs.parquet`, in order, before the sections' columns; RunRecord has a field for each.
@@ -124,7 +125,7 @@ def arrow_schema(columns: tuple[tuple[str, str], ...]) -> pa.Schema:
     """The arrow form of columns named in this schema's words."""
     import pyarrow as pa
 
-    return pa.schema([(name, _ARROW_TYPES[kind](pa)) for name, kind in columns])
+    return pa.schema([(name, _TYPES[kind][0](pa)) for name, kind in columns])
 
 
 @cache
@@ -132,7 +133,7 @@ def polars_schema(columns: tuple[tuple[str, str], ...]) -> dict[str, pl.DataType
     """The polars form of columns named in this schema's words (as polars reads their arrow form)."""
     import polars as pl
 
-    return dict(pl.from_arrow(arrow_schema(columns).empty_table()).schema)
+    return {name: _TYPES[kind][1](pl) for name, kind in columns}
 
 
 _DERIVED: dict[str, Callable[[], Any]] = {
