@@ -39,12 +39,13 @@ def source_path(source: str | Path) -> Path:
 def source_kind(path: Path) -> str:
     """`archive` or `offline` for a folder we can read; a usage error naming both layouts otherwise."""
     from shared.neptune.archive import is_archive
-    from shared.neptune.offline import is_offline_folder
 
     if not path.exists():
         raise BadInput(f"{path} does not exist")
     if is_archive(path):  # the cheaper test first: an archive folder may hold thousands of files
         return "archive"
+    from shared.neptune.offline import is_offline_folder
+
     if is_offline_folder(path):
         return "offline"
     raise BadInput(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -69,8 +69,7 @@ def is_internal_key(key: str) -> bool:
     return key in _HISTORY_BOOKKEEPING or key.startswith("_wandb")
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """A nested dict every run carries, kept twice in the runs table: flattened into `{prefix}…` columns
     (shared.table.flatten) and whole, losslessly, as JSON text in the `raw` column."""
 
@@ -87,8 +86,7 @@ CONFIG_PREFIX, METRIC_PREFIX = CONFIG.prefix, SUMMARY.prefix
 RAW_JSON_COLUMNS = tuple(section.raw for section in SECTIONS)
 
 
-@dataclass(frozen=True)
-class Stream:
+class Stream(NamedTuple):
     """A tidy file beside the runs table, one row per logged value: `{stem}_{name}.parquet`."""
 
     name: str

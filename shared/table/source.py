@@ -11,8 +11,8 @@ and metric keys as logged; the frames' schemas are in shared.table.schema.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from shared.table.schema import RunRecord
@@ -76,8 +76,7 @@ class SummarySource(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Changes:
+class Changes(NamedTuple):
     """An incremental export's view of a project's files: when they were made (less a margin for clocks)
     and the heartbeat each complete run had then. A run is fetched again when it is new, or was created or
     seen since `cutoff`; its history when it is new or its heartbeat moved."""
@@ -98,8 +97,7 @@ def iso_utc(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment is not None else None
 
 
-@dataclass(frozen=True)
-class ProjectPlan:
+class ProjectPlan(NamedTuple):
     """What an export asks of one project's runs."""
 
     since: datetime | None = None  # only runs created since
@@ -114,8 +112,7 @@ class ProjectPlan:
         return self.changes is None or self.changes.history_moved(record)
 
 
-@dataclass(frozen=True)
-class ExportRequest:
+class ExportRequest(NamedTuple):
     """What an export asks of a source. `plan` says, per project, which runs to hand over (a source filters
     on its server where it can, else with `selects`) and whose history to read (`wants_history`)."""
 
@@ -130,18 +127,16 @@ class ExportRequest:
         return self.include_history and self.plan(record.entity, record.project).wants_history(record)
 
 
-@dataclass(frozen=True)
-class HistoryChunk:
+class HistoryChunk(NamedTuple):
     """Tidy history rows (schema.HISTORY) of runs already handed over, and how many values of each run
     were left out for not being numbers."""
 
     rows: pa.Table | pl.DataFrame
-    skipped: Mapping[str, int] = field(default_factory=dict)
+    skipped: Mapping[str, int] = MappingProxyType({})
     project: ProjectKey | None = None  # whose runs: needed only from a source that holds several projects
 
 
-@dataclass(frozen=True)
-class RunFailed:
+class RunFailed(NamedTuple):
     """A run (or its history) the source could not read: the export names it and ends incomplete."""
 
     project: ProjectKey
@@ -149,16 +144,14 @@ class RunFailed:
     reason: str
 
 
-@dataclass(frozen=True)
-class Reported:
+class Reported(NamedTuple):
     """The source's own count of a project's runs (all of them under `since`, changed or not)."""
 
     project: ProjectKey
     count: int
 
 
-@dataclass(frozen=True)
-class Unreadable:
+class Unreadable(NamedTuple):
     """A file of the source that could not be read at all: whose runs it held is not known."""
 
     message: str
