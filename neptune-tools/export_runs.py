@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     outcome = export_runs([ExportTarget(source, source.key) for source in sources], options, events)
-    report_exports(outcome.results, outcome.failures, args.output, as_json=args.json, owner="workspace")
+    report_exports(outcome, args.output, as_json=args.json, owner="workspace")
     return 0
 
 

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata={"wandb_version": version("wandb")},
     )
     outcome = export_runs(targets, options, events)
-    report_exports(outcome.results, outcome.failures, args.output, as_json=args.json)
+    report_exports(outcome, args.output, as_json=args.json)
     return 0
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 from shared.base.errors import Incomplete
 from shared.cli.main import log
 from shared.cli.tables import print_table
-from shared.export.project import ProjectResult
+from shared.export.pipeline import ExportOutcome
 
 
-def report_exports(
-    results: list[ProjectResult], failures: list[str], folder: Path, *, as_json: bool, owner: str = "entity"
-) -> None:
+def report_exports(outcome: ExportOutcome, folder: Path, *, as_json: bool, owner: str = "entity") -> None:
     """What was exported, as a table (or JSON) on stdout; Incomplete (exit 1) naming what was not,
     projects that failed and projects whose files lack runs the source reported alike."""
+    results, failures = outcome.results, outcome.failures
     rows = [
         {
             owner: r.entity,

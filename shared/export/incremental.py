@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +120,7 @@ class ProjectUpdate:
     files: ExportFiles
     include_history: bool
 
+    @cached_property
     def changes(self) -> Changes:
         """What the source is asked for: runs changed since the previous export started (less
         CLOCK_MARGIN), and runs the files do not hold complete."""
@@ -135,9 +137,10 @@ class ProjectUpdate:
         )
         if not self.include_history:
             return
-        changes = self.changes()
         refetched = {
-            record.id for record in export.records if record.id in fetched and changes.history_moved(record)
+            record.id
+            for record in export.records
+            if record.id in fetched and self.changes.history_moved(record)
         }
         for frame in stored_history(self.files.history, refetched):
             export.add_history(frame)

@@ -50,14 +50,21 @@ class ExportOptions:
     since: datetime | None = None  # only runs created since
     since_text: str | None = None  # --since as given: an update keeps the first export's boundary of `7d`
     incremental: bool = False  # fetch only what changed since the files were made, and merge
-    metadata: Mapping[str, Any] = field(
-        default_factory=dict
-    )  # for every project's metadata (versions, paths)
+    # Added to every project's metadata (versions, paths).
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def history_key_list(self) -> list[str] | None:
+        """The history keys as the state and the metadata record them."""
+        return list(self.history_keys) if self.history_keys else None
 
     def state_options(self) -> dict[str, Any]:
         """The options an update must share with the export that made the files."""
-        keys = list(self.history_keys) if self.history_keys else None
-        return {"include_history": self.include_history, "history_keys": keys, "since": self.since_text}
+        return {
+            "include_history": self.include_history,
+            "history_keys": self.history_key_list,
+            "since": self.since_text,
+        }
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,7 @@ def _task(targets: Sequence[ExportTarget], options: ExportOptions) -> dict[str, 
         "since": options.since_text,
         "incremental": options.incremental,
         "history": options.include_history,
-        "history_keys": options.state_options()["history_keys"],
+        "history_keys": options.history_key_list,
     }
 
 
@@ -156,13 +163,9 @@ class _Project:
         self.since = options.since
         if self.update is not None and self.update.state.since is not None:
             self.since = datetime.fromisoformat(self.update.state.since)  # the first export's boundary holds
-        self.plan = ProjectPlan(self.since, self.update.changes() if self.update else None)
-        history_keys = options.state_options()["history_keys"]
-        metadata = {
-            **options.metadata,
-            "source_detail": source.detail,
-            "filters": {"since": self.since and self.since.isoformat(), "history_keys": history_keys},
-        }
+        self.plan = ProjectPlan(self.since, self.update.changes if self.update else None)
+        filters = {"since": self.since and self.since.isoformat(), "history_keys": options.history_key_list}
+        metadata = {**options.metadata, "source_detail": source.detail, "filters": filters}
         self.export = ProjectExport(
             options.folder, *key, include_history=options.include_history, metadata=metadata, events=events
         )
@@ -198,8 +201,8 @@ class _Project:
             result = export.finish()
         self.finished = True
         if self.options.incremental or source.updatable:
-            state = self.options.state_options()
-            save_state(export, state, self.since, self.started, self.skipped_by_run, update)
+            options = self.options.state_options()
+            save_state(export, options, self.since, self.started, self.skipped_by_run, update)
         return result
 
 
@@ -226,7 +229,8 @@ def _export_target(
             if isinstance(item, RunRecord):
                 project(item.entity, item.project).export.add_run(item)
             elif isinstance(item, HistoryChunk):
-                owner = item.project or target.project or next(iter(projects))
+                owner = item.project or target.project
+                assert owner is not None, "a source of several projects names each chunk's project"
                 project(*owner).add_history(item)
             elif isinstance(item, RunFailed):
                 project(*item.project).export.fail_run(item.run_id, item.reason)

@@ -224,16 +224,18 @@ class NeptuneSource:
                 yield record
                 if request.wants_history(record):
                     history_of.append(run)
-        self._fractional = 0 if request.include_history else None
-        if not history_of:
+        self._fractional = None
+        if not request.include_history:
             return
         wanted = {run.run_id for run in history_of}
-        for points, skipped in self.export_history(history_of):
+        fractional_steps = 0
+        for points, skipped in self.export_history(history_of) if history_of else ():
             if len(wanted) < len(runs):  # the files hold a run's history only with its row
                 points = points.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
             frame, fractional = tidy_history(points, ids)
-            self._fractional = (self._fractional or 0) + fractional
-            yield HistoryChunk(frame, {ids[run]: count for run, count in skipped.items() if run in ids})
+            fractional_steps += fractional
+            yield HistoryChunk(frame, {ids[run]: count for run, count in skipped.items() if run in wanted})
+        self._fractional = fractional_steps
         if self._fractional:
             self.events.warn(
                 f"{'/'.join(self.key)}: {self._fractional} history points had fractional steps, rounded"

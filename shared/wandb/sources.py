@@ -162,9 +162,8 @@ class ApiSource(RecordSource):
         try:
             with self.events.progress("runs", runs.reported) as progress:
                 if request.include_history:
-                    runs_wanted = listed(progress)
                     yield from self._export_history(
-                        key, runs_wanted, request, handed_over, progress, retry, stopping
+                        key, listed(progress), request, handed_over, progress, retry, stopping
                     )
                 else:
                     for _ in listed(progress):
