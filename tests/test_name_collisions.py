@@ -162,3 +162,68 @@ def test_neptune_projects_whose_names_collide_keep_their_own_files(tmp_path):
         assert set(runs["project"]) == {metadata["project"]}
         counts[metadata["project"]] = runs.height
     assert counts == {"a b": 2, "a_b": 1}
+
+
+def metadata_by_source(folder: Path) -> dict[str, tuple[str, dict]]:
+    """source → (file stem, metadata) of every export in `folder`."""
+    found = {}
+    for path in sorted(folder.glob("*_metadata.json")):
+        metadata = json.loads(path.read_text())
+        assert metadata["source"] not in found, f"two exports from {metadata['source']}"
+        found[metadata["source"]] = (path.name.removesuffix("_metadata.json"), metadata)
+    return found
+
+
+def offline_runs(tmp_path: Path, entity: str, project: str, count: int = 1) -> Path:
+    with pytest.MonkeyPatch.context() as patch, offline_wandb(patch, tmp_path / "client") as wandb:
+        for _ in range(count):
+            run = wandb.init(mode="offline", dir=tmp_path, entity=entity, project=project)
+            run.log({"loss": 1.0})
+            run.finish()
+    return tmp_path / "wandb"
+
+
+def test_one_project_name_from_two_trackers_keeps_both_exports(tmp_path, capsys):
+    """W&B offline runs of team/sae-sweep, then a Neptune archive of team/sae-sweep, into one folder: the
+    second gets digest-suffixed names (with a note), and reruns of each keep their own files."""
+    logs = offline_runs(tmp_path, "team", "sae-sweep", count=2)
+    archive = write_archive(tmp_path / "archive", "team/sae-sweep", specs=SPECS[:3])
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert export_runs.main(["--offline", str(logs), "--include-history", "-o", str(out)]) == 0
+        assert neptune_export_runs.main(["--source", str(archive), "--include-history", "-o", str(out)]) == 0
+        exports = metadata_by_source(out)
+        assert sorted(exports) == ["neptune", "wandb-offline"]
+        assert exports["wandb-offline"][0] == "team_sae-sweep" and TAGGED.search(exports["neptune"][0])
+        for stem, metadata in exports.values():
+            runs = pl.read_parquet(out / f"{stem}_runs.parquet")
+            assert runs.height == metadata["runs_exported"] == (3 if metadata["source"] == "neptune" else 2)
+            assert set(pl.read_parquet(out / f"{stem}_history.parquet")["run_id"]) == set(runs["id"])
+    err = capsys.readouterr().err
+    assert (
+        f"team/sae-sweep: its files are named {exports['neptune'][0]}_… (team_sae-sweep_metadata.json holds"
+        " the export of team/sae-sweep from wandb-offline)" in err
+    )
+
+
+def test_an_incremental_export_never_takes_another_trackers_files_or_state(wandb_env, tmp_path, capsys):
+    """Offline logs of x_y/z exported first; then the server's x_y/z, incrementally: a full export into
+    files of its own, whose state its next update reads (the offline export's files stay as they were)."""
+    logs = offline_runs(tmp_path, "x_y", "z")
+    out = tmp_path / "out"
+    assert export_runs.main(["--offline", str(logs), "--include-history", "-o", str(out)]) == 0
+    offline_files = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    capsys.readouterr()
+    export(out, "x_y", "z")
+    assert "x_y/z: full export (no previous export state)" in capsys.readouterr().err
+    add_run(wandb_env, "x_y", "z", "xynew1")
+    wandb_env.clear_cache()
+    export(out, "x_y", "z")
+    err = capsys.readouterr().err
+    assert "x_y/z: 1 new or changed run(s) merged into the files" in err, err
+    exports = metadata_by_source(out)
+    assert sorted(exports) == ["wandb-api", "wandb-offline"]
+    stem = exports["wandb-api"][0]
+    assert TAGGED.search(stem) and (out / f"{stem}_state.json").is_file()
+    assert sorted(pl.read_parquet(out / f"{stem}_runs.parquet")["id"]) == server_ids(wandb_env, "x_y", "z")
+    assert {name: (out / name).read_bytes() for name in offline_files} == offline_files

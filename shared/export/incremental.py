@@ -152,12 +152,12 @@ class ProjectUpdate:
 
 
 def plan_update(
-    folder: Path, entity: str, project: str, options: dict[str, Any], events: Events
+    folder: Path, entity: str, project: str, tracker: str, options: dict[str, Any], events: Events
 ) -> tuple[ProjectUpdate | None, str]:
     """The update of a project's existing files, or None (and why) when it must be exported in full."""
     import pyarrow.parquet as pq
 
-    files = export_files(folder, entity, project)
+    files = export_files(folder, entity, project, tracker)  # never another tracker's files and state
     state = ProjectState.load(files.state, events)
     if state is None:
         return None, "no previous export state"

@@ -8,7 +8,8 @@ the files an earlier export left. One project's failure is named and the others 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 
 from shared.base.errors import BadInput, describe, is_bug
 from shared.base.events import Events
-from shared.base.storage import prepare_output_folder
+from shared.base.limits import read_text_file
+from shared.base.storage import prepare_output_folder, write_json
 from shared.export.incremental import (
     ProjectUpdate,
     intact_result,
@@ -26,7 +28,7 @@ from shared.export.incremental import (
     stored_result,
 )
 from shared.export.lock import FolderLock
-from shared.export.project import ProjectExport, ProjectResult, export_files
+from shared.export.project import ProjectExport, ProjectResult, export_files, tracker_of
 from shared.table.schema import RunRecord
 from shared.table.source import (
     ExportRequest,
@@ -98,16 +100,13 @@ def export_runs(
     prepare_output_folder(options.folder)
     with FolderLock(options.folder, events) as lock:
         known = [target.project for target in targets if target.project]
-        for key in known:  # every project's final paths are checked before any file is touched
-            export_files(options.folder, *key)
+        for target in targets:  # every project's final paths are checked before any file is touched
+            if target.project:
+                export_files(options.folder, *target.project, tracker_of(target.source.detail))
         done = lock.resume(_task(targets, options)) if known else []
         for target in targets:
             try:
-                if (
-                    target.name in done
-                    and target.project
-                    and (stored := _resumed(target.project, options, events))
-                ):
+                if target.name in done and target.project and (stored := _resumed(target, options, events)):
                     outcome.results.append(stored)
                     continue
                 _export_target(target, options, events, lock, outcome)
@@ -135,11 +134,12 @@ def _task(targets: Sequence[ExportTarget], options: ExportOptions) -> dict[str, 
     }
 
 
-def _resumed(key: ProjectKey, options: ExportOptions, events: Events) -> ProjectResult | None:
+def _resumed(target: ExportTarget, options: ExportOptions, events: Events) -> ProjectResult | None:
     """The files an interrupted export completed for this project, if they are all still there."""
-    stored = intact_result(export_files(options.folder, *key))
+    assert target.project is not None
+    stored = intact_result(export_files(options.folder, *target.project, tracker_of(target.source.detail)))
     if stored is None:
-        events.note(f"{'/'.join(key)}: the files its resumed export completed are gone; exporting it again")
+        events.note(f"{target.name}: the files its resumed export completed are gone; exporting it again")
     return stored
 
 
@@ -157,8 +157,9 @@ class _Project:
             started,
         )
         self.update: ProjectUpdate | None = None
+        tracker = tracker_of(source.detail)
         if options.incremental:
-            self.update, reason = plan_update(options.folder, *key, options.state_options(), events)
+            self.update, reason = plan_update(options.folder, *key, tracker, options.state_options(), events)
             events.note(plan_line(*key, self.update, reason))
         self.since = options.since
         if self.update is not None and self.update.state.since is not None:
@@ -167,9 +168,15 @@ class _Project:
         filters = {"since": self.since and self.since.isoformat(), "history_keys": options.history_key_list}
         metadata = {**options.metadata, "source_detail": source.detail, "filters": filters}
         self.export = ProjectExport(
-            options.folder, *key, include_history=options.include_history, metadata=metadata, events=events
+            options.folder,
+            *key,
+            include_history=options.include_history,
+            metadata=metadata,
+            tracker=tracker,
+            events=events,
         )
         self.reported: int | None = None  # the source's own count
+        self.unreadable: dict[str, str] = {}  # entries of the source it could not read: each a run lost
         self.skipped_by_run: dict[str, int] = {}
         self.finished = False
 
@@ -183,6 +190,9 @@ class _Project:
         export, update = self.export, self.update
         export.metadata |= source.export_metadata(*self.key)
         export.runs_reported = self.reported
+        if self.unreadable:  # reported by no count of the source's: each held a run at least
+            export.runs_reported = (self.reported or 0) + len(self.unreadable)
+            export.failed_runs |= self.unreadable
         if update is not None and not export.records and not export.failed_runs:
             self.events.note(f"{self.name}: no run changed; files left as they are")
             export.abort()
@@ -220,6 +230,7 @@ def _export_target(
 
     if target.project:
         project(*target.project)  # planned before the source is asked
+    unreadable: list[Unreadable] = []
     keys = frozenset(options.history_keys) if options.history_keys else None
     request = ExportRequest(
         options.include_history, keys, plan=lambda entity, name: project(entity, name).plan
@@ -239,13 +250,65 @@ def _export_target(
             elif isinstance(item, Unreadable):
                 events.warn(item.message)
                 outcome.failures.append(item.message)
+                unreadable.append(item)
+        _count_unreadable(unreadable, projects, project)
         for key in sorted(projects):
             result = projects[key].finish(target.source)
             outcome.results.append(result)
             if not result.shortfall:  # else a rerun exports it again: runs are missing
                 lock.completed(projects[key].name)
+        if target.project is None and not unreadable and options.since is None:  # it saw all its runs
+            _supersede_vanished(options.folder, target.source, set(projects), events)
     except BaseException:
         for unfinished in projects.values():
             if not unfinished.finished:
                 unfinished.export.abort()
         raise
+
+
+def _count_unreadable(
+    unreadable: Sequence[Unreadable],
+    projects: Mapping[ProjectKey, _Project],
+    project: Callable[[str, str], _Project],
+) -> None:
+    """Each entry the source could not read counts as a run reported and failed: in its project when the
+    source knows it, else in every project of the source (which one it held is not known)."""
+    for item in unreadable:
+        entry = item.entry or item.message
+        if item.project is not None:
+            project(*item.project).unreadable[entry] = item.message
+            continue
+        for owner in list(projects.values()):
+            owner.unreadable[entry] = f"{item.message}; whose run it held is not known: each project counts it"
+
+
+def _supersede_vanished(folder: Path, source: ExportSource, produced: set[ProjectKey], events: Events) -> None:
+    """Mark the files an earlier export of the same offline logs wrote for a project this complete export
+    no longer produces (its runs were in progress then and belong to another project now, or are gone
+    from the logs): their metadata gets `superseded`, so neither a user nor a reader takes them for
+    current (readers skip them when they read a folder). Nothing is deleted."""
+    paths = source.export_metadata("", "").get("offline_paths")
+    if not paths:
+        return
+    for metadata_file in sorted(folder.glob("*_metadata.json")):
+        try:
+            recorded = json.loads(read_text_file(metadata_file, "export metadata"))
+            key = (recorded["entity"], recorded["project"])
+        except (OSError, ValueError, KeyError, TypeError, BadInput):
+            continue  # not an export's metadata as this one writes it: not ours to judge
+        if (
+            key in produced
+            or "superseded" in recorded
+            or recorded.get("source_detail") != source.detail
+            or recorded.get("offline_paths") != paths
+        ):
+            continue
+        recorded["superseded"] = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "why": "a later export of the same offline logs no longer holds this project",
+        }
+        write_json(recorded, metadata_file)
+        events.warn(
+            f"{metadata_file.name}: {'/'.join(key)} is no longer in these offline logs (its runs were in"
+            " progress then, or are gone): its files are marked superseded, and readers of the folder skip them"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,14 +12,23 @@ from weakref import WeakValueDictionary
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shared.base.errors import BadInput, Incomplete
 from shared.base.events import Events
 from shared.base.limits import read_text_file
-from shared.base.storage import check_final_paths, name_stems, output_path, write_json, write_parquet
+from shared.base.storage import (
+    AtomicFile,
+    check_final_paths,
+    commit_together,
+    json_text,
+    name_stems,
+    output_path,
+    staged,
+)
 from shared.table.history import HistoryWriter
 from shared.table.rows import runs_table
-from shared.table.schema import FILE_KINDS, RunRecord
+from shared.table.schema import FILE_KINDS, GENERATION_KEY, HISTORY_FILE_KEY, RunRecord
 
 TOOL_VERSION = "0.1.0"
 
@@ -43,41 +53,67 @@ class ExportFiles(NamedTuple):
 _UNDER_WAY: WeakValueDictionary[Path, ProjectExport] = WeakValueDictionary()
 
 
-def _holder(metadata: Path) -> tuple[Any, Any] | None:
-    """The (entity, project) whose export files are named like `metadata`, None when the name is free.
+def tracker_of(detail: str) -> str:
+    """What an export's metadata records as its `source` for a source of kind `detail` (`source_detail`):
+    `wandb-api`, `wandb-offline` or `neptune`. Files of one project from another of these are another
+    export: the W&B API and offline logs hold different copies of a run (and keep apart incremental
+    states); a Neptune project read from its server, an archive or offline runs is one project."""
+    return "neptune" if detail.startswith("neptune") else detail
+
+
+def _holder(metadata: Path) -> tuple[Any, Any, Any] | None:
+    """The (source, entity, project) whose export files are named like `metadata`, None when the name is
+    free; the source is None in metadata written before it was recorded.
 
     Unreadable metadata holds the name for no known project: it is not overwritten.
     """
     export = _UNDER_WAY.get(metadata.resolve())
     if export is not None:
-        return export.entity, export.project
+        return export.tracker, export.entity, export.project
     try:
         recorded = json.loads(read_text_file(metadata, "export metadata"))  # a fifo would hang
-        return recorded["entity"], recorded["project"]
+        return recorded.get("source"), recorded["entity"], recorded["project"]
     except FileNotFoundError:
         return None
     except BadInput:  # not a regular file, or too large: said as such
         raise
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None, None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None, None, None
 
 
-def export_files(folder: Path, entity: str, project: str) -> ExportFiles:
-    """A project's files in `folder`: `{entity}_{project}_…` (sanitised), unless another project's files hold
-    that name (distinct names can sanitise or join to one: `a b`/`a_b`, `x_y`+`z`/`x`+`y_z`); then the
-    stem gets `-{digest of the raw names}`. Files already holding this project keep their name on reruns."""
+def _holds(holder: tuple[Any, Any, Any] | None, tracker: str, entity: str, project: str) -> bool:
+    return holder is not None and holder[1:] == (entity, project) and holder[0] in (tracker, None)
+
+
+def _held_by(holder: tuple[Any, Any, Any] | None) -> str:
+    source, entity, project = holder or (None, None, None)
+    if entity is None:
+        return "unreadable metadata"
+    return f"the export of {entity}/{project}" + (f" from {source}" if source else "")
+
+
+def export_files(folder: Path, entity: str, project: str, tracker: str) -> ExportFiles:
+    """A project's files in `folder`: `{entity}_{project}_…` (sanitised), unless another export's files hold
+    that name: another project's (distinct names can sanitise or join to one: `a b`/`a_b`, `x_y`+`z`/`x`+`y_z`),
+    or the same project's from another tracker (`tracker_of`); then the stem gets `-{digest of the raw
+    names}`, or `{tracker}_{entity}_{project}-{digest}` when that is taken too. Files already holding this
+    project of this tracker keep their name on reruns."""
+    stems = [*name_stems(entity, project), name_stems(tracker, entity, project)[1]]
     candidates = [
         ExportFiles(**{kind: output_path(folder, stem, suffix=suffix) for kind, suffix in FILE_KINDS.items()})
-        for stem in name_stems(entity, project)
+        for stem in dict.fromkeys(stems)
     ]
     holders = [_holder(files.metadata) for files in candidates]
-    for wanted in ((entity, project), None):
-        for files, holder in zip(candidates, holders, strict=True):
-            if holder == wanted:
-                check_final_paths(files)  # before anything reads or writes them
-                return files
-    taken = ", ".join(files.metadata.name for files in candidates)
-    raise Incomplete(f"cannot name the files of {entity}/{project} in {folder}: {taken} hold other exports")
+    pairs = list(zip(candidates, holders, strict=True))
+    found = next((files for files, holder in pairs if _holds(holder, tracker, entity, project)), None)
+    found = found or next((files for files, holder in pairs if holder is None), None)
+    if found is None:
+        taken = ", ".join(files.metadata.name for files in candidates)
+        raise Incomplete(
+            f"cannot name the files of {entity}/{project} in {folder}: {taken} hold other exports"
+        )
+    check_final_paths(found)  # before anything reads or writes them
+    return found
 
 
 @dataclass
@@ -105,11 +141,17 @@ class ProjectExport:
         *,
         include_history: bool,
         metadata: dict[str, Any],
+        tracker: str,
         events: Events | None = None,
     ) -> None:
-        self.entity, self.project = entity, project
+        self.entity, self.project, self.tracker = entity, project, tracker
         self.events = events or Events()
-        self.files = export_files(folder, entity, project)
+        self.files = export_files(folder, entity, project, tracker)
+        plain = output_path(folder, name_stems(entity, project)[0], suffix=FILE_KINDS["metadata"])
+        if self.files.metadata != plain:
+            stem = self.files.metadata.name.removesuffix(FILE_KINDS["metadata"])
+            held = _held_by(_holder(plain))
+            self.events.note(f"{entity}/{project}: its files are named {stem}_… ({plain.name} holds {held})")
         self._claim = self.files.metadata.resolve()
         _UNDER_WAY[self._claim] = self
         self.metadata = metadata
@@ -119,7 +161,8 @@ class ProjectExport:
         self.include_history = include_history
         self.runs_reported: int | None = None  # the source's own count, when it gives one
         self.failed_runs: dict[str, str] = {}  # run id -> why it (or its history) is not in the files
-        self._history = HistoryWriter(self.files.history)
+        self.generation = uuid.uuid4().hex  # in every file this export writes: readers pair them by it
+        self._history = HistoryWriter(self.files.history, generation=self.generation)
 
     def add_run(self, record: RunRecord) -> None:
         self.records.append(record)
@@ -154,38 +197,33 @@ class ProjectExport:
         return f"{self.entity}/{self.project}: {'; '.join(parts)}" if parts else None
 
     def finish(self) -> ProjectResult:
-        """Write history, runs and (last, as the completion mark) metadata; return what was written.
+        """Write history, runs and metadata (the completion mark) to temp files, then move them into place
+        back to back, the metadata last; return what was written. Each file carries this export's
+        generation, so a reader tells them from the files they replace.
 
         What the files hold is counted against what the source reported: `shortfall` of the result.
         """
-        if self.include_history:
-            self.history_rows = self._history.commit()
-        table, warnings = runs_table(self.records)
-        for message in warnings:
-            self.events.warn(f"{self.entity}/{self.project}: {message}")
-        write_parquet(table, self.files.runs)
-        metadata = {
-            "entity": self.entity,
-            "project": self.project,
-            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "tool": {"name": "run-tools", "version": TOOL_VERSION},
-            **self.metadata,
-            "run_count": len(self.records),
-            "runs_reported": self.runs_reported,
-            "runs_exported": len(self.records),
-            "failed_runs": self.failed_runs,
-            "history_rows": self.history_rows if self.include_history else None,
-            "skipped_history_values": self.skipped_values if self.include_history else None,
-            "flatten_warnings": warnings,
-            "files": {
-                "runs": self.files.runs.name,
-                "history": self.files.history.name if self.include_history else None,
-            },
-            "columns": {
-                name: str(dtype) for name, dtype in zip(table.column_names, table.schema.types, strict=True)
-            },
-        }
-        write_json(metadata, self.files.metadata)
+        files: list[AtomicFile] = []
+        try:
+            if self.include_history:
+                files.append(self._history.seal())
+                self.history_rows = self._history.rows
+            table, warnings = runs_table(self.records)
+            for message in warnings:
+                self.events.warn(f"{self.entity}/{self.project}: {message}")
+            history = self.files.history.name if self.include_history else ""
+            table = table.replace_schema_metadata(
+                {**(table.schema.metadata or {}), GENERATION_KEY: self.generation, HISTORY_FILE_KEY: history}
+            )
+            files.append(
+                staged(self.files.runs, lambda temp: pq.write_table(table, temp, compression="zstd"))
+            )
+            text = json_text(self._metadata(table, warnings))
+            files.append(staged(self.files.metadata, lambda temp: temp.write_text(text, encoding="utf-8")))
+            commit_together(files)
+        finally:
+            for file in files:
+                file.discard()  # a file moved into place is no longer at its temp path
         self._release()  # the metadata holds the name now
         if not self.include_history and self.files.history.exists():
             self.events.warn(
@@ -204,6 +242,30 @@ class ProjectExport:
             self.files.metadata,
             self.shortfall(),
         )
+
+    def _metadata(self, table: pa.Table, warnings: list[str]) -> dict[str, Any]:
+        return {
+            "entity": self.entity,
+            "project": self.project,
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "tool": {"name": "run-tools", "version": TOOL_VERSION},
+            **self.metadata,
+            "generation": self.generation,
+            "run_count": len(self.records),
+            "runs_reported": self.runs_reported,
+            "runs_exported": len(self.records),
+            "failed_runs": self.failed_runs,
+            "history_rows": self.history_rows if self.include_history else None,
+            "skipped_history_values": self.skipped_values if self.include_history else None,
+            "flatten_warnings": warnings,
+            "files": {
+                "runs": self.files.runs.name,
+                "history": self.files.history.name if self.include_history else None,
+            },
+            "columns": {
+                name: str(dtype) for name, dtype in zip(table.column_names, table.schema.types, strict=True)
+            },
+        }
 
     def abort(self) -> None:
         """Drop everything collected; no partial file is left behind."""
