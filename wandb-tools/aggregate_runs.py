@@ -60,7 +60,8 @@ A rule cannot name a core run column (id, name, state, tags, …) or an internal
 memory); --include-history always writes <output stem>_history.parquet. --format: the report on stdout
 as table (default), json ({{inputs, dropped, runs, columns, output, history, history_rows}}), or csv or
 markdown (the two tables, a blank line between them).
-exit codes: 0 done (also when filters left nothing: the empty file is written), 2 bad input.
+exit codes: 0 done (also when filters left nothing: the empty file is written), 1 not written (an input
+still being rewritten by an export after a few tries, a full disk), 2 bad input.
 """
 
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.analysis.frames import Selection
     from shared.base.storage import check_output_file, prepare_output_folder
     from shared.cli.progress import TerminalEvents
-    from shared.table.exports import check_regex, find_runs_files, open_runs_file
+    from shared.table.exports import check_regex, find_runs_files, one_export_state, open_runs_file
     from shared.table.vocabulary import check_output_suffix
 
     check_output_suffix(args.output)
@@ -127,19 +128,25 @@ def main(argv: list[str] | None = None) -> int:
         check_regex(args.filter, "--filter")
     rules = load_rules(args.rules)
     events = TerminalEvents()
-    files = [open_runs_file(path) for path in find_runs_files(args.inputs, events)]
+    paths = find_runs_files(args.inputs, events)
     prepare_output_folder(args.output.parent)
     selection = Selection(args.state, args.filter, args.protocol)
-    report = aggregate(
-        files,
-        args.output,
-        selection,
-        rules,
-        enrich_output=not args.no_enrich,
-        include_history=args.include_history,
-        events=events,
-    )
-    show_report(report, sum(f.rows for f in files), args)
+
+    def read() -> tuple[AggregateReport, int]:  # again when an export replaced an input as it was read
+        files = [open_runs_file(path, with_history=args.include_history) for path in paths]
+        report = aggregate(
+            files,
+            args.output,
+            selection,
+            rules,
+            enrich_output=not args.no_enrich,
+            include_history=args.include_history,
+            events=events,
+        )
+        return report, sum(f.rows for f in files)
+
+    report, read_runs = one_export_state(read)
+    show_report(report, read_runs, args)
     if report.kept == 0:
         reason = (
             f"{report.emptied_by} removed all that were left"

@@ -217,7 +217,7 @@ def check_report_path(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--report writes the page only: {', '.join(given)} does not apply with it")
 
 
-def load(inputs: list[str]) -> tuple[pl.LazyFrame, list[RunsFile], str | None]:
+def load(inputs: list[str], *, with_history: bool) -> tuple[pl.LazyFrame, list[RunsFile], str | None]:
     """The runs of `inputs` (default: the newest export), the files read, and the line naming a default pick."""
     from shared.cli.progress import TerminalEvents
     from shared.table.exports import find_runs_files, newest_export, open_runs_file, scan_deduplicated
@@ -231,7 +231,7 @@ def load(inputs: list[str]) -> tuple[pl.LazyFrame, list[RunsFile], str | None]:
         newest, count = newest_export(DEFAULT_FOLDER)
         picked = f"using {newest} (the newest of {count} parquet files under {DEFAULT_FOLDER}/)"
         paths = [newest]
-    files = [open_runs_file(p) for p in paths]
+    files = [open_runs_file(p, with_history=with_history) for p in paths]
     return scan_deduplicated(files, events), files, picked
 
 
@@ -296,13 +296,9 @@ def check_columns(schema: pl.Schema, args: argparse.Namespace) -> tuple[str | No
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import polars as pl
 
-    from shared.analysis import frames as an
-    from shared.analysis.enrich import load_rules
     from shared.analysis.plots import check_plot_path
-    from shared.analysis.views import chosen_view
-    from shared.table.exports import check_regex
+    from shared.table.exports import check_regex, one_export_state
     from shared.table.outputs import check_output
 
     if args.output:
@@ -311,7 +307,20 @@ def main(argv: list[str] | None = None) -> int:
         check_plot_path(args.plot)
     if args.filter:
         check_regex(args.filter, "--filter")
-    frame, files, picked = load(args.inputs)
+    return one_export_state(lambda: analyze(args))
+
+
+def analyze(args: argparse.Namespace) -> int:
+    """The analysis of the inputs, shown once all of it is read: ExportChanged (nothing shown) when an
+    export replaced a file it read."""
+    import polars as pl
+
+    from shared.analysis import frames as an
+    from shared.analysis.enrich import load_rules
+    from shared.analysis.views import chosen_view
+    from shared.table.exports import check_unchanged
+
+    frame, files, picked = load(args.inputs, with_history=bool(args.report))
     source = ", ".join(f.label for f in files)
     frame = an.prepare(frame, load_rules(args.rules))
     metric, pareto = check_columns(frame.collect_schema(), args)
@@ -322,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if metric is None:  # --schema
         described, counts = an.schema_query(matched)
         table = an.schema_table(described, counts.collect())
+        check_unchanged(files)
         return show(table, args, title=f"Schema of {source}: {len(table)} columns")
     if not args.metric:
         log(f"ranking by {metric} (choose another with --metric)")
@@ -334,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"note: the front takes lower {pareto} as better; pass --pareto-maximize if higher is")
     view = chosen_view(options, pivot=args.pivot)
     collected, counts = pl.collect_all([view.query(matched), an.funnel_query(frame, steps, metric)])
+    check_unchanged(files)
     funnel = an.read_funnel(counts, steps)
     if note := funnel.footer(metric):  # first: the front's own count of left-out runs says "more"
         log(note)
@@ -378,8 +389,10 @@ def report(
     import shlex
 
     from shared.analysis.report import build_report, write_report
+    from shared.table.exports import check_unchanged
 
     html, funnel = build_report(frame, files, steps, options, command=shlex.join(args.command))
+    check_unchanged(files)
     if note := funnel.footer(options.metric):
         log(note)
     size = write_report(args.report, html)

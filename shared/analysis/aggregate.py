@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from shared.analysis.enrich import ColumnRule, check_rule_columns, enrich, rule_
 from shared.analysis.frames import Selection
 from shared.base.errors import BadInput
 from shared.base.events import Events
-from shared.base.storage import atomic_path
+from shared.base.storage import commit_together
 from shared.base.text import name_list
 from shared.table.exports import (
     FILE_INDEX,
@@ -20,15 +21,15 @@ from shared.table.exports import (
     RUN_KEY,
     SOURCE_COLUMN,
     RunsFile,
+    check_unchanged,
     conform,
-    history_file_of,
     history_sibling,
     newest_copies,
     scan_runs,
     union_schema,
 )
-from shared.table.outputs import sink_table
-from shared.table.schema import HISTORY_COLUMNS
+from shared.table.outputs import staged_table
+from shared.table.schema import GENERATION_KEY, HISTORY_COLUMNS, HISTORY_FILE_KEY
 
 
 @dataclass
@@ -87,8 +88,11 @@ def aggregate(
     include_history: bool = False,
     events: Events | None = None,
 ) -> AggregateReport:
-    """Union, deduplicate, filter and enrich `files` into `output` (atomically, by its extension; .parquet
-    and .csv streaming). Columns turned into text and inputs without history are told to `events`."""
+    """Union, deduplicate, filter and enrich `files` into `output` (by its extension; .parquet and .csv
+    streaming) and, `include_history`, their history into `<output stem>_history.parquet`: both written
+    in full to temp files, then moved into place together, each with the aggregate's generation (the pair
+    is one state). ExportChanged, nothing written, when an input was replaced as it was read (an export).
+    Columns turned into text and inputs without history are told to `events`."""
     events = events or Events()
     schema, warnings = union_schema([f.schema for f in files])
     for message in warnings:
@@ -111,18 +115,34 @@ def aggregate(
         frame = enrich(frame, rules).select(pl.exclude(names), *names)
     frame = frame.drop(FILE_INDEX, ROW_INDEX)
     report.columns = len(frame.collect_schema())
-    sink_table(frame, output)
-    if include_history:
-        report.history_path = history_sibling(output)
-        report.history_rows = merge_history(files, kept, report.history_path, events)
+    generation = {GENERATION_KEY: uuid.uuid4().hex}
+    history = history_sibling(output)
+    listed = {HISTORY_FILE_KEY: history.name if include_history else ""}
+    staged = [staged_table(frame, output, metadata=generation | listed)]
+    try:
+        if include_history:
+            report.history_path = history
+            merged = merge_history(files, kept, events)
+            staged.append(staged_table(merged, history, metadata=generation))
+            report.history_rows = pl.scan_parquet(staged[-1].temp).select(pl.len()).collect().item()
+        check_unchanged(files)
+        commit_together(staged)
+    finally:
+        for file in staged:
+            file.discard()  # a file moved into place is no longer at its temp path
+    if not include_history and history.exists():
+        events.warn(
+            f"{history} is left from an earlier aggregate: not part of this one, so the tools ignore it"
+            " (aggregate with --include-history to refresh it, or delete it)"
+        )
     return report
 
 
-def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, output: Path, events: Events) -> int:
-    """The kept runs' history from each input's `…_history.parquet`, with entity/project, into `output`."""
+def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, events: Events) -> pl.LazyFrame:
+    """The kept runs' history from each input's history file (opened with it), with entity/project."""
     sources = []
     for index, runs in enumerate(files):
-        path = history_file_of(runs.path)
+        path = runs.history
         if path is None:
             events.warn(f"no history for {runs.label}: it was exported without --include-history")
             continue
@@ -147,7 +167,4 @@ def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, output: Path, e
     empty = pl.LazyFrame(
         schema=schema | {"entity": pl.String, "project": pl.String, SOURCE_COLUMN: pl.String}
     )
-    merged = pl.concat(frames, how="vertical") if frames else empty.select(order)
-    with atomic_path(output) as temp:
-        merged.sink_parquet(temp, compression="zstd")
-    return pl.scan_parquet(output).select(pl.len()).collect().item()
+    return pl.concat(frames, how="vertical") if frames else empty.select(order)

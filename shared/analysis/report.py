@@ -21,7 +21,7 @@ from shared.analysis.plots import axis_name, plot_curve_panels
 from shared.analysis.render import states_note
 from shared.analysis.views import GroupView, ParetoView, PivotView, TopView, ViewOptions
 from shared.base.storage import atomic_path
-from shared.table.exports import RunsFile, export_metadata, history_file_of
+from shared.table.exports import FILE_INDEX, RUN_KEY, RunsFile, export_metadata, newest_files
 from shared.table.metrics import metric_column
 from shared.table.outputs import format_value
 from shared.table.schema import CONFIG_PREFIX
@@ -96,7 +96,7 @@ def read_section(files: Sequence[RunsFile], counts: dict[str, pl.DataFrame], fun
     rows, skipped = [], []
     for runs_file in files:
         metadata = export_metadata(runs_file.path) or {}
-        history = history_file_of(runs_file.path, metadata)
+        history = runs_file.history
         failed = metadata.get("failed_runs") or {}
         if isinstance(failed, dict) and failed:
             skipped.append(f"{runs_file.label}: {len(failed)} runs the export could not fetch")
@@ -172,18 +172,19 @@ def pareto_section(candidates: pl.DataFrame, options: ViewOptions) -> dict:
 def top_curves(
     files: Sequence[RunsFile], top: pl.DataFrame, metric: str
 ) -> tuple[list[tuple[str, list, list, float]], str]:
-    """The top runs' logged curves of `metric` from the inputs' history files, best first; and a line
-    saying which runs have none (or why there are no curves at all)."""
-    wanted = top.head(CURVE_PANELS).select("entity", "project", "id", "name", metric)
+    """The top runs' logged curves of `metric` from the inputs' history files (opened with them), best
+    first; and a line saying which runs have none (or why there are no curves at all). A run's curve is
+    from the history of the file its row is from: the newest copy's (scan_deduplicated)."""
+    wanted = top.head(CURVE_PANELS).select(*RUN_KEY, "name", metric)
+    holders = newest_files(files, wanted.select(RUN_KEY))
     found: dict[tuple[str, str, str], pl.DataFrame] = {}
     histories = 0
-    for runs_file in files:
-        history = history_file_of(runs_file.path)
+    for index, runs_file in enumerate(files):
+        history = runs_file.history
         if history is None or not history.is_file():
             continue
         histories += 1
-        in_file = pl.scan_parquet(runs_file.path).select("entity", "project", "id")
-        keys = wanted.lazy().join(in_file, on=["entity", "project", "id"], how="semi").collect()
+        keys = holders.filter(pl.col(FILE_INDEX) == index)
         points = pl.scan_parquet(history).filter(pl.col("run_id").is_in(keys["id"].implode())).collect()
         logged_as = [key for key in points["key"].unique() if metric_column(key) == metric]
         points = points.filter(pl.col("key").is_in(logged_as))

@@ -28,6 +28,11 @@ class Incomplete(RunToolsError):
     (the CLI: exit 1)."""
 
 
+class ExportChanged(Incomplete):
+    """Export files read together that belong to different exports (one is replacing them as they are read):
+    readers try again, then fail with this (the CLI: exit 1)."""
+
+
 class FolderLocked(RunToolsError):
     """Another export holds the output folder (the CLI: exit 3)."""
 

@@ -8,7 +8,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,6 +162,25 @@ class AtomicFile:
         self.temp.unlink(missing_ok=True)
 
 
+def commit_together(files: Sequence[AtomicFile]) -> None:
+    """Move several written temp files into place back to back (all synced first), so that files meant to
+    be read together are of two states for no longer than their renames take."""
+    target: Path | None = None
+    try:
+        for file in files:
+            target = file.final
+            with open(file.temp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        for file in files:
+            target = file.final
+            os.replace(file.temp, file.final)
+        for folder in dict.fromkeys(file.final.parent for file in files):
+            _fsync_folder(folder)
+    except OSError as error:
+        assert target is not None
+        raise write_error(target, error) from None
+
+
 def write_error(final: Path, error: Exception) -> Incomplete:
     """One line for a failed write (disk full, file too large, no permission, …)."""
     reason = (
@@ -190,6 +209,19 @@ def atomic_path(final: Path) -> Iterator[Path]:
         target.discard()
 
 
+def staged(final: Path, write: Callable[[Path], None]) -> AtomicFile:
+    """A temp file beside `final` that `write` fills, for commit_together; deleted when writing fails."""
+    target = AtomicFile(final)
+    try:
+        write(target.temp)
+    except BaseException as error:
+        target.discard()
+        if isinstance(error, OSError) or type(error).__module__.startswith("polars"):  # as atomic_path
+            raise write_error(final, error) from None
+        raise
+    return target
+
+
 def write_parquet(table: pa.Table, final: Path) -> None:
     """Write a parquet file atomically."""
     import pyarrow.parquet as pq
@@ -198,7 +230,12 @@ def write_parquet(table: pa.Table, final: Path) -> None:
         pq.write_table(table, temp, compression="zstd")
 
 
+def json_text(data: Any) -> str:
+    """`data` as the JSON files the tools write hold it (pretty, non-ASCII kept)."""
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
 def write_json(data: Any, final: Path) -> None:
     """Write a JSON file atomically (pretty, UTF-8)."""
     with atomic_path(final) as temp:
-        temp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        temp.write_text(json_text(data), encoding="utf-8")

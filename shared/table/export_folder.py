@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from shared.base.errors import BadInput, describe
+from shared.base.errors import BadInput, Incomplete, RunToolsError, describe
 from shared.base.storage import name_stems, safe_name
 from shared.base.text import name_list
-from shared.table.exports import export_metadata, export_stem, history_file_of
+from shared.table.exports import (
+    export_changed,
+    export_metadata,
+    export_stem,
+    listed_history,
+    one_export_state,
+    parquet_generation,
+)
 from shared.table.flatten import parse_object
 from shared.table.record_source import ListedRun, RecordSource, points_frame
 from shared.table.schema import RAW_JSON_COLUMNS, RUNS_FILE
@@ -53,7 +63,14 @@ def find_export(path: Path, project: str | None) -> Path:
         return path
     if not path.is_dir():
         raise BadInput(f"{path} does not exist")
-    files = sorted(path.glob(f"*{RUNS_FILE}"))
+    try:  # a glob would take an unreadable folder for an empty one
+        names = os.listdir(path)
+    except OSError as error:
+        raise Incomplete(f"cannot read {path} ({error.strerror or type(error).__name__})") from None
+    files = sorted(path / name for name in names if name.endswith(RUNS_FILE))
+    superseded = [file for file in files if "superseded" in (export_metadata(file) or {})]
+    if superseded:  # an export marked them: their project is no longer in its offline logs
+        files = [file for file in files if file not in superseded]
     if not files:
         raise BadInput(f"no *_runs.parquet in {path}: not a folder written by wandb-tools/export_runs.py")
     recorded = {file: _exported_project(file) for file in files}
@@ -77,62 +94,136 @@ def find_export(path: Path, project: str | None) -> Path:
     raise BadInput(f"project {project!r} is not in {path} (exports there: {labels})")
 
 
+class Snapshot:
+    """One export's runs and history files, open: read through these handles, they stay the files of one
+    export while another replaces them (a rename leaves an open file as it was)."""
+
+    def __init__(self, runs_file: Path) -> None:
+        self.history: BinaryIO | None = None
+        try:
+            self.runs = open(runs_file, "rb")  # noqa: SIM115 (kept open: closed by close())
+        except OSError as error:  # permission denied, removed meanwhile: said as such, exit 1
+            raise Incomplete(f"cannot read {runs_file} ({error.strerror or type(error).__name__})") from None
+        try:
+            metadata = export_metadata(runs_file)
+            footer = pq.read_metadata(self.runs)
+            generation = parquet_generation(footer)
+            if metadata is not None and metadata.get("generation") != generation:
+                raise export_changed(
+                    runs_file, metadata, f"{runs_file.name} and its metadata are of different exports"
+                )
+            self.history_file = listed_history(runs_file, footer, metadata)
+            self.history_keys = _exported_history_keys(metadata or {})
+            if self.history_file is not None and self.history_file.is_file():
+                self.history = open(self.history_file, "rb")  # noqa: SIM115
+                if parquet_generation(pq.read_metadata(self.history)) != generation:
+                    raise export_changed(
+                        runs_file,
+                        metadata,
+                        f"{runs_file.name} and {self.history_file.name} are of different exports",
+                    )
+        except OSError as error:
+            self.close()
+            raise Incomplete(f"cannot read the export {runs_file} ({describe(error)})") from None
+        except (ValueError, pa.ArrowException) as error:
+            self.close()
+            if isinstance(error, RunToolsError):
+                raise
+            raise BadInput(f"cannot read the export {runs_file}: {describe(error)}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for handle in (self.runs, self.history):
+            if handle is not None:
+                handle.close()
+
+
+def _exported_history_keys(metadata: dict[str, Any]) -> set[str] | None:
+    """The keys an export limited its history to (--history-keys), None for all."""
+    try:
+        keys = metadata["filters"]["history_keys"]
+    except (KeyError, TypeError):
+        return None
+    return set(keys) if isinstance(keys, list) else None
+
+
 class ExportFolderSource(RecordSource):
     """A project written by export_runs.py: `…_runs.parquet` (config and summary as JSON) and, with
-    --include-history, `…_history.parquet` (read for the needed runs and keys only)."""
+    --include-history, `…_history.parquet` (read for the needed runs and keys only). Both are read from
+    one Snapshot, taken as the runs are listed: an export replacing them is not seen half-way."""
 
     def __init__(self, path: Path, project: str | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.runs_file = find_export(path, project)
-        metadata = export_metadata(self.runs_file) or {}
-        self.history_file = history_file_of(self.runs_file, metadata)
-        self.history_keys = self._exported_history_keys(metadata)
-
-    @staticmethod
-    def _exported_history_keys(metadata: dict[str, Any]) -> set[str] | None:
-        """The keys an export limited its history to (--history-keys), None for all."""
         try:
-            keys = metadata["filters"]["history_keys"]
-        except (KeyError, TypeError):
-            return None
-        return set(keys) if isinstance(keys, list) else None
+            self.runs_file.open("rb").close()
+        except OSError as error:  # permission denied, removed meanwhile: said as such, exit 1
+            raise Incomplete(
+                f"cannot read {self.runs_file} ({error.strerror or type(error).__name__})"
+            ) from None
+        self._snapshot: Snapshot | None = None
+
+    def _take_snapshot(self) -> Snapshot:
+        if self._snapshot is not None:
+            self._snapshot.close()
+        self._snapshot = None
+        self._snapshot = one_export_state(lambda: Snapshot(self.runs_file))
+        return self._snapshot
+
+    def close(self) -> None:
+        super().close()
+        if self._snapshot is not None:
+            self._snapshot.close()
+            self._snapshot = None
 
     def _list(self) -> Iterator[ListedRun]:
         columns = ("id", "name", "state", *RAW_JSON_COLUMNS)
-        schema = pl.read_parquet_schema(self.runs_file)
+        snapshot = self._take_snapshot()
+        schema = pq.read_schema(snapshot.runs).names
         missing = [column for column in columns if column not in schema]
         if missing:
             raise BadInput(f"{self.runs_file} is not a runs export: no {', '.join(missing)} column")
-        for row in pl.read_parquet(self.runs_file).iter_rows(named=True):
+        snapshot.runs.seek(0)
+        for row in pl.read_parquet(snapshot.runs).iter_rows(named=True):
             config, summary = (parse_object(row[c])[0] or {} for c in RAW_JSON_COLUMNS)
             yield ListedRun(row["id"], row["name"] or row["id"], row["state"], config, summary, row)
 
     def _history(self, pairs: pl.DataFrame, *, needed: bool) -> pl.DataFrame:
         keys = pairs["key"].unique().to_list()
-        history = self.history_file if self.history_file and self.history_file.is_file() else None
+        snapshot = self._snapshot or self._take_snapshot()
+        history = snapshot.history_file if snapshot.history is not None else None
         if needed and keys and history is None:
             raise BadInput(
                 f"{self.runs_file.name} was exported without its history: this query needs it "
                 "(export with --include-history, or use --aggregation last)"
             )
-        absent = sorted(set(keys) - self.history_keys) if self.history_keys is not None else []
+        exported = snapshot.history_keys
+        absent = sorted(set(keys) - exported) if exported is not None else []
         if needed and absent:
             raise BadInput(
-                f"{self.runs_file.name} was exported with --history-keys {','.join(sorted(self.history_keys or []))}: "
+                f"{self.runs_file.name} was exported with --history-keys {','.join(sorted(exported or []))}: "
                 f"no history of {', '.join(absent)}"
             )
-        if not keys or history is None:
+        if not keys or history is None or snapshot.history is None:
             return points_frame({})
         try:
-            missing = [c for c in (RUN, "key", "step", "value") if c not in pl.read_parquet_schema(history)]
-            if missing:
+            names = pq.read_schema(snapshot.history).names
+            if missing := [c for c in (RUN, "key", "step", "value") if c not in names]:
                 raise BadInput(f"{history} is not a history export: no {', '.join(missing)} column")
+            snapshot.history.seek(0)
+            wanted = [(RUN, "in", pairs[RUN].unique().to_list()), ("key", "in", keys)]
+            table = pq.read_table(snapshot.history, columns=[RUN, "key", "step", "value"], filters=wanted)
             return (
-                pl.scan_parquet(history)
-                .filter(pl.col(RUN).is_in(pairs[RUN].unique().to_list()) & pl.col("key").is_in(keys))
+                pl.from_arrow(table)
                 .select(RUN, "key", pl.col("step").cast(pl.Float64), pl.col("value").cast(pl.Float64))
-                .collect()
                 .join(pairs, on=[RUN, "key"], how="semi")
             )
-        except (pl.exceptions.PolarsError, OSError) as error:  # cut short, not parquet, odd column types
+        except (
+            pl.exceptions.PolarsError,
+            OSError,
+            ValueError,
+            pa.ArrowException,
+        ) as error:  # cut short, odd types
             raise BadInput(f"cannot read the history {history}: {describe(error)}") from None

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.base.errors import EMPTY_PATH, BadInput
+from shared.base.errors import EMPTY_PATH, BadInput, ExportChanged, Incomplete
 from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
 from shared.base.storage import parquet_schema
 from shared.base.text import name_list
-from shared.table.schema import HISTORY, RUNS_FILE
+from shared.table.schema import GENERATION_KEY, HISTORY, HISTORY_FILE_KEY, RUNS_FILE
+
+T = TypeVar("T")
 
 REQUIRED_COLUMNS = ("id", "name", "entity", "project")  # what makes a parquet a runs export
 
@@ -36,6 +41,36 @@ SOURCE_COLUMN = "_source_file"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
+def files_under(folder: Path, suffix: str) -> list[Path]:
+    """Files (not folders) named `*{suffix}` at any depth below `folder`, sorted; Incomplete naming a
+    folder below that cannot be listed (a glob would skip it, and its runs, without a word)."""
+    found, unreadable = [], []
+    for parent, _, files in os.walk(folder, onerror=unreadable.append):
+        found += [Path(parent, name) for name in files if name.endswith(suffix)]
+    if unreadable:
+        first = unreadable[0]
+        more = f" (and {len(unreadable) - 1} more folders)" if len(unreadable) > 1 else ""
+        raise Incomplete(
+            f"cannot read {first.filename} ({first.strerror or type(first).__name__}){more}: the runs"
+            " files in it would be missing"
+        )
+    return sorted(found)
+
+
+def _current(runs_files: list[Path], events: Events) -> list[Path]:
+    """The runs files of a folder less those an export marked superseded (their project is no longer in
+    its offline logs: their runs are current elsewhere, or gone), each named in a note."""
+    kept = []
+    for runs_file in runs_files:
+        if "superseded" in (export_metadata(runs_file) or {}):
+            events.note(
+                f"skipping {runs_file}: superseded (its project is no longer in the logs it was exported from)"
+            )
+        else:
+            kept.append(runs_file)
+    return kept
+
+
 def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list[Path]:
     """Folders (every `*_runs.parquet` below them), files and globs → distinct parquet paths, in order."""
     found: list[Path] = []
@@ -44,7 +79,7 @@ def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list
             raise BadInput(EMPTY_PATH)
         path = Path(item)
         if path.is_dir():
-            matches = sorted(p for p in path.rglob(f"*{RUNS_FILE}") if not p.is_dir())
+            matches = _current(files_under(path, RUNS_FILE), events or Events())
             if not matches:
                 present = sorted(p.name for p in path.iterdir())
                 raise BadInput(f"no *_runs.parquet in folder {item} (it holds: {name_list(present, 15)})")
@@ -68,14 +103,29 @@ def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list
     return found
 
 
+Stamp = tuple[int, int, int, int] | None  # a file's device, inode, size and change time; None: absent
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
+
+
 @dataclass(frozen=True)
 class RunsFile:
-    """One runs parquet: where it is, its columns, its row count and when it was exported."""
+    """One runs parquet: where it is, its columns, its row count and when it was exported; the export's
+    generation, its history file (when opened with it) and the files' stamps as they were first read."""
 
     path: Path
     schema: dict[str, pl.DataType]
     rows: int
     exported_at: datetime
+    generation: str | None = None
+    history: Path | None = None  # opened `with_history`: its history file, of the same export
+    stamps: tuple[tuple[Path, Stamp], ...] = ()
 
     @property
     def label(self) -> str:
@@ -87,13 +137,18 @@ def export_stem(runs_file: Path) -> str:
     return runs_file.name.removesuffix(RUNS_FILE)
 
 
+def metadata_file_of(path: Path) -> Path | None:
+    """`x_metadata.json` beside an export's `x_runs.parquet`; None for a file of another name."""
+    return path.with_name(f"{export_stem(path)}_metadata.json") if path.name.endswith(RUNS_FILE) else None
+
+
 def export_metadata(path: Path) -> dict[str, Any] | None:
     """The sibling `…_metadata.json` the exporters write next to a `…_runs.parquet`; None when there is
     none or it cannot be read (files from older versions, files copied on their own). BadInput when it
     is no regular file, is too large or is nested too deep to read."""
-    if not path.name.endswith(RUNS_FILE):
+    metadata = metadata_file_of(path)
+    if metadata is None:
         return None
-    metadata = path.with_name(f"{export_stem(path)}_metadata.json")
     try:
         recorded = json.loads(read_text_file(metadata, "export metadata"))
     except BadInput:
@@ -121,9 +176,10 @@ def history_sibling(path: Path) -> Path:
     return path.with_name(f"{stem}{HISTORY.suffix}")
 
 
-def export_time(path: Path) -> datetime:
-    """`exported_at` from the sibling `…_metadata.json` the exporters write, else the file's mtime."""
-    metadata = export_metadata(path)
+def export_time(path: Path, metadata: dict[str, Any] | None = None) -> datetime:
+    """`exported_at` from the sibling `…_metadata.json` the exporters write (read unless given), else
+    the file's mtime."""
+    metadata = metadata if metadata is not None else export_metadata(path)
     if metadata is not None:
         try:
             stamp = datetime.fromisoformat(metadata["exported_at"])
@@ -133,17 +189,104 @@ def export_time(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
-def open_runs_file(path: Path) -> RunsFile:
-    """Read a parquet's footer and check that it is a runs export; BadInput naming what it holds if not."""
-    check_regular_file(path, "runs file")
+def parquet_generation(footer: pq.FileMetaData) -> str | None:
+    """The export generation in a parquet footer's key-value metadata; None in files of older versions."""
+    value = (footer.metadata or {}).get(GENERATION_KEY.encode())
+    return value.decode(errors="replace") if value else None
+
+
+def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
+    """Read a parquet's footer and check that it is a runs export; BadInput naming what it holds if not.
+
+    Its metadata JSON and (`with_history`) history file must be of the export that wrote it (the same
+    generation); else ExportChanged: an export is replacing them (one_export_state reads again).
+    """
+    try:
+        check_regular_file(path, "runs file")
+        path.open("rb").close()  # permission denied, removed meanwhile: not a damaged file (exit 1, not 2)
+    except OSError as error:
+        raise Incomplete(f"cannot read {path} ({error.strerror or type(error).__name__})") from None
+    metadata_file = metadata_file_of(path)
+    stamps = [(path, _stamp(path)), *([(metadata_file, _stamp(metadata_file))] if metadata_file else [])]
     schema = parquet_schema(path)
-    rows = pq.ParquetFile(path).metadata.num_rows  # the footer just read: a damaged file failed above
+    footer = pq.read_metadata(path)  # the footer just read: a damaged file failed above
     missing = [c for c in REQUIRED_COLUMNS if c not in schema]
     if missing:
         raise BadInput(
             f"{path} is not a runs export: no {', '.join(missing)} column (it has: {name_list(schema)})"
         )
-    return RunsFile(path, schema, rows, export_time(path))
+    metadata = export_metadata(path)
+    generation = parquet_generation(footer)
+    if metadata is not None and metadata.get("generation") != generation:
+        raise export_changed(
+            path, metadata, f"{path.name} and {_name(metadata_file)} are of different exports"
+        )
+    history = None
+    if with_history:
+        history = listed_history(path, footer, metadata)
+        if history is not None and history.is_file():
+            stamps.append((history, _stamp(history)))
+            if _history_generation(history) != generation:
+                raise export_changed(
+                    path, metadata, f"{path.name} and {history.name} are of different exports"
+                )
+    return RunsFile(
+        path, schema, footer.num_rows, export_time(path, metadata), generation, history, tuple(stamps)
+    )
+
+
+def _name(path: Path | None) -> str:
+    return path.name if path else ""
+
+
+def _history_generation(path: Path) -> str | None:
+    """A history file's generation; None also when it cannot be read (its reader says why)."""
+    try:
+        return parquet_generation(pq.read_metadata(path))
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
+def listed_history(path: Path, footer: pq.FileMetaData, metadata: dict[str, Any] | None) -> Path | None:
+    """The history file of a runs parquet: as its footer names it (ours since generations), else as its
+    export's metadata does, else `x_history.parquet` beside it (files of older versions)."""
+    listed = (footer.metadata or {}).get(HISTORY_FILE_KEY.encode())
+    if listed is not None:
+        name = Path(listed.decode(errors="replace")).name
+        return path.with_name(name) if name else None
+    return history_file_of(path, metadata or {})
+
+
+def export_changed(path: Path, metadata: dict[str, Any] | None, what: str) -> ExportChanged:
+    """The error of export files read together that are not of one export (`what` says how)."""
+    recorded = metadata or {}
+    project = f"{recorded.get('entity')}/{recorded.get('project')}" if "project" in recorded else str(path)
+    return ExportChanged(f"{project}: {what}: being rewritten by an export")
+
+
+def check_unchanged(files: Sequence[RunsFile]) -> None:
+    """ExportChanged when a file read since `open_runs_file` has been replaced (an export renamed its own
+    into place): what was read may mix two exports."""
+    for runs in files:
+        for path, stamp in runs.stamps:
+            if _stamp(path) != stamp:
+                raise export_changed(
+                    runs.path, export_metadata(runs.path), f"{path.name} was replaced as it was read"
+                )
+
+
+def one_export_state(read: Callable[[], T], *, attempts: int = 5, pause: float = 0.05) -> T:
+    """`read()`, again after a growing pause while it raises ExportChanged (an export's renames take
+    milliseconds); that error, saying how often it was tried, when every attempt met one."""
+    for attempt in range(1, attempts):
+        try:
+            return read()
+        except ExportChanged:
+            time.sleep(pause * 2 ** (attempt - 1))
+    try:
+        return read()
+    except ExportChanged as error:
+        raise ExportChanged(f"{error} (read {attempts} times; try again once it has finished)") from None
 
 
 def _family(dtype: pl.DataType) -> str:
@@ -264,6 +407,17 @@ def newest_copies(frame: pl.LazyFrame, files: Sequence[RunsFile]) -> pl.LazyFram
     )
 
 
+def newest_files(files: Sequence[RunsFile], keys: pl.DataFrame) -> pl.DataFrame:
+    """The runs of `keys` (RUN_KEY columns) with the index of the file holding their newest copy, the one
+    scan_deduplicated keeps (FILE_INDEX): what else is read of a run comes from that file's export."""
+    if len(files) == 1:
+        return keys.with_columns(pl.lit(0, pl.Int32).alias(FILE_INDEX))
+    schema, _ = union_schema([f.schema for f in files])  # its warnings were given when the runs were read
+    frame = scan_runs(files, schema).join(keys.lazy(), on=list(RUN_KEY), how="semi")
+    winners = newest_copies(frame, files)
+    return frame.join(winners, on=[FILE_INDEX, ROW_INDEX], how="semi").select(*RUN_KEY, FILE_INDEX).collect()
+
+
 def name_pattern(pattern: str) -> pl.Expr:
     """Rows whose `name` matches `pattern` (a regex searched anywhere, so a plain word is a substring)."""
     check_regex(pattern, "--filter")
@@ -300,7 +454,7 @@ def newest_export(folder: Path) -> tuple[Path, int]:
     candidates = (
         [
             p
-            for p in folder.rglob("*.parquet")
+            for p in files_under(folder, ".parquet")
             if not p.name.endswith(HISTORY.suffix) and not p.name.startswith(".")
         ]
         if folder.is_dir()

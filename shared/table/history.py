@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from shared.base.storage import AtomicFile, write_error
-from shared.table.schema import HISTORY_COLUMNS, HISTORY_SCHEMA
+from shared.table.schema import GENERATION_KEY, HISTORY_COLUMNS, HISTORY_SCHEMA
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -56,8 +56,9 @@ class HistoryWriter:
     collecting; at most two groups are held in memory.
     """
 
-    def __init__(self, final: Path, row_group: int = ROW_GROUP) -> None:
+    def __init__(self, final: Path, row_group: int = ROW_GROUP, *, generation: str | None = None) -> None:
         self.final, self.row_group = final, row_group
+        self.generation = generation  # the export's id, in the file's key-value metadata
         self.rows = 0
         self._pending: list[pl.DataFrame | pa.Table] = []
         self._pending_rows = 0
@@ -89,7 +90,10 @@ class HistoryWriter:
 
         if self._writer is None:
             self._file = AtomicFile(self.final)
-            self._writer = pq.ParquetWriter(self._file.temp, HISTORY_SCHEMA, **_WRITER_OPTIONS)
+            schema = HISTORY_SCHEMA
+            if self.generation:
+                schema = schema.with_metadata({GENERATION_KEY: self.generation})
+            self._writer = pq.ParquetWriter(self._file.temp, schema, **_WRITER_OPTIONS)
         return self._writer
 
     def _write(self, frames: list[pl.DataFrame | pa.Table]) -> None:
@@ -111,13 +115,17 @@ class HistoryWriter:
 
     def commit(self) -> int:
         """Write what is left, close, and move the file to its final path; the number of rows written."""
+        self.seal().commit()
+        return self.rows
+
+    def seal(self) -> AtomicFile:
+        """Write what is left and close: the complete file, still at its temp path (see commit_together)."""
         self._flush()
         self._wait()
         self._open().close()
-        assert self._file is not None
-        self._file.commit()
         self._shutdown()
-        return self.rows
+        assert self._file is not None
+        return self._file
 
     def discard(self) -> None:
         """Drop everything; no file is left behind."""

@@ -15,6 +15,8 @@ from shared.table.vocabulary import check_output_suffix
 if TYPE_CHECKING:  # polars only where a table is made or written: the scripts' parsers import this module
     import polars as pl
 
+    from shared.base.storage import AtomicFile
+
 
 def check_output(path: Path) -> None:
     """BadInput for an -o file we cannot write: an extension not one of ours, a folder, no write access."""
@@ -118,16 +120,22 @@ def write_table(
             )
 
 
-def sink_table(frame: pl.LazyFrame, path: Path) -> None:
-    """`frame` to `path` atomically by its extension: .parquet and .csv streamed, .json and .md in memory."""
-    from shared.base.storage import atomic_path
+def staged_table(frame: pl.LazyFrame, path: Path, *, metadata: dict[str, str] | None = None) -> AtomicFile:
+    """`frame` written by `path`'s extension to a temp file beside it, to be committed (alone or with
+    others: storage.commit_together): .parquet (with `metadata` as its key-value metadata) and .csv
+    streamed, .json and .md in memory."""
+    from shared.base.storage import staged
 
     suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        write_table(frame.collect(), path)
-        return
-    with atomic_path(path) as temp:
+
+    def write(temp: Path) -> None:
         if suffix == ".parquet":
-            frame.sink_parquet(temp, compression="zstd")
-        else:
+            frame.sink_parquet(temp, compression="zstd", metadata=metadata)
+        elif suffix == ".csv":
             frame.select(flat_columns(frame)).sink_csv(temp)
+        else:
+            table = frame.collect()
+            text = json_text(table) if suffix == ".json" else markdown_text(*table_text(table))
+            temp.write_text(text, encoding="utf-8")
+
+    return staged(path, write)

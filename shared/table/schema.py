@@ -110,6 +110,11 @@ FILE_KINDS = {
     "state": "_state.json",  # what --incremental needs
 }
 RUNS_FILE = FILE_KINDS["runs"]
+# One export's id, the same in its runs and history parquets' key-value metadata and its metadata JSON:
+# readers tell files of one export from those of another that is replacing them (files of older
+# versions have none: nothing to check).
+GENERATION_KEY = "run_tools.generation"
+HISTORY_FILE_KEY = "run_tools.history_file"  # a runs parquet's: the name of its history file, "" for none
 
 # The frames queries pass around: a source's runs, and numeric points of the metrics a query needs.
 RUNS_FRAME = {"run_id": "text", "name": "text", "state": "text"}
