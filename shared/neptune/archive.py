@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import errno
 import hashlib
 import math
 import os
@@ -15,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from shared.base.errors import BadInput
+from shared.base.errors import BadInput, Incomplete
 from shared.base.events import Events
 from shared.base.limits import check_regular_file
 from shared.base.storage import parquet_schema
@@ -31,7 +32,7 @@ from shared.table.series import (
     summary_answers,
     summary_points,
 )
-from shared.table.source import Asked
+from shared.table.source import Asked, ExportItem, ExportRequest, Unreadable
 from shared.table.summary_cache import SummaryCache
 
 # The columns of neptune-exporter's `model.SCHEMA` that we read (file_value/histogram_value are not).
@@ -49,7 +50,8 @@ ARCHIVE_COLUMNS: dict[str, pl.DataType] = {
     "datetime_value": pl.Datetime("ms", "UTC"),
     "string_set_value": pl.List(pl.String()),
 }
-# Columns every neptune-exporter part has (the value columns may be absent: the scans insert them).
+# Columns that make a file a neptune-exporter part; it writes every column of its schema, so a part without
+# one of the value columns is refused too (read as all-null, its values would be lost without a word).
 PART_COLUMNS = ("project_id", "run_id", "attribute_path", "attribute_type", "step")
 SCALAR_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
 NUMERIC_TYPES = ("float_series", "float", "int")
@@ -62,21 +64,80 @@ _VALUE_COLUMNS = {
     "string_set": "string_set_value",
 }
 _NOT_FILE_SAFE = re.compile(r"[^\w-]")  # \w: what str.isalnum() accepts, and _
+_DIGEST_SUFFIX = re.compile(r"-[0-9a-f]{16}$")  # the current exporter's file names end in one
 DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archive is running
 ARCHIVE_FILES_PER_READ = 256  # archive files read at once for an export's history: bounds memory
 
 
-def parquet_files(folder: Path, events: Events) -> list[str]:
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, str]]:
     """The finished parquet parts of one project folder, sorted by name (`*.parquet.tmp` are parts
-    still being written). Plain strings: an archive may hold 10,000s of files. A usage error when one is
-    not a regular file (a named pipe would be waited on forever)."""
-    with os.scandir(folder) as entries:
-        parts = [entry for entry in entries if entry.name.endswith(".parquet")]
+    still being written; one copy of each run, see `_one_copy_per_run`), and the parts that cannot be
+    read (path → why), left out. Plain strings: an archive may hold 10,000s of files. A usage error when
+    one is not a regular file (a named pipe would be waited on forever)."""
+    try:
+        with os.scandir(folder) as entries:
+            parts = [entry for entry in entries if entry.name.endswith(".parquet")]
+    except OSError as error:
+        raise Incomplete(f"cannot read archive folder {folder}: {_reason(error)}") from None
+    unreadable: dict[str, str] = {}
     for entry in parts:
-        if not entry.is_file():
-            check_regular_file(Path(entry.path), "archive part")
+        try:
+            if not entry.is_file():
+                check_regular_file(Path(entry.path), "archive part")
+        except OSError as error:  # gone since it was listed
+            unreadable[entry.path] = _reason(error)
+        if not os.access(entry.path, os.R_OK):  # one syscall: opening 10,000s of parts would cost more
+            unreadable.setdefault(entry.path, os.strerror(errno.EACCES))
     names = _finished_runs(folder, sorted(entry.name for entry in parts), events)
-    return [f"{folder}{os.sep}{name}" for name in names]
+    files = [f"{folder}{os.sep}{name}" for name in names]
+    readable = [file for file in files if file not in unreadable]
+    return _one_copy_per_run(folder, readable, events), {f: unreadable[f] for f in files if f in unreadable}
+
+
+def _recorded_runs(files: Sequence[str], *, first: bool) -> list[str]:
+    """The run ids these parts record: the first one (a part of one run), else every one."""
+    rows = pl.scan_parquet(list(files)).select(pl.col("run_id").drop_nulls())
+    rows = rows.head(1) if first else rows.unique()
+    return rows.collect()["run_id"].to_list()
+
+
+def _one_copy_per_run(folder: Path, files: list[str], events: Events) -> list[str]:
+    """`files` with one copy of each run: a run in the parts of two names (an archive re-exported by a
+    newer neptune-exporter, `<run>_part_N` then `<run>-<digest>_part_N`) is read from the current
+    exporter's digest-suffixed parts only, with a warning naming both. Every tool lists the files here, so
+    all read the same copy. A run also in an early exporter's `part_N.parquet` (parts of several runs,
+    which cannot be read without it) is a usage error naming both files.
+
+    Only parts whose names could be one run's are opened (their first row): a listing stays cheap."""
+    by_prefix: dict[str, list[str]] = {}
+    for file in files:
+        by_prefix.setdefault(run_prefix(file), []).append(file)
+    dropped: set[str] = set()
+    for prefix, parts in by_prefix.items():
+        plain = _DIGEST_SUFFIX.sub("", prefix)
+        if plain == prefix or plain not in by_prefix or not PART.match(os.path.basename(parts[0])):
+            continue
+        kept, other = _recorded_runs(parts[:1], first=True), _recorded_runs(by_prefix[plain][:1], first=True)
+        if kept and kept == other:
+            dropped.add(plain)
+            events.warn(
+                f"{folder}: run {kept[0]} is in two copies: read from {prefix}_part_*.parquet (the current"
+                f" exporter's names), not from {plain}_part_*.parquet"
+            )
+    several = [file for file in files if not PART.match(os.path.basename(file))]
+    if several and len(several) < len(files):
+        for run_id in _recorded_runs(several, first=False):
+            copy = next((by_prefix[name][0] for name in sanitized_names(run_id) if name in by_prefix), None)
+            if copy is not None and run_prefix(copy) not in dropped:
+                raise BadInput(
+                    f"{folder}: run {run_id} is in two copies, {os.path.basename(copy)} and a part of several"
+                    f" runs ({', '.join(os.path.basename(file) for file in several[:3])}): remove one copy"
+                )
+    return [file for file in files if run_prefix(file) not in dropped]
 
 
 def _finished_runs(folder: Path, names: list[str], events: Events) -> list[str]:
@@ -105,13 +166,54 @@ def _has_parquet(folder: Path) -> bool:
     return _first_parquet(folder) is not None
 
 
-def project_folders(path: Path) -> list[Path]:
-    """`path` itself when it holds parquet parts, else its sub-folders that do."""
+def _archive_folders(path: Path) -> tuple[list[Path], dict[Path, str]]:
+    """`path` itself when it holds parquet parts, else its sub-folders that do; and the sub-folders that
+    cannot be listed (path → why). A usage error when `path` itself cannot be read."""
     if not path.is_dir():
-        return []
-    if _has_parquet(path):
-        return [path]
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_parquet(p))
+        return [], {}
+    try:
+        if _has_parquet(path):
+            return [path], {}
+        below = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_dir())
+    except OSError as error:
+        raise BadInput(f"cannot read {path}: {_reason(error)}") from None
+    folders, unreadable = [], {}
+    for folder in below:
+        try:
+            if _has_parquet(folder):
+                folders.append(folder)
+        except OSError as error:
+            unreadable[folder] = _reason(error)
+    return folders, unreadable
+
+
+def project_folders(path: Path) -> list[Path]:
+    """`path` itself when it holds parquet parts, else its sub-folders that do (that can be read)."""
+    return _archive_folders(path)[0]
+
+
+def unreadable_folders(path: Path) -> dict[Path, str]:
+    """The sub-folders of an archive that cannot be listed (path → why): whose project each is, is not known."""
+    return _archive_folders(path)[1]
+
+
+def note_other_folders(path: Path, events: Events) -> None:
+    """Warn about the folders below `path` that hold project folders but are not read: sub-folders of a
+    project folder, and folders one level deeper than the projects (`--source exports` for
+    `exports/data/<project>`)."""
+    folders = project_folders(path)
+    try:
+        if folders == [path]:
+            skipped = [p for p in sorted(path.iterdir()) if p.is_dir() and project_folders(p)]
+            what = "they are not read: a folder holds the parts of one project, or projects in sub-folders"
+        else:
+            below = [p for p in sorted(path.iterdir()) if p.is_dir() and p not in folders]
+            skipped = [p for p in below if not p.name.startswith(".") and project_folders(p)]
+            what = "they are not read: name such a folder as the source to read its projects"
+    except (OSError, BadInput):  # unreadable folders are named where they are read
+        return
+    if skipped:
+        events.warn(f"{path}: {', '.join(p.name for p in skipped)} hold(s) project folders below it; {what}")
 
 
 def is_archive(path: Path) -> bool:
@@ -128,10 +230,16 @@ def sanitized_names(text: str) -> tuple[str, str]:
 
 def check_part(file: str) -> None:
     """A usage error naming `file` unless it is a neptune-exporter part: parquet, with the exporter's
-    columns in the types the scans read (only the footer is read)."""
-    check_regular_file(Path(file), "archive part")
+    columns in the types the scans read (only the footer is read). Incomplete when it cannot be read."""
+    try:
+        check_regular_file(Path(file), "archive part")
+        if not os.access(file, os.R_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as error:  # unreadable or gone: not the user's input being wrong
+        raise Incomplete(f"cannot read archive part {file}: {_reason(error)}") from None
     schema = parquet_schema(file)
     missing = [column for column in PART_COLUMNS if column not in schema]
+    missing = missing or [column for column in ARCHIVE_COLUMNS if column not in schema]
     mistyped = [
         f"{column} is {schema[column]}, not {dtype}"
         for column, dtype in ARCHIVE_COLUMNS.items()
@@ -148,17 +256,25 @@ def check_part(file: str) -> None:
 
 
 def _first_part(folder: Path) -> str:
-    """A project folder's first part file; a usage error when it is not a neptune-exporter part."""
-    first = _first_parquet(folder)
+    """A project folder's first part file by name; a usage error when it is not a neptune-exporter part."""
+    with os.scandir(folder) as entries:
+        first = min((entry.path for entry in entries if entry.name.endswith(".parquet")), default=None)
     assert first is not None  # project_folders lists only folders that hold parquet
     check_part(first)
     return first
 
 
 def _project_id(folder: Path) -> str | None:
-    """The project id a folder's parts record (its first part checked)."""
-    value = pl.scan_parquet(_first_part(folder)).select("project_id").head(1).collect()
-    return value.item() if value.height else None
+    """The project id a folder's parts record: the first one recorded, the parts taken by name (not in
+    the directory's order: a part without rows records none)."""
+    with os.scandir(folder) as entries:
+        names = sorted(entry.path for entry in entries if entry.name.endswith(".parquet"))
+    for file in names:
+        check_part(file)
+        value = pl.scan_parquet(file).select("project_id").drop_nulls().head(1).collect()
+        if value.height:
+            return value.item()
+    return None
 
 
 def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | None]:
@@ -179,6 +295,11 @@ def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | No
     if project is not None and project in ids:
         return ids[project], project
     known = ", ".join(sorted(str(i) for i in ids)) or "none"
+    if project is not None and (unreadable := unreadable_folders(path)):
+        named = "; ".join(f"{folder}: {why}" for folder, why in unreadable.items())
+        raise Incomplete(
+            f"project {project!r} is not in the folders of {path} that can be read (cannot read {named})"
+        )
     if project is None:
         raise BadInput(f"{path} holds several projects; name one (--project): {known}")
     raise BadInput(f"project {project!r} is not in {path} (projects there: {known})")
@@ -190,6 +311,7 @@ class _Read:
     (`runs(refresh=True)`) or the source is closed."""
 
     files: list[str]
+    unreadable: dict[str, str] = field(default_factory=dict)  # parts left out: path → why
     stats: list[os.stat_result] | None = None  # of `files`: the summary cache's key, the batches' sizes
     runs: pl.DataFrame | None = None
     scalars: pl.DataFrame | None = None  # every simple attribute's row (the runs table's pass)
@@ -204,13 +326,32 @@ class ArchiveSource(NeptuneSource):
     detail = "neptune-archive"
 
     def __init__(
-        self, path: Path, project: str | None = None, *, cache: bool = True, events: Events | None = None
+        self,
+        path: Path,
+        project: str | None = None,
+        *,
+        cache: bool = True,
+        whole: bool = True,
+        events: Events | None = None,
     ) -> None:
+        """`whole`: a part that cannot be read is an error (Incomplete); else it is left out and an export
+        names it (`unreadable`), counted as a run that failed."""
         folder, project_id = find_project_folder(path, project)
         super().__init__(split_project(project_id or folder.name), project_id, events)
         self.folder, self.project = folder, project_id
-        self.cache = cache
-        self._read = _Read(parquet_files(self.folder, self.events))
+        self.cache, self.whole = cache, whole
+        self._read = self._listed()
+
+    def _listed(self) -> _Read:
+        files, unreadable = parquet_files(self.folder, self.events)
+        if unreadable and self.whole:
+            named = "; ".join(f"{file}: {why}" for file, why in list(unreadable.items())[:3])
+            more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+            raise Incomplete(f"cannot read {len(unreadable)} archive part(s) ({named}{more})")
+        return _Read(files, unreadable)
+
+    def unreadable_entries(self) -> dict[str, str]:
+        return self._read.unreadable
 
     @property
     def files(self) -> list[str]:
@@ -227,7 +368,7 @@ class ArchiveSource(NeptuneSource):
         """Turn a failed scan into a usage error naming the file to blame (polars does not name it)."""
         try:
             yield
-        except pl.exceptions.PolarsError:
+        except (pl.exceptions.PolarsError, OSError):  # OSError: a part gone or unreadable since it was listed
             self.check()
             raise
 
@@ -235,7 +376,7 @@ class ArchiveSource(NeptuneSource):
         return pl.scan_parquet(
             list(files or self.files),
             schema=ARCHIVE_COLUMNS,
-            missing_columns="insert",
+            missing_columns="raise",  # `_reading` names the part (`check_part`)
             extra_columns="ignore",
         )
 
@@ -296,7 +437,7 @@ class ArchiveSource(NeptuneSource):
 
     def runs(self, *, refresh: bool = False) -> pl.DataFrame:
         if refresh:
-            self._read = _Read(parquet_files(self.folder, self.events))
+            self._read = self._listed()
         if self._read.runs is None:
             self._load()
         assert self._read.runs is not None
@@ -469,7 +610,7 @@ class ArchiveSource(NeptuneSource):
         return self.attributes([run_id])[run_id]
 
     def close(self) -> None:
-        self._read = _Read(self.files)
+        self._read = _Read(self.files, self._read.unreadable)
 
     # ---------------------------------------------------------------- export
 
@@ -512,3 +653,24 @@ class ArchiveSource(NeptuneSource):
                 others = frame.filter(~pl.col("is_float")).group_by("run_id").len()
                 yield frame.filter("is_float").drop("is_float"), dict(others.iter_rows())
                 progress.advance(len(chunk))
+
+
+class UnreadableFolder:
+    """A sub-folder of an archive that cannot be listed: its export names it and fails (whose project it
+    holds is not known, so no project's files count it)."""
+
+    detail = "neptune-archive"
+    updatable = False
+    key = None
+
+    def __init__(self, folder: Path, reason: str) -> None:
+        self.folder, self.reason = folder, reason
+
+    def export_items(self, request: ExportRequest) -> Iterator[ExportItem]:
+        yield Unreadable(f"cannot read archive folder {self.folder}: {self.reason}", str(self.folder))
+
+    def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from shared.base.errors import BadInput
+from shared.base.errors import Incomplete
 
 # polars reads many small files faster from memory than by their paths (one read each instead of its
 # reader's many small ones, handed between threads): 10k exporter parts summarise in ~20% less time.
@@ -53,7 +53,7 @@ def _contents(batch: list[str], size: int) -> list[str] | list[bytes]:
         try:
             contents.append(Path(file).read_bytes())
         except OSError as error:
-            raise BadInput(f"cannot read archive part {file}: {error.strerror or error}") from None
+            raise Incomplete(f"cannot read archive part {file}: {error.strerror or error}") from None
     return contents
 
 

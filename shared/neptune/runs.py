@@ -16,7 +16,15 @@ from shared.base.errors import describe, is_bug
 from shared.base.events import Events
 from shared.neptune.attributes import BOOKKEEPING, CONFIG_NAMESPACES, config_of, normalize_state
 from shared.table.schema import HISTORY_COLUMNS, RunRecord
-from shared.table.source import ExportItem, ExportRequest, HistoryChunk, ProjectKey, Reported, RunFailed
+from shared.table.source import (
+    ExportItem,
+    ExportRequest,
+    HistoryChunk,
+    ProjectKey,
+    Reported,
+    RunFailed,
+    Unreadable,
+)
 
 
 @dataclass
@@ -194,6 +202,10 @@ class NeptuneSource:
         left out for not being floats."""
         raise NotImplementedError
 
+    def unreadable_entries(self) -> dict[str, str]:
+        """The files of the source left out because they cannot be read (path → why): each is a run lost."""
+        return {}
+
     def describe(self, run_ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         attributes = self.attributes(list(run_ids))
         return {
@@ -205,6 +217,8 @@ class NeptuneSource:
         self.events.note(f"reading {'/'.join(self.key)} ({self.detail})")
         runs = self.export_runs()
         yield Reported(self.key, len(runs))
+        for entry, reason in self.unreadable_entries().items():
+            yield Unreadable(f"{'/'.join(self.key)}: cannot read {entry}: {reason}", entry, self.key)
         ids: dict[str, str] = {}  # the source's run id -> the record's (sys/id)
         history_of: list[NeptuneRun] = []
         with self.events.progress("runs", len(runs), verb="mapped") as progress:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.base.errors import EMPTY_PATH, BadInput
 from shared.base.events import Events
 from shared.neptune.attributes import normalize_state
 from shared.neptune.runs import NeptuneSource
 from shared.table.vocabulary import NEPTUNE_STATES as STATES
+
+if TYPE_CHECKING:
+    from shared.neptune.archive import UnreadableFolder
 
 
 def parse_state(state: str | None) -> str | None:
@@ -78,8 +82,9 @@ def open_source(
         from shared.neptune.offline import OfflineSource
 
         return OfflineSource(path, events=events)
-    from shared.neptune.archive import ArchiveSource
+    from shared.neptune.archive import ArchiveSource, note_other_folders
 
+    note_other_folders(path, events or Events())
     return ArchiveSource(path, project, cache=cache, events=events)
 
 
@@ -90,7 +95,7 @@ def export_sources(
     api_token: str | None = None,
     workers: int = 8,
     events: Events | None = None,
-) -> list[NeptuneSource]:
+) -> list[NeptuneSource | UnreadableFolder]:
     """A source per project to export, checked before anything is fetched or written (token, folders,
     project names, every archive part): projects on a server, the named projects of an archive (else
     all of them), or the runs of a .neptune folder filed under one project."""
@@ -110,12 +115,23 @@ def export_sources(
         from shared.neptune.offline import OfflineSource
 
         return [OfflineSource(path, projects[0] if projects else None, events=events)]
-    from shared.neptune.archive import ArchiveSource, project_folders
+    from shared.neptune.archive import (
+        ArchiveSource,
+        UnreadableFolder,
+        note_other_folders,
+        project_folders,
+        unreadable_folders,
+    )
 
+    note_other_folders(path, events or Events())
     folders = [(path, project) for project in projects] or [
         (folder, None) for folder in project_folders(path)
     ]
-    found = [ArchiveSource(folder, project, cache=False, events=events) for folder, project in folders]
+    found = [
+        ArchiveSource(folder, project, cache=False, whole=False, events=events) for folder, project in folders
+    ]
     for archive in found:
         archive.check()  # every part, before anything is written
-    return found
+    if projects:  # a named project is found or not; any other folder that cannot be read is named
+        return found
+    return [*found, *(UnreadableFolder(folder, why) for folder, why in unreadable_folders(path).items())]
