@@ -17,7 +17,7 @@ import pytest
 from shared.cli.main import run_main
 from tests.current_data import load_script
 from tests.export_checks import ENTITY, cron_standin, new_run, utc_now
-from tests.wandb_standin import StandinServer
+from tests.wandb_standin import HistoryMeta, HookResult, StandinServer
 
 export_runs = load_script("export_runs")
 BETA = ["-e", ENTITY, "-p", "beta"]  # 5 runs, no history
@@ -216,3 +216,126 @@ def test_a_symlink_at_a_final_path_is_refused_before_any_file_is_touched(
     assert target.read_text() == KEEP
     left = {".export.lock", link.name, *([target.name] if inside else [])}
     assert {path.name for path in out.iterdir()} == left
+
+
+def many_runs(server: StandinServer, count: int = 250) -> list:
+    """cron/many: `count` runs without history, a minute apart (several pages of runs)."""
+    start = utc_now() - timedelta(days=20)
+    runs = [new_run(f"many{i:04d}", start + timedelta(minutes=i), steps=1) for i in range(count)]
+    for made in runs:
+        made.history = None
+    server.dataset.add_project(ENTITY, "many", runs, is_team=True)
+    return runs
+
+
+def test_a_run_deleted_while_the_server_pages_costs_no_live_run(wandb_env, tmp_path, capsys):
+    """Deleting a run of page 1 before page 2 shifts the runs by one: page 2 used to start one run late,
+    and with the deleted run counted as exported the totals agreed (exit 0, a live run missing)."""
+    runs = many_runs(wandb_env)
+    deleted = runs[10]
+    wandb_env.change_at("Runs", 2, lambda dataset: dataset.project(ENTITY, "many").runs.remove(deleted))
+    assert export(tmp_path, "-e", ENTITY, "-p", "many") == 0
+    exported = set(runs_of(tmp_path, "many")["id"])
+    assert {run.id for run in runs if run is not deleted} <= exported
+    assert f"deleted on the server while the export paged, exported as they were read: {deleted.id}" in (
+        capsys.readouterr().err
+    )
+    assert metadata(tmp_path, "many")["runs_reported"] == 249
+
+
+def test_a_run_added_before_the_cursor_while_the_server_pages_is_fetched(wandb_env, tmp_path):
+    """A run synced late (an old creation time) lands among the runs already paged: page 2 repeated one
+    run and the new one was never listed."""
+    runs = many_runs(wandb_env)
+    late = new_run("late0001", runs[5].created_at + timedelta(seconds=30), steps=1)
+    late.history = None
+    wandb_env.change_at("Runs", 2, lambda dataset: dataset.project(ENTITY, "many").runs.append(late))
+    assert export(tmp_path, "-e", ENTITY, "-p", "many") == 0
+    assert set(runs_of(tmp_path, "many")["id"]) == {run.id for run in runs} | {late.id}
+    assert metadata(tmp_path, "many")["runs_reported"] == 251
+
+
+def test_runs_that_keep_changing_while_the_ids_are_listed_again_fail_the_project(
+    wandb_env, tmp_path, capsys, monkeypatch
+):
+    """Every listing of the ids (two pages each here) sees the count change: it cannot be trusted, so the
+    export never ends with exit 0."""
+    monkeypatch.setattr("shared.wandb.api.ID_PAGE", 200)
+    runs = many_runs(wandb_env)
+    added = iter(range(100))
+
+    def add_old_run(dataset) -> None:
+        late = new_run(f"late{next(added):04d}", runs[1].created_at + timedelta(seconds=1), steps=1)
+        late.history = None
+        dataset.project(ENTITY, "many").runs.append(late)
+
+    for nth in range(2, 60):
+        wandb_env.change_at("Runs", nth, add_old_run)
+    assert export(tmp_path, "-e", ENTITY, "-p", "many") == 1
+    err = capsys.readouterr().err
+    assert "the runs kept changing while they were listed (3 times)" in err
+    assert "error: cron/many: " in err
+
+
+def finished_with_history(server: StandinServer):
+    alpha = server.dataset.project(ENTITY, "alpha")
+    return next(run for run in alpha.runs if run.history is not None and run.live_from_step is None)
+
+
+def always(operation: str, answer: HookResult):
+    return lambda request: answer if request.operation == operation else None
+
+
+def test_a_run_deleted_before_its_history_is_located_keeps_the_others(wandb_env, tmp_path, capsys):
+    """The server knows no such run any more: that run's history is named missing; its row (config and
+    summary arrived) and every other run stay. It used to fail the whole project."""
+    gone = finished_with_history(wandb_env)
+    wandb_env.change_at(
+        "RunParquetHistory", 1, lambda dataset: dataset.project(ENTITY, "alpha").runs.remove(gone)
+    )
+    assert export(tmp_path, *ALPHA) == 1
+    err = capsys.readouterr().err
+    assert f"run {gone.id} not exported: history: the server knows no such run" in err
+    assert f"error: cron/alpha: history of 1 run(s) missing ({gone.id})" in err
+    assert runs_of(tmp_path, "alpha").height == 12
+    assert list(metadata(tmp_path, "alpha")["failed_runs"]) == [gone.id]
+
+
+def test_history_that_cannot_be_located_keeps_every_runs_row(wandb_env, tmp_path, capsys):
+    wandb_env.request_hook = always("RunParquetHistory", HookResult(status=403))
+    assert export(tmp_path, *ALPHA, *FAST_GIVE_UP) == 1
+    err = capsys.readouterr().err
+    assert "history: could not be located" in err and "error: cron/alpha: history of" in err
+    assert runs_of(tmp_path, "alpha").height == 12  # config and summary arrived: kept
+    assert len(metadata(tmp_path, "alpha")["failed_runs"]) == 12
+
+
+def test_live_history_rows_that_cannot_be_read_are_that_runs_failure(wandb_env, tmp_path, capsys):
+    """scan_history (rows not exported yet) raised the client's own error (`input: …`, not retried): it
+    took the project along."""
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    live = [run.id for run in alpha.runs if run.live_from_step is not None]
+    assert live
+    refused = json.dumps({"errors": [{"message": "not allowed"}], "data": None}).encode()
+    wandb_env.request_hook = always("HistoryPage", HookResult(body=refused))  # a GraphQL error: not retried
+    assert export(tmp_path, *ALPHA, *FAST_GIVE_UP) == 1
+    assert runs_of(tmp_path, "alpha").height == 12
+    assert sorted(metadata(tmp_path, "alpha")["failed_runs"]) == sorted(live)
+    assert "error: cron/alpha: history of" in capsys.readouterr().err
+
+
+def test_a_finished_run_with_fewer_history_rows_than_the_server_counts_is_named(wandb_env, tmp_path, capsys):
+    short = finished_with_history(wandb_env)
+    meta = wandb_env.history_meta(short)
+    short.history_meta = HistoryMeta(meta.last_step, meta.line_count + 3, meta.key_types)
+    assert export(tmp_path, *ALPHA) == 1
+    err = capsys.readouterr().err
+    expected = f"{meta.line_count} of the {meta.line_count + 3} history rows the server counts arrived"
+    assert f"run {short.id} not exported: history: {expected}" in err
+    assert runs_of(tmp_path, "alpha").height == 12
+    assert list(metadata(tmp_path, "alpha")["failed_runs"]) == [short.id]
+
+
+def test_history_keys_keep_every_row_so_the_line_count_still_holds(wandb_env, tmp_path):
+    assert export(tmp_path, *ALPHA, "--history-keys", "train/loss") == 0
+    assert metadata(tmp_path, "alpha")["failed_runs"] == {}

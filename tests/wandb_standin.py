@@ -938,6 +938,8 @@ class StandinServer:
         runs_page_faults: faults for the next pages of runs, one each, in order: `edges_null` (a reply with
             `"edges": null`), `empty_more` (no runs, yet `hasNextPage: true`).
         runs_count_extra: added to every run count the server reports (runs it counts but never lists).
+
+    Data that changes while a client pages: `change_at(operation, nth, change)`.
     """
 
     def __init__(
@@ -955,6 +957,7 @@ class StandinServer:
         self.request_hook: RequestHook | None = None
         self.runs_page_faults: list[str] = []  # faults of the next pages of runs, one each
         self.runs_count_extra = 0  # added to every runCount: a server that counts runs it does not list
+        self._changes: list[tuple[str, int, Callable[[StandinDataset], None]]] = []
         self._lock = threading.Lock()
         self._documents: OrderedDict[str, _Document] = OrderedDict()
         self._histories: OrderedDict[int, tuple[StandinRun, HistoryTable]] = OrderedDict()
@@ -1007,6 +1010,12 @@ class StandinServer:
             self._parquet.clear()
             self._run_lists.clear()
 
+    def change_at(self, operation: str, nth: int, change: Callable[[StandinDataset], None]) -> None:
+        """Run `change(dataset)` just before the `nth` request (1: the first) of GraphQL `operation` is
+        answered, and forget what was cached: runs added or deleted while a client pages, say."""
+        with self._lock:
+            self._changes.append((operation, nth, change))
+
     def problems(self) -> list[str]:
         return [*self.unknown_operations, *(f"unknown field {f}" for f in self.unknown_fields)]
 
@@ -1022,6 +1031,12 @@ class StandinServer:
             self.requests[name] += 1
             if graphql:
                 self.operations.append(name)
+            count = self.requests[name]
+            due = [change for operation, nth, change in self._changes if (operation, nth) == (name, count)]
+        for change in due:
+            change(self.dataset)
+        if due:
+            self.clear_cache()
 
     def _record_unknown(self, text: str) -> None:
         with self._lock:

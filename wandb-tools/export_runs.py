@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = (name.strip() for item in args.project for name in item.split(","))
     args.project = list(dict.fromkeys(name for name in names if name))  # a name given twice is exported once
     args.since_text = args.since
-    args.since = parse_since(args.since) if args.since else None
+    args.since = parse_since(args.since) if args.since is not None else None  # "" is no time either
     if args.source and (args.entity or args.project or args.api_key):
         parser.error("--source reads local files: it takes no --entity, --project or --api-key")
     if args.source and args.incremental:

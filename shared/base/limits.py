@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,17 +44,29 @@ def read_text_file(path: Path, what: str) -> str:
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`7d`, `24h`, `2w`, `30m` before now, or an ISO date/time (UTC unless it says otherwise)."""
+    """`7d`, `24h`, `2w`, `30m` before now, or an ISO date/time (UTC unless it says otherwise); BadInput
+    naming --since for anything else, and for a time that UTC cannot hold (year 1 at +01:00)."""
     now = now or datetime.now(UTC)
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    amount, unit = text[:-1], text[-1:].lower()
-    if unit in units and amount.isdigit():
+    usage = f"bad --since {text!r}: use 7d, 24h, 2w, 30m or an ISO date like 2026-01-18"
+    duration = _DURATION.fullmatch(text)  # ASCII digits: `²d` passes str.isdigit(), not int()
+    if duration:
+        amount, unit = duration.groups()
         try:
-            return now - timedelta(**{units[unit]: int(amount)})
+            return now - timedelta(**{_UNITS[unit.lower()]: int(amount)})
         except OverflowError:
             raise BadInput(f"bad --since {text!r}: that is before the year 1") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise BadInput(f"bad --since {text!r}: use 7d, 24h, 2w, 30m or an ISO date like 2026-01-18") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise BadInput(usage) from None
+    if not moment.tzinfo:
+        return moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)  # the server compares in UTC
+    except OverflowError:
+        raise BadInput(f"bad --since {text!r}: in UTC that is outside the years 1 to 9999") from None
+    return moment
+
+
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION = re.compile(r"([0-9]{1,18})([mhdwMHDW])")

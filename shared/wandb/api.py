@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.base.concurrency import batched
 from shared.base.errors import BadInput, Incomplete, describe, is_bug
 from shared.base.events import Events
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
@@ -223,12 +224,27 @@ class RunPages:
     MAX_STALLED_PAGES times in a row; then the project fails. A run whose config or summary cannot be
     parsed costs only those fields; a run the client cannot take at all is named in `failed`.
     `reported` is the server's run count for the query, from the latest page.
+
+    Pages are positions in a list: a run added or deleted while we page shifts the runs after it, so a
+    live run can be skipped while the totals still agree. When the count changes between pages or the
+    runs seen differ from it, the ids are listed again (the client's lightweight query) and the runs
+    not seen are fetched by id (`recover`).
     """
 
     def __init__(
-        self, api: wandb.Api, entity: str, project: str, filters: dict[str, Any], retry: Retry = NO_RETRY
+        self,
+        api: wandb.Api,
+        entity: str,
+        project: str,
+        filters: dict[str, Any],
+        retry: Retry = NO_RETRY,
+        *,
+        recover: bool = True,
     ) -> None:
-        self.entity, self.project, self.retry = entity, project, retry
+        self.api, self.entity, self.project, self.filters, self.retry = api, entity, project, filters, retry
+        self.recover = recover
+        self.changed = False  # the runs changed while we paged (then `reported` is the count after)
+        self.deleted: list[str] = []  # runs seen, then deleted while we paged
         self.what = f"runs of {entity}/{project}"
         # Only the query text and variables are borrowed (the client may look up the default entity here).
         self._query = retry.call(
@@ -250,7 +266,12 @@ class RunPages:
 
     def __iter__(self) -> Iterator[PagedRun]:
         seen: set[str] = set()
-        page, stalled = self._first, 0
+        yield from self._pages(seen)
+        if self.recover:
+            yield from self._recovered(seen)
+
+    def _pages(self, seen: set[str]) -> Iterator[PagedRun]:
+        page, stalled, counts = self._first, 0, {self.reported}
         while True:
             edges, cursor, more = page
             fresh = 0
@@ -270,6 +291,7 @@ class RunPages:
                 if paged is not None:
                     yield paged
             if not more:
+                self.changed = len(counts) > 1
                 return
             stalled = 0 if fresh else stalled + 1
             if stalled >= MAX_STALLED_PAGES:
@@ -278,6 +300,71 @@ class RunPages:
                     f" said more follow (after {len(seen)} of {self.reported} runs)"
                 )
             self.reported, page = self._page(cursor if cursor else None)
+            counts.add(self.reported)
+
+    def _recovered(self, seen: set[str]) -> Iterator[PagedRun]:
+        """The runs the pages skipped, when the runs changed while we paged or those seen differ from the
+        count: the ids listed again, and those not seen fetched by id (no position to shift). A listing
+        is trusted once its count held while it paged; after MAX_LISTINGS that did not hold, the project
+        is incomplete (`failed` says why), as is a run listed but not found by id."""
+        if not self.changed and len(seen) + len(self.failed) == self.reported:
+            return
+        self.changed = True
+        for _ in range(MAX_LISTINGS):
+            listed, steady = self._listed_ids()
+            self.deleted = sorted(seen - set(listed))
+            missed = [run_id for run_id in listed if run_id not in seen and run_id not in self.failed]
+            for names in batched(missed, RUNS_PER_PAGE):
+                by_id = {"name": {"$in": names}}
+                wanted = {"$and": [self.filters, by_id]} if self.filters else by_id
+                again = RunPages(self.api, self.entity, self.project, wanted, self.retry, recover=False)
+                for paged in again:
+                    seen.add(paged.run.id)
+                    yield paged
+                self.failed |= again.failed
+            for run_id in missed:
+                if run_id not in seen and run_id not in self.failed:
+                    self.failed[run_id] = "the server listed it, then did not find it by id"
+            if steady:
+                return
+        self.failed[UNLISTED] = (
+            f"the runs kept changing while they were listed ({MAX_LISTINGS} times): runs may be missing"
+        )
+
+    def _listed_ids(self) -> tuple[list[str], bool]:
+        """Every run id of the query, in order, through the client's lightweight Runs query (no config or
+        summary), and whether its run count held while it paged; `reported` becomes its last count."""
+        query = self.retry.call(
+            self.what,
+            lambda: self.api.runs(
+                f"{self.entity}/{self.project}",
+                filters=self.filters,
+                order="+created_at",
+                per_page=ID_PAGE,
+                lazy=True,
+            ),
+        )
+        ids: dict[str, None] = {}
+        cursor, counts, stalled = None, set(), 0
+        while True:
+            self.reported, (edges, cursor, more) = _checked_request(
+                query, ID_PAGE, cursor, self.what, self.retry
+            )
+            counts.add(self.reported)
+            before = len(ids)
+            for edge in edges:
+                node = edge.get("node") if isinstance(edge, dict) else None
+                name = node.get("name") if isinstance(node, dict) else None
+                if isinstance(name, str) and name:
+                    ids[name] = None
+            if not more:
+                return list(ids), len(counts) == 1
+            stalled = 0 if len(ids) > before else stalled + 1
+            if stalled >= MAX_STALLED_PAGES:
+                raise Incomplete(
+                    f"{self.what}: listing the run ids again, the server sent {stalled} pages in a row"
+                    " without a new run although it said more follow"
+                )
 
     def _paged(self, node: dict[str, Any]) -> PagedRun | None:
         from wandb.apis.public import Run
@@ -299,6 +386,9 @@ class RunPages:
 
 
 MAX_STALLED_PAGES = 3
+MAX_LISTINGS = 3  # listings of the ids when the runs change while we page
+UNLISTED = "(unlisted)"  # in `failed`: runs the listings may have missed
+ID_PAGE = 1000  # run ids per page of the lightweight listing
 
 
 def _checked_page(response: Any) -> tuple[int, tuple[list[dict[str, Any]], str | None, bool]]:

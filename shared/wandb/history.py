@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from shared.base.concurrency import batched
-from shared.base.errors import Incomplete, is_bug
+from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_tidy
@@ -56,11 +56,13 @@ def parquet_history_query(count: int) -> str:
 
 @dataclass
 class HistoryLocation:
-    """Where a run's history is: its exported parquet files, and whether newer rows are not exported yet."""
+    """Where a run's history is: its exported parquet files, and whether newer rows are not exported yet;
+    or why it could not be located."""
 
     run: Any
     urls: list[str]
     has_live_rows: bool
+    failure: str | None = None
 
 
 class HistoryFetcher:
@@ -120,27 +122,31 @@ class HistoryFetcher:
                 yield from pending.popleft().result()
 
     def _locate_batch(self, runs: list[Any]) -> list[HistoryLocation]:
+        """The batch's locations; a run (or the batch) that cannot be located is each run's failure: its
+        record is kept, its history named as missing."""
         variables = {"entity": self.entity, "project": self.project, "liveKeys": ["_step"]}
         variables |= {f"run{i}": run.id for i, run in enumerate(runs)}
+        what = f"history locations of runs {runs[0].id}..{runs[-1].id}"
         try:
             data = self.retry.call(
-                f"history locations of runs {runs[0].id}..{runs[-1].id}",
+                what,
                 lambda: self.api._service_api.execute_graphql(
                     parquet_history_query(len(runs)), variables, timeout=self.timeout_s
                 ),
             )
-        except Incomplete:  # retried until the budget ran out: the message names the runs already
-            raise
         except Exception as error:  # wandb raises its own error types for transport and GraphQL errors
             if is_bug(error):
                 raise
-            raise Incomplete(f"history locations of runs {runs[0].id}..{runs[-1].id}: {error}") from None
-        project = data.get("project") or {}
+            failure = f"could not be located ({describe(error).removeprefix(f'{what}: ')})"
+            return [HistoryLocation(run, [], False, failure) for run in runs]
+        project = (data.get("project") if isinstance(data, dict) else None) or {}
         locations = []
         for i, run in enumerate(runs):
             history = (project.get(f"run{i}") or {}).get("parquetHistory")
-            if history is None:
-                raise Incomplete(f"history of run {run.id}: the server knows no such run")
+            if not isinstance(history, dict):
+                failure = "the server knows no such run (deleted during the export?)"
+                locations.append(HistoryLocation(run, [], False, failure))
+                continue
             urls = list(history.get("parquetUrls") or [])
             locations.append(HistoryLocation(run, urls, bool(history.get("liveData"))))
         return locations
@@ -156,14 +162,19 @@ class HistoryFetcher:
         """A run's exported files as bytes, and the rows logged after the last export (a run still going)
         through `scan_history`. Network only: parsing happens in `tidy`, on the consumer's thread, so the
         many download threads do not each keep an allocator's worth of freed arrow memory."""
-        files = [_checked(location.run.id, self._get(location.run.id, url)) for url in location.urls]
+        run = location.run
+        if location.failure:
+            return Downloaded(run.id, [], None, failure=location.failure)
+        files = [_checked(run.id, self._get(run.id, url)) for url in location.urls]
+        rows = sum(_row_count(data) for data in files)
         live = None
         if location.has_live_rows:
             last_step = max((_last_step(data) for data in files), default=-1)
-            live = rows_to_tidy(
-                location.run.scan_history(keys=None, min_step=last_step + 1), location.run.id, self.keys
-            )
-        return Downloaded(location.run.id, files, live)
+            scanned = _Counted(run.scan_history(keys=None, min_step=last_step + 1))
+            live = rows_to_tidy(scanned, run.id, self.keys)
+            rows += scanned.count
+        _check_line_count(run, rows)
+        return Downloaded(run.id, files, live)
 
     def _get(self, run_id: str, url: str) -> bytes:
         import urllib3
@@ -184,9 +195,25 @@ class HistoryFetcher:
     def tidy_batches(
         self, downloads: Iterable[Downloaded]
     ) -> Iterator[tuple[list[Downloaded], pa.Table, dict[str, int]]]:
-        """`downloads` in batches (TIDY_BATCH runs or TIDY_BATCH_BYTES of files), each with `tidy` of it."""
+        """`downloads` in batches (TIDY_BATCH runs or TIDY_BATCH_BYTES of files), each with `tidy` of it.
+        When a batch cannot be made tidy, its runs are made tidy one by one: a run whose files cannot be
+        read is that run's failure, not its batch's."""
         for batch in batched(downloads, TIDY_BATCH, weight=lambda d: d.size, max_weight=TIDY_BATCH_BYTES):
-            yield batch, *self.tidy(batch)
+            try:
+                tidied = self.tidy(batch)
+            except Exception as error:  # pyarrow's errors on a file it cannot read or convert
+                if is_bug(error):
+                    raise
+                for downloaded in batch:
+                    try:
+                        self.tidy([downloaded])
+                    except Exception as error:
+                        if is_bug(error):
+                            raise
+                        downloaded.files, downloaded.live = [], None
+                        downloaded.failure = f"unreadable history ({describe(error)})"
+                tidied = self.tidy(batch)
+            yield batch, *tidied
 
     def tidy(self, batch: Sequence[Downloaded]) -> tuple[pa.Table, dict[str, int]]:
         """Several runs' history as tidy rows (numeric values only), and each run's count of values skipped.
@@ -267,6 +294,38 @@ def _checked(run_id: str, data: bytes) -> bytes:
             f"history of run {run_id}: unexpected history file (_timestamp of type {stamp})"
         )
     return data
+
+
+class _Counted:
+    """An iterable that counts the items taken from it."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items, self.count = items, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.items:
+            self.count += 1
+            yield item
+
+
+def _check_line_count(run: Any, rows: int) -> None:
+    """A finished run's history rows fetched against the server's `historyLineCount` (every Runs reply
+    carries it): fewer is that run's failure. A run still going may log lines not exported yet, and
+    `--history-keys` keeps every row (its `_step`), so only a finished run's shortfall counts."""
+    expected = run._attrs.get("historyLineCount")
+    if run._attrs.get("state") != "finished" or isinstance(expected, bool) or not isinstance(expected, int):
+        return
+    if rows < expected:
+        raise PermanentFailure(
+            f"history of run {run.id}: {rows} of the {expected} history rows the server counts arrived"
+        )
+
+
+def _row_count(data: bytes) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
 
 
 def _last_step(data: bytes) -> int:

@@ -30,6 +30,7 @@ from shared.table.source import (
 from shared.table.vocabulary import WANDB_STATES as STATES
 
 OFFLINE_ENTITY, OFFLINE_PROJECT = "offline", "uncategorized"  # a log whose run record was lost names neither
+IN_PROGRESS = "in progress: exported once its log holds the run"  # a log with no run record yet
 
 
 def parse_state(state: str | None) -> str | None:
@@ -128,11 +129,11 @@ class ApiSource(RecordSource):
         plan = request.plan(*key)
         stopping = threading.Event()  # set when the export is abandoned: retries in other threads end
         retry = replace(self.retry, sleep=stoppable_sleep(stopping))
-        filters = created_since_filter(plan.since)
-        counted = None
+        created = created_since_filter(plan.since)
+        filters, counted = created, None
         if plan.changes is not None:
-            counted = count_runs(api, *key, filters, retry)  # what the merged files must hold
-            filters = change_filter(filters, plan.changes, counted, self.events)
+            counted = count_runs(api, *key, created, retry)  # what the merged files must hold
+            filters = change_filter(created, plan.changes, counted, self.events)
         runs = RunPages(api, *key, filters, retry)
         # Records are made where the pages are read (a thread, when history is fetched meanwhile) and
         # handed over here, each before its history.
@@ -172,6 +173,13 @@ class ApiSource(RecordSource):
         except BaseException:
             stopping.set()
             raise
+        if runs.deleted:
+            self.events.note(
+                f"{key[0]}/{key[1]}: {len(runs.deleted)} run(s) deleted on the server while the export"
+                f" paged, exported as they were read: {name_list(runs.deleted)}"
+            )
+        if counted is not None and runs.changed:  # runs came or went since the count: count again
+            counted = count_runs(api, *key, created, retry)
         yield Reported(key, runs.reported if counted is None else counted)
 
     def _export_history(
@@ -192,7 +200,9 @@ class ApiSource(RecordSource):
             what = f"history of run {location.run.id}"
             try:
                 return retry.call(what, lambda: history.download(location))
-            except Incomplete as error:
+            except Exception as error:  # the client's own errors too (scan_history of live rows)
+                if is_bug(error):
+                    raise
                 return Downloaded(
                     location.run.id, [], None, failure=describe(error).removeprefix(f"{what}: ")
                 )
@@ -302,13 +312,18 @@ class OfflineSource(RecordSource):
         """`paths`: each a wandb/ folder, an offline-run-* folder or a .wandb file; `project` (entity/project
         or project) picks the runs a query sees."""
         super().__init__(events=events, **options)
-        from shared.wandb.offline import find_run_logs  # imports wandb's protobuf
+        from shared.wandb.offline import locate_run_logs  # imports wandb's protobuf
 
         self.paths = [paths] if isinstance(paths, Path | str) else list(paths)
         self.path = self.paths[0]
-        self.logs = sorted({log for path in self.paths for log in find_run_logs(path)})
+        found = [locate_run_logs(path) for path in self.paths]
+        self.logs = sorted({log for logs, _ in found for log in logs})
+        self.unreadable = [
+            entry for _, entries in found for entry in entries
+        ]  # named and counted, not skipped
         self.project = project
         self._corrupt: dict[ProjectKey, dict[str, dict[str, int]]] = {}
+        self._in_progress: list[str] = []  # logs that hold no run record yet
         self._logs_of: dict[str, list[Path]] = {}  # a run resumed offline has several
         self._loaded: set[tuple[str, str]] = set()
         self._frames: list[pl.DataFrame] = []
@@ -320,27 +335,41 @@ class OfflineSource(RecordSource):
         return project == wanted_project and (not wanted_entity or entity == wanted_entity)
 
     def _list(self) -> Iterator[ListedRun]:
-        from shared.wandb.offline import merged_runs, read_run_log, session_groups
+        from shared.wandb.offline import LogReadError, merged_runs, read_run_log, session_groups
 
+        if self.unreadable:  # an answer from the other runs would silently leave its runs out
+            more = f" (and {len(self.unreadable) - 1} more)" if len(self.unreadable) > 1 else ""
+            raise LogReadError(f"{self.unreadable[0]}{more}: its runs would be missing from the answer")
         others: set[str] = set()
+        projects_of: dict[str, str] = {}  # run id -> entity/project: a query keys runs by id alone
         with self.events.progress("run files", len(self.logs), verb="read") as progress:
             for group in session_groups(self.logs):
                 sessions = []
                 for log_path in group:
-                    sessions.append(read_run_log(log_path, include_history=False))
+                    session = read_run_log(log_path, include_history=False)
                     progress.advance()
-                    if sessions[-1].lost_records:
+                    if session.in_progress:
+                        self.events.note(f"{log_path}: {IN_PROGRESS}")
+                        continue
+                    sessions.append(session)
+                    if session.lost_records:
                         self.events.warn(
-                            f"{log_path}: skipped {sessions[-1].lost_records} corrupt or truncated record(s)"
+                            f"{log_path}: skipped {session.lost_records} corrupt or truncated record(s)"
                         )
                 for run, run_sessions in merged_runs(sessions):  # a run resumed offline is one run
                     record = run.record
-                    if self._belongs(record.entity, record.project):
-                        self._logs_of[record.id] = [session.path for session in run_sessions]
-                        name = record.name or record.id
-                        yield ListedRun(record.id, name, record.state, record.config, record.summary, run)
-                    else:
-                        others.add(f"{record.entity}/{record.project}")
+                    where = f"{record.entity}/{record.project}"
+                    if not self._belongs(record.entity, record.project):
+                        others.add(where)
+                        continue
+                    if projects_of.setdefault(record.id, where) != where:
+                        raise BadInput(
+                            f"run {record.id} is in two projects of {self.path} ({projects_of[record.id]},"
+                            f" {where}): name one with --project"
+                        )
+                    self._logs_of[record.id] = [session.path for session in run_sessions]
+                    name = record.name or record.id
+                    yield ListedRun(record.id, name, record.state, record.config, record.summary, run)
         if others and not self._logs_of:
             self.events.warn(
                 f"no offline run of {self.project} in {self.path} (projects there: {name_list(sorted(others))})"
@@ -368,12 +397,21 @@ class OfflineSource(RecordSource):
 
     def export_items(self, request: ExportRequest) -> Iterator[ExportItem]:
         """Every run of every project the logs hold (a run resumed offline is one run), with its history;
-        a log that cannot be read at all is named and the others go on, unless it is the only one."""
-        from shared.wandb.offline import OfflineLogError, merged_runs, read_run_log, session_groups
+        a log or folder that cannot be read is named and counted, and the others go on, unless no log
+        can be read. A log that holds no run record yet (a job in progress) is named, and left for later."""
+        from shared.wandb.offline import (
+            LogReadError,
+            OfflineLogError,
+            merged_runs,
+            read_run_log,
+            session_groups,
+        )
 
         history_keys = set(request.history_keys) if request.history_keys else None
         found: dict[ProjectKey, int] = {}
-        unreadable: list[str] = []
+        unreadable: list[OfflineLogError | LogReadError] = []
+        for entry in self.unreadable:
+            yield Unreadable(str(entry), str(entry.path))
         too_old = 0
         with self.events.progress("run files", len(self.logs), verb="read") as progress:
             for group in session_groups(self.logs):
@@ -383,14 +421,19 @@ class OfflineSource(RecordSource):
                         run = read_run_log(
                             log_path, include_history=request.include_history, history_keys=history_keys
                         )
-                        sessions.append(run)
-                    except OfflineLogError as error:
-                        if len(self.logs) == 1:
+                    except (OfflineLogError, LogReadError) as error:
+                        if len(self.logs) == 1 and not self.unreadable:
                             raise
-                        unreadable.append(str(error))
-                        yield Unreadable(str(error))
+                        unreadable.append(error)
+                        yield Unreadable(str(error), str(log_path))
+                        continue
                     finally:
                         progress.advance()
+                    if run.in_progress:
+                        self.events.note(f"{log_path}: {IN_PROGRESS}")
+                        self._in_progress.append(str(log_path))
+                    else:
+                        sessions.append(run)
                 for run, run_sessions in merged_runs(sessions):
                     key = (run.record.entity or OFFLINE_ENTITY, run.record.project or OFFLINE_PROJECT)
                     record = replace(run.record, entity=key[0], project=key[1])
@@ -410,7 +453,10 @@ class OfflineSource(RecordSource):
                     if request.wants_history(record):
                         yield HistoryChunk(run.history, {record.id: run.skipped_values}, project=key)
         if unreadable and len(unreadable) == len(self.logs):
-            raise OfflineLogError(f"no readable run log among {len(self.logs)}: {unreadable[0]}")
+            first = f"no readable run log among {len(self.logs)}: {unreadable[0]}"
+            if self.unreadable or any(isinstance(error, LogReadError) for error in unreadable):
+                raise LogReadError(first)  # cannot be read, rather than not a log: not the user's typo
+            raise OfflineLogError(first)
         if too_old:
             since = request.plan(OFFLINE_ENTITY, OFFLINE_PROJECT).since
             self.events.note(f"{too_old} run(s) created before --since ({since:%Y-%m-%d %H:%M} UTC) left out")
@@ -430,6 +476,8 @@ class OfflineSource(RecordSource):
     def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
         return {
             "source": "wandb-offline",
-            "offline_paths": [str(path) for path in self.paths],
+            "offline_paths": [str(Path(path).absolute()) for path in self.paths],  # a later export's are alike
             "corrupt_logs": self._corrupt.get((entity, project), {}),
+            # Whose runs they will be is not known yet: every project of these logs lists them.
+            "runs_in_progress": self._in_progress,
         }
