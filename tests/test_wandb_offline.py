@@ -25,6 +25,7 @@ from shared.table.schema import HISTORY_SCHEMA
 from shared.wandb.offline import (
     FILE_HEADER,
     READ_SIZE,
+    LogReadError,
     OfflineLogError,
     _Framing,
     _SummaryFold,
@@ -317,7 +318,7 @@ def test_not_a_wandb_log(tmp_path: Path):
         with pytest.raises(OfflineLogError, match=reason) as raised:
             read_run_log(path)
         assert str(path) in str(raised.value) and "\n" not in str(raised.value)
-    with pytest.raises(OfflineLogError, match="cannot read"):
+    with pytest.raises(LogReadError, match="cannot read"):  # not bad input: exit 1, counted by an export
         read_run_log(tmp_path / "run-missing.wandb")
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import polars as pl
 
+from shared.base.errors import Incomplete
 from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
 from shared.neptune.runs import (
@@ -29,6 +31,8 @@ from shared.table.source import Asked
 _DATA_FILE = re.compile(r"^data-(\d+)\.log$")
 _ASSIGN = {"AssignFloat": float, "AssignInt": int, "AssignBool": bool, "AssignString": str}
 OFFLINE_STATE = "inactive"  # an offline run never reached a server; nothing of it runs there
+IN_PROGRESS = "in progress: exported once its log holds the run"  # a run folder with no operation yet
+RUNNING_WINDOW = timedelta(minutes=10)  # a log written to this recently may be in the middle of a line
 
 
 @dataclass
@@ -45,6 +49,7 @@ class OfflineRun:
         default_factory=dict
     )  # path → each point's ts (epoch s)
     last_at: float | None = None  # when the newest operation was logged (epoch s): the last sign of life
+    started: bool = False  # some operation was logged: a run folder without one is a run being started
     skipped_lines: int = 0
     problems: list[str] = field(default_factory=list)  # what could not be read, for the caller to say
 
@@ -87,34 +92,82 @@ def _container(folder: Path) -> Container:
     return Container(kind, container_id, created, problem)
 
 
+class UnreadableRun(NamedTuple):
+    """An offline run folder (or the folder holding them) that could not be listed or read."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot read ({self.reason})"
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
+
+
+class RunFolders(NamedTuple):
+    """What a `.neptune` folder holds: run folders with logs, run folders with no log yet (a run being
+    started), and folders that could not be read (named, never skipped in silence)."""
+
+    runs: list[Path]
+    starting: list[Path]
+    unreadable: list[UnreadableRun]
+
+
 def _is_run_folder(folder: Path) -> bool:
     return folder.is_dir() and bool(_data_files(folder)) and _container(folder).kind == "run"
 
 
-def run_folders(path: Path) -> list[Path]:
-    """Offline run folders at or under `path` (a project folder, its `.neptune`, `offline/`, or one run)."""
+def locate_run_folders(path: Path) -> RunFolders:
+    """Offline run folders at or under `path` (a project folder, its `.neptune`, `offline/`, or one run).
+
+    A `run__*` folder that cannot be listed is unreadable: a run the export counts as failed."""
     for base in (path / ".neptune" / "offline", path / "offline", path):
-        if not base.is_dir():
-            continue
-        if _is_run_folder(base):
-            return [base]
-        found = sorted(d for d in base.iterdir() if _is_run_folder(d))
-        if found:
+        try:
+            if not base.is_dir():
+                continue
+            if _is_run_folder(base):
+                return RunFolders([base], [], [])
+            entries = sorted(entry for entry in base.iterdir() if entry.is_dir())
+        except OSError as error:
+            return RunFolders([], [], [UnreadableRun(base, _reason(error))])
+        found = RunFolders([], [], [])
+        for folder in entries:
+            try:
+                if _is_run_folder(folder):
+                    found.runs.append(folder)
+                elif folder.name.startswith("run__") and _container(folder).kind == "run":
+                    found.starting.append(folder)  # the client made it; its first operations are on their way
+            except OSError as error:
+                if folder.name.startswith("run__"):  # by its name a run; other containers are not exported
+                    found.unreadable.append(UnreadableRun(folder, _reason(error)))
+        if found.runs or found.unreadable:
             return found
-    return []
+    return RunFolders([], [], [])
+
+
+def run_folders(path: Path) -> list[Path]:
+    """Offline run folders with logs at or under `path` (see locate_run_folders)."""
+    return locate_run_folders(path).runs
 
 
 def is_offline_folder(path: Path) -> bool:
-    """True when `path` holds at least one offline run folder."""
-    return path.is_dir() and bool(run_folders(path))
+    """True when `path` holds at least one offline run folder (readable or not)."""
+    if not path.is_dir():
+        return False
+    found = locate_run_folders(path)
+    return bool(found.runs or found.unreadable)
 
 
 def operations(folder: Path) -> Iterator[tuple[dict[str, Any], Any] | None]:
     """Each logged operation (`obj` of a line) with its log time (`at`), in order; None for a line that
-    does not parse."""
+    does not parse. A last line cut short in a log written to within RUNNING_WINDOW is the one the client
+    is writing: left for the next read, not counted."""
     for data_file in _data_files(folder):
         check_regular_file(data_file, "offline run log")  # a named pipe would wait for a writer forever
         with data_file.open(encoding="utf-8", errors="replace") as lines:
+            written = datetime.fromtimestamp(os.fstat(lines.fileno()).st_mtime, UTC)
             for line in lines:
                 if not line.strip():
                     continue
@@ -122,6 +175,8 @@ def operations(folder: Path) -> Iterator[tuple[dict[str, Any], Any] | None]:
                     record = json.loads(line)
                     entry = record["obj"], record.get("at")
                 except (ValueError, KeyError, TypeError, RecursionError):
+                    if not line.endswith("\n") and datetime.now(UTC) - written <= RUNNING_WINDOW:
+                        continue
                     entry = None
                 yield entry
 
@@ -170,6 +225,7 @@ def read_offline_run(folders: Sequence[Path]) -> OfflineRun:
     last_step: dict[str, float] = {}
     for folder in folders:
         for entry in operations(folder):
+            run.started = True
             if entry is None:
                 run.skipped_lines += 1
                 continue
@@ -203,27 +259,47 @@ class OfflineSource(NeptuneSource):
         super().__init__(split_project(project) if project else OFFLINE_PROJECT, project, events)
         self.path = path
         self._runs: dict[str, OfflineRun] | None = None
+        self.unreadable: list[UnreadableRun] = []  # named and counted as failed runs, never skipped
+        self.in_progress: list[str] = []  # run folders with no operation logged yet
 
     def _load(self) -> dict[str, OfflineRun]:
         if self._runs is None:
+            found = locate_run_folders(self.path)
+            self.unreadable = list(found.unreadable)
+            self.in_progress = [str(folder) for folder in found.starting]
             grouped: dict[str, list[Path]] = {}
-            for folder in run_folders(self.path):
+            for folder in found.runs:
                 run_id = _container(folder).id
                 grouped.setdefault(run_id, []).append(folder)
             by_time = {
                 run_id: sorted(fs, key=lambda f: _container(f).created or "")
                 for run_id, fs in grouped.items()
             }
-            self._runs = {run_id: read_offline_run(fs) for run_id, fs in sorted(by_time.items())}
+            self._runs = {}
+            for run_id, folders in sorted(by_time.items()):
+                try:
+                    run = read_offline_run(folders)
+                except OSError as error:  # permission denied, removed meanwhile: that run is lost, not all
+                    self.unreadable.append(UnreadableRun(folders[0], _reason(error)))
+                    continue
+                if run.started:
+                    self._runs[run_id] = run
+                else:
+                    self.in_progress.append(str(folders[0]))
             for run in self._runs.values():
                 for problem in run.problems:
                     self.events.warn(problem)
+            for folder in self.in_progress:
+                self.events.note(f"{folder}: {IN_PROGRESS}")
         return self._runs
 
     def runs(self, *, refresh: bool = False) -> pl.DataFrame:
         if refresh:
             self._runs = None
         runs = self._load().values()
+        if self.unreadable:  # an answer from the other runs would silently leave its runs out
+            more = f" (and {len(self.unreadable) - 1} more)" if len(self.unreadable) > 1 else ""
+            raise Incomplete(f"{self.unreadable[0]}{more}: its run would be missing from the answer")
         return pl.DataFrame(
             {
                 "run_id": [r.run_id for r in runs],
@@ -274,6 +350,13 @@ class OfflineSource(NeptuneSource):
         self._runs = None
 
     # ---------------------------------------------------------------- export
+
+    def unreadable_entries(self) -> dict[str, str]:
+        self._load()
+        return {str(entry.path): entry.reason for entry in self.unreadable}
+
+    def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
+        return super().export_metadata(entity, project) | {"runs_in_progress": self.in_progress}
 
     def export_runs(self) -> list[NeptuneRun]:
         found = []

@@ -152,9 +152,13 @@ class Reported(NamedTuple):
 
 
 class Unreadable(NamedTuple):
-    """A file of the source that could not be read at all: whose runs it held is not known."""
+    """A file or folder of the source that could not be read at all. The export names it, counts it as a
+    run reported and failed (keyed by `entry`, its path) and ends incomplete; in `project` when the source
+    knows whose it is, else in every project of the source (whose runs it held is not known)."""
 
     message: str
+    entry: str = ""
+    project: ProjectKey | None = None
 
 
 ExportItem = RunRecord | HistoryChunk | RunFailed | Reported | Unreadable

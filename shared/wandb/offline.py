@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import struct
@@ -15,14 +16,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import polars as pl
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
-from shared.base.errors import BadInput
+from shared.base.errors import BadInput, Incomplete
 from shared.base.limits import check_regular_file
 from shared.table.history import empty_history, epoch_seconds_to_datetime, epoch_seconds_to_utc
 from shared.table.schema import HISTORY_COLUMNS, RunRecord, is_internal_key
@@ -67,6 +68,14 @@ class OfflineRun:
     skipped_values: int = 0  # non-numeric history values left out (strings, lists, media, booleans)
     lost_records: int = 0
     lost_bytes: int = 0
+    run_recorded: bool = True  # the log holds its run record (else the id comes from the file name)
+
+    @property
+    def in_progress(self) -> bool:
+        """A log that holds no run record yet, and lost none: wandb-core buffers its log, so for a while a
+        running job's log holds only its header. Not a run to export yet (damage that took the run
+        record is another matter: that run is exported under the file name's id)."""
+        return not self.run_recorded and not self.lost_records
 
 
 def session_groups(logs: Iterable[Path]) -> list[list[Path]]:
@@ -114,6 +123,7 @@ def _merged(sessions: list[OfflineRun]) -> OfflineRun:
         sum(session.skipped_values for session in ordered),
         sum(session.lost_records for session in ordered),
         sum(session.lost_bytes for session in ordered),
+        any(session.run_recorded for session in ordered),
     )
 
 
@@ -123,29 +133,89 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --- locating logs -------------------------------------------------------------------------------
 
 
+class UnreadableEntry(NamedTuple):
+    """A file or folder under an offline source that could not be listed or read (permission denied, an
+    I/O error, removed meanwhile): whose run it held is not known."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot read ({self.reason})"
+
+
+class LogReadError(Incomplete):
+    """A run log that could not be read (permission denied, an I/O error, removed meanwhile): exit 1."""
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
+
+
 def find_run_logs(path: Path | str) -> list[Path]:
-    """The run logs under a `wandb/` folder, in an `offline-run-*`/`run-*` folder, or the `.wandb` file itself."""
+    """The run logs under a `wandb/` folder, in an `offline-run-*`/`run-*` folder, or the `.wandb` file
+    itself; Incomplete naming an entry below that cannot be listed (see locate_run_logs)."""
+    logs, unreadable = locate_run_logs(path)
+    if unreadable:
+        raise LogReadError(f"{unreadable[0]}{_more(unreadable)}")
+    return logs
+
+
+def _more(entries: Sequence[object]) -> str:
+    return f" (and {len(entries) - 1} more entries that cannot be read)" if len(entries) > 1 else ""
+
+
+def locate_run_logs(path: Path | str) -> tuple[list[Path], list[UnreadableEntry]]:
+    """The run logs under `path` (as find_run_logs), and the entries that could not be listed.
+
+    Folders are listed with scandir, whose errors are seen: a glob would skip an unreadable run folder
+    without a word. OfflineLogError when `path` is no such thing or holds no run log and nothing unreadable.
+    """
     path = Path(path)
     expected = "expected a wandb/ folder, an offline-run-*/run-* folder or a .wandb file"
+    unreadable: list[UnreadableEntry] = []
+
+    def listed(folder: Path) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as entries:
+                return sorted(entries, key=lambda entry: entry.name)
+        except OSError as error:
+            unreadable.append(UnreadableEntry(folder, _reason(error)))
+            return []
+
+    def is_folder(entry: os.DirEntry[str]) -> bool:
+        try:
+            return entry.is_dir()
+        except OSError as error:
+            unreadable.append(UnreadableEntry(Path(entry.path), _reason(error)))
+            return False
+
     try:
         if path.is_file():
             if path.suffix != ".wandb":
                 raise OfflineLogError(f"{path}: not a W&B run log ({expected})")
-            return [path]
+            return [path], []
         if not path.is_dir():
             raise OfflineLogError(f"{path}: no such file or folder ({expected})")
-        if path.name.startswith(RUN_FOLDER_PREFIXES):
-            logs = sorted(path.glob("run-*.wandb"))
-        else:
-            run_folders = [sub for sub in path.iterdir() if sub.name.startswith(RUN_FOLDER_PREFIXES)]
-            logs = sorted(
-                log for folder in run_folders if folder.is_dir() for log in folder.glob("run-*.wandb")
-            )
-    except PermissionError as error:
-        raise OfflineLogError(f"{path}: cannot read ({error.strerror})") from None
-    if not logs:
+    except PermissionError as error:  # a folder above it cannot be searched
+        raise LogReadError(f"{path}: cannot read ({_reason(error)})") from None
+    if path.name.startswith(RUN_FOLDER_PREFIXES):
+        run_folders = [path]
+    else:
+        run_folders = [
+            Path(entry.path)
+            for entry in listed(path)
+            if entry.name.startswith(RUN_FOLDER_PREFIXES) and is_folder(entry)
+        ]
+    logs = [
+        Path(entry.path)
+        for folder in run_folders
+        for entry in listed(folder)
+        if fnmatch.fnmatchcase(entry.name, "run-*.wandb")
+    ]
+    if not logs and not unreadable:
         raise OfflineLogError(f"{path}: no W&B run logs (run-*.wandb) found ({expected})")
-    return logs
+    return sorted(logs), unreadable
 
 
 # --- framing -------------------------------------------------------------------------------------
@@ -827,7 +897,7 @@ def read_run_log(
                     batch, batch_bytes = [], 0
             log.add(batch, framing)
     except OSError as error:
-        raise OfflineLogError(f"{path}: cannot read ({error.strerror or error})") from None
+        raise LogReadError(f"{path}: cannot read ({_reason(error)})") from None
     except BadInput as error:  # from check_regular_file
         raise OfflineLogError(str(error)) from None
     written = datetime.fromtimestamp(status.st_mtime, UTC)
@@ -840,6 +910,7 @@ def read_run_log(
         skipped_values=log.history.skipped_values,
         lost_records=framing.lost_records - (framing.tail_records if running else 0),
         lost_bytes=framing.lost_bytes - (framing.tail_bytes if running else 0),
+        run_recorded=log.run is not None,
     )
 
 
