@@ -25,6 +25,7 @@ from shared.table.exports import (
     conform,
     history_sibling,
     newest_copies,
+    rounded_integers,
     scan_runs,
     union_schema,
 )
@@ -95,7 +96,7 @@ def aggregate(
     Columns turned into text and inputs without history are told to `events`."""
     events = events or Events()
     schema, warnings = union_schema([f.schema for f in files])
-    for message in warnings:
+    for message in [*warnings, *rounded_integers(files, schema)]:
         events.warn(message)
     # The protocol filter needs its rule even when the output is not enriched.
     needed = (

@@ -347,6 +347,34 @@ def union_schema(schemas: Sequence[dict[str, pl.DataType]]) -> tuple[dict[str, p
     return union, warnings
 
 
+def rounded_integers(files: Sequence[RunsFile], schema: dict[str, pl.DataType], shown: int = 3) -> list[str]:
+    """A warning per column of integers that the union makes floats where a file holds one a float cannot
+    keep exactly (beyond 2^53), naming the column, the runs and their values as they were and become."""
+    warnings = []
+    for name, target in schema.items():
+        if not target.is_float():
+            continue
+        found: list[str] = []
+        for runs in files:
+            source = runs.schema.get(name)
+            if source is None or not source.is_integer() or name in RUN_KEY:
+                continue
+            value = pl.col(name)
+            changed = value.cast(target).cast(source, strict=False).ne_missing(value)
+            keys = [key for key in RUN_KEY if key in runs.schema]
+            rows = pl.scan_parquet(runs.path).select(*keys, name).filter(changed).head(shown).collect()
+            found += [
+                f"{'/'.join(str(row[key]) for key in keys)} in {runs.label}: {row[name]} -> {float(row[name])!r}"
+                for row in rows.iter_rows(named=True)
+            ]
+        if found:
+            listed = "; ".join(found[:shown]) + (" and more" if len(found) > shown else "")
+            warnings.append(
+                f"column {name}: integers beyond 2^53 meet floats in another file and are rounded ({listed})"
+            )
+    return warnings
+
+
 def cast_column(name: str, source: pl.DataType, target: pl.DataType) -> pl.Expr:
     """`name` converted from `source` to `target`; nested values become JSON text when target is String."""
     column = pl.col(name)
@@ -440,7 +468,7 @@ def scan_deduplicated(files: Sequence[RunsFile], events: Events | None = None) -
     if len(files) == 1:
         return pl.scan_parquet(files[0].path)
     schema, warnings = union_schema([f.schema for f in files])
-    for message in warnings:
+    for message in [*warnings, *rounded_integers(files, schema)]:
         (events or Events()).warn(message)
     frame = scan_runs(files, schema)
     winners = newest_copies(frame, files)
