@@ -258,3 +258,30 @@ def test_a_killed_export_resumes_without_fetching_completed_projects_again(wandb
         ("beta", 5),
     ]
     assert_same_export(export_content(moved), export_content(tmp_path))
+
+
+@pytest.mark.parametrize("with_runs", [True, False], ids=["from-newest-heartbeat", "no-runs-full"])
+def test_an_export_state_from_the_future_is_not_trusted(wandb_env, tmp_path, capsys, with_runs):
+    """A state whose export time lies ahead of now (a clock ahead, a copied folder) made every update
+    answer "no run changed" while runs changed."""
+    beta = ["-e", ENTITY, "-p", "beta", "--incremental"]
+    assert export(tmp_path, *beta) == 0
+    state_path = tmp_path / "cron_beta_state.json"
+    state = json.loads(state_path.read_text())
+    state["exported_at"] = (utc_now() + timedelta(days=30)).isoformat() + "+00:00"
+    if not with_runs:
+        state["runs"] = {}  # no run time to start from: a full export
+    state_path.write_text(json.dumps(state))
+    changed = wandb_env.dataset.project(ENTITY, "beta").runs[0]
+    changed.heartbeat_at, changed.state, changed.tags = utc_now(), "crashed", ["changed"]
+    wandb_env.clear_cache()
+    capsys.readouterr()
+    assert export(tmp_path, *beta) == 0
+    err = capsys.readouterr().err
+    assert "later than now" in err and "a clock ahead or a copied folder; not trusted" in err
+    assert ("fetching the runs changed since" in err) == with_runs
+    runs = pl.read_parquet(tmp_path / "cron_beta_runs.parquet")
+    assert runs.filter(pl.col("id") == changed.id)["state"].to_list() == ["crashed"]
+    assert runs.height == 5
+    later = json.loads(state_path.read_text())["exported_at"]
+    assert later < (utc_now() + timedelta(minutes=1)).isoformat()  # the next update starts from now

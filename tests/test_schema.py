@@ -56,3 +56,28 @@ def test_the_names_import_without_pyarrow_or_polars():
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_runtime_that_clocks_made_negative_is_null_with_a_warning_naming_the_run():
+    """Every source's records become the runs table in one place (rows.runs_table): a Neptune runtime
+    is the last heartbeat less the creation, and W&B's `_runtime` comes from the run's own clock."""
+    from datetime import UTC, datetime
+
+    from shared.table.rows import runs_table
+
+    created = datetime(2026, 3, 2, tzinfo=UTC)
+    records = [
+        schema.RunRecord(
+            id="behind", entity="e", project="p", created_at=created,
+            heartbeat_at=datetime(2026, 3, 1, tzinfo=UTC), runtime_s=-86400.0,
+        ),
+        schema.RunRecord(id="nan", entity="e", project="p", runtime_s=float("nan")),
+        schema.RunRecord(id="fine", entity="e", project="p", created_at=created, runtime_s=5.0),
+    ]  # fmt: skip
+    table, warnings = runs_table(records)
+    assert table["runtime_s"].to_pylist() == [None, None, 5.0]
+    assert warnings == [
+        "run behind: runtime -86400.0 s left out (null): its last heartbeat (2026-03-01T00:00:00+00:00)"
+        " is before its creation (2026-03-02T00:00:00+00:00)",
+        "run nan: runtime nan s left out (null): not a finite number",
+    ]

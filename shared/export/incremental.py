@@ -75,6 +75,8 @@ class ProjectState:
                 raise ValueError("a run's entry is not an object with a count of skipped values")
             if not isinstance(run.get("heartbeat_at"), str | None):
                 raise ValueError("a run's heartbeat is not a time")
+            if run.get("heartbeat_at"):
+                datetime.fromisoformat(run["heartbeat_at"])  # read when the state's own time is not trusted
 
     def save(self, path: Path) -> None:
         write_json({"format": STATE_FORMAT, **self.__dict__}, path)
@@ -163,6 +165,8 @@ def plan_update(
         return None, "no previous export state"
     if state.options != options:
         return None, f"options changed since the previous export ({state.options} -> {options})"
+    if not _cutoff_in_the_past(state, files.state, events):
+        return None, "the export state's time lies in the future and it records no run time to start from"
     kept = [files.runs, *([files.history] if options.get("include_history") else [])]
     missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
     if missing:
@@ -177,6 +181,32 @@ def plan_update(
     if not set(state.runs) <= set(pl.read_parquet(files.runs, columns=["id"])["id"].to_list()):
         return None, f"{files.runs.name} lacks runs the export state records (an older file put back?)"
     return ProjectUpdate(state, files, bool(options.get("include_history"))), ""
+
+
+def _cutoff_in_the_past(state: ProjectState, path: Path, events: Events) -> bool:
+    """Whether `state` can be updated from a time already past. A previous export that says it started
+    later than now (a host whose clock ran ahead, a folder copied from one) would make every update
+    find no change: its time is replaced by the newest heartbeat it records (the server's clock), with
+    a warning; False when it records none."""
+    now = datetime.now(UTC)
+    exported = datetime.fromisoformat(state.exported_at)
+    if (exported if exported.tzinfo else exported.replace(tzinfo=UTC)) <= now:
+        return True
+    heartbeats = [
+        datetime.fromisoformat(run["heartbeat_at"]) for run in state.runs.values() if run.get("heartbeat_at")
+    ]
+    newest = max(
+        (moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in heartbeats), default=None
+    )
+    safe = min(newest, now) if newest is not None else None
+    events.warn(
+        f"{path}: the previous export says it started at {state.exported_at}, later than now"
+        f" ({now.isoformat(timespec='seconds')}): a clock ahead or a copied folder; not trusted,"
+        + (f" fetching the runs changed since {safe.isoformat()} instead" if safe else " exporting in full")
+    )
+    if safe is not None:
+        state.exported_at = safe.isoformat()
+    return safe is not None
 
 
 def save_state(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,8 @@ def runs_table(records: list[RunRecord]) -> tuple[pa.Table, list[str]]:
     columns: dict[str, pa.Array] = {
         name: _core_array([getattr(r, name) for r in records], dtype) for name, dtype in CORE_COLUMNS.items()
     }
-    warnings: list[str] = []
+    runtimes, warnings = _runtimes(records)
+    columns["runtime_s"] = _core_array(runtimes, CORE_COLUMNS["runtime_s"])
     for section in SECTIONS:
         flat, section_warnings = flat_columns(
             [getattr(r, section.field) for r in records], section.prefix, skip_private=section.skip_internal
@@ -42,6 +44,25 @@ def runs_table(records: list[RunRecord]) -> tuple[pa.Table, list[str]]:
             [text if text is not None else raw_json(value) for text, value in raw], pa.string()
         )
     return pa.table(columns), warnings
+
+
+def _runtimes(records: list[RunRecord]) -> tuple[list[float | None], list[str]]:
+    """Each run's runtime_s as its source gave it, but none where it is negative or not finite (a last
+    heartbeat before the creation, clocks that disagree): null, with a warning naming the run."""
+    runtimes: list[float | None] = []
+    warnings = []
+    for record in records:
+        runtime = record.runtime_s
+        if runtime is not None and not 0 <= runtime < math.inf:
+            times = record.created_at, record.heartbeat_at
+            if times[0] is not None and times[1] is not None and times[1] < times[0]:
+                why = f"its last heartbeat ({times[1].isoformat()}) is before its creation ({times[0].isoformat()})"
+            else:
+                why = "a negative duration (clocks that disagree)" if runtime < 0 else "not a finite number"
+            warnings.append(f"run {record.id}: runtime {runtime} s left out (null): {why}")
+            runtime = None
+        runtimes.append(runtime)
+    return runtimes, warnings
 
 
 def raw_json(value: dict[str, Any]) -> str:
