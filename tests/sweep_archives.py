@@ -16,8 +16,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.export_checks import ENTITY, cron_dataset
-from tests.neptune_fixtures import EXPORTER_SCHEMA, PROJECT, SPECS, exporter_name, exporter_rows, steps, write_archive
-from tests.sweep import BETA, EXPORT, INPUTS, NEPTUNE_EXPORT, ROOT, Case, Outcome, listed_runs, run, script_run, server_env
+from tests.neptune_fixtures import (
+    EXPORTER_SCHEMA,
+    PROJECT,
+    SPECS,
+    exporter_name,
+    exporter_rows,
+    steps,
+    write_archive,
+)
+from tests.sweep import (
+    BETA,
+    EXPORT,
+    INPUTS,
+    NEPTUNE_EXPORT,
+    ROOT,
+    Case,
+    Outcome,
+    listed_runs,
+    run,
+    script_run,
+    server_env,
+)
 from tests.test_bad_input import isolated_env
 from tests.wandb_standin import StandinServer
 
@@ -100,7 +120,11 @@ def empty_part_listed_first(folder: Path) -> None:
 
 def check_project_kept(outcome: Outcome) -> None:
     recorded = metadata(outcome.folder / "out", "team_sae-sweep")
-    assert (recorded["entity"], recorded["project"], recorded["neptune_project"]) == ("team", "sae-sweep", PROJECT)
+    assert (recorded["entity"], recorded["project"], recorded["neptune_project"]) == (
+        "team",
+        "sae-sweep",
+        PROJECT,
+    )
     assert recorded["runs_exported"] == 7
 
 
@@ -205,7 +229,9 @@ def neptune_into_a_held_folder(folder: Path) -> Outcome:
         "import sys, time; from pathlib import Path; from shared.export.lock import FolderLock\n"
         "with FolderLock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)\n"
     )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(folder / "out")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder / "out")], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         outcome = run(NEPTUNE_EXPORT, ARCHIVE, folder, isolated_env(folder / "home"))
