@@ -15,6 +15,7 @@ from shared.base.errors import BadInput, Incomplete, RunToolsError, describe
 from shared.base.storage import name_stems, safe_name
 from shared.base.text import name_list
 from shared.table.exports import (
+    different_exports,
     export_changed,
     export_metadata,
     export_stem,
@@ -108,7 +109,7 @@ class Snapshot:
             metadata = export_metadata(runs_file)
             footer = pq.read_metadata(self.runs)
             generation = parquet_generation(footer)
-            if metadata is not None and metadata.get("generation") != generation:
+            if different_exports((metadata or {}).get("generation"), generation):
                 raise export_changed(
                     runs_file, metadata, f"{runs_file.name} and its metadata are of different exports"
                 )
@@ -116,7 +117,7 @@ class Snapshot:
             self.history_keys = _exported_history_keys(metadata or {})
             if self.history_file is not None and self.history_file.is_file():
                 self.history = open(self.history_file, "rb")  # noqa: SIM115
-                if parquet_generation(pq.read_metadata(self.history)) != generation:
+                if different_exports(parquet_generation(pq.read_metadata(self.history)), generation):
                     raise export_changed(
                         runs_file,
                         metadata,

@@ -199,7 +199,8 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
     """Read a parquet's footer and check that it is a runs export; BadInput naming what it holds if not.
 
     Its metadata JSON and (`with_history`) history file must be of the export that wrote it (the same
-    generation); else ExportChanged: an export is replacing them (one_export_state reads again).
+    generation, where both have one); else ExportChanged: an export is replacing them (one_export_state
+    reads again).
     """
     try:
         check_regular_file(path, "runs file")
@@ -217,7 +218,7 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
         )
     metadata = export_metadata(path)
     generation = parquet_generation(footer)
-    if metadata is not None and metadata.get("generation") != generation:
+    if different_exports((metadata or {}).get("generation"), generation):
         raise export_changed(
             path, metadata, f"{path.name} and {_name(metadata_file)} are of different exports"
         )
@@ -226,7 +227,7 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
         history = listed_history(path, footer, metadata)
         if history is not None and history.is_file():
             stamps.append((history, _stamp(history)))
-            if _history_generation(history) != generation:
+            if different_exports(_history_generation(history), generation):
                 raise export_changed(
                     path, metadata, f"{path.name} and {history.name} are of different exports"
                 )
@@ -237,6 +238,12 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
 
 def _name(path: Path | None) -> str:
     return path.name if path else ""
+
+
+def different_exports(generation: Any, other: Any) -> bool:
+    """Whether two files are of different exports by their generations; files without one (written by
+    older versions, or rewritten by hand) are not told apart."""
+    return generation is not None and other is not None and generation != other
 
 
 def _history_generation(path: Path) -> str | None:
