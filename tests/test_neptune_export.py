@@ -453,3 +453,22 @@ def test_a_neptune_run_has_no_git_commit_column_value(archive_export):
     attribute is not read yet)."""
     runs = pl.read_parquet(files_of(archive_export)["runs"])
     assert runs.schema["git_commit"] == pl.String and runs["git_commit"].null_count() == runs.height
+
+
+def test_a_part_gone_after_listing_fails_its_project_naming_it(tmp_path):
+    """A part removed between the listing and the read (another process cleaning up): the project is not
+    exported, the part named; no traceback, nothing written."""
+    from shared.base.events import Events
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+    from shared.neptune.sources import export_sources
+
+    archive = write_archive(tmp_path / "data")
+    events = Events()
+    sources = export_sources([], archive, events=events)
+    [gone] = (archive / exporter_name(PROJECT)).glob(f"{exporter_name('TEST-2')}_part_0.parquet")
+    gone.unlink()
+    options = ExportOptions(tmp_path / "out", include_history=True)
+    outcome = export_runs([ExportTarget(source, source.key) for source in sources], options, events)
+    assert outcome.failures == [PROJECT] and not outcome.results
+    assert events.errors == [f"{PROJECT} not exported: cannot read archive part {gone}: No such file or directory"]
+    assert not list((tmp_path / "out").glob("*.parquet"))
