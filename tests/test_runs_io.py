@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.base.errors import BadInput
+from shared.base.errors import BadInput, Incomplete
 from shared.base.events import Events
 from shared.table.exports import (
     FILE_INDEX,
@@ -189,6 +190,29 @@ def test_folders_files_and_globs_are_found_once_each_and_history_is_skipped(tmp_
     )
     assert found == [a, b]
     assert "skipping history file" in "\n".join(events.notes)
+
+
+def denied(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Listing `folder` fails as it does for a user without permission (root ignores file modes)."""
+    scandir = os.scandir
+
+    def guarded(path=".", *args):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", guarded)
+
+
+def test_a_folder_that_cannot_be_listed_is_named_not_skipped(tmp_path, monkeypatch):
+    write_runs(tmp_path / "e_p_runs.parquet")
+    (tmp_path / "older").mkdir()
+    write_runs(tmp_path / "older" / "e_q_runs.parquet")
+    denied(monkeypatch, tmp_path / "older")
+    with pytest.raises(
+        Incomplete, match=r"cannot read .*older \(Permission denied\): the runs files in it would be missing"
+    ):
+        find_runs_files([str(tmp_path)])
 
 
 @pytest.mark.parametrize(

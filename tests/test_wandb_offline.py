@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
 import shutil
 import struct
 import subprocess
@@ -30,6 +32,7 @@ from shared.wandb.offline import (
     _Framing,
     _SummaryFold,
     find_run_logs,
+    locate_run_logs,
     read_run_log,
 )
 from tests.offline_client import offline_wandb
@@ -485,3 +488,54 @@ def test_the_commit_a_run_ran_is_its_git_commit(tmp_path: Path, monkeypatch: pyt
     assert failures == []
     runs = pl.read_parquet(results[0].runs_path)
     assert dict(zip(runs["name"], runs["git_commit"], strict=True)) == {"in-a-repo": head, "elsewhere": None}
+
+
+# --- entries that cannot be read, logs still being written ------------------------------------------
+
+
+def test_a_run_folder_that_cannot_be_listed_is_named_and_counted_as_a_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A glob skipped it without a word (exit 0, 3 of 4 runs); now it is a run reported and failed."""
+    samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
+    shutil.copytree(samples, tmp_path / "wandb")
+    hidden = sorted((tmp_path / "wandb").iterdir())[0]
+    scandir = os.scandir
+
+    def guarded(path=".", *args):  # as for a user without permission: root ignores file modes
+        if Path(path) == hidden:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", guarded)
+    logs, unreadable = locate_run_logs(tmp_path / "wandb")
+    assert len(logs) == len(find_run_logs(samples)) - 1
+    assert [str(entry) for entry in unreadable] == [f"{hidden}: cannot read (Permission denied)"]
+    with pytest.raises(LogReadError, match="cannot read"):
+        find_run_logs(tmp_path / "wandb")
+
+    (result,), failures = export_offline([tmp_path / "wandb"], tmp_path / "out")
+    assert result.shortfall and str(hidden) in result.shortfall and failures == [str(unreadable[0])]
+    metadata = json.loads(result.metadata_path.read_text())
+    assert (metadata["runs_reported"], metadata["runs_exported"]) == (len(logs) + 1, len(logs))
+    assert list(metadata["failed_runs"]) == [str(hidden)]
+
+
+@pytest.mark.parametrize(
+    "size", [FILE_HEADER.size, FILE_HEADER.size + 7 + 77, FILE_HEADER.size + 7 + 77 + 40]
+)
+def test_a_log_that_holds_no_run_record_yet_is_in_progress(logs: Logs, tmp_path: Path, size: int):
+    """wandb-core buffers its log: for a while it holds its header (record), or part of its run record."""
+    copy = copy_of(logs.complete, tmp_path)
+    os.truncate(copy, size)
+    run = read_run_log(copy)
+    assert run.in_progress and not run.run_recorded and run.lost_records == 0
+
+
+def test_a_run_record_lost_to_damage_is_not_in_progress(logs: Logs, tmp_path: Path):
+    copy = copy_of(logs.complete, tmp_path)
+    data = bytearray(copy.read_bytes())
+    data[FILE_HEADER.size + 7 + 77 + 7 + 50] ^= 0x01  # inside the run record, the log's second
+    copy.write_bytes(bytes(data))
+    run = read_run_log(copy)
+    assert not run.run_recorded and run.lost_records and not run.in_progress  # exported by the file's id
