@@ -76,7 +76,8 @@ def _reason(error: OSError) -> str:
 def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, str]]:
     """The finished parquet parts of one project folder, sorted by name (`*.parquet.tmp` are parts
     still being written; one copy of each run, see `_one_copy_per_run`), and the parts that cannot be
-    read (path → why), left out. Plain strings: an archive may hold 10,000s of files. A usage error when
+    listed (path → why: gone since), left out; a part that cannot be read is found when it is (`check`
+    reads every footer). Plain strings: an archive may hold 10,000s of files. A usage error when
     one is not a regular file (a named pipe would be waited on forever)."""
     try:
         with os.scandir(folder) as entries:
@@ -90,8 +91,6 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
                 check_regular_file(Path(entry.path), "archive part")
         except OSError as error:  # gone since it was listed
             unreadable[entry.path] = _reason(error)
-        if not os.access(entry.path, os.R_OK):  # one syscall: opening 10,000s of parts would cost more
-            unreadable.setdefault(entry.path, os.strerror(errno.EACCES))
     names = _finished_runs(folder, sorted(entry.name for entry in parts), events)
     files = [f"{folder}{os.sep}{name}" for name in names]
     readable = [file for file in files if file not in unreadable]
@@ -99,10 +98,14 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
 
 
 def _recorded_runs(files: Sequence[str], *, first: bool) -> list[str]:
-    """The run ids these parts record: the first one (a part of one run), else every one."""
+    """The run ids these parts record: the first one (a part of one run), else every one; none when a
+    part cannot be read (it is named where it is read)."""
     rows = pl.scan_parquet(list(files)).select(pl.col("run_id").drop_nulls())
     rows = rows.head(1) if first else rows.unique()
-    return rows.collect()["run_id"].to_list()
+    try:
+        return rows.collect()["run_id"].to_list()
+    except (OSError, pl.exceptions.PolarsError):
+        return []
 
 
 def _one_copy_per_run(folder: Path, files: list[str], events: Events) -> list[str]:
@@ -236,7 +239,7 @@ def check_part(file: str) -> None:
         if not os.access(file, os.R_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as error:  # unreadable or gone: not the user's input being wrong
-        raise Incomplete(f"cannot read archive part {file}: {_reason(error)}") from None
+        raise UnreadablePart(file, _reason(error)) from None
     schema = parquet_schema(file)
     missing = [column for column in PART_COLUMNS if column not in schema]
     missing = missing or [column for column in ARCHIVE_COLUMNS if column not in schema]
@@ -305,6 +308,14 @@ def find_project_folder(path: Path, project: str | None) -> tuple[Path, str | No
     raise BadInput(f"project {project!r} is not in {path} (projects there: {known})")
 
 
+class UnreadablePart(Incomplete):
+    """A part that cannot be read (permission, I/O error, gone since it was listed)."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"cannot read archive part {file}: {reason}")
+        self.reason = reason
+
+
 @dataclass
 class _Read:
     """What is known of the archive's files as they were listed: dropped whole when they are listed again
@@ -358,10 +369,22 @@ class ArchiveSource(NeptuneSource):
         """The finished part files, sorted by name."""
         return self._read.files
 
-    def check(self) -> None:
-        """A usage error naming the first file that is not a neptune-exporter part (reads every footer)."""
+    def check(self, whole: bool | None = None) -> None:
+        """A usage error naming the first file that is not a neptune-exporter part (reads every footer).
+        A part that cannot be read is an error too when the source is read `whole` (default: as opened),
+        else it is left out and named in `unreadable_entries`."""
+        whole = self.whole if whole is None else whole
+        lost: dict[str, str] = {}
         for file in self.files:
-            check_part(file)
+            try:
+                check_part(file)
+            except UnreadablePart as error:
+                if whole:
+                    raise
+                lost[file] = error.reason
+        if lost:
+            files = [file for file in self.files if file not in lost]
+            self._read = _Read(files, self._read.unreadable | lost)
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -369,7 +392,7 @@ class ArchiveSource(NeptuneSource):
         try:
             yield
         except (pl.exceptions.PolarsError, OSError):  # OSError: a part gone or unreadable since it was listed
-            self.check()
+            self.check(whole=True)  # a read under way cannot leave a part out
             raise
 
     def _scan(self, files: Sequence[str] | Sequence[bytes] | None = None) -> pl.LazyFrame:
