@@ -34,6 +34,7 @@ from tests.test_bad_input import SAMPLES, isolated_env
 LOGS = sorted(SAMPLES.glob("*/run-*.wandb"))
 RUN_RECORD_END = 7 + 7 + 77  # the file header, then the header record's frame: what wandb-core writes first
 GOOD = 3  # good runs beside the odd entry
+ODD_LOG = LOGS[GOOD].name  # the odd entry's log: a sample run's
 
 
 # ------------------------------------------------------------------ inputs made by the real clients
@@ -87,7 +88,7 @@ def neptune_runs() -> list[Path]:
 
 def wandb_folder(change: Callable[[Path], None] | None = None, *, odd: bool = True) -> Callable[[Path], None]:
     """wandb/ with GOOD sample runs and (`odd`) one more run folder `offline-run-…-odd` holding a copy
-    of another sample log as `run-odd.wandb`, then `change(that run folder)`."""
+    of another sample log under its own name (ODD_LOG: `run-<its id>.wandb`), then `change(that run folder)`."""
 
     def setup(folder: Path) -> None:
         wandb = folder / "wandb"
@@ -97,7 +98,7 @@ def wandb_folder(change: Callable[[Path], None] | None = None, *, odd: bool = Tr
         if odd:
             odd_folder = wandb / "offline-run-20260101_000000-odd"
             odd_folder.mkdir()
-            shutil.copy(LOGS[GOOD], odd_folder / "run-odd.wandb")
+            shutil.copy(LOGS[GOOD], odd_folder / ODD_LOG)
             if change:
                 change(odd_folder)
 
@@ -106,12 +107,12 @@ def wandb_folder(change: Callable[[Path], None] | None = None, *, odd: bool = Tr
 
 def header_only(run_folder: Path) -> None:
     """The log as wandb-core has it while it buffers: its header, no run record yet (written just now)."""
-    os.truncate(run_folder / "run-odd.wandb", RUN_RECORD_END)
+    os.truncate(run_folder / ODD_LOG, RUN_RECORD_END)
 
 
 def cut_in_run_record(run_folder: Path) -> None:
     """The log while wandb-core writes its run record: the record's frame cut short, written just now."""
-    os.truncate(run_folder / "run-odd.wandb", RUN_RECORD_END + 40)
+    os.truncate(run_folder / ODD_LOG, RUN_RECORD_END + 40)
 
 
 def metadata_files(outcome: Outcome, out: str = "out") -> dict[str, dict]:
@@ -142,7 +143,7 @@ def in_progress_left_out(outcome: Outcome) -> None:
     assert list(files) == [f"{SAMPLE_PROJECT}_metadata.json"], list(files)  # no offline_uncategorized_*
     metadata = sample_metadata(outcome)
     assert (metadata["runs_reported"], metadata["runs_exported"], metadata["failed_runs"]) == (GOOD, GOOD, {})
-    assert [Path(path).name for path in metadata["runs_in_progress"]] == ["run-odd.wandb"]
+    assert [Path(path).name for path in metadata["runs_in_progress"]] == [ODD_LOG]
 
 
 def offline_export(setup: Callable[[Path], None], *, limit: str | None = None, extra: tuple[str, ...] = ()):
@@ -158,8 +159,8 @@ def chmod_none(name: str = "") -> Callable[[Path], None]:
 
 def dangling(run_folder: Path) -> None:
     """A log removed between the listing and the reading (its link left dangling: same error)."""
-    (run_folder / "run-odd.wandb").unlink()
-    (run_folder / "run-odd.wandb").symlink_to("gone.wandb")
+    (run_folder / ODD_LOG).unlink()
+    (run_folder / ODD_LOG).symlink_to("gone.wandb")
 
 
 def wandb_folder_unreadable(folder: Path) -> None:
@@ -248,38 +249,67 @@ def reader(script: str, argv: tuple[str, ...], change: Callable[[Path], None]) -
 
 
 def damaged_run_record(run_folder: Path) -> None:
-    """A flipped byte inside the run record: the log's run is read under the file name's id, in
-    offline/uncategorized (how the run looked when exported in progress by earlier versions)."""
-    log = run_folder / "run-odd.wandb"
+    """A flipped byte inside the run record: the log's run is read under the file name's id (its own), in
+    offline/uncategorized (how a run in progress was exported by earlier versions)."""
+    log = run_folder / ODD_LOG
     data = bytearray(log.read_bytes())
     data[RUN_RECORD_END + 7 + 50] ^= 0x01
     log.write_bytes(bytes(data))
 
 
-def stale_then_current(folder: Path) -> Outcome:
-    """The first export writes offline/uncategorized for the damaged log; the log made whole again (the
-    run now names its project), the second export no longer produces that project: its files are
-    marked superseded, and an aggregate of the folder has one row per run."""
-    wandb_folder(damaged_run_record)(folder)
-    env = isolated_env(folder / "home")
-    first = run(EXPORT, ["--offline", "wandb", "-o", "out"], folder, env, timeout=60)
-    assert first.code == 0 and (folder / "out" / "offline_uncategorized_runs.parquet").is_file(), first.stderr
-    shutil.copy(LOGS[GOOD], folder / "wandb" / "offline-run-20260101_000000-odd" / "run-odd.wandb")
-    second = run(EXPORT, ["--offline", "wandb", "-o", "out"], folder, env, timeout=60)
-    aggregate = run(AGGREGATE, ["out", "-o", "all.parquet"], folder, env, timeout=60)
-    second.extra["aggregate"] = aggregate
-    return second
+def restore_odd_log(folder: Path) -> None:
+    """The run done: its log whole, naming its project."""
+    shutil.copy(LOGS[GOOD], folder / "wandb" / "offline-run-20260101_000000-odd" / ODD_LOG)
+
+
+def remove_odd_run(folder: Path) -> None:
+    """The run folder deleted from the cluster: the earlier export holds its only copy."""
+    shutil.rmtree(folder / "wandb" / "offline-run-20260101_000000-odd")
+
+
+def stale_then(change: Callable[[Path], None]) -> Callable[[Path], Outcome]:
+    """The first export writes offline/uncategorized for the damaged log; after `change`, the second
+    export no longer produces that project: its files are marked superseded. Then an aggregate of the
+    folder (in `extra`)."""
+
+    def scenario(folder: Path) -> Outcome:
+        wandb_folder(damaged_run_record)(folder)
+        env = isolated_env(folder / "home")
+        first = run(EXPORT, ["--offline", "wandb", "-o", "out"], folder, env, timeout=60)
+        assert first.code == 0 and (folder / "out" / "offline_uncategorized_runs.parquet").is_file(), (
+            first.stderr
+        )
+        change(folder)
+        second = run(EXPORT, ["--offline", "wandb", "-o", "out"], folder, env, timeout=60)
+        second.extra["aggregate"] = run(AGGREGATE, ["out", "-o", "all.parquet"], folder, env, timeout=60)
+        return second
+
+    return scenario
+
+
+def aggregated_ids(outcome: Outcome) -> pl.Series:
+    aggregate = outcome.extra["aggregate"]
+    assert aggregate.code == 0, aggregate.stderr
+    assert "superseded" in aggregate.stderr, aggregate.stderr  # the stale files are named
+    return pl.read_parquet(outcome.folder / "all.parquet")["id"]
 
 
 def superseded_and_read_once(outcome: Outcome) -> None:
+    """The run now under its project: the stale copy is skipped, one row per run."""
     stale = metadata_files(outcome)["offline_uncategorized_metadata.json"]
-    assert "superseded" in stale, stale
+    assert stale["superseded"]["runs_only_here"] == [], stale
     assert sample_metadata(outcome)["runs_exported"] == GOOD + 1
-    aggregate = outcome.extra["aggregate"]
-    assert aggregate.code == 0, aggregate.stderr
-    assert "superseded" in aggregate.stderr  # the skipped files are named
-    ids = pl.read_parquet(outcome.folder / "all.parquet")["id"]
+    ids = aggregated_ids(outcome)
     assert ids.len() == ids.n_unique() == GOOD + 1
+
+
+def superseded_but_still_read(outcome: Outcome) -> None:
+    """The run gone from the logs: the stale files are its only copy, marked but still read."""
+    stale = metadata_files(outcome)["offline_uncategorized_metadata.json"]
+    odd_id = ODD_LOG.removeprefix("run-").removesuffix(".wandb")
+    assert stale["superseded"]["runs_only_here"] == [odd_id], stale
+    ids = aggregated_ids(outcome)
+    assert ids.len() == ids.n_unique() == GOOD + 1 and odd_id in ids.to_list()
 
 
 # ------------------------------------------------------------------ one run id in two projects
@@ -320,13 +350,13 @@ CASES: list[Case] = [
     # (h) unreadable entries: named, counted in runs_reported and failed_runs, exit 1 (root as a user: limit)
     Case("h-wandb-run-folder-mode-000", "h", offline_export(wandb_folder(chmod_none()), limit="read-only"), 1,
          "runs missing", check=counted_as_failed("offline-run-20260101_000000-odd", GOOD + 1, GOOD)),
-    Case("h-wandb-log-mode-000", "h", offline_export(wandb_folder(chmod_none("run-odd.wandb")),
-         limit="read-only"), 1, "runs missing", check=counted_as_failed("run-odd.wandb", GOOD + 1, GOOD)),
+    Case("h-wandb-log-mode-000", "h", offline_export(wandb_folder(chmod_none(ODD_LOG)),
+         limit="read-only"), 1, "runs missing", check=counted_as_failed(ODD_LOG, GOOD + 1, GOOD)),
     Case("h-wandb-folder-mode-000", "h", offline_export(wandb_folder_unreadable, limit="read-only"), 1,
          "cannot read (Permission denied)", check=named_in_last_line("wandb")),
     Case("h-wandb-log-vanished-before-read", "h",
          offline_export(wandb_folder(dangling)), 1,
-         "runs missing", check=counted_as_failed("run-odd.wandb", GOOD + 1, GOOD)),
+         "runs missing", check=counted_as_failed(ODD_LOG, GOOD + 1, GOOD)),
     Case("h-neptune-offline-run-folder-mode-000", "h", neptune_export(neptune_folder(chmod_none()),
          limit="read-only"), 1, "runs missing", check=neptune_counted_as_failed),
     Case("h-neptune-offline-log-mode-000", "h", neptune_export(neptune_folder(chmod_none("data-1.log")),
@@ -346,8 +376,10 @@ CASES: list[Case] = [
          "in progress: exported once its log holds the run", check=in_progress_left_out),
     Case("q-wandb-run-record-being-written", "q", offline_export(wandb_folder(cut_in_run_record)), 0,
          "in progress: exported once its log holds the run", check=in_progress_left_out),
-    Case("q-wandb-stale-project-superseded", "q", stale_then_current, 0, "marked superseded",
+    Case("q-wandb-stale-project-superseded", "q", stale_then(restore_odd_log), 0, "marked superseded",
          check=superseded_and_read_once),
+    Case("q-wandb-vanished-project-kept-readable", "q", stale_then(remove_odd_run), 0, "marked superseded",
+         check=superseded_but_still_read),
     Case("q-neptune-run-folder-without-log", "q", neptune_export(neptune_folder(starting_run)), 0,
          "in progress", check=neptune_in_progress),
     Case("q-neptune-last-line-being-written", "q", neptune_export(neptune_folder(last_line_being_written)), 0,

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from shared.base.errors import BadInput, describe, is_bug
 from shared.base.events import Events
 from shared.base.limits import read_text_file
@@ -258,7 +260,8 @@ def _export_target(
             if not result.shortfall:  # else a rerun exports it again: runs are missing
                 lock.completed(projects[key].name)
         if target.project is None and not unreadable and options.since is None:  # it saw all its runs
-            _supersede_vanished(options.folder, target.source, set(projects), events)
+            exported = {record.id for each in projects.values() for record in each.export.records}
+            _supersede_vanished(options.folder, target.source, set(projects), exported, events)
     except BaseException:
         for unfinished in projects.values():
             if not unfinished.finished:
@@ -279,14 +282,19 @@ def _count_unreadable(
             project(*item.project).unreadable[entry] = item.message
             continue
         for owner in list(projects.values()):
-            owner.unreadable[entry] = f"{item.message}; whose run it held is not known: each project counts it"
+            owner.unreadable[entry] = (
+                f"{item.message}; whose run it held is not known: each project counts it"
+            )
 
 
-def _supersede_vanished(folder: Path, source: ExportSource, produced: set[ProjectKey], events: Events) -> None:
+def _supersede_vanished(
+    folder: Path, source: ExportSource, produced: set[ProjectKey], exported: set[str], events: Events
+) -> None:
     """Mark the files an earlier export of the same offline logs wrote for a project this complete export
     no longer produces (its runs were in progress then and belong to another project now, or are gone
     from the logs): their metadata gets `superseded`, so neither a user nor a reader takes them for
-    current (readers skip them when they read a folder). Nothing is deleted."""
+    current. Readers of the folder skip them when each of their runs is in this export (`runs_only_here`
+    empty), and read them with a warning otherwise. Nothing is deleted."""
     paths = source.export_metadata("", "").get("offline_paths")
     if not paths:
         return
@@ -303,12 +311,24 @@ def _supersede_vanished(folder: Path, source: ExportSource, produced: set[Projec
             or recorded.get("offline_paths") != paths
         ):
             continue
+        runs_file = metadata_file.with_name(str((recorded.get("files") or {}).get("runs") or ""))
+        try:
+            run_ids = pl.read_parquet(runs_file, columns=["id"])["id"].to_list()
+        except (OSError, pl.exceptions.PolarsError):
+            continue  # its runs file is gone or unreadable: no export to mark
+        only_here = sorted({str(run_id) for run_id in run_ids} - exported)
         recorded["superseded"] = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "why": "a later export of the same offline logs no longer holds this project",
+            "runs_only_here": only_here,  # gone from the logs since: this file is their only copy
         }
         write_json(recorded, metadata_file)
+        readers = (
+            "readers of the folder skip them"
+            if not only_here
+            else f"{len(only_here)} of its runs are only there"
+        )
         events.warn(
             f"{metadata_file.name}: {'/'.join(key)} is no longer in these offline logs (its runs were in"
-            " progress then, or are gone): its files are marked superseded, and readers of the folder skip them"
+            f" progress then, or are gone): its files are marked superseded ({readers})"
         )

@@ -48,6 +48,12 @@ def _certainty(runs_file: Path, recorded: tuple[str, str] | None, entity: str, p
     return 2 if stem == tagged else int(stem == plain)
 
 
+def _replaced(runs_file: Path) -> bool:
+    """Marked superseded by a later export of its offline logs, each of its runs exported elsewhere now."""
+    superseded = (export_metadata(runs_file) or {}).get("superseded")
+    return isinstance(superseded, dict) and not superseded.get("runs_only_here")
+
+
 def find_export(path: Path, project: str | None) -> Path:
     """The `*_runs.parquet` of `project` (entity/project or project) in an export folder, or the file.
 
@@ -69,7 +75,7 @@ def find_export(path: Path, project: str | None) -> Path:
     except OSError as error:
         raise Incomplete(f"cannot read {path} ({error.strerror or type(error).__name__})") from None
     files = sorted(path / name for name in names if name.endswith(RUNS_FILE))
-    superseded = [file for file in files if "superseded" in (export_metadata(file) or {})]
+    superseded = [file for file in files if _replaced(file)]
     if superseded:  # an export marked them: their project is no longer in its offline logs
         files = [file for file in files if file not in superseded]
     if not files:

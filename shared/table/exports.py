@@ -59,15 +59,21 @@ def files_under(folder: Path, suffix: str) -> list[Path]:
 
 def _current(runs_files: list[Path], events: Events) -> list[Path]:
     """The runs files of a folder less those an export marked superseded (their project is no longer in
-    its offline logs: their runs are current elsewhere, or gone), each named in a note."""
+    its offline logs) whose runs are all in the current export, each named in a note; a superseded file
+    that is the only copy of some runs is read, with a warning."""
     kept = []
     for runs_file in runs_files:
-        if "superseded" in (export_metadata(runs_file) or {}):
-            events.note(
-                f"skipping {runs_file}: superseded (its project is no longer in the logs it was exported from)"
-            )
-        else:
+        superseded = (export_metadata(runs_file) or {}).get("superseded")
+        if not isinstance(superseded, dict):
             kept.append(runs_file)
+        elif superseded.get("runs_only_here"):
+            events.warn(
+                f"{runs_file} is superseded (its project is no longer in the logs it was exported from), but"
+                f" {len(superseded['runs_only_here'])} of its runs are only there: read"
+            )
+            kept.append(runs_file)
+        else:
+            events.note(f"skipping {runs_file}: superseded (its runs are exported under their project now)")
     return kept
 
 
