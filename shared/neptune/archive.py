@@ -92,9 +92,11 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
         except OSError as error:  # gone since it was listed
             unreadable[entry.path] = _reason(error)
     names = _finished_runs(folder, sorted(entry.name for entry in parts), events)
-    files = [f"{folder}{os.sep}{name}" for name in names]
-    readable = [file for file in files if file not in unreadable]
-    return _one_copy_per_run(folder, readable, events), {f: unreadable[f] for f in files if f in unreadable}
+    gone = {f"{folder}{os.sep}{name}" for name in names} & unreadable.keys()
+    names = _one_copy_per_run(
+        folder, [name for name in names if f"{folder}{os.sep}{name}" not in gone], events
+    )
+    return [f"{folder}{os.sep}{name}" for name in names], {file: unreadable[file] for file in sorted(gone)}
 
 
 def _recorded_runs(files: Sequence[str], *, first: bool) -> list[str]:
@@ -108,39 +110,48 @@ def _recorded_runs(files: Sequence[str], *, first: bool) -> list[str]:
         return []
 
 
-def _one_copy_per_run(folder: Path, files: list[str], events: Events) -> list[str]:
-    """`files` with one copy of each run: a run in the parts of two names (an archive re-exported by a
-    newer neptune-exporter, `<run>_part_N` then `<run>-<digest>_part_N`) is read from the current
+def _one_copy_per_run(folder: Path, names: list[str], events: Events) -> list[str]:
+    """Part `names` with one copy of each run: a run in the parts of two names (an archive re-exported by
+    a newer neptune-exporter, `<run>_part_N` then `<run>-<digest>_part_N`) is read from the current
     exporter's digest-suffixed parts only, with a warning naming both. Every tool lists the files here, so
     all read the same copy. A run also in an early exporter's `part_N.parquet` (parts of several runs,
     which cannot be read without it) is a usage error naming both files.
 
     Only parts whose names could be one run's are opened (their first row): a listing stays cheap."""
     by_prefix: dict[str, list[str]] = {}
-    for file in files:
-        by_prefix.setdefault(run_prefix(file), []).append(file)
+    several: list[str] = []
+    for name in names:
+        if match := PART.match(name):
+            by_prefix.setdefault(match["prefix"], []).append(name)
+        else:
+            several.append(name)
+
+    def paths(parts: Sequence[str]) -> list[str]:
+        return [f"{folder}{os.sep}{name}" for name in parts]
+
     dropped: set[str] = set()
     for prefix, parts in by_prefix.items():
-        plain = _DIGEST_SUFFIX.sub("", prefix)
-        if plain == prefix or plain not in by_prefix or not PART.match(os.path.basename(parts[0])):
+        plain = prefix[:-17]  # without `-<16 hex digits>`
+        if plain not in by_prefix or not _DIGEST_SUFFIX.search(prefix):
             continue
-        kept, other = _recorded_runs(parts[:1], first=True), _recorded_runs(by_prefix[plain][:1], first=True)
-        if kept and kept == other:
+        kept = _recorded_runs(paths(parts[:1]), first=True)
+        if kept and kept == _recorded_runs(paths(by_prefix[plain][:1]), first=True):
             dropped.add(plain)
             events.warn(
                 f"{folder}: run {kept[0]} is in two copies: read from {prefix}_part_*.parquet (the current"
                 f" exporter's names), not from {plain}_part_*.parquet"
             )
-    several = [file for file in files if not PART.match(os.path.basename(file))]
-    if several and len(several) < len(files):
-        for run_id in _recorded_runs(several, first=False):
-            copy = next((by_prefix[name][0] for name in sanitized_names(run_id) if name in by_prefix), None)
-            if copy is not None and run_prefix(copy) not in dropped:
+    if several and by_prefix:
+        for run_id in _recorded_runs(paths(several), first=False):
+            copy = next((name for name in sanitized_names(run_id) if name in by_prefix), None)
+            if copy is not None and copy not in dropped:
                 raise BadInput(
-                    f"{folder}: run {run_id} is in two copies, {os.path.basename(copy)} and a part of several"
-                    f" runs ({', '.join(os.path.basename(file) for file in several[:3])}): remove one copy"
+                    f"{folder}: run {run_id} is in two copies, {by_prefix[copy][0]} and a part of several"
+                    f" runs ({', '.join(several[:3])}): remove one copy"
                 )
-    return [file for file in files if run_prefix(file) not in dropped]
+    if not dropped:
+        return names
+    return [name for name in names if not ((match := PART.match(name)) and match["prefix"] in dropped)]
 
 
 def _finished_runs(folder: Path, names: list[str], events: Events) -> list[str]:
