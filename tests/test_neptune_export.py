@@ -472,3 +472,17 @@ def test_a_part_gone_after_listing_fails_its_project_naming_it(tmp_path):
     assert outcome.failures == [PROJECT] and not outcome.results
     assert events.errors == [f"{PROJECT} not exported: cannot read archive part {gone}: No such file or directory"]
     assert not list((tmp_path / "out").glob("*.parquet"))
+
+
+def test_a_run_also_in_an_early_exporters_part_of_several_runs_is_refused_naming_both(tmp_path):
+    """An early exporter's part_0.parquet holds every run; TEST-1 also in the current exporter's parts: its
+    rows cannot be left out of part_0 alone, so both tools stop naming both files (nothing is mixed)."""
+    archive = write_archive(tmp_path / "data", one_file=True)
+    write_archive(tmp_path / "newer", specs=SPECS[:1])
+    folder = archive / exporter_name(PROJECT)
+    newer = f"{exporter_name('TEST-1')}_part_0.parquet"
+    (folder / newer).write_bytes((tmp_path / "newer" / exporter_name(PROJECT) / newer).read_bytes())
+    message = f"run TEST-1 is in two copies, {newer} and a part of several runs (part_0.parquet)"
+    with pytest.raises(BadInput, match=re.escape(message)):
+        export_runs.main(["--source", str(archive), "-o", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.parquet"))
