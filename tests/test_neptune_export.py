@@ -470,7 +470,9 @@ def test_a_part_gone_after_listing_fails_its_project_naming_it(tmp_path):
     options = ExportOptions(tmp_path / "out", include_history=True)
     outcome = export_runs([ExportTarget(source, source.key) for source in sources], options, events)
     assert outcome.failures == [PROJECT] and not outcome.results
-    assert events.errors == [f"{PROJECT} not exported: cannot read archive part {gone}: No such file or directory"]
+    assert events.errors == [
+        f"{PROJECT} not exported: cannot read archive part {gone}: No such file or directory"
+    ]
     assert not list((tmp_path / "out").glob("*.parquet"))
 
 
