@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -272,11 +274,16 @@ def test_offline_log_with_non_finite_and_broken_lines(offline, tmp_path, capsys)
     with log.open("a") as out:
         out.write(json.dumps({"obj": op, "version": 10_000, "at": 1.0}) + "\n")
         out.write('{"obj": {"type": "LogFloats", "path": ["train", "lo')
+    killed = time.time() - 3600  # the log was last written an hour ago: its cut line is a loss
+    os.utime(log, (killed, killed))
     nq = NeptuneQuery(None, source=tmp_path)
     [run] = nq.query_topk("train/loss")
     assert run.name == "beta" and run.metrics["train/loss"] == 0.1  # the NaN at step 1000 is ignored
     assert nq.source.raw_run(run.run_id).series["train/loss"][0][-1] == 1000.0
     assert "skipped 1 unreadable operation" in "\n".join(nq.events.warnings)
+    log.touch()  # written just now: the client is writing that line, nothing is lost yet
+    nq = NeptuneQuery(None, source=tmp_path)
+    assert [run.name for run in nq.query_topk("train/loss")] == ["beta"] and not nq.events.warnings
 
 
 def test_archive_layouts_and_project_selection(archive, tmp_path):
