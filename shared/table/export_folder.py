@@ -220,11 +220,11 @@ class ExportFolderSource(RecordSource):
             if missing := [c for c in (RUN, "key", "step", "value") if c not in names]:
                 raise BadInput(f"{history} is not a history export: no {', '.join(missing)} column")
             snapshot.history.seek(0)
-            wanted = [(RUN, "in", pairs[RUN].unique().to_list()), ("key", "in", keys)]
-            table = pq.read_table(snapshot.history, columns=[RUN, "key", "step", "value"], filters=wanted)
             return (
-                pl.from_arrow(table)
+                pl.scan_parquet(snapshot.history)
+                .filter(pl.col(RUN).is_in(pairs[RUN].unique().to_list()) & pl.col("key").is_in(keys))
                 .select(RUN, "key", pl.col("step").cast(pl.Float64), pl.col("value").cast(pl.Float64))
+                .collect()
                 .join(pairs, on=[RUN, "key"], how="semi")
             )
         except (
