@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -273,3 +274,31 @@ def test_integers_beyond_2_53_meeting_floats_are_named_with_their_runs(tmp_path:
     assert "column metric_n" in warning and f"e/p/r1 in {files[0].label}: {big} -> " in warning
     assert "r2" not in warning  # 2^53 itself is exact
     assert rounded_integers(files[:1], union_schema([files[0].schema])[0]) == []  # kept as integers
+
+
+def test_an_incremental_merge_writes_a_new_generation_in_every_file(tmp_path: Path):
+    """A merged project is another export state: its runs, history and metadata share a new generation."""
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+    from shared.neptune.offline import OfflineSource
+    from tests.test_source_contract import append_operation
+
+    folder = tmp_path / ".neptune"
+    shutil.copytree(SAMPLES.parent / "neptune" / ".neptune", folder)
+    out = tmp_path / "out"
+
+    def export_and_read() -> set[str | None]:
+        events = Events()
+        source = OfflineSource(folder, "team/sae", events=events)
+        export_runs(
+            [ExportTarget(source, source.key)],
+            ExportOptions(out, include_history=True, incremental=True),
+            events,
+        )
+        metadata = export_metadata(out / "team_sae_runs.parquet") or {}
+        files = [out / "team_sae_runs.parquet", out / "team_sae_history.parquet"]
+        return {metadata.get("generation"), *(generation(path) for path in files)}
+
+    (first,) = export_and_read()
+    append_operation(sorted(folder.glob("offline/run__*"))[0], ["eval", "late"], 0.25, at=time.time())
+    (merged,) = export_and_read()
+    assert first and merged and merged != first
