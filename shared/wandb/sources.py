@@ -279,6 +279,9 @@ class ApiSource(RecordSource):
                 for _, downloaded in bounded_map(fetcher.download, fetcher.locate(runs), self.workers)
             )
             for batch, table, _ in fetcher.tidy_batches(downloads):
+                if failed := [downloaded for downloaded in batch if downloaded.failure]:
+                    # an answer without their series would rank the others alone
+                    raise Incomplete(f"history of run {failed[0].run_id}: {failed[0].failure}")
                 tidy = pl.from_arrow(table)
                 assert isinstance(tidy, pl.DataFrame)
                 series = tidy.partition_by("run_id", "key", as_dict=True)
