@@ -140,6 +140,13 @@ def nested_project_folders(folder: Path) -> None:
     write_archive(folder / "archive" / "old", "team/older", specs=SPECS[:2])
 
 
+def project_folder_with_sub_folders(folder: Path) -> None:
+    """A project folder with `old/` holding another archive's project folder, and `copy/` holding parts."""
+    write_archive(folder / "archive")
+    write_archive(folder / FOLDER / "old", "team/older", specs=SPECS[:2])
+    write_archive(folder / FOLDER / "copy", specs=SPECS[:1])
+
+
 def check_only_the_top_project(outcome: Outcome) -> None:
     assert sorted(path.name for path in (outcome.folder / "out").glob("*_metadata.json")) == [
         "team_sae-sweep_metadata.json"
@@ -290,6 +297,11 @@ CASES: list[Case] = [
     Case("k-part-without-float-value-query", "k", topk(without_float_values), 2, "has no float_value column"),
     Case("k-project-folders-nested-below", "k", script_run(NEPTUNE_EXPORT, ARCHIVE, nested_project_folders), 0,
          "old hold(s) project folders below it", check=check_only_the_top_project),
+    Case("k-project-folder-with-sub-folders", "k",
+         script_run(NEPTUNE_EXPORT, ("--source", str(FOLDER), "-o", "out"), project_folder_with_sub_folders), 0,
+         "its sub-folders copy, old hold parts or project folders of their own", check=check_only_the_top_project),
+    Case("k-data-folder-one-level-down", "k", script_run(NEPTUNE_EXPORT, ("--source", ".", "-o", "out"),
+         lambda folder: write_archive(folder / "archive")), 2, "archive hold(s) project folders: name one"),
     # (j) one folder, two trackers: each export keeps its files; the second gets digest-suffixed names
     Case("j-wandb-offline-export-then-neptune", "j",
          script_run(NEPTUNE_EXPORT, ARCHIVE, wandb_offline_export_then_archive), 0, "its files are named",

@@ -81,9 +81,14 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
     one is not a regular file (a named pipe would be waited on forever)."""
     try:
         with os.scandir(folder) as entries:
-            parts = [entry for entry in entries if entry.name.endswith(".parquet")]
+            listed = list(entries)
     except OSError as error:
         raise Incomplete(f"cannot read archive folder {folder}: {_reason(error)}") from None
+    if nested := [name for name in _sub_folders(listed) if _holds_projects(folder / name)]:
+        events.warn(
+            f"{folder}: its sub-folders {', '.join(nested)} hold parts or project folders of their own; they are not read"
+        )
+    parts = [entry for entry in listed if entry.name.endswith(".parquet")]
     unreadable: dict[str, str] = {}
     for entry in parts:
         try:
@@ -180,6 +185,26 @@ def _has_parquet(folder: Path) -> bool:
     return _first_parquet(folder) is not None
 
 
+def _holds_projects(folder: Path) -> bool:
+    """Whether `folder` holds parts or project folders; False when it cannot be listed (only a warning asks)."""
+    try:
+        return bool(project_folders(folder))
+    except (OSError, BadInput):
+        return False
+
+
+def _sub_folders(entries: Sequence[os.DirEntry[str]]) -> list[str]:
+    """The names of the folders among `entries` (not hidden ones)."""
+    found = []
+    for entry in entries:
+        try:
+            if entry.is_dir() and not entry.name.startswith("."):
+                found.append(entry.name)
+        except OSError:
+            continue
+    return sorted(found)
+
+
 def _archive_folders(path: Path) -> tuple[list[Path], dict[Path, str]]:
     """`path` itself when it holds parquet parts, else its sub-folders that do; and the sub-folders that
     cannot be listed (path → why). A usage error when `path` itself cannot be read."""
@@ -211,23 +236,27 @@ def unreadable_folders(path: Path) -> dict[Path, str]:
     return _archive_folders(path)[1]
 
 
-def note_other_folders(path: Path, events: Events) -> None:
-    """Warn about the folders below `path` that hold project folders but are not read: sub-folders of a
-    project folder, and folders one level deeper than the projects (`--source exports` for
-    `exports/data/<project>`)."""
+def nested_archives(path: Path) -> list[Path]:
+    """The folders below a data folder `path` that hold project folders, so are not read from it (`exports`
+    for `exports/data/<project>`); a project folder's own sub-folders are named as its parts are listed.
+    Folders that cannot be listed are named where they are read."""
     folders = project_folders(path)
+    if folders == [path]:
+        return []
     try:
-        if folders == [path]:
-            skipped = [p for p in sorted(path.iterdir()) if p.is_dir() and project_folders(p)]
-            what = "they are not read: a folder holds the parts of one project, or projects in sub-folders"
-        else:
-            below = [p for p in sorted(path.iterdir()) if p.is_dir() and p not in folders]
-            skipped = [p for p in below if not p.name.startswith(".") and project_folders(p)]
-            what = "they are not read: name such a folder as the source to read its projects"
-    except (OSError, BadInput):  # unreadable folders are named where they are read
-        return
-    if skipped:
-        events.warn(f"{path}: {', '.join(p.name for p in skipped)} hold(s) project folders below it; {what}")
+        below = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        return [p for p in below if p not in folders and project_folders(p)]
+    except (OSError, BadInput):
+        return []
+
+
+def note_other_folders(path: Path, events: Events) -> None:
+    """Warn about the folders below `path` that hold project folders but are not read (`nested_archives`)."""
+    if skipped := nested_archives(path):
+        events.warn(
+            f"{path}: {', '.join(p.name for p in skipped)} hold(s) project folders below it; they are not"
+            " read (name such a folder as the source to read them)"
+        )
 
 
 def is_archive(path: Path) -> bool:

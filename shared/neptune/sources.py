@@ -52,9 +52,13 @@ def source_kind(path: Path) -> str:
 
     if is_offline_folder(path):
         return "offline"
+    from shared.neptune.archive import nested_archives
+
+    below = nested_archives(path)
+    hint = f"; {', '.join(map(str, below))} hold(s) project folders: name one as the source" if below else ""
     raise BadInput(
         f"{path} is neither a neptune-exporter data folder (<data>/<project>/*.parquet) nor a .neptune "
-        "folder with offline runs (.neptune/offline/run__*/data-*.log)"
+        f"folder with offline runs (.neptune/offline/run__*/data-*.log){hint}"
     )
 
 
