@@ -23,6 +23,7 @@ from tests.sweep import (
     SAMPLE_PROJECT,
     WANDB_TOPK,
     Case,
+    N,
     Outcome,
     copied_export,
     last_error_line,
@@ -33,6 +34,7 @@ from tests.test_bad_input import SAMPLES, isolated_env
 
 LOGS = sorted(SAMPLES.glob("*/run-*.wandb"))
 RUN_RECORD_END = 7 + 7 + 77  # the file header, then the header record's frame: what wandb-core writes first
+NEPTUNE_TOPK = f"{N}/query_topk.py"
 GOOD = 3  # good runs beside the odd entry
 ODD_LOG = LOGS[GOOD].name  # the odd entry's log: a sample run's
 
@@ -81,6 +83,11 @@ def made(name: str, code: str) -> Path:
 
 def neptune_runs() -> list[Path]:
     return sorted((made("neptune", NEPTUNE_OFFLINE) / ".neptune" / "offline").iterdir())
+
+
+def second_run_named(outcome: Outcome) -> None:
+    """The last line names the run folder neptune_folder changed."""
+    named_in_last_line(neptune_runs()[1].name)(outcome)
 
 
 # ------------------------------------------------------------------ W&B offline folders
@@ -371,6 +378,9 @@ CASES: list[Case] = [
     Case("h-topk-offline-run-folder-mode-000", "h", script_run(WANDB_TOPK, ("--offline", "wandb", "--metric",
          "train/loss"), wandb_folder(chmod_none()), timeout=60, limit="read-only"), 1,
          "would be missing from the answer", check=named_in_last_line("offline-run-20260101_000000-odd")),
+    Case("h-neptune-topk-offline-run-folder-mode-000", "h", script_run(NEPTUNE_TOPK, (".neptune", "--metric",
+         "train/loss"), neptune_folder(chmod_none()), timeout=60, limit="read-only"), 1,
+         "would be missing from the answer", check=second_run_named),
     # (q) runs still being written: named, counted as in progress, nothing written for them, exit 0
     Case("q-wandb-log-holds-only-its-header", "q", offline_export(wandb_folder(header_only)), 0,
          "in progress: exported once its log holds the run", check=in_progress_left_out),

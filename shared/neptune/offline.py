@@ -263,6 +263,15 @@ class OfflineSource(NeptuneSource):
         self.in_progress: list[str] = []  # run folders with no operation logged yet
 
     def _load(self) -> dict[str, OfflineRun]:
+        """The runs, for a query: one that cannot be read fails it (an answer would silently lack it)."""
+        runs = self._read()
+        if self.unreadable:
+            more = f" (and {len(self.unreadable) - 1} more)" if len(self.unreadable) > 1 else ""
+            raise Incomplete(f"{self.unreadable[0]}{more}: its run would be missing from the answer")
+        return runs
+
+    def _read(self) -> dict[str, OfflineRun]:
+        """The runs that can be read (an export names and counts the others)."""
         if self._runs is None:
             found = locate_run_folders(self.path)
             self.unreadable = list(found.unreadable)
@@ -297,9 +306,6 @@ class OfflineSource(NeptuneSource):
         if refresh:
             self._runs = None
         runs = self._load().values()
-        if self.unreadable:  # an answer from the other runs would silently leave its runs out
-            more = f" (and {len(self.unreadable) - 1} more)" if len(self.unreadable) > 1 else ""
-            raise Incomplete(f"{self.unreadable[0]}{more}: its run would be missing from the answer")
         return pl.DataFrame(
             {
                 "run_id": [r.run_id for r in runs],
@@ -352,7 +358,7 @@ class OfflineSource(NeptuneSource):
     # ---------------------------------------------------------------- export
 
     def unreadable_entries(self) -> dict[str, str]:
-        self._load()
+        self._read()
         return {str(entry.path): entry.reason for entry in self.unreadable}
 
     def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
@@ -360,7 +366,7 @@ class OfflineSource(NeptuneSource):
 
     def export_runs(self) -> list[NeptuneRun]:
         found = []
-        for run in self._load().values():
+        for run in self._read().values():
             last = {  # the value at the highest step; of equal steps the one logged last
                 path: values[max(range(len(steps)), key=lambda i, steps=steps: (steps[i], i))]
                 for path, (steps, values) in run.series.items()
@@ -372,7 +378,7 @@ class OfflineSource(NeptuneSource):
 
     def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
         for record in runs:
-            run = self._load()[record.run_id]
+            run = self._read()[record.run_id]
             columns: dict[str, list[Any]] = {name: [] for name in SERIES_SCHEMA}
             for path, (steps, values) in run.series.items():
                 columns["run_id"] += [run.run_id] * len(steps)
