@@ -42,7 +42,8 @@ atomically when the project completes, the metadata last):
   {workspace}_{project}_runs.parquet      one row per run: core (from sys/*), config_*, metric_*, raw JSON
   {workspace}_{project}_history.parquet   one row per float-series point (with --include-history)
   {workspace}_{project}_metadata.json     what was exported, when, from where (source: neptune)
-  (when another project's files hold that name, `a b` vs `a_b`: {workspace}_{project}-{8 hex digest}_…)
+  (when another export's files hold that name, `a b` vs `a_b` or the same name from W&B:
+  {workspace}_{project}-{8 hex digest}_…)
   .export.lock                            held while an export writes the folder (PID, start time, progress)
 The column mapping is in docs/neptune_export.md. aggregate_runs.py and analyze_runs.py read these files.
 exit codes: 0 done, 1 some project not exported (named on stderr), 2 bad input or no token,

@@ -47,7 +47,8 @@ output (per project, each file written atomically when the project completes):
   {entity}_{project}_history.parquet   one row per logged numeric value (with --include-history)
   {entity}_{project}_metadata.json     what was exported, when, with which filters and versions
   {entity}_{project}_state.json        what --incremental needs: options, export time, each run's heartbeat
-  (when another project's files hold that name, `a b` vs `a_b`: {entity}_{project}-{8 hex digest}_…)
+  (when another export's files hold that name, `a b` vs `a_b`, or the same project from the other W&B
+  source (API, offline logs) or Neptune: {entity}_{project}-{8 hex digest}_…)
   .export.lock                         held while an export writes the folder (PID, start time, progress)
 
 cron (--incremental): only runs created or with a heartbeat since the previous export are fetched and
