@@ -479,7 +479,8 @@ class OfflineSource(RecordSource):
     def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
         return {
             "source": "wandb-offline",
-            "offline_paths": [str(Path(path).absolute()) for path in self.paths],  # a later export's are alike
+            # Absolute: an export of the same logs from another folder records the same (see the pipeline).
+            "offline_paths": [str(Path(path).absolute()) for path in self.paths],
             "corrupt_logs": self._corrupt.get((entity, project), {}),
             # Whose runs they will be is not known yet: every project of these logs lists them.
             "runs_in_progress": self._in_progress,
