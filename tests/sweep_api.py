@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+
+import polars as pl
 
 from tests.export_checks import ENTITY, cron_dataset, new_run, utc_now
 from tests.sweep import (
@@ -13,6 +16,7 @@ from tests.sweep import (
     BETA,
     EXPORT,
     FAST,
+    NEPTUNE_EXPORT,
     Case,
     Mutate,
     Outcome,
@@ -25,6 +29,7 @@ from tests.sweep import (
     row_of,
     run,
     runs_frame,
+    script_run,
     server_env,
 )
 from tests.wandb_standin import HistoryMeta, HookResult, StandinDataset, StandinServer
@@ -85,6 +90,25 @@ def check_null_runtime(outcome: Outcome) -> None:
     assert row_of(outcome, run_id)["runtime_s"] is None
     assert f"run {run_id}: runtime -3600.0 s left out (null): its last heartbeat" in outcome.stderr
     assert runs_frame(outcome)["runtime_s"].null_count() == 1
+
+
+def neptune_heartbeat_before_creation(folder: Path) -> None:
+    """A Neptune archive whose first run was last pinged a day before its creation and has no running
+    time of its own: its runtime is the last heartbeat less the creation."""
+    from tests.neptune_fixtures import CREATED, SPECS, write_archive
+
+    before = CREATED - timedelta(days=1)
+    clock = {"sys/ping_time": before, "sys/modification_time": before, "sys/running_time": "unknown"}
+    first = dataclasses.replace(SPECS[0], attributes={**SPECS[0].attributes, **clock})
+    write_archive(folder / "archive", specs=[first, *SPECS[1:]])
+
+
+def check_neptune_null_runtime(outcome: Outcome) -> None:
+    [runs_path] = (outcome.folder / "out").glob("*_runs.parquet")
+    runs = pl.read_parquet(runs_path)
+    assert runs.filter(pl.col("id") == "TEST-1")["runtime_s"].to_list() == [None]
+    assert runs.filter(pl.col("id") != "TEST-1")["runtime_s"].null_count() == 0
+    assert "run TEST-1: runtime -86400.0 s left out (null): its last heartbeat" in outcome.stderr
 
 
 # (m) runs that change while the server pages, and history that cannot be had ---------------------
@@ -233,6 +257,9 @@ CASES: list[Case] = [
          "a clock ahead or a copied folder; not trusted", check=check_future_state),
     Case("i-heartbeat-before-creation", "i", api_export(BETA, heartbeat_before_creation), 0,
          "left out (null): its last heartbeat", check=check_null_runtime),
+    Case("i-neptune-heartbeat-before-creation", "i",
+         script_run(NEPTUNE_EXPORT, ("--source", "archive", "-o", "out"), neptune_heartbeat_before_creation), 0,
+         "left out (null): its last heartbeat", check=check_neptune_null_runtime),
     Case("m-run-deleted-from-a-paged-page", "m", api_export(MANY, then(many(), delete_at("Runs", 2, "many", 10))), 0,
          "deleted on the server while the export paged", check=every_live_run("many")),
     Case("m-run-deleted-before-the-last-page", "m",
