@@ -11,6 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from shared.base.errors import BadInput
+from shared.table.export_folder import find_export
 from tests.current_data import load_script
 from tests.export_checks import new_run, utc_now
 from tests.neptune_fixtures import SPECS, write_archive
@@ -203,6 +205,11 @@ def test_one_project_name_from_two_trackers_keeps_both_exports(tmp_path, capsys)
     assert (
         f"team/sae-sweep: its files are named {exports['neptune'][0]}_… (team_sae-sweep_metadata.json holds"
         " the export of team/sae-sweep from wandb-offline)" in err
+    )
+    with pytest.raises(BadInput, match=r"matches several exports in .*: give the \*_runs.parquet itself$"):
+        find_export(out, "team/sae-sweep")  # ENTITY/PROJECT cannot tell them apart: the file does
+    assert find_export(out / f"{exports['neptune'][0]}_runs.parquet", "team/sae-sweep").name.startswith(
+        exports["neptune"][0]
     )
 
 

@@ -94,10 +94,8 @@ def find_export(path: Path, project: str | None) -> Path:
         return matches[0]
     if matches:
         names = name_list(file.name for file in matches)
-        raise BadInput(
-            f"project {project!r} matches several exports in {path} ({names}): "
-            "give ENTITY/PROJECT, or the *_runs.parquet itself"
-        )
+        ask = "the *_runs.parquet itself" if entity else "ENTITY/PROJECT, or the *_runs.parquet itself"
+        raise BadInput(f"project {project!r} matches several exports in {path} ({names}): give {ask}")
     raise BadInput(f"project {project!r} is not in {path} (exports there: {labels})")
 
 
