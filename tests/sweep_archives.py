@@ -280,6 +280,10 @@ def check_other_project_exported(outcome: Outcome) -> None:
     assert runs_of(outcome.folder / "out", "team_sae-sweep").height == 7
 
 
+def check_nothing_exported(outcome: Outcome) -> None:
+    assert not (outcome.folder / "out").exists() or not list((outcome.folder / "out").glob("*_metadata.json"))
+
+
 def topk(setup: Callable[[Path], None], *, limit: str | None = None) -> Callable[[Path], Outcome]:
     return script_run(NEPTUNE_TOPK, TOPK, setup, limit=limit)
 
@@ -317,6 +321,9 @@ CASES: list[Case] = [
     Case("h-archive-unreadable-project-folder", "h",
          script_run(NEPTUNE_EXPORT, ARCHIVE, unreadable_project_folder, limit="read-only"), 1,
          "cannot read archive folder", check=check_other_project_exported),
+    Case("h-archive-named-project-in-an-unreadable-folder", "h",
+         script_run(NEPTUNE_EXPORT, (*ARCHIVE, "-p", "team/other"), unreadable_project_folder, limit="read-only"), 1,
+         "cannot read archive/team_other-f15788783633d3e4: Permission denied", check=check_nothing_exported),
     Case("h-archive-unreadable-part-query", "h", topk(unreadable_part, limit="read-only"), 1,
          "cannot read archive part"),
 ]  # fmt: skip
