@@ -123,35 +123,36 @@ def _one_copy_per_run(folder: Path, names: list[str], events: Events) -> list[st
     which cannot be read without it) is a usage error naming both files.
 
     Only parts whose names could be one run's are opened (their first row): a listing stays cheap."""
-    by_prefix: dict[str, list[str]] = {}
-    several: list[str] = []
-    for name in names:
-        if match := PART.match(name):
-            by_prefix.setdefault(match["prefix"], []).append(name)
+    prefixes: set[str] = set()
+    several: list[str] = []  # names not of one run's parts
+    for name in names:  # PART without a regex: a listing of 10,000s of parts takes this loop each time
+        prefix, sep, tail = name.rpartition("_part_")
+        if sep and tail.endswith(".parquet") and tail[:-8].isdigit():
+            prefixes.add(prefix)
         else:
             several.append(name)
 
-    def paths(parts: Sequence[str]) -> list[str]:
-        return [f"{folder}{os.sep}{name}" for name in parts]
+    def first_part(prefix: str) -> str:
+        return f"{folder}{os.sep}{prefix}_part_0.parquet"  # `_finished_runs` kept only runs that have it
 
     dropped: set[str] = set()
-    for prefix, parts in by_prefix.items():
+    for prefix in sorted(prefixes):
         plain = prefix[:-17]  # without `-<16 hex digits>`
-        if plain not in by_prefix or not _DIGEST_SUFFIX.search(prefix):
+        if plain not in prefixes or not _DIGEST_SUFFIX.search(prefix):
             continue
-        kept = _recorded_runs(paths(parts[:1]), first=True)
-        if kept and kept == _recorded_runs(paths(by_prefix[plain][:1]), first=True):
+        kept = _recorded_runs([first_part(prefix)], first=True)
+        if kept and kept == _recorded_runs([first_part(plain)], first=True):
             dropped.add(plain)
             events.warn(
                 f"{folder}: run {kept[0]} is in two copies: read from {prefix}_part_*.parquet (the current"
                 f" exporter's names), not from {plain}_part_*.parquet"
             )
-    if several and by_prefix:
-        for run_id in _recorded_runs(paths(several), first=False):
-            copy = next((name for name in sanitized_names(run_id) if name in by_prefix), None)
+    if several and prefixes:
+        for run_id in _recorded_runs([f"{folder}{os.sep}{name}" for name in several], first=False):
+            copy = next((name for name in sanitized_names(run_id) if name in prefixes), None)
             if copy is not None and copy not in dropped:
                 raise BadInput(
-                    f"{folder}: run {run_id} is in two copies, {by_prefix[copy][0]} and a part of several"
+                    f"{folder}: run {run_id} is in two copies, {copy}_part_0.parquet and a part of several"
                     f" runs ({', '.join(several[:3])}): remove one copy"
                 )
     if not dropped:
