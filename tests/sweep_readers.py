@@ -187,6 +187,11 @@ CASES: list[Case] = [
     Case("l-report-of-an-aggregate-ignores-an-earlier-aggregates-history", "l",
          script(ANALYZE, ("agg/u.parquet", *REPORT), aggregate_then(())), 0,
          check=report_has("No learning curves: the input has no history")),
+    # (f) found on the way: a damaged history file was a report's "error run-tools did not expect".
+    Case("f-report-history-cut-short", "f",
+         script(ANALYZE, ("export", "--report", "r.html"),
+                copied_export(lambda export: os.truncate(_file(export, "history"), 2000))), 2,
+         "cannot read the history", check=nothing_written("r.html")),
     # (p) an integer a float cannot hold, met by floats in another file.
     Case("p-aggregate-integer-beyond-2-53-meets-floats", "p",
          script(AGGREGATE, ("inputs", "-o", "u.parquet", "--protocol", "all", "--no-enrich"), big_integers), 0,

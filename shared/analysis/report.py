@@ -20,6 +20,7 @@ from shared.analysis import frames as an
 from shared.analysis.plots import axis_name, plot_curve_panels
 from shared.analysis.render import states_note
 from shared.analysis.views import GroupView, ParetoView, PivotView, TopView, ViewOptions
+from shared.base.errors import BadInput, describe
 from shared.base.storage import atomic_path
 from shared.table.exports import FILE_INDEX, RUN_KEY, RunsFile, export_metadata, newest_files
 from shared.table.metrics import metric_column
@@ -185,7 +186,10 @@ def top_curves(
             continue
         histories += 1
         keys = holders.filter(pl.col(FILE_INDEX) == index)
-        points = pl.scan_parquet(history).filter(pl.col("run_id").is_in(keys["id"].implode())).collect()
+        try:
+            points = pl.scan_parquet(history).filter(pl.col("run_id").is_in(keys["id"].implode())).collect()
+        except (pl.exceptions.PolarsError, OSError) as error:  # cut short, not parquet, no run_id column
+            raise BadInput(f"cannot read the history {history}: {describe(error)}") from None
         logged_as = [key for key in points["key"].unique() if metric_column(key) == metric]
         points = points.filter(pl.col("key").is_in(logged_as))
         per_project = {"entity", "project"} <= set(points.columns)  # an aggregate's merged history

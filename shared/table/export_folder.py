@@ -19,6 +19,7 @@ from shared.table.exports import (
     export_changed,
     export_metadata,
     export_stem,
+    history_generation,
     listed_history,
     one_export_state,
     parquet_generation,
@@ -121,7 +122,7 @@ class Snapshot:
             self.history_keys = _exported_history_keys(metadata or {})
             if self.history_file is not None and self.history_file.is_file():
                 self.history = open(self.history_file, "rb")  # noqa: SIM115
-                if different_exports(parquet_generation(pq.read_metadata(self.history)), generation):
+                if different_exports(history_generation(self.history), generation):
                     raise export_changed(
                         runs_file,
                         metadata,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -233,7 +233,7 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
         history = listed_history(path, footer, metadata)
         if history is not None and history.is_file():
             stamps.append((history, _stamp(history)))
-            if different_exports(_history_generation(history), generation):
+            if different_exports(history_generation(history), generation):
                 raise export_changed(
                     path, metadata, f"{path.name} and {history.name} are of different exports"
                 )
@@ -252,10 +252,10 @@ def different_exports(generation: Any, other: Any) -> bool:
     return generation is not None and other is not None and generation != other
 
 
-def _history_generation(path: Path) -> str | None:
-    """A history file's generation; None also when it cannot be read (its reader says why)."""
+def history_generation(source: Path | BinaryIO) -> str | None:
+    """A history file's generation; None also when it cannot be read (where it is read, that says why)."""
     try:
-        return parquet_generation(pq.read_metadata(path))
+        return parquet_generation(pq.read_metadata(source))
     except (OSError, ValueError, pa.ArrowException):
         return None
 
