@@ -192,6 +192,10 @@ CASES: list[Case] = [
          script(ANALYZE, ("export", "--report", "r.html"),
                 copied_export(lambda export: os.truncate(_file(export, "history"), 2000))), 2,
          "cannot read the history", check=nothing_written("r.html")),
+    Case("f-aggregate-history-cut-short", "f",
+         script(AGGREGATE, ("export", "-o", "agg/u.parquet", "--include-history"),
+                copied_export(lambda export: os.truncate(_file(export, "history"), 2000))), 2,
+         "as parquet", check=nothing_written("agg/u.parquet", "agg/u_history.parquet")),
     # (p) an integer a float cannot hold, met by floats in another file.
     Case("p-aggregate-integer-beyond-2-53-meets-floats", "p",
          script(AGGREGATE, ("inputs", "-o", "u.parquet", "--protocol", "all", "--no-enrich"), big_integers), 0,

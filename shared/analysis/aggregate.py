@@ -13,7 +13,7 @@ from shared.analysis.enrich import ColumnRule, check_rule_columns, enrich, rule_
 from shared.analysis.frames import Selection
 from shared.base.errors import BadInput
 from shared.base.events import Events
-from shared.base.storage import commit_together
+from shared.base.storage import commit_together, parquet_schema
 from shared.base.text import name_list
 from shared.table.exports import (
     FILE_INDEX,
@@ -150,7 +150,7 @@ def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, events: Events)
         if not path.is_file():
             events.warn(f"no history file for {runs.label} (looked for {path.name})")
             continue
-        sources.append((index, path, dict(pl.read_parquet_schema(path))))
+        sources.append((index, path, parquet_schema(path)))  # a damaged file: one line naming it
     schema, warnings = union_schema([s for _, _, s in sources])
     for message in warnings:
         events.warn(f"history: {message}")
