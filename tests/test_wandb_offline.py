@@ -31,7 +31,6 @@ from shared.wandb.offline import (
     OfflineLogError,
     _Framing,
     _SummaryFold,
-    find_run_logs,
     locate_run_logs,
     read_run_log,
 )
@@ -328,23 +327,23 @@ def test_not_a_wandb_log(tmp_path: Path):
 # --- finding logs --------------------------------------------------------------------------------
 
 
-def test_find_run_logs_on_every_kind_of_path(logs: Logs, tmp_path: Path):
+def test_locate_run_logs_on_every_kind_of_path(logs: Logs, tmp_path: Path):
     both = sorted([logs.complete, logs.failed])
-    assert find_run_logs(logs.folder) == both
-    assert find_run_logs(str(logs.folder)) == both
-    assert find_run_logs(logs.complete.parent) == [logs.complete]
-    assert find_run_logs(logs.failed) == [logs.failed]
+    assert locate_run_logs(logs.folder)[0] == both
+    assert locate_run_logs(str(logs.folder)) == (both, [])
+    assert locate_run_logs(logs.complete.parent)[0] == [logs.complete]
+    assert locate_run_logs(logs.failed)[0] == [logs.failed]
     run_folder = tmp_path / "run-20260101_000000-abc"  # a synced run's folder name
     run_folder.mkdir()
     shutil.copy(logs.failed, run_folder / "run-abc.wandb")
-    assert find_run_logs(run_folder) == [run_folder / "run-abc.wandb"]
+    assert locate_run_logs(run_folder)[0] == [run_folder / "run-abc.wandb"]
 
 
-def test_find_run_logs_errors_name_the_path(tmp_path: Path):
+def test_locate_run_logs_errors_name_the_path(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("x")
     for path in (tmp_path / "missing", tmp_path, tmp_path / "notes.txt"):
         with pytest.raises(OfflineLogError) as raised:
-            find_run_logs(path)
+            locate_run_logs(path)
         assert str(path) in str(raised.value) and "\n" not in str(raised.value)
 
 
@@ -435,7 +434,7 @@ def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_p
     broken = tmp_path / "wandb" / "offline-run-20260101_000000-broken" / "run-broken.wandb"
     broken.parent.mkdir()
     broken.write_bytes(b"")
-    good = len(find_run_logs(samples))
+    good = len(locate_run_logs(samples)[0])
 
     results, unreadable = export_offline([tmp_path / "wandb"], tmp_path / "out")
     assert [r.runs for r in results] == [good]
@@ -450,7 +449,7 @@ def test_one_unreadable_log_among_good_ones_is_named_and_the_rest_exported(tmp_p
 
 def test_runs_left_out_by_since_are_counted(tmp_path: Path, capsys):
     samples = Path(__file__).resolve().parent.parent / "samples" / "wandb"
-    created = sorted(read_run_log(log).record.created_at for log in find_run_logs(samples))
+    created = sorted(read_run_log(log).record.created_at for log in locate_run_logs(samples)[0])
     middle = created[len(created) // 2]
 
     def export(since: datetime, name: str) -> int:
@@ -509,10 +508,8 @@ def test_a_run_folder_that_cannot_be_listed_is_named_and_counted_as_a_failed_run
 
     monkeypatch.setattr(os, "scandir", guarded)
     logs, unreadable = locate_run_logs(tmp_path / "wandb")
-    assert len(logs) == len(find_run_logs(samples)) - 1
+    assert len(logs) == len(locate_run_logs(samples)[0]) - 1
     assert [str(entry) for entry in unreadable] == [f"{hidden}: cannot read (Permission denied)"]
-    with pytest.raises(LogReadError, match="cannot read"):
-        find_run_logs(tmp_path / "wandb")
 
     (result,), failures = export_offline([tmp_path / "wandb"], tmp_path / "out")
     assert result.shortfall and str(hidden) in result.shortfall and failures == [str(unreadable[0])]

@@ -204,10 +204,10 @@ def history_rows(history: pl.DataFrame) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def server(offline) -> Iterator[StandinServer]:
     """A W&B stand-in serving the offline runs (config, summary, history) as team/sae-sweep."""
-    from shared.wandb.offline import find_run_logs, read_run_log
+    from shared.wandb.offline import locate_run_logs, read_run_log
 
     runs = []
-    for log in find_run_logs(offline):
+    for log in locate_run_logs(offline)[0]:
         found = read_run_log(log)
         record = found.record
         runs.append(

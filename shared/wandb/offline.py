@@ -152,21 +152,9 @@ def _reason(error: OSError) -> str:
     return error.strerror or type(error).__name__
 
 
-def find_run_logs(path: Path | str) -> list[Path]:
-    """The run logs under a `wandb/` folder, in an `offline-run-*`/`run-*` folder, or the `.wandb` file
-    itself; Incomplete naming an entry below that cannot be listed (see locate_run_logs)."""
-    logs, unreadable = locate_run_logs(path)
-    if unreadable:
-        raise LogReadError(f"{unreadable[0]}{_more(unreadable)}")
-    return logs
-
-
-def _more(entries: Sequence[object]) -> str:
-    return f" (and {len(entries) - 1} more entries that cannot be read)" if len(entries) > 1 else ""
-
-
 def locate_run_logs(path: Path | str) -> tuple[list[Path], list[UnreadableEntry]]:
-    """The run logs under `path` (as find_run_logs), and the entries that could not be listed.
+    """The run logs under a `wandb/` folder, in an `offline-run-*`/`run-*` folder, or the `.wandb` file
+    itself; and the entries below that could not be listed (named and counted by the caller).
 
     Folders are listed with scandir, whose errors are seen: a glob would skip an unreadable run folder
     without a word. OfflineLogError when `path` is no such thing or holds no run log and nothing unreadable.
