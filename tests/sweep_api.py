@@ -241,7 +241,24 @@ def changed_while_incremental(folder: Path) -> Outcome:
             made.heartbeat_at = utc_now()
         server.clear_cache()
         server.reset_counts()
-        add_old_run_at(3)(dataset, server)  # the count, then the first page of changed runs, then this
+        add_old_run_at(4)(dataset, server)  # after the two counts and the first page of changed runs
+        outcome = run(EXPORT, argv, folder, env)
+    outcome.server_runs = listed_runs(dataset)
+    return outcome
+
+
+def deleted_run_hides_a_late_one(folder: Path) -> Outcome:
+    """--incremental of beta; then a run is deleted on the server and one synced late (old times) arrives:
+    the counts agree, yet the files lack the late run."""
+    argv = [*BETA, "--incremental"]
+    dataset = cron_dataset()
+    with StandinServer(dataset) as server:
+        env = server_env(folder, server)
+        first = run(EXPORT, argv, folder, env)
+        assert first.code == 0, first.stderr
+        beta(dataset).runs.pop(0)
+        beta(dataset).runs.append(new_run("late0001", utc_now() - timedelta(days=30)))
+        server.clear_cache()
         outcome = run(EXPORT, argv, folder, env)
     outcome.server_runs = listed_runs(dataset)
     return outcome
@@ -271,6 +288,8 @@ CASES: list[Case] = [
          "runs missing from: cron/many"),
     Case("m-incremental-old-run-added-while-paging", "m", changed_while_incremental, 0,
          check=every_live_run("many")),
+    Case("m-incremental-deleted-run-hides-a-late-one", "m", deleted_run_hides_a_late_one, 0,
+         "the files do not hold complete: fetching them too"),
     Case("m-history-of-a-run-deleted-before-it-is-located", "m",
          api_export(ALPHA, delete_at("RunParquetHistory", 1, "alpha", 0)), 1, "runs missing from: cron/alpha",
          check=says("history: the server knows no such run (deleted during the export?)")),

@@ -128,7 +128,9 @@ def test_an_incremental_export_after_a_shortfall_fetches_the_failed_run_again(wa
     wandb_env.clear_cache()
     capsys.readouterr()
     assert export(tmp_path, *ALPHA, "--incremental") == 0
-    assert "fetching the others too" in capsys.readouterr().err
+    assert (
+        "the server has 1 run(s) the files do not hold complete: fetching them too" in capsys.readouterr().err
+    )
     history = pl.read_parquet(tmp_path / f"{ENTITY}_alpha_history.parquet")
     assert bad.id in history["run_id"].to_list()
     assert metadata(tmp_path, "alpha")["failed_runs"] == {}
@@ -143,8 +145,7 @@ def test_incremental_fetches_a_run_synced_late_with_old_times(wandb_env, tmp_pat
     capsys.readouterr()
     assert export(tmp_path, *BETA, "--incremental") == 0
     assert (
-        "the server counts 6 runs, the files hold 5 complete: fetching the others too"
-        in capsys.readouterr().err
+        "the server has 1 run(s) the files do not hold complete: fetching them too" in capsys.readouterr().err
     )
     assert "late0001" in runs_of(tmp_path, "beta")["id"].to_list()
     recorded = metadata(tmp_path, "beta")
@@ -339,3 +340,17 @@ def test_a_finished_run_with_fewer_history_rows_than_the_server_counts_is_named(
 def test_history_keys_keep_every_row_so_the_line_count_still_holds(wandb_env, tmp_path):
     assert export(tmp_path, *ALPHA, "--history-keys", "train/loss") == 0
     assert metadata(tmp_path, "alpha")["failed_runs"] == {}
+
+
+def test_a_run_deleted_on_the_server_does_not_hide_a_late_run_from_an_update(wandb_env, tmp_path, capsys):
+    """The files keep a run deleted on the server; a run synced late (old times) then makes the counts
+    agree again: compared by count, the update never fetched it."""
+    assert export(tmp_path, *BETA, "--incremental") == 0
+    beta = wandb_env.dataset.project(ENTITY, "beta")
+    beta.runs.pop(0)
+    beta.runs.append(new_run("late0001", utc_now() - timedelta(days=30)))
+    wandb_env.clear_cache()
+    capsys.readouterr()
+    assert export(tmp_path, *BETA, "--incremental") == 0
+    assert "the server has 1 run(s) the files do not hold complete" in capsys.readouterr().err
+    assert "late0001" in runs_of(tmp_path, "beta")["id"].to_list()

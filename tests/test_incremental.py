@@ -99,8 +99,8 @@ def test_no_change_leaves_the_files_alone_and_moves_the_state_on(wandb_env, tmp_
     assert "cron/alpha: no run changed; files left as they are" in captured.err
     assert json.loads(captured.out)["exported"][0]["runs"] == 12
     assert runs_file.stat().st_mtime_ns == stamp
-    # One request counts the project's runs, one asks for the changed ones.
-    assert wandb_env.requests["Runs"] == 2 and wandb_env.requests["GET /files"] == 0
+    # One request counts the project's runs, one those the files lack (by id), one asks for the changed.
+    assert wandb_env.requests["Runs"] == 3 and wandb_env.requests["GET /files"] == 0
     later = json.loads((tmp_path / "cron_alpha_state.json").read_text())
     assert later["runs"] == state["runs"] and later["exported_at"] > state["exported_at"]
 

@@ -77,24 +77,35 @@ def _connection_error(error: Exception, credentials: Credentials) -> Exception:
     return BadInput(f"W&B rejected the API key from {credentials.source} for {credentials.server}")
 
 
-def change_filter(
-    filters: dict[str, Any], changes: Changes, server_count: int, events: Events
-) -> dict[str, Any]:
-    """`filters` and "created or with a heartbeat since the cutoff", server-side.
-
-    When the server counts more runs for `filters` than the files hold complete (an offline run synced
-    days later keeps its old times; a run that failed last time), the runs not among those are fetched too.
-    """
+def change_filter(filters: dict[str, Any], changes: Changes, unheld: int, events: Events) -> dict[str, Any]:
+    """`filters` and "created or with a heartbeat since the cutoff", server-side; and, when the server has
+    `unheld` runs the files do not hold complete (an offline run synced days later keeps its old times; a
+    run that failed last time), the runs not among those too."""
     moment = changes.cutoff.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
     wanted: list[dict[str, Any]] = [{"createdAt": {"$gte": moment}}, {"heartbeatAt": {"$gte": moment}}]
-    if server_count > len(changes.heartbeats):
-        events.note(
-            f"the server counts {server_count} runs, the files hold {len(changes.heartbeats)} complete:"
-            " fetching the others too"
-        )
-        wanted.append({"name": {"$nin": sorted(changes.heartbeats)}})
+    if unheld:
+        events.note(f"the server has {unheld} run(s) the files do not hold complete: fetching them too")
+        wanted.append(not_held(changes))
     changed = {"$or": wanted}
     return {"$and": [filters, changed]} if filters else changed
+
+
+def not_held(changes: Changes) -> dict[str, Any]:
+    """The runs the files do not hold complete."""
+    return {"name": {"$nin": sorted(changes.heartbeats)}}
+
+
+def unheld_count(
+    api: wandb.Api, entity: str, project: str, filters: dict[str, Any], changes: Changes, counted: int,
+    retry: Retry = NO_RETRY,
+) -> int:  # fmt: skip
+    """How many runs of `filters` (`counted` in all) the files do not hold complete, as the server counts
+    them by id: runs deleted on the server stay in the files, so comparing counts could pair a deleted
+    run with a live one the files lack and never fetch it."""
+    if not changes.heartbeats or not counted:
+        return counted
+    wanted = {"$and": [filters, not_held(changes)]} if filters else not_held(changes)
+    return count_runs(api, entity, project, wanted, retry)
 
 
 def created_since_filter(since: datetime | None) -> dict[str, Any]:

@@ -122,7 +122,14 @@ class ApiSource(RecordSource):
         """The runs the request's plan asks for, oldest first, each record as its page arrives; their
         history fetched meanwhile. Every reply is checked (shared.wandb.api.RunPages); a run whose history
         cannot be had is named, the others go on."""
-        from shared.wandb.api import RunPages, change_filter, count_runs, created_since_filter, run_record
+        from shared.wandb.api import (
+            RunPages,
+            change_filter,
+            count_runs,
+            created_since_filter,
+            run_record,
+            unheld_count,
+        )
 
         api = self._connect()
         key = (self.entity or api.default_entity, self.project)
@@ -133,7 +140,8 @@ class ApiSource(RecordSource):
         filters, counted = created, None
         if plan.changes is not None:
             counted = count_runs(api, *key, created, retry)  # what the merged files must hold
-            filters = change_filter(created, plan.changes, counted, self.events)
+            unheld = unheld_count(api, *key, created, plan.changes, counted, retry)
+            filters = change_filter(created, plan.changes, unheld, self.events)
         runs = RunPages(api, *key, filters, retry)
         # Records are made where the pages are read (a thread, when history is fetched meanwhile) and
         # handed over here, each before its history.
