@@ -2,6 +2,180 @@
 
 from __future__ import annotations
 
-from tests.sweep import Case
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-CASES: list[Case] = []
+import polars as pl
+
+from tests.export_checks import cron_dataset
+from tests.sweep import (
+    AGGREGATE,
+    ALPHA,
+    ANALYZE,
+    EXPORT,
+    NEPTUNE_EXPORT,
+    SAMPLE_PROJECT,
+    WANDB_TOPK,
+    Case,
+    Outcome,
+    api_export,
+    copied_export,
+    finish,
+    listed_runs,
+    runs_frame,
+    script_run,
+    server_env,
+    start,
+)
+from tests.test_bad_input import ROOT
+from tests.wandb_standin import HookResult, RequestInfo, StandinServer
+
+# `ulimit -v 1500000` (KiB) and `ulimit -n 32`, the issue's limits; under the first, polars' and pyarrow's
+# allocators aborted the process (exit 134) before they were sized to it.
+ADDRESS_LIMIT = "as=1500000"
+FILES_LIMIT = "nofile=32"
+TOO_LITTLE = "as=300000"  # not even the libraries load: one error line
+NEPTUNE_ARCHIVE = ROOT / "samples" / "neptune" / "archive"
+BIG_RUNS = 200_000
+
+
+# (n) resource limits -------------------------------------------------------------------------------
+
+
+def unchanged(folder: Path) -> None:
+    pass
+
+
+def many_runs(export: Path) -> None:
+    """The sample export's runs file grown to BIG_RUNS rows (distinct ids, values spread)."""
+    runs_path = export / f"{SAMPLE_PROJECT}_runs.parquet"
+    runs = pl.read_parquet(runs_path)
+    index = pl.int_range(BIG_RUNS)
+    big = runs.sample(BIG_RUNS, with_replacement=True, seed=1).with_columns(id=pl.format("r{}", index))
+    spread = [
+        pl.col(name) * (1 + index / BIG_RUNS) for name, kind in big.schema.items() if kind == pl.Float64
+    ]
+    big.with_columns(spread).write_parquet(runs_path)
+    metadata_path = export / f"{SAMPLE_PROJECT}_metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata |= {"run_count": BIG_RUNS, "runs_reported": BIG_RUNS, "runs_exported": BIG_RUNS}
+    metadata_path.write_text(json.dumps(metadata))
+
+
+def shows_top_runs(outcome: Outcome) -> None:
+    assert "test_mse" in outcome.stdout, outcome.stdout
+
+
+def wrote_aggregate(outcome: Outcome) -> None:
+    assert pl.read_parquet(outcome.folder / "all.parquet").height == 13
+    assert pl.read_parquet(outcome.folder / "all_history.parquet").height > 0
+
+
+def wrote_report(runs: int) -> Callable[[Outcome], None]:
+    def check(outcome: Outcome) -> None:
+        assert f"({runs} runs," in outcome.stderr and (outcome.folder / "report.html").stat().st_size > 0
+
+    return check
+
+
+def neptune_exported(outcome: Outcome) -> None:
+    (runs_file,) = (outcome.folder / "out").glob("*_runs.parquet")
+    assert pl.read_parquet(runs_file).height == 13
+
+
+def alpha_exported(outcome: Outcome) -> None:
+    assert runs_frame(outcome, "alpha").height == 12
+
+
+def one_error_line(outcome: Outcome) -> None:
+    errors = [line for line in outcome.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Exception ignored" not in outcome.stderr, outcome.stderr
+
+
+# (o) signals at shutdown ---------------------------------------------------------------------------
+
+
+def signal_storm(signum: int) -> Callable[[Path], Outcome]:
+    """`signum` while history downloads run in worker threads (each answered 2 s late), then again every
+    5 ms until the process ends: the unwinding and the joins of the worker threads see them all."""
+
+    def scenario(folder: Path) -> Outcome:
+        dataset = cron_dataset()
+        with StandinServer(dataset) as server:
+            downloading = threading.Event()
+
+            def hook(request: RequestInfo) -> HookResult | None:
+                if request.operation is None:
+                    downloading.set()
+                    return HookResult(delay_s=2.0)
+                return None
+
+            server.request_hook = hook
+            began = time.monotonic()
+            child = start(EXPORT, list(ALPHA), folder, server_env(folder, server))
+            if not downloading.wait(60):
+                os.killpg(child.pid, signal.SIGKILL)
+                raise AssertionError("no history was requested")
+            time.sleep(0.3)
+            sent = 0
+            while child.poll() is None and time.monotonic() - began < 60:
+                try:
+                    child.send_signal(signum)
+                except ProcessLookupError:
+                    break
+                sent += 1
+                time.sleep(0.005)
+            outcome = finish(child, folder, 60, began)
+        outcome.server_runs = listed_runs(dataset)
+        outcome.extra["sent"] = sent
+        return outcome
+
+    return scenario
+
+
+def storm_ends_at_the_error_line(name: str) -> Callable[[Outcome], None]:
+    def check(outcome: Outcome) -> None:
+        assert outcome.extra["sent"] > 1, "only one signal was sent"
+        lines = outcome.stderr.strip().splitlines()
+        assert lines[-1] == f"error: interrupted ({name})", outcome.stderr
+        assert sum(line.startswith("error:") for line in lines) == 1, outcome.stderr
+        assert "Exception ignored" not in outcome.stderr and "KeyboardInterrupt" not in outcome.stderr
+        assert not list((outcome.folder / "out").glob("*_runs.parquet")), "an interrupted export wrote runs"
+
+    return check
+
+
+CASES: list[Case] = [
+    Case("n-analyze-top-under-ulimit-v", "n",
+         script_run(ANALYZE, ("export", "--top", "5", "--metric", "test/mse"), copied_export(unchanged),
+                    limit=ADDRESS_LIMIT), 0, check=shows_top_runs),
+    Case("n-aggregate-history-under-ulimit-v", "n",
+         script_run(AGGREGATE, ("export", "--include-history", "-o", "all.parquet"), copied_export(unchanged),
+                    limit=ADDRESS_LIMIT), 0, check=wrote_aggregate),
+    # 200k runs: an abort in the allocator, or a hang with every thread waiting, before the sizing.
+    Case("n-report-of-200k-runs-under-ulimit-v", "n",
+         script_run(ANALYZE, ("export", "--report", "report.html", "--metric", "test/mse"),
+                    copied_export(many_runs), limit=ADDRESS_LIMIT, timeout=120), 0,
+         check=wrote_report(BIG_RUNS)),
+    Case("n-neptune-archive-export-under-ulimit-v", "n",
+         script_run(NEPTUNE_EXPORT, ("--source", str(NEPTUNE_ARCHIVE), "-o", "out", "--include-history"),
+                    limit=ADDRESS_LIMIT), 0, check=neptune_exported),
+    Case("n-api-export-with-history-under-ulimit-v", "n", api_export(ALPHA, limit=ADDRESS_LIMIT), 0,
+         check=alpha_exported),
+    Case("n-api-export-with-history-under-ulimit-n", "n", api_export(ALPHA, limit=FILES_LIMIT), 0,
+         check=alpha_exported),
+    # Too little memory for the libraries to load: one line saying so, no traceback after it (the exit
+    # guard's thread could not start either).
+    Case("n-query-with-too-little-memory", "n",
+         script_run(WANDB_TOPK, ("--export", "export", "--metric", "test/mse", "-k", "3"),
+                    copied_export(unchanged), limit=TOO_LITTLE), 1, "out of memory", check=one_error_line),
+    Case("o-sigint-storm-during-history-downloads", "o", signal_storm(signal.SIGINT), 130,
+         "interrupted (SIGINT)", check=storm_ends_at_the_error_line("SIGINT")),
+    Case("o-sigterm-storm-during-history-downloads", "o", signal_storm(signal.SIGTERM), 143,
+         "interrupted (SIGTERM)", check=storm_ends_at_the_error_line("SIGTERM")),
+]  # fmt: skip

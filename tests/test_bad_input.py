@@ -224,6 +224,10 @@ mode, argv = sys.argv[1], sys.argv[2:]
 if mode == "full-disk":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit then fail (EFBIG), as on a full disk
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+elif mode.startswith(("nofile=", "as=")):  # ulimit -n N; ulimit -v KB
+    kind, value = mode.split("=")
+    limit = int(value) * (1024 if kind == "as" else 1)
+    resource.setrlimit(resource.RLIMIT_NOFILE if kind == "nofile" else resource.RLIMIT_AS, (limit, limit))
 elif os.geteuid() == 0:  # root ignores file modes unless it drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
     libc = ctypes.CDLL(None, use_errno=True)
     if any(libc.prctl(24, capability, 0, 0, 0) != 0 for capability in (1, 2)):  # PR_CAPBSET_DROP

@@ -4,7 +4,10 @@ every script imports it while parsing its flags."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import resource
 import signal
 import sys
 import threading
@@ -15,6 +18,7 @@ from typing import NoReturn
 
 from shared.base.errors import BadInput, FolderLocked, Incomplete, describe, is_bug
 from shared.base.text import printable, redact
+from shared.cli.resources import address_space_limit, fit_to_limits
 
 EXIT_FAILED = 1  # an export or query ran but did not complete (also: a bug)
 EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
@@ -22,7 +26,10 @@ EXIT_LOCKED = 3  # the output folder is in use by another export
 INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take before the process just exits
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
 TRACEBACK_VARIABLE = "RUN_TOOLS_TRACEBACK"  # set to 1: an unexpected error also prints its traceback
-_handled = threading.Event()  # the main thread has run the SIGINT/SIGTERM handler
+# The main thread has run the SIGINT/SIGTERM handler, or main has ended: a signal then raises nothing. A
+# second Ctrl-C that raised in the unwinding of the first cut its clean-up short, and one that raised while
+# the interpreter joined the worker threads printed a traceback after the error line.
+_handled = threading.Event()
 
 
 # Set once the main thread has written the closing error line: threads still winding down (a retry of
@@ -68,6 +75,8 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     """
     on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
     closed.clear()
+    _handled.clear()
+    fit_to_limits()
     if main.__module__ == "__main__" and on_main_thread:
         _watch_signals()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
@@ -84,20 +93,29 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
             _exit_within(EXIT_GRACE_S, _exit_status(leaving.code))
         raise
     finally:
-        if on_main_thread:  # the clients' exit hooks, which run next, are no place for an exception
+        if on_main_thread and main.__module__ == "__main__":
+            # The clients' exit hooks and the joins of the worker threads, which run next, are ignored
+            # by signals (the exit guard bounds them): Python's finalization gives a handler of its own
+            # back to the default, which killed the process, but leaves an ignored signal ignored.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if own_int:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+        elif on_main_thread:  # a caller's handlers back (a test's)
             signal.signal(signal.SIGTERM, previous)
             if own_int:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
-    _handled.set()
-    raise Terminated
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    if not _handled.is_set():
+        _handled.set()
+        raise Terminated
 
 
-def _raise_interrupted(signum: int, frame: FrameType | None) -> NoReturn:
-    _handled.set()
-    raise KeyboardInterrupt
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    if not _handled.is_set():
+        _handled.set()
+        raise KeyboardInterrupt
 
 
 def _watch_signals() -> None:
@@ -132,7 +150,10 @@ def _watch_signals() -> None:
                     signal.siginterrupt(signum, True)
                     signal.pthread_kill(main_thread, signum)
 
-    threading.Thread(target=watch, name="signal-watch", daemon=True).start()
+    try:
+        threading.Thread(target=watch, name="signal-watch", daemon=True).start()
+    except RuntimeError:  # no thread left to start (out of memory): Python's own handling remains
+        signal.set_wakeup_fd(-1)
 
 
 def _leave_now(signum: int) -> None:
@@ -141,9 +162,18 @@ def _leave_now(signum: int) -> None:
     os._exit(128 + signum)
 
 
+def _ended(main: Callable[[], int | None]) -> int | None:
+    """`main`'s result; once it has ended, by a return or an error, a signal raises nothing (the error
+    line and the exit go on)."""
+    try:
+        return main()
+    finally:
+        _handled.set()
+
+
 def _report_errors(main: Callable[[], int | None]) -> NoReturn:
     try:
-        code = main()
+        code = _ended(main)
     except BadInput as error:
         fail(str(error), EXIT_USAGE)
     except Incomplete as error:
@@ -160,13 +190,17 @@ def _report_errors(main: Callable[[], int | None]) -> NoReturn:
         code = 0
     except OSError as error:  # a file or network error no code path expected: still one line
         where = f"{error.filename}: " if error.filename else ""
-        fail(f"{where}{error.strerror or error}", EXIT_FAILED)
+        fail(out_of_resources(error) or f"{where}{error.strerror or error}", EXIT_FAILED)
     except Exception as error:  # a bug of ours, or an error of a library that no code path expected
-        fail(unexpected(error), EXIT_FAILED)
+        fail(out_of_resources(error) or unexpected(error), EXIT_FAILED)
+    except BaseException as error:  # a Rust library's panic: pyo3's PanicException is no Exception
+        if type(error).__name__ != "PanicException":
+            raise
+        fail(out_of_resources(error) or unexpected(error), EXIT_FAILED)
     sys.exit(code or 0)
 
 
-def unexpected(error: Exception) -> str:
+def unexpected(error: BaseException) -> str:
     """The one line of an error no code path expected, saying it is a bug; with RUN_TOOLS_TRACEBACK=1 the
     traceback goes to stderr first."""
     if os.environ.get(TRACEBACK_VARIABLE) == "1":
@@ -178,6 +212,25 @@ def unexpected(error: Exception) -> str:
         f"{type(error).__name__}: {describe(error)} ({kind}; please report it;"
         f" {TRACEBACK_VARIABLE}=1 shows where it happened)"
     )
+
+
+def out_of_resources(error: BaseException) -> str | None:
+    """The one line of an error that says the process ran out of memory (a MemoryError, a thread or a
+    library that could not be mapped) or of file descriptors, with the limit that caused it; None for
+    any other error."""
+    text = describe(error)
+    if (isinstance(error, OSError) and error.errno == errno.EMFILE) or "TooManyOpenFiles" in text:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return f"too many open files: the limit is {soft} (ulimit -n) ({type(error).__name__}: {text})"
+    if not (
+        isinstance(error, MemoryError)
+        or (isinstance(error, RuntimeError) and text == "can't start new thread")
+        or (isinstance(error, ImportError) and "failed to map segment" in text)
+    ):
+        return None
+    limit = address_space_limit()
+    cause = f"the address space is limited to {limit // 2**20} MiB (ulimit -v)" if limit else "no memory left"
+    return f"out of memory: {cause} ({type(error).__name__}: {text})"
 
 
 def _exit_status(code: object) -> int:
@@ -202,4 +255,5 @@ def _exit_within(grace_s: float, status: int) -> None:
 
     timer = threading.Timer(grace_s, leave_now)
     timer.daemon = True  # never itself a reason to wait
-    timer.start()
+    with contextlib.suppress(RuntimeError):  # no thread left to start (out of memory): exit unguarded
+        timer.start()
