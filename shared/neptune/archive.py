@@ -86,7 +86,8 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
         raise Incomplete(f"cannot read archive folder {folder}: {_reason(error)}") from None
     if nested := [name for name in _sub_folders(listed) if _holds_projects(folder / name)]:
         events.warn(
-            f"{folder}: its sub-folders {', '.join(nested)} hold parts or project folders of their own; they are not read"
+            f"{folder}: its sub-folders {', '.join(nested)} hold parts or project folders of their own;"
+            " they are not read"
         )
     parts = [entry for entry in listed if entry.name.endswith(".parquet")]
     unreadable: dict[str, str] = {}
@@ -97,11 +98,11 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
         except OSError as error:  # gone since it was listed
             unreadable[entry.path] = _reason(error)
     names = _finished_runs(folder, sorted(entry.name for entry in parts), events)
-    gone = {f"{folder}{os.sep}{name}" for name in names} & unreadable.keys()
-    names = _one_copy_per_run(
-        folder, [name for name in names if f"{folder}{os.sep}{name}" not in gone], events
-    )
-    return [f"{folder}{os.sep}{name}" for name in names], {file: unreadable[file] for file in sorted(gone)}
+    files = [f"{folder}{os.sep}{name}" for name in names]
+    gone = {file: unreadable[file] for file in files if file in unreadable}
+    kept = [name for name, file in zip(names, files, strict=True) if file not in gone]
+    names = _one_copy_per_run(folder, kept, events)
+    return [f"{folder}{os.sep}{name}" for name in names], gone
 
 
 def _recorded_runs(files: Sequence[str], *, first: bool) -> list[str]:
@@ -136,10 +137,9 @@ def _one_copy_per_run(folder: Path, names: list[str], events: Events) -> list[st
         return f"{folder}{os.sep}{prefix}_part_0.parquet"  # `_finished_runs` kept only runs that have it
 
     dropped: set[str] = set()
-    for prefix in sorted(prefixes):
-        plain = prefix[:-17]  # without `-<16 hex digits>`
-        if plain not in prefixes or not _DIGEST_SUFFIX.search(prefix):
-            continue
+    # `<run>-<16 hex digits>` beside `<run>`
+    for prefix in sorted(p for p in prefixes if p[:-17] in prefixes and _DIGEST_SUFFIX.search(p)):
+        plain = prefix[:-17]
         kept = _recorded_runs([first_part(prefix)], first=True)
         if kept and kept == _recorded_runs([first_part(plain)], first=True):
             dropped.add(plain)
