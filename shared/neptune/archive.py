@@ -300,24 +300,31 @@ def check_part(file: str) -> None:
 
 
 def _first_part(folder: Path) -> str:
-    """A project folder's first part file by name; a usage error when it is not a neptune-exporter part."""
-    with os.scandir(folder) as entries:
-        first = min((entry.path for entry in entries if entry.name.endswith(".parquet")), default=None)
+    """A project folder's first part file; a usage error when it is not a neptune-exporter part."""
+    first = _first_parquet(folder)
     assert first is not None  # project_folders lists only folders that hold parquet
     check_part(first)
     return first
 
 
+def _recorded_project(file: str) -> str | None:
+    value = pl.scan_parquet(file).select(pl.col("project_id").drop_nulls()).head(1).collect()
+    return value.item() if value.height else None
+
+
 def _project_id(folder: Path) -> str | None:
-    """The project id a folder's parts record: the first one recorded, the parts taken by name (not in
-    the directory's order: a part without rows records none)."""
+    """The project id a folder's parts record (every row records the folder's one project): the first
+    part listed answers, unless it has no rows; then the parts are read by name until one does (a part
+    without rows listed first made a folder lose its id)."""
+    recorded = _recorded_project(_first_part(folder))
+    if recorded is not None:
+        return recorded
     with os.scandir(folder) as entries:
-        names = sorted(entry.path for entry in entries if entry.name.endswith(".parquet"))
-    for file in names:
+        files = sorted(entry.path for entry in entries if entry.name.endswith(".parquet"))
+    for file in files:
         check_part(file)
-        value = pl.scan_parquet(file).select("project_id").drop_nulls().head(1).collect()
-        if value.height:
-            return value.item()
+        if (recorded := _recorded_project(file)) is not None:
+            return recorded
     return None
 
 
