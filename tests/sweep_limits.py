@@ -131,6 +131,8 @@ def signal_storm(signum: int) -> Callable[[Path], Outcome]:
                 sent += 1
                 time.sleep(0.005)
             outcome = finish(child, folder, 60, began)
+        if outcome.code == -signum:  # a signal once the work had ended: killed by it, which a shell (and
+            outcome.code = 128 + signum  # cron) reports as 128 + signum, the status an interruption has
         outcome.server_runs = listed_runs(dataset)
         outcome.extra["sent"] = sent
         return outcome

@@ -86,3 +86,47 @@ def test_sigterm_after_the_work_is_the_default_again(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (-signal.SIGTERM, "")
+
+
+# A main that signals itself, then signals itself again while it unwinds, and then cleans up.
+UNWINDING = """
+import os, signal, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from shared.cli.main import run_main
+
+def main():
+    try:
+        os.kill(os.getpid(), signal.{name})
+        time.sleep(5)
+    finally:
+        os.kill(os.getpid(), signal.{name})
+        time.sleep(0.2)
+        Path({marker!r}).write_text("cleaned")
+
+run_main(main)
+"""
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_unwinding_does_not_cut_it_short(tmp_path, signum, status):
+    """Only the first signal raises: a second one (a storm of Ctrl-C) raised in the clean-up of the first,
+    which then never finished."""
+    name = signal.Signals(signum).name
+    marker = tmp_path / "cleaned"
+    source = UNWINDING.format(root=str(ROOT), name=name, marker=str(marker))
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (status, f"error: interrupted ({name})\n")
+    assert marker.read_text() == "cleaned"
+
+
+def test_sigint_after_the_work_ends_the_program_without_a_word():
+    """A Ctrl-C while the exit hooks run (the worker threads' joins) printed a KeyboardInterrupt traceback
+    after the error line; the program now just ends, as by SIGTERM."""
+    source = (
+        f"import os, signal, sys; sys.path.insert(0, {str(ROOT)!r}); from shared.cli.main import run_main\n"
+        "import atexit; atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+        "run_main(lambda: 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (-signal.SIGINT, "")

@@ -26,9 +26,9 @@ EXIT_LOCKED = 3  # the output folder is in use by another export
 INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take before the process just exits
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
 TRACEBACK_VARIABLE = "RUN_TOOLS_TRACEBACK"  # set to 1: an unexpected error also prints its traceback
-# The main thread has run the SIGINT/SIGTERM handler, or main has ended: a signal then raises nothing. A
-# second Ctrl-C that raised in the unwinding of the first cut its clean-up short, and one that raised while
-# the interpreter joined the worker threads printed a traceback after the error line.
+# The main thread has run the SIGINT/SIGTERM handler, or main has ended: a signal then raises nothing, so
+# a storm of them neither interrupts the unwinding of the first (its clean-up, its error line) nor escapes
+# run_main as a traceback.
 _handled = threading.Event()
 
 
@@ -93,17 +93,13 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
             _exit_within(EXIT_GRACE_S, _exit_status(leaving.code))
         raise
     finally:
-        if on_main_thread and main.__module__ == "__main__":
-            # The clients' exit hooks and the joins of the worker threads, which run next, are ignored
-            # by signals (the exit guard bounds them): Python's finalization gives a handler of its own
-            # back to the default, which killed the process, but leaves an ignored signal ignored.
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            if own_int:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-        elif on_main_thread:  # a caller's handlers back (a test's)
+        if on_main_thread:  # the clients' exit hooks and the worker threads' joins run next
             signal.signal(signal.SIGTERM, previous)
+            # A SIGINT then ends a program without a word (Python's own handler printed a KeyboardInterrupt
+            # traceback after the error line); a caller (a test) gets its handler back.
             if own_int:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+                program = main.__module__ == "__main__"
+                signal.signal(signal.SIGINT, signal.SIG_DFL if program else signal.default_int_handler)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
