@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -51,25 +51,35 @@ def nothing_exported(outcome: Outcome) -> None:
     assert not out.is_dir() or not [path for path in out.iterdir() if path.suffix == ".parquet"]
 
 
-def state_from_the_future(folder: Path) -> Outcome:
-    """An --incremental export whose state was made on a host whose clock ran a month ahead; then a run
-    changes on the server: the next update must fetch it (it used to answer "no run changed")."""
-    argv = [*BETA, "--incremental"]
-    dataset = cron_dataset()
-    with StandinServer(dataset) as server:
-        env = server_env(folder, server)
-        first = run(EXPORT, argv, folder, env)
-        assert first.code == 0, first.stderr
-        state_path = folder / "out" / f"{ENTITY}_beta_state.json"
-        state = json.loads(state_path.read_text())
-        state["exported_at"] = (utc_now() + timedelta(days=30)).isoformat() + "+00:00"
-        state_path.write_text(json.dumps(state))
-        changed = beta(dataset).runs[2]
-        changed.heartbeat_at, changed.state = utc_now(), "crashed"
-        server.clear_cache()
-        outcome = run(EXPORT, argv, folder, env)
-    outcome.server_runs = listed_runs(dataset)
-    return outcome
+AHEAD = timedelta(days=400)  # the clock of the host that made the state
+
+
+def state_from_the_future(since: str | None = None) -> Callable[[Path], Outcome]:
+    """An --incremental export (with `--since since`) whose state was made on a host whose clock ran
+    AHEAD; then a run changes on the server: the next update must fetch it (it used to answer "no
+    run changed", and a `--since` duration resolved then lay ahead too)."""
+    argv = [*BETA, "--incremental", *(["--since", since] if since else [])]
+
+    def scenario(folder: Path) -> Outcome:
+        dataset = cron_dataset()
+        with StandinServer(dataset) as server:
+            env = server_env(folder, server)
+            first = run(EXPORT, argv, folder, env)
+            assert first.code == 0, first.stderr
+            state_path = folder / "out" / f"{ENTITY}_beta_state.json"
+            state = json.loads(state_path.read_text())
+            state["exported_at"] = (utc_now() + AHEAD).isoformat() + "+00:00"
+            if state["since"]:
+                state["since"] = (datetime.fromisoformat(state["since"]) + AHEAD).isoformat()
+            state_path.write_text(json.dumps(state))
+            changed = beta(dataset).runs[2]
+            changed.heartbeat_at, changed.state = utc_now(), "crashed"
+            server.clear_cache()
+            outcome = run(EXPORT, argv, folder, env)
+        outcome.server_runs = listed_runs(dataset)
+        return outcome
+
+    return scenario
 
 
 def check_future_state(outcome: Outcome) -> None:
@@ -270,8 +280,10 @@ CASES: list[Case] = [
     since("year-1-at-plus-one", "0001-01-01T00:00:00+01:00"),  # before year 1 in UTC: was exit 1
     since("year-9999-at-minus-twelve", "9999-12-31T23:00:00-12:00"),  # after year 9999 in UTC
     since("empty", ""),  # used to mean no --since at all
-    Case("i-incremental-state-from-the-future", "i", state_from_the_future, 0,
+    Case("i-incremental-state-from-the-future", "i", state_from_the_future(), 0,
          "a clock ahead or a copied folder; not trusted", check=check_future_state),
+    Case("i-incremental-since-resolved-on-a-clock-ahead", "i", state_from_the_future("365d"), 0,
+         "resolved again", check=check_future_state),
     Case("i-heartbeat-before-creation", "i", api_export(BETA, heartbeat_before_creation), 0,
          "left out (null): its last heartbeat", check=check_null_runtime),
     Case("i-neptune-heartbeat-before-creation", "i",

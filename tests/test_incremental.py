@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -285,3 +285,34 @@ def test_an_export_state_from_the_future_is_not_trusted(wandb_env, tmp_path, cap
     assert runs.height == 5
     later = json.loads(state_path.read_text())["exported_at"]
     assert later < (utc_now() + timedelta(minutes=1)).isoformat()  # the next update starts from now
+
+
+def test_a_since_duration_resolved_on_a_clock_ahead_is_resolved_again(wandb_env, tmp_path, capsys):
+    """`--since 30d` resolved at the first export on a host whose clock ran 31 days ahead: a boundary in
+    the future left out every run created since."""
+    beta = ["-e", ENTITY, "-p", "beta", "--incremental", "--since", "30d"]
+    assert export(tmp_path, *beta) == 0
+    state_path = tmp_path / "cron_beta_state.json"
+    state = json.loads(state_path.read_text())
+    ahead = timedelta(days=31)
+    state["since"] = (utc_now() - timedelta(days=30) + ahead).isoformat() + "+00:00"
+    state["exported_at"] = (utc_now() + ahead).isoformat() + "+00:00"
+    state_path.write_text(json.dumps(state))
+    wandb_env.dataset.project(ENTITY, "beta").runs.append(new_run("fresh001", utc_now()))
+    wandb_env.clear_cache()
+    capsys.readouterr()
+    assert export(tmp_path, *beta) == 0
+    err = capsys.readouterr().err
+    assert "the previous export resolved --since 30d to" in err and "resolved again" in err
+    assert "fresh001" in pl.read_parquet(tmp_path / "cron_beta_runs.parquet")["id"].to_list()
+    since = datetime.fromisoformat(json.loads(state_path.read_text())["since"])
+    assert since < datetime.now(UTC) - timedelta(days=29)
+
+
+def test_a_since_date_the_user_wrote_in_the_future_stays(wandb_env, tmp_path, capsys):
+    future = (utc_now() + timedelta(days=3)).date().isoformat()
+    beta = ["-e", ENTITY, "-p", "beta", "--incremental", "--since", future]
+    for _ in range(2):
+        assert export(tmp_path, *beta) == 0
+    assert "resolved again" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "cron_beta_state.json").read_text())["since"].startswith(future)

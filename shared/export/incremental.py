@@ -15,7 +15,7 @@ import polars as pl
 
 from shared.base.errors import BadInput
 from shared.base.events import Events
-from shared.base.limits import read_text_file
+from shared.base.limits import parse_since, read_text_file
 from shared.base.storage import write_json
 from shared.export.project import ExportFiles, ProjectExport, ProjectResult, export_files
 from shared.table.exports import history_file_of
@@ -167,6 +167,7 @@ def plan_update(
         return None, f"options changed since the previous export ({state.options} -> {options})"
     if not _cutoff_in_the_past(state, files.state, events):
         return None, "the export state's time lies in the future and it records no run time to start from"
+    _since_in_the_past(state, options.get("since"), files.state, events)
     kept = [files.runs, *([files.history] if options.get("include_history") else [])]
     missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
     if missing:
@@ -189,14 +190,10 @@ def _cutoff_in_the_past(state: ProjectState, path: Path, events: Events) -> bool
     find no change: its time is replaced by the newest heartbeat it records (the server's clock), with
     a warning; False when it records none."""
     now = datetime.now(UTC)
-    exported = datetime.fromisoformat(state.exported_at)
-    if (exported if exported.tzinfo else exported.replace(tzinfo=UTC)) <= now:
+    if _utc(state.exported_at) <= now:
         return True
-    heartbeats = [
-        datetime.fromisoformat(run["heartbeat_at"]) for run in state.runs.values() if run.get("heartbeat_at")
-    ]
     newest = max(
-        (moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in heartbeats), default=None
+        (_utc(run["heartbeat_at"]) for run in state.runs.values() if run.get("heartbeat_at")), default=None
     )
     safe = min(newest, now) if newest is not None else None
     events.warn(
@@ -207,6 +204,29 @@ def _cutoff_in_the_past(state: ProjectState, path: Path, events: Events) -> bool
     if safe is not None:
         state.exported_at = safe.isoformat()
     return safe is not None
+
+
+def _since_in_the_past(state: ProjectState, since_text: str | None, path: Path, events: Events) -> None:
+    """A --since duration (`7d`) is resolved once, at the first export; resolved on a clock ahead, the
+    boundary lies in the future and would leave out every run created since: it is resolved again from
+    now, with a warning. A date the user wrote stays as written."""
+    if state.since is None or since_text is None or _utc(state.since) <= (now := datetime.now(UTC)):
+        return
+    again = parse_since(since_text, now)
+    if again == _utc(state.since):
+        return
+    events.warn(
+        f"{path}: the previous export resolved --since {since_text} to {state.since}, later than now"
+        f" ({now.isoformat(timespec='seconds')}): a clock ahead or a copied folder; resolved again:"
+        f" {again.isoformat(timespec='seconds')}"
+    )
+    state.since = again.isoformat()
+
+
+def _utc(moment: str) -> datetime:
+    """An ISO time of the state as an aware time (UTC unless it says otherwise)."""
+    parsed = datetime.fromisoformat(moment)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def save_state(
