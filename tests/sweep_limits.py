@@ -176,6 +176,9 @@ CASES: list[Case] = [
     Case("n-query-with-too-little-memory", "n",
          script_run(WANDB_TOPK, ("--export", "export", "--metric", "test/mse", "-k", "3"),
                     copied_export(unchanged), limit=TOO_LITTLE), 1, "out of memory", check=one_error_line),
+    # Below the tools' floor of open files the wandb client waited forever for its event loop: refused.
+    Case("n-api-query-under-ulimit-n-12", "n", api_export(("cron/alpha", "--metric", "loss"), script=WANDB_TOPK,
+         limit="nofile=12", timeout=60), 1, "too many open files: the limit is 12", check=one_error_line),
     Case("o-sigint-storm-during-history-downloads", "o", signal_storm(signal.SIGINT), 130,
          "interrupted (SIGINT)", check=storm_ends_at_the_error_line("SIGINT")),
     Case("o-sigterm-storm-during-history-downloads", "o", signal_storm(signal.SIGTERM), 143,

@@ -97,3 +97,28 @@ def test_a_table_for_a_reader_that_went_away_is_not_a_failure(argv, sample_expor
         os.close(write_end)
     assert done.returncode == 0, done.stderr
     assert "error" not in done.stderr.lower()
+
+
+# A main that loads the wandb client (its temp folders), then leaves no file descriptor free.
+NO_FILES_LEFT = """
+import os, resource, sys
+sys.path.insert(0, {root!r})
+import wandb.sdk.data_types._private, wandb.sdk.artifacts.artifact
+from shared.cli.main import run_main
+def main():
+    in_use = len(os.listdir("/proc/self/fd")) - 1  # the listing's own descriptor is closed again
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    return 1
+run_main(main)
+"""
+
+
+def test_the_wandb_clients_temp_folders_go_quietly_with_no_file_descriptor_left(tmp_path):
+    """Its exit hooks printed two tracebacks (EMFILE) after the error line and left their folders."""
+    env = os.environ | {"TMPDIR": str(tmp_path)}
+    source = NO_FILES_LEFT.format(root=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert (done.returncode, done.stderr) == (1, "")
+    assert list(tmp_path.iterdir()) == []

@@ -76,7 +76,6 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     on_main_thread = threading.current_thread() is threading.main_thread()  # where signals are handled
     closed.clear()
     _handled.clear()
-    fit_to_limits()
     if main.__module__ == "__main__" and on_main_thread:
         _watch_signals()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
@@ -90,6 +89,7 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
         _report_errors(main)
     except SystemExit as leaving:
         if main.__module__ == "__main__":
+            _remove_client_temp_folders()
             _exit_within(EXIT_GRACE_S, _exit_status(leaving.code))
         raise
     finally:
@@ -169,6 +169,7 @@ def _ended(main: Callable[[], int | None]) -> int | None:
 
 def _report_errors(main: Callable[[], int | None]) -> NoReturn:
     try:
+        fit_to_limits()
         code = _ended(main)
     except BadInput as error:
         fail(str(error), EXIT_USAGE)
@@ -227,6 +228,31 @@ def out_of_resources(error: BaseException) -> str | None:
     limit = address_space_limit()
     cause = f"the address space is limited to {limit // 2**20} MiB (ulimit -v)" if limit else "no memory left"
     return f"out of memory: {cause} ({type(error).__name__}: {text})"
+
+
+# The wandb client's temp folders, made when it loads (module, attribute path of a TemporaryDirectory).
+_CLIENT_TEMP_FOLDERS = (
+    ("wandb.sdk.data_types._private", "MEDIA_TMP"),
+    ("wandb.sdk.artifacts.artifact", "Artifact._TMP_DIR"),
+)
+
+
+def _remove_client_temp_folders() -> None:
+    """Remove the wandb client's temp folders now, quietly. Its exit hooks remove them too, but with no
+    file descriptor left (ulimit -n) each printed a traceback after the error line and left its folder in
+    $TMPDIR; removing an empty folder takes none."""
+    for module_name, path in _CLIENT_TEMP_FOLDERS:
+        folder = sys.modules.get(module_name)
+        for name in path.split("."):
+            folder = getattr(folder, name, None)
+        if folder is None:
+            continue
+        try:
+            folder.cleanup()
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder.name)
+        folder._finalizer.detach()  # the hooks then find it gone, or leave it without a traceback
 
 
 def _exit_status(code: object) -> int:

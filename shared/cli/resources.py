@@ -8,6 +8,8 @@ import contextlib
 import os
 import resource
 
+from shared.base.errors import Incomplete
+
 # Before a polars or pyarrow allocation, with a 13-run export and nothing reserved: 2.6 GB of address
 # space, 0.2 GB resident. pyarrow's mimalloc reserves a 1 GiB arena at its first buffer; glibc reserves
 # 128 MiB per thread that allocates (an arena each, up to 8 per core); polars' jemalloc starts a
@@ -18,6 +20,10 @@ _UNDER_AN_ADDRESS_LIMIT = {
 }
 _GLIBC_ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
+# Every tool completes with `ulimit -n 32`. With fewer, the wandb client waited forever for an event loop
+# its thread could not make, a history download's polars call panicked, and a refused connection was
+# retried for --max-retry-time: refused at the start instead.
+MIN_OPEN_FILES = 32
 
 
 def address_space_limit() -> int | None:
@@ -29,7 +35,13 @@ def address_space_limit() -> int | None:
 def fit_to_limits() -> None:
     """Under an address-space limit, make the allocators reserve what they use (a setting the user made
     in the environment is kept). Without one nothing changes: reservations cost nothing then, and the
-    allocators as they are set are the faster ones."""
+    allocators as they are set are the faster ones. Incomplete when fewer than MIN_OPEN_FILES files may
+    be open."""
+    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if open_files < MIN_OPEN_FILES:
+        raise Incomplete(
+            f"too many open files: the limit is {open_files} (ulimit -n); the tools need {MIN_OPEN_FILES}"
+        )
     if address_space_limit() is None:
         return
     for name, value in _UNDER_AN_ADDRESS_LIMIT.items():
