@@ -18,6 +18,7 @@ from tests.sweep import (
     ALPHA,
     ANALYZE,
     EXPORT,
+    INPUTS,
     NEPTUNE_EXPORT,
     SAMPLE_PROJECT,
     WANDB_TOPK,
@@ -42,6 +43,7 @@ FILES_LIMIT = "nofile=32"
 TOO_LITTLE = "as=300000"  # not even the libraries load: one error line
 NEPTUNE_ARCHIVE = ROOT / "samples" / "neptune" / "archive"
 BIG_RUNS = 200_000
+FOLDERS = 1000
 
 
 # (n) resource limits -------------------------------------------------------------------------------
@@ -65,6 +67,21 @@ def many_runs(export: Path) -> None:
     metadata = json.loads(metadata_path.read_text())
     metadata |= {"run_count": BIG_RUNS, "runs_reported": BIG_RUNS, "runs_exported": BIG_RUNS}
     metadata_path.write_text(json.dumps(metadata))
+
+
+def thousand_copies(folder: Path) -> None:
+    """FOLDERS copies of the sample export's runs and metadata, each in a folder of its own."""
+    source = INPUTS["export"]
+    files = [path for path in source.iterdir() if path.name.endswith(("_runs.parquet", "_metadata.json"))]
+    for index in range(FOLDERS):
+        target = folder / "exports" / f"e{index:04d}"
+        target.mkdir(parents=True)
+        for path in files:
+            (target / path.name).write_bytes(path.read_bytes())
+
+
+def quiet(outcome: Outcome) -> None:
+    assert "Warning" not in outcome.stderr and "deadlock" not in outcome.stderr, outcome.stderr
 
 
 def shows_top_runs(outcome: Outcome) -> None:
@@ -164,6 +181,10 @@ CASES: list[Case] = [
          script_run(ANALYZE, ("export", "--report", "report.html", "--metric", "test/mse"),
                     copied_export(many_runs), limit=ADDRESS_LIMIT, timeout=120), 0,
          check=wrote_report(BIG_RUNS)),
+    # polars started 512 threads to read 1,000 folders (and warned of a deadlock): an abort at 1.5 GB.
+    Case("n-analyze-1000-export-folders-under-ulimit-v", "n",
+         script_run(ANALYZE, ("exports/*/*_runs.parquet", "--top", "3", "--metric", "test/mse"), thousand_copies,
+                    limit=ADDRESS_LIMIT, timeout=120), 0, check=quiet),
     Case("n-neptune-archive-export-under-ulimit-v", "n",
          script_run(NEPTUNE_EXPORT, ("--source", str(NEPTUNE_ARCHIVE), "-o", "out", "--include-history"),
                     limit=ADDRESS_LIMIT), 0, check=neptune_exported),

@@ -122,3 +122,22 @@ def test_the_wandb_clients_temp_folders_go_quietly_with_no_file_descriptor_left(
     )
     assert (done.returncode, done.stderr) == (1, "")
     assert list(tmp_path.iterdir()) == []
+
+
+WARNING = """
+import sys, warnings
+sys.path.insert(0, {root!r})
+from shared.cli.main import run_main
+run_main(lambda: warnings.warn("POLARS_MAX_BLOCKING_THREAD_COUNT reached (512), this may indicate a deadlock"))
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_library_warnings_stay_off_stderr_unless_asked_for(debug):
+    env = {key: value for key, value in os.environ.items() if key != "RUN_TOOLS_TRACEBACK"}
+    if debug:
+        env["RUN_TOOLS_TRACEBACK"] = "1"
+    source = WARNING.format(root=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0
+    assert ("UserWarning: POLARS_MAX_BLOCKING_THREAD_COUNT" in done.stderr) is debug, done.stderr

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
@@ -25,7 +26,7 @@ EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
 EXIT_LOCKED = 3  # the output folder is in use by another export
 INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take before the process just exits
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
-TRACEBACK_VARIABLE = "RUN_TOOLS_TRACEBACK"  # set to 1: an unexpected error also prints its traceback
+TRACEBACK_VARIABLE = "RUN_TOOLS_TRACEBACK"  # 1: an unexpected error prints its traceback; library warnings show
 # The main thread has run the SIGINT/SIGTERM handler, or main has ended: a signal then raises nothing, so
 # a storm of them neither interrupts the unwinding of the first (its clean-up, its error line) nor escapes
 # run_main as a traceback.
@@ -78,6 +79,7 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     _handled.clear()
     if main.__module__ == "__main__" and on_main_thread:
         _watch_signals()
+        _quiet_library_warnings()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     # While asyncio runs (the wandb client's waits), Python's own SIGINT handler is swapped for one that
     # only cancels the awaited task: Ctrl-C waited for a stalled request. This one raises at once. An
@@ -100,6 +102,15 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
             if own_int:
                 program = main.__module__ == "__main__"
                 signal.signal(signal.SIGINT, signal.SIG_DFL if program else signal.default_int_handler)
+
+
+def _quiet_library_warnings() -> None:
+    """Keep the libraries' Python warnings off stderr (polars' "POLARS_MAX_BLOCKING_THREAD_COUNT reached
+    …, this may indicate a deadlock" after reading 1,000 export folders): nothing a user can act on, and
+    the tools' own warnings are lines of their own. RUN_TOOLS_TRACEBACK=1 shows them. The hook, not a
+    filter: a library's own filters would go before one."""
+    if os.environ.get(TRACEBACK_VARIABLE) != "1":
+        warnings.showwarning = lambda *args, **kwargs: None
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

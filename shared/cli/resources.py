@@ -13,10 +13,13 @@ from shared.base.errors import Incomplete
 # Before a polars or pyarrow allocation, with a 13-run export and nothing reserved: 2.6 GB of address
 # space, 0.2 GB resident. pyarrow's mimalloc reserves a 1 GiB arena at its first buffer; glibc reserves
 # 128 MiB per thread that allocates (an arena each, up to 8 per core); polars' jemalloc starts a
-# background thread per arena, each with an 8 MiB stack. With the three settings below: 0.7 GB.
+# background thread per arena, each with an 8 MiB stack. With the settings below: 0.7 GB.
 _UNDER_AN_ADDRESS_LIMIT = {
     "ARROW_DEFAULT_MEMORY_POOL": "system",  # read when pyarrow makes its default pool
     "_RJEM_MALLOC_CONF": "background_thread:false",  # polars' jemalloc reads it when it first allocates
+    # Reading 1,000 export folders, polars started 512 threads for its blocking reads (and warned of a
+    # deadlock): at 1.5 GB their stacks aborted it. With 64 it takes as long.
+    "POLARS_MAX_BLOCKING_THREAD_COUNT": "64",
 }
 _GLIBC_ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
