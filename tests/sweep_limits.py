@@ -19,6 +19,7 @@ from tests.sweep import (
     ANALYZE,
     EXPORT,
     INPUTS,
+    LIST,
     NEPTUNE_EXPORT,
     SAMPLE_PROJECT,
     WANDB_TOPK,
@@ -41,6 +42,7 @@ from tests.wandb_standin import HookResult, RequestInfo, StandinServer
 ADDRESS_LIMIT = "as=1500000"
 FILES_LIMIT = "nofile=32"
 TOO_LITTLE = "as=300000"  # not even the libraries load: one error line
+CLIENT_CANNOT_START = "as=700000"  # enough for the tools, not for the wandb client's service
 NEPTUNE_ARCHIVE = ROOT / "samples" / "neptune" / "archive"
 BIG_RUNS = 200_000
 FOLDERS = 1000
@@ -197,6 +199,9 @@ CASES: list[Case] = [
     Case("n-query-with-too-little-memory", "n",
          script_run(WANDB_TOPK, ("--export", "export", "--metric", "test/mse", "-k", "3"),
                     copied_export(unchanged), limit=TOO_LITTLE), 1, "out of memory", check=one_error_line),
+    # wandb-core (Go) cannot start its threads under 700 MB: it was "W&B rejected the API key", exit 2.
+    Case("n-api-list-when-wandb-core-cannot-start", "n",
+         api_export(("-e", "cron"), script=LIST, limit=CLIENT_CANNOT_START), 1, "service stopped"),
     # Below the tools' floor of open files the wandb client waited forever for its event loop: refused.
     Case("n-api-query-under-ulimit-n-12", "n", api_export(("cron/alpha", "--metric", "loss"), script=WANDB_TOPK,
          limit="nofile=12", timeout=60), 1, "too many open files: the limit is 12", check=one_error_line),

@@ -69,6 +69,8 @@ def _connection_error(error: Exception, credentials: Credentials) -> Exception:
     text = str(error)
     if "did not respond in time" in text or "connection refused" in text.lower():
         return Incomplete(f"W&B server {credentials.server} did not answer (unreachable or too slow)")
+    if "wandb-core exited" in text:  # under `ulimit -v 1000000` it could not start its threads
+        return Incomplete(f"the W&B client's service stopped before it checked the key ({describe(error)})")
     if any(marker in text for marker in _SERVER_TROUBLE):
         return Incomplete(
             f"W&B server {credentials.server} failed the login check (a server error or an answer that is"
