@@ -119,9 +119,10 @@ def one_error_line(outcome: Outcome) -> None:
 # (o) signals at shutdown ---------------------------------------------------------------------------
 
 
-def signal_storm(signum: int) -> Callable[[Path], Outcome]:
+def signal_storm(signum: int, limit: str | None = None) -> Callable[[Path], Outcome]:
     """`signum` while history downloads run in worker threads (each answered 2 s late), then again every
-    5 ms until the process ends: the unwinding and the joins of the worker threads see them all."""
+    5 ms until the process ends: the unwinding and the joins of the worker threads see them all. Under an
+    address-space `limit` the work runs in a child of the process signalled, which passes them on."""
 
     def scenario(folder: Path) -> Outcome:
         dataset = cron_dataset()
@@ -136,7 +137,7 @@ def signal_storm(signum: int) -> Callable[[Path], Outcome]:
 
             server.request_hook = hook
             began = time.monotonic()
-            child = start(EXPORT, list(ALPHA), folder, server_env(folder, server))
+            child = start(EXPORT, list(ALPHA), folder, server_env(folder, server), limit)
             if not downloading.wait(60):
                 os.killpg(child.pid, signal.SIGKILL)
                 raise AssertionError("no history was requested")
@@ -187,6 +188,11 @@ CASES: list[Case] = [
     Case("n-analyze-1000-export-folders-under-ulimit-v", "n",
          script_run(ANALYZE, ("exports/*/*_runs.parquet", "--top", "3", "--metric", "test/mse"), thousand_copies,
                     limit=ADDRESS_LIMIT, timeout=120), 0, check=quiet),
+    # Too little for 200k runs: polars' failed allocation aborted the process (exit 134, not a word).
+    Case("n-report-of-200k-runs-with-too-little-memory", "n",
+         script_run(ANALYZE, ("export", "--report", "report.html", "--metric", "test/mse"),
+                    copied_export(many_runs), limit="as=600000", timeout=120), 1, "out of memory",
+         check=one_error_line),
     Case("n-neptune-archive-export-under-ulimit-v", "n",
          script_run(NEPTUNE_EXPORT, ("--source", str(NEPTUNE_ARCHIVE), "-o", "out", "--include-history"),
                     limit=ADDRESS_LIMIT), 0, check=neptune_exported),
@@ -206,6 +212,8 @@ CASES: list[Case] = [
     Case("n-api-query-under-ulimit-n-12", "n", api_export(("cron/alpha", "--metric", "loss"), script=WANDB_TOPK,
          limit="nofile=12", timeout=60), 1, "too many open files: the limit is 12", check=one_error_line),
     Case("o-sigint-storm-during-history-downloads", "o", signal_storm(signal.SIGINT), 130,
+         "interrupted (SIGINT)", check=storm_ends_at_the_error_line("SIGINT")),
+    Case("o-sigint-storm-under-ulimit-v", "o", signal_storm(signal.SIGINT, ADDRESS_LIMIT), 130,
          "interrupted (SIGINT)", check=storm_ends_at_the_error_line("SIGINT")),
     Case("o-sigterm-storm-during-history-downloads", "o", signal_storm(signal.SIGTERM), 143,
          "interrupted (SIGTERM)", check=storm_ends_at_the_error_line("SIGTERM")),

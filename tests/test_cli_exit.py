@@ -4,6 +4,7 @@ reader of stdout has gone away."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -141,3 +142,41 @@ def test_library_warnings_stay_off_stderr_unless_asked_for(debug):
     done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0
     assert ("UserWarning: POLARS_MAX_BLOCKING_THREAD_COUNT" in done.stderr) is debug, done.stderr
+
+
+LIMITED = """
+import os, resource, signal, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (64 * 2**30, resource.RLIM_INFINITY))  # ulimit -v, far from reach
+sys.path.insert(0, {root!r})
+from shared.cli.main import run_main
+def main():
+    print("working", flush=True)
+    if {how!r} == "abort":
+        os.abort()  # as a failed allocation in Rust or C++ code ends a process
+    if {how!r} == "wait":
+        time.sleep(60)
+    return 2
+run_main(main)
+"""
+
+
+@pytest.mark.parametrize("how", ["abort", "return", "wait"])
+def test_under_an_address_limit_an_abort_is_one_error_line(how):
+    """The work runs in a child: its abort (exit 134, not a word) becomes one line and exit 1; a status
+    or a signal sent to the process the user started passes through."""
+    source = LIMITED.format(root=str(ROOT), how=how)
+    child = subprocess.Popen(
+        [sys.executable, "-c", source], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "working\n"
+    if how == "wait":
+        time.sleep(0.5)
+        child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    expected = {
+        "abort": (1, "error: out of memory: the address space is limited to 65536 MiB (ulimit -v); an allocation"
+                  " failed in a library, which aborted the process\n"),
+        "return": (2, ""),
+        "wait": (143, "error: interrupted (SIGTERM)\n"),
+    }  # fmt: skip
+    assert (child.returncode, stderr) == expected[how]

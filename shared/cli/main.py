@@ -26,7 +26,9 @@ EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
 EXIT_LOCKED = 3  # the output folder is in use by another export
 INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take before the process just exits
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
-TRACEBACK_VARIABLE = "RUN_TOOLS_TRACEBACK"  # 1: an unexpected error prints its traceback; library warnings show
+TRACEBACK_VARIABLE = (
+    "RUN_TOOLS_TRACEBACK"  # 1: an unexpected error prints its traceback; library warnings show
+)
 # The main thread has run the SIGINT/SIGTERM handler, or main has ended: a signal then raises nothing, so
 # a storm of them neither interrupts the unwinding of the first (its clean-up, its error line) nor escapes
 # run_main as a traceback.
@@ -78,6 +80,7 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
     closed.clear()
     _handled.clear()
     if main.__module__ == "__main__" and on_main_thread:
+        _watch_for_aborts()  # first: it forks, which only a process without threads may
         _watch_signals()
         _quiet_library_warnings()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
@@ -102,6 +105,49 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
             if own_int:
                 program = main.__module__ == "__main__"
                 signal.signal(signal.SIGINT, signal.SIG_DFL if program else signal.default_int_handler)
+
+
+def _watch_for_aborts() -> None:
+    """Under an address-space limit (`ulimit -v`), do the work in a forked child and wait for it here.
+
+    An allocation that fails in Rust or C++ code (polars, pyarrow) aborts its process before Python can
+    say a word: exit 134 and no error line, which sizing the allocators (shared.cli.resources) makes rare
+    but cannot rule out when the memory is really too little. This process then says it in one line and
+    exits 1; any other end of the child is passed on as it is. A signal sent to this process only (as
+    `timeout` sends it) goes on to the child. Without a limit nothing forks.
+    """
+    limit = address_space_limit()
+    if limit is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        child = os.fork()
+    except OSError:  # no memory left to fork: the work runs unwatched
+        return
+    if child == 0:
+        return
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, forward)
+    _, status = os.waitpid(child, 0)  # a signal's handler runs, then the wait goes on (PEP 475)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT:
+        print(
+            f"error: out of memory: the address space is limited to {limit // 2**20} MiB (ulimit -v);"
+            " an allocation failed in a library, which aborted the process",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_FAILED)
+    if os.WIFSIGNALED(status):  # ended by a signal: so is this process
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status))  # no exit hooks: the child ran them
 
 
 def _quiet_library_warnings() -> None:
