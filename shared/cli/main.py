@@ -107,6 +107,9 @@ def run_main(main: Callable[[], int | None]) -> NoReturn:
                 signal.signal(signal.SIGINT, signal.SIG_DFL if program else signal.default_int_handler)
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
+
+
 def _watch_for_aborts() -> None:
     """Under an address-space limit (`ulimit -v`), do the work in a forked child and wait for it here.
 
@@ -125,7 +128,11 @@ def _watch_for_aborts() -> None:
         child = os.fork()
     except OSError:  # no memory left to fork: the work runs unwatched
         return
-    if child == 0:
+    if child == 0:  # the child: ended as by `kill` should the parent be killed (SIGKILL cannot be passed on)
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         return
 
     def forward(signum: int, frame: FrameType | None) -> None:
