@@ -8,11 +8,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 
-from tests.export_checks import cron_dataset
+from tests.export_checks import cron_dataset, new_run, utc_now
 from tests.sweep import (
     AGGREGATE,
     ALPHA,
@@ -25,6 +26,7 @@ from tests.sweep import (
     WANDB_TOPK,
     Case,
     Outcome,
+    alpha,
     api_export,
     copied_export,
     finish,
@@ -35,7 +37,7 @@ from tests.sweep import (
     start,
 )
 from tests.test_bad_input import ROOT
-from tests.wandb_standin import HookResult, RequestInfo, StandinServer
+from tests.wandb_standin import HookResult, RequestInfo, StandinDataset, StandinServer
 
 # `ulimit -v 1500000` (KiB) and `ulimit -n 32`, the issue's limits; under the first, polars' and pyarrow's
 # allocators aborted the process (exit 134) before they were sized to it.
@@ -45,6 +47,7 @@ TOO_LITTLE = "as=300000"  # not even the libraries load: one error line
 CLIENT_CANNOT_START = "as=700000"  # enough for the tools, not for the wandb client's service
 NEPTUNE_ARCHIVE = ROOT / "samples" / "neptune" / "archive"
 BIG_RUNS = 200_000
+MORE_RUNS = 150
 FOLDERS = 1000
 
 
@@ -109,6 +112,16 @@ def neptune_exported(outcome: Outcome) -> None:
 
 def alpha_exported(outcome: Outcome) -> None:
     assert runs_frame(outcome, "alpha").height == 12
+
+
+def more_history_runs(dataset: StandinDataset, server: StandinServer) -> None:
+    """alpha with MORE_RUNS more finished runs with history: more downloads than --workers' default."""
+    created = utc_now() - timedelta(days=4)
+    alpha(dataset).runs.extend(new_run(f"more{index:04d}", created, steps=50) for index in range(MORE_RUNS))
+
+
+def all_alpha_exported(outcome: Outcome) -> None:
+    assert runs_frame(outcome, "alpha").height == 12 + MORE_RUNS
 
 
 def one_error_line(outcome: Outcome) -> None:
@@ -200,6 +213,9 @@ CASES: list[Case] = [
          check=alpha_exported),
     Case("n-api-export-with-history-under-ulimit-n", "n", api_export(ALPHA, limit=FILES_LIMIT), 0,
          check=alpha_exported),
+    # 32 downloads at once with 32 files: each failed to connect (EMFILE), retried for 300 s, then left out.
+    Case("n-api-export-of-162-histories-under-ulimit-n", "n",
+         api_export(ALPHA, more_history_runs, limit=FILES_LIMIT, timeout=120), 0, check=all_alpha_exported),
     # Too little memory for the libraries to load: one line saying so, no traceback after it (the exit
     # guard's thread could not start either).
     Case("n-query-with-too-little-memory", "n",

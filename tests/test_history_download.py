@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import resource
 from datetime import UTC, datetime
 
 import polars as pl
@@ -11,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.base.concurrency import batched
+from shared.base.concurrency import FILES_PER_WORKER, batched, workers_within_open_files
 from shared.base.errors import Incomplete
 from shared.table.history import HistoryWriter
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
@@ -198,3 +200,17 @@ def test_history_writer_discard_and_failed_write_leave_no_file(tmp_path):
         broken.commit()
     broken.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_downloads_are_as_many_as_the_open_file_limit_can_serve():
+    """With `ulimit -n 32`, 32 downloads at once failed to connect (EMFILE) and were retried to the end."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    assert workers_within_open_files(32) == 32
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 3 * FILES_PER_WORKER + 1, hard))
+        assert workers_within_open_files(32) == 3
+        resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 1, hard))
+        assert workers_within_open_files(32) == 1  # one, however few are left
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

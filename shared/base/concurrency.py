@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
 
 
 Item = TypeVar("Item")
+FILES_PER_WORKER = 4  # a connection, a file, and room for what the libraries open beside them
 
 
 Result = TypeVar("Result")
@@ -29,8 +32,10 @@ def bounded_map(
     """Apply `function` on a thread pool, pulling items lazily with at most 2 x workers in flight.
 
     On a failure or a signal, what has not started is not started, `stopping` is set (for the running
-    calls to end their retries) and the running calls are not waited for.
+    calls to end their retries) and the running calls are not waited for. Fewer workers run when the
+    open-file limit leaves too few descriptors for them (workers_within_open_files).
     """
+    workers = workers_within_open_files(workers)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="history")
     pending: dict[Future[Result], Item] = {}
     source = iter(items)
@@ -54,6 +59,18 @@ def bounded_map(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+
+
+def workers_within_open_files(workers: int) -> int:
+    """`workers`, or as many as the descriptors the open-file limit (`ulimit -n`) leaves free can serve,
+    FILES_PER_WORKER each, at least 1: with `ulimit -n 32`, 32 history downloads failed to connect (EMFILE)
+    and were retried until --max-retry-time, then the runs were left out."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc (macOS): the limit alone
+        in_use = 0
+    return max(1, min(workers, (soft - in_use) // FILES_PER_WORKER))
 
 
 def stoppable_sleep(stopping: threading.Event) -> Callable[[float], None]:
