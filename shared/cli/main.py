@@ -26,9 +26,7 @@ EXIT_USAGE = 2  # bad arguments, bad input, missing credentials
 EXIT_LOCKED = 3  # the output folder is in use by another export
 INTERRUPT_GRACE_S = 10.0  # how long unwinding after SIGINT/SIGTERM may take before the process just exits
 EXIT_GRACE_S = 20.0  # how long the clients' own shutdown may take once the work is done
-TRACEBACK_VARIABLE = (
-    "RUN_TOOLS_TRACEBACK"  # 1: an unexpected error prints its traceback; library warnings show
-)
+TRACEBACK_VARIABLE = "RUN_TOOLS_TRACEBACK"  # 1: an unexpected error's traceback, the libraries' warnings
 # The main thread has run the SIGINT/SIGTERM handler, or main has ended: a signal then raises nothing, so
 # a storm of them neither interrupts the unwinding of the first (its clean-up, its error line) nor escapes
 # run_main as a traceback.
@@ -144,11 +142,9 @@ def _watch_for_aborts() -> None:
             signal.signal(signum, forward)
     _, status = os.waitpid(child, 0)  # a signal's handler runs, then the wait goes on (PEP 475)
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT:
-        print(
+        log(
             f"error: out of memory: the address space is limited to {limit // 2**20} MiB (ulimit -v);"
-            " an allocation failed in a library, which aborted the process",
-            file=sys.stderr,
-            flush=True,
+            " an allocation failed in a library, which aborted the process"
         )
         os._exit(EXIT_FAILED)
     if os.WIFSIGNALED(status):  # ended by a signal: so is this process
