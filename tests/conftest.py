@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +31,39 @@ _WANDB_VARIABLES_TO_CLEAR = (
 )
 
 
+# How long the client's service may take to stop. A test that pointed the client at a closed port leaves
+# wandb-core retrying its login request; once (under a loaded full run) its teardown then waited for good.
+# The tools bound the same wait themselves (shared.cli.main.EXIT_GRACE_S).
+_SERVICE_STOP_S = 30.0
+
+
 def _stop_wandb_service() -> None:
-    """wandb-core is one process per Python process and keeps the environment it started with."""
+    """wandb-core is one process per Python process and keeps the environment it started with: stop it,
+    killing it if it does not stop in time."""
     import wandb
 
-    wandb.teardown()
+    stopping = threading.Thread(target=wandb.teardown, name="wandb-teardown", daemon=True)
+    stopping.start()
+    stopping.join(_SERVICE_STOP_S)
+    if stopping.is_alive():
+        for service in _own_wandb_core_processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(service, signal.SIGKILL)
+        stopping.join(_SERVICE_STOP_S)
+        assert not stopping.is_alive(), "the wandb service did not stop, even killed"
+
+
+def _own_wandb_core_processes() -> list[int]:
+    """The wandb-core processes this process started (from /proc: no psutil here)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if fields.get("Name", "").strip() == "wandb-core" and fields.get("PPid", "").strip() == str(
+                os.getpid()
+            ):
+                found.append(int(status.parent.name))
+    return found
 
 
 @pytest.fixture(scope="session")
