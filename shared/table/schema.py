@@ -49,7 +49,17 @@ CORE: dict[str, str] = {
     "user": "text",
     "notes": "text",
     "url": "text",
-    "git_commit": "text",  # the commit of the code that ran (W&B; null where the source has none)
+    # Run metadata, each null where the source has none: where and what ran.
+    "git_commit": "text",  # the commit of the code that ran
+    "git_remote": "text",  # the repository's remote URL, without credentials
+    "host": "text",
+    "os": "text",
+    "python": "text",  # the Python version
+    "program": "text",  # the script or module that ran
+    "args": "texts",  # its command-line arguments
+    "cpu_count": "integer",
+    "gpu": "text",  # the GPU model
+    "gpu_count": "integer",
 }
 
 INTERNAL_PREFIX = (
@@ -100,12 +110,37 @@ class Stream(NamedTuple):
 HISTORY = Stream(
     "history", {"run_id": "text", "step": "integer", "timestamp": "time", "key": "text", "value": "number"}
 )
-STREAMS = (HISTORY,)
+# History values that are not numbers: `type` is string, bool, histogram, media, table or object; `value`
+# the value as text (a string as it is, anything else as JSON: a histogram's bins and counts, a media
+# file's path and metadata).
+HISTORY_OTHER = Stream(
+    "history_other",
+    {
+        "run_id": "text",
+        "step": "integer",
+        "timestamp": "time",
+        "key": "text",
+        "type": "text",
+        "value": "text",
+    },
+)
+OTHER_TYPES = ("string", "bool", "histogram", "media", "table", "object")
+# What a run printed, line after line (`line` counts from 0 per run); `stream` is stdout or stderr.
+CONSOLE = Stream("console", {"run_id": "text", "line": "integer", "stream": "text", "text": "text"})
+# System metrics (CPU, memory, GPU, ...) with the tracker's keys as logged.
+SYSTEM = Stream("system", {"run_id": "text", "timestamp": "time", "key": "text", "value": "number"})
+STREAMS = (HISTORY, HISTORY_OTHER, CONSOLE, SYSTEM)
+# The streams an export writes only when asked (`--include-console`, `--include-system-metrics`);
+# history_other comes with history.
+OPTIONAL_STREAMS = (CONSOLE, SYSTEM)
 
 # A project's export files, `{stem}{suffix}`: in the order shared.export.project.ExportFiles names them.
 FILE_KINDS = {
     "runs": "_runs.parquet",
     "history": HISTORY.suffix,
+    "history_other": HISTORY_OTHER.suffix,
+    "console": CONSOLE.suffix,
+    "system": SYSTEM.suffix,
     "metadata": "_metadata.json",
     "state": "_state.json",  # what --incremental needs
 }
@@ -178,6 +213,15 @@ class RunRecord:
     notes: str | None = None
     url: str | None = None
     git_commit: str | None = None
+    git_remote: str | None = None
+    host: str | None = None
+    os: str | None = None
+    python: str | None = None
+    program: str | None = None
+    args: list[str] | None = None
+    cpu_count: int | None = None
+    gpu: str | None = None
+    gpu_count: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     # The source's text of a config or summary that could not be parsed (then `config`/`summary` is empty):

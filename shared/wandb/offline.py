@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import polars as pl
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError, Message
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
@@ -27,6 +27,7 @@ from shared.base.errors import BadInput, Incomplete
 from shared.base.limits import check_regular_file
 from shared.table.history import empty_history, epoch_seconds_to_datetime, epoch_seconds_to_utc
 from shared.table.schema import HISTORY_COLUMNS, RunRecord, is_internal_key
+from shared.wandb.metadata import run_metadata
 
 FILE_HEADER = struct.Struct("<4sHB")  # identifier, magic, version
 FILE_IDENTIFIER, FILE_MAGIC, FILE_VERSION = b":W&B", 0xBEE1, 0
@@ -744,7 +745,8 @@ class _RunLog:
         self.config: dict[str, Any] = {}
         self.run: Any = None  # the last RunRecord: wandb re-sends it whole when the run changes
         self.exit: Any = None
-        self.username: str | None = None
+        # wandb writes the environment in parts (software first, hardware later): each part's fields win.
+        self.environment = wandb_pb.EnvironmentRecord()
         self.last_history_batch: bytes | None = None
 
     def add(self, payloads: list[bytes], framing: _Framing) -> None:
@@ -775,8 +777,11 @@ class _RunLog:
                 self._add_config(config)
         if records.exit:
             self.exit = wandb_pb.RunExitRecord.FromString(records.exit[-1])
-        for environment in records.environment:
-            self.username = wandb_pb.EnvironmentRecord.FromString(environment).username or self.username
+        for payload in records.environment:
+            part = wandb_pb.EnvironmentRecord.FromString(payload)
+            for descriptor, _ in part.ListFields():
+                self.environment.ClearField(descriptor.name)
+            self.environment.MergeFrom(part)
 
     def _add_history(self, buffer: bytes, rows: Any) -> None:
         steps = [row.step.num if row.HasField("step") else None for row in rows]
@@ -816,6 +821,9 @@ class _RunLog:
         heartbeats = [epoch_seconds_to_datetime(last_row["_timestamp"])] if "_timestamp" in last_row else []
         if created_at is not None and runtime_s is not None:
             heartbeats.append(created_at + timedelta(seconds=runtime_s))
+        environment = json_format.MessageToDict(self.environment)
+        if run is not None and run.HasField("git"):  # clients before 0.19 wrote no environment records
+            environment["git"] = json_format.MessageToDict(run.git)
         return RunRecord(
             id=run.run_id
             if run is not None
@@ -831,10 +839,10 @@ class _RunLog:
             group=(run.run_group or None) if run is not None else None,
             job_type=(run.job_type or None) if run is not None else None,
             sweep=(run.sweep_id or None) if run is not None else None,
-            user=self.username,
+            user=self.environment.username or None,
             notes=(run.notes or None) if run is not None else None,
             url=None,
-            git_commit=(run.git.commit or None) if run is not None else None,
+            **run_metadata(environment),
             config={key: value for key, value in self.config.items() if key != "_wandb"},
             summary=summary,
         )

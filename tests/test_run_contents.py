@@ -1,0 +1,76 @@
+"""Everything a run holds (issue 21), item 1: its metadata (git, host, OS, Python, program, arguments, CPUs,
+GPU) as core columns of the runs table, for every source, compared with what the real clients recorded."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import psutil
+import pytest
+
+from tests.test_wandb_offline import export_offline
+
+METADATA = "git_commit git_remote host os python program args cpu_count gpu gpu_count".split()
+TRAIN = """\
+import wandb
+run = wandb.init(mode="offline", project="proj", name="in-a-repo")
+run.log({"loss": 1.0})
+run.finish()
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_an_offline_run_keeps_the_environment_it_ran_in(tmp_path: Path):
+    """A script run by the real client in a git repository with a remote: the export's metadata columns
+    are this machine's, the script's and the repository's, and the remote's credentials are gone."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "remote", "add", "origin", "https://someone:s3cret@example.com/team/repo.git")
+    (repo / "train.py").write_text(TRAIN)
+    git(repo, "add", "train.py")
+    git(repo, "-c", "user.email=a@example.com", "-c", "user.name=a", "commit", "-qm", "train")
+    home = tmp_path / "home"
+    home.mkdir()
+    keep = {name: value for name, value in os.environ.items() if not name.startswith("WANDB_")}
+    environment = keep | {"HOME": str(home), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    args = ["--lr", "0.1", "two words"]
+    subprocess.run([sys.executable, "train.py", *args], cwd=repo, env=environment, check=True, timeout=120)
+
+    results, failures = export_offline([repo / "wandb"], tmp_path / "out")
+    assert failures == []
+    runs = pl.read_parquet(results[0].runs_path)
+    assert runs.schema["args"] == pl.List(pl.String) and runs.schema["cpu_count"] == pl.Int64
+    assert runs.select(METADATA).to_dicts() == [
+        {
+            "git_commit": git(repo, "rev-parse", "HEAD"),
+            "git_remote": "https://example.com/team/repo.git",
+            "host": socket.gethostname(),
+            "os": platform.platform(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "program": str(repo / "train.py"),
+            "args": args,
+            "cpu_count": psutil.cpu_count(logical=False),
+            "gpu": None,  # this machine has none
+            "gpu_count": None,
+        }
+    ]
+    assert b"s3cret" not in results[0].runs_path.read_bytes()
+
+
+@pytest.mark.parametrize("remote", ["https://someone:s3cret@example.com/r.git", "git@example.com:team/r.git"])
+def test_a_remote_keeps_its_address_but_not_its_credentials(remote: str):
+    from shared.wandb.metadata import run_metadata
+
+    kept = run_metadata({"git": {"remote": remote}})["git_remote"]
+    assert "s3cret" not in kept and kept.endswith("r.git")
