@@ -15,7 +15,7 @@ import pytest
 
 from shared.base.concurrency import FILES_PER_WORKER, batched, workers_within_open_files
 from shared.base.errors import Incomplete
-from shared.table.history import HistoryWriter
+from shared.table.history import StreamWriter
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.history import URL_BATCH, Downloaded, HistoryFetcher
 from shared.wandb.tidy import skipped_values, wide_to_tidy
@@ -171,7 +171,7 @@ def tidy_frame(run_id: str, steps: int) -> pl.DataFrame:
 
 def test_history_writer_streams_row_groups_from_frames_and_tables(tmp_path):
     final = tmp_path / "history.parquet"
-    writer = HistoryWriter(final, row_group=10)
+    writer = StreamWriter(final, row_group=10)
     for index in range(7):  # polars frames and arrow tables, as the exporters hand them over
         frame = tidy_frame(f"r{index}", 6)
         writer.add(frame if index % 2 else frame.to_arrow().cast(HISTORY_SCHEMA))
@@ -189,12 +189,12 @@ def test_history_writer_streams_row_groups_from_frames_and_tables(tmp_path):
 
 def test_history_writer_discard_and_failed_write_leave_no_file(tmp_path):
     final = tmp_path / "history.parquet"
-    writer = HistoryWriter(final, row_group=5)
+    writer = StreamWriter(final, row_group=5)
     writer.add(tidy_frame("a", 8))
     writer.discard()
     assert list(tmp_path.iterdir()) == []
 
-    broken = HistoryWriter(final, row_group=5)
+    broken = StreamWriter(final, row_group=5)
     broken.add(tidy_frame("a", 8).with_columns(pl.lit("not a number").alias("value")))
     with pytest.raises((pa.ArrowInvalid, Incomplete)):
         broken.commit()

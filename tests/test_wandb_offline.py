@@ -180,8 +180,7 @@ def test_finished_run_history(logs: Logs):
     history = run.history
     assert history.schema == pl.from_arrow(HISTORY_SCHEMA.empty_table()).schema
     assert history["run_id"].unique().to_list() == [run.record.id]
-    # One skipped value each: the histogram (several items in the log), the string, the boolean.
-    assert run.skipped_values == 3
+    assert run.skipped_values == 0  # the histogram, the string and the boolean are in history_other
     assert set(history["key"].unique()) == {"loss", "acc", "weird", "nested.a", "temp"}
     steps = list(range(STEPS))
     expected = pl.DataFrame(
@@ -201,12 +200,34 @@ def test_finished_run_history(logs: Logs):
     assert run.record.created_at <= stamps[0] and stamps[-1] <= run.record.heartbeat_at
 
 
+def test_finished_run_history_other(logs: Logs):
+    """Every value that is not a number, as logged: the string, the boolean and the histogram (one value
+    of several items in the log: its bins and counts as JSON), at its step and time."""
+    run = read_run_log(logs.complete)
+    other = run.history_other.sort("key")
+    assert other["run_id"].unique().to_list() == [run.record.id]
+    assert other.select("step", "key", "type").rows() == [
+        (7, "flag", "bool"),
+        (5, "hist", "histogram"),
+        (6, "label", "string"),
+    ]
+    flag, hist, label = other["value"].to_list()
+    assert (flag, label) == ("true", "text")
+    import wandb
+
+    logged = wandb.Histogram([1, 2, 2, 3, 3, 3])
+    assert json.loads(hist) == {"_type": "histogram", "values": logged.histogram, "bins": logged.bins}
+    assert other["timestamp"].null_count() == 0
+
+
 def test_history_keys_and_no_history(logs: Logs):
     picked = read_run_log(logs.complete, history_keys={"loss", "label", "hist"})
     assert picked.history["key"].unique().to_list() == ["loss"] and picked.history.height == STEPS
-    assert picked.skipped_values == 2  # the string and the histogram; the boolean was not asked for
+    assert picked.history_other["key"].sort().to_list() == ["hist", "label"]  # the boolean was not asked for
+    assert picked.skipped_values == 0
     bare = read_run_log(logs.complete, include_history=False)
     assert bare.history.is_empty() and bare.history.schema == picked.history.schema
+    assert bare.history_other.is_empty() and bare.history_other.schema == picked.history_other.schema
     assert bare.record == picked.record
 
 

@@ -137,13 +137,16 @@ class ProjectUpdate:
         export.records = sorted(
             kept + export.records, key=lambda r: r.created_at or datetime.min.replace(tzinfo=UTC)
         )
-        if not self.include_history:
-            return
         refetched = {
             record.id
             for record in export.records
             if record.id in fetched and self.changes.history_moved(record)
         }
+        for name, path in export.stream_paths.items():  # read again for the runs whose history is
+            for frame in stored_history(path, refetched):
+                export.add_stream(name, frame)
+        if not self.include_history:
+            return
         for frame in stored_history(self.files.history, refetched):
             export.add_history(frame)
         export.skipped_values += sum(
@@ -168,7 +171,11 @@ def plan_update(
     if not _cutoff_in_the_past(state, files.state, events):
         return None, "the export state's time lies in the future and it records no run time to start from"
     _since_in_the_past(state, options.get("since"), files.state, events)
-    kept = [files.runs, *([files.history] if options.get("include_history") else [])]
+    streams = [
+        *(["history", "history_other"] if options.get("include_history") else []),
+        *options.get("streams", []),
+    ]
+    kept = [files.runs, *(getattr(files, name) for name in streams)]
     missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
     if missing:
         return None, f"files of the previous export are missing: {', '.join(missing)}"

@@ -40,6 +40,7 @@ from shared.table.source import (
     ProjectPlan,
     Reported,
     RunFailed,
+    StreamChunk,
     Unreadable,
 )
 
@@ -54,6 +55,7 @@ class ExportOptions:
     since: datetime | None = None  # only runs created since
     since_text: str | None = None  # --since as given: an update keeps the first export's boundary of `7d`
     incremental: bool = False  # fetch only what changed since the files were made, and merge
+    streams: frozenset[str] = frozenset()  # the optional tidy streams asked for (schema.OPTIONAL_STREAMS)
     # Added to every project's metadata (versions, paths).
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
@@ -64,11 +66,12 @@ class ExportOptions:
 
     def state_options(self) -> dict[str, Any]:
         """The options an update must share with the export that made the files."""
-        return {
+        options = {
             "include_history": self.include_history,
             "history_keys": self.history_key_list,
             "since": self.since_text,
         }
+        return options | ({"streams": sorted(self.streams)} if self.streams else {})
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ def _task(targets: Sequence[ExportTarget], options: ExportOptions) -> dict[str, 
         "incremental": options.incremental,
         "history": options.include_history,
         "history_keys": options.history_key_list,
+        "streams": sorted(options.streams),
     }
 
 
@@ -176,6 +180,7 @@ class _Project:
             metadata=metadata,
             tracker=tracker,
             events=events,
+            streams=options.streams,
         )
         self.reported: int | None = None  # the source's own count
         self.unreadable: dict[str, str] = {}  # entries of the source it could not read: each a run lost
@@ -235,7 +240,10 @@ def _export_target(
     unreadable: list[Unreadable] = []
     keys = frozenset(options.history_keys) if options.history_keys else None
     request = ExportRequest(
-        options.include_history, keys, plan=lambda entity, name: project(entity, name).plan
+        options.include_history,
+        keys,
+        plan=lambda entity, name: project(entity, name).plan,
+        streams=options.streams,
     )
     try:
         for item in target.source.export_items(request):
@@ -245,6 +253,10 @@ def _export_target(
                 owner = item.project or target.project
                 assert owner is not None, "a source of several projects names each chunk's project"
                 project(*owner).add_history(item)
+            elif isinstance(item, StreamChunk):
+                owner = item.project or target.project
+                assert owner is not None, "a source of several projects names each chunk's project"
+                project(*owner).export.add_stream(item.stream, item.rows)
             elif isinstance(item, RunFailed):
                 project(*item.project).export.fail_run(item.run_id, item.reason)
             elif isinstance(item, Reported):

@@ -26,9 +26,16 @@ from shared.base.storage import (
     output_path,
     staged,
 )
-from shared.table.history import HistoryWriter
+from shared.table.history import StreamWriter
 from shared.table.rows import runs_table
-from shared.table.schema import FILE_KINDS, GENERATION_KEY, HISTORY_FILE_KEY, RunRecord
+from shared.table.schema import (
+    FILE_KINDS,
+    GENERATION_KEY,
+    HISTORY_FILE_KEY,
+    HISTORY_OTHER,
+    OPTIONAL_STREAMS,
+    RunRecord,
+)
 
 TOOL_VERSION = "0.1.0"
 
@@ -44,6 +51,9 @@ class ExportFiles(NamedTuple):
 
     runs: Path
     history: Path
+    history_other: Path
+    console: Path
+    system: Path
     metadata: Path
     state: Path  # what --incremental needs
 
@@ -143,6 +153,7 @@ class ProjectExport:
         metadata: dict[str, Any],
         tracker: str,
         events: Events | None = None,
+        streams: frozenset[str] = frozenset(),
     ) -> None:
         self.entity, self.project, self.tracker = entity, project, tracker
         self.events = events or Events()
@@ -162,7 +173,15 @@ class ProjectExport:
         self.runs_reported: int | None = None  # the source's own count, when it gives one
         self.failed_runs: dict[str, str] = {}  # run id -> why it (or its history) is not in the files
         self.generation = uuid.uuid4().hex  # in every file this export writes: readers pair them by it
-        self._history = HistoryWriter(self.files.history, generation=self.generation)
+        self._history = StreamWriter(self.files.history, generation=self.generation)
+        # The tidy streams beside history this export writes (history_other with history), by name.
+        chosen = [HISTORY_OTHER] * include_history + [s for s in OPTIONAL_STREAMS if s.name in streams]
+        self._streams = {
+            stream.name: StreamWriter(
+                getattr(self.files, stream.name), generation=self.generation, stream=stream
+            )
+            for stream in chosen
+        }
 
     def add_run(self, record: RunRecord) -> None:
         self.records.append(record)
@@ -171,6 +190,15 @@ class ProjectExport:
         """Queue one run's tidy history (columns of HISTORY_SCHEMA); written in large row groups."""
         self.skipped_values += skipped_values
         self._history.add(frame)
+
+    def add_stream(self, stream: str, frame: pl.DataFrame | pa.Table) -> None:
+        """Queue tidy rows of a stream beside history (its schema.STREAMS columns)."""
+        self._streams[stream].add(frame)
+
+    @property
+    def stream_paths(self) -> dict[str, Path]:
+        """The files of the streams beside history this export writes, by stream name."""
+        return {name: writer.final for name, writer in self._streams.items()}
 
     def fail_run(self, run_id: str, reason: str) -> None:
         """Name a run (or its history) the files will lack: the export then ends with exit 1."""
@@ -208,6 +236,7 @@ class ProjectExport:
             if self.include_history:
                 files.append(self._history.seal())
                 self.history_rows = self._history.rows
+            files.extend(writer.seal() for writer in self._streams.values())
             table, warnings = runs_table(self.records)
             for message in warnings:
                 self.events.warn(f"{self.entity}/{self.project}: {message}")
@@ -257,10 +286,12 @@ class ProjectExport:
             "failed_runs": self.failed_runs,
             "history_rows": self.history_rows if self.include_history else None,
             "skipped_history_values": self.skipped_values if self.include_history else None,
+            **{f"{name}_rows": writer.rows for name, writer in self._streams.items()},
             "flatten_warnings": warnings,
             "files": {
                 "runs": self.files.runs.name,
                 "history": self.files.history.name if self.include_history else None,
+                **{name: path.name for name, path in self.stream_paths.items()},
             },
             "columns": {
                 name: str(dtype) for name, dtype in zip(table.column_names, table.schema.types, strict=True)
@@ -270,6 +301,8 @@ class ProjectExport:
     def abort(self) -> None:
         """Drop everything collected; no partial file is left behind."""
         self._history.discard()
+        for writer in self._streams.values():
+            writer.discard()
         self._release()
 
     def _release(self) -> None:

@@ -1,4 +1,5 @@
-"""The tidy history file (run_id, step, timestamp, key, value): written in row groups as rows arrive, atomically."""
+"""Tidy stream files (history: run_id, step, timestamp, key, value; and the other schema.STREAMS): written in
+row groups as rows arrive, atomically."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from shared.base.storage import AtomicFile, write_error
-from shared.table.schema import GENERATION_KEY, HISTORY_COLUMNS, HISTORY_SCHEMA
+from shared.table.schema import GENERATION_KEY, HISTORY, HISTORY_COLUMNS, Stream, arrow_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,24 +41,38 @@ ROW_GROUP = 1_000_000  # rows per row group; also what is buffered before a writ
 # Dictionaries only where values repeat (ids, keys); steps and times grow steadily: delta-encoded. No
 # statistics: a row group holds ~100 runs' every key and step, so min/max could never skip one, and
 # computing them costs a sixth of the writing. LZ4 rather than zstd: a third less CPU for ~12% more bytes,
-# and this file is the bulk of what an export writes.
-_WRITER_OPTIONS: dict[str, Any] = {
-    "compression": "lz4",
-    "use_dictionary": ["run_id", "key"],
-    "column_encoding": {"step": "DELTA_BINARY_PACKED", "timestamp": "DELTA_BINARY_PACKED"},
-    "write_statistics": False,
-}
+# and history is the bulk of what an export writes.
+_REPEATING = ("run_id", "key", "type", "stream")
+_GROWING = ("step", "timestamp", "line")
 
 
-class HistoryWriter:
-    """A tidy history parquet file written in row groups as frames arrive; nothing at `final` before commit.
+def _writer_options(stream: Stream) -> dict[str, Any]:
+    return {
+        "compression": "lz4",
+        "use_dictionary": [name for name in _REPEATING if name in stream.columns],
+        "column_encoding": {name: "DELTA_BINARY_PACKED" for name in _GROWING if name in stream.columns},
+        "write_statistics": False,
+    }
+
+
+class StreamWriter:
+    """A tidy stream's parquet file (history by default) written in row groups as frames arrive; nothing at
+    `final` before commit.
 
     A background thread encodes and writes one row group while the next one fills, so the caller keeps
     collecting; at most two groups are held in memory.
     """
 
-    def __init__(self, final: Path, row_group: int = ROW_GROUP, *, generation: str | None = None) -> None:
-        self.final, self.row_group = final, row_group
+    def __init__(
+        self,
+        final: Path,
+        row_group: int = ROW_GROUP,
+        *,
+        generation: str | None = None,
+        stream: Stream = HISTORY,
+    ) -> None:
+        self.final, self.row_group, self.stream = final, row_group, stream
+        self.schema = arrow_schema(tuple(stream.columns.items()))
         self.generation = generation  # the export's id, in the file's key-value metadata
         self.rows = 0
         self._pending: list[pl.DataFrame | pa.Table] = []
@@ -68,7 +83,7 @@ class HistoryWriter:
         self._writing: Future[None] | None = None
 
     def add(self, frame: pl.DataFrame | pa.Table) -> None:
-        """Queue tidy rows (the columns of HISTORY_SCHEMA), as a polars frame or an arrow table."""
+        """Queue tidy rows (the stream's columns), as a polars frame or an arrow table."""
         if len(frame) == 0:
             return
         self._pending.append(frame)
@@ -82,7 +97,7 @@ class HistoryWriter:
             return
         frames, self._pending, self._pending_rows = self._pending, [], 0
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-writer")
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.stream.name}-writer")
         self._writing = self._pool.submit(self._write, frames)
 
     def _open(self) -> pq.ParquetWriter:
@@ -90,16 +105,16 @@ class HistoryWriter:
 
         if self._writer is None:
             self._file = AtomicFile(self.final)
-            schema = HISTORY_SCHEMA
+            schema = self.schema
             if self.generation:
                 schema = schema.with_metadata({GENERATION_KEY: self.generation})
-            self._writer = pq.ParquetWriter(self._file.temp, schema, **_WRITER_OPTIONS)
+            self._writer = pq.ParquetWriter(self._file.temp, schema, **_writer_options(self.stream))
         return self._writer
 
     def _write(self, frames: list[pl.DataFrame | pa.Table]) -> None:
         import pyarrow as pa
 
-        tables = [(f if isinstance(f, pa.Table) else f.to_arrow()).cast(HISTORY_SCHEMA) for f in frames]
+        tables = [(f if isinstance(f, pa.Table) else f.to_arrow()).cast(self.schema) for f in frames]
         table = pa.concat_tables(tables)
         try:
             self._open().write_table(table, row_group_size=self.row_group)

@@ -119,12 +119,19 @@ class ExportRequest(NamedTuple):
     include_history: bool = False
     history_keys: frozenset[str] | None = None
     plan: Callable[[str, str], ProjectPlan] = lambda entity, project: ProjectPlan()
+    streams: frozenset[str] = frozenset()  # names of schema.OPTIONAL_STREAMS asked for
 
     def selects(self, record: RunRecord) -> bool:
         return self.plan(record.entity, record.project).selects(record)
 
     def wants_history(self, record: RunRecord) -> bool:
         return self.include_history and self.plan(record.entity, record.project).wants_history(record)
+
+    def wants_stream(self, stream: str, record: RunRecord) -> bool:
+        """Whether `record`'s rows of the tidy stream named `stream` (console, system) are to be read: a
+        stream asked for, of a run whose history is read in this export (an update re-reads changed runs)."""
+        wanted = stream in self.streams or (stream == "history_other" and self.include_history)
+        return wanted and self.plan(record.entity, record.project).wants_history(record)
 
 
 class HistoryChunk(NamedTuple):
@@ -133,6 +140,15 @@ class HistoryChunk(NamedTuple):
 
     rows: pa.Table | pl.DataFrame
     skipped: Mapping[str, int] = MappingProxyType({})
+    project: ProjectKey | None = None  # whose runs: needed only from a source that holds several projects
+
+
+class StreamChunk(NamedTuple):
+    """Tidy rows of a stream beside history (schema.STREAMS, by name: history_other, console, system) of
+    runs already handed over."""
+
+    stream: str
+    rows: pa.Table | pl.DataFrame
     project: ProjectKey | None = None  # whose runs: needed only from a source that holds several projects
 
 
@@ -161,7 +177,7 @@ class Unreadable(NamedTuple):
     project: ProjectKey | None = None
 
 
-ExportItem = RunRecord | HistoryChunk | RunFailed | Reported | Unreadable
+ExportItem = RunRecord | HistoryChunk | StreamChunk | RunFailed | Reported | Unreadable
 
 
 class ExportSource(Protocol):

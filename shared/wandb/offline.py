@@ -12,7 +12,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -25,8 +25,9 @@ from wandb.proto import wandb_internal_pb2 as wandb_pb
 
 from shared.base.errors import BadInput, Incomplete
 from shared.base.limits import check_regular_file
-from shared.table.history import empty_history, epoch_seconds_to_datetime, epoch_seconds_to_utc
-from shared.table.schema import HISTORY_COLUMNS, RunRecord, is_internal_key
+from shared.table.history import empty_history, epoch_seconds_to_datetime
+from shared.table.schema import RunRecord
+from shared.wandb.log_history import HistoryColumns, empty_history_other
 from shared.wandb.metadata import run_metadata
 
 FILE_HEADER = struct.Struct("<4sHB")  # identifier, magic, version
@@ -36,7 +37,6 @@ FRAME_HEADER = struct.Struct("<IHB")  # crc32 of type byte + payload, payload le
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 READ_SIZE = 32 * BLOCK_SIZE  # whole blocks, so no frame straddles two reads
 BATCH_BYTES = 1 << 20  # records decoded together
-VALUES_PER_BATCH = 100_000  # history values held as Python strings before they become a frame
 RUN_FOLDER_PREFIXES = ("offline-run-", "run-")
 # A log with no exit record that was written to this recently is a job in progress, not a crashed one
 # (while a job runs, wandb-core also samples system metrics into its log, every 15 s by default).
@@ -66,10 +66,11 @@ class OfflineRun:
     path: Path
     record: RunRecord
     history: pl.DataFrame
-    skipped_values: int = 0  # non-numeric history values left out (strings, lists, media, booleans)
+    skipped_values: int = 0  # history values that could not be represented
     lost_records: int = 0
     lost_bytes: int = 0
     run_recorded: bool = True  # the log holds its run record (else the id comes from the file name)
+    history_other: pl.DataFrame = field(default_factory=empty_history_other)  # values that are not numbers
 
     @property
     def in_progress(self) -> bool:
@@ -112,10 +113,11 @@ def _merged(sessions: list[OfflineRun]) -> OfflineRun:
         config={key: value for session in ordered for key, value in session.record.config.items()},
         summary={key: value for session in ordered for key, value in session.record.summary.items()},
     )
-    history = (
-        pl.concat([session.history for session in ordered])
+    history, history_other = (
+        pl.concat([getattr(session, name) for session in ordered])
         .unique(["step", "key"], keep="last", maintain_order=True)
         .sort("key", "step", maintain_order=True)
+        for name in ("history", "history_other")
     )
     return OfflineRun(
         ordered[-1].path,
@@ -125,6 +127,7 @@ def _merged(sessions: list[OfflineRun]) -> OfflineRun:
         sum(session.lost_records for session in ordered),
         sum(session.lost_bytes for session in ordered),
         any(session.run_recorded for session in ordered),
+        history_other,
     )
 
 
@@ -572,118 +575,6 @@ def _apply_config(config: dict[str, Any], record: Any) -> None:
 # --- history -------------------------------------------------------------------------------------
 
 
-def _item_per_row(items: pl.DataFrame, name: str, rows: int) -> pl.Series:
-    """The numeric value of item `name` in each of `rows` rows (null where a row has none)."""
-    found = items.filter(pl.col("name") == name)
-    column = pl.repeat(None, rows, dtype=pl.Float64, eager=True)
-    return column.scatter(found["row"], found["value_json"].cast(pl.Float64, strict=False))
-
-
-class _HistoryColumns:
-    """History items gathered as flat string columns, turned into tidy frames a batch at a time."""
-
-    def __init__(self, history_keys: set[str] | None) -> None:
-        self.history_keys = history_keys
-        self.skipped_values = 0
-        self._frames: list[pl.DataFrame] = []
-        self._rows_before = 0  # history rows already in frames (the fallback step of a row without one)
-        self._names: list[str] = []
-        self._values: list[str] = []
-        self._items_per_row: list[int] = []
-        self._steps: list[int | None] = []
-
-    def add(
-        self, names: list[str], values: list[str], items_per_row: list[int], steps: list[int | None]
-    ) -> None:
-        """Rows of history items: names and JSON values of every item, each row's item count and step."""
-        self._names += names
-        self._values += values
-        self._items_per_row += items_per_row
-        self._steps += steps
-        if len(self._values) >= VALUES_PER_BATCH:
-            self._flush()
-
-    def frame(self, run_id: str) -> pl.DataFrame:
-        self._flush()
-        if not self._frames:
-            return empty_history()
-        tidy = pl.concat(self._frames)
-        return tidy.select(pl.lit(run_id).alias("run_id"), *tidy.columns).cast(HISTORY_COLUMNS)
-
-    def _flush(self) -> None:
-        if not self._items_per_row:
-            return
-        rows = len(self._items_per_row)
-        items = pl.DataFrame({"name": self._names, "value_json": self._values}).with_columns(
-            pl.int_range(rows, dtype=pl.UInt32)
-            .repeat_by(pl.Series(self._items_per_row))
-            .explode()
-            .alias("row")
-        )
-        per_row = self._per_row_step_and_time(items, rows)
-        metrics = self._values_kept(items)
-        if metrics.height:
-            metrics = metrics.with_columns(value=pl.col("value_json").cast(pl.Float64, strict=False))
-            self.skipped_values += metrics["value"].null_count()
-            metrics = metrics.drop_nulls("value")
-            self._frames.append(
-                pl.DataFrame(
-                    {
-                        "step": per_row["step"].gather(metrics["row"]),
-                        "timestamp": per_row["timestamp"].gather(metrics["row"]),
-                        "key": metrics["name"],
-                        "value": metrics["value"],
-                    }
-                )
-            )
-        self._rows_before += rows
-        self._names, self._values, self._items_per_row, self._steps = [], [], [], []
-
-    def _per_row_step_and_time(self, items: pl.DataFrame, rows: int) -> pl.DataFrame:
-        """Each row's step (the record's step, else its `_step` item, else its ordinal) and `_timestamp`."""
-        ordinal = pl.int_range(self._rows_before, self._rows_before + rows, dtype=pl.Int64)
-        return pl.DataFrame(
-            {
-                "record_step": pl.Series(self._steps, dtype=pl.Int64),
-                "item_step": _item_per_row(items, "_step", rows),
-                "seconds": _item_per_row(items, "_timestamp", rows),
-            }
-        ).select(
-            pl.coalesce("record_step", pl.col("item_step").cast(pl.Int64), ordinal).alias("step"),
-            epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"),
-        )
-
-    def _values_kept(self, items: pl.DataFrame) -> pl.DataFrame:
-        """Items that are candidate metrics: not W&B internals, not `null`, wanted, not part of a media object.
-
-        Media (histograms, images, tables) arrive as several items `<name>._type`, `<name>.values`, …;
-        each object counts as one skipped value, as it would in a history row from the API.
-        """
-        names = items["name"].unique().to_list()
-        internal = [name for name in names if is_internal_key(name)]
-        kept = items.filter(~pl.col("name").is_in(internal) & (pl.col("value_json") != "null"))
-        media = kept.filter(pl.col("name").str.ends_with("._type")).select(
-            "row", object=pl.col("name").str.strip_suffix("._type")
-        )
-        if media.height:
-            parts = (
-                kept.join(media, on="row")
-                .filter(
-                    (pl.col("name") == pl.col("object"))
-                    | pl.col("name").str.starts_with(pl.col("object") + ".")
-                )
-                .select("row", "name", "object")
-            )
-            kept = kept.join(parts, on=["row", "name"], how="anti")
-            objects = parts.select("row", "object").unique()
-            if self.history_keys is not None:
-                objects = objects.filter(pl.col("object").is_in(self.history_keys))
-            self.skipped_values += objects.height
-        if self.history_keys is not None:
-            kept = kept.filter(pl.col("name").is_in(self.history_keys))
-        return kept
-
-
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -740,7 +631,7 @@ class _RunLog:
 
     def __init__(self, include_history: bool, history_keys: set[str] | None) -> None:
         self.include_history = include_history
-        self.history = _HistoryColumns(history_keys)
+        self.history = HistoryColumns(history_keys)
         self.summary = _SummaryFold()
         self.config: dict[str, Any] = {}
         self.run: Any = None  # the last RunRecord: wandb re-sends it whole when the run changes
@@ -907,6 +798,7 @@ def read_run_log(
         lost_records=framing.lost_records - (framing.tail_records if running else 0),
         lost_bytes=framing.lost_bytes - (framing.tail_bytes if running else 0),
         run_recorded=log.run is not None,
+        history_other=log.history.other_frame(record.id) if include_history else empty_history_other(),
     )
 
 

@@ -25,6 +25,7 @@ from shared.table.source import (
     ProjectKey,
     Reported,
     RunFailed,
+    StreamChunk,
     Unreadable,
 )
 from shared.table.vocabulary import WANDB_STATES as STATES
@@ -463,6 +464,8 @@ class OfflineSource(RecordSource):
                     yield record
                     if request.wants_history(record):
                         yield HistoryChunk(run.history, {record.id: run.skipped_values}, project=key)
+                    if request.wants_stream("history_other", record):
+                        yield StreamChunk("history_other", run.history_other, project=key)
         if unreadable and len(unreadable) == len(self.logs):
             first = f"no readable run log among {len(self.logs)}: {unreadable[0]}"
             if self.unreadable or any(isinstance(error, LogReadError) for error in unreadable):
