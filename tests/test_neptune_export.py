@@ -449,8 +449,7 @@ def test_non_finite_points_and_fractional_steps_in_history(tmp_path):
 
 
 def test_a_neptune_run_has_no_git_commit_column_value(archive_export):
-    """git_commit is a core column of every export; Neptune's exports leave it null (its source_code/git
-    attribute is not read yet)."""
+    """git_commit is a core column of every export; null for runs without a source_code/git attribute."""
     runs = pl.read_parquet(files_of(archive_export)["runs"])
     assert runs.schema["git_commit"] == pl.String and runs["git_commit"].null_count() == runs.height
 

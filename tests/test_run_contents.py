@@ -14,9 +14,22 @@ import polars as pl
 import psutil
 import pytest
 
+from tests.current_data import load_script
+from tests.neptune_fixtures import Spec, write_archive
 from tests.test_wandb_offline import export_offline
 
-METADATA = "git_commit git_remote host os python program args cpu_count gpu gpu_count".split()
+METADATA = [
+    "git_commit",
+    "git_remote",
+    "host",
+    "os",
+    "python",
+    "program",
+    "args",
+    "cpu_count",
+    "gpu",
+    "gpu_count",
+]
 TRAIN = """\
 import wandb
 run = wandb.init(mode="offline", project="proj", name="in-a-repo")
@@ -74,3 +87,46 @@ def test_a_remote_keeps_its_address_but_not_its_credentials(remote: str):
 
     kept = run_metadata({"git": {"remote": remote}})["git_remote"]
     assert "s3cret" not in kept and kept.endswith("r.git")
+
+
+NEPTUNE_TRAIN = """\
+import neptune
+run = neptune.init_run(mode="offline", project="ws/proj", name="monitored")
+run["train/loss"].append(1.0)
+run.stop()
+"""
+
+
+def neptune_runs(arguments: list[str], out: Path) -> pl.DataFrame:
+    assert load_script("export_runs", "neptune-tools").main([*arguments, "-o", str(out)]) == 0
+    (runs,) = out.glob("*_runs.parquet")
+    return pl.read_parquet(runs)
+
+
+def test_a_neptune_offline_run_keeps_its_host_and_entry_point(tmp_path: Path):
+    """The real client's defaults record the host (sys/hostname, monitoring/<hash>/hostname) and the entry
+    point; offline it records no git reference, and nothing of the other metadata."""
+    (tmp_path / "train.py").write_text(NEPTUNE_TRAIN)
+    keep = {name: value for name, value in os.environ.items() if not name.startswith("NEPTUNE_")}
+    environment = keep | {"HOME": str(tmp_path), "NEPTUNE_DATA_DIRECTORY": str(tmp_path / ".neptune")}
+    subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=environment, check=True, timeout=120)
+
+    runs = neptune_runs(["--source", str(tmp_path / ".neptune")], tmp_path / "out")
+    assert runs.select(METADATA).to_dicts() == [
+        dict.fromkeys(METADATA) | {"host": socket.gethostname(), "program": "train.py"}
+    ]
+
+
+def test_an_archive_run_keeps_host_entry_point_and_commit(tmp_path: Path):
+    """An archive's attributes: sys/hostname before a monitored process's hostname, which stands in when
+    sys/hostname is missing; source_code/git as a commit id."""
+    recorded = {"source_code/entrypoint": "train.py", "monitoring/0a1b2c3d/hostname": "node-8"}
+    specs = [
+        Spec("both", {}, {}, attributes=recorded | {"sys/hostname": "node-7", "source_code/git": "c0ffee"}),
+        Spec("monitored", {}, {}, attributes=recorded),
+    ]
+    runs = neptune_runs(["--source", str(write_archive(tmp_path / "data", specs=specs))], tmp_path / "out")
+    got = {row["name"]: row for row in runs.select("name", *METADATA).to_dicts()}
+    empty = dict.fromkeys(METADATA) | {"program": "train.py"}
+    assert got["both"] == {"name": "both"} | empty | {"host": "node-7", "git_commit": "c0ffee"}
+    assert got["monitored"] == {"name": "monitored"} | empty | {"host": "node-8"}

@@ -5,6 +5,7 @@ export pipeline. Each source reads its runs and history its own way (`export_run
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ from shared.table.source import (
     RunFailed,
     Unreadable,
 )
+
+_MONITORED_HOST = re.compile(r"monitoring/[^/]+/hostname")  # one per process, under its own hash
 
 
 @dataclass
@@ -123,6 +126,21 @@ def run_state(attributes: dict[str, Any]) -> str:
     return "running" if normalize_state(attributes.get("sys/state")) == "active" else "finished"
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def run_metadata(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The metadata core columns Neptune records: the host (`sys/hostname`, else a monitored process's),
+    the entry point, and the commit (`source_code/git`: its commit id in a runs table); the rest is null."""
+    monitored = (attributes[path] for path in sorted(attributes) if _MONITORED_HOST.fullmatch(path))
+    return {
+        "host": _text(attributes.get("sys/hostname")) or next(filter(None, map(_text, monitored)), None),
+        "program": _text(attributes.get("source_code/entrypoint")),
+        "git_commit": _text(attributes.get("source_code/git")),
+    }
+
+
 def run_record(run: NeptuneRun, workspace: str, project: str) -> RunRecord:
     """The run-table record of a Neptune run (the mapping is documented in docs/neptune_export.md)."""
     attributes = run.attributes
@@ -146,6 +164,7 @@ def run_record(run: NeptuneRun, workspace: str, project: str) -> RunRecord:
         group=",".join(_string_set(attributes.get("sys/group_tags"))) or None,
         user=attributes.get("sys/owner") or None,
         notes=attributes.get("sys/description") or None,
+        **run_metadata(attributes),
         config=config_tree(attributes),
         summary=summary_of(run),
     )
