@@ -87,6 +87,9 @@ def export_content(folder: Path) -> dict[str, Any]:
             content[path.name] = pl.read_parquet(path).sort("id")
         elif path.name.endswith("_history.parquet"):
             content[path.name] = pl.read_parquet(path).sort("run_id", "step", "key")
+        elif path.suffix == ".parquet":  # the other tidy streams (history_other, console, system)
+            frame = pl.read_parquet(path)
+            content[path.name] = frame.sort(frame.columns)
         elif path.suffix == ".json":
             content[path.name] = _read_json(path)
         else:

@@ -22,7 +22,7 @@ from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
 from shared.base.storage import parquet_schema
 from shared.base.text import name_list
-from shared.table.schema import GENERATION_KEY, HISTORY, HISTORY_FILE_KEY, RUNS_FILE
+from shared.table.schema import GENERATION_KEY, HISTORY, HISTORY_FILE_KEY, RUNS_FILE, STREAMS
 
 T = TypeVar("T")
 
@@ -98,9 +98,9 @@ def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list
         else:
             raise BadInput(f"no such file or folder: {item}")
         for match in matches:
-            if match.name.endswith(HISTORY.suffix):
+            if stream := next((s for s in STREAMS if match.name.endswith(s.suffix)), None):
                 (events or Events()).note(
-                    f"skipping history file {match}: runs files (…_runs.parquet) are read here"
+                    f"skipping {stream.name} file {match}: runs files (…_runs.parquet) are read here"
                 )
             elif match.resolve() not in {p.resolve() for p in found}:
                 found.append(match)
@@ -496,7 +496,7 @@ def newest_export(folder: Path) -> tuple[Path, int]:
         [
             p
             for p in files_under(folder, ".parquet")
-            if not p.name.endswith(HISTORY.suffix) and not p.name.startswith(".")
+            if not p.name.endswith(tuple(stream.suffix for stream in STREAMS)) and not p.name.startswith(".")
         ]
         if folder.is_dir()
         else []
