@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, neptune) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.cli.args import int_argument, script_parser
+from shared.cli.args import add_stream_arguments, int_argument, script_parser, streams_asked
 from shared.cli.main import run_main
 
 EXAMPLES = """\
@@ -41,6 +41,9 @@ output (per project, the same files and columns as wandb-tools/export_runs.py; e
 atomically when the project completes, the metadata last):
   {workspace}_{project}_runs.parquet      one row per run: core (from sys/*), config_*, metric_*, raw JSON
   {workspace}_{project}_history.parquet   one row per float-series point (with --include-history)
+  {workspace}_{project}_history_other.parquet  one row per string-series value (with --include-history)
+  {workspace}_{project}_console.parquet   one row per line of monitoring/*/stdout|stderr (--include-console)
+  {workspace}_{project}_system.parquet    monitoring/* float series (--include-system-metrics)
   {workspace}_{project}_metadata.json     what was exported, when, from where (source: neptune)
   (when another export's files hold that name, `a b` vs `a_b` or the same name from W&B:
   {workspace}_{project}-{8 hex digest}_…)
@@ -75,7 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=Path("neptune_export"),
         help="output folder, created if needed (default: neptune_export/)",
     )
-    parser.add_argument("--include-history", action="store_true", help="also export every float-series point")
+    parser.add_argument(
+        "--include-history",
+        action="store_true",
+        help="also export every float-series point, and every string-series value ({stem}_history_other.parquet)",
+    )
+    add_stream_arguments(parser)
     parser.add_argument(
         "--api-token", help="Neptune API token (prefer NEPTUNE_API_TOKEN or .env: a flag shows up in `ps`)"
     )
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(
         args.output,
         include_history=args.include_history,
+        streams=streams_asked(args),
         metadata={
             "neptune_version": version("neptune"),
             "source_path": str(args.source) if args.source else None,

@@ -31,8 +31,11 @@ SHARED_FLAGS = [
     (wandb_query, ["--metric", "--maximize", "--format", "--json", "-o", "--log-y"]),
     (neptune_query, ["--metric", "--maximize", "--format", "--json", "-o", "--log-y"]),
     (list_entities, ["--format", "--json", "-o"]),
-    (wandb_export, ["--source", "--offline"]),
-    (neptune_export, ["--source"]),
+    (
+        wandb_export,
+        ["--source", "--offline", "--include-history", "--include-console", "--include-system-metrics"],
+    ),
+    (neptune_export, ["--source", "--include-history", "--include-console", "--include-system-metrics"]),
 ]
 
 

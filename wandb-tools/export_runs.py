@@ -26,7 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.base.errors import BadInput
 from shared.base.limits import parse_since
 from shared.base.retry import DEFAULT_MAX_RETRY_TIME, Retry
-from shared.cli.args import add_timeout_argument, int_argument, path_argument, script_parser, text_argument
+from shared.cli.args import (
+    add_stream_arguments,
+    add_timeout_argument,
+    int_argument,
+    path_argument,
+    script_parser,
+    streams_asked,
+    text_argument,
+)
 from shared.cli.main import run_main
 
 if TYPE_CHECKING:
@@ -40,11 +48,15 @@ examples:
   export_runs.py -e igorkraw --since 7d                               # runs created in the last 7 days
   export_runs.py -e team -p proj --include-history --history-keys train/loss,test/mse --workers 16
   export_runs.py --source wandb/ -o wandb_export/                     # offline run files, no account
+  export_runs.py --source wandb/ --include-history --include-console --include-system-metrics
   export_runs.py -e team -p "*" -o /backups/wandb --incremental --include-history   # cron mode
 
 output (per project, each file written atomically when the project completes):
   {entity}_{project}_runs.parquet      one row per run: core, config_*, metric_*, _config_json, _summary_json
   {entity}_{project}_history.parquet   one row per logged numeric value (with --include-history)
+  {entity}_{project}_history_other.parquet  one row per other history value: type and value (JSON)
+  {entity}_{project}_console.parquet   one row per printed line (with --include-console)
+  {entity}_{project}_system.parquet    one row per system-metric sample and key (--include-system-metrics)
   {entity}_{project}_metadata.json     what was exported, when, with which filters and versions
   {entity}_{project}_state.json        what --incremental needs: options, export time, each run's heartbeat
   (when another export's files hold that name, `a b` vs `a_b`, or the same project from the other W&B
@@ -92,7 +104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--since", help="only runs created since: 7d, 24h, 2w, 30m, or an ISO date (UTC) like 2026-01-18"
     )
     parser.add_argument(
-        "--include-history", action="store_true", help="also export every logged numeric history value"
+        "--include-history",
+        action="store_true",
+        help="also export every logged history value: numbers to {stem}_history.parquet, the others (strings,"
+        " booleans, histograms, media, tables) to {stem}_history_other.parquet",
     )
     parser.add_argument(
         "--history-keys",
@@ -100,6 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="A,B",
         help="only these history keys (implies --include-history)",
     )
+    add_stream_arguments(parser)
     parser.add_argument(
         "--workers", type=int_argument, default=32, help="concurrent history downloads (default: 32)"
     )
@@ -201,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(
         args.output,
         include_history=args.include_history,
+        streams=streams_asked(args),
         history_keys=tuple(args.history_keys) if args.history_keys else None,
         since=args.since,
         since_text=args.since_text,

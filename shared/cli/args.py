@@ -88,3 +88,28 @@ def script_parser(prog: str, description: str | None, epilog: str) -> argparse.A
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
+    """The exporters' flags for the tidy streams beside history: `--include-console`,
+    `--include-system-metrics` (their files are named in docs/schema.md)."""
+    parser.add_argument(
+        "--include-console",
+        action="store_true",
+        help="also export what each run printed: {stem}_console.parquet, one row per line (stdout and stderr)",
+    )
+    parser.add_argument(
+        "--include-system-metrics",
+        action="store_true",
+        help="also export the tracker's system metrics (CPU, memory, GPU, ...) as logged:"
+        " {stem}_system.parquet, one row per sample and key",
+    )
+
+
+def streams_asked(args: argparse.Namespace) -> frozenset[str]:
+    """The names of the optional streams (schema.OPTIONAL_STREAMS) the stream flags ask for."""
+    return frozenset(
+        name
+        for name, asked in (("console", args.include_console), ("system", args.include_system_metrics))
+        if asked
+    )

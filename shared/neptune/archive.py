@@ -718,12 +718,31 @@ class ArchiveSource(NeptuneSource):
                     # neptune-exporter's pandas conversion stores a NaN point as null
                     pl.col("float_value").fill_null(math.nan).alias("value"),
                     (pl.col("attribute_type") == "float_series").alias("is_float"),
+                    (pl.col("attribute_type") == "string_series").alias("is_string"),
                 )
                 with self._reading():
                     frame = rows.collect()
-                others = frame.filter(~pl.col("is_float")).group_by("run_id").len()
-                yield frame.filter("is_float").drop("is_float"), dict(others.iter_rows())
+                # string series go to history_other (export_strings); other kinds are not read
+                others = frame.filter(~pl.col("is_float") & ~pl.col("is_string")).group_by("run_id").len()
+                yield frame.filter("is_float").drop("is_float", "is_string"), dict(others.iter_rows())
                 progress.advance(len(chunk))
+
+    def export_strings(self, runs: Sequence[NeptuneRun]) -> Iterator[pl.DataFrame]:
+        files = self.files
+        for start in range(0, len(files), ARCHIVE_FILES_PER_READ):
+            rows = (
+                self._series_rows(files[start : start + ARCHIVE_FILES_PER_READ])
+                .filter(pl.col("attribute_type") == "string_series")
+                .select(
+                    "run_id",
+                    pl.col("attribute_path").alias("key"),
+                    "step",
+                    "timestamp",
+                    pl.col("string_value").alias("value"),
+                )
+            )
+            with self._reading():
+                yield rows.collect()
 
 
 class UnreadableFolder:

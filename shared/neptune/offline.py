@@ -48,6 +48,9 @@ class OfflineRun:
     series_times: dict[str, list[float | None]] = field(
         default_factory=dict
     )  # path → each point's ts (epoch s)
+    strings: dict[str, list[tuple[float, float | None, str]]] = field(
+        default_factory=dict
+    )  # path → (step, ts, value)
     last_at: float | None = None  # when the newest operation was logged (epoch s): the last sign of life
     started: bool = False  # some operation was logged: a run folder without one is a run being started
     skipped_lines: int = 0
@@ -206,12 +209,23 @@ def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> 
             steps.append(float(step))
             values.append(value)
             times.append(point.get("ts"))
+    elif kind == "LogStrings":
+        points = run.strings.setdefault(path, [])
+        for point in op["values"]:
+            step = point.get("step")
+            if step is None:
+                step = last_step[path] + 1 if path in last_step else 0.0
+            last_step[path] = float(step)
+            points.append((float(step), point.get("ts"), str(point["value"])))
+    elif kind == "ClearStringLog":
+        run.strings[path] = []
+        last_step.pop(path, None)
     elif kind == "ClearFloatLog":
         run.series[path] = ([], [])
         run.series_times[path] = []
         last_step.pop(path, None)
     elif kind == "DeleteAttribute":
-        for table in (run.scalars, run.string_sets, run.series, run.series_times):
+        for table in (run.scalars, run.string_sets, run.series, run.series_times, run.strings):
             table.pop(path, None)
         last_step.pop(path, None)
 
@@ -386,4 +400,19 @@ class OfflineSource(NeptuneSource):
                 columns["step"] += steps
                 columns["timestamp"] += epoch_times(run.series_times.get(path, []))
                 columns["value"] += values
-            yield pl.DataFrame(columns, schema=SERIES_SCHEMA), {}  # the replay keeps float series only
+            yield pl.DataFrame(columns, schema=SERIES_SCHEMA), {}  # string series: export_strings
+
+    def export_strings(self, runs: Sequence[NeptuneRun]) -> Iterator[pl.DataFrame]:
+        for record in runs:
+            run = self._read()[record.run_id]
+            points = [(path, *point) for path, logged in run.strings.items() for point in logged]
+            yield pl.DataFrame(
+                {
+                    "run_id": [run.run_id] * len(points),
+                    "key": [point[0] for point in points],
+                    "step": [point[1] for point in points],
+                    "timestamp": epoch_times([point[2] for point in points]),
+                    "value": [point[3] for point in points],
+                },
+                schema={**SERIES_SCHEMA, "value": pl.String()},
+            )

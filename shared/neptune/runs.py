@@ -16,6 +16,7 @@ import polars as pl
 from shared.base.errors import describe, is_bug
 from shared.base.events import Events
 from shared.neptune.attributes import BOOKKEEPING, CONFIG_NAMESPACES, config_of, normalize_state
+from shared.neptune.streams import console_lines, history_other, system_points
 from shared.table.schema import HISTORY_COLUMNS, RunRecord
 from shared.table.source import (
     ExportItem,
@@ -24,6 +25,7 @@ from shared.table.source import (
     ProjectKey,
     Reported,
     RunFailed,
+    StreamChunk,
     Unreadable,
 )
 
@@ -221,6 +223,12 @@ class NeptuneSource:
         left out for not being floats."""
         raise NotImplementedError
 
+    def export_strings(self, runs: Sequence[NeptuneRun]) -> Iterator[pl.DataFrame]:
+        """Frames of these runs' string-series points (run_id, key, step, timestamp, value as text): the
+        run's own values, and the console output under `monitoring/`. A source that cannot read them
+        yields none."""
+        return iter(())
+
     def unreadable_entries(self) -> dict[str, str]:
         """The files of the source left out because they cannot be read (path → why): each is a run lost."""
         return {}
@@ -255,19 +263,35 @@ class NeptuneSource:
                     continue
                 ids[run.run_id] = record.id
                 yield record
-                if request.wants_history(record):
-                    history_of.append(run)
+                if any(request.wants_stream(name, record) for name in ("history_other", "console", "system")):
+                    history_of.append(run)  # every stream asked for is read of the runs whose history is
         self._fractional = None
-        if not request.include_history:
-            return
+        history, console, system = (
+            request.include_history,
+            *(s in request.streams for s in ("console", "system")),
+        )
         wanted = {run.run_id for run in history_of}
         fractional_steps = 0
-        for points, skipped in self.export_history(history_of) if history_of else ():
+        for points, skipped in self.export_history(history_of) if history_of and (history or system) else ():
             if len(wanted) < len(runs):  # the files hold a run's history only with its row
                 points = points.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
-            frame, fractional = tidy_history(points, ids)
-            fractional_steps += fractional
-            yield HistoryChunk(frame, {ids[run]: count for run, count in skipped.items() if run in wanted})
+            if system:
+                yield StreamChunk("system", system_points(points, ids))
+            if history:
+                frame, fractional = tidy_history(points, ids)
+                fractional_steps += fractional
+                yield HistoryChunk(
+                    frame, {ids[run]: count for run, count in skipped.items() if run in wanted}
+                )
+        for strings in self.export_strings(history_of) if history_of and (history or console) else ():
+            if len(wanted) < len(runs):
+                strings = strings.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
+            if history:
+                yield StreamChunk("history_other", history_other(strings, ids))
+            if console:
+                yield StreamChunk("console", console_lines(strings, ids))
+        if not history:
+            return
         self._fractional = fractional_steps
         if self._fractional:
             self.events.warn(

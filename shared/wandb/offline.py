@@ -28,6 +28,7 @@ from shared.base.limits import check_regular_file
 from shared.table.history import empty_history, epoch_seconds_to_datetime
 from shared.table.schema import RunRecord
 from shared.wandb.log_history import HistoryColumns, empty_history_other
+from shared.wandb.log_streams import LogStreams, empty_console, empty_system, merged_console
 from shared.wandb.metadata import run_metadata
 
 FILE_HEADER = struct.Struct("<4sHB")  # identifier, magic, version
@@ -71,6 +72,8 @@ class OfflineRun:
     lost_bytes: int = 0
     run_recorded: bool = True  # the log holds its run record (else the id comes from the file name)
     history_other: pl.DataFrame = field(default_factory=empty_history_other)  # values that are not numbers
+    console: pl.DataFrame = field(default_factory=empty_console)  # what it printed, when asked for
+    system: pl.DataFrame = field(default_factory=empty_system)  # its system metrics, when asked for
 
     @property
     def in_progress(self) -> bool:
@@ -128,6 +131,8 @@ def _merged(sessions: list[OfflineRun]) -> OfflineRun:
         sum(session.lost_bytes for session in ordered),
         any(session.run_recorded for session in ordered),
         history_other,
+        merged_console([session.console for session in ordered]),
+        pl.concat([session.system for session in ordered]),
     )
 
 
@@ -379,7 +384,8 @@ def _views() -> descriptor_pool.DescriptorPool:
         "RecordsBatch",
         wandb_pb.Record,
         "repeated HistoryRow history; repeated bytes summary; repeated bytes config; repeated bytes run;"
-        " repeated bytes exit; repeated bytes environment",
+        " repeated bytes exit; repeated bytes environment; repeated bytes output; repeated bytes output_raw;"
+        " repeated bytes stats",
     )
     _add_view(file, "HistoryColumnsBatch", wandb_pb.Record, "HistoryColumns history")
     _add_view(file, "HistoryItemsBatch", wandb_pb.Record, f"repeated {wandb_package}.HistoryRecord history")
@@ -629,9 +635,10 @@ def _number(value: Any) -> float | None:
 class _RunLog:
     """What the records of one log add up to, fed a batch of records at a time."""
 
-    def __init__(self, include_history: bool, history_keys: set[str] | None) -> None:
+    def __init__(self, include_history: bool, history_keys: set[str] | None, streams: LogStreams) -> None:
         self.include_history = include_history
         self.history = HistoryColumns(history_keys)
+        self.streams = streams
         self.summary = _SummaryFold()
         self.config: dict[str, Any] = {}
         self.run: Any = None  # the last RunRecord: wandb re-sends it whole when the run changes
@@ -654,6 +661,11 @@ class _RunLog:
                 self._add_history(buffer, records.history)
         if records.summary:
             self.summary.add(list(records.summary))
+        for kind, raw in ((records.output, False), (records.output_raw, True)):  # a client writes one kind
+            if kind:
+                self.streams.add_output(list(kind), raw)
+        if records.stats:
+            self.streams.add_stats(list(records.stats))
         if records.run and records.config:  # a batch's view loses their order, and it matters here
             for payload in payloads:
                 view = RunOrConfig.FromString(payload)
@@ -756,6 +768,8 @@ def read_run_log(
     *,
     include_history: bool = True,
     history_keys: Iterable[str] | None = None,
+    include_console: bool = False,
+    include_system: bool = False,
     now: datetime | None = None,
 ) -> OfflineRun:
     """One run from its transaction log: record, tidy numeric history and what corruption cost.
@@ -767,7 +781,8 @@ def read_run_log(
     """
     path = Path(path)
     framing = _Framing()
-    log = _RunLog(include_history, set(history_keys) if history_keys is not None else None)
+    streams = LogStreams(include_console, include_system)
+    log = _RunLog(include_history, set(history_keys) if history_keys is not None else None, streams)
     try:
         check_regular_file(path, "run log")  # a named pipe would be waited on forever
         with path.open("rb") as stream:
@@ -799,6 +814,8 @@ def read_run_log(
         lost_bytes=framing.lost_bytes - (framing.tail_bytes if running else 0),
         run_recorded=log.run is not None,
         history_other=log.history.other_frame(record.id) if include_history else empty_history_other(),
+        console=streams.console_frame(record.id),
+        system=streams.system_frame(record.id),
     )
 
 

@@ -131,6 +131,7 @@ class ApiSource(RecordSource):
             run_record,
             unheld_count,
         )
+        from shared.wandb.metadata import METADATA_FILE, URL_BATCH, MetadataFetcher
 
         api = self._connect()
         key = (self.entity or api.default_entity, self.project)
@@ -144,20 +145,27 @@ class ApiSource(RecordSource):
             unheld = unheld_count(api, *key, created, plan.changes, counted, retry)
             filters = change_filter(created, plan.changes, unheld, self.events)
         runs = RunPages(api, *key, filters, retry)
+        metadata = MetadataFetcher(api, *key, workers=self.workers, timeout_s=self.timeout, retry=retry)
         # Records are made where the pages are read (a thread, when history is fetched meanwhile) and
         # handed over here, each before its history.
         made: SimpleQueue[ExportItem] = SimpleQueue()
 
         def listed(progress: Progress) -> Iterator[Any]:
-            """Every run recorded; those whose history is wanted are passed on."""
-            for paged in runs:
+            """Every run recorded, with its metadata (looked up a batch ahead); those whose history is
+            wanted are passed on."""
+            for paged, environment in prefetched(metadata.complete(runs), depth=2 * URL_BATCH):
                 record = run_record(paged, self.events)
+                for name, value in ({} if isinstance(environment, str) else environment).items():
+                    if getattr(record, name) is None:  # the Runs reply's commit first
+                        setattr(record, name, value)
                 if paged.problems:
                     self.events.warn(
                         f"{key[0]}/{key[1]}: run {record.id}: {'; '.join(paged.problems)};"
                         " exported with that raw text in _config_json/_summary_json and no flattened columns"
                     )
                 made.put(record)
+                if isinstance(environment, str):
+                    made.put(RunFailed(key, record.id, f"{METADATA_FILE}: {environment}"))
                 if request.wants_history(record):
                     yield paged.run
                 else:
@@ -431,7 +439,11 @@ class OfflineSource(RecordSource):
                 for log_path in group:
                     try:
                         run = read_run_log(
-                            log_path, include_history=request.include_history, history_keys=history_keys
+                            log_path,
+                            include_history=request.include_history,
+                            history_keys=history_keys,
+                            include_console="console" in request.streams,
+                            include_system="system" in request.streams,
                         )
                     except (OfflineLogError, LogReadError) as error:
                         if len(self.logs) == 1 and not self.unreadable:
@@ -464,8 +476,9 @@ class OfflineSource(RecordSource):
                     yield record
                     if request.wants_history(record):
                         yield HistoryChunk(run.history, {record.id: run.skipped_values}, project=key)
-                    if request.wants_stream("history_other", record):
-                        yield StreamChunk("history_other", run.history_other, project=key)
+                    for name in ("history_other", "console", "system"):
+                        if request.wants_stream(name, record):
+                            yield StreamChunk(name, getattr(run, name), project=key)
         if unreadable and len(unreadable) == len(self.logs):
             first = f"no readable run log among {len(self.logs)}: {unreadable[0]}"
             if self.unreadable or any(isinstance(error, LogReadError) for error in unreadable):

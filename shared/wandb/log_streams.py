@@ -1,0 +1,86 @@
+"""The console output and system metrics of an offline W&B run log as tidy frames: its output records
+(what the run printed, a chunk per write) and its stats records (samples of cpu, memory_percent,
+gpu.0.gpu, … with the client's keys)."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+from wandb.proto import wandb_internal_pb2 as wandb_pb
+
+from shared.table.console import console_rows
+from shared.table.schema import CONSOLE, SYSTEM, polars_schema
+
+_STREAM_NAMES = {wandb_pb.OutputRecord.STDOUT: "stdout", wandb_pb.OutputRecord.STDERR: "stderr"}
+
+
+def empty_console() -> pl.DataFrame:
+    return pl.DataFrame(schema=polars_schema(tuple(CONSOLE.columns.items())))
+
+
+def empty_system() -> pl.DataFrame:
+    return pl.DataFrame(schema=polars_schema(tuple(SYSTEM.columns.items())))
+
+
+def merged_console(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The console lines of a run's sessions, oldest first, numbered on from one session to the next."""
+    return pl.concat(frames).with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("run_id").alias("line"))
+
+
+def _number(value_json: str) -> float | None:
+    try:
+        value = json.loads(value_json)
+    except ValueError:
+        return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class LogStreams:
+    """Output and stats records gathered as they are read, for the streams asked for."""
+
+    def __init__(self, console: bool, system: bool) -> None:
+        self.console, self.system = console, system
+        self._chunks: list[tuple[str, str]] = []  # (stream, text) in the order written
+        self._seconds: list[float] = []
+        self._keys: list[str] = []
+        self._values: list[float | None] = []  # null: a sample that is not a number (kept, not dropped)
+
+    def add_output(self, payloads: list[bytes], raw: bool) -> None:
+        if not self.console:
+            return
+        kind = wandb_pb.OutputRawRecord if raw else wandb_pb.OutputRecord
+        for payload in payloads:
+            record = kind.FromString(payload)
+            self._chunks.append((_STREAM_NAMES.get(record.output_type, "stdout"), record.line))
+
+    def add_stats(self, payloads: list[bytes]) -> None:
+        if not self.system:
+            return
+        for payload in payloads:
+            record = wandb_pb.StatsRecord.FromString(payload)
+            seconds = record.timestamp.seconds + record.timestamp.nanos / 1e9
+            for item in record.item:
+                self._seconds.append(seconds)
+                self._keys.append(item.key)
+                self._values.append(_number(item.value_json))
+
+    def console_frame(self, run_id: str) -> pl.DataFrame:
+        """schema.CONSOLE rows: the printed text split into lines."""
+        return console_rows((run_id, stream, stream, text) for stream, text in self._chunks)
+
+    def system_frame(self, run_id: str) -> pl.DataFrame:
+        """schema.SYSTEM rows: one per sample and key."""
+        frame = pl.DataFrame(
+            {"seconds": self._seconds, "key": self._keys, "value": self._values},
+            schema={"seconds": pl.Float64, "key": pl.String, "value": pl.Float64},
+        )
+        rows = frame.select(
+            pl.lit(run_id).alias("run_id"),
+            pl.from_epoch((pl.col("seconds") * 1_000_000).round().cast(pl.Int64), time_unit="us")
+            .dt.replace_time_zone("UTC")
+            .alias("timestamp"),
+            "key",
+            "value",
+        )
+        return rows.cast(polars_schema(tuple(SYSTEM.columns.items())))
