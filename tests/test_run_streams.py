@@ -63,3 +63,109 @@ def test_readers_of_a_folder_take_no_stream_file_for_runs(logs: Logs, tmp_path: 
     assert find_runs_files([str(tmp_path / "*.parquet")], events) == [results[0].runs_path]
     assert f"skipping history_other file {other}" in "\n".join(events.notes)
     assert newest_export(tmp_path)[0] == results[0].runs_path
+
+
+# ------------------------------------------------------------------ console and system metrics
+
+WANDB_SCRIPT = """\
+import sys, time, wandb
+run = wandb.init(mode="offline", project="proj", settings=wandb.Settings(x_stats_sampling_interval=0.2))
+print("first line")
+print("to stderr", file=sys.stderr)
+for step in range(3):
+    run.log({"loss": 1.0 / (step + 1), "phase": f"p{step}"})
+    print(f"step {step}", "two parts")
+time.sleep(1.5)
+run.finish()
+"""
+
+NEPTUNE_SCRIPT = """\
+import sys, time, neptune
+run = neptune.init_run(project="ws/proj", mode="offline", name="streams")
+for step in range(4):
+    run["train/phase"].append(f"phase-{step}", step=step)
+    run["train/loss"].append(1.0 / (step + 1), step=step)
+print("first line")
+print("to stderr", file=sys.stderr)
+time.sleep(2)
+run.stop()
+"""
+
+
+def run_script(folder: Path, text: str, **environment: str) -> None:
+    """`text` run as a script in `folder` by this Python, the tracker's own setup kept out."""
+    import os
+    import subprocess
+    import sys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.py").write_text(text)
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NEPTUNE_"))}
+    done = subprocess.run(
+        [sys.executable, "train.py"],
+        cwd=folder,
+        env=keep | {"HOME": str(folder)} | environment,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_offline_wandb_export_keeps_the_console_and_system_metrics(tmp_path: Path):
+    """A script run by the real client: each printed line in order with its stream, and the stats records'
+    samples with the client's keys (several of them: the sampling interval is 0.2 s)."""
+    run_script(tmp_path / "job", WANDB_SCRIPT, WANDB_MODE="offline", WANDB_SILENT="true")
+    options = {"include_history": True, "streams": frozenset({"console", "system"})}
+    results, failures = export_offline([tmp_path / "job" / "wandb"], tmp_path / "out", **options)
+    assert failures == []
+    metadata = json.loads(results[0].metadata_path.read_text())
+    console = pl.read_parquet(tmp_path / "out" / metadata["files"]["console"])
+    printed = [("stdout", "first line"), ("stderr", "to stderr")]
+    printed += [("stdout", f"step {step} two parts") for step in range(3)]
+    lines = console.filter(pl.col("text").is_in([text for _, text in printed]))
+    assert lines.select("stream", "text").rows() == printed
+    assert console["line"].to_list() == list(range(console.height))
+    system = pl.read_parquet(tmp_path / "out" / metadata["files"]["system"])
+    samples = system.filter(pl.col("key") == "memory_percent")
+    assert samples.height >= 2 and samples["value"].is_between(0, 100).all()
+    assert {"cpu", "proc.memory.rssMB"} <= set(system["key"])
+    assert metadata["system_rows"] == system.height and system["timestamp"].null_count() == 0
+    other = pl.read_parquet(tmp_path / "out" / metadata["files"]["history_other"])
+    assert other.select("step", "key", "type", "value").rows() == [
+        (s, "phase", "string", f"p{s}") for s in range(3)
+    ]
+
+
+def test_an_offline_neptune_export_keeps_string_series_console_and_monitoring(tmp_path: Path):
+    """A script run by the real neptune client: the string series to history_other (it used to be dropped
+    with skipped_history_values 0), the captured stdout and stderr as lines, monitoring/<id>/* as system."""
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+    from shared.neptune.offline import OfflineSource
+
+    data = tmp_path / "job" / ".neptune"
+    run_script(tmp_path / "job", NEPTUNE_SCRIPT, NEPTUNE_MODE="offline", NEPTUNE_DATA_DIRECTORY=str(data))
+    events = TerminalEvents()
+    streams = frozenset({"console", "system"})
+    outcome = export_runs(
+        [ExportTarget(OfflineSource(data, "ws/proj", events=events), ("ws", "proj"))],
+        ExportOptions(tmp_path / "out", include_history=True, streams=streams),
+        events,
+    )
+    assert outcome.failures == []
+    metadata = json.loads(outcome.results[0].metadata_path.read_text())
+    assert metadata["skipped_history_values"] == 0
+    read = {
+        name: pl.read_parquet(tmp_path / "out" / metadata["files"][name])
+        for name in ("history_other", "console", "system")
+    }
+    assert read["history_other"].select("step", "key", "type", "value").rows() == [
+        (step, "train/phase", "string", f"phase-{step}") for step in range(4)
+    ]
+    lines = read["console"].filter(pl.col("text").is_in(["first line", "to stderr"]))
+    assert lines.select("stream", "text").rows() == [("stdout", "first line"), ("stderr", "to stderr")]
+    assert not read["console"]["text"].str.contains("\n").any()
+    keys = set(read["system"]["key"])
+    assert any(key.startswith("monitoring/") and key.endswith("/memory") for key in keys), keys
+    history = pl.read_parquet(outcome.results[0].history_path)
+    assert not history["key"].str.starts_with("monitoring/").any()  # monitoring is the system file's

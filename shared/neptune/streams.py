@@ -44,7 +44,10 @@ def console_lines(strings: pl.DataFrame, ids: dict[str, str]) -> pl.DataFrame:
         "timestamp", pl.col("step").cast(pl.Float64), maintain_order=True
     )
     chunks = captured.select(
-        _run_ids(ids), "key", pl.col("key").str.extract(CONSOLE_PATH), pl.col("value").cast(pl.String)
+        _run_ids(ids),
+        "key",
+        pl.col("key").str.extract(CONSOLE_PATH).alias("stream"),
+        pl.col("value").cast(pl.String),
     )
     return console_rows(chunks.iter_rows())
 
