@@ -5,16 +5,20 @@ compared with what was logged."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 from polars.testing import assert_frame_equal
 
 from shared.cli.progress import TerminalEvents
 from shared.table.schema import GENERATION_KEY
 from shared.wandb.offline import read_run_log
+from tests.export_checks import ENTITY, cron_standin
 from tests.test_wandb_offline import Logs, logs  # noqa: F401 (the fixture)
+from tests.wandb_standin import StandinServer
 
 
 def export_offline(paths: list[Path], folder: Path, **options: object) -> tuple[list, list[str]]:
@@ -169,3 +173,27 @@ def test_an_offline_neptune_export_keeps_string_series_console_and_monitoring(tm
     assert any(key.startswith("monitoring/") and key.endswith("/memory") for key in keys), keys
     history = pl.read_parquet(outcome.results[0].history_path)
     assert not history["key"].str.starts_with("monitoring/").any()  # monitoring is the system file's
+
+
+# ------------------------------------------------------------------ a source that does not read a stream yet
+
+
+@pytest.fixture
+def wandb_standin() -> Iterator[StandinServer]:
+    with cron_standin() as server:
+        yield server
+
+
+def test_a_stream_the_source_does_not_read_is_said_and_its_file_empty(wandb_env, tmp_path: Path, capsys):
+    """The W&B API source reads no console output yet: the export says so rather than leave an empty
+    file unexplained, and the file is there (readers find every file the metadata names)."""
+    from tests.current_data import load_script
+
+    export_runs = load_script("export_runs")
+    code = export_runs.main(["-e", ENTITY, "-p", "alpha", "--include-console", "-o", str(tmp_path)])
+    assert code == 0
+    assert "wandb-api does not read console yet: that file stays empty" in capsys.readouterr().err
+    metadata = json.loads(next(tmp_path.glob("*_metadata.json")).read_text())
+    assert (
+        metadata["console_rows"] == 0 and pl.read_parquet(tmp_path / metadata["files"]["console"]).is_empty()
+    )

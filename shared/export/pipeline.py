@@ -239,6 +239,11 @@ def _export_target(
         project(*target.project)  # planned before the source is asked
     unreadable: list[Unreadable] = []
     keys = frozenset(options.history_keys) if options.history_keys else None
+    # A stream asked for that the source does not read yet (history_other: its values count as skipped).
+    if unread := sorted(options.streams - getattr(target.source, "streams", frozenset())):
+        events.warn(
+            f"{target.name}: {target.source.detail} does not read {', '.join(unread)} yet: that file stays empty"
+        )
     request = ExportRequest(
         options.include_history,
         keys,

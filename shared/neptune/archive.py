@@ -383,6 +383,7 @@ class ArchiveSource(NeptuneSource):
     """Runs of one project of a neptune-exporter archive; only the needed attribute paths are read."""
 
     detail = "neptune-archive"
+    streams = frozenset({"history_other", "console", "system"})  # the tidy streams it reads
 
     def __init__(
         self,

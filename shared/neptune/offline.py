@@ -268,6 +268,7 @@ class OfflineSource(NeptuneSource):
     `project` (workspace/project) is the one its runs are exported as."""
 
     detail = "neptune-offline"
+    streams = frozenset({"history_other", "console", "system"})  # the tidy streams it reads
 
     def __init__(self, path: Path, project: str | None = None, *, events: Events | None = None) -> None:
         super().__init__(split_project(project) if project else OFFLINE_PROJECT, project, events)

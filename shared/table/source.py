@@ -184,6 +184,8 @@ class ExportSource(Protocol):
     """What the export pipeline reads (shared.export.pipeline)."""
 
     detail: str  # the source's kind in metadata (`source_detail`): wandb-api, neptune-archive, ...
+    # The tidy streams beside history it reads (schema.STREAMS' names); a source without it reads none.
+    streams: ClassVar[frozenset[str]]
     updatable: ClassVar[bool]  # filters changed runs itself: its exports keep the state --incremental reads
 
     def export_items(self, request: ExportRequest) -> Iterator[ExportItem]:

@@ -320,6 +320,7 @@ class OfflineSource(RecordSource):
 
     detail = "wandb-offline"
     updatable = False  # read in full every time
+    streams = frozenset({"history_other", "console", "system"})  # the tidy streams it reads
 
     def __init__(
         self,
