@@ -197,3 +197,56 @@ def test_a_stream_the_source_does_not_read_is_said_and_its_file_empty(wandb_env,
     assert (
         metadata["console_rows"] == 0 and pl.read_parquet(tmp_path / metadata["files"]["console"]).is_empty()
     )
+
+
+def test_an_archive_export_keeps_string_series_console_and_monitoring(tmp_path: Path):
+    """neptune-exporter rows of a string series, a captured stdout, a monitoring series and a histogram
+    series: each lands in its file; the histogram (not read yet) is what skipped_history_values counts."""
+    import pyarrow as pa
+
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+    from shared.neptune.archive import ArchiveSource
+    from tests.neptune_fixtures import EXPORTER_SCHEMA, PROJECT, SPECS, point_time, write_archive
+
+    root = write_archive(tmp_path / "data", specs=SPECS[:1])
+    part = next(root.glob("*/*_part_0.parquet"))
+    base = {"project_id": PROJECT, "run_id": "TEST-1"}
+
+    def point(path: str, kind: str, step: int, **value: object) -> dict[str, object]:
+        where = {"attribute_path": path, "attribute_type": kind, "step": step, "timestamp": point_time(step)}
+        return base | where | value
+
+    added = [point("train/phase", "string_series", step, string_value=f"phase-{step}") for step in range(3)]
+    added += [
+        point("monitoring/abc/stdout", "string_series", 0, string_value="hello"),
+        point("monitoring/abc/stdout", "string_series", 1, string_value="\n"),
+        point("monitoring/abc/cpu", "float_series", 0, float_value=12.5),
+        point(
+            "train/hist",
+            "histogram_series",
+            0,
+            histogram_value={"type": "COUNTS", "edges": [0.0, 1.0], "values": [3.0]},
+        ),
+    ]
+    table = pa.concat_tables([pq.read_table(part), pa.Table.from_pylist(added, schema=EXPORTER_SCHEMA)])
+    pq.write_table(table, part)
+
+    events = TerminalEvents()
+    source = ArchiveSource(root, PROJECT, cache=False, events=events)
+    outcome = export_runs(
+        [ExportTarget(source, source.key)],
+        ExportOptions(tmp_path / "out", include_history=True, streams=frozenset({"console", "system"})),
+        events,
+    )
+    assert outcome.failures == []
+    metadata = json.loads(outcome.results[0].metadata_path.read_text())
+    read = {
+        name: pl.read_parquet(tmp_path / "out" / metadata["files"][name])
+        for name in ("history_other", "console", "system")
+    }
+    assert read["history_other"].select("step", "key", "type", "value").sort("step").rows() == [
+        (step, "train/phase", "string", f"phase-{step}") for step in range(3)
+    ]
+    assert read["console"].select("line", "stream", "text").rows() == [(0, "stdout", "hello")]
+    assert read["system"].select("key", "value").rows() == [("monitoring/abc/cpu", 12.5)]
+    assert metadata["skipped_history_values"] == 1
