@@ -3,6 +3,7 @@ GPU) as core columns of the runs table, for every source, compared with what the
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import socket
@@ -130,3 +131,31 @@ def test_an_archive_run_keeps_host_entry_point_and_commit(tmp_path: Path):
     empty = dict.fromkeys(METADATA) | {"program": "train.py"}
     assert got["both"] == {"name": "both"} | empty | {"host": "node-7", "git_commit": "c0ffee"}
     assert got["monitored"] == {"name": "monitored"} | empty | {"host": "node-8"}
+
+
+def test_an_api_export_keeps_each_runs_wandb_metadata_json(wandb_env, tmp_path: Path):
+    """Each run's metadata is its wandb-metadata.json as the stand-in serves it, looked up for 25 runs per
+    request; a run without the file has only the Runs reply's commit. The remote's token is not kept."""
+    team, project = "graph_denoise_team", "spectral_denoising"
+    held = wandb_env.dataset.project(team, project).runs
+    assert load_script("export_runs").main(["-e", team, "-p", project, "-o", str(tmp_path)]) == 0
+    runs = pl.read_parquet(tmp_path / f"{team}_{project}_runs.parquet")
+    got = {row.pop("id"): row for row in runs.select("id", *METADATA).to_dicts()}
+    for run in held:
+        file = run.metadata or {}
+        assert got[run.id] == {
+            "git_commit": run.commit,
+            "git_remote": "https://github.com/team/graph.git" if file else None,
+            "host": file.get("host"),
+            "os": file.get("os"),
+            "python": file.get("python"),
+            "program": file.get("program"),
+            "args": file.get("args"),
+            "cpu_count": file.get("cpu_count"),
+            "gpu": file.get("gpu"),
+            "gpu_count": file.get("gpu_count"),
+        }, run.id
+    assert any(run.metadata is None for run in held) and any(run.metadata for run in held)
+    assert got and b"ghp_secret" not in (tmp_path / f"{team}_{project}_runs.parquet").read_bytes()
+    assert wandb_env.requests["RunMetadataFiles"] == math.ceil(len(held) / 25)
+    wandb_env.assert_clean()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -60,6 +61,8 @@ KNOWN_OPERATIONS = frozenset(
         "RunHistoryKeys",
         "RunFullHistory",
         "RunSampledHistory",
+        # this project's own (shared.wandb.metadata): the Run.files field of the server's schema
+        "RunMetadataFiles",
     }
 )
 
@@ -98,6 +101,7 @@ class StandinRun:
     config: dict[str, Any] = field(default_factory=dict)  # plain (unwrapped) values
     summary: dict[str, Any] = field(default_factory=dict)
     system_metrics: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = None  # its wandb-metadata.json; None: the run has no such file
     history: HistorySource | None = None
     live_from_step: int | None = None  # steps >= this are "live": not yet exported to parquet
     export_files: int = 1  # exported rows are split over this many parquet files
@@ -1107,6 +1111,13 @@ class StandinServer:
     def parquet_url(self, entity: str, project: str, run_id: str, index: int) -> str:
         return f"{self.url}/files/{quote(entity, safe='')}/{quote(project, safe='')}/{quote(run_id, safe='')}/history_{index}.parquet"
 
+    def run_file_url(self, entity: str, project: str, run_id: str, name: str) -> str:
+        return f"{self.url}/files/{quote(entity, safe='')}/{quote(project, safe='')}/{quote(run_id, safe='')}/{name}"
+
+    @staticmethod
+    def metadata_bytes(run: StandinRun) -> bytes:
+        return json.dumps(run.metadata, indent=2).encode()
+
     def _live_rows(self, run: StandinRun) -> HistoryRows:
         """Rows not yet exported to parquet (all rows of a run that has no export)."""
         if run.history is None or (run.live_from_step is None and self.parquet_file_count(run)):
@@ -1306,6 +1317,17 @@ class StandinServer:
                 "liveData": _finite(live),
             }
 
+        def files(args: dict[str, Any]) -> dict[str, Any]:
+            held = {METADATA_FILE: self.metadata_bytes(run)} if run.metadata is not None else {}
+            names = [name for name in held if args.get("names") is None or name in args["names"]]
+            return _connection(names, args.get("after"), args.get("first"), lambda name: {
+                "__typename": "File", "id": _gql_id("File", run.id, name), "name": name,
+                "url": self.run_file_url(entity, project.name, run.id, name),
+                "directUrl": self.run_file_url(entity, project.name, run.id, name),
+                "sizeBytes": len(held[name]), "md5": base64.b64encode(hashlib.md5(held[name]).digest()).decode(),
+                "updatedAt": _timestamp(run.heartbeat_at or run.created_at),
+            })  # fmt: skip
+
         wrapped_config = {key: {"desc": None, "value": value} for key, value in run.config.items()}
         return {
             "__typename": "Run",
@@ -1341,6 +1363,7 @@ class StandinServer:
             "history": history,
             "sampledHistory": sampled_history,
             "parquetHistory": parquet_history,
+            "files": files,
             **run.raw_fields,
         }
 
@@ -1429,7 +1452,8 @@ def _sample(rows: list[Any], samples: Any) -> list[Any]:
     return [rows[i] for i in picks]
 
 
-_FILE_PATH = re.compile(r"^/files/([^/]+)/([^/]+)/([^/]+)/history_(\d+)\.parquet$")
+_FILE_PATH = re.compile(r"^/files/([^/]+)/([^/]+)/([^/]+)/(?:history_(\d+)\.parquet|(wandb-metadata\.json))$")
+METADATA_FILE = "wandb-metadata.json"
 
 
 def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
@@ -1527,7 +1551,12 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
             if self._hook(None):
                 return
             run = server.find_run(entity, project, run_id)
-            data = server.parquet_bytes(run, int(match.group(4))) if run else None
+            if run is None:
+                data = None
+            elif match.group(5):
+                data = server.metadata_bytes(run) if run.metadata is not None else None
+            else:
+                data = server.parquet_bytes(run, int(match.group(4)))
             if data is None:
                 self._send(404, b"not found", "text/plain")
                 return
@@ -1618,6 +1647,31 @@ def _history_rows(rng: random.Random, steps: int, start: datetime, nan_at: int |
     return rows
 
 
+def _run_metadata(index: int, commit: str | None) -> dict[str, Any]:
+    """A wandb-metadata.json as wandb 0.31 writes it (the EnvironmentRecord in its JSON names), cut short;
+    the remote with a user and token, as a careless clone URL has them."""
+    gpus = index % 3
+    return {
+        "os": "Linux-6.8.0-45-generic-x86_64-with-glibc2.39",
+        "python": "CPython 3.11.7",
+        "startedAt": "2026-11-01T10:00:00.000000Z",
+        "args": ["--seed", str(index), "--name", f"run {index}"],
+        "program": "/home/alice/graph/train.py",
+        "codePath": "train.py",
+        "git": {"remote": "https://alice:ghp_secret@github.com/team/graph.git", "commit": commit},
+        "email": "alice@example.com",
+        "root": "/home/alice/graph",
+        "host": f"node-{index % 4}",
+        "username": "alice",
+        "executable": "/usr/bin/python3",
+        "cpu_count": 16,
+        "cpu_count_logical": 32,
+        **({"gpu": "NVIDIA A100-SXM4-80GB", "gpu_count": gpus} if gpus else {}),
+        "disk": {"/": {"total": "1000000000000", "used": "400000000000"}},
+        "memory": {"total": "270000000000"},
+    }
+
+
 def _make_run(
     rng: random.Random,
     taken: set[str],
@@ -1689,6 +1743,8 @@ def _make_run(
         summary=summary,
         system_metrics={"system.gpu.0.gpu": round(100 * rng.random(), 1), "system.memory": 42.0},
     )
+    if index % 5:  # the rest ran before the client wrote the file; made without `rng`, which sets the rest
+        run.metadata = _run_metadata(index, run.commit)
     if history_steps:
         nan_at = history_steps // 2 if index % 4 == 0 else None
         run.history = _history_rows(rng, history_steps, run.created_at, nan_at)
