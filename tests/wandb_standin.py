@@ -932,7 +932,8 @@ class StandinServer:
     """The stand-in backend: `POST /graphql`, parquet history files under `/files/`, telemetry sink.
 
     Attributes a test may read or set:
-        requests: count of GraphQL operations (by name) and file requests (`GET /files`, `HEAD /files`).
+        requests: count of GraphQL operations (by name) and file requests (`GET /files`, `HEAD /files`; a
+            run's metadata file as `GET /files/wandb-metadata.json`).
         operations: every received GraphQL operation name, in order.
         unknown_operations: operations (and other requests) the stand-in does not know; never empty in a
             healthy test run. Unsupported filter fields/operators are recorded here too.
@@ -1547,7 +1548,9 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(404, {"errors": [{"message": "not found"}]})
                 return
             entity, project, run_id = (unquote(part) for part in match.groups()[:3])
-            server._count(f"{self.command} /files", graphql=False)
+            server._count(
+                f"{self.command} /files" + (f"/{METADATA_FILE}" if match.group(5) else ""), graphql=False
+            )
             if self._hook(None):
                 return
             run = server.find_run(entity, project, run_id)
