@@ -43,19 +43,23 @@ def test_history_comes_from_batched_lookups_and_one_get_per_file(wandb_env, tmp_
     assert history.schema == pl.Schema(
         {"run_id": pl.String, "step": pl.Int64, "timestamp": pl.Datetime("us", "UTC"), "key": pl.String, "value": pl.Float64}
     )  # fmt: skip
-    skipped, stamps = 0, {}
+    others, stamps = set(), {}
     for run in runs:
         for row in run.history_table().rows if run.history is not None else []:
             for key, value in row.items():
                 if is_internal_key(key):
                     continue
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    skipped += 1
+                    others.add((run.id, row["_step"], key))
                 else:
                     moment = datetime.fromtimestamp(round(row["_timestamp"] * 1e6) / 1e6, UTC)
                     stamps[(run.id, row["_step"], key)] = moment
     metadata = json.loads((tmp_path / f"{TEAM}_{PROJECT}_metadata.json").read_text())
-    assert metadata["skipped_history_values"] == skipped > 0
+    assert metadata["skipped_history_values"] == 0  # the values that are not numbers are in history_other
+    other = pl.read_parquet(tmp_path / f"{TEAM}_{PROJECT}_history_other.parquet")
+    assert (
+        set(other.select("run_id", "step", "key").iter_rows()) == others and other.height == len(others) > 0
+    )
     got = {(r, s, k): t for r, s, k, t in history.select("run_id", "step", "key", "timestamp").iter_rows()}
     assert got == stamps
 
@@ -118,7 +122,7 @@ def test_a_batch_of_runs_is_made_tidy_like_each_run_on_its_own():
     batch = [Downloaded(run_id, [parquet_bytes(wide)], None) for run_id, wide in wides.items()]
     batch.append(Downloaded("d", [parquet_bytes(wides["a"]), parquet_bytes(wides["b"])], None))  # two files
     fetcher = HistoryFetcher(None, TEAM, PROJECT, keys=None, workers=1, timeout_s=5)
-    tidy, skipped = fetcher.tidy(batch)
+    tidy, skipped, _ = fetcher.tidy(batch)
 
     expected, expected_skipped = [], {}
     for downloaded in batch:

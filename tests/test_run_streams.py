@@ -167,7 +167,11 @@ def test_an_offline_neptune_export_keeps_string_series_console_and_monitoring(tm
         (step, "train/phase", "string", f"phase-{step}") for step in range(4)
     ]
     lines = read["console"].filter(pl.col("text").is_in(["first line", "to stderr"]))
-    assert lines.select("stream", "text").rows() == [("stdout", "first line"), ("stderr", "to stderr")]
+    # the client captures each stream in its own thread: the order across streams is its clock's
+    assert sorted(lines.select("stream", "text").rows()) == [
+        ("stderr", "to stderr"),
+        ("stdout", "first line"),
+    ]
     assert not read["console"]["text"].str.contains("\n").any()
     keys = set(read["system"]["key"])
     assert any(key.startswith("monitoring/") and key.endswith("/memory") for key in keys), keys
@@ -250,3 +254,50 @@ def test_an_archive_export_keeps_string_series_console_and_monitoring(tmp_path: 
     assert read["console"].select("line", "stream", "text").rows() == [(0, "stdout", "hello")]
     assert read["system"].select("key", "value").rows() == [("monitoring/abc/cpu", 12.5)]
     assert metadata["skipped_history_values"] == 1
+
+
+def test_an_api_export_keeps_every_history_value_and_an_update_carries_them(
+    wandb_env, tmp_path: Path, capsys
+):
+    """The W&B API's history files: a string, a boolean and a histogram (JSON in the file) go to
+    history_other, none counted as skipped; an incremental update that fetches other runs keeps them."""
+    from tests.current_data import load_script
+    from tests.export_checks import advance_run, utc_now
+
+    export_runs = load_script("export_runs")
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    kept, changed = alpha.runs[0], alpha.runs[1]
+    histogram = {"_type": "histogram", "bins": [0.0, 1.0, 2.0], "values": [3, 1]}
+    kept.history = [
+        {
+            "_step": step,
+            "_timestamp": 1.7e9 + step,
+            "loss": 1.0 / (step + 1),
+            "phase": f"p{step}",
+            "ok": step == 0,
+        }
+        | ({"hist": histogram} if step == 1 else {})
+        for step in range(3)
+    ]
+    kept.history_meta, kept.live_from_step = None, None
+    argv = ["-e", ENTITY, "-p", "alpha", "--include-history", "--incremental", "-o", str(tmp_path)]
+    assert export_runs.main(argv) == 0
+    metadata = json.loads(next(tmp_path.glob("*_metadata.json")).read_text())
+    other_path = tmp_path / metadata["files"]["history_other"]
+    expected = [(step, "phase", "string", f"p{step}") for step in range(3)]
+    expected += [(step, "ok", "bool", "true" if step == 0 else "false") for step in range(3)]
+    expected += [(1, "hist", "histogram", json.dumps(histogram, sort_keys=True))]
+
+    def stored() -> list[tuple]:
+        frame = pl.read_parquet(other_path).filter(pl.col("run_id") == kept.id)
+        return sorted(frame.select("step", "key", "type", "value").rows())
+
+    assert stored() == sorted(expected)
+    assert metadata["skipped_history_values"] == 0
+    assert pl.read_parquet(other_path).filter(pl.col("run_id") == kept.id)["timestamp"].null_count() == 0
+
+    advance_run(changed, utc_now())
+    wandb_env.clear_cache()
+    assert export_runs.main(argv) == 0
+    assert "1 new or changed run(s) merged into the files" in capsys.readouterr().err
+    assert stored() == sorted(expected)  # carried from the stored file: the run was not fetched again

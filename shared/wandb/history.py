@@ -15,7 +15,7 @@ from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
-from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_tidy
+from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_other, wide_to_tidy
 
 if TYPE_CHECKING:
     import polars as pl
@@ -84,12 +84,14 @@ class HistoryFetcher:
         workers: int,
         timeout_s: float,
         retry: Retry = NO_RETRY,
+        keep_other: bool = False,
     ) -> None:
         import urllib3
 
         self.api, self.entity, self.project, self.timeout_s = api, entity, project, timeout_s
         self.keys = keys
         self._wanted = None if keys is None else set(keys)
+        self.keep_other = keep_other  # an export's: values that are not numbers become history_other rows
         self.retry = retry  # for the GraphQL requests; callers retry `download` as a whole
         transfer_retry = urllib3.Retry(total=5, backoff_factor=0.5, status_forcelist=_RETRY_STATUSES)
         self._direct = urllib3.PoolManager(maxsize=workers, retries=transfer_retry)
@@ -171,7 +173,7 @@ class HistoryFetcher:
         if location.has_live_rows:
             last_step = max((_last_step(data) for data in files), default=-1)
             scanned = _Counted(run.scan_history(keys=None, min_step=last_step + 1))
-            live = rows_to_tidy(scanned, run.id, self.keys)
+            live = rows_to_tidy(scanned, run.id, self.keys, keep_other=self.keep_other)
             rows += scanned.count
         _check_line_count(run, rows)
         return Downloaded(run.id, files, live)
@@ -194,7 +196,7 @@ class HistoryFetcher:
 
     def tidy_batches(
         self, downloads: Iterable[Downloaded]
-    ) -> Iterator[tuple[list[Downloaded], pa.Table, dict[str, int]]]:
+    ) -> Iterator[tuple[list[Downloaded], pa.Table, dict[str, int], pl.DataFrame | None]]:
         """`downloads` in batches (TIDY_BATCH runs or TIDY_BATCH_BYTES of files), each with `tidy` of it.
         When a batch cannot be made tidy, its runs are made tidy one by one: a run whose files cannot be
         read is that run's failure, not its batch's."""
@@ -215,8 +217,10 @@ class HistoryFetcher:
                 tidied = self.tidy(batch)
             yield batch, *tidied
 
-    def tidy(self, batch: Sequence[Downloaded]) -> tuple[pa.Table, dict[str, int]]:
-        """Several runs' history as tidy rows (numeric values only), and each run's count of values skipped.
+    def tidy(self, batch: Sequence[Downloaded]) -> tuple[pa.Table, dict[str, int], pl.DataFrame | None]:
+        """Several runs' history as tidy rows (numeric values only), each run's count of values skipped, and
+        with `keep_other` the values of exported files that are not numbers (history_other rows; those
+        are not counted as skipped). Rows logged after the last export are read as numbers only.
 
         Exported files with one schema are stacked and made tidy at once: per file, only reading it
         costs calls. Each schema on its own: a key may be a number in one file and text in another.
@@ -230,17 +234,26 @@ class HistoryFetcher:
                 wide = self._read(data)
                 schema = tuple((field.name, field.type) for field in wide.schema)
                 by_schema.setdefault(schema, []).append((downloaded.run_id, wide))
-                skipped[downloaded.run_id] += skipped_values(wide)  # `_read` kept only wanted keys
-        parts = []
+                if not self.keep_other:
+                    skipped[downloaded.run_id] += skipped_values(wide)  # `_read` kept only wanted keys
+        parts, others = [], []
         for files in by_schema.values():
             run_ids = stacked_run_ids([run_id for run_id, _ in files], [wide.num_rows for _, wide in files])
-            parts.append(wide_to_tidy(pa.concat_tables([wide for _, wide in files]), run_ids))
+            stacked = pa.concat_tables([wide for _, wide in files])
+            parts.append(wide_to_tidy(stacked, run_ids))
+            if self.keep_other:
+                others.append(wide_to_other(stacked, run_ids))
         for downloaded in batch:
             if downloaded.live is not None:
-                live, live_skipped = downloaded.live
+                live, live_skipped, live_other = downloaded.live
+                if live_other is not None:
+                    others.append(live_other)
                 parts.append(live.to_arrow().cast(HISTORY_SCHEMA))
                 skipped[downloaded.run_id] += live_skipped
-        return (pa.concat_tables(parts) if parts else HISTORY_SCHEMA.empty_table()), skipped
+        import polars as pl
+
+        tidy = pa.concat_tables(parts) if parts else HISTORY_SCHEMA.empty_table()
+        return tidy, skipped, (pl.concat(others) if others else None)
 
     def _read(self, data: bytes) -> pa.Table:
         """An exported file's step, time and wanted value columns (others are not decoded at all)."""
@@ -263,7 +276,7 @@ class Downloaded:
 
     run_id: str
     files: list[bytes]
-    live: tuple[pl.DataFrame, int] | None
+    live: tuple[pl.DataFrame, int, pl.DataFrame | None] | None
     failure: str | None = None  # why the run's history could not be had (then files and live are empty)
 
     @property

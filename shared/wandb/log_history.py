@@ -75,7 +75,7 @@ def _object_value(parts: list[tuple[str, str]]) -> tuple[str, str]:
             node[leaf] = json.loads(value_json)
         except ValueError:
             node[leaf] = value_json
-    return object_type(tree.get("_type")), json.dumps(tree)
+    return object_type(tree.get("_type")), json.dumps(tree, sort_keys=True)
 
 
 class HistoryColumns:

@@ -51,6 +51,7 @@ class ApiSource(RecordSource):
 
     detail = "wandb-api"
     updatable = True  # the server filters changed runs: an incremental export asks for those only
+    streams = frozenset({"history_other"})  # the values of its history files that are not numbers
 
     def __init__(
         self,
@@ -231,16 +232,19 @@ class ApiSource(RecordSource):
             workers=self.workers,
             timeout_s=self.timeout,
             retry=retry,
+            keep_other=request.include_history,
         ) as history:
             located = prefetched(history.locate(runs), depth=4 * self.workers)
             downloads = (
                 downloaded for _, downloaded in bounded_map(download, located, self.workers, stopping)
             )
-            for batch, frame, skipped in history.tidy_batches(downloads):
+            for batch, frame, skipped, other in history.tidy_batches(downloads):
                 yield from handed_over()
                 for failed in (d for d in batch if d.failure):
                     yield RunFailed(key, failed.run_id, f"history: {failed.failure}")
                 yield HistoryChunk(frame, skipped)
+                if other is not None:
+                    yield StreamChunk("history_other", other)
                 progress.advance(len(batch))
 
     def export_metadata(self, entity: str, project: str) -> dict[str, Any]:
@@ -295,7 +299,7 @@ class ApiSource(RecordSource):
                 downloaded
                 for _, downloaded in bounded_map(fetcher.download, fetcher.locate(runs), self.workers)
             )
-            for batch, table, _ in fetcher.tidy_batches(downloads):
+            for batch, table, _, _ in fetcher.tidy_batches(downloads):
                 if failed := [downloaded for downloaded in batch if downloaded.failure]:
                     # an answer without their series would rank the others alone
                     raise Incomplete(f"history of run {failed[0].run_id}: {failed[0].failure}")

@@ -91,22 +91,31 @@ def stacked_run_ids(run_ids: Sequence[str], rows: Sequence[int]) -> pa.Array:
 
 
 def rows_to_tidy(
-    rows: Iterable[dict[str, Any]], run_id: str, keys: Iterable[str] | None = None
-) -> tuple[pl.DataFrame, int]:
-    """History row dicts (as `scan_history` yields them) → tidy numeric rows and the skipped count."""
+    rows: Iterable[dict[str, Any]],
+    run_id: str,
+    keys: Iterable[str] | None = None,
+    *,
+    keep_other: bool = False,
+) -> tuple[pl.DataFrame, int, pl.DataFrame | None]:
+    """History row dicts (as `scan_history` yields them) → tidy numeric rows, the skipped count, and with
+    `keep_other` the values that are not numbers as history_other rows (then none is skipped)."""
     wanted = set(keys) if keys is not None else None
     steps: list[int] = []
     stamps: list[float | None] = []
     names: list[str] = []
     values: list[float] = []
     skipped = 0
+    others: list[tuple[Any, Any, str, str, str]] = []  # step, time, key, type, value
     for row in rows:
         step, stamp = row.get("_step"), row.get("_timestamp")
         for key, value in row.items():
             if value is None or is_internal_key(key) or (wanted is not None and key not in wanted):
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                skipped += 1
+                if keep_other:
+                    others.append((step, stamp, key, *_other_cell(value)))
+                else:
+                    skipped += 1
                 continue
             steps.append(step)
             stamps.append(stamp)
@@ -116,6 +125,91 @@ def rows_to_tidy(
         {"run_id": [run_id] * len(values), "step": steps, "timestamp": stamps, "key": names, "value": values},
         schema_overrides={"step": pl.Int64, "timestamp": pl.Float64, "value": pl.Float64},
     )
-    return frame.with_columns(epoch_seconds_to_utc(pl.col("timestamp")).alias("timestamp")).cast(
-        HISTORY_COLUMNS
-    ), skipped
+    tidy = frame.with_columns(epoch_seconds_to_utc(pl.col("timestamp")).alias("timestamp"))
+    return tidy.cast(HISTORY_COLUMNS), skipped, _other_frame(run_id, others) if keep_other else None
+
+
+def _other_frame(run_id: str, others: list[tuple[Any, Any, str, str, str]]) -> pl.DataFrame:
+    from shared.wandb.log_history import HISTORY_OTHER_COLUMNS
+
+    frame = pl.DataFrame(
+        others,
+        schema={
+            "step": pl.Int64,
+            "seconds": pl.Float64,
+            "key": pl.String,
+            "type": pl.String,
+            "value": pl.String,
+        },
+        orient="row",
+    )
+    return frame.select(
+        pl.lit(run_id).alias("run_id"),
+        "step",
+        epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"),
+        "key",
+        "type",
+        "value",
+    ).cast(HISTORY_OTHER_COLUMNS)
+
+
+def _other_cell(value: Any) -> tuple[str, str]:
+    """(type, value) of a history cell that is not a number, as the API's history files or `scan_history`
+    hold it: booleans, strings, and W&B objects (histograms, media, tables) or lists, as JSON text or
+    decoded. Structured values are written as JSON with sorted keys: one value is one text, however
+    it was read."""
+    import json
+
+    from shared.wandb.log_history import object_type
+
+    if isinstance(value, bool):
+        return "bool", "true" if value else "false"
+    if isinstance(value, str):
+        if value[:1] not in ("{", "["):
+            return "string", value
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return "string", value
+    kind = object_type(value["_type"]) if isinstance(value, dict) and "_type" in value else "object"
+    return kind, json.dumps(value, sort_keys=True, default=str)
+
+
+def wide_to_other(wide: pa.Table, run_id: str | pa.Array, keys: Iterable[str] | None = None) -> pl.DataFrame:
+    """The values of `wide` that `wide_to_tidy` leaves out, as history_other rows (schema.HISTORY_OTHER):
+    one per non-null cell of each column that is not numeric."""
+    from shared.wandb.log_history import HISTORY_OTHER_COLUMNS, empty_history_other
+
+    others = _value_columns(wide, keys)[1]
+    if not others or wide.num_rows == 0:
+        return empty_history_other()
+    rows = wide.num_rows
+    run_ids = pl.Series([run_id] * rows if isinstance(run_id, str) else run_id, dtype=pl.String)
+    steps = pl.Series(wide["_step"]) if "_step" in wide.column_names else pl.int_range(rows, eager=True)
+    seconds = (
+        pl.Series(wide["_timestamp"])
+        if "_timestamp" in wide.column_names
+        else pl.repeat(None, rows, eager=True)
+    )
+    frame = pl.DataFrame(
+        {"run_id": run_ids, "step": steps.cast(pl.Int64), "seconds": seconds.cast(pl.Float64)}
+    )
+    parts = []
+    for key in others:
+        cells = wide[key].to_pylist()
+        kept = [index for index, value in enumerate(cells) if value is not None]
+        if kept:
+            kinds, values = zip(*(_other_cell(cells[index]) for index in kept), strict=True)
+            parts.append(
+                frame[kept].with_columns(
+                    key=pl.lit(key),
+                    type=pl.Series(kinds, dtype=pl.String),
+                    value=pl.Series(values, dtype=pl.String),
+                )
+            )
+    if not parts:
+        return empty_history_other()
+    tidy = pl.concat(parts)
+    return tidy.select(
+        "run_id", "step", epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"), "key", "type", "value"
+    ).cast(HISTORY_OTHER_COLUMNS)
