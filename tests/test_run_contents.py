@@ -15,9 +15,11 @@ import polars as pl
 import psutil
 import pytest
 
+from shared.base.errors import Incomplete
 from tests.current_data import load_script
 from tests.neptune_fixtures import Spec, write_archive
 from tests.test_wandb_offline import export_offline
+from tests.wandb_standin import HookResult
 
 METADATA = [
     "git_commit",
@@ -162,3 +164,27 @@ def test_an_api_export_keeps_each_runs_wandb_metadata_json(wandb_env, tmp_path: 
         run.metadata is not None for run in held
     )
     wandb_env.assert_clean()
+
+
+def test_a_metadata_file_that_cannot_be_had_names_its_run_and_the_export_is_incomplete(
+    wandb_env, tmp_path: Path, capsys
+):
+    """The server refuses one run's wandb-metadata.json: that run is named, the export ends incomplete,
+    and every run is still written, the others with their metadata."""
+    team, project = "vision-lab", "segmentation"
+    held = wandb_env.dataset.project(team, project).runs
+    broken = next(run for run in held if run.metadata)
+    refused = f"/{broken.id}/wandb-metadata.json"
+    wandb_env.request_hook = lambda request: (
+        HookResult(status=403) if request.path.endswith(refused) else None
+    )
+    try:
+        with pytest.raises(Incomplete):
+            load_script("export_runs").main(["-e", team, "-p", project, "-o", str(tmp_path)])
+    finally:
+        wandb_env.request_hook = None
+    err = capsys.readouterr().err
+    assert f"run {broken.id} not exported: wandb-metadata.json: download failed (HTTP 403)" in err
+    runs = pl.read_parquet(tmp_path / f"{team}_{project}_runs.parquet")
+    hosts = dict(zip(runs["id"], runs["host"], strict=True))
+    assert hosts == {run.id: (run.metadata or {}).get("host") for run in held} | {broken.id: None}
