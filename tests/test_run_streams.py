@@ -301,3 +301,12 @@ def test_an_api_export_keeps_every_history_value_and_an_update_carries_them(
     assert export_runs.main(argv) == 0
     assert "1 new or changed run(s) merged into the files" in capsys.readouterr().err
     assert stored() == sorted(expected)  # carried from the stored file: the run was not fetched again
+
+
+def test_a_stream_file_left_from_an_earlier_export_is_named(logs: Logs, tmp_path: Path, capsys):  # noqa: F811
+    export_offline([logs.complete], tmp_path, include_history=True, streams=frozenset({"console"}))
+    capsys.readouterr()
+    export_offline([logs.complete], tmp_path, include_history=True)
+    err = capsys.readouterr().err
+    assert "_console.parquet is left from an earlier export: not part of this one" in err
+    assert "_history_other.parquet is left" not in err

@@ -259,6 +259,10 @@ class ProjectExport:
                 f"{self.files.history} is left from an earlier export: not part of this one, so the"
                 " tools ignore it (export with --include-history to refresh it, or delete it)"
             )
+        for stream in (HISTORY_OTHER, *OPTIONAL_STREAMS):
+            left = getattr(self.files, stream.name)
+            if stream.name not in self._streams and left.exists():
+                self.events.warn(f"{left} is left from an earlier export: not part of this one (delete it)")
         self.events.note(f"Saved {len(self.records)} runs to {self.files.runs}")
         history_path = self.files.history if self.include_history else None
         return ProjectResult(
