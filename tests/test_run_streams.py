@@ -310,3 +310,26 @@ def test_a_stream_file_left_from_an_earlier_export_is_named(logs: Logs, tmp_path
     err = capsys.readouterr().err
     assert "_console.parquet is left from an earlier export: not part of this one" in err
     assert "_history_other.parquet is left" not in err
+
+
+def test_aggregate_with_history_carries_the_stream_files(logs: Logs, tmp_path: Path):  # noqa: F811
+    """`aggregate --include-history` merges each input's history_other and console files beside its
+    history, each row with its run's entity and project, of the aggregate's generation."""
+    from tests.current_data import load_script
+
+    aggregate_runs = load_script("aggregate_runs")
+    streams = frozenset({"console"})
+    results, _ = export_offline([logs.complete], tmp_path / "export", include_history=True, streams=streams)
+    output = tmp_path / "all.parquet"
+    argv = [str(results[0].runs_path), "-o", str(output), "--include-history", "--protocol", "all"]
+    assert aggregate_runs.main(argv) == 0
+    generation = pq.read_metadata(output).metadata[GENERATION_KEY.encode()]
+    for name in ("history_other", "console"):
+        merged = pl.read_parquet(tmp_path / f"all_{name}.parquet")
+        exported = pl.read_parquet(next((tmp_path / "export").glob(f"*_{name}.parquet")))
+        assert merged.height == exported.height and set(merged["project"]) <= {"proj"}
+        assert_frame_equal(merged.select(exported.columns), exported, check_row_order=False)
+        assert (
+            pq.read_metadata(tmp_path / f"all_{name}.parquet").metadata[GENERATION_KEY.encode()] == generation
+        )
+    assert not (tmp_path / "all_system.parquet").exists()  # the export has none

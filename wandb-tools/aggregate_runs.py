@@ -98,7 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--include-history",
         action="store_true",
-        help="also merge the kept runs' rows of each input's …_history.parquet into <output>_history.parquet",
+        help="also merge the kept runs' rows of each input's …_history.parquet into <output>_history.parquet,"
+        " and of the other files its export wrote (history_other, console, system) into <output>_<name>.parquet",
     )
     parser.add_argument(
         "--rules",
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Wrote {report.kept} runs x {report.columns} columns to {args.output}")
     if report.history_path:
         log(f"Wrote {report.history_rows} history rows to {report.history_path}")
+    for name, path in report.streams.items():
+        log(f"Wrote the inputs' {name} rows to {path}")
     return 0
 
 

@@ -30,7 +30,7 @@ from shared.table.exports import (
     union_schema,
 )
 from shared.table.outputs import staged_table
-from shared.table.schema import GENERATION_KEY, HISTORY_COLUMNS, HISTORY_FILE_KEY
+from shared.table.schema import GENERATION_KEY, HISTORY, HISTORY_COLUMNS, HISTORY_FILE_KEY
 
 
 @dataclass
@@ -44,6 +44,7 @@ class AggregateReport:
     emptied_by: str | None = None  # the filter that left nothing, if any
     history_path: Path | None = None
     history_rows: int = 0
+    streams: dict[str, Path] = field(default_factory=dict)  # the other stream files written, by name
 
 
 def select_runs(
@@ -126,6 +127,12 @@ def aggregate(
             merged = merge_history(files, kept, events)
             staged.append(staged_table(merged, history, metadata=generation))
             report.history_rows = pl.scan_parquet(staged[-1].temp).select(pl.len()).collect().item()
+            for name in sorted({name for runs in files for name, _ in runs.streams}):
+                report.streams[name] = history.with_name(
+                    history.name.removesuffix(HISTORY.suffix) + f"_{name}.parquet"
+                )
+                merged = merge_history(files, kept, events, stream=name)
+                staged.append(staged_table(merged, report.streams[name], metadata=generation))
         check_unchanged(files)
         commit_together(staged)
     finally:
@@ -139,10 +146,18 @@ def aggregate(
     return report
 
 
-def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, events: Events) -> pl.LazyFrame:
-    """The kept runs' history from each input's history file (opened with it), with entity/project."""
+def merge_history(
+    files: Sequence[RunsFile], kept: pl.DataFrame, events: Events, *, stream: str | None = None
+) -> pl.LazyFrame:
+    """The kept runs' history from each input's history file (opened with it), with entity/project; or
+    their rows of another stream's files (history_other, console, system), from the inputs that have one."""
     sources = []
     for index, runs in enumerate(files):
+        if stream is not None:
+            path = dict(runs.streams).get(stream)
+            if path is not None:
+                sources.append((index, path, parquet_schema(path)))
+            continue
         path = runs.history
         if path is None:
             events.warn(f"no history for {runs.label}: it was exported without --include-history")
@@ -155,7 +170,7 @@ def merge_history(files: Sequence[RunsFile], kept: pl.DataFrame, events: Events)
     for message in warnings:
         events.warn(f"history: {message}")
     if "run_id" not in schema:
-        schema = dict(HISTORY_COLUMNS)
+        schema = dict(HISTORY_COLUMNS)  # only with history: a stream is merged when an input has it
     runs = kept.select(FILE_INDEX, pl.col("id").alias("run_id"), "entity", "project").lazy()
     order = ["run_id", "entity", "project", *(c for c in schema if c != "run_id"), SOURCE_COLUMN]
     frames = [

@@ -24,6 +24,8 @@ from shared.base.storage import parquet_schema
 from shared.base.text import name_list
 from shared.table.schema import GENERATION_KEY, HISTORY, HISTORY_FILE_KEY, RUNS_FILE, STREAMS
 
+STREAM_NAMES = {stream.name for stream in STREAMS if stream is not HISTORY}  # the files beside history
+
 T = TypeVar("T")
 
 REQUIRED_COLUMNS = ("id", "name", "entity", "project")  # what makes a parquet a runs export
@@ -132,6 +134,9 @@ class RunsFile:
     generation: str | None = None
     history: Path | None = None  # opened `with_history`: its history file, of the same export
     stamps: tuple[tuple[Path, Stamp], ...] = ()
+    # Opened `with_history`: the other stream files its export's metadata names (history_other, console,
+    # system), of the same export.
+    streams: tuple[tuple[str, Path], ...] = ()
 
     @property
     def label(self) -> str:
@@ -237,8 +242,25 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
                 raise export_changed(
                     path, metadata, f"{path.name} and {history.name} are of different exports"
                 )
+    streams = []
+    for name, listed in ((metadata or {}).get("files") or {}).items() if with_history else ():
+        stream = path.with_name(Path(str(listed)).name)
+        if name in STREAM_NAMES and listed and stream.is_file():
+            stamps.append((stream, _stamp(stream)))
+            if different_exports(history_generation(stream), generation):
+                raise export_changed(
+                    path, metadata, f"{path.name} and {stream.name} are of different exports"
+                )
+            streams.append((name, stream))
     return RunsFile(
-        path, schema, footer.num_rows, export_time(path, metadata), generation, history, tuple(stamps)
+        path,
+        schema,
+        footer.num_rows,
+        export_time(path, metadata),
+        generation,
+        history,
+        tuple(stamps),
+        tuple(streams),
     )
 
 
