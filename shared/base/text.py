@@ -4,12 +4,21 @@ aligned tables."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlparse
 
 _secrets: set[str] = set()
 
 
 # C0 controls, DEL and C1 controls, as the escapes repr() shows them: `\n`, `\t`, `\x1b`, `\x85`, ...
 _CONTROL_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def without_userinfo(url: str) -> str:
+    """`url` without the `user:password@` of its address (it must never reach outputs or logs)."""
+    parsed = urlparse(url)
+    if not (parsed.username or parsed.password):
+        return url
+    return parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
 
 
 def register_secret(value: str | None) -> None:

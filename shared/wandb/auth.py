@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 from shared.base.errors import BadInput
 from shared.base.events import Events
 from shared.base.settings import dotenv_settings
-from shared.base.text import register_secret
+from shared.base.text import register_secret, without_userinfo
 
 DEFAULT_WANDB_URL = "https://api.wandb.ai"
 DOTENV_WANDB_KEYS = ("WANDB_API_KEY", "GRAPH_DENOISE_TEAM_SERVICE")
@@ -32,14 +32,6 @@ class Credentials:
     def server(self) -> str:
         """The base URL as it may be shown or stored: without a `user:password@` part."""
         return without_userinfo(self.base_url)
-
-
-def without_userinfo(url: str) -> str:
-    """`url` without the `user:password@` of its address (it must never reach outputs or logs)."""
-    parsed = urlparse(url)
-    if not (parsed.username or parsed.password):
-        return url
-    return parsed._replace(netloc=parsed.netloc.rpartition("@")[2]).geturl()
 
 
 def _netrc_password(host: str) -> str | None:

@@ -8,20 +8,22 @@ history's are) and downloads them `workers` at a time."""
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
-from shared.wandb.auth import without_userinfo
+from shared.base.text import without_userinfo
 
 if TYPE_CHECKING:
     import wandb
 
 METADATA_FILE = "wandb-metadata.json"
 URL_BATCH = 25  # runs whose file URLs one GraphQL request asks for
+BATCHES_AHEAD = 4  # such batches looked up and downloaded at once
 
 
 def _text(value: Any) -> str | None:
@@ -98,11 +100,25 @@ class MetadataFetcher:
         self._pool = urllib3.PoolManager(maxsize=workers, retries=transfer_retry)
 
     def complete(self, runs: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any] | str]]:
-        """Each item of `runs` (with a `.run.id`) and its metadata fields or a failure, in order."""
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="metadata") as pool:
+        """Each item of `runs` (with a `.run.id`) and its metadata fields or a failure, in order; up to
+        BATCHES_AHEAD batches looked up and downloaded at once (their latencies overlap)."""
+        with (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="metadata") as downloads,
+            ThreadPoolExecutor(BATCHES_AHEAD, thread_name_prefix="metadata-lookup") as lookups,
+        ):
+
+            def fetched(batch: list[Any]) -> list[dict[str, Any] | str]:
+                return list(downloads.map(self._fetch, self._locate([item.run.id for item in batch])))
+
+            pending: deque[tuple[list[Any], Future[list[dict[str, Any] | str]]]] = deque()
             for batch in batched(runs, URL_BATCH):
-                urls = self._locate([item.run.id for item in batch])
-                yield from zip(batch, pool.map(self._fetch, urls), strict=True)
+                pending.append((batch, lookups.submit(fetched, batch)))
+                while pending and (pending[0][1].done() or len(pending) > BATCHES_AHEAD):
+                    done, results = pending.popleft()
+                    yield from zip(done, results.result(), strict=True)
+            while pending:
+                done, results = pending.popleft()
+                yield from zip(done, results.result(), strict=True)
 
     def _locate(self, run_ids: list[str]) -> list[str | Exception | None]:
         """Each run's metadata file URL, None without one, or the failure to look it up."""
