@@ -203,6 +203,7 @@ class NeptuneSource:
 
     detail: ClassVar[str]
     updatable: ClassVar[bool] = False  # read in full every time; its exports keep no state
+    streams: ClassVar[frozenset[str]] = frozenset()  # the tidy streams it reads (`export_strings` and so on)
 
     def __init__(self, key: ProjectKey, project_id: str | None, events: Events | None) -> None:
         self.key = key  # the (workspace, project) its runs are exported as
