@@ -333,3 +333,40 @@ def test_aggregate_with_history_carries_the_stream_files(logs: Logs, tmp_path: P
             pq.read_metadata(tmp_path / f"all_{name}.parquet").metadata[GENERATION_KEY.encode()] == generation
         )
     assert not (tmp_path / "all_system.parquet").exists()  # the export has none
+
+
+def test_the_runs_table_summarises_the_system_metrics(tmp_path: Path):
+    """cpu_mean, memory_peak_gb, gpu_mean and gpu_memory_peak_gb from W&B's and Neptune's keys as logged,
+    each compared with the samples it summarises; null for a run without such samples."""
+    from shared.export.project import ProjectExport
+    from shared.table.schema import RunRecord
+
+    export = ProjectExport(
+        tmp_path,
+        "e",
+        "p",
+        include_history=False,
+        metadata={},
+        tracker="wandb-offline",
+        streams=frozenset({"system"}),
+    )
+    for run_id in ("w", "n", "none"):
+        export.add_run(RunRecord(run_id, "e", "p"))
+    samples = [
+        ("w", "cpu", 10.0), ("w", "cpu", 30.0), ("w", "proc.memory.rssMB", 512.0), ("w", "proc.memory.rssMB", 2048.0),
+        ("w", "gpu.0.gpu", 50.0), ("w", "gpu.1.gpu", 70.0), ("w", "gpu.0.memoryAllocatedBytes", 2.0 * 2**30),
+        ("n", "monitoring/ab12/cpu", 40.0), ("n", "monitoring/ab12/memory", 3.5), ("n", "monitoring/ab12/memory", 1.5),
+        ("n", "monitoring/ab12/gpu", 20.0), ("n", "monitoring/ab12/gpu_memory", 0.75),
+        ("none", "disk.in", 1.0),
+    ]  # fmt: skip
+    frame = pl.DataFrame(samples, schema=["run_id", "key", "value"], orient="row").with_columns(
+        timestamp=pl.lit(None, pl.Datetime("us", "UTC"))
+    )
+    export.add_stream("system", frame.select("run_id", "timestamp", "key", "value"))
+    result = export.finish()
+    columns = ["id", "cpu_mean", "memory_peak_gb", "gpu_mean", "gpu_memory_peak_gb"]
+    assert pl.read_parquet(result.runs_path).select(columns).rows() == [
+        ("w", 20.0, 2.0, 60.0, 2.0),
+        ("n", 40.0, 3.5, 20.0, 0.75),
+        ("none", None, None, None, None),
+    ]

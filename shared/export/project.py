@@ -34,8 +34,10 @@ from shared.table.schema import (
     HISTORY_FILE_KEY,
     HISTORY_OTHER,
     OPTIONAL_STREAMS,
+    SYSTEM,
     RunRecord,
 )
+from shared.table.system_summary import SystemSummaries
 
 TOOL_VERSION = "0.1.0"
 
@@ -176,6 +178,7 @@ class ProjectExport:
         self._history = StreamWriter(self.files.history, generation=self.generation)
         # The tidy streams beside history this export writes (history_other with history), by name.
         chosen = [HISTORY_OTHER] * include_history + [s for s in OPTIONAL_STREAMS if s.name in streams]
+        self._system = SystemSummaries()  # of the system rows: columns of the runs table
         self._streams = {
             stream.name: StreamWriter(
                 getattr(self.files, stream.name), generation=self.generation, stream=stream
@@ -194,6 +197,8 @@ class ProjectExport:
     def add_stream(self, stream: str, frame: pl.DataFrame | pa.Table) -> None:
         """Queue tidy rows of a stream beside history (its schema.STREAMS columns)."""
         self._streams[stream].add(frame)
+        if stream == SYSTEM.name:
+            self._system.add(frame if isinstance(frame, pl.DataFrame) else pl.from_arrow(frame))
 
     @property
     def stream_paths(self) -> dict[str, Path]:
@@ -237,6 +242,10 @@ class ProjectExport:
                 files.append(self._history.seal())
                 self.history_rows = self._history.rows
             files.extend(writer.seal() for writer in self._streams.values())
+            summaries = self._system.values()
+            for record in self.records:
+                for column, value in summaries.get(record.id, {}).items():
+                    setattr(record, column, value)
             table, warnings = runs_table(self.records)
             for message in warnings:
                 self.events.warn(f"{self.entity}/{self.project}: {message}")

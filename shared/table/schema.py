@@ -60,6 +60,12 @@ CORE: dict[str, str] = {
     "cpu_count": "integer",
     "gpu": "text",  # the GPU model
     "gpu_count": "integer",
+    # Summaries of the system metrics (shared.table.system_summary says of which keys), with
+    # --include-system-metrics; null without, or where the tracker logged none.
+    "cpu_mean": "number",  # mean CPU utilisation, percent
+    "memory_peak_gb": "number",  # peak memory of the run's process (W&B) or host (Neptune), GB
+    "gpu_mean": "number",  # mean GPU utilisation, percent, over every GPU's samples
+    "gpu_memory_peak_gb": "number",  # peak GPU memory of any one GPU, GB
 }
 
 INTERNAL_PREFIX = (
@@ -222,6 +228,10 @@ class RunRecord:
     cpu_count: int | None = None
     gpu: str | None = None
     gpu_count: int | None = None
+    cpu_mean: float | None = None
+    memory_peak_gb: float | None = None
+    gpu_mean: float | None = None
+    gpu_memory_peak_gb: float | None = None
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     # The source's text of a config or summary that could not be parsed (then `config`/`summary` is empty):
