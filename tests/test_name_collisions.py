@@ -51,7 +51,11 @@ def exported(folder: Path) -> dict[tuple[str, str], tuple[str, list[str], list[s
     for metadata_path in sorted(folder.glob("*_metadata.json")):
         metadata = json.loads(metadata_path.read_text())
         stem = metadata_path.name.removesuffix("_metadata.json")
-        assert metadata["files"] == {"runs": f"{stem}_runs.parquet", "history": f"{stem}_history.parquet"}
+        assert metadata["files"] == {
+            "runs": f"{stem}_runs.parquet",
+            "history": f"{stem}_history.parquet",
+            "history_other": f"{stem}_history_other.parquet",
+        }
         runs = pl.read_parquet(folder / metadata["files"]["runs"])
         assert set(zip(runs["entity"], runs["project"], strict=True)) == {
             (metadata["entity"], metadata["project"])
