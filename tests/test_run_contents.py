@@ -188,3 +188,23 @@ def test_a_metadata_file_that_cannot_be_had_names_its_run_and_the_export_is_inco
     runs = pl.read_parquet(tmp_path / f"{team}_{project}_runs.parquet")
     hosts = dict(zip(runs["id"], runs["host"], strict=True))
     assert hosts == {run.id: (run.metadata or {}).get("host") for run in held} | {broken.id: None}
+
+
+def test_the_report_shows_where_the_best_runs_ran(wandb_env, tmp_path: Path):
+    """analyze --report's top table carries the best runs' commit, host, program and GPU (item 6); a
+    metadata column empty for all of them is left out."""
+    from tests.report_fixtures import PageTables
+
+    team, project = "graph_denoise_team", "spectral_denoising"
+    assert load_script("export_runs").main(["-e", team, "-p", project, "-o", str(tmp_path)]) == 0
+    runs_path = tmp_path / f"{team}_{project}_runs.parquet"
+    report = tmp_path / "report.html"
+    argv = [str(runs_path), "--metric", "test/mse", "--top", "10", "--report", str(report)]
+    assert load_script("analyze_runs").main(argv) == 0
+    page = PageTables(report.read_text())
+    top = pl.read_parquet(runs_path).filter(pl.col("id").is_in(page.column("top-runs", "id")))
+    shown = {column: page.column("top-runs", column) for column in ("id", "git_commit", "host", "gpu")}
+    by_id = {row["id"]: row for row in top.iter_rows(named=True)}
+    for column in ("git_commit", "host"):
+        assert shown[column] == [by_id[run_id][column] or "" for run_id in shown["id"]], column
+    assert any(shown["host"]) and "program" in page.tables["top-runs"]["header"]

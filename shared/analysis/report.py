@@ -31,6 +31,7 @@ from shared.table.vocabulary import TOP
 TEMPLATES = Path(__file__).with_name("templates")
 MAX_GROUPS = 100  # group statistics rows shown (best mean first): the page stays small
 MAX_FRONT = 100  # Pareto front rows shown
+TOP_METADATA = ("git_commit", "host", "program", "gpu")  # where and what the best runs ran
 CURVE_PANELS = 12  # learning-curve panels: the best runs of the top table
 DIGITS = 4  # significant digits shown; the full value is in the cell's title
 
@@ -246,7 +247,10 @@ def build_report(
     matched = frame.filter(*(condition for _, condition in steps)) if steps else frame
     schema = frame.collect_schema()
     configs = [c for c in schema if c.startswith(CONFIG_PREFIX)]
-    top_view = TopView(options, extra=["entity", *(["tags"] if "tags" in schema else []), *configs])
+    metadata = [c for c in TOP_METADATA if c in schema]  # empty ones are dropped from the table
+    top_view = TopView(
+        options, extra=["entity", *(["tags"] if "tags" in schema else []), *metadata, *configs]
+    )
     described, fullness = an.schema_query(matched)
     queries = {
         "funnel": an.funnel_query(frame, steps, metric),
