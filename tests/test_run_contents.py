@@ -208,3 +208,25 @@ def test_the_report_shows_where_the_best_runs_ran(wandb_env, tmp_path: Path):
     for column in ("git_commit", "host"):
         assert shown[column] == [by_id[run_id][column] or "" for run_id in shown["id"]], column
     assert any(shown["host"]) and "program" in page.tables["top-runs"]["header"]
+
+
+def test_a_neptune_server_runs_table_gives_the_commit_id_of_source_code_git(monkeypatch, tmp_path: Path):
+    """The live client's runs table holds `source_code/git` as its commit id (neptune 1.x's table.py);
+    the stand-in client serves the first run with it, the host and the entry point."""
+    from dataclasses import replace
+
+    from tests import neptune_fixtures
+    from tests.neptune_fixtures import PROJECT, SPECS, Calls, StandInClient
+
+    recorded = {"source_code/git": "c0ffee", "sys/hostname": "node-3", "source_code/entrypoint": "main.py"}
+    first = replace(SPECS[0], attributes={**SPECS[0].attributes, **recorded})
+    monkeypatch.setattr(neptune_fixtures, "SPECS", [first, *SPECS[1:]])
+    monkeypatch.setitem(sys.modules, "neptune", StandInClient(Calls(), {}))
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", "token-for-tests")
+    runs = neptune_runs(["-p", PROJECT], tmp_path / "out").sort("id")
+    assert runs.select(METADATA).row(0, named=True) == dict.fromkeys(METADATA) | {
+        "git_commit": "c0ffee",
+        "host": "node-3",
+        "program": "main.py",
+    }
+    assert all(value is None for row in runs.select(METADATA).slice(1).iter_rows() for value in row)
