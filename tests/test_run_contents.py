@@ -92,6 +92,14 @@ def test_a_remote_keeps_its_address_but_not_its_credentials(remote: str):
     assert "s3cret" not in kept and kept.endswith("r.git")
 
 
+def test_a_program_run_without_arguments_has_an_empty_list_of_them():
+    """wandb leaves an empty `args` out of the record and the JSON; with the program recorded, it is []."""
+    from shared.wandb.metadata import run_metadata
+
+    assert run_metadata({"program": "train.py"})["args"] == []
+    assert run_metadata({})["args"] is None
+
+
 NEPTUNE_TRAIN = """\
 import neptune
 run = neptune.init_run(mode="offline", project="ws/proj", name="monitored")

@@ -50,7 +50,12 @@ def run_metadata(environment: Mapping[str, Any]) -> dict[str, Any]:
         "os": _text(environment.get("os")),
         "python": _text(environment.get("python")),
         "program": _text(environment.get("program")),
-        "args": [str(arg) for arg in args] if isinstance(args, list) else None,
+        # The client leaves an empty list out (protobuf's JSON): a recorded program ran with no arguments.
+        "args": [str(arg) for arg in args]
+        if isinstance(args, list)
+        else []
+        if environment.get("program")
+        else None,
         "cpu_count": _count(environment.get("cpu_count")),
         "gpu": _text(environment.get("gpu")),
         "gpu_count": _count(environment.get("gpu_count")),
