@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import urllib.request
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_other, wide_to_tidy
+from shared.wandb.transfers import Transfers
 
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
-    import urllib3
     import wandb
 
 
@@ -36,9 +34,6 @@ TIDY_BATCH, TIDY_BATCH_BYTES = 32, 4 << 20
 
 
 LOCATE_REQUESTS = 4  # such requests in flight at once
-
-
-_RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
 def parquet_history_query(count: int) -> str:
@@ -86,21 +81,12 @@ class HistoryFetcher:
         retry: Retry = NO_RETRY,
         keep_other: bool = False,
     ) -> None:
-        import urllib3
-
         self.api, self.entity, self.project, self.timeout_s = api, entity, project, timeout_s
         self.keys = keys
         self._wanted = None if keys is None else set(keys)
         self.keep_other = keep_other  # an export's: values that are not numbers become history_other rows
         self.retry = retry  # for the GraphQL requests; callers retry `download` as a whole
-        transfer_retry = urllib3.Retry(total=5, backoff_factor=0.5, status_forcelist=_RETRY_STATUSES)
-        self._direct = urllib3.PoolManager(maxsize=workers, retries=transfer_retry)
-        # The environment's proxies (https_proxy, no_proxy, …), honoured as requests and wandb-core do.
-        self._proxies = {
-            scheme: urllib3.ProxyManager(proxy, maxsize=workers, retries=transfer_retry)
-            for scheme, proxy in urllib.request.getproxies().items()
-            if scheme in ("http", "https")
-        }
+        self._transfers = Transfers(workers)
 
     def __enter__(self) -> HistoryFetcher:
         return self
@@ -108,8 +94,7 @@ class HistoryFetcher:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        for pool in (self._direct, *self._proxies.values()):
-            pool.clear()
+        self._transfers.close()
 
     def locate(self, runs: Iterable[Any]) -> Iterator[HistoryLocation]:
         """Each run with its parquet URLs, in order; URL_BATCH runs per GraphQL request, LOCATE_REQUESTS
@@ -153,13 +138,6 @@ class HistoryFetcher:
             locations.append(HistoryLocation(run, urls, bool(history.get("liveData"))))
         return locations
 
-    def _pool(self, url: str) -> urllib3.PoolManager:
-        parts = urlsplit(url)
-        proxied = self._proxies.get(parts.scheme)
-        if proxied is None or urllib.request.proxy_bypass(parts.hostname or ""):
-            return self._direct
-        return proxied
-
     def download(self, location: HistoryLocation) -> Downloaded:
         """A run's exported files as bytes, and the rows logged after the last export (a run still going)
         through `scan_history`. Network only: parsing happens in `tidy`, on the consumer's thread, so the
@@ -182,7 +160,7 @@ class HistoryFetcher:
         import urllib3
 
         try:
-            response = self._pool(url).request("GET", url, timeout=self.timeout_s)
+            response = self._transfers.pool(url).request("GET", url, timeout=self.timeout_s)
         except urllib3.exceptions.HTTPError as error:
             # The URL is signed: name the failure, never the URL (a ResponseError's text has none).
             reason = getattr(error, "reason", None) or error

@@ -17,6 +17,7 @@ from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.base.text import without_userinfo
+from shared.wandb.transfers import Transfers
 
 if TYPE_CHECKING:
     import wandb
@@ -77,7 +78,7 @@ def metadata_files_query(count: int) -> str:
 
 class MetadataFetcher:
     """Each run's metadata fields from its `wandb-metadata.json` (empty for a run without one), or why
-    they could not be had. GraphQL goes through the wandb client; the files (signed URLs) over urllib3."""
+    they could not be had. GraphQL goes through the wandb client; the files as history's are (shared.wandb.transfers)."""
 
     def __init__(
         self,
@@ -89,41 +90,33 @@ class MetadataFetcher:
         timeout_s: float,
         retry: Retry = NO_RETRY,
     ) -> None:
-        import urllib3
-
-        self.api, self.entity, self.project, self.timeout_s, self.retry = (
-            api,
-            entity,
-            project,
-            timeout_s,
-            retry,
-        )
-        self.workers = workers
-        transfer_retry = urllib3.Retry(
-            total=5, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504)
-        )
-        self._pool = urllib3.PoolManager(maxsize=workers, retries=transfer_retry)
+        self.api, self.entity, self.project = api, entity, project
+        self.workers, self.timeout_s, self.retry = workers, timeout_s, retry
+        self._transfers = Transfers(workers)
 
     def complete(self, runs: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any] | str]]:
         """Each item of `runs` (with a `.run.id`) and its metadata fields or a failure, in order; up to
         BATCHES_AHEAD batches looked up and downloaded at once (their latencies overlap)."""
-        with (
-            ThreadPoolExecutor(self.workers, thread_name_prefix="metadata") as downloads,
-            ThreadPoolExecutor(BATCHES_AHEAD, thread_name_prefix="metadata-lookup") as lookups,
-        ):
+        try:
+            with (
+                ThreadPoolExecutor(self.workers, thread_name_prefix="metadata") as downloads,
+                ThreadPoolExecutor(BATCHES_AHEAD, thread_name_prefix="metadata-lookup") as lookups,
+            ):
 
-            def fetched(batch: list[Any]) -> list[dict[str, Any] | str]:
-                return list(downloads.map(self._fetch, self._locate([item.run.id for item in batch])))
+                def fetched(batch: list[Any]) -> list[dict[str, Any] | str]:
+                    return list(downloads.map(self._fetch, self._locate([item.run.id for item in batch])))
 
-            pending: deque[tuple[list[Any], Future[list[dict[str, Any] | str]]]] = deque()
-            for batch in batched(runs, URL_BATCH):
-                pending.append((batch, lookups.submit(fetched, batch)))
-                while pending and (pending[0][1].done() or len(pending) > BATCHES_AHEAD):
+                pending: deque[tuple[list[Any], Future[list[dict[str, Any] | str]]]] = deque()
+                for batch in batched(runs, URL_BATCH):
+                    pending.append((batch, lookups.submit(fetched, batch)))
+                    while pending and (pending[0][1].done() or len(pending) > BATCHES_AHEAD):
+                        done, results = pending.popleft()
+                        yield from zip(done, results.result(), strict=True)
+                while pending:
                     done, results = pending.popleft()
                     yield from zip(done, results.result(), strict=True)
-            while pending:
-                done, results = pending.popleft()
-                yield from zip(done, results.result(), strict=True)
+        finally:
+            self._transfers.close()
 
     def _locate(self, run_ids: list[str]) -> list[str | Exception | None]:
         """Each run's metadata file URL, None without one, or the failure to look it up."""
@@ -170,7 +163,7 @@ class MetadataFetcher:
         import urllib3
 
         try:
-            response = self._pool.request("GET", url, timeout=self.timeout_s)
+            response = self._transfers.pool(url).request("GET", url, timeout=self.timeout_s)
         except urllib3.exceptions.HTTPError as error:  # the URL is signed: never named
             raise Incomplete(
                 f"download failed ({type(getattr(error, 'reason', None) or error).__name__})"
