@@ -415,11 +415,11 @@ def history_gate(
     server: StandinServer, delay_s: float, release: threading.Event | None = None
 ) -> threading.Event:
     """Each history file is answered `delay_s` late (or once `release` is set); the event returned is set
-    at the first request of one."""
+    at the first request of one (a run's wandb-metadata.json, fetched before, is not held)."""
     started = threading.Event()
 
     def hook(request: RequestInfo) -> HookResult | None:
-        if request.operation is None:
+        if request.operation is None and not request.path.endswith("/wandb-metadata.json"):
             started.set()
             if release is not None:
                 release.wait(60)
