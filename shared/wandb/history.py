@@ -14,7 +14,7 @@ from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_other, wide_to_tidy
-from shared.wandb.transfers import Transfers
+from shared.wandb.transfers import Transfers, project_of_batch, runs_query
 
 if TYPE_CHECKING:
     import polars as pl
@@ -37,16 +37,9 @@ LOCATE_REQUESTS = 4  # such requests in flight at once
 
 
 def parquet_history_query(count: int) -> str:
-    """wandb-core's RunParquetHistory operation for `count` runs at once, one aliased `run` field each."""
-    names = "".join(f", $run{i}: String!" for i in range(count))
-    fields = " ".join(
-        f"run{i}: run(name: $run{i}) {{ parquetHistory(liveKeys: $liveKeys) {{ parquetUrls liveData }} }}"
-        for i in range(count)
-    )
-    return (
-        f"query RunParquetHistory($entity: String!, $project: String!, $liveKeys: [String!]!{names}) "
-        f"{{ project(name: $project, entityName: $entity) {{ {fields} }} }}"
-    )
+    """wandb-core's RunParquetHistory operation for `count` runs at once."""
+    selection = "parquetHistory(liveKeys: $liveKeys) { parquetUrls liveData }"
+    return runs_query("RunParquetHistory", "$liveKeys: [String!]!", selection, count)
 
 
 @dataclass
@@ -114,19 +107,11 @@ class HistoryFetcher:
         variables = {"entity": self.entity, "project": self.project, "liveKeys": ["_step"]}
         variables |= {f"run{i}": run.id for i, run in enumerate(runs)}
         what = f"history locations of runs {runs[0].id}..{runs[-1].id}"
-        try:
-            data = self.retry.call(
-                what,
-                lambda: self.api._service_api.execute_graphql(
-                    parquet_history_query(len(runs)), variables, timeout=self.timeout_s
-                ),
-            )
-        except Exception as error:  # wandb raises its own error types for transport and GraphQL errors
-            if is_bug(error):
-                raise
-            failure = f"could not be located ({describe(error).removeprefix(f'{what}: ')})"
+        query = parquet_history_query(len(runs))
+        project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
+        if isinstance(project, Exception):
+            failure = f"could not be located ({describe(project).removeprefix(f'{what}: ')})"
             return [HistoryLocation(run, [], False, failure) for run in runs]
-        project = (data.get("project") if isinstance(data, dict) else None) or {}
         locations = []
         for i, run in enumerate(runs):
             history = (project.get(f"run{i}") or {}).get("parquetHistory")

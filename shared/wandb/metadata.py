@@ -17,7 +17,7 @@ from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.base.text import without_userinfo
-from shared.wandb.transfers import Transfers
+from shared.wandb.transfers import Transfers, project_of_batch, runs_query
 
 if TYPE_CHECKING:
     import wandb
@@ -64,16 +64,9 @@ def run_metadata(environment: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def metadata_files_query(count: int) -> str:
-    """The Run.files lookup of the metadata file for `count` runs at once, one aliased `run` field each."""
-    names = "".join(f", $run{i}: String!" for i in range(count))
-    fields = " ".join(
-        f"run{i}: run(name: $run{i}) {{ files(names: $names) {{ edges {{ node {{ name url }} }} }} }}"
-        for i in range(count)
-    )
-    return (
-        f"query RunMetadataFiles($entity: String!, $project: String!, $names: [String]{names}) "
-        f"{{ project(name: $project, entityName: $entity) {{ {fields} }} }}"
-    )
+    """The Run.files lookup of the metadata file for `count` runs at once."""
+    selection = "files(names: $names) { edges { node { name url } } }"
+    return runs_query("RunMetadataFiles", "$names: [String]", selection, count)
 
 
 class MetadataFetcher:
@@ -123,18 +116,10 @@ class MetadataFetcher:
         variables = {"entity": self.entity, "project": self.project, "names": [METADATA_FILE]}
         variables |= {f"run{i}": run_id for i, run_id in enumerate(run_ids)}
         what = f"metadata files of runs {run_ids[0]}..{run_ids[-1]}"
-        try:
-            data = self.retry.call(
-                what,
-                lambda: self.api._service_api.execute_graphql(
-                    metadata_files_query(len(run_ids)), variables, timeout=self.timeout_s
-                ),
-            )
-        except Exception as error:  # wandb raises its own error types for transport and GraphQL errors
-            if is_bug(error):
-                raise
-            return [error] * len(run_ids)
-        project = (data.get("project") if isinstance(data, dict) else None) or {}
+        query = metadata_files_query(len(run_ids))
+        project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
+        if isinstance(project, Exception):
+            return [project] * len(run_ids)
         urls: list[str | Exception | None] = []
         for i in range(len(run_ids)):
             files = ((project.get(f"run{i}") or {}).get("files") or {}).get("edges") or []

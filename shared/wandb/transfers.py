@@ -1,12 +1,16 @@
-"""Plain GETs of a run's file URLs (history parquet, run files; signed where the server signs them) as
-wandb-core does them: urllib3 connection pools, the environment's proxies honoured (https_proxy, no_proxy,
-…) as requests and wandb-core do, a transfer retried on 429 and 5xx."""
+"""Requests about many runs: GraphQL queries that ask about a batch of runs at once, and plain GETs of a
+run's file URLs (history parquet, run files; signed where the server signs them) as wandb-core does them:
+urllib3 connection pools, the environment's proxies honoured (https_proxy, no_proxy, …) as requests and
+wandb-core do, a transfer retried on 429 and 5xx."""
 
 from __future__ import annotations
 
 import urllib.request
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from shared.base.errors import is_bug
+from shared.base.retry import Retry
 
 if TYPE_CHECKING:
     import urllib3
@@ -39,3 +43,28 @@ class Transfers:
     def close(self) -> None:
         for pool in (self._direct, *self._proxies.values()):
             pool.clear()
+
+
+def project_of_batch(
+    api: Any, retry: Retry, query: str, variables: dict[str, Any], what: str, timeout_s: float
+) -> dict[str, Any] | Exception:
+    """The `project` of a GraphQL query that asks about many runs at once (aliases run0, run1, …), or the
+    error that kept it (a bug is raised): the caller makes that each run's failure."""
+    try:
+        data = retry.call(what, lambda: api._service_api.execute_graphql(query, variables, timeout=timeout_s))
+    except Exception as error:  # wandb raises its own error types for transport and GraphQL errors
+        if is_bug(error):
+            raise
+        return error
+    return (data.get("project") if isinstance(data, dict) else None) or {}
+
+
+def runs_query(operation: str, parameters: str, selection: str, count: int) -> str:
+    """The GraphQL query `operation` that asks `selection` of `count` runs of a project at once, one aliased
+    `run` field each (run0, run1, …: each a `$runN` variable), with the query's own `parameters`."""
+    names = "".join(f", $run{i}: String!" for i in range(count))
+    fields = " ".join(f"run{i}: run(name: $run{i}) {{ {selection} }}" for i in range(count))
+    return (
+        f"query {operation}($entity: String!, $project: String!, {parameters}{names}) "
+        f"{{ project(name: $project, entityName: $entity) {{ {fields} }} }}"
+    )
