@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from tests.export_checks import (
     cron_dataset,
 )
 from tests.test_bad_input import CANNOT_LIMIT, LIMITED_EXEC, isolated_env
-from tests.wandb_standin import StandinDataset, StandinServer
+from tests.wandb_standin import HookResult, RequestInfo, StandinDataset, StandinServer
 
 ROOT = Path(__file__).resolve().parent.parent
 W, N = "wandb-tools", "neptune-tools"
@@ -242,3 +243,29 @@ def copied_export(change: Callable[[Path], None]) -> Callable[[Path], None]:
 
 
 INPUTS: dict[str, Path] = {}
+
+
+def hold_history_files(
+    server: StandinServer, answer: HookResult, release: threading.Event | None = None
+) -> threading.Event:
+    """Each history file request is answered with `answer` (once `release` is set, if given); the event
+    returned is set at the first. A run's wandb-metadata.json, fetched before its history, is not held."""
+    requested = threading.Event()
+
+    def hook(request: RequestInfo) -> HookResult | None:
+        if request.operation is None and not request.path.endswith("/wandb-metadata.json"):
+            requested.set()
+            if release is not None:
+                release.wait(60)
+            return answer
+        return None
+
+    server.request_hook = hook
+    return requested
+
+
+def history_requested(requested: threading.Event, child: subprocess.Popen) -> None:
+    """Wait until `child` asks for a history file; a child that never does is killed and fails the case."""
+    if not requested.wait(60):
+        os.killpg(child.pid, signal.SIGKILL)
+        raise AssertionError("no history was requested")

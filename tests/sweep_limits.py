@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -30,6 +28,8 @@ from tests.sweep import (
     api_export,
     copied_export,
     finish,
+    history_requested,
+    hold_history_files,
     listed_runs,
     runs_frame,
     script_run,
@@ -37,7 +37,7 @@ from tests.sweep import (
     start,
 )
 from tests.test_bad_input import ROOT
-from tests.wandb_standin import HookResult, RequestInfo, StandinDataset, StandinServer
+from tests.wandb_standin import HookResult, StandinDataset, StandinServer
 
 # `ulimit -v 1500000` (KiB) and `ulimit -n 32`, the issue's limits; under the first, polars' and pyarrow's
 # allocators aborted the process (exit 134) before they were sized to it.
@@ -140,20 +140,10 @@ def signal_storm(signum: int, limit: str | None = None) -> Callable[[Path], Outc
     def scenario(folder: Path) -> Outcome:
         dataset = cron_dataset()
         with StandinServer(dataset) as server:
-            downloading = threading.Event()
-
-            def hook(request: RequestInfo) -> HookResult | None:
-                if request.operation is None:
-                    downloading.set()
-                    return HookResult(delay_s=2.0)
-                return None
-
-            server.request_hook = hook
+            requested = hold_history_files(server, HookResult(delay_s=2.0))
             began = time.monotonic()
             child = start(EXPORT, list(ALPHA), folder, server_env(folder, server), limit)
-            if not downloading.wait(60):
-                os.killpg(child.pid, signal.SIGKILL)
-                raise AssertionError("no history was requested")
+            history_requested(requested, child)
             time.sleep(0.3)
             sent = 0
             while child.poll() is None and time.monotonic() - began < 60:

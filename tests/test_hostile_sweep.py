@@ -60,7 +60,9 @@ from tests.sweep import (
     check_accounted,
     copied_export,
     finish,
+    history_requested,
     history_run,
+    hold_history_files,
     last_error_line,
     listed_runs,
     row_of,
@@ -411,25 +413,6 @@ def neptune_archive_with_fifo(name: str) -> Callable[[Path], None]:
 # (d) signals and concurrency --------------------------------------------------------------------
 
 
-def history_gate(
-    server: StandinServer, delay_s: float, release: threading.Event | None = None
-) -> threading.Event:
-    """Each history file is answered `delay_s` late (or once `release` is set); the event returned is set
-    at the first request of one (a run's wandb-metadata.json, fetched before, is not held)."""
-    started = threading.Event()
-
-    def hook(request: RequestInfo) -> HookResult | None:
-        if request.operation is None and not request.path.endswith("/wandb-metadata.json"):
-            started.set()
-            if release is not None:
-                release.wait(60)
-            return HookResult(delay_s=delay_s)
-        return None
-
-    server.request_hook = hook
-    return started
-
-
 def interrupted_then_resumed(signum: int, *, twice: bool = False) -> Callable[[Path], Outcome]:
     """beta then alpha (with history, answered slowly): a signal during alpha's downloads; the same
     command again resumes (beta is not fetched again), and the files equal a clean export's."""
@@ -441,12 +424,10 @@ def interrupted_then_resumed(signum: int, *, twice: bool = False) -> Callable[[P
             env = server_env(folder, server)
             clean = run(EXPORT, [*argv[:-1], "clean"], folder, env)
             assert clean.code == 0, clean.stderr
-            started = history_gate(server, 1.0)
+            requested = hold_history_files(server, HookResult(delay_s=1.0))
             began = time.monotonic()
             child = start(EXPORT, argv, folder, env)
-            if not started.wait(60):
-                os.killpg(child.pid, signal.SIGKILL)
-                raise AssertionError("no history was requested")
+            history_requested(requested, child)
             time.sleep(0.3)
             child.send_signal(signum)
             if twice:
@@ -488,12 +469,11 @@ def two_exports_at_once(folder: Path) -> Outcome:
     with StandinServer(dataset) as server:
         env = server_env(folder, server)
         release = threading.Event()
-        started = history_gate(server, 0.0, release)
+        requested = hold_history_files(server, HookResult(delay_s=0.0), release)
         began = time.monotonic()
         first = start(EXPORT, argv, folder, env)
         try:
-            if not started.wait(60):
-                raise AssertionError("no history was requested")
+            history_requested(requested, first)
             second = run(EXPORT, argv, folder, env, timeout=60)
         finally:
             release.set()
@@ -521,20 +501,10 @@ def incremental_interrupted(folder: Path) -> Outcome:
         assert run(EXPORT, argv, folder, env).code == 0
         alpha(dataset).runs.append(new_run("late0001", utc_now() - timedelta(minutes=1)))
         server.clear_cache()
-        downloading = threading.Event()
-
-        def hook(request: RequestInfo) -> HookResult | None:
-            if request.operation is None:
-                downloading.set()
-                return HookResult(delay_s=2.0)
-            return None
-
-        server.request_hook = hook
+        requested = hold_history_files(server, HookResult(delay_s=2.0))
         began = time.monotonic()
         child = start(EXPORT, argv, folder, env)
-        if not downloading.wait(60):
-            os.killpg(child.pid, signal.SIGKILL)
-            raise AssertionError("no history was requested")
+        history_requested(requested, child)
         time.sleep(0.2)
         child.send_signal(signal.SIGTERM)
         first = finish(child, folder, 60, began)
@@ -581,21 +551,11 @@ def sigterm_while_downloads_retry(folder: Path) -> Outcome:
     """SIGTERM while every history file fails (HTTP 503) and downloads are being retried."""
     dataset = cron_dataset()
     with StandinServer(dataset) as server:
-        failing = threading.Event()
-
-        def hook(request: RequestInfo) -> HookResult | None:
-            if request.operation is None:
-                failing.set()
-                return HookResult(status=503)
-            return None
-
-        server.request_hook = hook
+        requested = hold_history_files(server, HookResult(status=503))
         began = time.monotonic()
         argv = [*ALPHA, "--max-retry-time", "25"]
         child = start(EXPORT, argv, folder, server_env(folder, server))
-        if not failing.wait(60):
-            os.killpg(child.pid, signal.SIGKILL)
-            raise AssertionError("no history was requested")
+        history_requested(requested, child)
         time.sleep(2)
         signalled = time.monotonic()
         child.send_signal(signal.SIGTERM)

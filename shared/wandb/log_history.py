@@ -5,6 +5,7 @@ history records (shared.wandb.offline), as names and JSON values."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -105,19 +106,25 @@ class HistoryColumns:
 
     def frame(self, run_id: str) -> pl.DataFrame:
         """The numeric history (schema.HISTORY)."""
-        self._flush()
-        if not self._frames:
-            return empty_history()
-        tidy = pl.concat(self._frames)
-        return tidy.select(pl.lit(run_id).alias("run_id"), *tidy.columns).cast(HISTORY_COLUMNS)
+        return self._run_frame(run_id, self._frames, empty_history, HISTORY_COLUMNS)
 
     def other_frame(self, run_id: str) -> pl.DataFrame:
         """The values that are not numbers (schema.HISTORY_OTHER)."""
+        return self._run_frame(run_id, self._others, empty_history_other, HISTORY_OTHER_COLUMNS)
+
+    def _run_frame(
+        self,
+        run_id: str,
+        parts: list[pl.DataFrame],
+        empty: Callable[[], pl.DataFrame],
+        columns: dict[str, pl.DataType],
+    ) -> pl.DataFrame:
+        """One run's rows of `parts` (one of this builder's lists, which the flush fills first)."""
         self._flush()
-        if not self._others:
-            return empty_history_other()
-        tidy = pl.concat(self._others)
-        return tidy.select(pl.lit(run_id).alias("run_id"), *tidy.columns).cast(HISTORY_OTHER_COLUMNS)
+        if not parts:
+            return empty()
+        tidy = pl.concat(parts)
+        return tidy.select(pl.lit(run_id).alias("run_id"), *tidy.columns).cast(columns)
 
     def _flush(self) -> None:
         if not self._items_per_row:
