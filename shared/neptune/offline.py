@@ -150,11 +150,6 @@ def locate_run_folders(path: Path) -> RunFolders:
     return RunFolders([], [], [])
 
 
-def run_folders(path: Path) -> list[Path]:
-    """Offline run folders with logs at or under `path` (see locate_run_folders)."""
-    return locate_run_folders(path).runs
-
-
 def is_offline_folder(path: Path) -> bool:
     """True when `path` holds at least one offline run folder (readable or not)."""
     if not path.is_dir():

@@ -17,10 +17,11 @@ from shared.base.concurrency import batched
 from shared.base.errors import BadInput, Incomplete, describe, is_bug
 from shared.base.events import Events
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
+from shared.base.text import without_userinfo
 from shared.table.flatten import parse_object
 from shared.table.schema import RunRecord
 from shared.table.source import Changes
-from shared.wandb.auth import Credentials, without_userinfo
+from shared.wandb.auth import Credentials
 
 if TYPE_CHECKING:
     import wandb

@@ -130,8 +130,9 @@ class HistoryFetcher:
         run = location.run
         if location.failure:
             return Downloaded(run.id, [], None, failure=location.failure)
-        files = [_checked(run.id, self._get(run.id, url)) for url in location.urls]
-        rows = sum(_row_count(data) for data in files)
+        checked = [_checked(run.id, self._get(run.id, url)) for url in location.urls]
+        files = [data for data, _ in checked]
+        rows = sum(count for _, count in checked)
         live = None
         if location.has_live_rows:
             last_step = max((_last_step(data) for data in files), default=-1)
@@ -248,16 +249,18 @@ class Downloaded:
         return sum(len(data) for data in self.files)
 
 
-def _checked(run_id: str, data: bytes) -> bytes:
-    """`data` if it is a whole parquet file of W&B's history layout: a file cut short is a transfer to
-    retry; one without an integer `_step` column is the run's failure (its steps cannot be known)."""
+def _checked(run_id: str, data: bytes) -> tuple[bytes, int]:
+    """`data` and its row count if it is a whole parquet file of W&B's history layout: a file cut short is
+    a transfer to retry; one without an integer `_step` column is the run's failure (its steps cannot be
+    known). The footer is read once, here."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if len(data) < 8 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
         raise Incomplete(f"history of run {run_id}: a downloaded file is not whole parquet")
     try:
-        schema = pq.ParquetFile(pa.BufferReader(data)).schema_arrow
+        footer = pq.ParquetFile(pa.BufferReader(data)).metadata
+        schema = footer.schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as error:
         raise PermanentFailure(f"history of run {run_id}: unreadable parquet ({error})") from None
     step = schema.field("_step").type if "_step" in schema.names else None
@@ -269,7 +272,7 @@ def _checked(run_id: str, data: bytes) -> bytes:
         raise PermanentFailure(
             f"history of run {run_id}: unexpected history file (_timestamp of type {stamp})"
         )
-    return data
+    return data, footer.num_rows
 
 
 class _Counted:
@@ -295,13 +298,6 @@ def _check_line_count(run: Any, rows: int) -> None:
         raise PermanentFailure(
             f"history of run {run.id}: {rows} of the {expected} history rows the server counts arrived"
         )
-
-
-def _row_count(data: bytes) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
 
 
 def _last_step(data: bytes) -> int:

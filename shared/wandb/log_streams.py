@@ -10,6 +10,7 @@ import polars as pl
 from wandb.proto import wandb_internal_pb2 as wandb_pb
 
 from shared.table.console import console_rows
+from shared.table.history import epoch_seconds_to_utc
 from shared.table.schema import CONSOLE, SYSTEM, polars_schema
 
 _STREAM_NAMES = {wandb_pb.OutputRecord.STDOUT: "stdout", wandb_pb.OutputRecord.STDERR: "stderr"}
@@ -77,9 +78,7 @@ class LogStreams:
         )
         rows = frame.select(
             pl.lit(run_id).alias("run_id"),
-            pl.from_epoch((pl.col("seconds") * 1_000_000).round().cast(pl.Int64), time_unit="us")
-            .dt.replace_time_zone("UTC")
-            .alias("timestamp"),
+            epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"),
             "key",
             "value",
         )
