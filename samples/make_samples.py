@@ -5,8 +5,9 @@
 # ///
 """Make the bundled sample runs: small offline runs written by the real wandb and neptune clients.
 
-Run from the repository root: `uv run samples/make_samples.py`. W&B: only the `run-*.wandb` logs are
-kept, under samples/wandb/offline-run-*/. Neptune: the offline runs under samples/neptune/.neptune/, and
+Run from the repository root: `uv run samples/make_samples.py`. The W&B runs are made in a git clone and
+log numbers, a string, a boolean, a histogram, console lines and system metrics. W&B: only the
+`run-*.wandb` logs are kept, under samples/wandb/offline-run-*/. Neptune: the offline runs under samples/neptune/.neptune/, and
 the same runs as a neptune-exporter archive under samples/neptune/archive/ (what users hold since the
 hosted service closed): one `<run>_part_0.parquet` per run in the exporter's 14-column schema, the ids
 `SPD-1`, `SPD-2`, … a sync would have given them. They are what the README quick starts use.
@@ -20,6 +21,7 @@ import random
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +51,13 @@ def curves(stage: str, model: str, dataset: str, k: int, seed: int) -> tuple[str
     return name, config, mse, final_mse
 
 
+def phase(step: int) -> str:
+    return "warmup" if step < STEPS // 6 else "main"
+
+
 def make_run(stage: str, model: str, dataset: str, k: int, seed: int, *, fail: bool = False) -> None:
+    """One W&B run as a training script logs it: numbers, a string, a boolean and a histogram every
+    20 steps in the same rows, console lines on stdout and stderr, system metrics sampled often."""
     import wandb
 
     name, config, mse, final_mse = curves(stage, model, dataset, k, seed)
@@ -62,10 +70,24 @@ def make_run(stage: str, model: str, dataset: str, k: int, seed: int, *, fail: b
         job_type="train",
         tags=[stage, model],
         config=config,
+        # the program as the clone's script (not this maker's path on the machine that made the samples)
+        settings=wandb.Settings(x_stats_sampling_interval=0.1, program="train.py", program_relpath="train.py"),
     )
+    print(f"training {name}")
+    best = math.inf
     for step, value in enumerate(mse):
-        run.log({"train/loss": value * 1.1, "test/mse": value, "test/accuracy": max(0.0, 1 - value / 4)})
+        row = {"train/loss": value * 1.1, "test/mse": value, "test/accuracy": max(0.0, 1 - value / 4)}
+        row |= {"train/phase": phase(step), "test/improved": value < best}
+        if step % 20 == 0:  # the errors of a batch: a histogram as a tracker draws it
+            errors = [value * (1 + 0.1 * math.sin(step + i)) for i in range(64)]
+            row["test/errors"] = wandb.Histogram(errors, num_bins=8)
+        best = min(best, value)
+        run.log(row)
+        time.sleep(0.01)  # long enough a run for several system-metric samples
+        if step % 20 == 19:
+            print(f"step {step + 1}/{STEPS}: test/mse {value:.4f}")
         if fail and step == STEPS // 2:
+            print("loss is nan: stopping", file=sys.stderr)
             run.log({"train/loss": float("nan")})
             break
     run.summary["best/test_mse"] = final_mse
@@ -87,6 +109,7 @@ def make_neptune_run(stage: str, model: str, dataset: str, k: int, seed: int, *,
     )  # fmt: skip
     run["parameters"] = config
     for step, value in enumerate(mse):
+        run["train/phase"].append(phase(step), step=step)
         run["train/loss"].append(value * 1.1, step=step)
         run["test/mse"].append(value, step=step)
         run["test/accuracy"].append(max(0.0, 1 - value / 4), step=step)
@@ -145,6 +168,12 @@ def archive_rows(run, run_id: str) -> list[dict]:
                 base | {"attribute_path": path, "attribute_type": "float_series", "step": Decimal(f"{step:.6f}"),
                         "timestamp": datetime.fromtimestamp(at, UTC), "float_value": value}
             )  # fmt: skip
+    for path, points in sorted(run.strings.items()):
+        for step, at, value in points:
+            rows.append(
+                base | {"attribute_path": path, "attribute_type": "string_series", "step": Decimal(f"{step:.6f}"),
+                        "timestamp": datetime.fromtimestamp(at, UTC), "string_value": value}
+            )  # fmt: skip
     return rows
 
 
@@ -175,11 +204,27 @@ def make_neptune_samples(scratch: Path) -> None:
     print(f"wrote {len(runs)} Neptune sample runs to {NEPTUNE_SAMPLES} (offline and archive)")
 
 
+def git_repository(folder: Path) -> None:
+    """`folder` as a training project's clone: one commit and an origin, which the W&B runs record."""
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True)
+
+    (folder / "train.py").write_text("# the sample runs' training script (samples/make_samples.py)\n")
+    git("init", "-q", "-b", "main")
+    git("add", "train.py")
+    git("-c", "user.name=Sample", "-c", "user.email=sample@example.org", "commit", "-q", "-m", "train")
+    git("remote", "add", "origin", "https://github.com/graph-denoise-team/spectral-denoising.git")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         make_neptune_samples(Path(scratch))
     os.environ.update({"WANDB_SILENT": "true", "WANDB_MODE": "offline"})
     with tempfile.TemporaryDirectory() as scratch:
+        git_repository(Path(scratch))
+        os.chdir(scratch)
         os.environ["WANDB_DIR"] = scratch
         for index, (model, dataset) in enumerate((m, d) for m in MODELS for d in DATASETS):
             make_run("stage2c", model, dataset, k=[8, 16, 32][index % 3], seed=index % 2)
