@@ -28,6 +28,18 @@ NEPTUNE_GB = {
 }
 
 
+# Each summarised key's column and scale, the first matching rule's: one pass over a frame of system rows.
+_RULES = [(column, summary.pattern, summary.scale) for column, summary in SUMMARIES.items()]
+_RULES += [(column, pattern, 1.0) for column, pattern in NEPTUNE_GB.items()]
+
+
+def _by_rule(pick: int) -> pl.Expr:
+    expression = pl.when(pl.lit(False)).then(None)
+    for rule in _RULES:
+        expression = expression.when(pl.col("key").str.contains(rule[1])).then(pl.lit(rule[pick]))
+    return expression
+
+
 class SystemSummaries:
     """Partial sums, counts and peaks per run and column, added a frame of system rows at a time."""
 
@@ -35,21 +47,21 @@ class SystemSummaries:
         self._parts: list[pl.DataFrame] = []
 
     def add(self, rows: pl.DataFrame) -> None:
-        for column, summary in SUMMARIES.items():
-            patterns = [(summary.pattern, summary.scale)]
-            patterns += [(NEPTUNE_GB[column], 1.0)] if column in NEPTUNE_GB else []
-            for pattern, scale in patterns:
-                found = rows.filter(pl.col("key").str.contains(pattern) & pl.col("value").is_not_nan())
-                if found.height:
-                    value = pl.col("value") * scale
-                    self._parts.append(
-                        found.group_by("run_id").agg(
-                            pl.lit(column).alias("column"),
-                            value.sum().alias("total"),
-                            value.count().alias("count"),
-                            value.max().alias("peak"),
-                        )
-                    )
+        found = (
+            rows.lazy()
+            .filter(pl.col("value").is_not_nan())
+            .select("run_id", _by_rule(0).alias("column"), pl.col("value") * _by_rule(2))
+            .drop_nulls("column")
+            .group_by("run_id", "column")
+            .agg(
+                pl.col("value").sum().alias("total"),
+                pl.col("value").count().alias("count"),
+                pl.col("value").max().alias("peak"),
+            )
+            .collect()
+        )
+        if found.height:
+            self._parts.append(found)
 
     def values(self) -> dict[str, dict[str, float]]:
         """Each run's summaries, by column."""
