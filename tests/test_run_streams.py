@@ -203,9 +203,10 @@ def test_a_stream_the_source_does_not_read_is_said_and_its_file_empty(wandb_env,
     )
 
 
-def test_an_archive_export_keeps_string_series_console_and_monitoring(tmp_path: Path):
-    """neptune-exporter rows of a string series, a captured stdout, a monitoring series and a histogram
-    series: each lands in its file; the histogram (not read yet) is what skipped_history_values counts."""
+def test_an_archive_export_keeps_string_series_console_and_monitoring(tmp_path: Path, capsys):
+    """neptune-exporter rows of a string series, a captured stdout, a monitoring series, a histogram
+    series and a file series: each lands in its file (the histogram as W&B's histogram JSON, the file
+    as its path). Only a series of a kind the exporter does not write is skipped, counted and named."""
     import pyarrow as pa
 
     from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
@@ -229,8 +230,11 @@ def test_an_archive_export_keeps_string_series_console_and_monitoring(tmp_path: 
             "train/hist",
             "histogram_series",
             0,
-            histogram_value={"type": "COUNTS", "edges": [0.0, 1.0], "values": [3.0]},
+            histogram_value={"type": "COUNTS", "edges": [0.0, 1.0, 2.5], "values": [3.0, 1.0]},
         ),
+        point("train/hist", "histogram_series", 1),  # neptune-exporter writes a NaN histogram as null
+        point("media/sample", "file_series", 4, file_value={"path": "team/TEST-1/media/sample/4.png"}),
+        point("train/other", "future_series", 2, string_value="x"),  # a kind no exporter wrote yet
     ]
     table = pa.concat_tables([pq.read_table(part), pa.Table.from_pylist(added, schema=EXPORTER_SCHEMA)])
     pq.write_table(table, part)
@@ -248,12 +252,27 @@ def test_an_archive_export_keeps_string_series_console_and_monitoring(tmp_path: 
         name: pl.read_parquet(tmp_path / "out" / metadata["files"][name])
         for name in ("history_other", "console", "system")
     }
-    assert read["history_other"].select("step", "key", "type", "value").sort("step").rows() == [
-        (step, "train/phase", "string", f"phase-{step}") for step in range(3)
+    histogram = {
+        "_type": "histogram",
+        "bins": [0.0, 1.0, 2.5],
+        "values": [3.0, 1.0],
+        "histogram_type": "COUNTS",
+    }
+    media = {"_type": "file", "path": "team/TEST-1/media/sample/4.png"}
+    assert read["history_other"].select("step", "key", "type", "value").sort("key", "step").rows() == [
+        (4, "media/sample", "media", json.dumps(media, sort_keys=True)),
+        (0, "train/hist", "histogram", json.dumps(histogram, sort_keys=True)),
+        (1, "train/hist", "histogram", None),
+        *[(step, "train/phase", "string", f"phase-{step}") for step in range(3)],
     ]
+    stamps = read["history_other"].sort("key", "step")["timestamp"].to_list()
+    assert stamps == [point_time(step) for step in (4, 0, 1, 0, 1, 2)]
     assert read["console"].select("line", "stream", "text").rows() == [(0, "stdout", "hello")]
     assert read["system"].select("key", "value").rows() == [("monitoring/abc/cpu", 12.5)]
     assert metadata["skipped_history_values"] == 1
+    assert "series of type future_series are not read (counted in skipped_history_values)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_an_api_export_keeps_every_history_value_and_an_update_carries_them(

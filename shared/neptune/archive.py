@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import errno
 import hashlib
+import json
 import math
 import os
 import re
@@ -20,9 +21,10 @@ from shared.base.errors import BadInput, Incomplete
 from shared.base.events import Events
 from shared.base.limits import check_regular_file
 from shared.base.storage import parquet_schema
-from shared.neptune.archive_batches import PART, map_batches, run_prefix
+from shared.neptune.archive_batches import PART, map_batches, run_batches, run_prefix
 from shared.neptune.attributes import STATE_ALIASES
-from shared.neptune.runs import NeptuneRun, NeptuneSource, split_project
+from shared.neptune.runs import NeptuneRun, NeptuneSource, SeriesBatch, split_project
+from shared.neptune.streams import OTHER_POINTS
 from shared.table.schema import RUNS_SCHEMA
 from shared.table.series import (
     RUN,
@@ -35,7 +37,7 @@ from shared.table.series import (
 from shared.table.source import Asked, ExportItem, ExportRequest, Unreadable
 from shared.table.summary_cache import SummaryCache
 
-# The columns of neptune-exporter's `model.SCHEMA` that we read (file_value/histogram_value are not).
+# The columns of neptune-exporter's `model.SCHEMA` (src/neptune_exporter/model.py), every one of them.
 ARCHIVE_COLUMNS: dict[str, pl.DataType] = {
     "project_id": pl.String(),
     "run_id": pl.String(),
@@ -49,12 +51,18 @@ ARCHIVE_COLUMNS: dict[str, pl.DataType] = {
     "bool_value": pl.Boolean(),
     "datetime_value": pl.Datetime("ms", "UTC"),
     "string_set_value": pl.List(pl.String()),
+    "file_value": pl.Struct({"path": pl.String()}),
+    "histogram_value": pl.Struct(
+        {"type": pl.String(), "edges": pl.List(pl.Float64()), "values": pl.List(pl.Float64())}
+    ),
 }
 # Columns that make a file a neptune-exporter part; it writes every column of its schema, so a part without
 # one of the value columns is refused too (read as all-null, its values would be lost without a word).
 PART_COLUMNS = ("project_id", "run_id", "attribute_path", "attribute_type", "step")
 SCALAR_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
 NUMERIC_TYPES = ("float_series", "float", "int")
+# The series that are not numbers (the exporter's attribute_type → history_other's type).
+OTHER_SERIES = {"string_series": "string", "histogram_series": "histogram", "file_series": "media"}
 _VALUE_COLUMNS = {
     "float": "float_value",
     "int": "int_value",
@@ -706,44 +714,88 @@ class ArchiveSource(NeptuneSource):
             last_values.setdefault(run_id, {})[path] = value
         return [NeptuneRun(r, attributes[r], last_values.get(r, {})) for r in run_ids]
 
-    def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
-        files = self.files
-        with self.events.progress("archive files", len(files), verb="read") as progress:
-            for start in range(0, len(files), ARCHIVE_FILES_PER_READ):
-                chunk = files[start : start + ARCHIVE_FILES_PER_READ]
-                rows = self._series_rows(chunk).select(
+    def export_series(
+        self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
+    ) -> Iterator[SeriesBatch]:
+        """Every series point in one pass over the parts, a batch of whole runs at a time (a run's console
+        output is split into lines in one piece). A series of a kind the exporter did not write when this
+        was made is counted as skipped and named in a warning."""
+        kinds = [*(["float_series"] if numbers else []), *(OTHER_SERIES if others else ())]
+        values = ["float_value", *(["string_value", "histogram_value", "file_value"] if others else [])]
+        unknown: set[str] = set()
+        sizes = [stat.st_size for stat in self._file_stats()]
+        with self.events.progress("archive files", len(self.files), verb="read") as progress:
+            for files, _size in run_batches(self.files, sizes):
+                rows = self._series_rows(files).select(
                     "run_id",
                     pl.col("attribute_path").alias("key"),
+                    "step",
+                    "timestamp",
+                    "attribute_type",
+                    *values,
+                )
+                if not others:
+                    rows = rows.filter(pl.col("attribute_type") == "float_series")
+                with self._reading():
+                    frame = rows.collect()
+                kind = pl.col("attribute_type")
+                numeric = frame.filter(kind == "float_series").select(
+                    "run_id",
+                    "key",
                     "step",
                     "timestamp",
                     # neptune-exporter's pandas conversion stores a NaN point as null
                     pl.col("float_value").fill_null(math.nan).alias("value"),
-                    (pl.col("attribute_type") == "float_series").alias("is_float"),
-                    (pl.col("attribute_type") == "string_series").alias("is_string"),
                 )
-                with self._reading():
-                    frame = rows.collect()
-                # string series go to history_other (export_strings); other kinds are not read
-                others = frame.filter(~pl.col("is_float") & ~pl.col("is_string")).group_by("run_id").len()
-                yield frame.filter("is_float").drop("is_float", "is_string"), dict(others.iter_rows())
-                progress.advance(len(chunk))
-
-    def export_strings(self, runs: Sequence[NeptuneRun]) -> Iterator[pl.DataFrame]:
-        files = self.files
-        for start in range(0, len(files), ARCHIVE_FILES_PER_READ):
-            rows = (
-                self._series_rows(files[start : start + ARCHIVE_FILES_PER_READ])
-                .filter(pl.col("attribute_type") == "string_series")
-                .select(
-                    "run_id",
-                    pl.col("attribute_path").alias("key"),
-                    "step",
-                    "timestamp",
-                    pl.col("string_value").alias("value"),
-                )
+                texts = _other_points(frame.filter(kind.is_in(list(OTHER_SERIES)))) if others else None
+                left_out = frame.filter(~kind.is_in(kinds))
+                unknown.update(left_out["attribute_type"].unique().to_list())
+                skipped = dict(left_out.group_by("run_id").len().iter_rows())
+                yield SeriesBatch(numeric, texts, skipped) if texts is not None else SeriesBatch(numeric)
+                progress.advance(len(files))
+        if unknown and others:
+            self.events.warn(
+                f"{'/'.join(self.key)}: series of type {', '.join(sorted(unknown))} are not read (counted in"
+                " skipped_history_values)"
             )
-            with self._reading():
-                yield rows.collect()
+
+
+def _other_points(rows: pl.DataFrame) -> pl.DataFrame:
+    """String, histogram and file series rows as streams.OTHER_POINTS: a string as it is; a histogram as
+    W&B's histogram JSON (`bins` its edges, `values` its counts) with Neptune's `histogram_type`; a file
+    as `{"_type": "file", "path": …}`, the path where neptune-exporter downloaded it, relative to its
+    files folder. A point without a value keeps a null value."""
+    strings = rows.filter(pl.col("attribute_type") == "string_series").select(
+        "run_id",
+        "key",
+        "step",
+        "timestamp",
+        pl.lit("string").alias("type"),
+        pl.col("string_value").alias("value"),
+    )
+    structured = rows.filter(pl.col("attribute_type") != "string_series")
+    texts = [
+        _structured_text(*row)
+        for row in structured.select("attribute_type", "histogram_value", "file_value").iter_rows()
+    ]
+    structured = structured.select(
+        "run_id",
+        "key",
+        "step",
+        "timestamp",
+        pl.col("attribute_type").replace_strict(OTHER_SERIES, return_dtype=pl.String).alias("type"),
+        pl.Series("value", texts, dtype=pl.String),
+    )
+    return pl.concat([strings, structured]).cast(OTHER_POINTS)
+
+
+def _structured_text(kind: str, histogram: dict[str, Any] | None, file: dict[str, Any] | None) -> str | None:
+    if kind == "file_series":
+        return None if file is None else json.dumps({"_type": "file", "path": file["path"]}, sort_keys=True)
+    if histogram is None:
+        return None
+    value = {"_type": "histogram", "bins": histogram["edges"], "values": histogram["values"]}
+    return json.dumps(value | {"histogram_type": histogram["type"]}, sort_keys=True)
 
 
 class UnreadableFolder:

@@ -20,6 +20,7 @@ from shared.neptune.auth import neptune_token
 from shared.neptune.runs import (
     NeptuneRun,
     NeptuneSource,
+    SeriesBatch,
     epoch_times,
     is_logged_value,
     is_number,
@@ -259,15 +260,17 @@ class LiveSource(NeptuneSource):
             schema=SERIES_SCHEMA,
         )
 
-    def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
+    def export_series(
+        self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
+    ) -> Iterator[SeriesBatch]:
         pairs = [
             (run.run_id, path)
             for run in runs
             for path, value in run.attributes.items()
-            if is_number(value) and is_logged_value(path)
+            if numbers and is_number(value) and is_logged_value(path)
         ]
         with self.events.progress("series", len(pairs)) as progress:
             for _pair, frame in bounded_map(self._fetch_points, pairs, self.workers):
                 progress.advance()
                 if frame is not None:
-                    yield frame, {}
+                    yield SeriesBatch(frame)

@@ -21,10 +21,12 @@ from shared.neptune.runs import (
     OFFLINE_PROJECT,
     NeptuneRun,
     NeptuneSource,
+    SeriesBatch,
     epoch_times,
     split_project,
     utc,
 )
+from shared.neptune.streams import OTHER_POINTS
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, SERIES_SCHEMA
 from shared.table.source import Asked
 
@@ -386,29 +388,30 @@ class OfflineSource(NeptuneSource):
             found.append(NeptuneRun(run.run_id, run.attributes(), last, utc(run.created_at), heartbeat))
         return found
 
-    def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
-        for record in runs:
+    def export_series(
+        self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
+    ) -> Iterator[SeriesBatch]:
+        for record in runs:  # a run at a time: it is read whole anyway
             run = self._read()[record.run_id]
             columns: dict[str, list[Any]] = {name: [] for name in SERIES_SCHEMA}
-            for path, (steps, values) in run.series.items():
+            for path, (steps, values) in run.series.items() if numbers else ():
                 columns["run_id"] += [run.run_id] * len(steps)
                 columns["key"] += [path] * len(steps)
                 columns["step"] += steps
                 columns["timestamp"] += epoch_times(run.series_times.get(path, []))
                 columns["value"] += values
-            yield pl.DataFrame(columns, schema=SERIES_SCHEMA), {}  # string series: export_strings
-
-    def export_strings(self, runs: Sequence[NeptuneRun]) -> Iterator[pl.DataFrame]:
-        for record in runs:
-            run = self._read()[record.run_id]
-            points = [(path, *point) for path, logged in run.strings.items() for point in logged]
-            yield pl.DataFrame(
+            points = (
+                [(path, *point) for path, logged in run.strings.items() for point in logged] if others else []
+            )
+            strings = pl.DataFrame(
                 {
                     "run_id": [run.run_id] * len(points),
                     "key": [point[0] for point in points],
                     "step": [point[1] for point in points],
                     "timestamp": epoch_times([point[2] for point in points]),
+                    "type": ["string"] * len(points),
                     "value": [point[3] for point in points],
                 },
-                schema={**SERIES_SCHEMA, "value": pl.String()},
+                schema=OTHER_POINTS,
             )
+            yield SeriesBatch(pl.DataFrame(columns, schema=SERIES_SCHEMA), strings)

@@ -1,6 +1,6 @@
 """Neptune runs as the run table holds them (the mapping is documented in docs/neptune_export.md), and
 NeptuneSource, what the archive, offline and live sources share: describing runs and streaming them to the
-export pipeline. Each source reads its runs and history its own way (`export_runs`, `export_history`)."""
+export pipeline. Each source reads its runs and series its own way (`export_runs`, `export_series`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import polars as pl
 from shared.base.errors import describe, is_bug
 from shared.base.events import Events
 from shared.neptune.attributes import BOOKKEEPING, CONFIG_NAMESPACES, config_of, normalize_state
-from shared.neptune.streams import console_lines, history_other, system_points
+from shared.neptune.streams import OTHER_POINTS, console_lines, history_other, system_points
 from shared.table.schema import HISTORY_COLUMNS, RunRecord
 from shared.table.source import (
     ExportItem,
@@ -41,6 +41,17 @@ class NeptuneRun:
     last_values: dict[str, float] = field(default_factory=dict)
     created_at: datetime | None = None  # used when the run has no sys/creation_time
     heartbeat_at: datetime | None = None  # used when it has neither sys/modification_time nor sys/ping_time
+
+
+@dataclass
+class SeriesBatch:
+    """Series points of some runs, as a source reads them together: the float series (`numbers`,
+    schema.SERIES_FRAME; the step may be the exporter's decimal), the series that are not numbers
+    (`others`, streams.OTHER_POINTS), and how many points of each run were left out (`skipped`)."""
+
+    numbers: pl.DataFrame
+    others: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=OTHER_POINTS))
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def utc(value: Any) -> datetime | None:
@@ -199,11 +210,11 @@ def split_project(project_id: str) -> ProjectKey:
 
 class NeptuneSource:
     """What every Neptune source shares. A subclass reads its runs (`export_runs`, `attributes`) and their
-    float-series points (`export_history`); this turns them into run records and tidy history."""
+    series points (`export_series`); this turns them into run records, tidy history and streams."""
 
     detail: ClassVar[str]
     updatable: ClassVar[bool] = False  # read in full every time; its exports keep no state
-    streams: ClassVar[frozenset[str]] = frozenset()  # the tidy streams it reads (`export_strings` and so on)
+    streams: ClassVar[frozenset[str]] = frozenset()  # the tidy streams its `export_series` reads
 
     def __init__(self, key: ProjectKey, project_id: str | None, events: Events | None) -> None:
         self.key = key  # the (workspace, project) its runs are exported as
@@ -219,16 +230,13 @@ class NeptuneSource:
         """Every run of the source, with its simple attributes and each float series' last value."""
         raise NotImplementedError
 
-    def export_history(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[pl.DataFrame, dict[str, int]]]:
-        """Frames of these runs' float-series points (schema.SERIES_FRAME), each with how many points of each run were
-        left out for not being floats."""
+    def export_series(
+        self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
+    ) -> Iterator[SeriesBatch]:
+        """These runs' series points, a batch at a time: the float series when `numbers` (history, and
+        the system metrics under `monitoring/`), the others when `others` (history_other, and the
+        console output under `monitoring/`). A batch holds all of a run's points that it holds any of."""
         raise NotImplementedError
-
-    def export_strings(self, runs: Sequence[NeptuneRun]) -> Iterator[pl.DataFrame]:
-        """Frames of these runs' string-series points (run_id, key, step, timestamp, value as text): the
-        run's own values, and the console output under `monitoring/`. A source that cannot read them
-        yields none."""
-        return iter(())
 
     def unreadable_entries(self) -> dict[str, str]:
         """The files of the source left out because they cannot be read (path → why): each is a run lost."""
@@ -273,24 +281,22 @@ class NeptuneSource:
         )
         wanted = {run.run_id for run in history_of}
         fractional_steps = 0
-        for points, skipped in self.export_history(history_of) if history_of and (history or system) else ():
+        numbers, others = history or system, history or console
+        for batch in self.export_series(history_of, numbers=numbers, others=others) if history_of else ():
+            points, texts = batch.numbers, batch.others
             if len(wanted) < len(runs):  # the files hold a run's history only with its row
                 points = points.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
+                texts = texts.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
             if system:
                 yield StreamChunk("system", system_points(points, ids))
             if history:
                 frame, fractional = tidy_history(points, ids)
                 fractional_steps += fractional
-                yield HistoryChunk(
-                    frame, {ids[run]: count for run, count in skipped.items() if run in wanted}
-                )
-        for strings in self.export_strings(history_of) if history_of and (history or console) else ():
-            if len(wanted) < len(runs):
-                strings = strings.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
-            if history:
-                yield StreamChunk("history_other", history_other(strings, ids))
+                skipped = {ids[run]: count for run, count in batch.skipped.items() if run in wanted}
+                yield HistoryChunk(frame, skipped)
+                yield StreamChunk("history_other", history_other(texts, ids))
             if console:
-                yield StreamChunk("console", console_lines(strings, ids))
+                yield StreamChunk("console", console_lines(texts, ids))
         if not history:
             return
         self._fractional = fractional_steps
