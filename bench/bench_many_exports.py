@@ -13,7 +13,7 @@
 The folders are made from ONE real export of the bundled samples by our exporter (samples/wandb →
 `wandb-tools/export_runs.py`): its runs file and metadata are replicated per night with changed values,
 each with its own generation (footer and metadata agree, as the exporter writes them) and export time.
-One project, 50 runs × 60 columns per folder; every night 2 new runs start, a run changes (heartbeat,
+One project, 50 runs x 60 columns per folder; every night 2 new runs start, a run changes (heartbeat,
 state, metrics) for 5 nights and then stays finished, so a finished run's later copies tie on
 `heartbeat_at` and the later export wins. Cached under /tmp/run-tools-bench/many-exports-N.
 
