@@ -167,7 +167,7 @@ def test_an_api_export_keeps_each_runs_wandb_metadata_json(wandb_env, tmp_path: 
         }, run.id
     assert any(run.metadata is None for run in held) and any(run.metadata for run in held)
     assert got and b"ghp_secret" not in (tmp_path / f"{team}_{project}_runs.parquet").read_bytes()
-    assert wandb_env.requests["RunMetadataFiles"] == math.ceil(len(held) / 25)
+    assert wandb_env.requests["RunContents"] == math.ceil(len(held) / 25)
     assert wandb_env.requests["GET /files/wandb-metadata.json"] == sum(
         run.metadata is not None for run in held
     )

@@ -5,6 +5,7 @@ compared with what was logged."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,28 +180,13 @@ def test_an_offline_neptune_export_keeps_string_series_console_and_monitoring(tm
     assert not history["key"].str.starts_with("monitoring/").any()  # monitoring is the system file's
 
 
-# ------------------------------------------------------------------ a source that does not read a stream yet
+# ------------------------------------------------------------------ the W&B stand-in
 
 
 @pytest.fixture
 def wandb_standin() -> Iterator[StandinServer]:
     with cron_standin() as server:
         yield server
-
-
-def test_a_stream_the_source_does_not_read_is_said_and_its_file_empty(wandb_env, tmp_path: Path, capsys):
-    """The W&B API source reads no console output yet: the export says so rather than leave an empty
-    file unexplained, and the file is there (readers find every file the metadata names)."""
-    from tests.current_data import load_script
-
-    export_runs = load_script("export_runs")
-    code = export_runs.main(["-e", ENTITY, "-p", "alpha", "--include-console", "-o", str(tmp_path)])
-    assert code == 0
-    assert "wandb-api does not read console yet: that file stays empty" in capsys.readouterr().err
-    metadata = json.loads(next(tmp_path.glob("*_metadata.json")).read_text())
-    assert (
-        metadata["console_rows"] == 0 and pl.read_parquet(tmp_path / metadata["files"]["console"]).is_empty()
-    )
 
 
 def test_an_archive_export_keeps_string_series_console_and_monitoring(tmp_path: Path, capsys):
@@ -389,3 +375,140 @@ def test_the_runs_table_summarises_the_system_metrics(tmp_path: Path):
         ("n", 40.0, 3.5, 20.0, 0.75),
         ("none", None, None, None, None),
     ]
+
+
+# ------------------------------------------------------------------ the W&B API: output.log and events
+
+RAW_LOG = "epoch 1: loss=0.5\n\nünïcødé ✓ 日本\nlast line without its newline".encode()
+MERGED_LOG = (
+    "2026-11-30T12:00:00.123456 starting\n"
+    "ERROR 2026-11-30T12:00:01.000000 Traceback (most recent call last):\n"
+    "2026-11-30T12:00:02.000000 [rank-0] done ✓\n"
+).encode()
+
+
+def events_rows(count: int, *, gpu: bool) -> list[dict]:
+    """An events stream as wandb-core's file stream writes it (core/internal/filestream/updatestats.go)."""
+    start = 1.78e9
+    return [
+        {"_wandb": True, "_timestamp": start + i / 4, "_runtime": i / 4, "system.cpu": float(i % 100)}
+        | {"system.memory_percent": 40.5, "system.proc.memory.rssMB": 100.0 + i}
+        | (
+            {"system.gpu.0.gpu": 50.0, "system.gpu.0.memoryAllocatedBytes": 2.0**30 * (1 + i % 2)}
+            if gpu
+            else {}
+        )
+        for i in range(count)
+    ]
+
+
+def api_runs(wandb_env: StandinServer, extra: int = 20) -> list:
+    """cron/alpha with `extra` more runs (copies under new ids), more than one lookup batch of 25."""
+    from dataclasses import replace
+
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    alpha.runs += [
+        replace(alpha.runs[i % len(alpha.runs)], id=f"copy{i:03d}", files={}, events=[]) for i in range(extra)
+    ]
+    wandb_env.clear_cache()
+    return alpha.runs
+
+
+def export_api(folder: Path, *flags: str) -> int:
+    from tests.current_data import load_script
+
+    argv = ["-e", ENTITY, "-p", "alpha", "--include-console", "--include-system-metrics", *flags]
+    return load_script("export_runs").main([*argv, "-o", str(folder)])
+
+
+def stream_file(folder: Path, name: str) -> pl.DataFrame:
+    metadata = json.loads(next(folder.glob("*_metadata.json")).read_text())
+    frame = pl.read_parquet(folder / metadata["files"][name])
+    assert metadata[f"{name}_rows"] == frame.height
+    return frame
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["alone", "with-history"])
+def test_an_api_export_keeps_each_runs_output_log_and_events(wandb_env, tmp_path: Path, history: bool):
+    """Each run's output.log and events stream as the stand-in serves them: a raw log (the text alone:
+    stream null; unicode, an empty line, a last line without its newline), a log merged from the file
+    stream (its marks taken off, ERROR lines as stderr), no log at all (no rows, no failure); events with
+    the `system.` prefix taken off (the offline keys), every sample of a stream longer than the 500 the
+    client asks for by default. One lookup per 25 runs, one fetch per run and stream."""
+    runs = api_runs(wandb_env)
+    raw, merged, silent = runs[0], runs[1], runs[2]
+    raw.files["output.log"], merged.files["output.log"] = RAW_LOG, MERGED_LOG
+    raw.events, merged.events = events_rows(1200, gpu=True), events_rows(3, gpu=False)
+    wandb_env.reset_counts()
+    assert export_api(tmp_path, *(["--include-history"] if history else [])) == 0
+
+    console = stream_file(tmp_path, "console").sort("run_id", "line")
+    assert console.filter(pl.col("run_id") == silent.id).is_empty()
+    assert console.filter(pl.col("run_id") == raw.id).select("line", "stream", "text").rows() == [
+        (0, None, "epoch 1: loss=0.5"),
+        (1, None, ""),
+        (2, None, "ünïcødé ✓ 日本"),
+        (3, None, "last line without its newline"),
+    ]
+    assert console.filter(pl.col("run_id") == merged.id).select("line", "stream", "text").rows() == [
+        (0, "stdout", "starting"),
+        (1, "stderr", "Traceback (most recent call last):"),
+        (2, "stdout", "[rank-0] done ✓"),
+    ]
+    assert set(console["run_id"]) == {raw.id, merged.id}
+
+    system = stream_file(tmp_path, "system")
+    for run in (raw, merged):
+        expected = sorted(
+            (row["_timestamp"], key.removeprefix("system."), value)
+            for row in run.events
+            for key, value in row.items()
+            if key.startswith("system.")
+        )
+        got = system.filter(pl.col("run_id") == run.id).with_columns(
+            seconds=pl.col("timestamp").dt.epoch("us") / 1e6
+        )
+        assert sorted(got.select("seconds", "key", "value").rows()) == expected  # times in quarter seconds
+    assert set(system["run_id"]) == {raw.id, merged.id}
+    assert {"cpu", "memory_percent", "proc.memory.rssMB", "gpu.0.gpu"} <= set(system["key"])
+
+    table = pl.read_parquet(next(tmp_path.glob("*_runs.parquet")))
+    summaries = {row.pop("id"): row for row in table.select(
+        "id", "cpu_mean", "memory_peak_gb", "gpu_mean", "gpu_memory_peak_gb"
+    ).to_dicts()}  # fmt: skip
+    assert summaries[raw.id] == pytest.approx(
+        {"cpu_mean": sum(i % 100 for i in range(1200)) / 1200, "memory_peak_gb": 1299 / 1024, "gpu_mean": 50.0,
+         "gpu_memory_peak_gb": 2.0}
+    )  # fmt: skip
+    assert summaries[silent.id] == dict.fromkeys(summaries[silent.id])
+
+    assert wandb_env.requests["RunContents"] == math.ceil(len(runs) / 25) == 2
+    assert wandb_env.requests["RunFullHistory"] == 2  # the runs with events; none without
+    assert wandb_env.requests["GET /files/run-file"] == 2  # the output.logs
+    wandb_env.assert_clean()
+
+
+def test_an_output_log_or_events_that_cannot_be_had_name_the_run(wandb_env, tmp_path: Path, capsys):
+    """The server refuses one run's output.log and sends another's events short (fewer samples than its
+    eventsLineCount): both runs are named, the export ends incomplete (exit 1), the others are kept."""
+    from shared.base.errors import Incomplete
+    from tests.wandb_standin import HookResult
+
+    runs = api_runs(wandb_env, extra=0)
+    refused, short, fine = runs[0], runs[1], runs[2]
+    for run in (refused, fine):
+        run.files["output.log"] = RAW_LOG
+    short.events, short.raw_fields = events_rows(3, gpu=False), {"eventsLineCount": 5}
+    wandb_env.request_hook = lambda request: (
+        HookResult(status=403) if request.path.endswith(f"/{refused.id}/output.log") else None
+    )
+    try:
+        with pytest.raises(Incomplete):
+            export_api(tmp_path)
+    finally:
+        wandb_env.request_hook = None
+    err = capsys.readouterr().err
+    assert f"run {refused.id} not exported: console: download failed (HTTP 403)" in err
+    assert f"run {short.id} not exported: system: the server sent 3 of its 5 samples" in err
+    console = stream_file(tmp_path, "console")
+    assert set(console["run_id"]) == {fine.id} and console.height == 4

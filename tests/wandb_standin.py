@@ -61,8 +61,9 @@ KNOWN_OPERATIONS = frozenset(
         "RunHistoryKeys",
         "RunFullHistory",
         "RunSampledHistory",
-        # this project's own (shared.wandb.metadata): the Run.files field of the server's schema
-        "RunMetadataFiles",
+        # this project's own: the Run.files and Run.eventsLineCount fields of the server's schema
+        "RunContents",  # shared.wandb.run_contents
+        "RunFilesListing",  # shared.wandb.run_files
     }
 )
 
@@ -102,6 +103,11 @@ class StandinRun:
     summary: dict[str, Any] = field(default_factory=dict)
     system_metrics: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] | None = None  # its wandb-metadata.json; None: the run has no such file
+    files: dict[str, bytes] = field(default_factory=dict)  # its other files, by name (path in the run)
+    served_files: dict[str, bytes] = field(default_factory=dict)  # a fault: bytes sent instead of `files`'
+    # Its events stream (system metrics) as wandb-core sends it: rows of "system.<key>" samples, each with
+    # `_timestamp`, `_runtime` and `_wandb: true`.
+    events: list[dict[str, Any]] = field(default_factory=list)
     history: HistorySource | None = None
     live_from_step: int | None = None  # steps >= this are "live": not yet exported to parquet
     export_files: int = 1  # exported rows are split over this many parquet files
@@ -933,7 +939,8 @@ class StandinServer:
 
     Attributes a test may read or set:
         requests: count of GraphQL operations (by name) and file requests (`GET /files`, `HEAD /files`; a
-            run's metadata file as `GET /files/wandb-metadata.json`).
+            run's metadata file as `GET /files/wandb-metadata.json`, any other run file as
+            `GET /files/run-file`).
         operations: every received GraphQL operation name, in order.
         unknown_operations: operations (and other requests) the stand-in does not know; never empty in a
             healthy test run. Unsupported filter fields/operators are recorded here too.
@@ -1113,7 +1120,7 @@ class StandinServer:
         return f"{self.url}/files/{quote(entity, safe='')}/{quote(project, safe='')}/{quote(run_id, safe='')}/history_{index}.parquet"
 
     def run_file_url(self, entity: str, project: str, run_id: str, name: str) -> str:
-        return f"{self.url}/files/{quote(entity, safe='')}/{quote(project, safe='')}/{quote(run_id, safe='')}/{name}"
+        return f"{self.url}/files/{quote(entity, safe='')}/{quote(project, safe='')}/{quote(run_id, safe='')}/{quote(name, safe='')}"
 
     @staticmethod
     def metadata_bytes(run: StandinRun) -> bytes:
@@ -1320,7 +1327,8 @@ class StandinServer:
 
         def files(args: dict[str, Any]) -> dict[str, Any]:
             held = {METADATA_FILE: self.metadata_bytes(run)} if run.metadata is not None else {}
-            names = [name for name in held if args.get("names") is None or name in args["names"]]
+            held |= run.files
+            names = [name for name in held if not args.get("names") or name in args["names"]]
             return _connection(names, args.get("after"), args.get("first"), lambda name: {
                 "__typename": "File", "id": _gql_id("File", run.id, name), "name": name,
                 "url": self.run_file_url(entity, project.name, run.id, name),
@@ -1360,6 +1368,8 @@ class StandinServer:
             ),
             "systemMetrics": lambda _: json.dumps(run.system_metrics),
             "historyLineCount": lambda _: self.history_meta(run).line_count,
+            "eventsLineCount": len(run.events),
+            "events": lambda args: [_json_line(row) for row in _sample(run.events, args.get("samples"))],
             "historyKeys": history_keys,
             "history": history,
             "sampledHistory": sampled_history,
@@ -1453,7 +1463,7 @@ def _sample(rows: list[Any], samples: Any) -> list[Any]:
     return [rows[i] for i in picks]
 
 
-_FILE_PATH = re.compile(r"^/files/([^/]+)/([^/]+)/([^/]+)/(?:history_(\d+)\.parquet|(wandb-metadata\.json))$")
+_FILE_PATH = re.compile(r"^/files/([^/]+)/([^/]+)/([^/]+)/(?:history_(\d+)\.parquet|([^/]+))$")
 METADATA_FILE = "wandb-metadata.json"
 
 
@@ -1548,16 +1558,18 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(404, {"errors": [{"message": "not found"}]})
                 return
             entity, project, run_id = (unquote(part) for part in match.groups()[:3])
-            server._count(
-                f"{self.command} /files" + (f"/{METADATA_FILE}" if match.group(5) else ""), graphql=False
-            )
+            name = unquote(match.group(5) or "")
+            shown = {"": "", METADATA_FILE: f"/{METADATA_FILE}"}.get(name, "/run-file")
+            server._count(f"{self.command} /files{shown}", graphql=False)
             if self._hook(None):
                 return
             run = server.find_run(entity, project, run_id)
             if run is None:
                 data = None
-            elif match.group(5):
+            elif name == METADATA_FILE:
                 data = server.metadata_bytes(run) if run.metadata is not None else None
+            elif name:
+                data = run.served_files.get(name, run.files.get(name))
             else:
                 data = server.parquet_bytes(run, int(match.group(4)))
             if data is None:

@@ -34,7 +34,29 @@ def _number(value_json: str) -> float | None:
         value = json.loads(value_json)
     except ValueError:
         return None
+    return sample_value(value)
+
+
+def sample_value(value: object) -> float | None:
+    """A system-metric sample as a number; None for one that is not (kept as a null, not dropped)."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def system_rows(
+    run_id: str, seconds: list[float], keys: list[str], values: list[float | None]
+) -> pl.DataFrame:
+    """schema.SYSTEM rows of one run: one per sample and key, at epoch `seconds`."""
+    frame = pl.DataFrame(
+        {"seconds": seconds, "key": keys, "value": values},
+        schema={"seconds": pl.Float64, "key": pl.String, "value": pl.Float64},
+    )
+    rows = frame.select(
+        pl.lit(run_id).alias("run_id"),
+        epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"),
+        "key",
+        "value",
+    )
+    return rows.cast(polars_schema(tuple(SYSTEM.columns.items())))
 
 
 class LogStreams:
@@ -72,14 +94,4 @@ class LogStreams:
 
     def system_frame(self, run_id: str) -> pl.DataFrame:
         """schema.SYSTEM rows: one per sample and key."""
-        frame = pl.DataFrame(
-            {"seconds": self._seconds, "key": self._keys, "value": self._values},
-            schema={"seconds": pl.Float64, "key": pl.String, "value": pl.Float64},
-        )
-        rows = frame.select(
-            pl.lit(run_id).alias("run_id"),
-            epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"),
-            "key",
-            "value",
-        )
-        return rows.cast(polars_schema(tuple(SYSTEM.columns.items())))
+        return system_rows(run_id, self._seconds, self._keys, self._values)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from queue import SimpleQueue
@@ -25,6 +26,7 @@ from shared.table.source import (
     ProjectKey,
     Reported,
     RunFailed,
+    RunFiles,
     StreamChunk,
     Unreadable,
 )
@@ -47,11 +49,13 @@ class ApiSource(RecordSource):
     """One project through `wandb.Api`. A query lists its runs once (config and summary come with each
     page), then reads only the needed history keys of the runs that can rank, `workers` at a time, each
     run's history once. An export pages through the runs it asks for while their history is located in
-    batches and downloaded `workers` at a time (shared.wandb.history)."""
+    batches and downloaded `workers` at a time (shared.wandb.history), and their metadata, console logs
+    and events are looked up in batches and fetched as well (shared.wandb.run_contents)."""
 
     detail = "wandb-api"
     updatable = True  # the server filters changed runs: an incremental export asks for those only
-    streams = frozenset({"history_other"})  # the values of its history files that are not numbers
+    # The values of its history files that are not numbers, each run's output.log and events stream.
+    streams = frozenset({"history_other", "console", "system", "files"})  # and each run's files
 
     def __init__(
         self,
@@ -132,7 +136,8 @@ class ApiSource(RecordSource):
             run_record,
             unheld_count,
         )
-        from shared.wandb.metadata import METADATA_FILE, URL_BATCH, MetadataFetcher
+        from shared.wandb.run_contents import METADATA_FILE, URL_BATCH, ContentsFetcher
+        from shared.wandb.run_files import RunFilesLister
 
         api = self._connect()
         key = (self.entity or api.default_entity, self.project)
@@ -146,15 +151,50 @@ class ApiSource(RecordSource):
             unheld = unheld_count(api, *key, created, plan.changes, counted, retry)
             filters = change_filter(created, plan.changes, unheld, self.events)
         runs = RunPages(api, *key, filters, retry)
-        metadata = MetadataFetcher(api, *key, workers=self.workers, timeout_s=self.timeout, retry=retry)
+        files_of = RunFilesLister(
+            api,
+            *key,
+            workers=self.workers,
+            timeout_s=self.timeout,
+            retry=retry,
+            with_url=request.include_files is not None,
+        )
+        asked = [stream for stream in ("console", "system") if stream in request.streams]
+        contents = ContentsFetcher(
+            api,
+            *key,
+            console="console" in asked,
+            system="system" in asked,
+            workers=self.workers,
+            timeout_s=self.timeout,
+            retry=retry,
+        )
         # Records are made where the pages are read (a thread, when history is fetched meanwhile) and
-        # handed over here, each before its history.
-        made: SimpleQueue[ExportItem] = SimpleQueue()
+        # handed over here, each before its history and streams.
+        made: SimpleQueue[ExportItem | BaseException] = SimpleQueue()
+        # A run's console and events are fetched beside the listing, `workers` at a time (a log is held
+        # whole only while it is fetched and until it is handed over).
+        stream_fetches = ThreadPoolExecutor(self.workers, thread_name_prefix="run-streams")
+        fetching = threading.Semaphore(self.workers)
+
+        def fetch_streams(run_id: str, found: Any, wanted: list[str]) -> None:
+            try:
+                for stream, rows in contents.streams(run_id, found, wanted):
+                    made.put(
+                        RunFailed(key, run_id, f"{stream}: {rows}")
+                        if isinstance(rows, str)
+                        else StreamChunk(stream, rows)
+                    )
+            except BaseException as error:  # a bug: raised where the items are handed over
+                made.put(error)
+            finally:
+                fetching.release()
 
         def listed(progress: Progress) -> Iterator[Any]:
-            """Every run recorded, with its metadata (looked up a batch ahead); those whose history is
-            wanted are passed on."""
-            for paged, environment in prefetched(metadata.complete(runs), depth=2 * URL_BATCH):
+            """Every run recorded, with its metadata (looked up a batch ahead), its streams fetched; each
+            run's paged run when its history is wanted, else None (after its progress)."""
+            for paged, found in prefetched(contents.complete(files_of.listed(runs)), depth=2 * URL_BATCH):
+                environment = found.metadata
                 record = run_record(paged, self.events)
                 for name, value in ({} if isinstance(environment, str) else environment).items():
                     if getattr(record, name) is None:  # the Runs reply's commit first
@@ -167,29 +207,44 @@ class ApiSource(RecordSource):
                 made.put(record)
                 if isinstance(environment, str):
                     made.put(RunFailed(key, record.id, f"{METADATA_FILE}: {environment}"))
+                files = files_of.take(key, record.id)
+                if request.wants_files(record):
+                    made.put(files)
+                if wanted := [stream for stream in asked if request.wants_stream(stream, record)]:
+                    while not fetching.acquire(timeout=0.5):
+                        if stopping.is_set():  # the export was abandoned: its fetches will not end it
+                            raise Incomplete("the export was stopped")
+                    stream_fetches.submit(fetch_streams, record.id, found, wanted)
                 if request.wants_history(record):
                     yield paged.run
                 else:
                     progress.advance()
+                    yield None
+            stream_fetches.shutdown(wait=True)
             for run_id, why in runs.failed.items():
                 made.put(RunFailed(key, run_id, why))
 
         def handed_over() -> Iterator[ExportItem]:
             while not made.empty():
-                yield made.get()
+                item = made.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
 
         try:
-            with self.events.progress("runs", runs.reported) as progress:
+            with contents, self.events.progress("runs", runs.reported) as progress:
                 if request.include_history:
+                    wanted_history = (run for run in listed(progress) if run is not None)
                     yield from self._export_history(
-                        key, listed(progress), request, handed_over, progress, retry, stopping
+                        key, wanted_history, request, handed_over, progress, retry, stopping
                     )
                 else:
                     for _ in listed(progress):
-                        pass
+                        yield from handed_over()
                 yield from handed_over()
         except BaseException:
             stopping.set()
+            stream_fetches.shutdown(wait=False, cancel_futures=True)
             raise
         if runs.deleted:
             self.events.note(
@@ -324,7 +379,7 @@ class OfflineSource(RecordSource):
 
     detail = "wandb-offline"
     updatable = False  # read in full every time
-    streams = frozenset({"history_other", "console", "system"})  # the tidy streams it reads
+    streams = frozenset({"history_other", "console", "system", "files"})  # the tidy streams it reads
 
     def __init__(
         self,
@@ -431,6 +486,7 @@ class OfflineSource(RecordSource):
             read_run_log,
             session_groups,
         )
+        from shared.wandb.run_files import offline_run_files
 
         history_keys = set(request.history_keys) if request.history_keys else None
         found: dict[ProjectKey, int] = {}
@@ -484,6 +540,9 @@ class OfflineSource(RecordSource):
                     for name in ("history_other", "console", "system"):
                         if request.wants_stream(name, record):
                             yield StreamChunk(name, getattr(run, name), project=key)
+                    if request.wants_files(record):
+                        logs = [session.path for session in run_sessions]
+                        yield RunFiles(key, record.id, offline_run_files(logs))
         if unreadable and len(unreadable) == len(self.logs):
             first = f"no readable run log among {len(self.logs)}: {unreadable[0]}"
             if self.unreadable or any(isinstance(error, LogReadError) for error in unreadable):
