@@ -63,6 +63,7 @@ SCALAR_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
 NUMERIC_TYPES = ("float_series", "float", "int")
 # The series that are not numbers (the exporter's attribute_type → history_other's type).
 OTHER_SERIES = {"string_series": "string", "histogram_series": "histogram", "file_series": "media"}
+_SERIES_VALUES = ("attribute_type", "float_value", "string_value", "histogram_value", "file_value")
 _VALUE_COLUMNS = {
     "float": "float_value",
     "int": "int_value",
@@ -718,28 +719,19 @@ class ArchiveSource(NeptuneSource):
         self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
     ) -> Iterator[SeriesBatch]:
         """Every series point in one pass over the parts, a batch of whole runs at a time (a run's console
-        output is split into lines in one piece). A series of a kind the exporter did not write when this
-        was made is counted as skipped and named in a warning."""
-        kinds = [*(["float_series"] if numbers else []), *(OTHER_SERIES if others else ())]
-        values = ["float_value", *(["string_value", "histogram_value", "file_value"] if others else [])]
+        output is split into lines in one piece). The float series and the others are two queries of a
+        batch, run together: each reads only its columns, and the row groups of the other kind are skipped
+        by their statistics (the exporter writes one row group per series). A series of a kind the
+        exporter did not write when this was made is counted as skipped and named in a warning."""
+        kind = pl.col("attribute_type")
         unknown: set[str] = set()
         sizes = [stat.st_size for stat in self._file_stats()]
         with self.events.progress("archive files", len(self.files), verb="read") as progress:
             for files, _size in run_batches(self.files, sizes):
-                rows = self._series_rows(files).select(
-                    "run_id",
-                    pl.col("attribute_path").alias("key"),
-                    "step",
-                    "timestamp",
-                    "attribute_type",
-                    *values,
+                series = self._series_rows(files).select(
+                    "run_id", pl.col("attribute_path").alias("key"), "step", "timestamp", *_SERIES_VALUES
                 )
-                if not others:
-                    rows = rows.filter(pl.col("attribute_type") == "float_series")
-                with self._reading():
-                    frame = rows.collect()
-                kind = pl.col("attribute_type")
-                numeric = frame.filter(kind == "float_series").select(
+                floats = series.filter(kind == "float_series").select(
                     "run_id",
                     "key",
                     "step",
@@ -747,11 +739,15 @@ class ArchiveSource(NeptuneSource):
                     # neptune-exporter's pandas conversion stores a NaN point as null
                     pl.col("float_value").fill_null(math.nan).alias("value"),
                 )
-                texts = _other_points(frame.filter(kind.is_in(list(OTHER_SERIES)))) if others else None
-                left_out = frame.filter(~kind.is_in(kinds))
+                rest = series.filter(kind != "float_series").drop("float_value")
+                queries = [floats if numbers else floats.limit(0), rest if others else rest.limit(0)]
+                with self._reading():  # limit(0): what was not asked for is not read
+                    numeric, other = pl.collect_all(queries)
+                left_out = other.filter(~kind.is_in(list(OTHER_SERIES)))
                 unknown.update(left_out["attribute_type"].unique().to_list())
                 skipped = dict(left_out.group_by("run_id").len().iter_rows())
-                yield SeriesBatch(numeric, texts, skipped) if texts is not None else SeriesBatch(numeric)
+                texts = _other_points(other.filter(kind.is_in(list(OTHER_SERIES))))
+                yield SeriesBatch(numeric, texts, skipped)
                 progress.advance(len(files))
         if unknown and others:
             self.events.warn(
