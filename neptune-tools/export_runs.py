@@ -23,7 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Heavy imports (polars, pyarrow, neptune) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
-from shared.cli.args import add_stream_arguments, int_argument, script_parser, streams_asked
+from shared.cli.args import (
+    add_files_argument,
+    add_stream_arguments,
+    int_argument,
+    script_parser,
+    streams_asked,
+)
 from shared.cli.main import run_main
 
 EXAMPLES = """\
@@ -86,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also export every float-series point, and every string-series value ({stem}_history_other.parquet)",
     )
     add_stream_arguments(parser)
+    add_files_argument(parser)
     parser.add_argument(
         "--api-token", help="Neptune API token (prefer NEPTUNE_API_TOKEN or .env: a flag shows up in `ps`)"
     )
@@ -119,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         args.output,
         include_history=args.include_history,
         streams=streams_asked(args),
+        include_files=args.include_files,
+        file_workers=args.workers,
         metadata={
             "neptune_version": version("neptune"),
             "source_path": str(args.source) if args.source else None,

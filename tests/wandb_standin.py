@@ -61,6 +61,7 @@ KNOWN_OPERATIONS = frozenset(
         "RunHistoryKeys",
         "RunFullHistory",
         "RunSampledHistory",
+        "RunFiles",  # Run.files()
         # this project's own: the Run.files and Run.eventsLineCount fields of the server's schema
         "RunContents",  # shared.wandb.run_contents
         "RunFilesListing",  # shared.wandb.run_files
@@ -1333,7 +1334,7 @@ class StandinServer:
                 "__typename": "File", "id": _gql_id("File", run.id, name), "name": name,
                 "url": self.run_file_url(entity, project.name, run.id, name),
                 "directUrl": self.run_file_url(entity, project.name, run.id, name),
-                "sizeBytes": len(held[name]), "md5": base64.b64encode(hashlib.md5(held[name]).digest()).decode(),
+                "sizeBytes": len(held[name]), "mimetype": "application/octet-stream", "md5": base64.b64encode(hashlib.md5(held[name]).digest()).decode(),
                 "updatedAt": _timestamp(run.heartbeat_at or run.created_at),
             })  # fmt: skip
 
@@ -1375,6 +1376,7 @@ class StandinServer:
             "sampledHistory": sampled_history,
             "parquetHistory": parquet_history,
             "files": files,
+            "fileCount": len(run.files) + (run.metadata is not None),
             **run.raw_fields,
         }
 

@@ -29,6 +29,7 @@ from shared.base.errors import BadInput
 from shared.base.limits import parse_since
 from shared.base.retry import DEFAULT_MAX_RETRY_TIME, Retry
 from shared.cli.args import (
+    add_files_argument,
     add_stream_arguments,
     add_timeout_argument,
     int_argument,
@@ -118,6 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only these history keys (implies --include-history)",
     )
     add_stream_arguments(parser)
+    add_files_argument(parser)
     parser.add_argument(
         "--workers", type=int_argument, default=32, help="concurrent history downloads (default: 32)"
     )
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         args.output,
         include_history=args.include_history,
         streams=streams_asked(args),
+        include_files=args.include_files,
+        file_workers=args.workers,
         history_keys=tuple(args.history_keys) if args.history_keys else None,
         since=args.since,
         since_text=args.since_text,

@@ -106,6 +106,18 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_files_argument(parser: argparse.ArgumentParser) -> None:
+    """The exporters' `--include-files GLOB` (the folder it fills is named in docs/schema.md)."""
+    parser.add_argument(
+        "--include-files",
+        metavar="GLOB",
+        type=text_argument,
+        help="also keep the run files whose path in the run matches GLOB (one glob; * matches / too: '*'"
+        " keeps all) under OUTPUT/files/{stem}/<run id>/, each checked against its listed size and md5;"
+        " one already there is not fetched again ({stem}_files.parquet lists every run's files anyway)",
+    )
+
+
 def streams_asked(args: argparse.Namespace) -> frozenset[str]:
     """The names of the optional streams (schema.OPTIONAL_STREAMS) the stream flags ask for."""
     return frozenset(

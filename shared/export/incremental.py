@@ -174,6 +174,7 @@ def plan_update(
     streams = [
         *(["history", "history_other"] if options.get("include_history") else []),
         *options.get("streams", []),
+        "files",  # every export lists run files
     ]
     kept = [files.runs, *(getattr(files, name) for name in streams)]
     missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
@@ -257,7 +258,7 @@ def save_state(
                 ),
             }
             for record in export.records
-            if record.id not in export.failed_runs
+            if record.id not in export.failed_runs and record.id not in export.failed_files
         }
     state = ProjectState(options, iso_utc(since), started_at.isoformat(), runs)
     state.save(export.files.state)

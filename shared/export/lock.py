@@ -16,6 +16,7 @@ from typing import Any
 from shared.base.errors import BadInput, FolderLocked
 from shared.base.events import Events
 from shared.base.storage import TEMP_FILE
+from shared.export.kept_files import leftover_temp_files
 from shared.table.schema import FILE_KINDS
 
 LOCK_NAME = ".export.lock"
@@ -77,6 +78,8 @@ class FolderLock:
             written = TEMP_FILE.fullmatch(leftover.name)
             if written and written["final"].endswith(EXPORT_FILE_ENDINGS):
                 leftover.unlink(missing_ok=True)
+        for leftover in leftover_temp_files(self.path.parent):  # of run files (--include-files)
+            leftover.unlink(missing_ok=True)
         self._record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

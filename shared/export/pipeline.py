@@ -29,9 +29,11 @@ from shared.export.incremental import (
     save_state,
     stored_result,
 )
+from shared.export.kept_files import FILES_FOLDER, FileStore
 from shared.export.lock import FolderLock
 from shared.export.project import ProjectExport, ProjectResult, export_files, tracker_of
-from shared.table.schema import RunRecord
+from shared.table.run_files import files_frame
+from shared.table.schema import FILE_KINDS, FILES, RunRecord
 from shared.table.source import (
     ExportRequest,
     ExportSource,
@@ -40,6 +42,7 @@ from shared.table.source import (
     ProjectPlan,
     Reported,
     RunFailed,
+    RunFiles,
     StreamChunk,
     Unreadable,
 )
@@ -56,6 +59,8 @@ class ExportOptions:
     since_text: str | None = None  # --since as given: an update keeps the first export's boundary of `7d`
     incremental: bool = False  # fetch only what changed since the files were made, and merge
     streams: frozenset[str] = frozenset()  # the optional tidy streams asked for (schema.OPTIONAL_STREAMS)
+    include_files: str | None = None  # --include-files: the run files this glob matches are kept
+    file_workers: int = 8  # run files fetched at once
     # Added to every project's metadata (versions, paths).
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
@@ -71,7 +76,8 @@ class ExportOptions:
             "history_keys": self.history_key_list,
             "since": self.since_text,
         }
-        return options | ({"streams": sorted(self.streams)} if self.streams else {})
+        options |= {"streams": sorted(self.streams)} if self.streams else {}
+        return options | ({"include_files": self.include_files} if self.include_files else {})
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ def _task(targets: Sequence[ExportTarget], options: ExportOptions) -> dict[str, 
         "history": options.include_history,
         "history_keys": options.history_key_list,
         "streams": sorted(options.streams),
+        "include_files": options.include_files,
     }
 
 
@@ -186,6 +193,32 @@ class _Project:
         self.unreadable: dict[str, str] = {}  # entries of the source it could not read: each a run lost
         self.skipped_by_run: dict[str, int] = {}
         self.finished = False
+        self.store: FileStore | None = None
+        if options.include_files:
+            stem = self.export.files.runs.name.removesuffix(FILE_KINDS["runs"])
+            root = options.folder / FILES_FOLDER / stem
+            self.store = FileStore(root, options.include_files, options.file_workers)
+
+    def add_files(self, item: RunFiles) -> None:
+        self.export.add_stream(FILES.name, files_frame(item.run_id, item.files))
+        if self.store is not None:
+            self.store.keep(item.run_id, item.files)
+
+    def keep_files(self) -> None:
+        """Wait for the files --include-files keeps; each one not kept is named, and the export is incomplete."""
+        if self.store is None:
+            return
+        kept = self.store.finish()
+        self.export.metadata["include_files"] = {"glob": self.options.include_files, **kept.summary()}
+        for run_id, reasons in kept.failed.items():
+            self.export.failed_files[run_id] = reasons
+            for reason in reasons:
+                self.events.warn(f"{self.name}: run {run_id}: file {reason}: not kept")
+        if kept.already_there:
+            self.events.note(
+                f"{self.name}: {kept.already_there} of {kept.matched} matching file(s) already in"
+                f" {self.store.root} with the listed size and md5: not fetched again"
+            )
 
     def add_history(self, chunk: HistoryChunk) -> None:
         self.export.add_history(chunk.rows, sum(chunk.skipped.values()))
@@ -195,6 +228,7 @@ class _Project:
         """Write the files (merged with the stored ones for an update), or leave them as they are when
         nothing changed; save the state an update reads."""
         export, update = self.export, self.update
+        self.keep_files()
         export.metadata |= source.export_metadata(*self.key)
         export.runs_reported = self.reported
         if self.unreadable:  # reported by no count of the source's: each held a run at least
@@ -249,7 +283,10 @@ def _export_target(
         keys,
         plan=lambda entity, name: project(entity, name).plan,
         streams=options.streams,
+        include_files=options.include_files,
     )
+    if options.include_files and "files" not in getattr(target.source, "streams", frozenset()):
+        events.warn(f"{target.name}: {target.source.detail} does not list run files: none are kept")
     try:
         for item in target.source.export_items(request):
             if isinstance(item, RunRecord):
@@ -262,6 +299,8 @@ def _export_target(
                 owner = item.project or target.project
                 assert owner is not None, "a source of several projects names each chunk's project"
                 project(*owner).export.add_stream(item.stream, item.rows)
+            elif isinstance(item, RunFiles):
+                project(*item.project).add_files(item)
             elif isinstance(item, RunFailed):
                 project(*item.project).export.fail_run(item.run_id, item.reason)
             elif isinstance(item, Reported):
@@ -283,6 +322,8 @@ def _export_target(
         for unfinished in projects.values():
             if not unfinished.finished:
                 unfinished.export.abort()
+                if unfinished.store is not None:
+                    unfinished.store.abort()
         raise
 
 

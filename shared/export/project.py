@@ -30,6 +30,7 @@ from shared.table.history import StreamWriter
 from shared.table.rows import runs_table
 from shared.table.schema import (
     FILE_KINDS,
+    FILES,
     GENERATION_KEY,
     HISTORY_FILE_KEY,
     HISTORY_OTHER,
@@ -56,6 +57,7 @@ class ExportFiles(NamedTuple):
     history_other: Path
     console: Path
     system: Path
+    files: Path
     metadata: Path
     state: Path  # what --incremental needs
 
@@ -174,10 +176,12 @@ class ProjectExport:
         self.include_history = include_history
         self.runs_reported: int | None = None  # the source's own count, when it gives one
         self.failed_runs: dict[str, str] = {}  # run id -> why it (or its history) is not in the files
+        self.failed_files: dict[str, list[str]] = {}  # run id -> files --include-files could not keep
         self.generation = uuid.uuid4().hex  # in every file this export writes: readers pair them by it
         self._history = StreamWriter(self.files.history, generation=self.generation)
         # The tidy streams beside history this export writes (history_other with history), by name.
         chosen = [HISTORY_OTHER] * include_history + [s for s in OPTIONAL_STREAMS if s.name in streams]
+        chosen.append(FILES)  # every export lists each run's files
         self._system = SystemSummaries()  # of the system rows: columns of the runs table
         self._streams = {
             stream.name: StreamWriter(
@@ -227,6 +231,9 @@ class ProjectExport:
             )
         if no_history:
             parts.append(f"history of {len(no_history)} run(s) missing ({_listed(no_history)})")
+        if self.failed_files:
+            count = sum(len(paths) for paths in self.failed_files.values())
+            parts.append(f"{count} file(s) of run(s) {_listed(list(self.failed_files))} not kept")
         return f"{self.entity}/{self.project}: {'; '.join(parts)}" if parts else None
 
     def finish(self) -> ProjectResult:
@@ -297,6 +304,7 @@ class ProjectExport:
             "runs_reported": self.runs_reported,
             "runs_exported": len(self.records),
             "failed_runs": self.failed_runs,
+            **({"failed_files": self.failed_files} if self.failed_files else {}),
             "history_rows": self.history_rows if self.include_history else None,
             "skipped_history_values": self.skipped_values if self.include_history else None,
             **{f"{name}_rows": writer.rows for name, writer in self._streams.items()},

@@ -135,7 +135,12 @@ OTHER_TYPES = ("string", "bool", "histogram", "media", "table", "object")
 CONSOLE = Stream("console", {"run_id": "text", "line": "integer", "stream": "text", "text": "text"})
 # System metrics (CPU, memory, GPU, ...) with the tracker's keys as logged.
 SYSTEM = Stream("system", {"run_id": "text", "timestamp": "time", "key": "text", "value": "number"})
-STREAMS = (HISTORY, HISTORY_OTHER, CONSOLE, SYSTEM)
+# The files each run holds, as the tracker lists them (every export writes it): `path` relative to the
+# run, `md5` in hex (W&B's base64 converted; computed for local files), no URLs.
+FILES = Stream(
+    "files", {"run_id": "text", "path": "text", "size": "integer", "md5": "text", "updated_at": "time"}
+)
+STREAMS = (HISTORY, HISTORY_OTHER, CONSOLE, SYSTEM, FILES)
 # The streams an export writes only when asked (`--include-console`, `--include-system-metrics`);
 # history_other comes with history.
 OPTIONAL_STREAMS = (CONSOLE, SYSTEM)
@@ -147,6 +152,7 @@ FILE_KINDS = {
     "history_other": HISTORY_OTHER.suffix,
     "console": CONSOLE.suffix,
     "system": SYSTEM.suffix,
+    "files": FILES.suffix,
     "metadata": "_metadata.json",
     "state": "_state.json",  # what --incremental needs
 }

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
+from shared.table.run_files import RunFile
 from shared.table.schema import RunRecord
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ class ExportRequest(NamedTuple):
     history_keys: frozenset[str] | None = None
     plan: Callable[[str, str], ProjectPlan] = lambda entity, project: ProjectPlan()
     streams: frozenset[str] = frozenset()  # names of schema.OPTIONAL_STREAMS asked for
+    include_files: str | None = None  # --include-files: a RunFile's `read` is needed (else it may be None)
 
     def selects(self, record: RunRecord) -> bool:
         return self.plan(record.entity, record.project).selects(record)
@@ -132,6 +134,11 @@ class ExportRequest(NamedTuple):
         stream asked for, of a run whose history is read in this export (an update re-reads changed runs)."""
         wanted = stream in self.streams or (stream == "history_other" and self.include_history)
         return wanted and self.plan(record.entity, record.project).wants_history(record)
+
+    def wants_files(self, record: RunRecord) -> bool:
+        """Whether `record`'s files are to be listed: every export lists them, an update those of the runs
+        whose history it reads again (the stored listing of the others is kept)."""
+        return self.plan(record.entity, record.project).wants_history(record)
 
 
 class HistoryChunk(NamedTuple):
@@ -150,6 +157,15 @@ class StreamChunk(NamedTuple):
     stream: str
     rows: pa.Table | pl.DataFrame
     project: ProjectKey | None = None  # whose runs: needed only from a source that holds several projects
+
+
+class RunFiles(NamedTuple):
+    """The files a run already handed over holds (schema.FILES rows, and `--include-files` keeps those it
+    matches)."""
+
+    project: ProjectKey
+    run_id: str
+    files: Sequence[RunFile]
 
 
 class RunFailed(NamedTuple):
@@ -177,7 +193,7 @@ class Unreadable(NamedTuple):
     project: ProjectKey | None = None
 
 
-ExportItem = RunRecord | HistoryChunk | StreamChunk | RunFailed | Reported | Unreadable
+ExportItem = RunRecord | HistoryChunk | StreamChunk | RunFiles | RunFailed | Reported | Unreadable
 
 
 class ExportSource(Protocol):

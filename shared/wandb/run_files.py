@@ -1,0 +1,161 @@
+"""A W&B run's files: over the API, the Run.files listing (name, size, md5, updated) for RUNS_BATCH runs per
+GraphQL request, a run with more than one page of files paged on its own, and each file's bytes streamed
+from its URL (only when files are kept: the URLs are signed and never written); offline, the `files/`
+folder beside the run's log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from shared.base.concurrency import batched
+from shared.base.errors import Incomplete, describe
+from shared.base.retry import NO_RETRY, PermanentFailure, Retry
+from shared.table.run_files import RunFile, folder_files, md5_hex
+from shared.table.source import ProjectKey, RunFailed, RunFiles
+from shared.wandb.transfers import Transfers, project_of_batch, runs_query
+
+if TYPE_CHECKING:
+    import wandb
+
+FILES_PAGE = 50  # files per run per request, as the client asks for them
+RUNS_BATCH = 25  # runs whose files one request lists
+
+
+def run_files_query(count: int, *, with_url: bool) -> str:
+    """The Run.files listing of `count` runs at once (`$after`: the cursor of a run paged on its own)."""
+    node = "name sizeBytes md5 updatedAt" + (" url" if with_url else "")
+    selection = (
+        f"files(first: $first, after: $after) {{ edges {{ node {{ {node} }} }}"
+        " pageInfo { endCursor hasNextPage } }"
+    )
+    return runs_query("RunFilesListing", "$first: Int, $after: String", selection, count)
+
+
+def offline_run_files(logs: Sequence[Path]) -> list[RunFile]:
+    """The files of an offline run: the `files/` folder beside each of its logs (`offline-run-…/run-<id>.wandb`;
+    a run resumed offline has several, a later one's file replaces an earlier one's). A log that is not in
+    its run folder has none."""
+    found: dict[str, RunFile] = {}
+    for log in logs:
+        if log.parent.name.endswith(log.stem.removeprefix("run-")):
+            found |= {file.path: file for file in folder_files(log.parent / "files")}
+    return list(found.values())
+
+
+def _time(text: Any) -> datetime | None:
+    """W&B's `updatedAt` (ISO, UTC without a zone) as a time; None for anything else."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class RunFilesLister:
+    """Each run's files (RunFile, readable through pooled HTTP when `with_url`), or why they could not be
+    listed."""
+
+    def __init__(
+        self,
+        api: wandb.Api,
+        entity: str,
+        project: str,
+        *,
+        workers: int,
+        timeout_s: float,
+        retry: Retry = NO_RETRY,
+        with_url: bool = False,
+    ) -> None:
+        self.api, self.entity, self.project = api, entity, project
+        self.timeout_s, self.retry, self.with_url = timeout_s, retry, with_url
+        self._transfers = Transfers(workers) if with_url else None
+        self._found: dict[str, list[RunFile] | str] = {}  # run id -> its files, until taken
+
+    def listed(self, runs: Iterable[Any]) -> Iterator[Any]:
+        """`runs` (each with a `.run.id`) as they come, each batch's files listed (RUNS_BATCH runs per
+        request) before its runs are passed on; `take` hands a run's listing over."""
+        for batch in batched(runs, RUNS_BATCH):
+            ids = [paged.run.id for paged in batch]
+            self._found |= dict(zip(ids, self._list(ids), strict=True))
+            yield from batch
+
+    def take(self, key: ProjectKey, run_id: str) -> RunFiles | RunFailed:
+        """The files of a run passed on by `listed`, or why they could not be listed."""
+        files = self._found.pop(run_id, "were not listed")
+        return (
+            RunFiles(key, run_id, files)
+            if isinstance(files, list)
+            else RunFailed(key, run_id, f"files {files}")
+        )
+
+    def close(self) -> None:
+        if self._transfers is not None:
+            self._transfers.close()
+
+    def _page(self, run_ids: list[str], after: str | None) -> list[dict[str, Any] | Exception]:
+        """One page of each run's `files` connection."""
+        variables = {"entity": self.entity, "project": self.project, "first": FILES_PAGE, "after": after}
+        variables |= {f"run{i}": run_id for i, run_id in enumerate(run_ids)}
+        what = f"files of runs {run_ids[0]}..{run_ids[-1]}"
+        query = run_files_query(len(run_ids), with_url=self.with_url)
+        project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
+        if isinstance(project, Exception):
+            return [project] * len(run_ids)
+        return [((project.get(f"run{i}") or {}).get("files") or {}) for i in range(len(run_ids))]
+
+    def _list(self, run_ids: list[str]) -> list[list[RunFile] | str]:
+        listed: list[list[RunFile] | str] = []
+        for run_id, page in zip(run_ids, self._page(run_ids, None), strict=True):
+            files: list[RunFile] = []
+            while True:
+                if isinstance(page, Exception):
+                    listed.append(f"could not be listed ({describe(page)})")
+                    break
+                files += [self._file(edge.get("node") or {}) for edge in page.get("edges") or []]
+                info = page.get("pageInfo") or {}
+                if not info.get("hasNextPage"):
+                    listed.append(files)
+                    break
+                if not info.get("endCursor"):
+                    listed.append("the server says more files follow but gives no cursor")
+                    break
+                page = self._page([run_id], info["endCursor"])[0]  # more than a page: this run alone
+        return listed
+
+    def _file(self, node: dict[str, Any]) -> RunFile:
+        size = node.get("sizeBytes")
+        url = node.get("url")
+        return RunFile(
+            path=str(node.get("name") or ""),
+            size=int(size) if isinstance(size, int | float) and not isinstance(size, bool) else None,
+            md5=md5_hex(node.get("md5") if isinstance(node.get("md5"), str) else None),
+            updated_at=_time(node.get("updatedAt")),
+            read=(lambda: self._open(url)) if self.with_url and isinstance(url, str) and url else None,
+        )
+
+    @contextmanager
+    def _open(self, url: str) -> Iterator[BinaryIO]:
+        """The file's bytes as they arrive (its URL is signed: never named in an error)."""
+        import urllib3
+
+        assert self._transfers is not None
+        try:
+            response = self._transfers.pool(url).request(
+                "GET", url, timeout=self.timeout_s, preload_content=False
+            )
+        except urllib3.exceptions.HTTPError as error:
+            reason = type(getattr(error, "reason", None) or error).__name__
+            raise Incomplete(f"download failed ({reason})") from None
+        try:
+            if response.status != 200:
+                failure = PermanentFailure if 400 <= response.status < 500 else Incomplete
+                raise failure(f"download failed (HTTP {response.status})")
+            yield response  # type: ignore[misc]  # urllib3's response reads like a binary file
+        except urllib3.exceptions.HTTPError as error:
+            raise Incomplete(f"download cut short ({type(error).__name__})") from None
+        finally:
+            response.release_conn()

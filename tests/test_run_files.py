@@ -1,0 +1,230 @@
+"""Everything a run holds (issue 21), item 5: each run's files listed in `*_files.parquet` by every source,
+and `--include-files GLOB` keeping the matching ones under `files/<stem>/<run id>/`, checked, resumable and
+counted. Runs are made by the real clients; the W&B API is the real client against the stand-in."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from shared.cli.progress import TerminalEvents
+from tests.export_checks import ENTITY, cron_standin
+from tests.test_run_streams import run_script
+from tests.wandb_standin import HookResult, RequestInfo, StandinServer
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def export_offline(paths: list[Path], folder: Path, **options: object):
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+    from shared.wandb.sources import OfflineSource
+
+    events = TerminalEvents()
+    return export_runs(
+        [ExportTarget(OfflineSource(paths, events=events))], ExportOptions(folder, **options), events
+    )
+
+
+def files_table(folder: Path) -> pl.DataFrame:
+    metadata = json.loads(next(folder.glob("*_metadata.json")).read_text())
+    return pl.read_parquet(folder / metadata["files"]["files"])
+
+
+# ------------------------------------------------------------------ W&B offline
+
+WANDB_SCRIPT = """\
+import wandb
+from pathlib import Path
+Path("model.txt").write_text("weights 1 2 3\\n")
+Path("ckpt").mkdir()
+Path("ckpt/last.bin").write_bytes(bytes(range(256)) * 10)
+run = wandb.init(mode="offline", project="proj", settings=wandb.Settings(x_disable_stats=True))
+run.log({"loss": 0.5})
+wandb.save("model.txt", policy="now")
+wandb.save("ckpt/last.bin", policy="now")
+print("done")
+run.finish()
+"""
+
+
+@pytest.fixture(scope="module")
+def offline_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    job = tmp_path_factory.mktemp("job")
+    run_script(job, WANDB_SCRIPT, WANDB_MODE="offline", WANDB_SILENT="true")
+    return job
+
+
+def test_an_offline_wandb_export_lists_the_run_files_and_keeps_the_matching_ones(
+    offline_job: Path, tmp_path: Path, capsys
+):
+    """Each file of the run folder's files/ (saved ones are links there) with its size and md5; with
+    --include-files, the matching ones copied byte for byte; a second export copies nothing again."""
+    out = tmp_path / "out"
+    outcome = export_offline([offline_job / "wandb"], out, include_files="*.txt")
+    assert outcome.failures == [] and outcome.results[0].shortfall is None
+    listed = files_table(out)
+    run_id = listed["run_id"][0]
+    rows = {row["path"]: row for row in listed.iter_rows(named=True)}
+    saved = {"model.txt": b"weights 1 2 3\n", "ckpt/last.bin": bytes(range(256)) * 10}
+    assert {"model.txt", "ckpt/last.bin", "output.log", "requirements.txt"} <= set(rows)
+    for path, data in saved.items():
+        assert (rows[path]["size"], rows[path]["md5"]) == (len(data), md5(data))
+        assert rows[path]["updated_at"] is not None
+    kept = out / "files" / "offline_proj" / run_id
+    assert (kept / "model.txt").read_bytes() == saved["model.txt"]
+    assert (kept / "requirements.txt").is_file() and not (kept / "ckpt").exists()  # not matched
+    metadata = json.loads(next(out.glob("*_metadata.json")).read_text())
+    assert metadata["files_rows"] == listed.height
+    assert metadata["include_files"] == {
+        "glob": "*.txt",
+        "matched": 2,
+        "fetched": 2,
+        "already_there": 0,
+        "failed": 0,
+    }
+    capsys.readouterr()
+    export_offline([offline_job / "wandb"], out, include_files="*.txt")
+    assert "2 of 2 matching file(s) already in" in capsys.readouterr().err
+    metadata = json.loads(next(out.glob("*_metadata.json")).read_text())
+    assert metadata["include_files"]["fetched"] == 0 and metadata["include_files"]["already_there"] == 2
+
+
+def test_a_changed_copy_is_fetched_again(offline_job: Path, tmp_path: Path):
+    """A kept file that no longer matches its listed md5 (edited, cut short) is replaced."""
+    out = tmp_path / "out"
+    export_offline([offline_job / "wandb"], out, include_files="model.txt")
+    (kept,) = (out / "files").rglob("model.txt")
+    kept.write_bytes(b"weights 9 9 9\n")  # same size, other bytes
+    outcome = export_offline([offline_job / "wandb"], out, include_files="model.txt")
+    assert outcome.results[0].shortfall is None
+    assert kept.read_bytes() == b"weights 1 2 3\n"
+
+
+# ------------------------------------------------------------------ the W&B API (stand-in)
+
+
+@pytest.fixture
+def wandb_standin() -> Iterator[StandinServer]:
+    with cron_standin() as server:
+        yield server
+
+
+MANY = {f"media/images/step_{i:03d}.png": f"png {i}".encode() * (i + 1) for i in range(60)}  # two pages
+
+
+def api_export(tmp_path: Path, *flags: str) -> int:
+    from shared.cli.main import run_main
+    from tests.current_data import load_script
+
+    export_runs = load_script("export_runs")
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: export_runs.main(["-e", ENTITY, "-p", "alpha", "-o", str(tmp_path), *flags]))
+    return exit_info.value.code
+
+
+def test_an_api_export_lists_every_run_file_in_batches_and_pages(wandb_env, tmp_path: Path):
+    """Each run's files (wandb-metadata.json and its own) with size, md5 in hex (W&B sends base64) and
+    updated time; a run with more files than one page is paged on its own; no URL is written; no file
+    is downloaded without --include-files."""
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    many, few = alpha.runs[0], alpha.runs[1]
+    many.files = dict(MANY)
+    few.files = {"model.ckpt": b"\x00\x01" * 1000}
+    assert api_export(tmp_path) == 0
+    listed = files_table(tmp_path)
+    got = {(row["run_id"], row["path"]): row for row in listed.iter_rows(named=True)}
+    for run, files in ((many, MANY), (few, few.files)):
+        for path, data in files.items():
+            assert (got[run.id, path]["size"], got[run.id, path]["md5"]) == (len(data), md5(data))
+    for run in alpha.runs:  # every file of every run, its metadata file too
+        held = set(run.files) | ({"wandb-metadata.json"} if run.metadata is not None else set())
+        assert {path for run_id, path in got if run_id == run.id} == held
+    assert "url" not in listed.columns and not listed["md5"].str.contains("=").any()
+    batches = -(-len(alpha.runs) // 25)
+    assert wandb_env.requests["RunFilesListing"] == batches + 1  # one more page of `many`'s files
+    assert wandb_env.requests.get("GET /files/run-file", 0) == 0
+
+
+def test_include_files_downloads_the_matches_and_a_rerun_fetches_nothing(wandb_env, tmp_path: Path, capsys):
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    run = alpha.runs[0]
+    run.files = dict(MANY) | {"model.ckpt": b"weights" * 100}
+    assert api_export(tmp_path, "--include-files", "media/*") == 0
+    kept = tmp_path / "files" / f"{ENTITY}_alpha" / run.id
+    for path, data in MANY.items():
+        assert (kept / path).read_bytes() == data
+    assert not (kept / "model.ckpt").exists()
+    assert wandb_env.requests["GET /files/run-file"] == len(MANY)
+    wandb_env.reset_counts()
+    capsys.readouterr()
+    assert api_export(tmp_path, "--include-files", "media/*") == 0
+    assert wandb_env.requests.get("GET /files/run-file", 0) == 0
+    assert f"{len(MANY)} of {len(MANY)} matching file(s) already in" in capsys.readouterr().err
+
+
+def test_a_file_whose_md5_differs_is_not_kept_and_the_run_is_named(wandb_env, tmp_path: Path, capsys):
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    run = alpha.runs[0]
+    run.files = {"good.bin": b"good" * 10, "model.bin": b"A" * 100}
+    run.served_files = {"model.bin": b"B" * 100}  # what arrives is not what the server lists
+    assert api_export(tmp_path, "--include-files", "*.bin") == 1
+    err = capsys.readouterr().err
+    assert f"run {run.id}: file model.bin: its md5 differs from the one the source lists" in err
+    kept = tmp_path / "files" / f"{ENTITY}_alpha" / run.id
+    assert (kept / "good.bin").read_bytes() == b"good" * 10
+    assert not (kept / "model.bin").exists() and not list(kept.glob(".*.tmp"))
+    metadata = json.loads(next(tmp_path.glob("*_metadata.json")).read_text())
+    assert metadata["failed_files"] == {run.id: ["model.bin: its md5 differs from the one the source lists"]}
+    state = json.loads(next(tmp_path.glob("*_state.json")).read_text())
+    assert run.id not in state["runs"]  # an update fetches it again
+
+
+def test_paths_that_leave_the_run_folder_are_refused(wandb_env, tmp_path: Path, capsys):
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    run = alpha.runs[0]
+    hostile = ["../escaped.txt", "/etc/absolute.txt", "a/../../up.txt", "bad\\name.txt", "ctl\x01.txt"]
+    run.files = {name: b"x" for name in hostile} | {"fine.txt": b"ok"}
+    assert api_export(tmp_path, "--include-files", "*") == 1
+    err = capsys.readouterr().err
+    for name in hostile[:3]:
+        assert f"file {name}: " in err
+    root = tmp_path / "files" / f"{ENTITY}_alpha"
+    assert (root / run.id / "fine.txt").read_bytes() == b"ok"
+    written = {path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*") if path.is_file()}
+    assert not [path for path in written if "escaped" in path or "absolute" in path or "up.txt" in path]
+    assert wandb_env.requests["GET /files/run-file"] == 1  # the refused ones were never requested
+
+
+def test_a_failing_download_is_named_with_exit_1(wandb_env, tmp_path: Path, capsys):
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    run = alpha.runs[0]
+    run.files = {"gone.bin": b"x" * 10}
+
+    def hook(request: RequestInfo) -> HookResult | None:
+        return HookResult(status=404) if request.path.endswith("gone.bin") else None
+
+    wandb_env.request_hook = hook
+    assert api_export(tmp_path, "--include-files", "*.bin") == 1
+    err = capsys.readouterr().err
+    assert f"run {run.id}: file gone.bin: download failed (HTTP 404)" in err
+    assert "1 file(s) of run(s)" in err
+    assert wandb_env.url not in err  # the file's URL is never shown
+
+
+def test_the_standin_lists_md5_in_base64_as_w_and_b_does(wandb_env):
+    """The stand-in answers as the server does: base64 md5 (so the hex conversion is exercised)."""
+    import wandb
+
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    alpha.runs[0].files = {"x.txt": b"hello"}
+    run = wandb.Api().run(f"{ENTITY}/alpha/{alpha.runs[0].id}")
+    (found,) = [file for file in run.files() if file.name == "x.txt"]
+    assert found.md5 == base64.b64encode(hashlib.md5(b"hello").digest()).decode() and found.size == 5
