@@ -34,6 +34,7 @@ class Spec:
     failed: bool = False
     group_tags: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)  # other simple attributes: str, bool, datetime
+    strings: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # string series: (step, text)
 
 
 def steps(*values: float, start: int = 0, every: int = 10) -> list[tuple[float | None, float]]:
@@ -211,6 +212,12 @@ def exporter_rows(project: str, run_id: str, spec: Spec, index: int = 0) -> list
                 base | {"attribute_path": path, "attribute_type": "float_series", "step": pa.scalar(step).cast(pa.decimal128(18, 6)).as_py(),
                         "timestamp": point_time(step), "float_value": value}
             )  # fmt: skip
+    for path, texts in spec.strings.items():
+        for step, text in texts:
+            rows.append(
+                base | {"attribute_path": path, "attribute_type": "string_series", "step": pa.scalar(step).cast(pa.decimal128(18, 6)).as_py(),
+                        "timestamp": point_time(step), "string_value": text}
+            )  # fmt: skip
     return rows
 
 
@@ -318,6 +325,9 @@ def log_run(neptune, spec: Spec, project: str = PROJECT, **options) -> None:
     for path, points in spec.series.items():
         for step, value in points:
             run[path].append(value, step=step)  # the client drops NaN/inf with a warning
+    for path, texts in spec.strings.items():
+        for step, text in texts:
+            run[path].append(text, step=step)
     run.stop()
 
 
@@ -360,34 +370,35 @@ def server_view(spec: Spec) -> dict[str, list[tuple[float, float]]]:
 class StandInClient(types.ModuleType):
     """The part of the neptune 1.x client the live source uses: init_project/init_run in read-only mode."""
 
-    def __init__(self, calls: Calls, states: dict[str, str]) -> None:
+    def __init__(self, calls: Calls, states: dict[str, str], specs: list[Spec] = SPECS) -> None:
         import neptune.exceptions
 
         super().__init__("neptune")
-        self.calls, self.states = calls, states
+        self.calls, self.states, self.specs = calls, states, specs
         self.exceptions = neptune.exceptions  # the real client's error types
 
     def init_project(self, *, project, api_token, mode):
         if self.calls.reject_token:
             raise self.exceptions.NeptuneInvalidApiTokenException()
         assert (project, api_token, mode) == (PROJECT, "token-for-tests", "read-only")
-        return StandInProject(self.calls, self.states)
+        return StandInProject(self.calls, self.states, self.specs)
 
     def init_run(self, *, project, api_token, with_id, mode):
         assert mode == "read-only" and api_token == "token-for-tests"
         self.calls.opened.append(with_id)
-        return StandInRun(self.calls, with_id, SPECS[int(with_id.split("-")[1]) - 1])
+        return StandInRun(self.calls, with_id, self.specs[int(with_id.split("-")[1]) - 1])
 
 
 class StandInProject:
-    def __init__(self, calls: Calls, states: dict[str, str]) -> None:
-        self.calls, self.states = calls, states
+    def __init__(self, calls: Calls, states: dict[str, str], specs: list[Spec]) -> None:
+        self.calls, self.states, self.specs = calls, states, specs
 
     def fetch_runs_table(self, **kwargs):
-        """The runs table as the client gives it: string sets joined by commas, datetimes as Timestamps."""
+        """The runs table as the client gives it: string sets joined by commas, datetimes as Timestamps,
+        each series' last value (a string series' last text)."""
         self.calls.tables += 1
         rows = []
-        for index, spec in enumerate(SPECS):
+        for index, spec in enumerate(self.specs):
             run_id = f"TEST-{index + 1}"
             row = {
                 k: ",".join(v) if isinstance(v, tuple) else v
@@ -398,6 +409,7 @@ class StandInProject:
                 spec.numbers
                 | spec.attributes
                 | {path: points[-1][1] for path, points in server_view(spec).items()}
+                | {path: texts[-1][1] for path, texts in spec.strings.items() if texts}
             )
             rows.append(row)
         return types.SimpleNamespace(to_pandas=lambda: pd.DataFrame(rows))  # fmt: skip
@@ -415,12 +427,15 @@ class StandInRun:
 
         class Handler:
             def fetch_values(self, *, include_timestamp=True, progress_bar=None):
-                if path not in run.spec.series:  # neptune: a Float attribute has no fetch_values
-                    raise AttributeError("'Float' object has no attribute 'fetch_values'")
+                """A FloatSeries' or StringSeries' points, as the client's DataFrame (step, value, timestamp)."""
+                if path not in run.spec.series and path not in run.spec.strings:
+                    # neptune: a Float or String attribute has no fetch_values
+                    kind = "String" if isinstance(run.spec.attributes.get(path), str) else "Float"
+                    raise AttributeError(f"'{kind}' object has no attribute 'fetch_values'")
                 run.calls.fetched.append((run.run_id, path))
                 if run.calls.fail_on == run.run_id:
                     raise ConnectionError("server went away")
-                points = server_view(run.spec)[path]
+                points = run.spec.strings.get(path) or server_view(run.spec)[path]
                 frame = {"step": [s for s, _ in points], "value": [v for _, v in points]}
                 if include_timestamp:  # the client's naive local time: datetime.fromtimestamp(ms / 1000)
                     frame["timestamp"] = [

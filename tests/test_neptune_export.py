@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,61 @@ def test_live_export_reads_the_table_once_and_each_series_once(live, tmp_path, c
     assert same(history_rows(files["history"]), expected)
     # The client hands back naive local times; they must come out as the server's UTC instants.
     assert history["timestamp"].to_list() == [point_time(step) for step in history["step"].to_list()]
+
+
+# A run that logged a string series, console output and hardware monitoring, beside a plain String
+# attribute (which the client answers fetch_values on with an AttributeError, as for a Float).
+STREAM_SPECS = [
+    replace(
+        SPECS[0],
+        attributes={"notes": "a plain String"},
+        series=SPECS[0].series | {"monitoring/abc/cpu": steps(12.5, 30.0), "monitoring/abc/memory": steps(1.5, 1.75)},
+        strings={
+            "train/phase": [(0.0, "warmup"), (10.0, "train")],
+            "monitoring/abc/stdout": [(0.0, "hello"), (1.0, "\n"), (2.0, "two\nlines\n")],
+            "monitoring/abc/stderr": [(5.0, "oops\n")],
+        },
+    ),
+    SPECS[1],
+]  # fmt: skip
+
+
+def test_live_export_reads_string_series_console_and_monitoring(live, tmp_path, monkeypatch):
+    """A server's string series go to history_other, `monitoring/*/stdout|stderr` to console lines and the
+    `monitoring/` float series to system metrics (with the runs table's summary), each read through the
+    client's fetch_values; a plain String attribute is not a series and costs no fetch."""
+    monkeypatch.setitem(sys.modules, "neptune", StandInClient(live, {}, STREAM_SPECS))
+    out = tmp_path / "out"
+    streams = ["--include-history", "--include-console", "--include-system-metrics"]
+    assert export_runs.main(["-p", PROJECT, "-o", str(out), *streams]) == 0
+    metadata = json.loads(files_of(out)["metadata"].read_text())
+    assert metadata["skipped_history_values"] == 0
+    read = {
+        name: pl.read_parquet(out / metadata["files"][name])
+        for name in ("history_other", "console", "system")
+    }
+    assert read["history_other"].select("run_id", "step", "key", "type", "value").sort("step").rows() == [
+        ("TEST-1", 0, "train/phase", "string", "warmup"),
+        ("TEST-1", 10, "train/phase", "string", "train"),
+    ]
+    assert read["history_other"]["timestamp"].to_list() == [point_time(0.0), point_time(10.0)]
+    assert read["console"].select("run_id", "line", "stream", "text").rows() == [
+        ("TEST-1", 0, "stdout", "hello"),
+        ("TEST-1", 1, "stdout", "two"),
+        ("TEST-1", 2, "stdout", "lines"),
+        ("TEST-1", 3, "stderr", "oops"),
+    ]
+    assert read["system"].select("key", "timestamp", "value").sort("key", "timestamp").rows() == [
+        ("monitoring/abc/cpu", point_time(0.0), 12.5),
+        ("monitoring/abc/cpu", point_time(10.0), 30.0),
+        ("monitoring/abc/memory", point_time(0.0), 1.5),
+        ("monitoring/abc/memory", point_time(10.0), 1.75),
+    ]
+    runs = pl.read_parquet(files_of(out)["runs"])
+    assert runs["cpu_mean"].to_list() == [21.25, None] and runs["memory_peak_gb"].to_list() == [1.75, None]
+    history = pl.read_parquet(files_of(out)["history"])
+    assert set(history["key"]) == set(SPECS[0].series) | set(SPECS[1].series)  # numbers of the run only
+    assert ("TEST-1", "notes") not in live.fetched
 
 
 def test_live_failures_and_missing_token(live, tmp_path, monkeypatch, capsys):

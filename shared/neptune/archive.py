@@ -715,14 +715,14 @@ class ArchiveSource(NeptuneSource):
             last_values.setdefault(run_id, {})[path] = value
         return [NeptuneRun(r, attributes[r], last_values.get(r, {})) for r in run_ids]
 
-    def export_series(
-        self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
-    ) -> Iterator[SeriesBatch]:
+    def export_series(self, runs: Sequence[NeptuneRun], streams: frozenset[str]) -> Iterator[SeriesBatch]:
         """Every series point in one pass over the parts, a batch of whole runs at a time (a run's console
         output is split into lines in one piece). The float series and the others are two queries of a
         batch, run together: each reads only its columns, and the row groups of the other kind are skipped
         by their statistics (the exporter writes one row group per series). A series of a kind the
         exporter did not write when this was made is counted as skipped and named in a warning."""
+        numbers = bool(streams & {"history", "system"})
+        others = bool(streams & {"history_other", "console"})
         kind = pl.col("attribute_type")
         unknown: set[str] = set()
         sizes = [stat.st_size for stat in self._file_stats()]

@@ -6,6 +6,7 @@ import contextlib
 import math
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,6 +27,7 @@ from shared.neptune.runs import (
     is_number,
     split_project,
 )
+from shared.neptune.streams import CONSOLE_PATH, MONITORING, OTHER_POINTS
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, SERIES_SCHEMA
 from shared.table.source import Asked
 
@@ -85,6 +87,7 @@ class LiveSource(NeptuneSource):
     """One project on a Neptune server (self-hosted or not) reached by the neptune 1.x client."""
 
     detail = "neptune-live"
+    streams = frozenset({"history_other", "console", "system"})  # the tidy streams it reads
 
     def __init__(
         self, project: str, api_token: str | None = None, *, workers: int = 8, events: Events | None = None
@@ -237,8 +240,10 @@ class LiveSource(NeptuneSource):
         # The table holds each series' last value: it lands in the summary with the other attributes.
         return [NeptuneRun(run_id, attributes[run_id]) for run_id in run_ids]
 
-    def _fetch_points(self, pair: tuple[str, str]) -> pl.DataFrame | None:
-        run_id, path = pair
+    def _fetch_points(self, fetch: tuple[str, str, bool]) -> pl.DataFrame | None:
+        """A series' points (SERIES_SCHEMA; with `text`, a string series' as streams.OTHER_POINTS), None
+        when the attribute is not a series (a Float or String: the table cell was its value)."""
+        run_id, path, text = fetch
         try:
             values = self.fetch_values(run_id, path, timestamps=True)
         except Exception as error:  # the client's errors: a failure of this project, said in one line
@@ -249,28 +254,54 @@ class LiveSource(NeptuneSource):
             return None
         # The client gives naive local times (datetime.fromtimestamp); .timestamp() reads them back as local.
         stamps = [t.to_pydatetime().timestamp() for t in values["timestamp"]] if "timestamp" in values else []
-        return pl.DataFrame(
-            {
-                "run_id": [run_id] * len(values),
-                "key": [path] * len(values),
-                "step": [float(s) for s in values["step"]],
-                "timestamp": epoch_times(stamps) if stamps else [None] * len(values),
-                "value": [float(v) for v in values["value"]],
-            },
-            schema=SERIES_SCHEMA,
-        )
+        columns = {
+            "run_id": [run_id] * len(values),
+            "key": [path] * len(values),
+            "step": [float(s) for s in values["step"]],
+            "timestamp": epoch_times(stamps) if stamps else [None] * len(values),
+        }
+        if text:
+            columns |= {"type": ["string"] * len(values), "value": [str(v) for v in values["value"]]}
+            return pl.DataFrame(columns, schema=OTHER_POINTS)
+        return pl.DataFrame(columns | {"value": [float(v) for v in values["value"]]}, schema=SERIES_SCHEMA)
 
-    def export_series(
-        self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
-    ) -> Iterator[SeriesBatch]:
-        pairs = [
-            (run.run_id, path)
+    def export_series(self, runs: Sequence[NeptuneRun], streams: frozenset[str]) -> Iterator[SeriesBatch]:
+        """The series of the runs table's cells that `streams` take, fetched `workers` at a time; each
+        run's points as one batch once all of its series are in."""
+        fetches = [
+            (run.run_id, path, kind == "string")
             for run in runs
-            for path, value in run.attributes.items()
-            if numbers and is_number(value) and is_logged_value(path)
+            for path, value in sorted(run.attributes.items())
+            if (kind := _series_kind(path, value, streams)) is not None
         ]
-        with self.events.progress("series", len(pairs)) as progress:
-            for _pair, frame in bounded_map(self._fetch_points, pairs, self.workers):
+        due = Counter(run_id for run_id, _, _ in fetches)
+        fetched: dict[str, list[pl.DataFrame]] = {}
+        with self.events.progress("series", len(fetches)) as progress:
+            for (run_id, _path, _text), frame in bounded_map(self._fetch_points, fetches, self.workers):
                 progress.advance()
-                if frame is not None:
-                    yield SeriesBatch(frame)
+                fetched.setdefault(run_id, []).extend([frame] if frame is not None else [])
+                due[run_id] -= 1
+                if not due[run_id]:
+                    frames = fetched.pop(run_id)
+                    numbers = [frame for frame in frames if "type" not in frame.columns]
+                    texts = [frame for frame in frames if "type" in frame.columns]
+                    yield SeriesBatch(
+                        pl.concat(numbers) if numbers else pl.DataFrame(schema=SERIES_SCHEMA),
+                        pl.concat(texts) if texts else pl.DataFrame(schema=OTHER_POINTS),
+                    )
+
+
+def _series_kind(path: str, value: Any, streams: frozenset[str]) -> str | None:
+    """`number` or `string` when the runs table's cell at `path` may be a series that one of `streams`
+    takes (the table holds a float series' last number, a string series' last text), else None."""
+    if is_number(value):
+        taken = ("history" in streams and is_logged_value(path)) or (
+            "system" in streams and path.startswith(MONITORING)
+        )
+        return "number" if taken else None
+    if isinstance(value, str):
+        taken = ("history_other" in streams and is_logged_value(path)) or (
+            "console" in streams and re.match(CONSOLE_PATH, path) is not None
+        )
+        return "string" if taken else None
+    return None

@@ -388,9 +388,9 @@ class OfflineSource(NeptuneSource):
             found.append(NeptuneRun(run.run_id, run.attributes(), last, utc(run.created_at), heartbeat))
         return found
 
-    def export_series(
-        self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
-    ) -> Iterator[SeriesBatch]:
+    def export_series(self, runs: Sequence[NeptuneRun], streams: frozenset[str]) -> Iterator[SeriesBatch]:
+        numbers = bool(streams & {"history", "system"})
+        others = bool(streams & {"history_other", "console"})
         for record in runs:  # a run at a time: it is read whole anyway
             run = self._read()[record.run_id]
             columns: dict[str, list[Any]] = {name: [] for name in SERIES_SCHEMA}

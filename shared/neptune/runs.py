@@ -17,7 +17,7 @@ from shared.base.errors import describe, is_bug
 from shared.base.events import Events
 from shared.neptune.attributes import BOOKKEEPING, CONFIG_NAMESPACES, config_of, normalize_state
 from shared.neptune.streams import OTHER_POINTS, console_lines, history_other, system_points
-from shared.table.schema import HISTORY_COLUMNS, RunRecord
+from shared.table.schema import HISTORY_COLUMNS, SERIES_SCHEMA, RunRecord
 from shared.table.source import (
     ExportItem,
     ExportRequest,
@@ -49,7 +49,7 @@ class SeriesBatch:
     schema.SERIES_FRAME; the step may be the exporter's decimal), the series that are not numbers
     (`others`, streams.OTHER_POINTS), and how many points of each run were left out (`skipped`)."""
 
-    numbers: pl.DataFrame
+    numbers: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SERIES_SCHEMA))
     others: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=OTHER_POINTS))
     skipped: dict[str, int] = field(default_factory=dict)
 
@@ -230,12 +230,11 @@ class NeptuneSource:
         """Every run of the source, with its simple attributes and each float series' last value."""
         raise NotImplementedError
 
-    def export_series(
-        self, runs: Sequence[NeptuneRun], *, numbers: bool, others: bool
-    ) -> Iterator[SeriesBatch]:
-        """These runs' series points, a batch at a time: the float series when `numbers` (history, and
-        the system metrics under `monitoring/`), the others when `others` (history_other, and the
-        console output under `monitoring/`). A batch holds all of a run's points that it holds any of."""
+    def export_series(self, runs: Sequence[NeptuneRun], streams: frozenset[str]) -> Iterator[SeriesBatch]:
+        """These runs' series points for the `streams` named (history, history_other, console, system), a
+        batch at a time: the float series for history and, under `monitoring/`, the system metrics; the
+        others for history_other and, `monitoring/*/stdout|stderr`, the console. A batch holds every point
+        of each run it holds points of (a run's console output is split into lines in one piece)."""
         raise NotImplementedError
 
     def unreadable_entries(self) -> dict[str, str]:
@@ -281,8 +280,9 @@ class NeptuneSource:
         )
         wanted = {run.run_id for run in history_of}
         fractional_steps = 0
-        numbers, others = history or system, history or console
-        for batch in self.export_series(history_of, numbers=numbers, others=others) if history_of else ():
+        streams = {"history", "history_other"} if history else set()
+        streams |= {name for name, asked in (("console", console), ("system", system)) if asked}
+        for batch in self.export_series(history_of, frozenset(streams)) if history_of else ():
             points, texts = batch.numbers, batch.others
             if len(wanted) < len(runs):  # the files hold a run's history only with its row
                 points = points.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
