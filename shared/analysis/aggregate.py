@@ -108,8 +108,7 @@ def aggregate(
     # Against every column, as the output will have them: select_runs reads only the ones it needs.
     check_rule_columns(needed, schema | {SOURCE_COLUMN: pl.String()})
     kept, report = select_runs(files, schema, selection, needed)
-    rows = [kept.filter(pl.col(FILE_INDEX) == i)[ROW_INDEX] for i in range(len(files))]
-    frame = scan_runs(files, schema, rows)
+    frame = scan_runs(files, schema, kept[ROW_INDEX])
     if enrich_output:
         # Replaced in place, so a rule can still read the input's own column of its name (as select_runs
         # did), then moved to the end so every aggregate has the same column order.

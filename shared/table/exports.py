@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import re
@@ -34,7 +35,9 @@ REQUIRED_COLUMNS = ("id", "name", "entity", "project")  # what makes a parquet a
 RUN_KEY = ("entity", "project", "id")
 
 
-FILE_INDEX, ROW_INDEX = "__file", "__row"  # hidden columns that locate a row in its input file
+# Hidden columns that locate a row: the index of its input file, and its position among all the inputs'
+# rows read one file after another.
+FILE_INDEX, ROW_INDEX = "__file", "__row"
 
 
 SOURCE_COLUMN = "_source_file"
@@ -82,6 +85,9 @@ def _current(runs_files: list[Path], events: Events) -> list[Path]:
 def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list[Path]:
     """Folders (every `*_runs.parquet` below them), files and globs → distinct parquet paths, in order."""
     found: list[Path] = []
+    seen: set[tuple[int, int] | str] = (
+        set()
+    )  # device and inode: one file named twice (a link, `a/../a`) is read once
     for item in inputs:
         if not item.strip():
             raise BadInput(EMPTY_PATH)
@@ -104,11 +110,21 @@ def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list
                 (events or Events()).note(
                     f"skipping {stream.name} file {match}: runs files (…_runs.parquet) are read here"
                 )
-            elif match.resolve() not in {p.resolve() for p in found}:
+            elif (identity := _identity(match)) not in seen:
+                seen.add(identity)
                 found.append(match)
     if not found:
         raise BadInput(f"no runs parquet among {name_list(inputs, 10)}")
     return found
+
+
+def _identity(path: Path) -> tuple[int, int] | str:
+    """A file's device and inode; its path when it cannot be stat'ed (open_runs_file then says why)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return str(path)
+    return found.st_dev, found.st_ino
 
 
 Stamp = tuple[int, int, int, int] | None  # a file's device, inode, size and change time; None: absent
@@ -424,34 +440,60 @@ def cast_column(name: str, source: pl.DataType, target: pl.DataType) -> pl.Expr:
 
 
 def conform(
-    frame: pl.LazyFrame, source: dict[str, pl.DataType], target: dict[str, pl.DataType]
+    frame: pl.LazyFrame,
+    source: dict[str, pl.DataType],
+    target: dict[str, pl.DataType],
+    keep: Sequence[str] = (),
 ) -> pl.LazyFrame:
-    """`frame` with every column of `target`, in its order and types; columns it lacks are null."""
+    """`frame` with every column of `target`, in its order and types (columns it lacks are null), then `keep`."""
     return frame.select(
-        cast_column(n, source[n], t) if n in source else pl.lit(None, dtype=t).alias(n)
-        for n, t in target.items()
+        *(
+            cast_column(n, source[n], t) if n in source else pl.lit(None, dtype=t).alias(n)
+            for n, t in target.items()
+        ),
+        *keep,
     )
 
 
 def scan_runs(
-    files: Sequence[RunsFile], schema: dict[str, pl.DataType], rows: Sequence[pl.Series] | None = None
+    files: Sequence[RunsFile], schema: dict[str, pl.DataType], rows: pl.Series | None = None
 ) -> pl.LazyFrame:
-    """All files as one lazy frame in `schema` plus `_source_file` and hidden file/row indexes.
+    """All files as one lazy frame in `schema` plus `_source_file` and the hidden file and row indexes.
 
-    With `rows`, only the rows of file i whose index is in `rows[i]` (a filter that streams).
+    Consecutive files of one schema are read by one scan (thousands of nightly exports are a few scans,
+    not a query plan per file). With `rows`, only the rows whose ROW_INDEX is in it (a filter that streams).
     """
+    starts = [0, *itertools.accumulate(f.rows for f in files)]  # each file's first ROW_INDEX
     frames = []
-    for index, runs in enumerate(files):
-        frame = conform(pl.scan_parquet(runs.path), runs.schema, schema)
-        source = pl.lit(runs.label)
-        if SOURCE_COLUMN in runs.schema:  # an aggregated input keeps the exports its rows came from
-            source = pl.coalesce(pl.col(SOURCE_COLUMN).cast(pl.String), source)
-        frame = frame.with_columns(source.alias(SOURCE_COLUMN), pl.lit(index, pl.Int32).alias(FILE_INDEX))
-        frame = frame.with_row_index(ROW_INDEX).with_columns(pl.col(ROW_INDEX).cast(pl.Int64))
+    for first, end in _same_schema_spans(files):
+        span = files[first:end]
+        frame = pl.scan_parquet(
+            [f.path for f in span], glob=False, row_index_name=ROW_INDEX, row_index_offset=starts[first]
+        )
         if rows is not None:
-            frame = frame.filter(pl.col(ROW_INDEX).is_in(rows[index].implode()))
-        frames.append(frame)
+            frame = frame.filter(pl.col(ROW_INDEX).is_in(rows.implode()))
+        # A row's file: the last whose first row index is at or before the row's.
+        file_index = pl.lit(pl.Series(starts[first:end], dtype=pl.Int64)).search_sorted(
+            pl.col(ROW_INDEX).cast(pl.Int64), side="right"
+        )
+        frame = frame.with_columns((file_index.cast(pl.Int32) + (first - 1)).alias(FILE_INDEX))
+        frame = conform(frame, span[0].schema, schema, keep=[FILE_INDEX, pl.col(ROW_INDEX).cast(pl.Int64)])
+        source = pl.lit(pl.Series([f.label for f in span])).gather(pl.col(FILE_INDEX) - first)
+        if SOURCE_COLUMN in span[0].schema:  # an aggregated input keeps the exports its rows came from
+            source = pl.coalesce(pl.col(SOURCE_COLUMN).cast(pl.String), source)
+        frames.append(frame.with_columns(source.alias(SOURCE_COLUMN)))
     return pl.concat(frames, how="vertical")
+
+
+def _same_schema_spans(files: Sequence[RunsFile]) -> list[tuple[int, int]]:
+    """[first, end) index ranges of consecutive files that have the same schema."""
+    spans: list[tuple[int, int]] = []
+    for index, runs in enumerate(files):
+        if spans and runs.schema == files[spans[-1][0]].schema:
+            spans[-1] = (spans[-1][0], index + 1)
+        else:
+            spans.append((index, index + 1))
+    return spans
 
 
 def newest_copies(frame: pl.LazyFrame, files: Sequence[RunsFile]) -> pl.LazyFrame:
