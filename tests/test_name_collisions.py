@@ -55,6 +55,7 @@ def exported(folder: Path) -> dict[tuple[str, str], tuple[str, list[str], list[s
             "runs": f"{stem}_runs.parquet",
             "history": f"{stem}_history.parquet",
             "history_other": f"{stem}_history_other.parquet",
+            "files": f"{stem}_files.parquet",
         }
         runs = pl.read_parquet(folder / metadata["files"]["runs"])
         assert set(zip(runs["entity"], runs["project"], strict=True)) == {

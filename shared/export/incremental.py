@@ -21,7 +21,7 @@ from shared.export.project import ExportFiles, ProjectExport, ProjectResult, exp
 from shared.table.exports import history_file_of
 from shared.table.flatten import parse_object
 from shared.table.history import ROW_GROUP
-from shared.table.schema import CORE, HISTORY_SCHEMA, RAW_JSON_COLUMNS, SECTIONS, RunRecord
+from shared.table.schema import CORE, FILES, HISTORY_SCHEMA, RAW_JSON_COLUMNS, SECTIONS, RunRecord
 from shared.table.source import Changes, iso_utc
 
 if TYPE_CHECKING:
@@ -180,7 +180,10 @@ def plan_update(
     missing = [path.name for path in (*kept, files.metadata) if not path.is_file()]
     if missing:
         return None, f"files of the previous export are missing: {', '.join(missing)}"
-    for path, columns in zip(kept, (REQUIRED_COLUMNS, HISTORY_SCHEMA.names), strict=False):
+    columns_of = {files.runs: REQUIRED_COLUMNS, files.files: list(FILES.columns)}
+    if options.get("include_history"):
+        columns_of[files.history] = HISTORY_SCHEMA.names
+    for path, columns in columns_of.items():
         try:
             names = pq.read_schema(path).names
         except (OSError, ValueError) as error:  # cut short or overwritten by something else
