@@ -228,3 +228,105 @@ def test_the_standin_lists_md5_in_base64_as_w_and_b_does(wandb_env):
     run = wandb.Api().run(f"{ENTITY}/alpha/{alpha.runs[0].id}")
     (found,) = [file for file in run.files() if file.name == "x.txt"]
     assert found.md5 == base64.b64encode(hashlib.md5(b"hello").digest()).decode() and found.size == 5
+
+
+# ------------------------------------------------------------------ Neptune
+
+NEPTUNE_SCRIPT = """\
+import neptune
+from pathlib import Path
+Path("weights.bin").write_bytes(bytes(range(200)))
+run = neptune.init_run(
+    project="ws/proj", mode="offline", source_files=["train.py"], capture_hardware_metrics=False
+)
+run["model/weights"].upload("weights.bin")
+run["loss"].append(0.5)
+run.stop()
+"""
+
+
+def export_neptune(source, folder: Path, **options: object):
+    from shared.export.pipeline import ExportOptions, ExportTarget, export_runs
+
+    return export_runs([ExportTarget(source, source.key)], ExportOptions(folder, **options), source.events)
+
+
+def test_an_offline_neptune_export_lists_uploaded_and_source_files(tmp_path: Path):
+    """The files an offline run's log uploads (source_files and an upload), where they are on this
+    machine, with their size and md5; --include-files copies them."""
+    from shared.neptune.offline import OfflineSource
+
+    job = tmp_path / "job"
+    run_script(job, NEPTUNE_SCRIPT, NEPTUNE_MODE="offline", NEPTUNE_DATA_DIRECTORY=str(job / ".neptune"))
+    source = OfflineSource(job / ".neptune", "ws/proj", events=TerminalEvents())
+    outcome = export_neptune(source, tmp_path / "out", include_files="*")
+    assert outcome.failures == [] and outcome.results[0].shortfall is None
+    listed = files_table(tmp_path / "out")
+    expected = {
+        "source_code/files/train.py": (job / "train.py").read_bytes(),
+        "model/weights.bin": bytes(range(200)),
+    }
+    assert sorted(listed["path"]) == sorted(expected)
+    for row in listed.iter_rows(named=True):
+        data = expected[row["path"]]
+        assert (row["size"], row["md5"]) == (len(data), md5(data))
+        assert (tmp_path / "out" / "files" / "ws_proj" / row["run_id"] / row["path"]).read_bytes() == data
+
+
+def test_an_archive_export_lists_the_files_neptune_exporter_downloaded(tmp_path: Path, capsys):
+    """file, file_series and file_set attributes: each file where the exporter put it (files/<project
+    folder>/, file_value.path), by its path in the run; a path that leaves the files folder is listed
+    without size or md5 and is not kept: named, exit 1."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from shared.neptune.archive import ArchiveSource
+    from tests.neptune_fixtures import EXPORTER_SCHEMA, PROJECT, SPECS, exporter_name, write_archive
+
+    root = write_archive(tmp_path / "exports" / "data", specs=SPECS[:1])
+    files_root = tmp_path / "exports" / "files" / exporter_name(PROJECT)
+    held = {
+        "model/weights.pt": b"\x00weights" * 30,
+        "media/sample/4.png": b"png four",
+        "data/set/a.csv": b"a,b\n1,2\n",
+        "data/set/sub/b.csv": b"b\n3\n",
+    }
+    for path, data in held.items():
+        location = files_root / PROJECT / "TEST-1" / path
+        location.parent.mkdir(parents=True, exist_ok=True)
+        location.write_bytes(data)
+    base = {"project_id": PROJECT, "run_id": "TEST-1"}
+    where = f"{PROJECT}/TEST-1"
+    added = [
+        base | {"attribute_path": "model/weights", "attribute_type": "file",
+                "file_value": {"path": f"{where}/model/weights.pt"}},
+        base | {"attribute_path": "media/sample", "attribute_type": "file_series", "step": 4,
+                "file_value": {"path": f"{where}/media/sample/4.png"}},
+        base | {"attribute_path": "data/set", "attribute_type": "file_set",
+                "file_value": {"path": f"{where}/data/set"}},
+        base | {"attribute_path": "evil", "attribute_type": "file",
+                "file_value": {"path": "../../../outside.txt"}},
+    ]  # fmt: skip
+    part = next(root.glob("*/*_part_0.parquet"))
+    table = pa.concat_tables([pq.read_table(part), pa.Table.from_pylist(added, schema=EXPORTER_SCHEMA)])
+    pq.write_table(table, part)
+    (tmp_path / "outside.txt").write_bytes(b"not the archive's")
+
+    source = ArchiveSource(root, PROJECT, cache=False, events=TerminalEvents())
+    out = tmp_path / "out"
+    outcome = export_neptune(source, out)
+    assert outcome.results[0].shortfall is None  # listing alone: nothing to keep
+    listed = {row["path"]: row for row in files_table(out).iter_rows(named=True)}
+    assert set(listed) == set(held) | {"evil"}
+    for path, data in held.items():
+        assert (listed[path]["size"], listed[path]["md5"]) == (len(data), md5(data))
+    assert listed["evil"]["size"] is None and listed["evil"]["md5"] is None
+
+    source = ArchiveSource(root, PROJECT, cache=False, events=TerminalEvents())
+    outcome = export_neptune(source, out, include_files="*")
+    assert "1 file(s) of run(s) TEST-1 not kept" in (outcome.results[0].shortfall or "")
+    assert "run TEST-1: file evil: the source cannot read it: not kept" in capsys.readouterr().err
+    kept = out / "files" / "_".join(source.key) / "TEST-1"
+    for path, data in held.items():
+        assert (kept / path).read_bytes() == data
+    assert not (kept / "evil").exists() and not (out / "outside.txt").exists()

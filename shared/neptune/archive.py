@@ -23,8 +23,10 @@ from shared.base.limits import check_regular_file
 from shared.base.storage import parquet_schema
 from shared.neptune.archive_batches import PART, map_batches, run_batches, run_prefix
 from shared.neptune.attributes import STATE_ALIASES
+from shared.neptune.files import FILE_TYPES, archive_files_root, archive_run_files
 from shared.neptune.runs import NeptuneRun, NeptuneSource, SeriesBatch, split_project
 from shared.neptune.streams import OTHER_POINTS
+from shared.table.run_files import RunFile
 from shared.table.schema import RUNS_SCHEMA
 from shared.table.series import (
     RUN,
@@ -392,7 +394,7 @@ class ArchiveSource(NeptuneSource):
     """Runs of one project of a neptune-exporter archive; only the needed attribute paths are read."""
 
     detail = "neptune-archive"
-    streams = frozenset({"history_other", "console", "system"})  # the tidy streams it reads
+    streams = frozenset({"history_other", "console", "system", "files"})  # the tidy streams it reads
 
     def __init__(
         self,
@@ -714,6 +716,26 @@ class ArchiveSource(NeptuneSource):
         for run_id, path, value in last.iter_rows():
             last_values.setdefault(run_id, {})[path] = value
         return [NeptuneRun(r, attributes[r], last_values.get(r, {})) for r in run_ids]
+
+    def export_files(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[str, list[RunFile]]]:
+        """The files the archive's file attributes name (shared.neptune.files), in one pass over the parts."""
+        wanted = [run.run_id for run in runs]
+        with self._reading():
+            rows = (
+                self._scan()
+                .filter(pl.col("attribute_type").is_in(FILE_TYPES) & pl.col("run_id").is_in(wanted))
+                .select(
+                    "run_id", "attribute_path", pl.col("file_value").struct.field("path").alias("location")
+                )
+                .drop_nulls("location")
+                .sort("run_id", "attribute_path", "location")
+                .collect()
+            )
+        root = archive_files_root(self.folder)
+        found: dict[str, list[RunFile]] = {run_id: [] for run_id in wanted}
+        for run_id, attribute_path, location in rows.iter_rows():
+            found[run_id] += archive_run_files(root, run_id, attribute_path, location)
+        yield from found.items()
 
     def export_series(self, runs: Sequence[NeptuneRun], streams: frozenset[str]) -> Iterator[SeriesBatch]:
         """Every series point in one pass over the parts, a batch of whole runs at a time (a run's console

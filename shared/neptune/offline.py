@@ -17,6 +17,7 @@ import polars as pl
 from shared.base.errors import Incomplete
 from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
+from shared.neptune.files import upload_files
 from shared.neptune.runs import (
     OFFLINE_PROJECT,
     NeptuneRun,
@@ -27,6 +28,7 @@ from shared.neptune.runs import (
     utc,
 )
 from shared.neptune.streams import OTHER_POINTS
+from shared.table.run_files import RunFile, local_file
 from shared.table.schema import POINTS_SCHEMA, RUNS_SCHEMA, SERIES_SCHEMA
 from shared.table.source import Asked
 
@@ -53,6 +55,8 @@ class OfflineRun:
     strings: dict[str, list[tuple[float, float | None, str]]] = field(
         default_factory=dict
     )  # path → (step, ts, value)
+    # path -> the files its uploads name: (path in the run, where it is on this machine)
+    uploads: dict[str, list[tuple[str, Path]]] = field(default_factory=dict)
     last_at: float | None = None  # when the newest operation was logged (epoch s): the last sign of life
     started: bool = False  # some operation was logged: a run folder without one is a run being started
     skipped_lines: int = 0
@@ -182,7 +186,8 @@ def operations(folder: Path) -> Iterator[tuple[dict[str, Any], Any] | None]:
 
 
 def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> None:
-    """Apply one operation to the run being rebuilt (file uploads, images, artifacts are not kept)."""
+    """Apply one operation to the run being rebuilt (images and artifacts are not kept; an upload's file is
+    named where it is, shared.neptune.files)."""
     kind, path = op.get("type"), "/".join(op.get("path", []))
     if kind in _ASSIGN:
         run.scalars[path] = _ASSIGN[kind](op["value"])
@@ -221,8 +226,15 @@ def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> 
         run.series[path] = ([], [])
         run.series_times[path] = []
         last_step.pop(path, None)
+    elif kind == "UploadFile":
+        name = f"{path}.{op['ext']}" if op.get("ext") else path
+        held = op.get("file_path") or str(run.folder / "upload_path" / op["tmp_file_name"])
+        run.uploads[path] = [(name, Path(held))]
+    elif kind == "UploadFileSet":
+        added = upload_files(path, [str(pattern) for pattern in op["file_globs"]])
+        run.uploads[path] = (run.uploads.get(path, []) if op.get("reset") in ("False", False) else []) + added
     elif kind == "DeleteAttribute":
-        for table in (run.scalars, run.string_sets, run.series, run.series_times, run.strings):
+        for table in (run.scalars, run.string_sets, run.series, run.series_times, run.strings, run.uploads):
             table.pop(path, None)
         last_step.pop(path, None)
 
@@ -265,7 +277,7 @@ class OfflineSource(NeptuneSource):
     `project` (workspace/project) is the one its runs are exported as."""
 
     detail = "neptune-offline"
-    streams = frozenset({"history_other", "console", "system"})  # the tidy streams it reads
+    streams = frozenset({"history_other", "console", "system", "files"})  # the tidy streams it reads
 
     def __init__(self, path: Path, project: str | None = None, *, events: Events | None = None) -> None:
         super().__init__(split_project(project) if project else OFFLINE_PROJECT, project, events)
@@ -387,6 +399,12 @@ class OfflineSource(NeptuneSource):
             heartbeat = epoch_times([run.last_at])[0]
             found.append(NeptuneRun(run.run_id, run.attributes(), last, utc(run.created_at), heartbeat))
         return found
+
+    def export_files(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[str, list[RunFile]]]:
+        for record in runs:
+            uploads = self._read()[record.run_id].uploads
+            named = {name: held for files in uploads.values() for name, held in files}
+            yield record.run_id, [local_file(name, held) for name, held in sorted(named.items())]
 
     def export_series(self, runs: Sequence[NeptuneRun], streams: frozenset[str]) -> Iterator[SeriesBatch]:
         numbers = bool(streams & {"history", "system"})

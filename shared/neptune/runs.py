@@ -17,6 +17,7 @@ from shared.base.errors import describe, is_bug
 from shared.base.events import Events
 from shared.neptune.attributes import BOOKKEEPING, CONFIG_NAMESPACES, config_of, normalize_state
 from shared.neptune.streams import OTHER_POINTS, console_lines, history_other, system_points
+from shared.table.run_files import RunFile
 from shared.table.schema import HISTORY_COLUMNS, SERIES_SCHEMA, RunRecord
 from shared.table.source import (
     ExportItem,
@@ -25,6 +26,7 @@ from shared.table.source import (
     ProjectKey,
     Reported,
     RunFailed,
+    RunFiles,
     StreamChunk,
     Unreadable,
 )
@@ -237,6 +239,10 @@ class NeptuneSource:
         of each run it holds points of (a run's console output is split into lines in one piece)."""
         raise NotImplementedError
 
+    def export_files(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[str, list[RunFile]]]:
+        """Each of these runs' files (a source that lists them names "files" in its `streams`)."""
+        return iter(())
+
     def unreadable_entries(self) -> dict[str, str]:
         """The files of the source left out because they cannot be read (path → why): each is a run lost."""
         return {}
@@ -256,6 +262,7 @@ class NeptuneSource:
             yield Unreadable(f"{'/'.join(self.key)}: cannot read {entry}: {reason}", entry, self.key)
         ids: dict[str, str] = {}  # the source's run id -> the record's (sys/id)
         history_of: list[NeptuneRun] = []
+        files_of: list[NeptuneRun] = []
         with self.events.progress("runs", len(runs), verb="mapped") as progress:
             for run in runs:
                 progress.advance()
@@ -273,6 +280,10 @@ class NeptuneSource:
                 yield record
                 if any(request.wants_stream(name, record) for name in ("history_other", "console", "system")):
                     history_of.append(run)  # every stream asked for is read of the runs whose history is
+                if request.wants_files(record):
+                    files_of.append(run)
+        for run_id, files in self.export_files(files_of) if files_of else ():
+            yield RunFiles(self.key, ids[run_id], files)
         self._fractional = None
         history, console, system = (
             request.include_history,
