@@ -264,3 +264,33 @@ def test_the_command_writes_the_page_and_one_line_on_stderr(hostile, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.html"]  # no temp file left
     page = (tmp_path / "out.html").read_text()
     assert f"analyze_runs.py {hostile} --report out.html --metric test/mse" in page
+
+
+def test_a_system_metrics_panel_shows_the_top_runs_summaries_and_samples(tmp_path):
+    """A run the real W&B client logged with system stats every 0.2 s, exported with its system metrics:
+    the report lists its summaries as the runs table holds them and draws its samples over time, a panel
+    per summary; an export without system metrics has no such section."""
+    from shared.analysis.report import SYSTEM_PANELS
+    from tests.test_run_streams import WANDB_SCRIPT, run_script
+
+    run_script(tmp_path / "job", WANDB_SCRIPT, WANDB_MODE="offline", WANDB_SILENT="true")
+    export_runs = load_script("export_runs")
+    source = ["--offline", str(tmp_path / "job" / "wandb"), "--include-history"]
+    assert export_runs.main([*source, "-o", str(tmp_path / "out"), "--include-system-metrics"]) == 0
+    runs_path = next((tmp_path / "out").glob("*_runs.parquet"))
+    runs = pl.read_parquet(runs_path)
+    present = [column for column in SYSTEM_PANELS if runs[column].is_not_null().any()]
+    assert {"cpu_mean", "memory_peak_gb"} <= set(present)
+    html = make_report(tmp_path, str(runs_path), "--metric", "loss")
+    page = PageTables(html)
+    assert page.tables["system-runs"]["header"] == ["run", *present]
+    for column in present:
+        assert page.column("system-runs", column) == [cell(runs[column][0]).text]
+    assert 'href="#system"' in html and 'id="system-' in html  # the section and its figure
+    for column in present:
+        assert f"<!-- {SYSTEM_PANELS[column]} -->" in html  # each summary's panel, titled
+    assert "cpu_mean" not in page.tables["top-runs"]["header"]  # shown in the section, not twice
+
+    assert export_runs.main([*source, "-o", str(tmp_path / "plain")]) == 0
+    plain = make_report(tmp_path, str(next((tmp_path / "plain").glob("*_runs.parquet"))), "--metric", "loss")
+    assert 'id="system"' not in plain and 'href="#system"' not in plain

@@ -239,6 +239,34 @@ def plot_curve_panels(
         figure.supylabel(axis_name(metric), fontsize=7)
 
 
+def plot_system_panels(
+    target: PlotTarget,
+    panels: Sequence[tuple[str, Sequence[tuple[int, Sequence[float], Sequence[float]]]]],
+    labels: Sequence[str],
+) -> None:
+    """System metrics over time, side by side: panels = (title, [(run index, minutes since the run's
+    first sample, values)]); each run (its label from `labels`) drawn in one colour on every panel, with
+    dots where it has few samples; one legend below."""
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    colors = _colors(len(labels))
+    width = 0.35 + 1.85 * len(panels)
+    columns, rows = _legend_rows(labels, width)
+    with _figure(target, width, 1.55 + 0.14 * rows) as figure:
+        grid = figure.subplots(1, len(panels), squeeze=False)[0]
+        for axes, (title, lines) in zip(grid, panels, strict=True):
+            for index, minutes, values in lines:
+                marker = "o" if len(values) <= 20 else None
+                axes.plot(
+                    np.asarray(minutes), np.asarray(values), color=colors[index], marker=marker, markersize=2
+                )
+            axes.set_title(title, loc="left", fontsize=6.5)
+            axes.set_xlabel("minutes", fontsize=6.5)
+        handles = [Line2D([], [], color=color) for color in colors]
+        figure.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize=6)
+
+
 def plot_pareto(
     path: PlotTarget,
     points: pl.DataFrame,

@@ -17,7 +17,7 @@ import polars as pl
 from markupsafe import Markup
 
 from shared.analysis import frames as an
-from shared.analysis.plots import axis_name, plot_curve_panels
+from shared.analysis.plots import axis_name, plot_curve_panels, plot_system_panels
 from shared.analysis.render import states_note
 from shared.analysis.views import GroupView, ParetoView, PivotView, TopView, ViewOptions
 from shared.base.errors import BadInput, describe
@@ -26,6 +26,7 @@ from shared.table.exports import FILE_INDEX, RUN_KEY, RunsFile, export_metadata,
 from shared.table.metrics import metric_column
 from shared.table.outputs import format_value
 from shared.table.schema import CONFIG_PREFIX
+from shared.table.system_summary import SUMMARIES, summary_samples
 from shared.table.vocabulary import TOP
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -33,6 +34,13 @@ MAX_GROUPS = 100  # group statistics rows shown (best mean first): the page stay
 MAX_FRONT = 100  # Pareto front rows shown
 TOP_METADATA = ("git_commit", "host", "program", "gpu")  # where and what the best runs ran
 CURVE_PANELS = 12  # learning-curve panels: the best runs of the top table
+# The runs table's system-metric summaries and the title of each one's panel of samples over time.
+SYSTEM_PANELS = {
+    "cpu_mean": "CPU (%)",
+    "memory_peak_gb": "memory (GB)",
+    "gpu_mean": "GPU (%)",
+    "gpu_memory_peak_gb": "GPU memory (GB)",
+}
 DIGITS = 4  # significant digits shown; the full value is in the cell's title
 
 
@@ -129,7 +137,7 @@ def top_section(top: pl.DataFrame, options: ViewOptions) -> dict:
     configs = [c for c in top.columns if c.startswith(CONFIG_PREFIX) and c not in options.columns]
     shared = {c: top[c][0] for c in configs if top[c].n_unique() == 1 and top[c][0] is not None}
     first = list(dict.fromkeys(["rank", "id", "name", options.metric, *options.columns]))
-    keys = [c for c in top.columns if c not in first and c not in configs]  # key columns, tags, entity
+    keys = [c for c in top.columns if c not in first and c not in configs and c not in SYSTEM_PANELS]
     if "entity" in keys and top["entity"].n_unique() == 1:  # read for the curves; shown when teams differ
         keys.remove("entity")
     flat_keys = [k for k in keys if not top[k].dtype.is_nested()]
@@ -215,6 +223,75 @@ def top_curves(
     return curves, " ".join(notes)
 
 
+def system_section(files: Sequence[RunsFile], top: pl.DataFrame) -> dict | None:
+    """The best runs' system-metric summaries (the runs table's columns) and a figure of their samples
+    over time from the system files beside the inputs (opened with them): per summary, each run's
+    samples of the keys it summarises, averaged (a mean) or the largest (a peak) at each time. None when
+    the runs have neither."""
+    wanted = top.head(CURVE_PANELS)
+    summaries = [c for c in SYSTEM_PANELS if c in wanted.columns and wanted[c].is_not_null().any()]
+    holders = newest_files(files, wanted.select(RUN_KEY))
+    parts = []
+    for index, runs_file in enumerate(files):
+        path = dict(runs_file.streams).get("system")
+        keys = holders.filter(pl.col(FILE_INDEX) == index)
+        if path is None or not keys.height:
+            continue
+        try:
+            rows = pl.scan_parquet(path).filter(pl.col("run_id").is_in(keys["id"].implode())).collect()
+        except (pl.exceptions.PolarsError, OSError) as error:
+            raise BadInput(f"cannot read the system metrics {path}: {describe(error)}") from None
+        if not {"entity", "project"} <= set(rows.columns):  # an aggregate's merged file has them
+            rows = rows.join(keys.select("entity", "project", "id"), left_on="run_id", right_on="id")
+        parts.append(rows.select("entity", "project", "run_id", "timestamp", "key", "value"))
+    samples = pl.concat(parts).drop_nulls("timestamp") if parts else None
+    panels = _system_panels(samples, wanted) if samples is not None and samples.height else []
+    if not summaries and not panels:
+        return None
+    labels = [
+        f"{rank}. {name or run_id}"
+        for rank, (run_id, name) in enumerate(wanted.select("id", "name").iter_rows(), 1)
+    ]
+    table = wanted.select(pl.Series("run", labels), *summaries)
+    figure = (
+        svg_markup(lambda buffer: plot_system_panels(buffer, panels, labels), "system") if panels else None
+    )
+    return {"table": html_table(table, "system-runs"), "figure": figure}
+
+
+def _system_panels(samples: pl.DataFrame, wanted: pl.DataFrame) -> list:
+    """The panels of plot_system_panels: per summary with samples, each wanted run's line (its index in
+    `wanted`, minutes since the run's first sample, the samples of each time combined as the summary
+    combines them: averaged for a mean, the largest for a peak)."""
+    order = wanted.select("entity", "project", pl.col("id").alias("run_id")).with_row_index("run")
+    indexed = samples.join(order, on=["entity", "project", "run_id"]).select(
+        pl.col("run").cast(pl.String).alias("run_id"), "timestamp", "key", "value"
+    )
+    points = (
+        summary_samples(indexed)
+        .group_by("run_id", "column", "timestamp")
+        .agg(pl.col("value").mean().alias("mean"), pl.col("value").max().alias("peak"))
+        .with_columns(
+            (
+                (pl.col("timestamp") - pl.col("timestamp").min().over("run_id")).dt.total_milliseconds()
+                / 60_000
+            ).alias("minutes")
+        )
+        .sort("run_id", "column", "timestamp")
+        .collect()
+    )
+    panels = []
+    for column, title in SYSTEM_PANELS.items():
+        combined = "mean" if SUMMARIES[column].mean else "peak"
+        lines = [
+            (int(run), line["minutes"].to_list(), line[combined].to_list())
+            for (run,), line in points.filter(pl.col("column") == column).group_by("run_id")
+        ]
+        if lines:
+            panels.append((title, sorted(lines, key=lambda line: line[0])))
+    return panels
+
+
 def columns_table(described: pl.DataFrame, counts: pl.DataFrame, runs: int) -> Table:
     """One row per column: group, name, dtype, non-null values and how full it is."""
     table = an.schema_table(described, counts)
@@ -248,8 +325,9 @@ def build_report(
     schema = frame.collect_schema()
     configs = [c for c in schema if c.startswith(CONFIG_PREFIX)]
     metadata = [c for c in TOP_METADATA if c in schema]  # empty ones are dropped from the table
+    system = [c for c in SYSTEM_PANELS if c in schema]  # shown in their own section
     top_view = TopView(
-        options, extra=["entity", *(["tags"] if "tags" in schema else []), *metadata, *configs]
+        options, extra=["entity", *(["tags"] if "tags" in schema else []), *metadata, *system, *configs]
     )
     described, fullness = an.schema_query(matched)
     queries = {
@@ -294,6 +372,8 @@ def build_report(
         page["groups"] = html_table(groups.head(MAX_GROUPS), "group-stats", note)
     if "pareto" in results:
         page["pareto"] = pareto_section(results["pareto"], options)
+    if top.height and (system_metrics := system_section(files, top)):
+        page["system"] = system_metrics
     if top.height:
         curves, page["curves_note"] = top_curves(files, top, metric)
         if curves:

@@ -40,6 +40,17 @@ def _by_rule(pick: int) -> pl.Expr:
     return expression
 
 
+def summary_samples(rows: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """The system rows (schema.SYSTEM) that a summary takes: run_id, timestamp, `column` (the summary's,
+    `cpu_mean`, …) and `value` in its unit (percent, GB); NaN samples left out."""
+    return (
+        rows.lazy()
+        .filter(pl.col("value").is_not_nan())
+        .select("run_id", "timestamp", _by_rule(0).alias("column"), pl.col("value") * _by_rule(2))
+        .drop_nulls("column")
+    )
+
+
 class SystemSummaries:
     """Partial sums, counts and peaks per run and column, added a frame of system rows at a time."""
 
@@ -48,10 +59,7 @@ class SystemSummaries:
 
     def add(self, rows: pl.DataFrame) -> None:
         found = (
-            rows.lazy()
-            .filter(pl.col("value").is_not_nan())
-            .select("run_id", _by_rule(0).alias("column"), pl.col("value") * _by_rule(2))
-            .drop_nulls("column")
+            summary_samples(rows)
             .group_by("run_id", "column")
             .agg(
                 pl.col("value").sum().alias("total"),
