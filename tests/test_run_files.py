@@ -330,3 +330,56 @@ def test_an_archive_export_lists_the_files_neptune_exporter_downloaded(tmp_path:
     for path, data in held.items():
         assert (kept / path).read_bytes() == data
     assert not (kept / "evil").exists() and not (out / "outside.txt").exists()
+
+
+# ------------------------------------------------------------------ incremental, lock, aggregate
+
+
+def test_an_update_lists_the_changed_runs_files_and_carries_the_others(wandb_env, tmp_path: Path, capsys):
+    """--incremental: the listing of a run not fetched again is kept from the stored file; a changed run's
+    is listed anew (its new file appears, and is kept with --include-files)."""
+    from tests.export_checks import advance_run, utc_now
+
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    kept, changed = alpha.runs[0], alpha.runs[1]
+    kept.files = {"kept.txt": b"kept"}
+    changed.files = {"first.txt": b"first"}
+    flags = ("--incremental", "--include-files", "*.txt")
+    assert api_export(tmp_path, *flags) == 0
+    changed.files["second.txt"] = b"second"
+    kept.files["unseen.txt"] = b"not fetched: the run did not change"
+    advance_run(changed, utc_now())
+    wandb_env.clear_cache()
+    wandb_env.reset_counts()
+    assert api_export(tmp_path, *flags) == 0
+    assert "1 new or changed run(s) merged into the files" in capsys.readouterr().err
+    listed = files_table(tmp_path)
+    paths = {run_id: set(group["path"]) for (run_id,), group in listed.group_by("run_id")}
+    assert {"kept.txt"} <= paths[kept.id] and "unseen.txt" not in paths[kept.id]
+    assert {"first.txt", "second.txt"} <= paths[changed.id]
+    assert (tmp_path / "files" / f"{ENTITY}_alpha" / changed.id / "second.txt").read_bytes() == b"second"
+    assert wandb_env.requests["GET /files/run-file"] == 1  # second.txt; first.txt is already there
+
+
+def test_the_lock_removes_temp_files_of_run_files_an_export_left(offline_job: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    export_offline([offline_job / "wandb"], out, include_files="model.txt")
+    (kept,) = (out / "files").rglob("model.txt")
+    leftover = kept.with_name(".model.txt.abcd1234.tmp")  # a killed export's, as AtomicFile names them
+    leftover.write_bytes(b"half")
+    export_offline([offline_job / "wandb"], out)
+    assert not leftover.exists() and kept.read_bytes() == b"weights 1 2 3\n"
+
+
+def test_aggregate_with_history_carries_the_files_listing(offline_job: Path, tmp_path: Path):
+    from tests.current_data import load_script
+
+    aggregate_runs = load_script("aggregate_runs")
+    outcome = export_offline([offline_job / "wandb"], tmp_path / "export", include_history=True)
+    output = tmp_path / "all.parquet"
+    argv = [str(outcome.results[0].runs_path), "-o", str(output), "--include-history", "--protocol", "all"]
+    assert aggregate_runs.main(argv) == 0
+    merged = pl.read_parquet(tmp_path / "all_files.parquet")
+    exported = files_table(tmp_path / "export")
+    assert merged.select(exported.columns).sort("path").equals(exported.sort("path"))
+    assert set(merged["project"]) == {"proj"}
