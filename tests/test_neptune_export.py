@@ -279,6 +279,40 @@ def test_offline_runs_without_a_project_and_without_history(offline, tmp_path):
     assert metadata["history_rows"] is None and metadata["files"]["history"] is None
 
 
+def test_an_offline_image_series_is_kept_as_media(tmp_path, monkeypatch):
+    """Images the real client logged to a FileSeries offline (the log holds each image, base64) are
+    history_other `media` rows with the image, its name and description, not dropped."""
+    import base64
+
+    import neptune
+    from neptune.types import File
+    from PIL import Image
+
+    from tests.neptune_fixtures import QUIET
+
+    image = tmp_path / "square.png"
+    Image.new("RGB", (2, 2), "red").save(image)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEPTUNE_DATA_DIRECTORY", str(tmp_path / ".neptune"))
+    run = neptune.init_run(project=PROJECT, mode="offline", **QUIET)
+    run["samples"].append(File(str(image)), step=3, name="first", description="a red square")
+    run["samples"].append(File(str(image)), step=4)
+    run.stop()
+    out = tmp_path / "out"
+    assert (
+        export_runs.main(["--source", str(tmp_path / ".neptune"), "-o", str(out), "--include-history"]) == 0
+    )
+    metadata = json.loads(files_of(out, "offline", "uncategorized")["metadata"].read_text())
+    assert metadata["skipped_history_values"] == 0
+    other = pl.read_parquet(out / metadata["files"]["history_other"]).sort("step")
+    data = base64.b64encode(image.read_bytes()).decode()
+    assert other.select("step", "key", "type").rows() == [(3, "samples", "media"), (4, "samples", "media")]
+    assert [json.loads(value) for value in other["value"]] == [
+        {"_type": "image", "data": data, "name": "first", "description": "a red square"},
+        {"_type": "image", "data": data, "name": None, "description": None},
+    ]
+
+
 # ------------------------------------------------------------------ a live server (stand-in client)
 
 

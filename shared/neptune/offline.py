@@ -55,6 +55,9 @@ class OfflineRun:
     strings: dict[str, list[tuple[float, float | None, str]]] = field(
         default_factory=dict
     )  # path → (step, ts, value)
+    images: dict[str, list[tuple[float, float | None, str]]] = field(
+        default_factory=dict
+    )  # path → (step, ts, the image as JSON): a FileSeries, which the offline client logs images to
     # path -> the files its uploads name: (path in the run, where it is on this machine)
     uploads: dict[str, list[tuple[str, Path]]] = field(default_factory=dict)
     last_at: float | None = None  # when the newest operation was logged (epoch s): the last sign of life
@@ -186,8 +189,8 @@ def operations(folder: Path) -> Iterator[tuple[dict[str, Any], Any] | None]:
 
 
 def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> None:
-    """Apply one operation to the run being rebuilt (images and artifacts are not kept; an upload's file is
-    named where it is, shared.neptune.files)."""
+    """Apply one operation to the run being rebuilt (artifacts are not kept; an upload's file is named where
+    it is, shared.neptune.files)."""
     kind, path = op.get("type"), "/".join(op.get("path", []))
     if kind in _ASSIGN:
         run.scalars[path] = _ASSIGN[kind](op["value"])
@@ -211,16 +214,17 @@ def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> 
             steps.append(float(step))
             values.append(value)
             times.append(point.get("ts"))
-    elif kind == "LogStrings":
-        points = run.strings.setdefault(path, [])
+    elif kind in ("LogStrings", "LogImages"):
+        points = (run.strings if kind == "LogStrings" else run.images).setdefault(path, [])
         for point in op["values"]:
             step = point.get("step")
             if step is None:
                 step = last_step[path] + 1 if path in last_step else 0.0
             last_step[path] = float(step)
-            points.append((float(step), point.get("ts"), str(point["value"])))
-    elif kind == "ClearStringLog":
-        run.strings[path] = []
+            value = str(point["value"]) if kind == "LogStrings" else _image_json(point["value"])
+            points.append((float(step), point.get("ts"), value))
+    elif kind in ("ClearStringLog", "ClearImageLog"):
+        (run.strings if kind == "ClearStringLog" else run.images)[path] = []
         last_step.pop(path, None)
     elif kind == "ClearFloatLog":
         run.series[path] = ([], [])
@@ -234,9 +238,26 @@ def _apply(run: OfflineRun, op: dict[str, Any], last_step: dict[str, float]) -> 
         added = upload_files(path, [str(pattern) for pattern in op["file_globs"]])
         run.uploads[path] = (run.uploads.get(path, []) if op.get("reset") in ("False", False) else []) + added
     elif kind == "DeleteAttribute":
-        for table in (run.scalars, run.string_sets, run.series, run.series_times, run.strings, run.uploads):
+        tables = (
+            run.scalars,
+            run.string_sets,
+            run.series,
+            run.series_times,
+            run.strings,
+            run.images,
+            run.uploads,
+        )
+        for table in tables:
             table.pop(path, None)
         last_step.pop(path, None)
+
+
+def _image_json(value: Any) -> str:
+    """An image of a FileSeries as history_other's media JSON: the offline log holds the image itself
+    (base64, `data`), its `name` and `description`; the client's own reader takes a bare string as data."""
+    image = value if isinstance(value, dict) else {"data": value}
+    fields = {name: image.get(name) for name in ("data", "name", "description")}
+    return json.dumps({"_type": "image"} | fields, sort_keys=True)
 
 
 def read_offline_run(folders: Sequence[Path]) -> OfflineRun:
@@ -418,16 +439,20 @@ class OfflineSource(NeptuneSource):
                 columns["step"] += steps
                 columns["timestamp"] += epoch_times(run.series_times.get(path, []))
                 columns["value"] += values
-            points = (
-                [(path, *point) for path, logged in run.strings.items() for point in logged] if others else []
-            )
+            logged = [("string", run.strings), ("media", run.images)] if others else []
+            points = [
+                (path, *point, kind)
+                for kind, series in logged
+                for path, texts in series.items()
+                for point in texts
+            ]
             strings = pl.DataFrame(
                 {
                     "run_id": [run.run_id] * len(points),
                     "key": [point[0] for point in points],
                     "step": [point[1] for point in points],
                     "timestamp": epoch_times([point[2] for point in points]),
-                    "type": ["string"] * len(points),
+                    "type": [point[4] for point in points],
                     "value": [point[3] for point in points],
                 },
                 schema=OTHER_POINTS,
