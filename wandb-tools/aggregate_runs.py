@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.analysis.frames import Selection
     from shared.base.storage import check_output_file, prepare_output_folder
     from shared.cli.progress import TerminalEvents
-    from shared.table.exports import check_regex, find_runs_files, one_export_state, open_runs_file
+    from shared.table.exports import check_regex, find_runs_files, one_export_state, open_runs_files
     from shared.table.vocabulary import check_output_suffix
 
     check_output_suffix(args.output)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     selection = Selection(args.state, args.filter, args.protocol)
 
     def read() -> tuple[AggregateReport, int]:  # again when an export replaced an input as it was read
-        files = [open_runs_file(path, with_history=args.include_history) for path in paths]
+        files = open_runs_files(paths, with_history=args.include_history)
         report = aggregate(
             files,
             args.output,

@@ -222,7 +222,7 @@ def check_report_path(parser: argparse.ArgumentParser, args: argparse.Namespace)
 def load(inputs: list[str], *, with_history: bool) -> tuple[pl.LazyFrame, list[RunsFile], str | None]:
     """The runs of `inputs` (default: the newest export), the files read, and the line naming a default pick."""
     from shared.cli.progress import TerminalEvents
-    from shared.table.exports import find_runs_files, newest_export, open_runs_file, scan_deduplicated
+    from shared.table.exports import find_runs_files, newest_export, open_runs_files, scan_deduplicated
 
     events = TerminalEvents()
 
@@ -233,7 +233,7 @@ def load(inputs: list[str], *, with_history: bool) -> tuple[pl.LazyFrame, list[R
         newest, count = newest_export(DEFAULT_FOLDER)
         picked = f"using {newest} (the newest of {count} parquet files under {DEFAULT_FOLDER}/)"
         paths = [newest]
-    files = [open_runs_file(p, with_history=with_history) for p in paths]
+    files = open_runs_files(paths, with_history=with_history)
     return scan_deduplicated(files, events), files, picked
 
 

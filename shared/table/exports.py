@@ -9,6 +9,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,15 @@ def files_under(folder: Path, suffix: str) -> list[Path]:
             " files in it would be missing"
         )
     return sorted(found)
+
+
+def open_runs_files(paths: Sequence[Path], *, with_history: bool = False) -> list[RunsFile]:
+    """`open_runs_file` of each path, in order, several at once (thousands of nightly exports: their
+    footers are read in parallel); the error of the first path in order that fails."""
+    if len(paths) < 8:
+        return [open_runs_file(path, with_history=with_history) for path in paths]
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda path: open_runs_file(path, with_history=with_history), paths))
 
 
 def _current(runs_files: list[Path], events: Events) -> list[Path]:
@@ -385,7 +395,9 @@ def reconcile(dtypes: Sequence[pl.DataType]) -> tuple[pl.DataType, bool]:
 def union_schema(schemas: Sequence[dict[str, pl.DataType]]) -> tuple[dict[str, pl.DataType], list[str]]:
     """One schema for all files (columns in first-seen order) and a warning per column turned into string."""
     seen: dict[str, list[pl.DataType]] = {}
-    for schema in schemas:
+    for index, schema in enumerate(schemas):
+        if index and schema == schemas[index - 1]:  # nightly exports of one project: the same columns
+            continue
         for name, dtype in schema.items():
             seen.setdefault(name, []).append(dtype)
     union: dict[str, pl.DataType] = {}
@@ -547,11 +559,9 @@ def scan_deduplicated(files: Sequence[RunsFile], events: Events | None = None) -
     schema, warnings = union_schema([f.schema for f in files])
     for message in [*warnings, *rounded_integers(files, schema)]:
         (events or Events()).warn(message)
-    frame = scan_runs(files, schema)
-    winners = newest_copies(frame, files)
-    return frame.join(winners, on=[FILE_INDEX, ROW_INDEX], how="semi", maintain_order="left").drop(
-        FILE_INDEX, ROW_INDEX
-    )
+    # The newest copies are found on a narrow scan, then only their rows are read in full.
+    winners = newest_copies(scan_runs(files, schema), files).collect()
+    return scan_runs(files, schema, winners[ROW_INDEX]).drop(FILE_INDEX, ROW_INDEX)
 
 
 def newest_export(folder: Path) -> tuple[Path, int]:
