@@ -34,7 +34,7 @@ def unsafe_path(path: str) -> str | None:
     """Why `path` (run-relative, `/`-separated) cannot be a file under a run's folder; None when it can."""
     if not path:
         return "an empty path"
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+    if path.startswith("/"):
         return "an absolute path"
     parts = path.split("/")
     if ".." in parts:
