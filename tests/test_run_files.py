@@ -383,3 +383,19 @@ def test_aggregate_with_history_carries_the_files_listing(offline_job: Path, tmp
     exported = files_table(tmp_path / "export")
     assert merged.select(exported.columns).sort("path").equals(exported.sort("path"))
     assert set(merged["project"]) == {"proj"}
+
+
+def test_readers_of_a_folder_take_no_kept_run_file_for_an_export(offline_job: Path, tmp_path: Path):
+    """A parquet a run saved (here a runs file's copy, the worst case) kept under files/ is neither found
+    as a runs file of the folder nor taken as its newest export."""
+    import shutil
+
+    from shared.base.events import Events
+    from shared.table.exports import find_runs_files, newest_export
+
+    out = tmp_path / "out"
+    outcome = export_offline([offline_job / "wandb"], out, include_files="*.txt")
+    (kept,) = (out / "files").rglob("model.txt")
+    shutil.copy(outcome.results[0].runs_path, kept.with_name("saved_runs.parquet"))
+    assert find_runs_files([str(out)], Events()) == [outcome.results[0].runs_path]
+    assert newest_export(out) == (outcome.results[0].runs_path, 1)

@@ -20,8 +20,9 @@ from pathlib import Path
 from shared.base.errors import describe, is_bug
 from shared.base.storage import TEMP_FILE, AtomicFile
 from shared.table.run_files import CHUNK, RunFile, file_md5
+from shared.table.schema import RUN_FILES_FOLDER
 
-FILES_FOLDER = "files"  # in the output folder: files/<stem>/<run_id>/<path>
+FILES_FOLDER = RUN_FILES_FOLDER  # in the output folder: files/<stem>/<run_id>/<path>
 _MAX_PART_BYTES = 200  # room for the temp file's `.{name}.XXXXXXXX.tmp` within 255 bytes
 
 

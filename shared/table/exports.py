@@ -24,7 +24,15 @@ from shared.base.events import Events
 from shared.base.limits import check_regular_file, read_text_file
 from shared.base.storage import parquet_schema
 from shared.base.text import name_list
-from shared.table.schema import GENERATION_KEY, HISTORY, HISTORY_FILE_KEY, RUNS_FILE, STREAMS
+from shared.table.schema import (
+    FILE_KINDS,
+    GENERATION_KEY,
+    HISTORY,
+    HISTORY_FILE_KEY,
+    RUN_FILES_FOLDER,
+    RUNS_FILE,
+    STREAMS,
+)
 
 STREAM_NAMES = {stream.name for stream in STREAMS if stream is not HISTORY}  # the files beside history
 
@@ -48,10 +56,13 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def files_under(folder: Path, suffix: str) -> list[Path]:
-    """Files (not folders) named `*{suffix}` at any depth below `folder`, sorted; Incomplete naming a
+    """Files (not folders) named `*{suffix}` at any depth below `folder`, sorted, but none of the run files
+    an export kept (`files/` beside its metadata: a run's own parquet is no export); Incomplete naming a
     folder below that cannot be listed (a glob would skip it, and its runs, without a word)."""
     found, unreadable = [], []
-    for parent, _, files in os.walk(folder, onerror=unreadable.append):
+    for parent, folders, files in os.walk(folder, onerror=unreadable.append):
+        if RUN_FILES_FOLDER in folders and any(name.endswith(FILE_KINDS["metadata"]) for name in files):
+            folders.remove(RUN_FILES_FOLDER)
         found += [Path(parent, name) for name in files if name.endswith(suffix)]
     if unreadable:
         first = unreadable[0]

@@ -141,6 +141,7 @@ FILES = Stream(
     "files", {"run_id": "text", "path": "text", "size": "integer", "md5": "text", "updated_at": "time"}
 )
 STREAMS = (HISTORY, HISTORY_OTHER, CONSOLE, SYSTEM, FILES)
+RUN_FILES_FOLDER = "files"  # beside a project's files: the run files --include-files keeps, by run
 # The streams an export writes only when asked (`--include-console`, `--include-system-metrics`);
 # history_other comes with history.
 OPTIONAL_STREAMS = (CONSOLE, SYSTEM)
