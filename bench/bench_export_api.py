@@ -21,6 +21,12 @@ main() inside its own environment's Python (the in-process core, no interpreter 
 memory: N runs x --memory-steps steps x K keys, exported --repeats times; the highest peak RSS of the
 largest process (the Python exporter) and of the whole process tree at once (uv, Python, wandb-core),
 measured from outside; the target holds the tree to it.
+
+contents (issue 21): the same runs, each with an output.log of --console-lines lines and an events stream
+of --events samples; `--include-history` alone against `--include-history --include-console
+--include-system-metrics`, rounds interleaved, both at the exporter's default workers: min and median
+seconds, their ratio (target <= 1.5), peak memory of each, and the extra requests (lookups <= ceil(N/25),
+one fetch per run and stream).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +60,8 @@ EXPORTER = ROOT / "wandb-tools" / "export_runs.py"
 ENTITY, PROJECT, WARMUP_PROJECT = "bench", "synthetic", "warmup"
 RUNS_PER_PAGE = 100  # shared/wandb_api.py RUNS_PER_PAGE
 SPEEDUP_TARGET, MEMORY_TARGET_MB, PAGE_SLACK = 8.0, 500.0, 5
+CONTENTS_RATIO_TARGET, LOOKUP_BATCH = 1.5, 25
+STREAM_FLAGS = ["--include-console", "--include-system-metrics"]
 EXAMPLES = """\
 examples:
   bench_export_api.py                                  # 2000 runs x 2k steps, and 2000 x 10k for memory
@@ -103,6 +112,31 @@ class FileBackedServer(StandinServer):
         return path.read_bytes() if path.is_file() else None
 
 
+def add_contents(server: StandinServer, console_lines: int, events: int) -> None:
+    """Each run of the timed project gets an output.log and an events stream (wandb-core's keys)."""
+    project = server.dataset.project(ENTITY, PROJECT)
+    assert project is not None
+    for index, run in enumerate(project.runs):
+        log = "".join(
+            f"epoch {line}: loss={1 / (line + 1):.6f} run {index}\n" for line in range(console_lines)
+        )
+        run.files["output.log"] = log.encode()
+        start = run.created_at.replace(tzinfo=UTC).timestamp()
+        run.events = [  # as JSON lines: the server's storage, not its work per request (as history's files)
+            json.dumps(
+                {"_wandb": True, "_timestamp": start + 15 * i, "_runtime": 15.0 * i}
+                | {f"system.{key}": float((i + index) % 100) for key in SYSTEM_KEYS}
+            )
+            for i in range(events)
+        ]
+
+
+SYSTEM_KEYS = (
+    "cpu", "memory_percent", "proc.memory.rssMB", "proc.memory.percent", "proc.cpu.threads", "disk./.usageGB",
+    "network.sent", "network.recv", "gpu.0.gpu", "gpu.0.memoryAllocatedBytes", "gpu.0.temp", "gpu.0.powerWatts",
+)  # fmt: skip
+
+
 def serve(runs: int, steps: int, keys: int, data: Path, latency_s: float) -> FileBackedServer:
     dataset = synthetic_dataset(runs, steps, keys, entity=ENTITY, project=PROJECT)
     warmup = synthetic_dataset(10, 10, keys, entity=ENTITY, project=WARMUP_PROJECT, seed=1)
@@ -129,8 +163,8 @@ def client_env(server: StandinServer, home: Path, pycache: Path) -> dict[str, st
     return env
 
 
-def export_args(project: str, out: Path, workers: int | None) -> list[str]:
-    args = ["-e", ENTITY, "-p", project, "-o", str(out), "--include-history", "--json"]
+def export_args(project: str, out: Path, workers: int | None, extra: tuple[str, ...] = ()) -> list[str]:
+    args = ["-e", ENTITY, "-p", project, "-o", str(out), "--include-history", "--json", *extra]
     return args + (["--workers", str(workers)] if workers else [])
 
 
@@ -151,7 +185,13 @@ def script_python() -> str:
 
 
 def timed_export(
-    server: StandinServer, env: dict[str, str], scratch: Path, workers: int | None, *, core: bool = False
+    server: StandinServer,
+    env: dict[str, str],
+    scratch: Path,
+    workers: int | None,
+    *,
+    core: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One export; wall time, peak memory, the server's request counts, and what was written."""
     out = scratch / "out"
@@ -160,7 +200,7 @@ def timed_export(
     if core:
         command = [script_python(), "-c", CORE_DRIVER, str(EXPORTER), *export_args(PROJECT, out, workers)]
     else:
-        command = ["uv", "run", str(EXPORTER), *export_args(PROJECT, out, workers)]
+        command = ["uv", "run", str(EXPORTER), *export_args(PROJECT, out, workers, extra)]
     measured = run_measured(command, env=env, cwd=ROOT)
     if measured.returncode != 0:
         raise SystemExit(f"export failed ({measured.returncode}): {measured.stderr[-2000:]}")
@@ -173,6 +213,9 @@ def timed_export(
         "history_rows": history,
         "requests": dict(server.requests),
     }
+    for stream in ("console", "system"):
+        if (path := out / f"{ENTITY}_{PROJECT}_{stream}.parquet").is_file():
+            figures[f"{stream}_rows"] = pq.ParquetFile(path).metadata.num_rows
     if core:
         figures["core_s"] = json.loads(measured.stderr.strip().splitlines()[-1])["core_s"]
     shutil.rmtree(out, ignore_errors=True)
@@ -192,15 +235,20 @@ def served(
         server.stop()
 
 
+def warm_up(env: dict[str, str], scratch: Path) -> None:
+    """An untimed export first: uv's environment, the wandb service and the caches are ready."""
+    warm = subprocess.run(
+        ["uv", "run", str(EXPORTER), *export_args(WARMUP_PROJECT, scratch / "warm", None)],
+        env=env, cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if warm.returncode != 0:
+        raise SystemExit(f"warm-up export failed: {warm.stderr[-2000:]}")
+
+
 def speed(args: argparse.Namespace, scratch: Path, pycache: Path) -> dict[str, Any]:
     with served(args, args.steps, scratch, pycache) as (server, env, prepared):
         if not args.smoke:
-            warm = subprocess.run(
-                ["uv", "run", str(EXPORTER), *export_args(WARMUP_PROJECT, scratch / "warm", None)],
-                env=env, cwd=ROOT, capture_output=True, text=True,
-            )  # fmt: skip
-            if warm.returncode != 0:
-                raise SystemExit(f"warm-up export failed: {warm.stderr[-2000:]}")
+            warm_up(env, scratch)
         sides: dict[str, list[dict[str, Any]]] = {"baseline": [], "ours": [], "core": []}
         for _ in range(args.repeats):
             sides["baseline"].append(timed_export(server, env, scratch, 1))
@@ -225,6 +273,44 @@ def speed(args: argparse.Namespace, scratch: Path, pycache: Path) -> dict[str, A
         "requests_ours": sides["ours"][0]["requests"], "requests_baseline": sides["baseline"][0]["requests"],
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in sides["ours"])),
         "complete": all((r["runs"], r["history_rows"]) == expected for side in sides.values() for r in side),
+        "server_problems": problems,
+    }  # fmt: skip
+
+
+def contents(args: argparse.Namespace, scratch: Path, pycache: Path) -> dict[str, Any]:
+    with served(args, args.steps, scratch, pycache) as (server, env, _):
+        add_contents(server, args.console_lines, args.events)
+        if not args.smoke:
+            warm_up(env, scratch)
+        sides: dict[str, list[dict[str, Any]]] = {"history": [], "everything": []}
+        for _ in range(args.repeats):
+            sides["history"].append(timed_export(server, env, scratch, args.workers))
+            sides["everything"].append(
+                timed_export(server, env, scratch, args.workers, extra=tuple(STREAM_FLAGS))
+            )
+        problems = server.problems()
+    expected = (args.runs, args.runs * args.steps * args.keys)
+    seconds = {side: [r["seconds"] for r in results] for side, results in sides.items()}
+    everything = sides["everything"][0]["requests"]
+    return {
+        "runs": args.runs, "steps": args.steps, "keys": args.keys, "latency_s": args.latency,
+        "console_lines": args.console_lines, "events": args.events, "workers": args.workers or "default",
+        **{f"{side}_min_s": round(min(values), 2) for side, values in seconds.items()},
+        **{f"{side}_median_s": round(statistics.median(values), 2) for side, values in seconds.items()},
+        **{f"{side}_runs_s": [round(v, 2) for v in values] for side, values in seconds.items()},
+        "ratio_median": round(statistics.median(seconds["everything"]) / statistics.median(seconds["history"]), 2),
+        "ratio_min": round(min(seconds["everything"]) / min(seconds["history"]), 2),
+        "ratio_target": CONTENTS_RATIO_TARGET,
+        **{f"{side}_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results)) for side, results in sides.items()},
+        **{f"{side}_peak_tree_mb": round(max(r["peak_tree_mb"] for r in results)) for side, results in sides.items()},
+        "lookups": everything.get("RunContents", 0), "lookups_allowed": math.ceil(args.runs / LOOKUP_BATCH),
+        "events_fetches": everything.get("RunFullHistory", 0), "console_fetches": everything.get("GET /files/run-file", 0),
+        "complete": all((r["runs"], r["history_rows"]) == expected for side in sides.values() for r in side)
+        and all(
+            (r.get("console_rows"), r.get("system_rows"))
+            == (args.runs * args.console_lines, args.runs * args.events * len(SYSTEM_KEYS))
+            for r in sides["everything"]
+        ),
         "server_problems": problems,
     }  # fmt: skip
 
@@ -260,7 +346,11 @@ def main() -> int:
     )
     parser.add_argument("--workers", type=int, help="--workers for our side (default: the exporter's)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds, medians (default 3)")
-    parser.add_argument("--only", choices=["speed", "memory"], help="run one of the two benchmarks")
+    parser.add_argument(
+        "--only", choices=["speed", "memory", "contents"], help="run one benchmark (contents: only so)"
+    )
+    parser.add_argument("--console-lines", type=int, default=500, help="output.log lines per run (contents)")
+    parser.add_argument("--events", type=int, default=240, help="events samples per run (contents)")
     parser.add_argument(
         "--smoke", action="store_true", help="for tests: no warm-up run, no in-process core timing"
     )
@@ -281,6 +371,8 @@ def main() -> int:
             figures["speed"] = speed(args, scratch, pycache)
         if args.only in (None, "memory"):
             figures["memory"] = memory(args, scratch, pycache)
+        if args.only == "contents":
+            figures["contents"] = contents(args, scratch, pycache)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -301,7 +393,12 @@ def targets_met(figures: dict[str, Any]) -> bool:
     memory_ok = "memory" not in figures or (
         figures["memory"]["peak_tree_mb"] < MEMORY_TARGET_MB and figures["memory"]["complete"]
     )
-    return speed_ok and memory_ok
+    contents_ok = "contents" not in figures or (
+        figures["contents"]["ratio_median"] <= CONTENTS_RATIO_TARGET
+        and figures["contents"]["lookups"] <= figures["contents"]["lookups_allowed"]
+        and figures["contents"]["complete"]
+    )
+    return speed_ok and memory_ok and contents_ok
 
 
 if __name__ == "__main__":

@@ -434,7 +434,8 @@ def test_an_api_export_keeps_each_runs_output_log_and_events(wandb_env, tmp_path
     stream null; unicode, an empty line, a last line without its newline), a log merged from the file
     stream (its marks taken off, ERROR lines as stderr), no log at all (no rows, no failure); events with
     the `system.` prefix taken off (the offline keys), every sample of a stream longer than the 500 the
-    client asks for by default. One lookup per 25 runs, one fetch per run and stream."""
+    client asks for by default. One lookup per 25 runs, one fetch per output.log, the events of up to 25
+    runs in one request."""
     runs = api_runs(wandb_env)
     raw, merged, silent = runs[0], runs[1], runs[2]
     raw.files["output.log"], merged.files["output.log"] = RAW_LOG, MERGED_LOG
@@ -483,7 +484,7 @@ def test_an_api_export_keeps_each_runs_output_log_and_events(wandb_env, tmp_path
     assert summaries[silent.id] == dict.fromkeys(summaries[silent.id])
 
     assert wandb_env.requests["RunContents"] == math.ceil(len(runs) / 25) == 2
-    assert wandb_env.requests["RunFullHistory"] == 2  # the runs with events; none without
+    assert wandb_env.requests["RunEvents"] == 1  # the two runs with events, in one batch; none without
     assert wandb_env.requests["GET /files/run-file"] == 2  # the output.logs
     wandb_env.assert_clean()
 
@@ -512,3 +513,25 @@ def test_an_output_log_or_events_that_cannot_be_had_name_the_run(wandb_env, tmp_
     assert f"run {short.id} not exported: system: the server sent 3 of its 5 samples" in err
     console = stream_file(tmp_path, "console")
     assert set(console["run_id"]) == {fine.id} and console.height == 4
+
+
+def test_events_read_as_one_frame_are_those_read_a_line_at_a_time():
+    """The events of many runs are read as one JSON-lines frame; each sample is as reading them line by
+    line gives it: a key a row lacks has no row, text is null, integers are numbers. A NaN (which polars
+    does not read) sends the batch a line at a time."""
+    from shared.wandb.run_contents import events_frame, events_rows
+
+    runs = [
+        ("a", ['{"_timestamp": 1.5, "system.cpu": 3, "system.gpu.0.gpu": "n/a", "_wandb": true}',
+               '{"_timestamp": 2.5, "system.cpu": 0.5, "_runtime": 1.0}']),
+        ("b", ['{"_timestamp": 1.0, "system.disk./.usageGB": 4.25, "system.cpu": 7.5}']),
+        ("none", []),
+    ]  # fmt: skip
+    for batch, rows in ((runs, 5), ([*runs, ("nan", ['{"_timestamp": 3.0, "system.cpu": NaN}'])], 6)):
+        together, failed = events_rows(batch)
+        one_by_one = pl.concat([events_frame(run_id, lines) for run_id, lines in batch])
+        assert failed == {} and together.height == rows
+        order = ("run_id", "timestamp", "key")
+        assert_frame_equal(together.sort(order), one_by_one.sort(order))
+    _, failed = events_rows([("bad", ['{"system.cpu": 1}'])])
+    assert failed == {"bad": "an events row without a timestamp"}

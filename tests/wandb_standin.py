@@ -64,6 +64,7 @@ KNOWN_OPERATIONS = frozenset(
         "RunFiles",  # Run.files()
         # this project's own: the Run.files and Run.eventsLineCount fields of the server's schema
         "RunContents",  # shared.wandb.run_contents
+        "RunEvents",  # shared.wandb.run_contents: the Run.events field for many runs
         "RunFilesListing",  # shared.wandb.run_files
     }
 )
@@ -107,8 +108,8 @@ class StandinRun:
     files: dict[str, bytes] = field(default_factory=dict)  # its other files, by name (path in the run)
     served_files: dict[str, bytes] = field(default_factory=dict)  # a fault: bytes sent instead of `files`'
     # Its events stream (system metrics) as wandb-core sends it: rows of "system.<key>" samples, each with
-    # `_timestamp`, `_runtime` and `_wandb: true`.
-    events: list[dict[str, Any]] = field(default_factory=list)
+    # `_timestamp`, `_runtime` and `_wandb: true` (or those rows as JSON lines, encoded once).
+    events: list[dict[str, Any] | str] = field(default_factory=list)
     history: HistorySource | None = None
     live_from_step: int | None = None  # steps >= this are "live": not yet exported to parquet
     export_files: int = 1  # exported rows are split over this many parquet files
@@ -1370,7 +1371,10 @@ class StandinServer:
             "systemMetrics": lambda _: json.dumps(run.system_metrics),
             "historyLineCount": lambda _: self.history_meta(run).line_count,
             "eventsLineCount": len(run.events),
-            "events": lambda args: [_json_line(row) for row in _sample(run.events, args.get("samples"))],
+            "events": lambda args: [
+                row if isinstance(row, str) else _json_line(row)
+                for row in _sample(run.events, args.get("samples"))
+            ],
             "historyKeys": history_keys,
             "history": history,
             "sampledHistory": sampled_history,

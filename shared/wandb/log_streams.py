@@ -43,15 +43,18 @@ def sample_value(value: object) -> float | None:
 
 
 def system_rows(
-    run_id: str, seconds: list[float], keys: list[str], values: list[float | None]
+    run_id: str | pl.Series,
+    seconds: list[float] | pl.Series,
+    keys: list[str] | pl.Series,
+    values: list[float | None] | pl.Series,
 ) -> pl.DataFrame:
-    """schema.SYSTEM rows of one run: one per sample and key, at epoch `seconds`."""
+    """schema.SYSTEM rows: one per sample and key, at epoch `seconds`, of one run (or each row's)."""
     frame = pl.DataFrame(
         {"seconds": seconds, "key": keys, "value": values},
         schema={"seconds": pl.Float64, "key": pl.String, "value": pl.Float64},
     )
     rows = frame.select(
-        pl.lit(run_id).alias("run_id"),
+        (run_id if isinstance(run_id, pl.Series) else pl.lit(run_id)).alias("run_id"),
         epoch_seconds_to_utc(pl.col("seconds")).alias("timestamp"),
         "key",
         "value",

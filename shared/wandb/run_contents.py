@@ -3,7 +3,8 @@ table's metadata columns), its `output.log` (console lines) and its events strea
 
 One GraphQL request looks up, for URL_BATCH runs at once, the URLs of the files wanted and the events'
 line count; the metadata files are downloaded while the next batches are looked up. A run's console log
-and events are fetched by `streams`, one request each, as the caller schedules them (`workers` at a time).
+is fetched by `fetch_console`, the events of up to URL_BATCH runs by `fetch_events` in one request, as
+the caller schedules them.
 
 `output.log` as the client uploads it (wandb-core and the legacy client alike) holds the text alone: its
 lines' stream is not known (null). The log the server merges from the file stream while no file was
@@ -16,9 +17,8 @@ import codecs
 import json
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
@@ -43,16 +43,7 @@ SYSTEM_PREFIX = "system."  # wandb-core's events rows: "system." + the stats rec
 _MERGED_LINE = re.compile(r"(ERROR )?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6} ")
 _CHUNK_BYTES = 1 << 20
 
-# The query the public client sends for Run.history(stream="system") (wandb/apis/public/runs.py,
-# _full_history), word for word. The server samples the events down to `samples`: asked for the line
-# count the lookup reported, it sends them all; fewer than that is a shortfall, not an export.
-EVENTS_QUERY = """
-        query RunFullHistory($project: String!, $entity: String!, $name: String!, $samples: Int) {
-            project(name: $project, entityName: $entity) {
-                run(name: $name) { events(samples: $samples) }
-            }
-        }
-        """
+EVENTS_PER_REQUEST = 20_000  # samples one events request may bring (of URL_BATCH runs at most)
 
 
 def contents_query(count: int, *, events: bool) -> str:
@@ -61,6 +52,14 @@ def contents_query(count: int, *, events: bool) -> str:
         " eventsLineCount" if events else ""
     )
     return runs_query("RunContents", "$names: [String]", selection, count)
+
+
+def events_query(count: int) -> str:
+    """The events of `count` runs at once: the field the public client's Run.history(stream="system")
+    reads (wandb/apis/public/runs.py, _full_history). The server samples each run's events down to
+    `samples`: asked for the largest line count the lookup reported, it sends each run all of its own;
+    fewer than its count is a shortfall, not an export."""
+    return runs_query("RunEvents", "$samples: Int", "events(samples: $samples)", count)
 
 
 class Located(NamedTuple):
@@ -94,8 +93,33 @@ def console_frame(run_id: str, lines: list[str]) -> pl.DataFrame:
     return frame
 
 
+def events_rows(runs: list[tuple[str, list[Any]]]) -> tuple[pl.DataFrame, dict[str, str]]:
+    """schema.SYSTEM rows of runs' events (JSON lines): each `system.` key without that prefix, a sample
+    that is not a number as null; and why a run's could not be read. Read as one JSON-lines frame (runs
+    hold thousands of rows of a dozen keys); when polars cannot (NaN, mixed types), a line at a time."""
+    lines = [line for _, run_lines in runs for line in run_lines]
+    if lines and all(isinstance(line, str) for line in lines):
+        try:
+            wide = pl.read_ndjson("\n".join(lines).encode())
+        except pl.exceptions.PolarsError:
+            wide = None
+        timestamps = wide["_timestamp"] if wide is not None and "_timestamp" in wide.columns else None
+        if timestamps is not None and timestamps.dtype.is_numeric() and not timestamps.null_count():
+            owners = pl.Series("run_id", [run_id for run_id, run_lines in runs for _ in run_lines])
+            return _wide_events(
+                wide.with_columns(owners),
+            ), {}  # type: ignore[union-attr]
+    frames, failed = [], {}
+    for run_id, run_lines in runs:
+        try:
+            frames.append(events_frame(run_id, run_lines))
+        except (ValueError, PermanentFailure) as error:  # a row that is not JSON, or without a timestamp
+            failed[run_id] = describe(error)
+    return (pl.concat(frames) if frames else system_rows("", [], [], [])), failed
+
+
 def events_frame(run_id: str, lines: list[Any]) -> pl.DataFrame:
-    """schema.SYSTEM rows of an events stream's JSON lines: each `system.` key without that prefix."""
+    """schema.SYSTEM rows of one run's events, a line at a time."""
     seconds: list[float] = []
     keys: list[str] = []
     values: list[float | None] = []
@@ -109,6 +133,35 @@ def events_frame(run_id: str, lines: list[Any]) -> pl.DataFrame:
                 keys.append(key.removeprefix(SYSTEM_PREFIX))
                 values.append(sample_value(value))
     return system_rows(run_id, seconds, keys, values)
+
+
+def _wide_events(wide: pl.DataFrame) -> pl.DataFrame:
+    """Tidy rows of events read as one frame (a column per key): one per row and key the row holds."""
+    columns = [name for name in wide.columns if name.startswith(SYSTEM_PREFIX)]
+    if not columns:
+        return system_rows("", [], [], [])
+    present = wide.select(
+        "run_id",
+        pl.col("_timestamp").cast(pl.Float64).alias("seconds"),
+        *(
+            pl.struct(
+                pl.col(name).is_not_null().alias("held"),
+                (
+                    pl.col(name).cast(pl.Float64)
+                    if wide[name].dtype.is_numeric()
+                    else pl.lit(None, pl.Float64)  # text, booleans, objects: not a number
+                ).alias("value"),
+            ).alias(name.removeprefix(SYSTEM_PREFIX))
+            for name in columns
+        ),
+    )
+    tidy = (
+        present.unpivot(index=["run_id", "seconds"], variable_name="key", value_name="sample")
+        .unnest("sample")
+        .filter(pl.col("held"))
+        .sort("run_id", "seconds", maintain_order=True)
+    )
+    return system_rows(tidy["run_id"], tidy["seconds"], tidy["key"], tidy["value"])
 
 
 class ContentsFetcher:
@@ -160,27 +213,50 @@ class ContentsFetcher:
                 done, results = pending.popleft()
                 yield from zip(done, results.result(), strict=True)
 
-    def streams(self, run_id: str, contents: Contents, wanted: Iterable[str]) -> Iterator[tuple[str, Any]]:
-        """Each stream of `wanted` (console, system) and its rows, or why they could not be had."""
-        for stream in wanted:
-            if isinstance(contents.located, str):
-                yield stream, contents.located
-                continue
-            what = f"{stream} of run {run_id}"
-            located = contents.located
-            operation: Callable[[], pl.DataFrame] = (
-                partial(self._console, run_id, located.console)
-                if stream == "console" and located.console
-                else partial(console_frame, run_id, [])
-                if stream == "console"
-                else partial(self._events, run_id, located.events)
-            )
-            try:
-                yield stream, self.retry.call(what, operation)
-            except Exception as error:
-                if is_bug(error):
-                    raise
-                yield stream, describe(error).removeprefix(f"{what}: ")
+    def fetch_console(self, run_id: str, contents: Contents) -> list[tuple[str, str, Any]]:
+        """The run's console rows (none without an output.log), or why they could not be had; as
+        (run id, "console", rows or reason)."""
+        if isinstance(contents.located, str):
+            return [(run_id, "console", contents.located)]
+        url = contents.located.console
+        if url is None:
+            return [(run_id, "console", console_frame(run_id, []))]
+        what = f"console of run {run_id}"
+        try:
+            return [(run_id, "console", self.retry.call(what, lambda: self._console(run_id, url)))]
+        except Exception as error:
+            if is_bug(error):
+                raise
+            return [(run_id, "console", describe(error).removeprefix(f"{what}: "))]
+
+    def fetch_events(self, runs: list[tuple[str, Contents]]) -> list[tuple[str, str, Any]]:
+        """The system rows of `runs` (one request for all that have events) and why a run's could not
+        be had; as (run id, "system", reason) and ("", "system", the rows of them all)."""
+        failed = {run_id: contents.located for run_id, contents in runs if isinstance(contents.located, str)}
+        asked = [
+            (run_id, contents.located.events)
+            for run_id, contents in runs
+            if not isinstance(contents.located, str) and contents.located.events
+        ]
+        sent: list[tuple[str, list[Any]]] = []
+        if asked:
+            variables = {"entity": self.entity, "project": self.project}
+            variables |= {"samples": max(count for _, count in asked)}
+            variables |= {f"run{i}": run_id for i, (run_id, _) in enumerate(asked)}
+            what = f"events of runs {asked[0][0]}..{asked[-1][0]}"
+            query = events_query(len(asked))
+            project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
+            for i, (run_id, count) in enumerate(asked):
+                if isinstance(project, Exception):
+                    failed[run_id] = f"could not be had ({describe(project)})"
+                elif isinstance(lines := _sent_events(project.get(f"run{i}"), count), str):
+                    failed[run_id] = lines
+                else:
+                    sent.append((run_id, lines))
+        rows, unreadable = events_rows(sent)
+        return [(run_id, "system", why) for run_id, why in (failed | unreadable).items()] + [
+            ("", "system", rows)
+        ]
 
     def _locate(self, run_ids: list[str]) -> list[Located | Exception]:
         """Each run's file URLs and events' line count, or the failure to look them up."""
@@ -269,17 +345,12 @@ class ContentsFetcher:
         rest += decoder.decode(b"", final=True)
         return console_frame(run_id, lines + ([rest] if rest else []))
 
-    def _events(self, run_id: str, count: int) -> pl.DataFrame:
-        if not count:
-            return events_frame(run_id, [])
-        variables = {"entity": self.entity, "project": self.project, "name": run_id, "samples": count}
-        data = self.api._service_api.execute_graphql(EVENTS_QUERY, variables, timeout=self.timeout_s)
-        run = ((data or {}).get("project") or {}).get("run")
-        if run is None:
-            raise PermanentFailure("the run is gone from the server")
-        lines = run.get("events")
-        if not isinstance(lines, list):
-            raise PermanentFailure("the server sent no events")
-        if len(lines) < count:
-            raise PermanentFailure(f"the server sent {len(lines)} of its {count} samples")
-        return events_frame(run_id, lines)
+
+def _sent_events(run: Any, count: int) -> list[Any] | str:
+    """The events lines the server sent of a run, or why they are not all there."""
+    if not isinstance(run, dict):
+        return "the run is gone from the server"
+    lines = run.get("events")
+    if not isinstance(lines, list) or len(lines) < count:
+        return f"the server sent {len(lines) if isinstance(lines, list) else 0} of its {count} samples"
+    return lines

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
@@ -136,7 +137,12 @@ class ApiSource(RecordSource):
             run_record,
             unheld_count,
         )
-        from shared.wandb.run_contents import METADATA_FILE, URL_BATCH, ContentsFetcher
+        from shared.wandb.run_contents import (
+            EVENTS_PER_REQUEST,
+            METADATA_FILE,
+            URL_BATCH,
+            ContentsFetcher,
+        )
         from shared.wandb.run_files import RunFilesLister
 
         api = self._connect()
@@ -172,14 +178,16 @@ class ApiSource(RecordSource):
         # Records are made where the pages are read (a thread, when history is fetched meanwhile) and
         # handed over here, each before its history and streams.
         made: SimpleQueue[ExportItem | BaseException] = SimpleQueue()
-        # A run's console and events are fetched beside the listing, `workers` at a time (a log is held
-        # whole only while it is fetched and until it is handed over).
+        # A run's console log, and the events of a batch of runs, are fetched beside the listing,
+        # `workers` requests at a time (a log is held whole only while it is fetched and until it is
+        # handed over).
         stream_fetches = ThreadPoolExecutor(self.workers, thread_name_prefix="run-streams")
         fetching = threading.Semaphore(self.workers)
+        events_due: list[tuple[str, Any]] = []  # runs whose events the next request asks for
 
-        def fetch_streams(run_id: str, found: Any, wanted: list[str]) -> None:
+        def fetch(job: Callable[[], list[tuple[str, str, Any]]]) -> None:
             try:
-                for stream, rows in contents.streams(run_id, found, wanted):
+                for run_id, stream, rows in job():
                     made.put(
                         RunFailed(key, run_id, f"{stream}: {rows}")
                         if isinstance(rows, str)
@@ -189,6 +197,25 @@ class ApiSource(RecordSource):
                 made.put(error)
             finally:
                 fetching.release()
+
+        def submit(job: Callable[[], list[tuple[str, str, Any]]]) -> None:
+            while not fetching.acquire(timeout=0.5):
+                if stopping.is_set():  # the export was abandoned: its fetches will not end it
+                    raise Incomplete("the export was stopped")
+            stream_fetches.submit(fetch, job)
+
+        def ask_events() -> None:
+            if events_due:
+                submit(partial(contents.fetch_events, events_due.copy()))
+                events_due.clear()
+
+        def events_of(run_id: str, found: Any) -> None:
+            """The run joins the next events request, asked once it holds URL_BATCH runs or
+            EVENTS_PER_REQUEST samples."""
+            events_due.append((run_id, found))
+            samples = sum(f.located.events for _, f in events_due if not isinstance(f.located, str))
+            if len(events_due) == URL_BATCH or samples >= EVENTS_PER_REQUEST:
+                ask_events()
 
         def listed(progress: Progress) -> Iterator[Any]:
             """Every run recorded, with its metadata (looked up a batch ahead), its streams fetched; each
@@ -210,16 +237,16 @@ class ApiSource(RecordSource):
                 files = files_of.take(key, record.id)
                 if request.wants_files(record):
                     made.put(files)
-                if wanted := [stream for stream in asked if request.wants_stream(stream, record)]:
-                    while not fetching.acquire(timeout=0.5):
-                        if stopping.is_set():  # the export was abandoned: its fetches will not end it
-                            raise Incomplete("the export was stopped")
-                    stream_fetches.submit(fetch_streams, record.id, found, wanted)
+                if "console" in asked and request.wants_stream("console", record):
+                    submit(partial(contents.fetch_console, record.id, found))
+                if "system" in asked and request.wants_stream("system", record):
+                    events_of(record.id, found)
                 if request.wants_history(record):
                     yield paged.run
                 else:
                     progress.advance()
                     yield None
+            ask_events()
             stream_fetches.shutdown(wait=True)
             for run_id, why in runs.failed.items():
                 made.put(RunFailed(key, run_id, why))
