@@ -6,6 +6,7 @@ folder beside the run's log."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 FILES_PAGE = 50  # files per run per request, as the client asks for them
 RUNS_BATCH = 25  # runs whose files one request lists
+BATCHES_AHEAD = 4  # such requests under way at once
 
 
 def run_files_query(count: int, *, with_url: bool) -> str:
@@ -73,19 +75,24 @@ class RunFilesLister:
         self.api, self.entity, self.project = api, entity, project
         self.timeout_s, self.retry, self.with_url = timeout_s, retry, with_url
         self._transfers = Transfers(workers) if with_url else None
-        self._found: dict[str, list[RunFile] | str] = {}  # run id -> its files, until taken
+        # run id -> the listing of its batch (its files, or why not: a future) and its place there
+        self._found: dict[str, tuple[Future[list[list[RunFile] | str]], int]] = {}
 
     def listed(self, runs: Iterable[Any]) -> Iterator[Any]:
-        """`runs` (each with a `.run.id`) as they come, each batch's files listed (RUNS_BATCH runs per
-        request) before its runs are passed on; `take` hands a run's listing over."""
-        for batch in batched(runs, RUNS_BATCH):
-            ids = [paged.run.id for paged in batch]
-            self._found |= dict(zip(ids, self._list(ids), strict=True))
-            yield from batch
+        """`runs` (each with a `.run.id`), passed on as they come while each batch's files are listed
+        meanwhile (RUNS_BATCH runs per request, BATCHES_AHEAD at once: off the listing's critical path);
+        `take` waits for a run's listing."""
+        with ThreadPoolExecutor(BATCHES_AHEAD, thread_name_prefix="run-files") as lookups:
+            for batch in batched(runs, RUNS_BATCH):
+                ids = [paged.run.id for paged in batch]
+                listing = lookups.submit(self._list, ids)
+                self._found |= {run_id: (listing, index) for index, run_id in enumerate(ids)}
+                yield from batch
 
     def take(self, key: ProjectKey, run_id: str) -> RunFiles | RunFailed:
         """The files of a run passed on by `listed`, or why they could not be listed."""
-        files = self._found.pop(run_id, "were not listed")
+        listing, index = self._found.pop(run_id, (None, 0))
+        files = listing.result()[index] if listing is not None else "were not listed"
         return (
             RunFiles(key, run_id, files)
             if isinstance(files, list)
