@@ -65,7 +65,7 @@ SCALAR_TYPES = ("float", "int", "string", "bool", "datetime", "string_set")
 NUMERIC_TYPES = ("float_series", "float", "int")
 # The series that are not numbers (the exporter's attribute_type → history_other's type).
 OTHER_SERIES = {"string_series": "string", "histogram_series": "histogram", "file_series": "media"}
-_SERIES_VALUES = ("attribute_type", "float_value", "string_value", "histogram_value", "file_value")
+STRUCTURED_SERIES = ("histogram_series", "file_series")  # their values are structs: read apart
 _VALUE_COLUMNS = {
     "float": "float_value",
     "int": "int_value",
@@ -739,64 +739,72 @@ class ArchiveSource(NeptuneSource):
 
     def export_series(self, runs: Sequence[NeptuneRun], streams: frozenset[str]) -> Iterator[SeriesBatch]:
         """Every series point in one pass over the parts, a batch of whole runs at a time (a run's console
-        output is split into lines in one piece). The float series and the others are two queries of a
-        batch, run together: each reads only its columns, and the row groups of the other kind are skipped
-        by their statistics (the exporter writes one row group per series). A series of a kind the
-        exporter did not write when this was made is counted as skipped and named in a warning."""
+        output is split into lines in one piece): the float and string series in one query. The histogram
+        and file structs cost a query as much as the rest: they are read, by a second query, only for a
+        batch that has such series. A series of a kind the exporter did not write when this was made is
+        counted as skipped and named in a warning."""
         numbers = bool(streams & {"history", "system"})
         others = bool(streams & {"history_other", "console"})
         kind = pl.col("attribute_type")
+        point = ("run_id", "key", "step", "timestamp")
         unknown: set[str] = set()
         sizes = [stat.st_size for stat in self._file_stats()]
         with self.events.progress("archive files", len(self.files), verb="read") as progress:
             for files, _size in run_batches(self.files, sizes):
-                series = self._series_rows(files).select(
-                    "run_id", pl.col("attribute_path").alias("key"), "step", "timestamp", *_SERIES_VALUES
+                series = self._series_rows(files).with_columns(pl.col("attribute_path").alias("key"))
+                rows = series.select(
+                    *point,
+                    kind.cast(pl.Categorical),  # one of a few names on every row
+                    "float_value",
+                    *(["string_value"] if others else []),
                 )
-                floats = series.filter(kind == "float_series").select(
-                    "run_id",
-                    "key",
-                    "step",
-                    "timestamp",
+                if not (numbers and others):
+                    rows = rows.filter((kind == "float_series") if numbers else (kind != "float_series"))
+                with self._reading():
+                    frame = rows.collect()
+                floats = frame.filter(kind == "float_series").select(
+                    *point,
                     # neptune-exporter's pandas conversion stores a NaN point as null
                     pl.col("float_value").fill_null(math.nan).alias("value"),
                 )
-                rest = series.filter(kind != "float_series").drop("float_value")
-                queries = [floats if numbers else floats.limit(0), rest if others else rest.limit(0)]
-                with self._reading():  # limit(0): what was not asked for is not read
-                    numeric, other = pl.collect_all(queries)
-                left_out = other.filter(~kind.is_in(list(OTHER_SERIES)))
-                unknown.update(left_out["attribute_type"].unique().to_list())
+                if not others:
+                    yield SeriesBatch(floats)
+                    progress.advance(len(files))
+                    continue
+                strings = frame.filter(kind == "string_series").select(
+                    *point, pl.lit("string").alias("type"), pl.col("string_value").alias("value")
+                )
+                structured = pl.DataFrame(schema=OTHER_POINTS)
+                if frame.filter(kind.is_in(STRUCTURED_SERIES)).height:
+                    with self._reading():
+                        structured = _structured_points(
+                            series.filter(kind.is_in(STRUCTURED_SERIES))
+                            .select(*point, "attribute_type", "histogram_value", "file_value")
+                            .collect()
+                        )
+                left_out = frame.filter(~kind.is_in(["float_series", *OTHER_SERIES]))
+                unknown.update(left_out["attribute_type"].cast(pl.String).unique().to_list())
                 skipped = dict(left_out.group_by("run_id").len().iter_rows())
-                texts = _other_points(other.filter(kind.is_in(list(OTHER_SERIES))))
-                yield SeriesBatch(numeric, texts, skipped)
+                texts = pl.concat([strings.cast(OTHER_POINTS), structured.cast(OTHER_POINTS)])
+                yield SeriesBatch(floats, texts, skipped)
                 progress.advance(len(files))
-        if unknown and others:
+        if unknown:
             self.events.warn(
                 f"{'/'.join(self.key)}: series of type {', '.join(sorted(unknown))} are not read (counted in"
                 " skipped_history_values)"
             )
 
 
-def _other_points(rows: pl.DataFrame) -> pl.DataFrame:
-    """String, histogram and file series rows as streams.OTHER_POINTS: a string as it is; a histogram as
-    W&B's histogram JSON (`bins` its edges, `values` its counts) with Neptune's `histogram_type`; a file
-    as `{"_type": "file", "path": …}`, the path where neptune-exporter downloaded it, relative to its
-    files folder. A point without a value keeps a null value."""
-    strings = rows.filter(pl.col("attribute_type") == "string_series").select(
-        "run_id",
-        "key",
-        "step",
-        "timestamp",
-        pl.lit("string").alias("type"),
-        pl.col("string_value").alias("value"),
-    )
-    structured = rows.filter(pl.col("attribute_type") != "string_series")
+def _structured_points(rows: pl.DataFrame) -> pl.DataFrame:
+    """Histogram and file series rows as streams.OTHER_POINTS: a histogram as W&B's histogram JSON (`bins`
+    its edges, `values` its counts) with Neptune's `histogram_type`; a file as `{"_type": "file", "path":
+    …}`, the path where neptune-exporter downloaded it, relative to its files folder. A point without a
+    value keeps a null value."""
     texts = [
         _structured_text(*row)
-        for row in structured.select("attribute_type", "histogram_value", "file_value").iter_rows()
+        for row in rows.select("attribute_type", "histogram_value", "file_value").iter_rows()
     ]
-    structured = structured.select(
+    return rows.select(
         "run_id",
         "key",
         "step",
@@ -804,7 +812,6 @@ def _other_points(rows: pl.DataFrame) -> pl.DataFrame:
         pl.col("attribute_type").replace_strict(OTHER_SERIES, return_dtype=pl.String).alias("type"),
         pl.Series("value", texts, dtype=pl.String),
     )
-    return pl.concat([strings, structured]).cast(OTHER_POINTS)
 
 
 def _structured_text(kind: str, histogram: dict[str, Any] | None, file: dict[str, Any] | None) -> str | None:
