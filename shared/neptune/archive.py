@@ -77,7 +77,6 @@ _VALUE_COLUMNS = {
 _NOT_FILE_SAFE = re.compile(r"[^\w-]")  # \w: what str.isalnum() accepts, and _
 _DIGEST_SUFFIX = re.compile(r"-[0-9a-f]{16}$")  # the current exporter's file names end in one
 DEFAULT_STATE = "inactive"  # the exporter skips sys/state; nothing in an archive is running
-ARCHIVE_FILES_PER_READ = 256  # archive files read at once for an export's history: bounds memory
 
 
 def _reason(error: OSError) -> str:
