@@ -291,6 +291,11 @@ def test_a_system_metrics_panel_shows_the_top_runs_summaries_and_samples(tmp_pat
         assert f"<!-- {SYSTEM_PANELS[column]} -->" in html  # each summary's panel, titled
     assert "cpu_mean" not in page.tables["top-runs"]["header"]  # shown in the section, not twice
 
+    unified = tmp_path / "unified.parquet"  # an aggregate carries the system file: the figure is drawn
+    assert aggregate_runs.main([str(runs_path), "-o", str(unified), "--include-history"]) == 0
+    merged = make_report(tmp_path, str(unified), "--metric", "loss", name="aggregate.html")
+    assert 'id="system-runs"' in merged and "<!-- CPU (%) -->" in merged
+
     assert export_runs.main([*source, "-o", str(tmp_path / "plain")]) == 0
     plain = make_report(tmp_path, str(next((tmp_path / "plain").glob("*_runs.parquet"))), "--metric", "loss")
     assert 'id="system"' not in plain and 'href="#system"' not in plain

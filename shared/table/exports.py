@@ -280,9 +280,11 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
                     path, metadata, f"{path.name} and {history.name} are of different exports"
                 )
     streams = []
-    for name, listed in ((metadata or {}).get("files") or {}).items() if with_history else ():
+    for name, listed in _stream_files(metadata, history) if with_history else ():
         stream = path.with_name(Path(str(listed)).name)
         if name in STREAM_NAMES and listed and stream.is_file():
+            if metadata is None and (generation is None or history_generation(stream) != generation):
+                continue  # not of this aggregate: left from an earlier one, which named its own
             stamps.append((stream, _stamp(stream)))
             if different_exports(history_generation(stream), generation):
                 raise export_changed(
@@ -299,6 +301,18 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
         tuple(stamps),
         tuple(streams),
     )
+
+
+def _stream_files(metadata: dict[str, Any] | None, history: Path | None) -> list[tuple[str, str]]:
+    """The stream files (history_other, console, system, …) by name, as an export's metadata lists them;
+    an aggregate, which has no metadata, names them after its history file (`x_history.parquet`:
+    `x_system.parquet`, …)."""
+    if metadata is not None:
+        return [(str(name), str(listed)) for name, listed in (metadata.get("files") or {}).items() if listed]
+    if history is None:
+        return []
+    stem = history.name.removesuffix(HISTORY.suffix)
+    return [(name, f"{stem}_{name}.parquet") for name in sorted(STREAM_NAMES)]
 
 
 def _name(path: Path | None) -> str:
@@ -508,11 +522,14 @@ def scan_runs(
     return pl.concat(frames, how="vertical")
 
 
+SPAN_FILES = 500
+
+
 def _same_schema_spans(files: Sequence[RunsFile]) -> list[tuple[int, int]]:
     """[first, end) index ranges of consecutive files that have the same schema."""
     spans: list[tuple[int, int]] = []
     for index, runs in enumerate(files):
-        if spans and runs.schema == files[spans[-1][0]].schema:
+        if spans and index - spans[-1][0] < SPAN_FILES and runs.schema == files[spans[-1][0]].schema:
             spans[-1] = (spans[-1][0], index + 1)
         else:
             spans.append((index, index + 1))
