@@ -41,6 +41,9 @@ from shared.table.schema import (
 from shared.table.system_summary import SystemSummaries
 
 TOOL_VERSION = "0.1.0"
+# Rows of a stream beside history buffered before a write: smaller than history's groups, as an export
+# holds several such streams at once (system metrics alone are a row per sample and key).
+STREAM_ROW_GROUP = 250_000
 
 
 def _listed(run_ids: list[str], shown: int = 10) -> str:
@@ -185,7 +188,10 @@ class ProjectExport:
         self._system = SystemSummaries()  # of the system rows: columns of the runs table
         self._streams = {
             stream.name: StreamWriter(
-                getattr(self.files, stream.name), generation=self.generation, stream=stream
+                getattr(self.files, stream.name),
+                STREAM_ROW_GROUP,
+                generation=self.generation,
+                stream=stream,
             )
             for stream in chosen
         }
