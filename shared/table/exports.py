@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -78,9 +78,16 @@ def open_runs_files(paths: Sequence[Path], *, with_history: bool = False) -> lis
     """`open_runs_file` of each path, in order, several at once (thousands of nightly exports: their
     footers are read in parallel); the error of the first path in order that fails."""
     if len(paths) < 8:
-        return [open_runs_file(path, with_history=with_history) for path in paths]
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda path: open_runs_file(path, with_history=with_history), paths))
+        opened = [open_runs_file(path, with_history=with_history) for path in paths]
+    else:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            opened = list(pool.map(lambda path: open_runs_file(path, with_history=with_history), paths))
+    # A file whose schema equals the one before holds that very dict: thousands of nightly exports keep one
+    # schema in memory, and comparing theirs (the union, the scan's spans) is an identity check.
+    for index in range(1, len(opened)):
+        if opened[index].schema == opened[index - 1].schema:
+            opened[index] = replace(opened[index], schema=opened[index - 1].schema)
+    return opened
 
 
 def _current(runs_files: list[Path], events: Events) -> list[Path]:
@@ -421,7 +428,7 @@ def union_schema(schemas: Sequence[dict[str, pl.DataType]]) -> tuple[dict[str, p
     """One schema for all files (columns in first-seen order) and a warning per column turned into string."""
     seen: dict[str, list[pl.DataType]] = {}
     for index, schema in enumerate(schemas):
-        if index and schema == schemas[index - 1]:  # nightly exports of one project: the same columns
+        if index and (schema is schemas[index - 1] or schema == schemas[index - 1]):  # nightly exports
             continue
         for name, dtype in schema.items():
             seen.setdefault(name, []).append(dtype)
@@ -438,15 +445,22 @@ def union_schema(schemas: Sequence[dict[str, pl.DataType]]) -> tuple[dict[str, p
 def rounded_integers(files: Sequence[RunsFile], schema: dict[str, pl.DataType], shown: int = 3) -> list[str]:
     """A warning per column of integers that the union makes floats where a file holds one a float cannot
     keep exactly (beyond 2^53), naming the column, the runs and their values as they were and become."""
+    floats = [name for name, target in schema.items() if target.is_float() and name not in RUN_KEY]
+    # By schema (files of one schema share its dict): which of those columns it holds as integers.
+    integers: dict[int, set[str]] = {}
+    for runs in files:
+        if id(runs.schema) not in integers:
+            integers[id(runs.schema)] = {
+                n for n in floats if n in runs.schema and runs.schema[n].is_integer()
+            }
     warnings = []
-    for name, target in schema.items():
-        if not target.is_float():
-            continue
+    for name in floats:
+        target = schema[name]
         found: list[str] = []
         for runs in files:
-            source = runs.schema.get(name)
-            if source is None or not source.is_integer() or name in RUN_KEY:
+            if name not in integers[id(runs.schema)]:
                 continue
+            source = runs.schema[name]
             value = pl.col(name)
             changed = value.cast(target).cast(source, strict=False).ne_missing(value)
             keys = [key for key in RUN_KEY if key in runs.schema]
@@ -522,14 +536,11 @@ def scan_runs(
     return pl.concat(frames, how="vertical")
 
 
-SPAN_FILES = 500
-
-
 def _same_schema_spans(files: Sequence[RunsFile]) -> list[tuple[int, int]]:
     """[first, end) index ranges of consecutive files that have the same schema."""
     spans: list[tuple[int, int]] = []
     for index, runs in enumerate(files):
-        if spans and index - spans[-1][0] < SPAN_FILES and runs.schema == files[spans[-1][0]].schema:
+        if spans and (runs.schema is files[spans[-1][0]].schema or runs.schema == files[spans[-1][0]].schema):
             spans[-1] = (spans[-1][0], index + 1)
         else:
             spans.append((index, index + 1))
