@@ -35,6 +35,7 @@ class Spec:
     group_tags: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)  # other simple attributes: str, bool, datetime
     strings: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # string series: (step, text)
+    images: tuple[str, ...] = ()  # image series (FileSeries) a server holds: their paths (live stand-in only)
 
 
 def steps(*values: float, start: int = 0, every: int = 10) -> list[tuple[float | None, float]]:
@@ -444,6 +445,24 @@ class StandInRun:
                 return pd.DataFrame(frame)
 
         return Handler()
+
+    def get_structure(self):
+        """The run's attributes as the client's nested dict of attribute objects (its real classes)."""
+        import neptune.attributes as kinds
+
+        simple = {bool: kinds.Boolean, int: kinds.Integer, float: kinds.Float, str: kinds.String}
+        paths = {path: simple.get(type(value), kinds.String) for path, value in self.spec.attributes.items()}
+        paths |= dict.fromkeys(self.spec.series, kinds.FloatSeries)
+        paths |= dict.fromkeys(self.spec.strings, kinds.StringSeries)
+        paths |= dict.fromkeys(self.spec.images, kinds.FileSeries)
+        structure: dict = {}
+        for path, kind in paths.items():
+            *parents, leaf = path.split("/")
+            node = structure
+            for name in parents:
+                node = node.setdefault(name, {})
+            node[leaf] = kind(None, path.split("/"))
+        return structure
 
     def stop(self):
         self.calls.stopped += 1

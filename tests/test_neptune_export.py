@@ -366,15 +366,17 @@ STREAM_SPECS = [
             "monitoring/abc/stdout": [(0.0, "hello"), (1.0, "\n"), (2.0, "two\nlines\n")],
             "monitoring/abc/stderr": [(5.0, "oops\n")],
         },
+        images=("eval/samples",),
     ),
     SPECS[1],
 ]  # fmt: skip
 
 
-def test_live_export_reads_string_series_console_and_monitoring(live, tmp_path, monkeypatch):
+def test_live_export_reads_string_series_console_and_monitoring(live, tmp_path, monkeypatch, capsys):
     """A server's string series go to history_other, `monitoring/*/stdout|stderr` to console lines and the
     `monitoring/` float series to system metrics (with the runs table's summary), each read through the
-    client's fetch_values; a plain String attribute is not a series and costs no fetch."""
+    client's fetch_values; a plain String attribute is not a series and costs no fetch. An image series,
+    which the client only downloads as files, is named in a warning."""
     monkeypatch.setitem(sys.modules, "neptune", StandInClient(live, {}, STREAM_SPECS))
     out = tmp_path / "out"
     streams = ["--include-history", "--include-console", "--include-system-metrics"]
@@ -407,6 +409,10 @@ def test_live_export_reads_string_series_console_and_monitoring(live, tmp_path, 
     history = pl.read_parquet(files_of(out)["history"])
     assert set(history["key"]) == set(SPECS[0].series) | set(SPECS[1].series)  # numbers of the run only
     assert ("TEST-1", "notes") not in live.fetched
+    warned = capsys.readouterr().err
+    assert (
+        f"{PROJECT}: image series are not read from a server" in warned and "TEST-1: eval/samples" in warned
+    )
 
 
 def test_live_failures_and_missing_token(live, tmp_path, monkeypatch, capsys):

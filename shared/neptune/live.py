@@ -276,12 +276,15 @@ class LiveSource(NeptuneSource):
         ]
         due = Counter(run_id for run_id, _, _ in fetches)
         fetched: dict[str, list[pl.DataFrame]] = {}
+        images: dict[str, list[str]] = {}  # run → its image series, which are not read
         with self.events.progress("series", len(fetches)) as progress:
             for (run_id, _path, _text), frame in bounded_map(self._fetch_points, fetches, self.workers):
                 progress.advance()
                 fetched.setdefault(run_id, []).extend([frame] if frame is not None else [])
                 due[run_id] -= 1
                 if not due[run_id]:
+                    if "history_other" in streams and (paths := self._image_series(run_id)):
+                        images[run_id] = paths
                     frames = fetched.pop(run_id)
                     numbers = [frame for frame in frames if "type" not in frame.columns]
                     texts = [frame for frame in frames if "type" in frame.columns]
@@ -289,6 +292,27 @@ class LiveSource(NeptuneSource):
                         pl.concat(numbers) if numbers else pl.DataFrame(schema=SERIES_SCHEMA),
                         pl.concat(texts) if texts else pl.DataFrame(schema=OTHER_POINTS),
                     )
+        if images:
+            named = "; ".join(f"{run_id}: {', '.join(paths)}" for run_id, paths in sorted(images.items()))
+            self.events.warn(
+                f"{self.project}: image series are not read from a server (its client downloads them only"
+                f" as files), not counted in skipped_history_values: {named}"
+            )
+
+    def _image_series(self, run_id: str) -> list[str]:
+        """The paths of a run's image series (FileSeries), from the structure the opened run holds."""
+        from neptune.attributes.series.file_series import FileSeries
+
+        found, nodes = [], [("", self.open_run(run_id).get_structure())]
+        while nodes:
+            prefix, node = nodes.pop()
+            for name, child in node.items():
+                path = f"{prefix}{name}"
+                if isinstance(child, dict):
+                    nodes.append((f"{path}/", child))
+                elif isinstance(child, FileSeries):
+                    found.append(path)
+        return sorted(found)
 
 
 def _series_kind(path: str, value: Any, streams: frozenset[str]) -> str | None:
