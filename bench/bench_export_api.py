@@ -304,7 +304,7 @@ def contents(args: argparse.Namespace, scratch: Path, pycache: Path) -> dict[str
         **{f"{side}_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results)) for side, results in sides.items()},
         **{f"{side}_peak_tree_mb": round(max(r["peak_tree_mb"] for r in results)) for side, results in sides.items()},
         "lookups": everything.get("RunContents", 0), "lookups_allowed": math.ceil(args.runs / LOOKUP_BATCH),
-        "events_fetches": everything.get("RunFullHistory", 0), "console_fetches": everything.get("GET /files/run-file", 0),
+        "events_fetches": everything.get("RunEvents", 0), "console_fetches": everything.get("GET /files/run-file", 0),
         "complete": all((r["runs"], r["history_rows"]) == expected for side in sides.values() for r in side)
         and all(
             (r.get("console_rows"), r.get("system_rows"))

@@ -45,6 +45,7 @@ _MERGED_LINE = re.compile(r"(ERROR )?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6} ")
 _CHUNK_BYTES = 1 << 20
 
 EVENTS_PER_REQUEST = 20_000  # samples one events request may bring (of URL_BATCH runs at most)
+FETCHES_PER_WORKER = 2
 EVENTS_AT_ONCE = 2  # events requests read at once: each holds its reply thrice (text, JSON, rows)
 
 
@@ -186,7 +187,9 @@ class ContentsFetcher:
         self.api, self.entity, self.project = api, entity, project
         self.console, self.system = console, system
         self.workers, self.timeout_s, self.retry = workers, timeout_s, retry
-        self._transfers = Transfers(workers)
+        # Requests for streams at once: a console log or an events batch waits mostly on the server.
+        self.fetches = FETCHES_PER_WORKER * workers
+        self._transfers = Transfers(self.fetches)
         self._events_at_once = threading.Semaphore(EVENTS_AT_ONCE)
 
     def __enter__(self) -> ContentsFetcher:

@@ -179,10 +179,10 @@ class ApiSource(RecordSource):
         # handed over here, each before its history and streams.
         made: SimpleQueue[ExportItem | BaseException] = SimpleQueue()
         # A run's console log, and the events of a batch of runs, are fetched beside the listing,
-        # `workers` requests at a time (a log is held whole only while it is fetched and until it is
-        # handed over).
-        stream_fetches = ThreadPoolExecutor(self.workers, thread_name_prefix="run-streams")
-        fetching = threading.Semaphore(self.workers)
+        # `contents.fetches` requests at a time (a log is held whole only while it is fetched and until
+        # it is handed over).
+        stream_fetches = ThreadPoolExecutor(contents.fetches, thread_name_prefix="run-streams")
+        fetching = threading.Semaphore(contents.fetches)
         events_due: list[tuple[str, Any]] = []  # runs whose events the next request asks for
 
         def fetch(job: Callable[[], list[tuple[str, str, Any]]]) -> None:
