@@ -8,8 +8,6 @@
 #     "python-dotenv>=1.2",
 #     "rich>=15",
 # ]
-# [tool.uv]
-# compile-bytecode = true  # bytecode written at install: fast starts under PYTHONDONTWRITEBYTECODE=1
 # ///
 """Export Neptune runs (a server, a neptune-exporter archive or .neptune offline runs) to the W&B exporter's parquet files."""
 

@@ -9,8 +9,6 @@
 #     "python-dotenv>=1.2",
 #     "rich>=15",
 # ]
-# [tool.uv]
-# compile-bytecode = true  # bytecode written at install: fast starts under PYTHONDONTWRITEBYTECODE=1
 # ///
 """Top-k Neptune runs by a metric under constraints (or their Pareto front against a second metric):
 a live server, a neptune-exporter archive or .neptune offline runs."""

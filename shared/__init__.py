@@ -11,3 +11,12 @@ Only shared.cli writes to the terminal: below it, problems and progress go to th
 shared.base.events.
 docs/architecture.md walks through the layers and where a new tracker or a new kind of run data goes.
 """
+
+import sys
+
+# A script's uv environment keeps the bytecode of what it imports even where PYTHONDONTWRITEBYTECODE=1 is set
+# (many containers and cron setups): else every start compiles polars again (0.2 s). Only inside a virtual
+# environment (uv's, which it owns), never into a system Python's. uv's own `compile-bytecode = true` would
+# recompile the whole environment at every `uv run` (astral-sh/uv#12202): slower still.
+if sys.prefix != sys.base_prefix:
+    sys.dont_write_bytecode = False

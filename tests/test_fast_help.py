@@ -87,3 +87,21 @@ else:
 """
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("in_venv", [True, False])
+def test_a_script_environment_keeps_bytecode_under_pythondontwritebytecode(in_venv, tmp_path):
+    """Where PYTHONDONTWRITEBYTECODE=1 is set, importing shared turns bytecode writing back on inside a
+    virtual environment (a script's uv environment: polars is not compiled again at every start) and
+    leaves a system Python's as the user set it."""
+    python = sys.executable if in_venv else str(Path(sys.base_prefix) / "bin" / "python3")
+    (tmp_path / "probe.py").write_text("import sys\nimport shared\nprint(sys.dont_write_bytecode)\n")
+    done = subprocess.run(
+        [python, str(tmp_path / "probe.py")],
+        env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("False" if in_venv else "True")

@@ -6,8 +6,6 @@
 #     "pyarrow>=26",
 #     "rich>=15",
 # ]
-# [tool.uv]
-# compile-bytecode = true  # bytecode written at install: fast starts under PYTHONDONTWRITEBYTECODE=1
 # ///
 """Merge runs exports (W&B or Neptune, any mix) into one deduplicated, filtered, enriched parquet."""
 

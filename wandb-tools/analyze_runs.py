@@ -8,8 +8,6 @@
 #     "pyarrow>=26",
 #     "rich>=15",
 # ]
-# [tool.uv]
-# compile-bytecode = true  # bytecode written at install: fast starts under PYTHONDONTWRITEBYTECODE=1
 # ///
 """Rank, group and pivot runs, or find their Pareto front, from a runs export or aggregate (W&B or Neptune);
 or write all of it as one HTML page (--report)."""

@@ -9,8 +9,6 @@
 #     "rich>=15",
 #     "urllib3>=2.2",
 # ]
-# [tool.uv]
-# compile-bytecode = true  # bytecode written at install: fast starts under PYTHONDONTWRITEBYTECODE=1
 # ///
 """Export W&B runs (from the cloud API or from offline run files) to parquet: runs, history, metadata."""
 

@@ -8,8 +8,6 @@
 #     "python-dotenv>=1.2",
 #     "rich>=15",
 # ]
-# [tool.uv]
-# compile-bytecode = true  # bytecode written at install: fast starts under PYTHONDONTWRITEBYTECODE=1
 # ///
 """List the W&B entities (user, teams) a key reaches and their projects with run statistics."""
 

@@ -9,8 +9,6 @@
 #     "python-dotenv>=1.2",
 #     "rich>=15",
 # ]
-# [tool.uv]
-# compile-bytecode = true
 # ///
 """Top-k W&B runs by a metric under constraints (or their Pareto front against a second metric):
 the W&B API, offline run logs or a folder written by export_runs.py."""
