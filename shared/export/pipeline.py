@@ -222,7 +222,8 @@ class _Project:
 
     def add_history(self, chunk: HistoryChunk) -> None:
         self.export.add_history(chunk.rows, sum(chunk.skipped.values()))
-        self.skipped_by_run |= chunk.skipped
+        for run_id, count in chunk.skipped.items():  # a run's history may come in several chunks
+            self.skipped_by_run[run_id] = self.skipped_by_run.get(run_id, 0) + count
 
     def finish(self, source: ExportSource) -> ProjectResult:
         """Write the files (merged with the stored ones for an update), or leave them as they are when
