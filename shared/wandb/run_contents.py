@@ -16,7 +16,6 @@ from __future__ import annotations
 import codecs
 import json
 import re
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,7 +45,7 @@ _CHUNK_BYTES = 1 << 20
 
 EVENTS_PER_REQUEST = 20_000  # samples one events request may bring (of URL_BATCH runs at most)
 FETCHES_PER_WORKER = 2
-EVENTS_AT_ONCE = 2  # events requests read at once: each holds its reply thrice (text, JSON, rows)
+EVENTS_AT_ONCE = 2  # events requests to read at once: each holds its reply thrice (text, JSON, rows)
 
 
 def contents_query(count: int, *, events: bool) -> str:
@@ -190,7 +189,6 @@ class ContentsFetcher:
         # Requests for streams at once: a console log or an events batch waits mostly on the server.
         self.fetches = FETCHES_PER_WORKER * workers
         self._transfers = Transfers(self.fetches)
-        self._events_at_once = threading.Semaphore(EVENTS_AT_ONCE)
 
     def __enter__(self) -> ContentsFetcher:
         return self
@@ -245,22 +243,21 @@ class ContentsFetcher:
             if not isinstance(contents.located, str) and contents.located.events
         ]
         sent: list[tuple[str, list[Any]]] = []
-        with self._events_at_once:
-            if asked:
-                variables = {"entity": self.entity, "project": self.project}
-                variables |= {"samples": max(count for _, count in asked)}
-                variables |= {f"run{i}": run_id for i, (run_id, _) in enumerate(asked)}
-                what = f"events of runs {asked[0][0]}..{asked[-1][0]}"
-                query = events_query(len(asked))
-                project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
-                for i, (run_id, count) in enumerate(asked):
-                    if isinstance(project, Exception):
-                        failed[run_id] = f"could not be had ({describe(project)})"
-                    elif isinstance(lines := _sent_events(project.get(f"run{i}"), count), str):
-                        failed[run_id] = lines
-                    else:
-                        sent.append((run_id, lines))
-            rows, unreadable = events_rows(sent)
+        if asked:
+            variables = {"entity": self.entity, "project": self.project}
+            variables |= {"samples": max(count for _, count in asked)}
+            variables |= {f"run{i}": run_id for i, (run_id, _) in enumerate(asked)}
+            what = f"events of runs {asked[0][0]}..{asked[-1][0]}"
+            query = events_query(len(asked))
+            project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
+            for i, (run_id, count) in enumerate(asked):
+                if isinstance(project, Exception):
+                    failed[run_id] = f"could not be had ({describe(project)})"
+                elif isinstance(lines := _sent_events(project.get(f"run{i}"), count), str):
+                    failed[run_id] = lines
+                else:
+                    sent.append((run_id, lines))
+        rows, unreadable = events_rows(sent)
         return [(run_id, "system", why) for run_id, why in (failed | unreadable).items()] + [
             ("", "system", rows)
         ]

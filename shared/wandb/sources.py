@@ -138,6 +138,7 @@ class ApiSource(RecordSource):
             unheld_count,
         )
         from shared.wandb.run_contents import (
+            EVENTS_AT_ONCE,
             EVENTS_PER_REQUEST,
             METADATA_FILE,
             URL_BATCH,
@@ -182,6 +183,8 @@ class ApiSource(RecordSource):
         # `contents.fetches` requests at a time (a log is held whole only while it is fetched and until
         # it is handed over).
         stream_fetches = ThreadPoolExecutor(contents.fetches, thread_name_prefix="run-streams")
+        # Events replies are large (text, JSON and rows of 25 runs): two read at once, on their own threads.
+        events_fetches = ThreadPoolExecutor(EVENTS_AT_ONCE, thread_name_prefix="run-events")
         fetching = threading.Semaphore(contents.fetches)
         events_due: list[tuple[str, Any]] = []  # runs whose events the next request asks for
 
@@ -198,15 +201,15 @@ class ApiSource(RecordSource):
             finally:
                 fetching.release()
 
-        def submit(job: Callable[[], list[tuple[str, str, Any]]]) -> None:
+        def submit(job: Callable[[], list[tuple[str, str, Any]]], pool: ThreadPoolExecutor) -> None:
             while not fetching.acquire(timeout=0.5):
                 if stopping.is_set():  # the export was abandoned: its fetches will not end it
                     raise Incomplete("the export was stopped")
-            stream_fetches.submit(fetch, job)
+            pool.submit(fetch, job)
 
         def ask_events() -> None:
             if events_due:
-                submit(partial(contents.fetch_events, events_due.copy()))
+                submit(partial(contents.fetch_events, events_due.copy()), events_fetches)
                 events_due.clear()
 
         def events_of(run_id: str, found: Any) -> None:
@@ -238,7 +241,7 @@ class ApiSource(RecordSource):
                 if request.wants_files(record):
                     made.put(files)
                 if "console" in asked and request.wants_stream("console", record):
-                    submit(partial(contents.fetch_console, record.id, found))
+                    submit(partial(contents.fetch_console, record.id, found), stream_fetches)
                 if "system" in asked and request.wants_stream("system", record):
                     events_of(record.id, found)
                 if request.wants_history(record):
@@ -248,6 +251,7 @@ class ApiSource(RecordSource):
                     yield None
             ask_events()
             stream_fetches.shutdown(wait=True)
+            events_fetches.shutdown(wait=True)
             for run_id, why in runs.failed.items():
                 made.put(RunFailed(key, run_id, why))
 
@@ -272,6 +276,7 @@ class ApiSource(RecordSource):
         except BaseException:
             stopping.set()
             stream_fetches.shutdown(wait=False, cancel_futures=True)
+            events_fetches.shutdown(wait=False, cancel_futures=True)
             raise
         if runs.deleted:
             self.events.note(
