@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,13 +20,17 @@ from shared.base.events import Events
 from shared.table.exports import (
     FILE_INDEX,
     ROW_INDEX,
+    SOURCE_COLUMN,
     conform,
     find_runs_files,
     open_runs_file,
+    open_runs_files,
     reconcile,
+    scan_deduplicated,
     scan_runs,
     union_schema,
 )
+from shared.table.schema import GENERATION_KEY
 
 # One column's type in one file, and a strategy for its values.
 KINDS = {
@@ -243,3 +248,60 @@ def test_a_file_that_is_not_parquet_is_a_usage_error(tmp_path):
     path.write_text("not parquet")
     with pytest.raises(BadInput, match=r"cannot read .* as parquet"):
         open_runs_file(path)
+
+
+def nightly_runs(path: Path, ids: list[str], x: list, generation: str, exported: float) -> Path:
+    """A runs file as the exporter writes one (its generation in the footer), exported at `exported`."""
+    frame = pl.DataFrame({"id": ids, "name": ids, "entity": "e", "project": "p", "x": x})
+    pq.write_table(frame.to_arrow().replace_schema_metadata({GENERATION_KEY: generation}), path)
+    os.utime(path, (exported, exported))  # no metadata file: the export time is the file's mtime
+    return path
+
+
+def test_files_of_one_schema_have_it_read_by_polars_once(tmp_path, monkeypatch):
+    import shared.table.exports as exports
+
+    read = []
+    real = exports.parquet_schema
+    monkeypatch.setattr(exports, "parquet_schema", lambda path: read.append(path) or real(path))
+    monkeypatch.setattr(exports, "_SCHEMAS", {})
+    paths = [nightly_runs(tmp_path / f"n{i}_runs.parquet", ["a"], [1.5], f"g{i}", 1e9 + i) for i in range(12)]
+    paths.append(nightly_runs(tmp_path / "int_runs.parquet", ["a"], [2], "g12", 1e9))
+    files = [open_runs_file(path) for path in paths]  # one at a time: which file is read first is known
+    assert read == [paths[0], paths[-1]]  # each export's own generation does not make its schema another
+    assert files[-1].schema["x"] == pl.Int64 and all(f.schema["x"] == pl.Float64 for f in files[:-1])
+    shared = open_runs_files(paths)  # several at once
+    assert all(f.schema is shared[0].schema for f in shared[:-1])  # one dict for the nights that share it
+    assert shared[-1].schema["x"] == pl.Int64
+
+
+def test_enum_columns_of_other_values_are_not_taken_for_one_schema(tmp_path):
+    # Their Arrow schemas differ only in the fields' metadata, where polars keeps an Enum's values.
+    a, b = tmp_path / "a_runs.parquet", tmp_path / "b_runs.parquet"
+    write_runs(a, stage=pl.Series(["x"], dtype=pl.Enum(["x", "y"])))
+    write_runs(b, stage=pl.Series(["z"], dtype=pl.Enum(["x", "z"])))
+    assert open_runs_file(a).schema["stage"] == pl.Enum(["x", "y"])
+    assert open_runs_file(b).schema["stage"] == pl.Enum(["x", "z"])
+
+
+def test_consecutive_files_of_one_schema_are_one_scan_in_file_and_row_order(tmp_path):
+    # Nights 0-2 and 5-6 hold x as floats, nights 3-4 as integers: three scans. Run "kept" is in every
+    # night with no heartbeat: its newest copy is the latest export, night 3's (mtimes: 3 is the latest).
+    xs = [[0.5, 1.5], [0.5, 1.5], [0.5, 1.5], [1, 2], [1, 2], [0.5, 1.5], [0.5, 1.5]]
+    exported = [1, 2, 3, 9, 4, 5, 6]
+    paths = [
+        nightly_runs(tmp_path / f"n{i}_runs.parquet", [f"r{i}", "kept"], x, f"g{i}", 1e9 + exported[i])
+        for i, x in enumerate(xs)
+    ]
+    files = open_runs_files(paths)
+    schema, _ = union_schema([f.schema for f in files])
+    merged = scan_runs(files, schema).collect()
+    assert merged[FILE_INDEX].to_list() == [i for i in range(7) for _ in range(2)]
+    assert merged[ROW_INDEX].to_list() == list(range(14))
+    assert merged[SOURCE_COLUMN].to_list() == [str(p) for p in paths for _ in range(2)]
+    assert merged["x"].to_list() == [float(v) for x in xs for v in x]
+    kept = scan_deduplicated(files).filter(pl.col("id") == "kept").collect()
+    assert kept[SOURCE_COLUMN].to_list() == [str(paths[3])] and kept["x"].to_list() == [2.0]
+    only_some = scan_runs(files, schema, pl.Series([1, 6, 7, 13])).collect()
+    assert only_some["id"].to_list() == ["kept", "r3", "kept", "kept"]
+    assert only_some[FILE_INDEX].to_list() == [0, 3, 3, 6]

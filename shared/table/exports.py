@@ -264,8 +264,7 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
         raise Incomplete(f"cannot read {path} ({error.strerror or type(error).__name__})") from None
     metadata_file = metadata_file_of(path)
     stamps = [(path, _stamp(path)), *([(metadata_file, _stamp(metadata_file))] if metadata_file else [])]
-    schema = parquet_schema(path)
-    footer = pq.read_metadata(path)  # the footer just read: a damaged file failed above
+    footer, schema = _read_footer(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in schema]
     if missing:
         raise BadInput(
@@ -320,6 +319,31 @@ def _stream_files(metadata: dict[str, Any] | None, history: Path | None) -> list
         return []
     stem = history.name.removesuffix(HISTORY.suffix)
     return [(name, f"{stem}_{name}.parquet") for name in sorted(STREAM_NAMES)]
+
+
+_SCHEMAS: dict[bytes, dict[str, pl.DataType]] = {}  # polars' schema of the files of each Arrow schema
+_SCHEMAS_KEPT = 256
+
+
+def _read_footer(path: Path) -> tuple[pq.FileMetaData, dict[str, pl.DataType]]:
+    """A parquet's footer and its columns as polars reads them; BadInput when it is no readable parquet.
+
+    Polars reads the schema of the first file of each Arrow schema only (the footer's, less the file-wide
+    metadata that holds each export's generation): a thousand nightly exports of one project share one.
+    """
+    try:
+        footer = pq.read_metadata(path)
+        # Serialized: Arrow's == would overlook the fields' metadata (where polars keeps an Enum's values).
+        arrow = footer.schema.to_arrow_schema().remove_metadata().serialize().to_pybytes()
+    except (OSError, ValueError, pa.ArrowException):
+        parquet_schema(path)  # the one-line BadInput saying why, as for every unreadable parquet
+        raise BadInput(f"cannot read {path} as parquet: no readable footer") from None
+    schema = _SCHEMAS.get(arrow)  # files are opened on several threads: get, never check-then-index
+    if schema is None:
+        if len(_SCHEMAS) >= _SCHEMAS_KEPT:
+            _SCHEMAS.clear()
+        schema = _SCHEMAS[arrow] = parquet_schema(path)
+    return footer, dict(schema)
 
 
 def _name(path: Path | None) -> str:
