@@ -125,9 +125,10 @@ def night(base: pa.Table, index: int) -> pa.Table:
 def make_folders(folders: int, data: Path) -> Path:
     """`folders` nightly export folders under `data`/snaps (reused when complete and of this layout)."""
     snaps, done = data / "snaps", data / f"complete-{LAYOUT}"
-    if done.is_file():
+    if done.is_file() and done.read_text().strip() == str(folders):
         return snaps
-    shutil.rmtree(data, ignore_errors=True)
+    done.unlink(missing_ok=True)
+    shutil.rmtree(snaps, ignore_errors=True)  # only what this bench made: --data may hold other files
     snaps.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as scratch:
         sample, metadata, stem = template(Path(scratch))
