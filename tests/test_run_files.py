@@ -399,3 +399,13 @@ def test_readers_of_a_folder_take_no_kept_run_file_for_an_export(offline_job: Pa
     shutil.copy(outcome.results[0].runs_path, kept.with_name("saved_runs.parquet"))
     assert find_runs_files([str(out)], Events()) == [outcome.results[0].runs_path]
     assert newest_export(out) == (outcome.results[0].runs_path, 1)
+
+
+def test_a_file_cut_short_is_not_kept(wandb_env, tmp_path: Path, capsys):
+    alpha = wandb_env.dataset.project(ENTITY, "alpha")
+    run = alpha.runs[0]
+    run.files = {"model.bin": b"A" * 100}
+    run.served_files = {"model.bin": b"A" * 60}  # the transfer ends early
+    assert api_export(tmp_path, "--include-files", "model.bin") == 1
+    assert f"run {run.id}: file model.bin: 60 bytes arrived, the source lists 100" in capsys.readouterr().err
+    assert not list((tmp_path / "files").rglob("model.bin")) and not list((tmp_path / "files").rglob("*.tmp"))
