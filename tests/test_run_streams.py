@@ -535,3 +535,31 @@ def test_events_read_as_one_frame_are_those_read_a_line_at_a_time():
         assert_frame_equal(together.sort(order), one_by_one.sort(order))
     _, failed = events_rows([("bad", ['{"system.cpu": 1}'])])
     assert failed == {"bad": "an events row without a timestamp"}
+
+
+def test_an_api_update_fetches_the_streams_of_changed_runs_and_carries_the_others(
+    wandb_env, tmp_path: Path, capsys
+):
+    """`--incremental`: a run that changed is fetched again (its new console line and samples), one that
+    did not keeps its stored rows without a request for its output.log or events."""
+    from tests.export_checks import advance_run, utc_now
+
+    runs = api_runs(wandb_env, extra=0)
+    kept, changed = runs[0], runs[1]
+    for run in (kept, changed):
+        run.files["output.log"], run.events = RAW_LOG, events_rows(3, gpu=False)
+    assert export_api(tmp_path, "--incremental") == 0
+
+    changed.files["output.log"] = RAW_LOG + b"\nresumed"
+    changed.events = events_rows(4, gpu=False)
+    advance_run(changed, utc_now())
+    wandb_env.clear_cache()
+    wandb_env.reset_counts()
+    assert export_api(tmp_path, "--incremental") == 0
+    assert "1 new or changed run(s) merged into the files" in capsys.readouterr().err
+    console, system = stream_file(tmp_path, "console"), stream_file(tmp_path, "system")
+    lines = dict(console.group_by("run_id").len().iter_rows())
+    assert lines == {kept.id: 4, changed.id: 5}
+    samples = dict(system.group_by("run_id").agg(pl.col("timestamp").n_unique()).iter_rows())
+    assert samples == {kept.id: 3, changed.id: 4}
+    assert wandb_env.requests["GET /files/run-file"] == 1 and wandb_env.requests["RunEvents"] == 1
