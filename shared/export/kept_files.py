@@ -78,7 +78,7 @@ class FileStore:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(2 * workers)  # files queued at once: memory stays bounded
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="run-files")
-        self._pending: list[Future[None]] = []
+        self._bug: BaseException | None = None  # an error no code path expected, raised by `finish`
         self._stopping = threading.Event()
 
     def keep(self, run_id: str, files: Sequence[RunFile]) -> None:
@@ -96,21 +96,23 @@ class FileStore:
                 self._fail(run_id, file.path, why)
                 continue
             self._slots.acquire()
-            self._pending.append(self._pool.submit(self._fetch, run_id, file))
+            self._pool.submit(self._fetch, run_id, file).add_done_callback(self._done)
 
     def finish(self) -> KeptFiles:
         """Wait for every queued file; what was kept and what was not."""
-        try:
-            for future in self._pending:
-                future.result()
-        finally:
-            self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
+        if self._bug is not None:
+            raise self._bug
         return self.result
 
     def abort(self) -> None:
         """Stop: queued files are not fetched, temp files of those under way are deleted."""
         self._stopping.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _done(self, future: Future[None]) -> None:
+        if not future.cancelled() and (error := future.exception()) is not None:
+            self._bug = self._bug or error
 
     def _fail(self, run_id: str, path: str, why: str) -> None:
         with self._lock:
