@@ -44,7 +44,7 @@ _MERGED_LINE = re.compile(r"(ERROR )?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6} ")
 _CHUNK_BYTES = 1 << 20
 
 EVENTS_PER_REQUEST = 20_000  # samples one events request may bring (of URL_BATCH runs at most)
-FETCHES_PER_WORKER = 2
+FETCHES_PER_WORKER = 2  # console logs fetched at once, per worker: they wait mostly on the server
 EVENTS_AT_ONCE = 2  # events requests to read at once: each holds its reply thrice (text, JSON, rows)
 
 
@@ -88,11 +88,10 @@ def console_frame(run_id: str, lines: list[str]) -> pl.DataFrame:
         lines = [line[_MERGED_LINE.match(line).end() :] for line in lines]  # type: ignore[union-attr]
     else:
         streams = [None] * len(lines)
-    frame = pl.DataFrame(
+    return pl.DataFrame(
         {"run_id": [run_id] * len(lines), "line": range(len(lines)), "stream": streams, "text": lines},
         schema=polars_schema(tuple(CONSOLE.columns.items())),
     )
-    return frame
 
 
 def events_rows(runs: list[tuple[str, list[Any]]]) -> tuple[pl.DataFrame, dict[str, str]]:
@@ -105,12 +104,11 @@ def events_rows(runs: list[tuple[str, list[Any]]]) -> tuple[pl.DataFrame, dict[s
             wide = pl.read_ndjson("\n".join(lines).encode())
         except pl.exceptions.PolarsError:
             wide = None
-        timestamps = wide["_timestamp"] if wide is not None and "_timestamp" in wide.columns else None
-        if timestamps is not None and timestamps.dtype.is_numeric() and not timestamps.null_count():
-            owners = pl.Series("run_id", [run_id for run_id, run_lines in runs for _ in run_lines])
-            return _wide_events(
-                wide.with_columns(owners),
-            ), {}  # type: ignore[union-attr]
+        if wide is not None and "_timestamp" in wide.columns:
+            timestamps = wide["_timestamp"]
+            if timestamps.dtype.is_numeric() and not timestamps.null_count():
+                owners = pl.Series("run_id", [run_id for run_id, run_lines in runs for _ in run_lines])
+                return _wide_events(wide.with_columns(owners)), {}
     frames, failed = [], {}
     for run_id, run_lines in runs:
         try:
@@ -167,8 +165,8 @@ def _wide_events(wide: pl.DataFrame) -> pl.DataFrame:
 
 
 class ContentsFetcher:
-    """Each run's metadata and the locations of the streams asked for (`console`, `system`); then, per
-    run, those streams as tidy rows. GraphQL goes through the wandb client, files as history's do
+    """Each run's metadata and the locations of the streams asked for (`console`, `system`); then those
+    streams as tidy rows, a run's console log or a batch of runs' events at a time. GraphQL goes through the wandb client, files as history's do
     (shared.wandb.transfers). A context manager: its connection pools close on leaving it."""
 
     def __init__(
@@ -186,8 +184,7 @@ class ContentsFetcher:
         self.api, self.entity, self.project = api, entity, project
         self.console, self.system = console, system
         self.workers, self.timeout_s, self.retry = workers, timeout_s, retry
-        # Requests for streams at once: a console log or an events batch waits mostly on the server.
-        self.fetches = FETCHES_PER_WORKER * workers
+        self.fetches = FETCHES_PER_WORKER * workers  # console logs fetched at once
         self._transfers = Transfers(self.fetches)
 
     def __enter__(self) -> ContentsFetcher:
