@@ -223,13 +223,11 @@ def test_a_neptune_server_runs_table_gives_the_commit_id_of_source_code_git(monk
     the stand-in client serves the first run with it, the host and the entry point."""
     from dataclasses import replace
 
-    from tests import neptune_fixtures
     from tests.neptune_fixtures import PROJECT, SPECS, Calls, StandInClient
 
     recorded = {"source_code/git": "c0ffee", "sys/hostname": "node-3", "source_code/entrypoint": "main.py"}
     first = replace(SPECS[0], attributes={**SPECS[0].attributes, **recorded})
-    monkeypatch.setattr(neptune_fixtures, "SPECS", [first, *SPECS[1:]])
-    monkeypatch.setitem(sys.modules, "neptune", StandInClient(Calls(), {}))
+    monkeypatch.setitem(sys.modules, "neptune", StandInClient(Calls(), {}, [first, *SPECS[1:]]))
     monkeypatch.setenv("NEPTUNE_API_TOKEN", "token-for-tests")
     runs = neptune_runs(["-p", PROJECT], tmp_path / "out").sort("id")
     assert runs.select(METADATA).row(0, named=True) == dict.fromkeys(METADATA) | {
