@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import polars as pl
@@ -144,6 +145,7 @@ def test_an_api_export_lists_every_run_file_in_batches_and_pages(wandb_env, tmp_
     for run, files in ((many, MANY), (few, few.files)):
         for path, data in files.items():
             assert (got[run.id, path]["size"], got[run.id, path]["md5"]) == (len(data), md5(data))
+            assert got[run.id, path]["updated_at"] == (run.heartbeat_at or run.created_at).replace(tzinfo=UTC)
     for run in alpha.runs:  # every file of every run, its metadata file too
         held = set(run.files) | ({"wandb-metadata.json"} if run.metadata is not None else set())
         assert {path for run_id, path in got if run_id == run.id} == held
