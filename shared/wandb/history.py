@@ -14,7 +14,7 @@ from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_other, wide_to_tidy
-from shared.wandb.transfers import Transfers, project_of_batch, runs_query
+from shared.wandb.transfers import Transfers, runs_of_batch, runs_query
 
 if TYPE_CHECKING:
     import polars as pl
@@ -105,16 +105,17 @@ class HistoryFetcher:
         """The batch's locations; a run (or the batch) that cannot be located is each run's failure: its
         record is kept, its history named as missing."""
         variables = {"entity": self.entity, "project": self.project, "liveKeys": ["_step"]}
-        variables |= {f"run{i}": run.id for i, run in enumerate(runs)}
         what = f"history locations of runs {runs[0].id}..{runs[-1].id}"
         query = parquet_history_query(len(runs))
-        project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
-        if isinstance(project, Exception):
-            failure = f"could not be located ({describe(project).removeprefix(f'{what}: ')})"
+        replies = runs_of_batch(
+            self.api, self.retry, query, variables, [run.id for run in runs], what, self.timeout_s
+        )
+        if isinstance(replies, Exception):
+            failure = f"could not be located ({describe(replies).removeprefix(f'{what}: ')})"
             return [HistoryLocation(run, [], False, failure) for run in runs]
         locations = []
-        for i, run in enumerate(runs):
-            history = (project.get(f"run{i}") or {}).get("parquetHistory")
+        for run, reply in zip(runs, replies, strict=True):
+            history = reply.get("parquetHistory")
             if not isinstance(history, dict):
                 failure = "the server knows no such run (deleted during the export?)"
                 locations.append(HistoryLocation(run, [], False, failure))

@@ -29,7 +29,7 @@ from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import CONSOLE, polars_schema
 from shared.wandb.log_streams import sample_value, system_rows
 from shared.wandb.metadata import run_metadata
-from shared.wandb.transfers import Transfers, project_of_batch, runs_query
+from shared.wandb.transfers import Transfers, runs_of_batch, runs_query
 
 if TYPE_CHECKING:
     import urllib3
@@ -243,14 +243,14 @@ class ContentsFetcher:
         if asked:
             variables = {"entity": self.entity, "project": self.project}
             variables |= {"samples": max(count for _, count in asked)}
-            variables |= {f"run{i}": run_id for i, (run_id, _) in enumerate(asked)}
             what = f"events of runs {asked[0][0]}..{asked[-1][0]}"
             query = events_query(len(asked))
-            project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
+            run_ids = [run_id for run_id, _ in asked]
+            replies = runs_of_batch(self.api, self.retry, query, variables, run_ids, what, self.timeout_s)
             for i, (run_id, count) in enumerate(asked):
-                if isinstance(project, Exception):
-                    failed[run_id] = f"could not be had ({describe(project)})"
-                elif isinstance(lines := _sent_events(project.get(f"run{i}"), count), str):
+                if isinstance(replies, Exception):
+                    failed[run_id] = f"could not be had ({describe(replies)})"
+                elif isinstance(lines := _sent_events(replies[i], count), str):
                     failed[run_id] = lines
                 else:
                     sent.append((run_id, lines))
@@ -263,15 +263,13 @@ class ContentsFetcher:
         """Each run's file URLs and events' line count, or the failure to look them up."""
         names = [METADATA_FILE] + ([CONSOLE_FILE] if self.console else [])
         variables = {"entity": self.entity, "project": self.project, "names": names}
-        variables |= {f"run{i}": run_id for i, run_id in enumerate(run_ids)}
         what = f"files of runs {run_ids[0]}..{run_ids[-1]}"
         query = contents_query(len(run_ids), events=self.system)
-        project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
-        if isinstance(project, Exception):
-            return [project] * len(run_ids)
+        replies = runs_of_batch(self.api, self.retry, query, variables, run_ids, what, self.timeout_s)
+        if isinstance(replies, Exception):
+            return [replies] * len(run_ids)
         found: list[Located | Exception] = []
-        for i in range(len(run_ids)):
-            run = project.get(f"run{i}") or {}
+        for run in replies:
             urls = {
                 node.get("name"): node.get("url")
                 for edge in ((run.get("files") or {}).get("edges") or [])
@@ -349,7 +347,7 @@ class ContentsFetcher:
 
 def _sent_events(run: Any, count: int) -> list[Any] | str:
     """The events lines the server sent of a run, or why they are not all there."""
-    if not isinstance(run, dict):
+    if not run or not isinstance(run, dict):  # the server answered nothing of it
         return "the run is gone from the server"
     lines = run.get("events")
     if not isinstance(lines, list) or len(lines) < count:

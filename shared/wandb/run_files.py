@@ -17,7 +17,7 @@ from shared.base.errors import Incomplete, describe
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.run_files import RunFile, folder_files, md5_hex
 from shared.table.source import ProjectKey, RunFailed, RunFiles
-from shared.wandb.transfers import Transfers, project_of_batch, runs_query
+from shared.wandb.transfers import Transfers, runs_of_batch, runs_query
 
 if TYPE_CHECKING:
     import wandb
@@ -106,13 +106,12 @@ class RunFilesLister:
     def _page(self, run_ids: list[str], after: str | None) -> list[dict[str, Any] | Exception]:
         """One page of each run's `files` connection."""
         variables = {"entity": self.entity, "project": self.project, "first": FILES_PAGE, "after": after}
-        variables |= {f"run{i}": run_id for i, run_id in enumerate(run_ids)}
         what = f"files of runs {run_ids[0]}..{run_ids[-1]}"
         query = run_files_query(len(run_ids), with_url=self.with_url)
-        project = project_of_batch(self.api, self.retry, query, variables, what, self.timeout_s)
-        if isinstance(project, Exception):
-            return [project] * len(run_ids)
-        return [((project.get(f"run{i}") or {}).get("files") or {}) for i in range(len(run_ids))]
+        replies = runs_of_batch(self.api, self.retry, query, variables, run_ids, what, self.timeout_s)
+        if isinstance(replies, Exception):
+            return [replies] * len(run_ids)
+        return [reply.get("files") or {} for reply in replies]
 
     def _list(self, run_ids: list[str]) -> list[list[RunFile] | str]:
         listed: list[list[RunFile] | str] = []

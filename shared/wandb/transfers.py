@@ -6,6 +6,7 @@ wandb-core do, a transfer retried on 429 and 5xx."""
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -45,18 +46,27 @@ class Transfers:
             pool.clear()
 
 
-def project_of_batch(
-    api: Any, retry: Retry, query: str, variables: dict[str, Any], what: str, timeout_s: float
-) -> dict[str, Any] | Exception:
-    """The `project` of a GraphQL query that asks about many runs at once (aliases run0, run1, …), or the
-    error that kept it (a bug is raised): the caller makes that each run's failure."""
+def runs_of_batch(
+    api: Any,
+    retry: Retry,
+    query: str,
+    variables: dict[str, Any],
+    run_ids: Sequence[str],
+    what: str,
+    timeout_s: float,
+) -> list[dict[str, Any]] | Exception:
+    """Each run's part of a GraphQL query that asks about many runs at once (runs_query's aliases run0,
+    run1, …, given `run_ids` here), or the error that kept them all (a bug is raised): the caller makes that
+    each run's failure."""
+    variables = variables | {f"run{i}": run_id for i, run_id in enumerate(run_ids)}
     try:
         data = retry.call(what, lambda: api._service_api.execute_graphql(query, variables, timeout=timeout_s))
     except Exception as error:  # wandb raises its own error types for transport and GraphQL errors
         if is_bug(error):
             raise
         return error
-    return (data.get("project") if isinstance(data, dict) else None) or {}
+    project = (data.get("project") if isinstance(data, dict) else None) or {}
+    return [project.get(f"run{i}") or {} for i in range(len(run_ids))]
 
 
 def runs_query(operation: str, parameters: str, selection: str, count: int) -> str:
