@@ -71,7 +71,9 @@ def make_run(stage: str, model: str, dataset: str, k: int, seed: int, *, fail: b
         tags=[stage, model],
         config=config,
         # the program as the clone's script (not this maker's path on the machine that made the samples)
-        settings=wandb.Settings(x_stats_sampling_interval=0.1, program="train.py", program_relpath="train.py"),
+        settings=wandb.Settings(
+            x_stats_sampling_interval=0.1, program="train.py", program_relpath="train.py"
+        ),
     )
     print(f"training {name}")
     best = math.inf
