@@ -270,7 +270,7 @@ def test_files_of_one_schema_have_it_read_by_polars_once(tmp_path, monkeypatch):
     files = [open_runs_file(path) for path in paths]  # one at a time: which file is read first is known
     assert read == [paths[0], paths[-1]]  # each export's own generation does not make its schema another
     assert files[-1].schema["x"] == pl.Int64 and all(f.schema["x"] == pl.Float64 for f in files[:-1])
-    shared = open_runs_files(paths)  # several at once
+    shared = open_runs_files(paths)
     assert all(f.schema is shared[0].schema for f in shared[:-1])  # one dict for the nights that share it
     assert shared[-1].schema["x"] == pl.Int64
 

@@ -54,7 +54,9 @@ def select_runs(
     rules: Sequence[ColumnRule],
 ) -> tuple[pl.DataFrame, AggregateReport]:
     """The kept runs' keys (file, row, id, entity, project), computed on a narrow scan, and the counts."""
-    wanted = {*RUN_KEY, "heartbeat_at", "state", "name", *rule_inputs(rules)}
+    # Only the columns the newest copy, the filters and the rules read: 10,000 exports' names are 0.1 GB.
+    filtered = {name for _, condition in selection.steps() for name in condition.meta.root_names()}
+    wanted = {*RUN_KEY, "heartbeat_at", *filtered, *rule_inputs(rules)}
     if selection.states and "state" not in schema:
         raise BadInput(f"--state needs a state column, which the inputs lack (columns: {name_list(schema)})")
     if selection.protocol != "all" and not any(r.name == "protocol" for r in rules):
