@@ -17,7 +17,7 @@ One project, 50 runs x 60 columns per folder; every night 2 new runs start, a ru
 state, metrics) for 5 nights and then stays finished, so a finished run's later copies tie on
 `heartbeat_at` and the later export wins. Cached under /tmp/run-tools-bench/many-exports-N.
 
-Every side is a whole `uv run` process, rounds interleaved, medians; peak RSS of each process tree:
+Every side is a whole `uv run` process, rounds interleaved, medians; peak RSS (whole tree; largest process):
 - ours: `aggregate_runs.py SNAPS/ -o u.parquet --no-enrich --protocol all` and
   `analyze_runs.py SNAPS/ --metric test/mse --top 5 --format json`;
 - polars (bench/peer_many_polars.py): concat of lazy scans, diagonal_relaxed, newest copy per run;
@@ -220,6 +220,7 @@ def main() -> int:
     snaps = make_folders(args.folders, args.data or default / f"many-exports-{args.folders}")
     times: dict[str, list[float]] = {side: [] for side in sides}
     peaks: dict[str, list[float]] = {side: [] for side in sides}
+    largest: dict[str, list[float]] = {side: [] for side in sides}  # the largest single process's peak
     outputs: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench-many-exports-") as scratch:
         out = Path(scratch)
@@ -235,6 +236,7 @@ def main() -> int:
                 if round_:
                     times[side].append(measured.seconds)
                     peaks[side].append(measured.peak_tree_mb)
+                    largest[side].append(measured.peak_rss_mb)
                 outputs[side] = measured.stdout
         copies = {
             side: newest_copies(out / f"{side.split('_')[0]}.parquet")
@@ -251,6 +253,7 @@ def main() -> int:
         "median_s": {side: round(statistics.median(t), 3) for side, t in times.items()},
         "runs_s": {side: [round(x, 3) for x in t] for side, t in times.items()},
         "peak_tree_mb": {side: round(max(p)) for side, p in peaks.items()},
+        "peak_rss_mb": {side: round(max(p)) for side, p in largest.items()},
     }  # fmt: skip
     if args.json:
         print(json.dumps(figures, indent=2))
