@@ -466,3 +466,61 @@ class StandInRun:
 
     def stop(self):
         self.calls.stopped += 1
+
+
+# ------------------------------------------------------------------ Neptune 3 archives (forks, experiments)
+
+
+@dataclass
+class ForkedRun:
+    """A Neptune 3 run as neptune-exporter's neptune3 exporter writes it: named by its custom run id, in an
+    experiment, perhaps forked from `parent` at `fork_step`; `series` holds its own points only."""
+
+    custom_id: str
+    experiment: str
+    series: dict[str, list[tuple[float, float]]]
+    parent: str | None = None
+    fork_step: float | None = None
+    is_head: bool = False
+
+
+def neptune3_attributes(run: ForkedRun, depth: int | None) -> dict[str, Any]:
+    """The sys/* attributes a Neptune 3 run has beyond a Neptune 2 one's (the exporter's parameters pass)."""
+    found: dict[str, Any] = {
+        "sys/custom_run_id": run.custom_id,
+        "sys/experiment/name": run.experiment,
+        "sys/experiment/is_head": run.is_head,
+    }
+    if run.parent is not None:
+        found |= {"sys/forking/parent": run.parent, "sys/forking/step": float(run.fork_step)}
+        if depth is not None:
+            found["sys/forking/depth"] = depth
+    return found
+
+
+def write_neptune3_archive(root: Path, runs: list[ForkedRun], project: str = PROJECT) -> Path:
+    """A neptune3-exporter data folder: the archive's run_id is each run's sys/custom_run_id, sys/id a
+    short id of the server's own; a fork's depth counts its ancestors in `runs` (a missing parent: 1)."""
+    folder = root / exporter_name(project)
+    folder.mkdir(parents=True)
+    by_id = {run.custom_id: run for run in runs}
+
+    def depth(run: ForkedRun, seen: tuple[str, ...] = ()) -> int | None:
+        if run.parent is None:
+            return None
+        parent = by_id.get(run.parent)
+        if parent is None or parent.custom_id in seen:  # missing, or a cycle (written as it is)
+            return 1
+        return 1 + (depth(parent, (*seen, run.custom_id)) or 0)
+
+    for index, run in enumerate(runs):
+        spec = Spec(
+            run.custom_id, {"seed": index}, dict(run.series), attributes=neptune3_attributes(run, depth(run))
+        )
+        rows = exporter_rows(project, run.custom_id, spec, index)
+        for row in rows:
+            if row["attribute_path"] == "sys/id":
+                row["string_value"] = f"N3-{index + 1}"
+        table = pa.Table.from_pylist(rows, schema=EXPORTER_SCHEMA)
+        pq.write_table(table, folder / f"{exporter_name(run.custom_id)}_part_0.parquet", compression="snappy")
+    return root

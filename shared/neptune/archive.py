@@ -24,7 +24,7 @@ from shared.base.storage import parquet_schema
 from shared.neptune.archive_batches import PART, map_batches, run_batches, run_prefix
 from shared.neptune.attributes import STATE_ALIASES
 from shared.neptune.files import FILE_TYPES, archive_files_root, archive_run_files
-from shared.neptune.runs import NeptuneRun, NeptuneSource, SeriesBatch, split_project
+from shared.neptune.runs import NeptuneRun, NeptuneSource, SeriesBatch, lineage_fields, split_project
 from shared.neptune.streams import OTHER_POINTS
 from shared.table.run_files import RunFile
 from shared.table.schema import RUNS_SCHEMA
@@ -677,6 +677,19 @@ class ArchiveSource(NeptuneSource):
                 found[row["run_id"]][row["attribute_path"]] = row[_VALUE_COLUMNS[row["attribute_type"]]]
             known |= {run_id: dict(sorted(values.items())) for run_id, values in found.items()}
         return {run_id: known[run_id] for run_id in run_ids}
+
+    def lineage_attributes(self) -> dict[str, dict[str, Any]]:
+        self.runs()  # the pass over every simple attribute
+        assert self._read.scalars is not None
+        path = pl.col("attribute_path")
+        lineage = path.str.starts_with("sys/experiment/") | path.str.starts_with("sys/forking/")
+        rows = self._read.scalars.filter(lineage)
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows.iter_rows(named=True):
+            found.setdefault(row["run_id"], {})[row["attribute_path"]] = row[
+                _VALUE_COLUMNS[row["attribute_type"]]
+            ]
+        return {run_id: lineage_fields(values) for run_id, values in sorted(found.items())}
 
     def numeric_keys(self) -> list[str]:
         with self._reading():

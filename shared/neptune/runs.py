@@ -156,10 +156,40 @@ def run_metadata(attributes: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _flag(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    return {"true": True, "false": False}.get(text)
+
+
+def lineage_fields(attributes: dict[str, Any]) -> dict[str, Any]:
+    """A Neptune 3 run's experiment and fork (the schema's `experiment` … `fork_depth`): the parent is named
+    by its run id as the archive has it (its custom run id); each is None where the run has none."""
+    parent = _text(attributes.get("sys/forking/parent"))
+    step, depth = attributes.get("sys/forking/step"), attributes.get("sys/forking/depth")
+    return {
+        "experiment": _text(attributes.get("sys/experiment/name")),
+        "is_head": _flag(attributes.get("sys/experiment/is_head")),
+        "parent_run_id": parent,
+        "fork_step": float(step) if parent and is_number(step) and math.isfinite(step) else None,
+        "fork_depth": int(depth) if parent and is_number(depth) else None,
+    }
+
+
+def record_id(run: NeptuneRun) -> str:
+    """A run's id in the run table: a Neptune 3 run's custom run id (neptune-exporter names its runs by it,
+    and forks name their parents by it), else sys/id."""
+    custom = run.attributes.get("sys/custom_run_id")
+    if custom and custom == run.run_id:
+        return run.run_id
+    return str(run.attributes.get("sys/id") or run.run_id)
+
+
 def run_record(run: NeptuneRun, workspace: str, project: str) -> RunRecord:
     """The run-table record of a Neptune run (the mapping is documented in docs/neptune_export.md)."""
     attributes = run.attributes
-    run_id = str(attributes.get("sys/id") or run.run_id)
+    run_id = record_id(run)
     created = utc(attributes.get("sys/creation_time")) or run.created_at
     seen = [utc(attributes.get(path)) for path in ("sys/modification_time", "sys/ping_time")]
     heartbeat = max((stamp for stamp in seen if stamp), default=run.heartbeat_at)
@@ -180,6 +210,7 @@ def run_record(run: NeptuneRun, workspace: str, project: str) -> RunRecord:
         user=attributes.get("sys/owner") or None,
         notes=attributes.get("sys/description") or None,
         **run_metadata(attributes),
+        **lineage_fields(attributes),
         config=config_tree(attributes),
         summary=summary_of(run),
     )
@@ -242,6 +273,11 @@ class NeptuneSource:
     def export_files(self, runs: Sequence[NeptuneRun]) -> Iterator[tuple[str, list[RunFile]]]:
         """Each of these runs' files (a source that lists them names "files" in its `streams`)."""
         return iter(())
+
+    def lineage_attributes(self) -> dict[str, dict[str, Any]]:
+        """The experiment and fork of each run that has one (`lineage_fields`, by the source's run id).
+        Only a neptune-exporter archive of Neptune 3 runs has them: the other sources read Neptune 2 runs."""
+        return {}
 
     def unreadable_entries(self) -> dict[str, str]:
         """The files of the source left out because they cannot be read (path → why): each is a run lost."""

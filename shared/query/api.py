@@ -19,6 +19,7 @@ from shared.query.constraints import (
     where_metrics,
 )
 from shared.query.topk import TopK, top_k
+from shared.table.lineage import INHERITED, Fork, ancestry, with_lineage
 from shared.table.series import RUN, aggregate, check_aggregation
 from shared.table.source import Asked, QuerySource, SummarySource
 from shared.table.vocabulary import Aggregation
@@ -48,8 +49,15 @@ class TopkQuery:
     opened on first use. Subclasses say how to open their source (`_open_source`) and what a run state is
     (`_parse_state`). What happened along the way (runs left out, fetches retried) is in `events`."""
 
-    def __init__(self, events: Events | None = None) -> None:
+    def __init__(
+        self, events: Events | None = None, *, lineage: bool = True, experiments: bool = False
+    ) -> None:
+        """`lineage`: a forked run is answered over its lineage, its ancestors' points up to its fork step
+        and then its own (as Neptune answered); else over its own points. `experiments`: one run per
+        experiment, its head (docs/topk.md)."""
         self.events = events or Events()
+        self.lineage, self.experiments = lineage, experiments
+        self._ancestry: pl.DataFrame | None = None
         self._source: QuerySource | None = None
         self._runs_cache: list[RunInfo] | None = None
         self.last_excluded: dict[str, int] = {}
@@ -65,8 +73,52 @@ class TopkQuery:
         """The state as the source's runs table spells it; BadInput for an unknown one."""
         raise NotImplementedError
 
+    def _run_lineage(self) -> dict[str, dict[str, Any]]:
+        """Each run's experiment and fork, by run id (shared.neptune.runs.lineage_fields); none by default."""
+        return {}
+
+    def _forks(self) -> pl.DataFrame | None:
+        """The ancestry of every forked run (shared.table.lineage) when the query follows lineages and some
+        run forked, else None."""
+        if not self.lineage:
+            return None
+        if self._ancestry is None:
+            forks = {
+                run_id: Fork(fields["parent_run_id"], fields["fork_step"])
+                for run_id, fields in self._run_lineage().items()
+                if fields["parent_run_id"] and fields["fork_step"] is not None
+            }
+            known = set(self.source.run_ids()) if forks else set()
+            self._ancestry = ancestry(forks, known, self.events)
+        return self._ancestry if self._ancestry.height else None
+
+    def _lineage_points(self, keys: Sequence[str], run_ids: Sequence[str] | None) -> pl.DataFrame | None:
+        """These runs' points over their lineages (column INHERITED marks what came from an ancestor), or
+        None when no run of theirs forked (or lineages are not followed)."""
+        forks = self._forks()
+        if forks is None:
+            return None
+        wanted = None
+        if run_ids is not None:
+            ancestors = forks.filter(pl.col(RUN).is_in(list(run_ids)))["ancestor"].to_list()
+            wanted = list(dict.fromkeys([*run_ids, *ancestors]))
+        points = with_lineage(self.source.points(Asked(list(keys), wanted, series=True)), forks)
+        return points.filter(pl.col(RUN).is_in(list(run_ids))) if run_ids is not None else points
+
+    def _heads(self) -> dict[str, str]:
+        """Each experiment's head run → the experiment's name (sys/experiment/is_head)."""
+        return {
+            run_id: fields["experiment"]
+            for run_id, fields in self._run_lineage().items()
+            if fields["is_head"] and fields["experiment"]
+        }
+
     def _points(self, keys: list[str], run_ids: list[str] | None, aggregation: str, n_steps: int) -> Any:
-        """The points a query aggregates: from stored summaries when the source keeps them, else read."""
+        """The points a query aggregates: over lineages when a run forked, from stored summaries when the
+        source keeps them, else read."""
+        inherited = self._lineage_points(keys, run_ids)
+        if inherited is not None:
+            return inherited.drop(INHERITED)
         if isinstance(self.source, SummarySource):
             points = self.source.summary_points(keys, run_ids, aggregation, n_steps)
             if points is not None:
@@ -172,12 +224,16 @@ class TopkQuery:
         exprs = [parse_where(text) for text in texts]
         wanted_state = self._parse_state(state)
         required = list(dict.fromkeys([metric_key, *also, *checks, *where_metrics(exprs)]))
-        if wanted_state is None:
+        if wanted_state is None and not self.experiments:
             points = self._points(required, None, aggregation, n_steps)
             run_ids = self.source.run_ids()
         else:
             runs = self.source.runs()
-            run_ids = runs.filter(pl.col("state") == wanted_state)[RUN].to_list()
+            if wanted_state is not None:
+                runs = runs.filter(pl.col("state") == wanted_state)
+            if self.experiments:
+                runs = runs.filter(pl.col(RUN).is_in(list(self._heads())))
+            run_ids = runs[RUN].to_list()
             points = self._points(required, run_ids, aggregation, n_steps)
         result = top_k(
             points, metric_key, k=k or sys.maxsize, minimize=minimize, where=exprs, checks=checks,
@@ -207,10 +263,11 @@ class TopkQuery:
 
     def _run_infos(self, ranked: pl.DataFrame, keys: list[str]) -> list[RunInfo]:
         described = self.source.describe(ranked[RUN].to_list())
+        experiments = self._heads() if self.experiments else {}
         return [
             RunInfo(
                 run_id=row[RUN],
-                name=described[row[RUN]][0],
+                name=experiments.get(row[RUN]) or described[row[RUN]][0],
                 config=described[row[RUN]][1],
                 metrics={key: row[key] for key in keys},
                 raw_run=self.source.raw_run(row[RUN]),
@@ -228,7 +285,9 @@ class TopkQuery:
         """Aggregated metrics of several runs in one read (None where a run has no finite value)."""
         check_aggregation(aggregation, n_steps)
         keys = list(dict.fromkeys(metric_keys))
-        points = self.source.points(Asked(keys, list(run_ids), series=aggregation != "last"))
+        points = self._lineage_points(keys, list(run_ids))
+        if points is None:
+            points = self.source.points(Asked(keys, list(run_ids), series=aggregation != "last"))
         found = {run_id: dict.fromkeys(keys) for run_id in run_ids}
         for run_id, key, value in aggregate(points, keys, aggregation, n_steps).iter_rows():
             if run_id in found:
@@ -255,8 +314,11 @@ class TopkQuery:
 
     def curves(self, run_ids: Sequence[str], metric_key: str) -> dict[str, Curve]:
         """Each run's points of `metric_key` in step order, NaN/inf kept (for plots). A point without a
-        step (a single number) is placed at its position."""
-        points = self.source.points(Asked([metric_key], list(run_ids)))
+        step (a single number) is placed at its position. A forked run's curve starts with the points it
+        inherits (up to its `fork_steps` step) unless the query follows no lineage."""
+        points = self._lineage_points([metric_key], list(run_ids))
+        if points is None:
+            points = self.source.points(Asked([metric_key], list(run_ids)))
         frame = (
             points.lazy()
             .filter(pl.col("key").cast(pl.String) == metric_key)
@@ -273,11 +335,20 @@ class TopkQuery:
                 found[run_id] = (steps, values)
         return found
 
+    def fork_steps(self, run_ids: Sequence[str]) -> dict[str, float]:
+        """The step up to which each of these runs' curves is inherited: the forked runs whose parent the
+        source has, when the query follows lineages."""
+        forks = self._forks()
+        if forks is None:
+            return {}
+        parents = forks.filter(pl.col("distance") == 1).select(RUN, "until")
+        return {run: until for run, until in parents.iter_rows() if run in set(run_ids)}
+
     def cleanup(self) -> None:
         """Close every connection the source opened and drop the caches."""
         if self._source is not None:
             self._source.close()
-        self._source, self._runs_cache = None, None
+        self._source, self._runs_cache, self._ancestry = None, None, None
 
     def __enter__(self) -> Self:
         return self

@@ -30,6 +30,7 @@ _TYPES: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
     "integer": (lambda pa: pa.int64(), lambda pl: pl.Int64()),
     "number": (lambda pa: pa.float64(), lambda pl: pl.Float64()),
     "time": (lambda pa: pa.timestamp("us", tz="UTC"), lambda pl: pl.Datetime("us", "UTC")),
+    "flag": (lambda pa: pa.bool_(), lambda pl: pl.Boolean()),
 }
 
 # Core columns of `*_runs.parquet`, in order, before the sections' columns; RunRecord has a field for each.
@@ -66,6 +67,13 @@ CORE: dict[str, str] = {
     "memory_peak_gb": "number",  # peak memory of the run's process (W&B) or host (Neptune), GB
     "gpu_mean": "number",  # mean GPU utilisation, percent, over every GPU's samples
     "gpu_memory_peak_gb": "number",  # peak GPU memory of any one GPU, GB
+    # Experiments and forks (Neptune 3; docs/schema.md): null where the source has none. A fork's history
+    # holds its own points; it inherits its parent's up to and including `fork_step`.
+    "experiment": "text",  # the experiment the run belongs to (sys/experiment/name)
+    "is_head": "flag",  # whether the run represents its experiment (sys/experiment/is_head)
+    "parent_run_id": "text",  # the run it forked from (sys/forking/parent); null for a run never forked
+    "fork_step": "number",  # the parent's last step it inherits (sys/forking/step), may be fractional
+    "fork_depth": "integer",  # forks between it and its root run (sys/forking/depth)
 }
 
 INTERNAL_PREFIX = (
@@ -239,6 +247,11 @@ class RunRecord:
     memory_peak_gb: float | None = None
     gpu_mean: float | None = None
     gpu_memory_peak_gb: float | None = None
+    experiment: str | None = None
+    is_head: bool | None = None
+    parent_run_id: str | None = None
+    fork_step: float | None = None
+    fork_depth: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     # The source's text of a config or summary that could not be parsed (then `config`/`summary` is empty):

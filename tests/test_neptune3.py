@@ -1,0 +1,197 @@
+"""Neptune 3 archives (neptune-exporter's neptune3 exporter): runs by custom run id, experiments, forks.
+
+Each run's file holds its own points only; Neptune answered a fork over its lineage (its ancestors' points
+up to its fork step, then its own). The answers are compared with a plain computation of each lineage."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from shared.base.errors import BadInput
+from shared.base.events import Events
+from shared.query.neptune import NeptuneQuery
+from tests.current_data import load_script
+from tests.neptune_fixtures import ForkedRun, write_neptune3_archive
+
+QUERY = Path(__file__).resolve().parent.parent / "neptune-tools" / "query_topk.py"
+query_topk = load_script("query_topk", "neptune-tools")
+export_runs = load_script("export_runs", "neptune-tools")
+
+
+def curve(start: float, stop: float, values: list[float], every: float = 1.0) -> list[tuple[float, float]]:
+    return [(start + i * every, v) for i, v in enumerate(values) if start + i * every <= stop]
+
+
+# exp-a: a chain root → a-2 (at 4) → a-3 (at 7.5, fractional, forked from a-2 after a-2's own start);
+# exp-b: a root with two branches at 2 and at 5; exp-c: a fork of a run missing from the archive; exp-d: alone.
+RUNS = [
+    ForkedRun("a-1", "exp-a", {"loss": curve(0, 9, [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3])}),
+    ForkedRun("a-2", "exp-a", {"loss": curve(5, 9, [0.2, 0.19, 0.18, 0.17, 0.16])}, "a-1", 4.0),
+    ForkedRun("a-3", "exp-a", {"loss": [(7.75, 0.15), (8.0, 0.14), (9.0, 0.13)]}, "a-2", 7.5, is_head=True),
+    ForkedRun("b-1", "exp-b", {"loss": curve(0, 6, [2.0, 1.5, 1.2, 1.0, 0.9, 0.85, 0.8])}, is_head=True),
+    ForkedRun("b-2", "exp-b", {"loss": curve(3, 6, [0.5, 0.4, 0.3, 0.2])}, "b-1", 2.0),
+    ForkedRun("b-3", "exp-b", {"loss": curve(6, 8, [0.6, 0.55, 0.5])}, "b-1", 5.0),
+    ForkedRun("c-2", "exp-c", {"loss": curve(10, 12, [0.05, 0.04, 0.03])}, "c-1", 9.0, is_head=True),
+    ForkedRun("d-1", "exp-d", {"loss": curve(0, 3, [0.5, 0.3, 0.25, 0.22])}, is_head=True),
+]
+
+
+def plain_lineage(runs: list[ForkedRun], run_id: str, key: str = "loss") -> list[tuple[float, float]]:
+    """A run's points over its lineage, computed the plain way: walk up the parents, each ancestor giving
+    its points up to the smallest fork step met so far, a step kept from the nearest run that has it."""
+    by_id = {run.custom_id: run for run in runs}
+    points: dict[float, float] = {}
+    run, until = by_id[run_id], math.inf
+    while True:
+        for step, value in run.series.get(key, []):
+            if step <= until and step not in points:
+                points[step] = value
+        if run.parent is None or run.parent not in by_id:
+            break
+        until = min(until, run.fork_step)
+        run = by_id[run.parent]
+    return sorted(points.items())
+
+
+def expected(runs: list[ForkedRun], aggregation: str, lineage: bool = True) -> dict[str, float]:
+    answers = {}
+    for run in runs:
+        values = [
+            v for _, v in (plain_lineage(runs, run.custom_id) if lineage else sorted(run.series["loss"]))
+        ]
+        answers[run.custom_id] = {
+            "last": values[-1],
+            "min": min(values),
+            "max": max(values),
+            "mean_all": statistics.fmean(values),
+        }[aggregation]
+    return answers
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    return write_neptune3_archive(tmp_path / "data", RUNS)
+
+
+@pytest.mark.parametrize("aggregation", ["last", "min", "max", "mean_all"])
+@pytest.mark.parametrize("lineage", [True, False])
+def test_every_aggregation_over_each_runs_lineage(archive: Path, aggregation: str, lineage: bool) -> None:
+    events = Events()
+    with NeptuneQuery(source=archive, events=events, lineage=lineage, cache=False) as query:
+        answer = query.query_topk("loss", k=100, aggregation=aggregation)
+    got = {run.run_id: run.metrics["loss"] for run in answer}
+    assert got == pytest.approx(expected(RUNS, aggregation, lineage))
+    missing = [w for w in events.warnings if "c-1" in w]
+    assert len(missing) == (1 if lineage else 0), events.warnings
+    if lineage:
+        assert "c-2 forked from c-1, which is not in the source" in missing[0]
+
+
+def test_mean_all_of_a_fork_counts_its_inherited_start(archive: Path) -> None:
+    """The issue's case: a fork ranked by its own points skips the (worse) start it inherited."""
+    with NeptuneQuery(source=archive, cache=False) as query:
+        a3 = query.metrics_for(["a-3"], ["loss"], "mean_all")["a-3"]["loss"]
+    inherited = [1.0, 0.9, 0.8, 0.7, 0.6, 0.2, 0.19, 0.18, 0.15, 0.14, 0.13]  # a-1 to 4, a-2 to 7.5, own
+    assert a3 == pytest.approx(statistics.fmean(inherited))
+
+
+def test_experiments_rank_their_heads_over_the_head_lineage(archive: Path) -> None:
+    with NeptuneQuery(source=archive, experiments=True, cache=False) as query:
+        answer = query.query_topk("loss", k=10, aggregation="mean_all")
+    want = expected(RUNS, "mean_all")
+    heads = {run.custom_id: run.experiment for run in RUNS if run.is_head}
+    assert [(r.run_id, r.name) for r in answer] == sorted(
+        ((run_id, heads[run_id]) for run_id in heads), key=lambda item: want[item[0]]
+    )
+    assert {r.run_id: r.metrics["loss"] for r in answer} == pytest.approx({h: want[h] for h in heads})
+
+
+def test_curves_carry_the_inherited_part_and_say_where_it_ends(archive: Path) -> None:
+    with NeptuneQuery(source=archive, cache=False) as query:
+        curves = query.curves(["a-3", "b-2", "d-1"], "loss")
+        forks = query.fork_steps(["a-3", "b-2", "d-1"])
+    for run_id in ("a-3", "b-2", "d-1"):
+        steps, values = curves[run_id]
+        want = plain_lineage(RUNS, run_id)
+        assert steps == [step for step, _ in want]
+        assert values == pytest.approx([value for _, value in want])
+    assert forks == {"a-3": 7.5, "b-2": 2.0}
+    with NeptuneQuery(source=archive, lineage=False, cache=False) as query:
+        assert query.curves(["a-3"], "loss")["a-3"][0] == [7.75, 8.0, 9.0]
+        assert query.fork_steps(["a-3"]) == {}
+
+
+def test_a_cycle_in_the_forking_attributes_is_an_error_naming_its_runs(tmp_path: Path) -> None:
+    runs = [
+        ForkedRun("x-1", "exp-x", {"loss": curve(0, 2, [1.0, 0.9, 0.8])}, "x-3", 1.0),
+        ForkedRun("x-2", "exp-x", {"loss": curve(2, 4, [0.7, 0.6, 0.5])}, "x-1", 1.0),
+        ForkedRun("x-3", "exp-x", {"loss": curve(4, 6, [0.4, 0.3, 0.2])}, "x-2", 3.0),
+    ]
+    archive = write_neptune3_archive(tmp_path / "data", runs)
+    with NeptuneQuery(source=archive, cache=False) as query, pytest.raises(BadInput, match="cycle") as error:
+        query.query_topk("loss")
+    assert all(run in str(error.value) for run in ("x-1", "x-2", "x-3"))
+    result = subprocess.run(
+        [sys.executable, str(QUERY), str(archive), "--metric", "loss"], capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error:" in result.stderr and "cycle" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run(
+        [sys.executable, str(QUERY), str(archive), "--metric", "loss", "--no-lineage"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_lineage_by_default_no_lineage_and_experiments(
+    archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def ask(*flags: str) -> dict[str, float]:
+        argv = [
+            str(archive),
+            "--metric",
+            "loss",
+            "-k",
+            "20",
+            "--aggregation",
+            "mean_all",
+            "--json",
+            "--no-cache",
+        ]
+        assert query_topk.main([*argv, *flags]) == 0
+        return {row["run_id"]: row["metrics"]["loss"] for row in json.loads(capsys.readouterr().out)}
+
+    assert ask() == pytest.approx(expected(RUNS, "mean_all"))
+    assert ask("--no-lineage") == pytest.approx(expected(RUNS, "mean_all", lineage=False))
+    heads = {run.custom_id for run in RUNS if run.is_head}
+    assert ask("--experiments") == pytest.approx(
+        {h: v for h, v in expected(RUNS, "mean_all").items() if h in heads}
+    )
+
+
+def test_export_keeps_experiment_and_fork_columns_and_own_points(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert export_runs.main(["--source", str(archive), "-o", str(out), "--include-history"]) == 0
+    (runs_file,) = out.rglob("*_runs.parquet")
+    runs = pl.read_parquet(runs_file).sort("id")
+    want = {run.custom_id: (run.experiment, run.is_head, run.parent, run.fork_step) for run in RUNS}
+    got = {
+        row["id"]: (row["experiment"], row["is_head"], row["parent_run_id"], row["fork_step"])
+        for row in runs.iter_rows(named=True)
+    }
+    assert got == want
+    depths = dict(runs.select("id", "fork_depth").iter_rows())
+    assert depths == {"a-1": None, "a-2": 1, "a-3": 2, "b-1": None, "b-2": 1, "b-3": 1, "c-2": 1, "d-1": None}
+    (history_file,) = out.rglob("*_history.parquet")
+    history = pl.read_parquet(history_file)
+    for run in RUNS:  # each point once: a run's own
+        assert history.filter(pl.col("run_id") == run.custom_id).height == len(run.series["loss"])
