@@ -14,7 +14,7 @@ import pytest
 from rich.cells import cell_len
 
 from shared.cli.main import run_main
-from shared.cli.tables import fit_columns, print_table
+from shared.cli.tables import fit_columns, print_table, shorten_names, without_common_prefix, wrap_header
 from shared.table.outputs import format_value
 from tests.current_data import load_script
 
@@ -52,11 +52,17 @@ def on_terminal(monkeypatch, width: int, main) -> str:
 
 
 def parse(out: str) -> tuple[list[str], list[list[str]], str]:
-    """Header names (wrapped lines joined), body lines as cells, and the caption of a rich table."""
+    """Header names (wrapped lines joined), body lines as cells, and the caption of a rich table; fails
+    when a header is wrapped inside a word (`architectur` / `e`)."""
     lines = out.splitlines()
     top, rule, bottom = (next(i for i, line in enumerate(lines) if line.startswith(c)) for c in "┏┡└")
     header_lines = [line.split("┃")[1:-1] for line in lines[top + 1 : rule]]
-    header = ["".join(part.strip() for part in column) for column in zip(*header_lines, strict=True)]
+    columns = [
+        [part.strip() for part in column if part.strip()] for column in zip(*header_lines, strict=True)
+    ]
+    split = [parts for parts in columns if any(part[-1] not in "_/.- " for part in parts[:-1])]
+    assert not split, f"header words split: {split}"
+    header = ["".join(parts) for parts in columns]
     body = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines[rule + 1 : bottom]]
     return header, body, " ".join(line.strip() for line in lines[bottom + 1 :])
 
@@ -75,6 +81,12 @@ def assert_shortened_or_whole(shown: str, name: str) -> None:
     assert shown == name or (shown.endswith("…") and name.startswith(shown[:-1]) and len(shown) >= 10), shown
 
 
+def assert_name(shown: str, name: str) -> None:
+    """A run's name whole, or its beginning and end around `…` (at least 20 characters)."""
+    head, _, tail = shown.partition("…")
+    assert shown == name or (name.startswith(head) and name.endswith(tail) and len(shown) >= 20), shown
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_analyze_top_table_fits_the_terminal(monkeypatch, capsys, export, width):
     argv = [str(export), "--top", "13", "--metric", "metric_test_mse"]
@@ -84,7 +96,7 @@ def test_analyze_top_table_fits_the_terminal(monkeypatch, capsys, export, width)
     assert_fits(out, width)
     header, body, caption = parse(out)
     columns = list(full[0])
-    assert header[:4] == ["rank", "id", "name", "metric_test_mse"]
+    assert header[:2] == ["rank", "id"] and "metric_test_mse" in header
     assert header == [c for c in columns if c in header], "the shown columns keep their order"
     constant = [c for c in columns if len({json.dumps(row[c]) for row in full}) == 1]
     assert {"project", "wd_parsed"} <= set(constant)
@@ -98,16 +110,29 @@ def test_analyze_top_table_fits_the_terminal(monkeypatch, capsys, export, width)
         for column, text in zip(header, cells, strict=True):
             if column == "id" or isinstance(row[column], int | float):
                 assert text == format_value(row[column]), (column, text)
+            elif column == "name":
+                assert_name(text, row[column])
             else:
                 assert_shortened_or_whole(text, row[column])
 
 
-def test_at_80_columns_the_right_most_columns_are_left_out_first(monkeypatch, export):
+def test_at_80_columns_the_columns_that_tell_the_runs_apart_come_before_the_name(monkeypatch, export):
     argv = [str(export), "--top", "5", "--metric", "metric_test_mse"]
-    header, _, caption = parse(on_terminal(monkeypatch, 80, lambda: analyze_runs.main(argv)))
-    assert header == ["rank", "id", "name", "metric_test_mse", "state", "stage"]
-    assert left_out(caption, 80) == ["architecture", "dataset", "k", "lr_parsed", "seed_parsed"]
+    header, body, caption = parse(on_terminal(monkeypatch, 80, lambda: analyze_runs.main(argv)))
+    # dataset tells runs 1/3 and 4/5 apart, state 4/5, architecture 1/3; the name then does not fit; stage does
+    assert header == ["rank", "id", "metric_test_mse", "state", "stage", "architecture", "dataset"]
+    assert left_out(caption, 80) == ["name", "k", "lr_parsed", "seed_parsed"]
     assert "project: spectral_denoising · model_type: spectral · wd_parsed: 0.0001" in caption
+    described = [tuple(cells[3:]) for cells in body]
+    assert len(set(described)) == len(described), "the shown columns tell the runs apart"
+
+
+def test_at_100_columns_the_name_is_shortened_in_the_middle(monkeypatch, export):
+    argv = [str(export), "--top", "5", "--metric", "metric_test_mse"]
+    header, body, _ = parse(on_terminal(monkeypatch, 100, lambda: analyze_runs.main(argv)))
+    names = [cells[header.index("name")] for cells in body]
+    assert all("…" in name for name in names) and len(set(names)) == len(names), names
+    assert names[1].startswith("stage2c_f") and names[1].endswith("lr3e-4_s1"), names
 
 
 def cli(module, command: str) -> None:
@@ -133,12 +158,13 @@ def test_query_topk_table_fits_the_terminal(monkeypatch, capsys, export, tool, w
     out = on_terminal(monkeypatch, width, lambda: cli(module, command))
     assert_fits(out, width)
     header, body, caption = parse(out)
-    assert header[:4] == ["rank", "run id", "name", "test/mse"]
+    assert header[:2] == ["rank", "run id"] and "test/mse" in header
     assert bool(left_out(caption, width)) == (width < 200)
     for cells, run in zip(body, answer, strict=True):
         shown = dict(zip(header, cells, strict=True))
         assert shown["run id"] == run["run_id"]
-        assert_shortened_or_whole(shown["name"], run["name"])
+        if "name" in shown:
+            assert_name(shown["name"], run["name"])
         for key, value in run["metrics"].items():
             if key in shown:
                 assert shown[key] == str(float(f"{value:.6g}"))
@@ -182,27 +208,28 @@ def test_print_table_on_a_terminal_folds_constants_and_leaves_out_what_does_not_
     out = on_terminal(monkeypatch, width, lambda: print_table(rows, title="top 4"))
     assert_fits(out, width)
     header, body, caption = parse(out)
-    assert header[:4] == ["rank", "run id", "name", "loss"] and "entity" not in header
+    assert header[:5] == ["rank", "run id", "name", "loss", "config.option_0"] and "entity" not in header
     assert "entity: team" in caption
     dropped = left_out(caption, width)
-    assert header[4:] + dropped == [f"config.option_{c}" for c in range(8)]
+    assert header[5:] + dropped == [f"config.option_{c}" for c in range(1, 8)]
     assert (len(dropped) > 0) == (width < 200)
     for cells, row in zip(body, rows, strict=True):
         assert cells[:2] == [str(row["rank"]), row["run id"]] and cells[3] == str(row["loss"])
-        assert_shortened_or_whole(cells[2], row["name"])
+        assert_name(cells[2], row["name"])
 
 
 def test_fit_columns_keeps_the_key_columns_and_takes_others_while_they_fit():
     header = ["rank", "id", "name", "loss", "wide", "k"]
     rows = [["1", "abc", "n" * 30, "0.5", "w" * 30, "8"], ["2", "abd", "m" * 30, "0.25", "v" * 30, "16"]]
     unbreakable = [True, True, False, True, False, True]
-    fit = fit_columns(header, rows, unbreakable=unbreakable, width=52, keep=4, fold_constant=True)
-    assert (fit.shown, fit.left_out, fit.constant) == ([0, 1, 2, 3, 5], [4], [])
+    fit = fit_columns(header, rows, unbreakable=unbreakable, width=52, keep=[0, 1, 3], of_runs=True)
+    # `wide` tells the two rows apart, so it comes before the name, which then does not fit
+    assert (fit.shown, fit.left_out, fit.constant) == ([0, 1, 3, 4, 5], [2], [])
     assert sum(fit.widths) + 3 * len(fit.shown) + 1 <= 52
     assert dict(zip(fit.shown, fit.widths, strict=True))[1] == 3, "an id is as wide as its values"
-    narrow = fit_columns(header, rows, unbreakable=unbreakable, width=20, keep=4, fold_constant=True)
-    assert narrow.shown == [0, 1, 2, 3], "the key columns stay even when the terminal is too narrow"
-    one_row = fit_columns(header, rows[:1], unbreakable=unbreakable, width=200, keep=4, fold_constant=True)
+    narrow = fit_columns(header, rows, unbreakable=unbreakable, width=20, keep=[0, 1, 3], of_runs=True)
+    assert narrow.shown == [0, 1, 3], "the key columns stay even when the terminal is too narrow"
+    one_row = fit_columns(header, rows[:1], unbreakable=unbreakable, width=200, keep=[0, 1, 3], of_runs=True)
     assert one_row.constant == [], "a single row says nothing about constant columns"
 
 
@@ -227,3 +254,60 @@ def test_plain_and_markdown_pivots_have_the_legend_and_the_states(capsys, export
             "",
             "cell: best · mean (n=runs with a value); * = best in its column; runs in the cells: 12 finished",
         ]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_long_ids_and_numbers_stay_whole_and_a_shared_prefix_leaves_the_headers(monkeypatch, width):
+    """Neptune-like rows: UUID ids, 10-digit metrics, names alike but for their ends, `parameters/` keys."""
+    rows = [
+        {
+            "rank": i + 1,
+            "run id": f"78f41504-a4cd-4865-b8ba-91242bd96b{i:02d}",
+            "name": f"stage2c_filter_bank_ring_of_cliques_k{8 * (i + 1)}_lr1e-3_s{i % 2}",
+            "test/mse": 0.0884528237 + i / 3,
+            "parameters/architecture": ["filter_bank", "self_attention"][i % 2],
+            "parameters/data/graph_type": ["ring_of_cliques", "sbm", "pyg_enzymes"][i % 3],
+            "parameters/model/k": 8 * (i + 1),
+        }
+        for i in range(5)
+    ]
+    out = on_terminal(monkeypatch, width, lambda: print_table(rows, title="top 5", keep=["test/mse"]))
+    assert_fits(out, width)
+    header, body, caption = parse(out)
+    assert header[:2] == ["rank", "run id"] and "test/mse" in header
+    assert "parameters/… columns shown without parameters/" in caption
+    assert not any(name.startswith("parameters/") for name in header)
+    assert ("architecture" in header) == (width > 80), "at 80 model/k alone tells the runs apart and fits"
+    for cells, row in zip(body, rows, strict=True):
+        shown = dict(zip(header, cells, strict=True))
+        assert shown["run id"] == row["run id"] and shown["test/mse"] == str(row["test/mse"])
+        if "name" in shown:
+            assert_name(shown["name"], row["name"])
+    if "name" in header:
+        names = [cells[header.index("name")] for cells in body]
+        assert len(set(names)) == len(names), names
+
+
+def test_a_prefix_stays_when_names_would_collide_or_not_every_column_shares_it():
+    header = ["rank", "parameters/lr", "lr", "parameters/k"]
+    assert without_common_prefix(header, [1, 2, 3]) == (header, "")  # `lr` has no prefix
+    assert without_common_prefix(header, [1, 3]) == (header, ""), "parameters/lr would read as lr"
+    assert without_common_prefix(["a/x", "a/y"], [0, 1]) == (["x", "y"], "a/")
+
+
+def test_names_are_shortened_in_the_middle_where_they_stay_apart():
+    names = ["stage2c_filter_bank_ring_k8_s0", "stage2c_filter_bank_pyg_k8_s0", "stage3_x"]
+    shortened = shorten_names(names, 12)
+    assert shortened[2] == "stage3_x" and all(len(name) <= 12 for name in shortened)
+    assert len(set(shortened)) == 3 and all("…" in name for name in shortened[:2]), shortened
+    assert shorten_names(["abcdefghijklmnop"], 9) == ["abcd…mnop"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_header_word_is_never_split(monkeypatch, width):
+    rows = [
+        {"rank": i, "id": f"r{i}", "loss": i / 3, "architecture": "x" * i, "dataset": i} for i in range(3)
+    ]
+    header, _, _ = parse(on_terminal(monkeypatch, width, lambda: print_table(rows, title="t")))
+    assert "architecture" in header
+    assert wrap_header("architecture_family", 13) == "architecture_\nfamily"

@@ -38,7 +38,7 @@ def print_rich(
     notes: Sequence[str] = (),
 ) -> None:
     """A rich table fitted to the terminal (`terminal_table`); with `ranks` (a pivot), cells are coloured by
-    rank, the best of each column is starred and no column is folded into the caption."""
+    rank, the best of each column is starred and its columns are taken as they come (see `terminal_table`)."""
     from shared.analysis.render import heat_style
     from shared.cli.tables import console_for, terminal_table
 
@@ -60,7 +60,7 @@ def print_rich(
         title=title,
         width=console.width,
         styles=styles,
-        fold_constant=ranks is None,
+        of_runs=ranks is None,
         notes=notes,
     )
     console.print(table)

@@ -63,7 +63,8 @@ def run_query(query: TopkQuery, args: argparse.Namespace) -> int:
     from shared.cli.tables import print_table
 
     rows = table_rows(results, args.details, first=first)
-    print_table(rows, title=title(query, len(results), args), empty="no run matched")
+    metrics = [args.metric, *([args.pareto] if args.pareto else []), *args.details]
+    print_table(rows, title=title(query, len(results), args), empty="no run matched", keep=metrics)
     return 0
 
 

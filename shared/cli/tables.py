@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from rich.cells import cell_len
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -44,12 +45,35 @@ def text_width(text: str) -> int:
 
 
 def key_columns(header: Sequence[str], numeric: Sequence[bool]) -> int:
-    """How many leading columns a fitted table always shows: through the first numeric column that is not
-    a rank (rank, id, name and the metric of a ranking; a pivot's row labels and first column)."""
+    """How many leading columns a pivot always shows: its row labels through its first numeric column."""
     for index, (name, is_number) in enumerate(zip(header, numeric, strict=True)):
         if is_number and name not in RANK_COLUMNS:
             return index + 1
     return 1
+
+
+def header_words(name: str) -> list[str]:
+    """The words of a header, each with the separators after it: a wrapped header breaks only between them."""
+    return list(filter(None, _HEADER_PIECE.findall(name)))
+
+
+def telling_columns(rows: Sequence[Sequence[str]], candidates: Sequence[int]) -> list[int]:
+    """The fewest of `candidates` (chosen greedily, each splitting the most pairs of rows still alike, ties
+    in table order) whose values together tell the rows apart, or as far apart as they can."""
+    chosen: list[int] = []
+
+    def alike(columns: list[int]) -> int:
+        counts = Counter(tuple(row[i] for i in columns) for row in rows)
+        return sum(n * (n - 1) // 2 for n in counts.values())
+
+    remaining = alike(chosen)
+    while remaining:
+        pairs, best = min(((alike([*chosen, i]), i) for i in candidates if i not in chosen), default=(0, -1))
+        if best < 0 or pairs == remaining:
+            break
+        chosen.append(best)
+        remaining = pairs
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -68,43 +92,48 @@ def fit_columns(
     *,
     unbreakable: Sequence[bool],
     width: int,
-    keep: int,
-    fold_constant: bool,
+    keep: Sequence[int],
+    of_runs: bool,
 ) -> Fit:
-    """Choose columns and widths so that the table is at most `width` cells wide.
+    """Choose columns and widths so that the table is at most `width` cells wide; shown in table order.
 
-    Columns after the first `keep` that hold one value in every row (of two or more) are folded when
-    `fold_constant`. An `unbreakable` column (numbers, ids) is as wide as its widest value; a text column
-    may shrink to TEXT_FLOOR, `name` to NAME_FLOOR (the rest cut with an ellipsis). In table order, each
-    column after the first `keep` is shown when it fits at that width next to those already taken, else
-    left out (a narrower one after it may still fit). Spare width widens cut values, then wrapped
-    headers, evenly.
+    The `keep` columns are always shown. When the rows are runs (`of_runs`), a column after them that holds
+    one value in every row (of two or more) goes to the caption, and the others are taken in the order a
+    reader needs them: those that tell the rows apart (`telling_columns`), then `name`, then the rest in
+    table order; a pivot's columns are taken in table order. A column is taken when it fits at its least
+    width next to those already taken (a narrower one after it may still fit). An `unbreakable` column
+    (numbers, ids) is as wide as its widest value; a text column may shrink to TEXT_FLOOR, `name` to
+    NAME_FLOOR; no column is narrower than its longest header word. Spare width widens cut values, then
+    wrapped headers, evenly.
     """
     count = len(header)
     constant = [
         i
-        for i in range(keep, count)
-        if fold_constant and len(rows) > 1 and len({row[i] for row in rows}) == 1
+        for i in range(count)
+        if of_runs and i not in keep and len(rows) > 1 and len({row[i] for row in rows}) == 1
     ]
     values = [max((text_width(row[i]) for row in rows), default=0) for i in range(count)]
+    words = [max(map(cell_len, header_words(header[i])), default=0) for i in range(count)]
     natural = [max(values[i], text_width(header[i])) for i in range(count)]
     least = [min(natural[i], NAME_FLOOR if header[i] == "name" else TEXT_FLOOR) for i in range(count)]
-    floors = [max(values[i], least[i]) if unbreakable[i] else least[i] for i in range(count)]
-    shown: list[int] = []
-    left_out: list[int] = []
-    used = 1  # the closing edge
-    for i in range(count):
-        if i in constant:
-            continue
-        if i < keep or used + floors[i] + BORDER <= width:
-            shown.append(i)
+    floors = [max(values[i] if unbreakable[i] else least[i], words[i]) for i in range(count)]
+    others = [i for i in range(count) if i not in keep and i not in constant]
+    if of_runs:
+        names = [i for i in others if header[i] == "name"]
+        telling = telling_columns(rows, [i for i in others if i not in names])
+        others = [*telling, *names, *(i for i in others if i not in telling and i not in names)]
+    taken = set(keep)
+    used = 1 + sum(floors[i] + BORDER for i in keep)  # 1: the closing edge
+    for i in others:
+        if used + floors[i] + BORDER <= width:
+            taken.add(i)
             used += floors[i] + BORDER
-        else:
-            left_out.append(i)
+    shown = sorted(taken)
     widths = {i: floors[i] for i in shown}
     spare = width - used
     for target in (values, natural):  # cut values first, then headers on fewer lines
         spare = _grow(widths, {i: target[i] for i in shown}, spare)
+    left_out = [i for i in range(count) if i not in taken and i not in constant]
     return Fit(shown, [widths[i] for i in shown], constant, left_out)
 
 
@@ -123,18 +152,50 @@ def _grow(widths: dict[int, int], targets: dict[int, int], spare: int) -> int:
 
 
 def wrap_header(name: str, width: int) -> str:
-    """`name` over lines of at most `width` cells, broken after `_`, `/`, `.`, `-` or a space where it can."""
-    pieces = [
-        piece[start : start + width]
-        for piece in filter(None, _HEADER_PIECE.findall(name))
-        for start in range(0, len(piece), width)
-    ]
+    """`name` over lines of at most `width` cells, broken only between words (after `_`, `/`, `.`, `-` or a
+    space); `fit_columns` makes every column at least as wide as its longest header word."""
     lines = [""]
-    for piece in pieces:
-        if lines[-1] and cell_len(lines[-1] + piece) > width:
+    for word in header_words(name):
+        if lines[-1] and cell_len(lines[-1] + word) > width:
             lines.append("")
-        lines[-1] += piece
+        lines[-1] += word
     return "\n".join(line.rstrip() or line for line in lines)
+
+
+def shorten_middle(text: str, width: int, head_cells: int) -> str:
+    """`text` in at most `width` cells: its first `head_cells`, `…`, and as much of its end as fits."""
+    if cell_len(text) <= width:
+        return text
+    tail_cells = width - 1 - head_cells
+    tail = set_cell_size(text[::-1], tail_cells)[::-1] if tail_cells else ""
+    return set_cell_size(text, head_cells) + "…" + tail
+
+
+def shorten_names(names: Sequence[str], width: int) -> list[str]:
+    """Run names in at most `width` cells each, shortened in the middle: names that share a beginning (one
+    stage, one model) still read apart by their ends (`stage2c_filt…sbm_k16_s1`). The cut sits as near the
+    middle as it can while the shortened names stay as many different ones as the names."""
+    middle = (width - 1) - (width - 1) // 2
+    cuts = sorted(range(1, width - 1), key=lambda head: abs(head - middle)) or [width - 1]
+    distinct = len(set(names))
+    for head in cuts:
+        shortened = [shorten_middle(name, width, head) for name in names]
+        if len(set(shortened)) == distinct:
+            return shortened
+    return [shorten_middle(name, width, middle) for name in names]
+
+
+def without_common_prefix(header: Sequence[str], columns: Sequence[int]) -> tuple[list[str], str]:
+    """`header` with the first part (`parameters/`, `config.`) that all of `columns` (two or more) share
+    taken off their names, unless two names would then read alike; and that part ("" when kept)."""
+    starts = {re.match(r"[^/.]+[/.]", header[i]) for i in columns}
+    prefixes = {start[0] if start else "" for start in starts}
+    if len(columns) < 2 or len(prefixes) != 1 or not (prefix := prefixes.pop()):
+        return list(header), ""
+    shortened = [name[len(prefix) :] if i in columns else name for i, name in enumerate(header)]
+    if len(set(shortened)) < len(shortened) or not all(shortened):
+        return list(header), ""
+    return shortened, prefix
 
 
 def terminal_table(
@@ -145,26 +206,33 @@ def terminal_table(
     title: str,
     width: int,
     styles: Sequence[Sequence[str]] | None = None,
-    fold_constant: bool = True,
+    of_runs: bool = True,
+    keep: Sequence[str] = (),
     notes: Sequence[str] = (),
 ) -> Table:
     """A rich table of display texts at most `width` cells wide (see `fit_columns`): numbers and ids are
-    never split, long text is cut with an ellipsis on one line, and the caption says which columns hold one
-    value throughout (`project: x`) and which were left out. Texts are shown as they are, never read as
-    markup; `styles` gives a rich style per cell."""
+    never cut, a run's name is shortened in the middle, other long text cut with an ellipsis, all on one
+    line. Always shown: rank, ids, the first metric and the `keep` columns when the rows are runs
+    (`of_runs`), a pivot's leading columns through its first numeric one. A prefix that every other column
+    shares is taken off their headers. The caption says which columns hold one value throughout (`project:
+    x`) and which were left out. Texts are shown as they are, never read as markup; `styles` gives a rich
+    style per cell."""
     unbreakable = [
         is_number or name in RANK_COLUMNS or name in ID_COLUMNS
         for name, is_number in zip(header, numeric, strict=True)
     ]
-    fit = fit_columns(
-        header,
-        rows,
-        unbreakable=unbreakable,
-        width=width,
-        keep=key_columns(header, numeric),
-        fold_constant=fold_constant,
-    )
+    leading = range(key_columns(header, numeric))
+    kept = [
+        i
+        for i, name in enumerate(header)
+        if (i in leading and (name != "name" or not of_runs)) or name in keep
+    ]
+    others = [i for i, name in enumerate(header) if i not in kept and name != "name"]
+    header, prefix = without_common_prefix(header, others) if of_runs else (list(header), "")
+    fit = fit_columns(header, rows, unbreakable=unbreakable, width=width, keep=kept, of_runs=of_runs)
     caption = [" · ".join(f"{header[i]}: {rows[0][i] or '(empty)'}" for i in fit.constant), *notes]
+    if prefix:
+        caption.append(f"{prefix}… columns shown without {prefix}")
     if fit.left_out:
         names = ", ".join(header[i] for i in fit.left_out)
         caption.append(f"left out to fit {width} columns: {names} (piped output shows every column)")
@@ -182,14 +250,23 @@ def terminal_table(
             no_wrap=True,
             overflow="ellipsis",
         )
-    for number, row in enumerate(rows):
+    texts = [list(row) for row in rows]
+    for index, column_width in zip(fit.shown, fit.widths, strict=True):
+        if header[index] == "name" and of_runs:
+            shortened = shorten_names([row[index] for row in rows], column_width)
+            for row, name in zip(texts, shortened, strict=True):
+                row[index] = name
+    for number, row in enumerate(texts):
         table.add_row(*(Text(row[i], style=styles[number][i] if styles else "") for i in fit.shown))
     return table
 
 
-def print_table(rows: Sequence[dict[str, Any]], *, title: str, empty: str = "nothing to show") -> None:
+def print_table(
+    rows: Sequence[dict[str, Any]], *, title: str, empty: str = "nothing to show", keep: Sequence[str] = ()
+) -> None:
     """Dict rows as a table on stdout, columns in the first row's key order: on a terminal a rich table
-    fitted to its width, piped the title line and plain text with every column."""
+    fitted to its width (`keep`: columns shown whatever the width), piped the title line and plain text
+    with every column."""
     if not rows:
         sys.stdout.write(printable(empty) + "\n")
         return
@@ -204,4 +281,4 @@ def print_table(rows: Sequence[dict[str, Any]], *, title: str, empty: str = "not
         sys.stdout.write(printable(title) + "\n" + plain_text(header, texts, numeric))
         return
     console = console_for(sys.stdout)
-    console.print(terminal_table(header, texts, numeric=numeric, title=title, width=console.width))
+    console.print(terminal_table(header, texts, numeric=numeric, title=title, width=console.width, keep=keep))
