@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # fraction of a second.
 from shared.cli.args import (
     add_files_argument,
+    add_format_argument,
     add_stream_arguments,
     int_argument,
     script_parser,
@@ -97,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int_argument, default=8, help="series fetched at once from a server (default: 8)"
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    add_format_argument(parser, formats=("table", "json"), note=": the summary of what was exported")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     outcome = export_runs([ExportTarget(source, source.key) for source in sources], options, events)
-    report_exports(outcome, args.output, as_json=args.json, owner="workspace")
+    report_exports(outcome, args.output, as_json=args.format == "json", owner="workspace")
     return 0
 
 

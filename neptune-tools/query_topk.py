@@ -26,10 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Heavy imports (polars, neptune) after argument parsing: --help and usage errors answer in a fraction
 # of a second.
 from shared.base.errors import BadInput
-from shared.cli.args import script_parser
+from shared.cli.args import path_argument, script_parser
 from shared.cli.main import run_main
-from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments
-from shared.table.vocabulary import NEPTUNE_STATES
+from shared.cli.query_args import (
+    QUERY_NOTES,
+    add_lineage_arguments,
+    add_query_arguments,
+    check_query_arguments,
+)
 
 if TYPE_CHECKING:
     from shared.query.api import RunInfo
@@ -40,18 +44,20 @@ _API = {"NeptuneQuery": "shared.query.neptune", "RunInfo": "shared.query.api"}  
 
 EXAMPLES = f"""\
 examples:
-  query_topk.py exports/data --project team/sae --metric train/loss -k 5
+  query_topk.py exports/data --project team/sae --metric train/loss --top 5
+  query_topk.py --source neptune_export/ --metric train/loss --state finished   # our own export
   query_topk.py exports/data/team_sae-1a2b3c4d5e6f7a8b --metric eval/accuracy --maximize --aggregation max
   query_topk.py .neptune --metric train/loss --where '"metrics/L0" < 50' --where '"metrics/L1" > 0.1'
   query_topk.py .neptune --metric train/loss --where '"metrics/L0" BETWEEN 30 AND 60' --json
-  query_topk.py team/sae --metric train/loss --aggregation mean_last_n --n-steps 20 --state inactive
+  query_topk.py team/sae --metric train/loss --aggregation mean_last_n --n-steps 20 --state finished
   query_topk.py team/sae --metric train/loss --details eval/accuracy,metrics/L0 -o best.json
   query_topk.py .neptune --metric train/loss --pareto metrics/L0 --plot front.png
   query_topk.py .neptune --metric train/loss -k 3 --aggregation mean_last_n --plot curves.pdf --log-y
   query_topk.py exports/data --metric metric_train_loss -k 10 -o best.csv     # the table as CSV
 
-sources (PROJECT_OR_PATH): an existing folder is read from disk: a neptune-exporter data folder
-(<data>/<project>/*.parquet; --project picks one of several) or a .neptune folder of offline runs.
+sources (PROJECT_OR_PATH, or --source PATH): an existing folder is read from disk: a neptune-exporter
+data folder (<data>/<project>/*.parquet; --project picks one of several), a .neptune folder of offline
+runs, or a folder written by export_runs.py (neptune_export/, wandb_export/).
 Anything else is a workspace/project on the Neptune server the token points at (read-only; token from
 --api-token, NEPTUNE_API_TOKEN or a .env file).
 
@@ -78,13 +84,25 @@ def __getattr__(name: str) -> Any:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = script_parser("query_topk.py", __doc__, EXAMPLES)
     parser.add_argument(
-        "target", metavar="PROJECT_OR_PATH", help="workspace/project on the server, or a folder"
-    )
-    add_query_arguments(
-        parser, states=NEPTUNE_STATES, workers_help="concurrent series fetches from a server (default: 8)"
+        "target",
+        nargs="?",
+        metavar="PROJECT_OR_PATH",
+        help="workspace/project on the server, or a folder (as --source)",
     )
     parser.add_argument(
-        "--project", metavar="NAME", help="the project inside an archive holding several (workspace/project)"
+        "--source",
+        type=path_argument,
+        metavar="PATH",
+        help="read a folder instead of a server: a neptune-exporter data folder, a .neptune folder or a"
+        " folder written by export_runs.py (either tracker's)",
+    )
+    add_query_arguments(parser, workers_help="concurrent series fetches from a server (default: 8)")
+    add_lineage_arguments(parser)
+    parser.add_argument(
+        "-p",
+        "--project",
+        metavar="NAME",
+        help="the project inside a folder holding several (workspace/project)",
     )
     parser.add_argument(
         "--no-cache",
@@ -98,6 +116,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     check_query_arguments(args)
+    if (args.target is None) == (args.source is None):
+        raise BadInput(
+            "name a workspace/project or a folder (PROJECT_OR_PATH), or --source PATH: one of them"
+        )
     return args
 
 
@@ -108,12 +130,13 @@ def open_query(args: argparse.Namespace) -> NeptuneQuery:
     from shared.query.neptune import NeptuneQuery
 
     events = TerminalEvents()
-    path = source_path(args.target)
-    if path.exists():
-        return NeptuneQuery(args.project, source=path, cache=not args.no_cache, events=events)
+    lineage = {"lineage": not args.no_lineage, "experiments": args.experiments}
+    path = args.source or source_path(args.target)
+    if path.exists() or args.source:
+        return NeptuneQuery(args.project, source=path, cache=not args.no_cache, events=events, **lineage)
     if args.project or not _PROJECT_NAME.match(args.target):
         raise BadInput(f"{args.target} is neither an existing folder nor a workspace/project name")
-    return NeptuneQuery(args.target, args.api_token, workers=args.workers, events=events)
+    return NeptuneQuery(args.target, args.api_token, workers=args.workers, events=events, **lineage)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -362,8 +362,10 @@ def test_bad_queries_are_usage_errors(archive):
         nq.query_topk("train/loss", where='"metrics/L0" <')
     with pytest.raises(BadInput, match="not callable"):
         nq.query_topk("train/loss", constraints={"metrics/L0": 50})
-    with pytest.raises(BadInput, match="unknown run state"):
-        nq.query_topk("train/loss", state="finished")
+    with pytest.raises(BadInput, match="unknown run state 'finshed'"):
+        nq.query_topk("train/loss", state="finshed")
+    with pytest.raises(BadInput, match="tells only running"):  # an archive does not tell failed runs apart
+        nq.query_topk("train/loss", state="failed")
     with pytest.raises(BadInput, match="k must be"):
         nq.query_topk("train/loss", k=0)
     with pytest.raises(ValueError, match="unknown aggregation"):

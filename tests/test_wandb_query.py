@@ -321,8 +321,9 @@ def test_details_states_and_run_objects(query):
     assert best.config["model"]["optimizer"] == "adam" and best.raw_run is not None
     assert query.query_topk("train/loss", state="crashed") == []
     assert {r.name for r in query.fetch_runs()} == {spec.name for spec in SPECS}
-    with pytest.raises(BadInput, match="unknown run state 'active'"):
-        query.query_topk("train/loss", state="active")
+    with pytest.raises(BadInput, match="unknown run state 'finshed'"):
+        query.query_topk("train/loss", state="finshed")
+    assert query.query_topk("train/loss", state="active") == query.query_topk("train/loss", state="running")
 
 
 def test_bad_metrics_are_usage_errors(query):
@@ -619,7 +620,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
 
 def test_cli_needs_a_source(wandb_cli, capsys):
     assert cli(wandb_cli, "--metric train/loss") == 2
-    assert "name a W&B project (ENTITY/PROJECT), --offline PATH or --export DIR" in capsys.readouterr().err
+    assert "name a W&B project (ENTITY/PROJECT) or local files with --source PATH" in capsys.readouterr().err
 
 
 def test_neptune_verb_has_pareto_and_plots(neptune_cli, tmp_path, capsys):

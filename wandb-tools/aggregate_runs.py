@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from shared.analysis.enrich_rules import ENRICHMENT_COLUMNS
 from shared.cli.args import add_format_argument, path_argument, script_parser
 from shared.cli.main import log, run_main
+from shared.table.vocabulary import STATES, parse_state
 
 if TYPE_CHECKING:
     from shared.analysis.aggregate import AggregateReport
@@ -67,7 +68,15 @@ still being rewritten by an export after a few tries, a full disk), 2 bad input.
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = script_parser("aggregate_runs.py", __doc__, EXAMPLES)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="folders, *_runs.parquet files or globs")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="folders, *_runs.parquet files or globs")
+    parser.add_argument(
+        "--source",
+        action="append",
+        type=path_argument,
+        default=[],
+        metavar="PATH",
+        help="an INPUT given as a flag (repeatable)",
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -81,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="STATE",
-        help="keep runs in this state (finished, failed, crashed, running, …); repeatable or comma-separated",
+        help=f"keep runs in this state ({', '.join(STATES)}); repeatable or comma-separated",
     )
     parser.add_argument(
         "--filter",
@@ -109,7 +118,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_format_argument(parser, note=" (the report of what was read, dropped and written)")
     args = parser.parse_args(argv)
-    args.state = [s.strip() for item in args.state for s in item.split(",") if s.strip()]
+    states = (s for item in args.state for s in item.split(",") if s.strip())
+    args.state = list(dict.fromkeys(map(parse_state, states)))
+    args.inputs = [*args.inputs, *map(str, args.source)]
+    if not args.inputs:
+        parser.error("name the inputs: folders, *_runs.parquet files or globs (or --source PATH)")
     return args
 
 

@@ -27,7 +27,7 @@ from shared.base.errors import BadInput
 from shared.base.storage import check_output_file
 from shared.cli.args import add_format_argument, int_argument, path_argument, script_parser, text_argument
 from shared.cli.main import log, run_main
-from shared.table.vocabulary import PIVOT_COLS, PIVOT_ROWS, TOP
+from shared.table.vocabulary import PIVOT_COLS, PIVOT_ROWS, STATES, TOP, parse_state
 
 if TYPE_CHECKING:
     import polars as pl
@@ -42,6 +42,7 @@ examples:
   analyze_runs.py                                              # newest export under wandb_export/, top 10
   analyze_runs.py --filter stage3_pyg_dist --metric metric_test_accuracy --maximize --pivot
   analyze_runs.py --top 20 --metric test/mse                   # or metric_test_mse, test_mse
+  analyze_runs.py --source neptune_export/ --state finished --metric train/loss
   analyze_runs.py analysis/unified.parquet --group-by architecture,dataset
   analyze_runs.py --pivot --pivot-rows k --pivot-cols dataset --state finished
   analyze_runs.py --filter stage2c -o results.csv                # the shown table, with id, for scripts
@@ -59,7 +60,9 @@ Runs whose metric is null or NaN are left out of rankings and statistics and cou
 The pivot cell is `best · mean (n=runs)`; colour = rank in its column (green best), ★/* marks the best.
 --format table (default): rich on a terminal, plain when piped (also --format rich|plain); csv, json
 or markdown for scripts. NO_COLOR turns colour off. -o FILE writes the table shown by extension: .csv
-.parquet .json .md (the pivot as <col>_best/_mean/_n columns). --descending is --maximize.
+.parquet .json .md (the pivot as <col>_best/_mean/_n columns). --descending is --maximize, -k --top,
+--json --format json. --state takes the run states of both trackers (Neptune's active = running,
+inactive = finished); another word is exit 2.
 --pareto: the runs that no other run beats on both --metric and COLUMN, in order along the front
 (--metric ascending; `#` numbers them as the plot does). Runs without a finite value of either are left out.
 --plot FILE (.png .svg .pdf) draws --pivot as a heatmap or --pareto as a scatter with the front.
@@ -81,6 +84,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="runs parquet(s), folders or globs (default: the newest *.parquet under wandb_export/)",
     )
     parser.add_argument(
+        "--source",
+        action="append",
+        type=path_argument,
+        default=[],
+        metavar="PATH",
+        help="an INPUT given as a flag (repeatable): a runs parquet, an export folder of either tracker, a glob",
+    )
+    parser.add_argument(
         "--filter",
         metavar="PATTERN",
         help="only runs whose name matches this regex (a plain word: substring)",
@@ -90,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="STATE",
-        help="only runs in this state; repeatable or comma-separated",
+        help=f"only runs in this state ({', '.join(STATES)}); repeatable or comma-separated",
     )
     parser.add_argument(
         "--metric",
@@ -107,6 +118,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--top",
+        "-k",
         type=int_argument,
         metavar="N",
         help=f"rows of the ranking (default {TOP}); with --group-by: best N groups; not with --pivot, --pareto, --schema",
@@ -176,7 +188,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]  # noqa: E731
     args.group_by = list(dict.fromkeys(split(args.group_by)))  # a name given twice groups once
     args.columns = split(args.columns)
-    args.state = [s for item in args.state for s in split(item)]
+    args.state = list(dict.fromkeys(parse_state(s) for item in args.state for s in split(item)))
+    args.inputs = [*args.inputs, *map(str, args.source)]
     args.pivot = args.pivot or bool(args.pivot_rows or args.pivot_cols)
     if args.pivot:
         args.pivot_rows, args.pivot_cols = args.pivot_rows or PIVOT_ROWS, args.pivot_cols or PIVOT_COLS

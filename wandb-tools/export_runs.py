@@ -28,6 +28,7 @@ from shared.base.limits import parse_since
 from shared.base.retry import DEFAULT_MAX_RETRY_TIME, Retry
 from shared.cli.args import (
     add_files_argument,
+    add_format_argument,
     add_stream_arguments,
     add_timeout_argument,
     int_argument,
@@ -149,7 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep retrying a failing request (a page of runs, a run's history) for up to S seconds"
         f" from its first failure, with exponential backoff (default: {DEFAULT_MAX_RETRY_TIME:.0f}; 0: never)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    add_format_argument(parser, formats=("table", "json"), note=": the summary of what was exported")
     args = parser.parse_args(argv)
     if not args.max_retry_time >= 0:  # also refuses nan
         parser.error("--max-retry-time must be 0 or more")
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata={"wandb_version": version("wandb")},
     )
     outcome = export_runs(targets, options, events)
-    report_exports(outcome, args.output, as_json=args.json)
+    report_exports(outcome, args.output, as_json=args.format == "json")
     return 0
 
 

@@ -43,7 +43,7 @@ per project: runs, finished runs, and the creation time (UTC) of the newest run.
 --format: table (default), json ([{entity, kind, project_count, projects: [...]}]), or csv or markdown
 with one row per project (with --discover: per entity). -o FILE also writes it by extension: .json the
 JSON, .csv .parquet .md the rows.
-credentials as for export_runs.py: WANDB_API_KEY, .env, or ~/.netrc (`wandb login`).
+credentials as for export_runs.py: --api-key, WANDB_API_KEY, .env, or ~/.netrc (`wandb login`).
 """
 
 
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="list every entity the key can reach, without project statistics",
     )
-    add_format_argument(parser, json_flag=True)
+    add_format_argument(parser)
     parser.add_argument(
         "-o",
         "--output",
@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers", type=int_argument, default=8, help="projects queried at once (default: 8)"
+    )
+    parser.add_argument(
+        "--api-key", metavar="KEY", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
     )
     add_timeout_argument(parser)
     args = parser.parse_args(argv)
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         check_output_file(args.output, "-o")
         check_output_suffix(args.output)
-    api = connect(wandb_credentials(events=TerminalEvents()), args.timeout)
+    api = connect(wandb_credentials(args.api_key, TerminalEvents()), args.timeout)
     entities = [(name, "given") for name in args.entity] or reachable_entities(api)
     report = []
     with ThreadPoolExecutor(max_workers=args.workers) as pool:

@@ -28,7 +28,7 @@ from shared.base.errors import BadInput
 from shared.cli.args import add_timeout_argument, path_argument, script_parser
 from shared.cli.main import run_main
 from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments
-from shared.table.vocabulary import LAST_FROM, WANDB_STATES
+from shared.table.vocabulary import LAST_FROM
 
 if TYPE_CHECKING:
     from shared.query.api import RunInfo
@@ -41,18 +41,20 @@ EXAMPLES = f"""\
 examples:
   query_topk.py graph_denoise_team/spectral_denoising --metric test/mse -k 5
   query_topk.py team/sae --metric train/loss --where '"metrics/L0" < 50' --aggregation mean_last_n --n-steps 10
-  query_topk.py --offline wandb/ --metric eval/accuracy --maximize --aggregation max --json
-  query_topk.py --export wandb_export/ --metric train/loss --where '"metrics/L0" BETWEEN 30 AND 60'
-  query_topk.py --export wandb_export/ team/sae --metric train/loss --details test/mse -o best.json
+  query_topk.py --source wandb/ --metric eval/accuracy --maximize --aggregation max --json
+  query_topk.py --source wandb_export/ --metric train/loss --where '"metrics/L0" BETWEEN 30 AND 60'
+  query_topk.py --source wandb_export/ team/sae --metric train/loss --details test/mse -o best.json
   query_topk.py team/sae --metric train/loss --pareto metrics/L0 --plot front.pdf
-  query_topk.py --offline wandb/ --metric train/loss -k 3 --aggregation mean_last_n --plot curves.png --log-y
-  query_topk.py --export wandb_export/ --metric metric_test_mse -k 10 --format csv > best.csv
+  query_topk.py --source wandb/ --metric train/loss --top 3 --aggregation mean_last_n --plot curves.png --log-y
+  query_topk.py --source wandb_export/ --metric metric_test_mse --top 10 --format csv > best.csv
 
-sources: ENTITY/PROJECT on the W&B server your key reaches (read-only; key from WANDB_API_KEY, .env or
-~/.netrc; WANDB_BASE_URL for a self-hosted server), --offline PATH (a wandb/ folder, an offline-run-*
-folder or a .wandb file) or --export DIR (a folder written by export_runs.py, or one *_runs.parquet).
-With --offline or --export, ENTITY/PROJECT picks the project when the files hold several (in an export
-folder: the one its …_metadata.json records, so `a b` and `a_b`, whose file names collide, stay apart).
+sources: ENTITY/PROJECT on the W&B server your key reaches (read-only; key from --api-key,
+WANDB_API_KEY, .env or ~/.netrc; WANDB_BASE_URL for a self-hosted server), or --source PATH (also
+spelt --offline, --export; an existing folder in ENTITY/PROJECT's place is read the same way): offline
+run logs (a wandb/ folder, an offline-run-* folder or a .wandb file) or a folder written by either
+export_runs.py (or one *_runs.parquet), told apart by their files. With --source, ENTITY/PROJECT picks
+the project when the files hold several (in an export folder: the one its …_metadata.json records, so
+`a b` and `a_b`, whose file names collide, stay apart).
 
 last: the run summary's value, which W&B sets to the last value logged (so no history is read); a
 summary value that is NaN/inf or a dict falls back to the history's last finite point. --last-from
@@ -79,18 +81,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "project",
         nargs="?",
         metavar="ENTITY/PROJECT",
-        help="W&B project to query (with --offline/--export: the project inside, when there are several)",
+        help="W&B project to query (with --source: the project inside, when there are several)",
     )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--offline", type=path_argument, metavar="PATH", help="read offline run logs instead of the API"
+    parser.add_argument(
+        "--source",
+        "--offline",
+        "--export",
+        type=path_argument,
+        metavar="PATH",
+        help="read local files instead of the API: offline run logs (a wandb/ folder, an offline-run-*"
+        " folder, a .wandb file) or an export folder (or *_runs.parquet) of either tracker"
+        " (--offline and --export are the same flag)",
     )
-    source.add_argument(
-        "--export", type=path_argument, metavar="DIR", help="read a folder written by export_runs.py"
+    parser.add_argument(
+        "--api-key", metavar="KEY", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
     )
-    add_query_arguments(
-        parser, states=WANDB_STATES, workers_help="concurrent history fetches from the API (default: 8)"
-    )
+    add_query_arguments(parser, workers_help="concurrent history fetches from the API (default: 8)")
     parser.add_argument(
         "--last-from",
         choices=LAST_FROM,
@@ -100,8 +106,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_timeout_argument(parser)
     args = parser.parse_args(argv)
     check_query_arguments(args)
-    if not (args.project or args.offline or args.export):
-        raise BadInput("name a W&B project (ENTITY/PROJECT), --offline PATH or --export DIR")
+    if args.source is None and args.project and Path(args.project).expanduser().exists():
+        args.source, args.project = Path(args.project), None  # a folder named in the project's place
+    if not (args.project or args.source):
+        raise BadInput("name a W&B project (ENTITY/PROJECT) or local files with --source PATH")
+    if args.source and not args.source.expanduser().exists():
+        raise BadInput(f"--source {args.source} does not exist (offline run logs or an export folder)")
+    if args.source and args.api_key:
+        raise BadInput("--source reads local files: it takes no --api-key")
     return args
 
 
@@ -111,12 +123,15 @@ def open_query(args: argparse.Namespace) -> WandbQuery:
     from shared.query.wandb import WandbQuery
 
     events = TerminalEvents()
-    if args.offline or args.export:
-        kind = "offline" if args.offline else "export"
-        path = args.offline or args.export
-        return WandbQuery(args.project, source=path, kind=kind, last_from=args.last_from, events=events)
+    if args.source:  # offline logs or an export folder, told apart by their files
+        return WandbQuery(args.project, source=args.source, last_from=args.last_from, events=events)
     return WandbQuery(
-        args.project, workers=args.workers, timeout=args.timeout, last_from=args.last_from, events=events
+        args.project,
+        args.api_key,
+        workers=args.workers,
+        timeout=args.timeout,
+        last_from=args.last_from,
+        events=events,
     )
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from shared.base.errors import EMPTY_PATH
+from shared.base.errors import EMPTY_PATH, BadInput
+from shared.table.vocabulary import parse_state
 
 MAX_INT_FLAG = 10**9  # more than any run count, step window or pool; 2**63 and up overflow polars
 
@@ -26,23 +30,34 @@ def text_argument(text: str) -> str:
     return text
 
 
+def state_argument(text: str) -> str:
+    """argparse type of `--state`: one of the run states both trackers share (Neptune's words as aliases)."""
+    try:
+        return parse_state(text)
+    except BadInput as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--state: ")) from None
+
+
 FORMATS = ("table", "csv", "json", "markdown")
 
 
 def add_format_argument(
-    parser: argparse.ArgumentParser, *, aliases: Sequence[str] = (), json_flag: bool = False, note: str = ""
+    parser: argparse.ArgumentParser,
+    *,
+    aliases: Sequence[str] = (),
+    formats: Sequence[str] = FORMATS,
+    note: str = "",
 ) -> None:
-    """`--format` (default `table`, the terminal table) and, for tools that had it, `--json` as its alias."""
+    """`--format` (default `table`, the terminal table) and `--json`, its alias for `--format json`."""
     parser.add_argument(
         "--format",
-        choices=[*FORMATS, *aliases],
+        choices=[*formats, *aliases],
         default="table",
-        help=f"what stdout gets: table (default), csv, json or markdown{note}",
+        help=f"what stdout gets: {', '.join(formats)} (default: table){note}",
     )
-    if json_flag:
-        parser.add_argument(
-            "--json", dest="format", action="store_const", const="json", help="the same as --format json"
-        )
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="the same as --format json"
+    )
 
 
 def int_argument(text: str) -> int:
@@ -80,9 +95,39 @@ def _seconds(text: str) -> float:
     return value
 
 
+class ScriptParser(argparse.ArgumentParser):
+    """A script's parser whose usage errors are one `error:` line (no usage block), a misspelt flag
+    answered with the closest ones (`did you mean --metric?`)."""
+
+    words: Sequence[str] = ()  # the command line being parsed
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        # A misspelt flag may surface as another error first (a required flag missing, a stray value).
+        self.exit(2, f"error: {message}{did_you_mean_flag(self.words, self)} (see {self.prog} --help)\n")
+
+
+def did_you_mean_flag(words: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """` (did you mean --metric?)` for the first word that looks like a flag the parser does not take
+    (nor abbreviates) and is close to ones it does."""
+    flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    for word in words:
+        if word == "--":
+            break
+        name = word.split("=", 1)[0]
+        if not name.startswith("--") or any(flag.startswith(name) for flag in flags):
+            continue
+        if close := difflib.get_close_matches(name, flags, n=3, cutoff=0.6):
+            return f" (did you mean {' or '.join(close)}?)"
+    return ""
+
+
 def script_parser(prog: str, description: str | None, epilog: str) -> argparse.ArgumentParser:
     """The parser of a script, its description and examples shown as written."""
-    return argparse.ArgumentParser(
+    return ScriptParser(
         prog=prog,
         description=description,
         epilog=epilog,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 
 from shared.base.errors import BadInput
 from shared.base.storage import check_output_file
-from shared.cli.args import add_format_argument, int_argument, path_argument, text_argument
-from shared.table.vocabulary import AGGREGATIONS, check_output_suffix
+from shared.cli.args import add_format_argument, int_argument, path_argument, state_argument, text_argument
+from shared.table.vocabulary import AGGREGATIONS, STATES, check_output_suffix
 
 QUERY_NOTES = """\
 --where takes a SQL test over metric keys in double quotes, parsed by polars (never eval), applied to
@@ -16,8 +15,11 @@ each metric aggregated like the target. Runs lacking the target or a constrained
 no finite value, are left out and counted on stderr. Ties break by run id.
 
 --pareto METRIC gives the runs no other run beats on both --metric and METRIC (each aggregated like
-the target, after the --where tests), in order along the front (by --metric ascending); -k does not
-apply. --maximize sets the direction of --metric, --pareto-maximize that of METRIC.
+the target, after the --where tests), in order along the front (by --metric ascending); --top (-k)
+does not apply. --maximize sets the direction of --metric, --pareto-maximize that of METRIC.
+
+--state takes the run states of both trackers (running, finished, failed, crashed, …; Neptune's active
+is running, inactive finished); another word is exit 2.
 
 Metrics are named as logged (test/mse) or as their export column (metric_test_mse, test_mse).
 
@@ -30,7 +32,7 @@ or with --pareto every run as a point and the front as a line.
 """
 
 
-def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str], workers_help: str) -> None:
+def add_query_arguments(parser: argparse.ArgumentParser, *, workers_help: str) -> None:
     """The flags every top-k verb takes (the source is the script's own)."""
     parser.add_argument(
         "--metric",
@@ -40,9 +42,20 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
         help="metric to rank by, as logged (train/loss) or as its column (metric_train_loss)",
     )
     parser.add_argument(
-        "-k", type=int_argument, default=5, metavar="N", help="how many runs to return (default: 5)"
+        "--top",
+        "-k",
+        dest="k",
+        type=int_argument,
+        default=5,
+        metavar="N",
+        help="how many runs to return (default: 5)",
     )
-    parser.add_argument("--maximize", action="store_true", help="higher is better (default: lower is better)")
+    parser.add_argument(
+        "--maximize",
+        "--descending",
+        action="store_true",
+        help="higher is better (default: lower is better)",
+    )
     parser.add_argument(
         "--where",
         action="append",
@@ -60,7 +73,7 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
         metavar="N",
         help="points averaged by mean_last_n (default: 10)",
     )
-    parser.add_argument("--state", choices=states, help="only runs in this state")
+    parser.add_argument("--state", type=state_argument, help=f"only runs in this state: {', '.join(STATES)}")
     parser.add_argument("--details", metavar="KEY,KEY", help="more metrics to show for each returned run")
     parser.add_argument(
         "--pareto",
@@ -77,7 +90,7 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
     parser.add_argument(
         "--log-y", action="store_true", help="with --plot of a top-k answer: the curves on a log y axis"
     )
-    add_format_argument(parser, json_flag=True, note=" (JSON: [{run_id, name, config, metrics}])")
+    add_format_argument(parser, note=" (JSON: [{run_id, name, config, metrics}])")
     parser.add_argument(
         "-o",
         "--output",
@@ -91,7 +104,7 @@ def add_query_arguments(parser: argparse.ArgumentParser, *, states: Sequence[str
 def check_query_arguments(args: argparse.Namespace) -> None:
     """Check the shared flags before any work: counts, the Pareto pair, the plot and output paths."""
     if args.k < 1 or args.n_steps < 1 or args.workers < 1:
-        raise BadInput("-k, --n-steps and --workers must be at least 1")
+        raise BadInput("--top (-k), --n-steps and --workers must be at least 1")
     if args.pareto_maximize and not args.pareto:
         raise BadInput("--pareto-maximize needs --pareto METRIC")
     if args.log_y and (args.plot is None or args.pareto):
@@ -108,3 +121,17 @@ def check_query_arguments(args: argparse.Namespace) -> None:
     if args.output is not None:
         check_output_file(args.output, "-o")  # first: a folder is named as one, whatever its name
         check_output_suffix(args.output)
+
+
+def add_lineage_arguments(parser: argparse.ArgumentParser) -> None:
+    """Neptune 3's forks and experiments (docs/topk.md): lineages followed by default, as Neptune did."""
+    parser.add_argument(
+        "--no-lineage",
+        action="store_true",
+        help="a forked run over its own points only (default: also those it inherits, as Neptune showed it)",
+    )
+    parser.add_argument(
+        "--experiments",
+        action="store_true",
+        help="one row per experiment: its head run, over the head's lineage (Neptune 3)",
+    )

@@ -8,22 +8,28 @@ from typing import TYPE_CHECKING
 
 from shared.base.errors import EMPTY_PATH, BadInput
 from shared.base.events import Events
-from shared.neptune.attributes import normalize_state
 from shared.neptune.runs import NeptuneSource
-from shared.table.vocabulary import NEPTUNE_STATES as STATES
+from shared.table.vocabulary import parse_state as shared_state
 
 if TYPE_CHECKING:
     from shared.neptune.archive import UnreadableFolder
 
 
+_NEPTUNE_STATES = {"running": "active", "finished": "inactive"}  # all that Neptune's runs table tells
+
+
 def parse_state(state: str | None) -> str | None:
-    """A user's --state as `active`/`inactive`; anything else is a usage error."""
+    """A user's --state (the states both trackers share) as Neptune's runs table says it, `active` or
+    `inactive`; another state is a usage error (its runs table does not tell failed runs apart)."""
     if state is None:
         return None
-    normalized = normalize_state(state)
-    if normalized is None:
-        raise BadInput(f"unknown run state {state!r} (Neptune runs are {' or '.join(STATES)})")
-    return normalized
+    shared = shared_state(state)
+    if shared not in _NEPTUNE_STATES:
+        raise BadInput(
+            f"--state {state}: a Neptune runs table tells only running (active) from finished (inactive)"
+            " runs; an export of it (export_runs.py) also marks the failed ones"
+        )
+    return _NEPTUNE_STATES[shared]
 
 
 def check_project_names(projects: Sequence[str]) -> None:

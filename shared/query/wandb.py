@@ -9,9 +9,8 @@ from shared.base.errors import BadInput, UnknownMetric
 from shared.base.events import Events
 from shared.query.api import TopkQuery
 from shared.query.constraints import ConstraintError
-from shared.table.export_folder import ExportFolderSource
+from shared.table.export_folder import ExportFolderSource, holds_export
 from shared.table.record_source import RecordSource
-from shared.table.schema import RUNS_FILE
 from shared.table.vocabulary import LAST_FROM
 from shared.wandb.sources import ApiSource, OfflineSource, parse_state
 
@@ -20,9 +19,7 @@ SourceKind = Literal["offline", "export"]
 
 def source_kind(path: Path) -> SourceKind:
     """`export` for a runs parquet or a folder holding one, `offline` for anything else."""
-    if path.name.endswith(RUNS_FILE) or (path.is_dir() and any(path.glob(f"*{RUNS_FILE}"))):
-        return "export"
-    return "offline"
+    return "export" if holds_export(path) else "offline"
 
 
 class WandbQuery(TopkQuery):

@@ -31,19 +31,15 @@ from shared.table.source import (
     StreamChunk,
     Unreadable,
 )
-from shared.table.vocabulary import WANDB_STATES as STATES
+from shared.table.vocabulary import parse_state as shared_state
 
 OFFLINE_ENTITY, OFFLINE_PROJECT = "offline", "uncategorized"  # a log whose run record was lost names neither
 IN_PROGRESS = "in progress: exported once its log holds the run"  # a log with no run record yet
 
 
 def parse_state(state: str | None) -> str | None:
-    """A user's --state as W&B spells it; anything else is a usage error."""
-    if state is None:
-        return None
-    if state.strip().lower() not in STATES:
-        raise BadInput(f"unknown run state {state!r} (W&B runs are {', '.join(STATES)})")
-    return state.strip().lower()
+    """A user's --state as W&B spells it (the states both trackers share); anything else is a usage error."""
+    return None if state is None else shared_state(state)
 
 
 class ApiSource(RecordSource):
