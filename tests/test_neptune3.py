@@ -195,3 +195,24 @@ def test_export_keeps_experiment_and_fork_columns_and_own_points(archive: Path, 
     history = pl.read_parquet(history_file)
     for run in RUNS:  # each point once: a run's own
         assert history.filter(pl.col("run_id") == run.custom_id).height == len(run.series["loss"])
+
+
+def test_wandb_offline_forks_fill_the_same_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B's `fork_from` is in an offline log's run record (its branch point): the same columns; a rewind
+    (`resume_from`) names the run itself and is no fork; W&B has no experiments."""
+    from shared.wandb.offline import read_run_log
+    from tests.offline_client import offline_wandb
+
+    with offline_wandb(monkeypatch, tmp_path / "client") as wandb:
+        for run_id, fork_from, start in (("parent", None, 0), ("child", "parent?_step=2", 3)):
+            run = wandb.init(project="p", entity="e", id=run_id, dir=tmp_path, fork_from=fork_from)
+            for step in range(start, start + 3):
+                run.log({"loss": 1.0 / (step + 1)}, step=step)
+            run.finish()
+    records = {
+        (record := read_run_log(log).record).id: record
+        for log in (tmp_path / "wandb").glob("offline-run-*/*.wandb")
+    }
+    assert (records["child"].parent_run_id, records["child"].fork_step) == ("parent", 2.0)
+    assert (records["parent"].parent_run_id, records["parent"].fork_step) == (None, None)
+    assert records["child"].experiment is None and records["child"].is_head is None

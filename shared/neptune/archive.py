@@ -24,10 +24,17 @@ from shared.base.storage import parquet_schema
 from shared.neptune.archive_batches import PART, map_batches, run_batches, run_prefix
 from shared.neptune.attributes import STATE_ALIASES
 from shared.neptune.files import FILE_TYPES, archive_files_root, archive_run_files
-from shared.neptune.runs import NeptuneRun, NeptuneSource, SeriesBatch, lineage_fields, split_project
+from shared.neptune.runs import (
+    LINEAGE_PATHS,
+    NeptuneRun,
+    NeptuneSource,
+    SeriesBatch,
+    lineage_fields,
+    split_project,
+)
 from shared.neptune.streams import OTHER_POINTS
 from shared.table.run_files import RunFile
-from shared.table.schema import RUNS_SCHEMA
+from shared.table.schema import CORE, LINEAGE, RUNS_SCHEMA, polars_schema
 from shared.table.series import (
     RUN,
     SUMMARY_VALUES,
@@ -387,6 +394,7 @@ class _Read:
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_ids: list[str] | None = None  # every run id, once a pass over every run has met them all
     summaries: SummaryCache | None = None
+    lineage: dict[str, dict[str, Any]] | None = None  # ArchiveSource.lineage_attributes
 
 
 class ArchiveSource(NeptuneSource):
@@ -655,7 +663,7 @@ class ArchiveSource(NeptuneSource):
                 if tail:
                     tails = fresh.select(RUN, "key", "tail")
                     entries |= {names[key]: tails.filter(pl.col("key") == key) for key in keys}
-                cache.store({"runs": runs} | entries)
+                cache.store({"runs": runs, "lineage": self._lineage_entry()} | entries)
             summary = fresh.select(RUN, "key", column)
         self._read.run_ids = runs[RUN].to_list()
         if run_ids is not None:
@@ -679,17 +687,39 @@ class ArchiveSource(NeptuneSource):
         return {run_id: known[run_id] for run_id in run_ids}
 
     def lineage_attributes(self) -> dict[str, dict[str, Any]]:
-        self.runs()  # the pass over every simple attribute
-        assert self._read.scalars is not None
-        path = pl.col("attribute_path")
-        lineage = path.str.starts_with("sys/experiment/") | path.str.starts_with("sys/forking/")
-        rows = self._read.scalars.filter(lineage)
+        """Read once: from the summary cache when it holds them (stored with the summaries: a warm query
+        reads no part), else from the rows at LINEAGE_PATHS alone (the reader skips the other row groups
+        by their statistics)."""
+        if self._read.lineage is not None:
+            return self._read.lineage
+        if self.cache and self._read.summaries is None:
+            self._read.summaries = SummaryCache(self.folder, self.files, self._file_stats(), self.events)
+        stored = self._read.summaries.load(["lineage"]) if self.cache and self._read.summaries else None
+        if stored is not None:
+            self._read.lineage = {row.pop(RUN): row for row in stored.iter_rows(named=True)}
+            return self._read.lineage
+        if self._read.scalars is not None:
+            rows = self._read.scalars.filter(pl.col("attribute_path").is_in(LINEAGE_PATHS))
+        else:
+            with self._reading():
+                scan = self._scan().filter(pl.col("attribute_path").is_in(LINEAGE_PATHS))
+                rows = scan.select(
+                    "run_id", "attribute_path", "attribute_type", *_VALUE_COLUMNS.values()
+                ).collect()
         found: dict[str, dict[str, Any]] = {}
-        for row in rows.iter_rows(named=True):
+        for row in rows.filter(pl.col("attribute_type").is_in(SCALAR_TYPES)).iter_rows(named=True):
             found.setdefault(row["run_id"], {})[row["attribute_path"]] = row[
                 _VALUE_COLUMNS[row["attribute_type"]]
             ]
-        return {run_id: lineage_fields(values) for run_id, values in sorted(found.items())}
+        self._read.lineage = {run_id: lineage_fields(values) for run_id, values in sorted(found.items())}
+        return self._read.lineage
+
+    def _lineage_entry(self) -> pl.DataFrame:
+        """`lineage_attributes` as the summary cache keeps them."""
+        return pl.DataFrame(
+            [{RUN: run_id, **fields} for run_id, fields in self.lineage_attributes().items()],
+            schema={RUN: pl.String()} | polars_schema(tuple((name, CORE[name]) for name in LINEAGE)),
+        )
 
     def numeric_keys(self) -> list[str]:
         with self._reading():

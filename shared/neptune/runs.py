@@ -163,6 +163,15 @@ def _flag(value: Any) -> bool | None:
     return {"true": True, "false": False}.get(text)
 
 
+LINEAGE_PATHS = (
+    "sys/experiment/name",
+    "sys/experiment/is_head",
+    "sys/forking/parent",
+    "sys/forking/step",
+    "sys/forking/depth",
+)
+
+
 def lineage_fields(attributes: dict[str, Any]) -> dict[str, Any]:
     """A Neptune 3 run's experiment and fork (the schema's `experiment` … `fork_depth`): the parent is named
     by its run id as the archive has it (its custom run id); each is None where the run has none."""

@@ -76,6 +76,8 @@ CORE: dict[str, str] = {
     "fork_depth": "integer",  # forks between it and its root run (sys/forking/depth)
 }
 
+LINEAGE = ("experiment", "is_head", "parent_run_id", "fork_step", "fork_depth")  # the columns a fork fills
+
 INTERNAL_PREFIX = (
     "_"  # a column (`_config_json`, `_source_file`) or top-level key (`_runtime`) of bookkeeping
 )

@@ -746,9 +746,21 @@ class _RunLog:
             notes=(run.notes or None) if run is not None else None,
             url=None,
             **run_metadata(environment),
+            **_fork(run),
             config={key: value for key, value in self.config.items() if key != "_wandb"},
             summary=summary,
         )
+
+
+def _fork(run: Any) -> dict[str, Any]:
+    """The run it was forked from and the step (`wandb.init(fork_from="<run>?_step=<n>")`: the run record's
+    branch point); a rewind (`resume_from`) names the run itself and is no fork. W&B has no experiments."""
+    if run is None or not run.HasField("branch_point"):
+        return {}
+    point = run.branch_point
+    if not point.run or point.run == run.run_id or point.metric != "_step":
+        return {}
+    return {"parent_run_id": point.run, "fork_step": point.value}
 
 
 def _decodable(payloads: list[bytes], framing: _Framing) -> list[bytes]:
