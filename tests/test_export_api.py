@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from shared.base.errors import BadInput, Incomplete
+from shared.base.errors import BadInput, Incomplete, RunToolsError
 from shared.table.schema import is_internal_key
 from tests.current_data import load_script
+from tests.wandb_standin import HookResult, StandinServer, html_page
 
 ROOT = Path(__file__).resolve().parent.parent
 TEAM, PROJECT = "graph_denoise_team", "spectral_denoising"
@@ -183,6 +185,72 @@ def test_unreachable_server_fails_with_exit_1_message(wandb_env, tmp_path, monke
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     with pytest.raises(Incomplete, match="did not answer"):
         export_runs.main(["-e", TEAM, "-p", PROJECT, "-o", str(tmp_path), "--timeout", "3"])
+
+
+# A server that is not W&B's API, one that fails, one that refuses the key: what each tool says (issue 23).
+NOT_WANDB = {
+    "html-page": (html_page(200), BadInput, r"no W&B API at {url}: {url}/graphql answered with an HTML page"),
+    "html-404": (html_page(404), BadInput, r"no W&B API at {url}: {url}/graphql answered HTTP 404"),
+    "json-404": (HookResult(status=404), BadInput, r"no W&B API at {url}: {url}/graphql answered HTTP 404"),
+    "server-500": (
+        HookResult(status=500),
+        Incomplete,
+        r"W&B server {url} failed with HTTP 500 \(a server error\)",
+    ),
+    "html-502": (html_page(502), Incomplete, r"W&B server {url} failed with HTTP 502"),
+    "key-403": (
+        HookResult(status=403),
+        BadInput,
+        r"W&B rejected the API key from WANDB_API_KEY for {url} \(HTTP 403\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", NOT_WANDB, ids=list(NOT_WANDB))
+def test_the_login_check_says_what_the_server_answered(wandb_env, monkeypatch, mode):
+    answer, error_type, message = NOT_WANDB[mode]
+    with StandinServer(wandb_env.dataset) as server:
+        server.not_wandb = answer
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        with pytest.raises(RunToolsError) as caught:
+            list_entities.main(["--json", "--timeout", "3"])
+    assert type(caught.value) is error_type  # BadInput: exit 2, Incomplete: exit 1
+    assert re.search(message.format(url=re.escape(server.url)), str(caught.value)), str(caught.value)
+
+
+def test_a_key_the_server_rejects_says_so_with_its_status(wandb_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "deadbeef")
+    with pytest.raises(BadInput) as caught:
+        list_entities.main(["--json"])
+    assert str(caught.value) == f"W&B rejected the API key from WANDB_API_KEY for {wandb_env.url} (HTTP 401)"
+
+
+def test_a_malformed_key_is_said_to_be_checked_locally(wandb_env, tmp_path, monkeypatch):
+    """The client refuses a key of the wrong form before any request: the server saw none."""
+    monkeypatch.setenv("WANDB_API_KEY", "short-key")
+    with pytest.raises(BadInput) as caught:
+        export_runs.main(["-e", TEAM, "-p", PROJECT, "-o", str(tmp_path / "out")])
+    assert str(caught.value).startswith("the API key from WANDB_API_KEY is malformed: API key must have 40+")
+    assert f"checked locally by the W&B client; nothing was sent to {wandb_env.url}" in str(caught.value)
+    assert "short-key" not in str(caught.value) and wandb_env.operations == []
+
+
+def test_a_wrong_url_path_is_no_wandb_api(wandb_env, monkeypatch):
+    """WANDB_BASE_URL with a path the server does not serve: its 404, not a rejected key."""
+    with StandinServer(wandb_env.dataset) as server:  # its own: the route it lacks is noted as unknown
+        monkeypatch.setenv("WANDB_BASE_URL", f"{server.url}/wandb")
+        expected = rf"no W&B API at {re.escape(server.url)}/wandb: .* answered HTTP 404"
+        with pytest.raises(BadInput, match=expected):
+            list_entities.main(["--json"])
+
+
+def test_unreachable_says_connection_refused(wandb_env, monkeypatch):
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    with pytest.raises(Incomplete) as caught:
+        list_entities.main(["--json", "--timeout", "2"])
+    assert (
+        str(caught.value) == "W&B server http://127.0.0.1:9 did not answer: unreachable (connection refused)"
+    )
 
 
 def test_list_entities_reports_projects_with_counts(wandb_env, capsys):

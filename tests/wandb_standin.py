@@ -820,13 +820,15 @@ class HookResult:
     """A hook's verdict: wait `delay_s`, then answer normally, or with `status` (an error body) if given.
 
     `headers` go out with that status (e.g. `Retry-After`); `body` replaces the error body (with
-    `status` 200 when none is given: a malformed answer); `drop` closes the connection unanswered.
+    `status` 200 when none is given: a malformed answer), sent as `content_type`; `drop` closes the
+    connection unanswered.
     """
 
     delay_s: float = 0.0
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    content_type: str = "application/json"
     drop: bool = False
 
 
@@ -952,6 +954,8 @@ class StandinServer:
         runs_page_faults: faults for the next pages of runs, one each, in order: `edges_null` (a reply with
             `"edges": null`), `empty_more` (no runs, yet `hasNextPage: true`).
         runs_count_extra: added to every run count the server reports (runs it counts but never lists).
+        not_wandb: a server that is not W&B's API (a wrong WANDB_BASE_URL, a proxy's error page): every
+            request, the key unlooked at, is answered with this (`html_page(404)`, `HookResult(status=500)`).
 
     Data that changes while a client pages: `change_at(operation, nth, change)`.
     """
@@ -971,6 +975,7 @@ class StandinServer:
         self.request_hook: RequestHook | None = None
         self.runs_page_faults: list[str] = []  # faults of the next pages of runs, one each
         self.runs_count_extra = 0  # added to every runCount: a server that counts runs it does not list
+        self.not_wandb: HookResult | None = None
         self._changes: list[tuple[str, int, Callable[[StandinDataset], None]]] = []
         self._lock = threading.Lock()
         self._documents: OrderedDict[str, _Document] = OrderedDict()
@@ -1523,14 +1528,20 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
                 return True
             if verdict.status is None and verdict.body is None:
                 return False
+            self._answer(verdict)
+            return True
+
+        def _answer(self, verdict: HookResult) -> None:
             error = {"errors": [{"message": f"stand-in hook: HTTP {verdict.status}"}]}
             body = json.dumps(error).encode() if verdict.body is None else verdict.body
             headers = {name.replace("-", "_"): value for name, value in verdict.headers.items()}
-            self._send(verdict.status or 200, body, **headers)
-            return True
+            self._send(verdict.status or 200, body, verdict.content_type, **headers)
 
         def do_POST(self) -> None:
             body = self._read_body()
+            if server.not_wandb is not None:
+                self._answer(server.not_wandb)
+                return
             path = urlsplit(self.path).path
             if path.startswith(_TELEMETRY_PATHS):
                 with server._lock:
@@ -1602,12 +1613,21 @@ def _make_handler(server: StandinServer) -> type[BaseHTTPRequestHandler]:
             self._send(200, data, "application/octet-stream", Accept_Ranges="bytes")
 
         def do_GET(self) -> None:
+            if server.not_wandb is not None:
+                self._answer(server.not_wandb)
+                return
             self._file()
 
         def do_HEAD(self) -> None:
             self._file()
 
     return Handler
+
+
+def html_page(status: int = 200) -> HookResult:
+    """What a web server that is not W&B's API sends for /graphql: an HTML page, with `status`."""
+    page = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body>It works!</body></html>"
+    return HookResult(status=status, body=page, content_type="text/html; charset=utf-8")
 
 
 # --------------------------------------------------------------------------------------------- datasets

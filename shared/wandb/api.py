@@ -22,6 +22,7 @@ from shared.table.flatten import parse_object
 from shared.table.schema import RunRecord
 from shared.table.source import Changes
 from shared.wandb.auth import Credentials
+from shared.wandb.failures import login_failure
 
 if TYPE_CHECKING:
     import wandb
@@ -46,7 +47,7 @@ def connect(credentials: Credentials, timeout_s: float) -> wandb.Api:
             api_key=credentials.api_key, overrides={"base_url": credentials.base_url}, timeout=timeout_s
         )
     except CommError as error:
-        raise _connection_error(error, credentials) from None
+        raise login_failure(error, credentials, timeout_s) from None
 
 
 def _private_client_logs() -> None:
@@ -59,25 +60,6 @@ def _private_client_logs() -> None:
     folder = tempfile.mkdtemp(prefix="run-tools-wandb-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ["WANDB_CACHE_DIR"] = folder
-
-
-# What wandb-core says of a login check that failed for the server's sake: 5xx retried to the end,
-# an answer that is not JSON (an HTML error page from a proxy). Anything else is the key's rejection.
-_SERVER_TROUBLE = ("giving up after", "looking for beginning of value", "unexpected EOF", "invalid character")
-
-
-def _connection_error(error: Exception, credentials: Credentials) -> Exception:
-    text = str(error)
-    if "did not respond in time" in text or "connection refused" in text.lower():
-        return Incomplete(f"W&B server {credentials.server} did not answer (unreachable or too slow)")
-    if "wandb-core exited" in text:  # under `ulimit -v 1000000` it could not start its threads
-        return Incomplete(f"the W&B client's service stopped before it checked the key ({describe(error)})")
-    if any(marker in text for marker in _SERVER_TROUBLE):
-        return Incomplete(
-            f"W&B server {credentials.server} failed the login check (a server error or an answer that is"
-            " not W&B's), so the key could not be checked"
-        )
-    return BadInput(f"W&B rejected the API key from {credentials.source} for {credentials.server}")
 
 
 def change_filter(filters: dict[str, Any], changes: Changes, unheld: int, events: Events) -> dict[str, Any]:
