@@ -44,6 +44,8 @@ class FolderLock:
     The lock is an flock on `folder/.export.lock`, so the kernel releases it when the holder dies, however
     it dies; the file's content says who holds it. Content left behind by a holder that died is its last
     record (`previous`): the lock is taken over with a warning, and the record tells what it had done.
+    An export that ends removes the file while it still holds the lock; so a process that locked the file
+    just before (it opened it first) checks that the path still names the file it locked, else locks anew.
     """
 
     def __init__(self, folder: Path, events: Events | None = None) -> None:
@@ -54,17 +56,21 @@ class FolderLock:
         self._record: dict[str, Any] = {}
 
     def __enter__(self) -> FolderLock:
-        fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_record(fd) or {}
-            os.close(fd)
-            raise FolderLocked(
-                f"output folder {self.path.parent} is in use by another export"
-                f" (PID {holder.get('pid', 'unknown')} on {holder.get('host', 'unknown host')},"
-                f" started {holder.get('started_at', 'at an unknown time')}); lock file {self.path}"
-            ) from None
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_record(fd) or {}
+                os.close(fd)
+                raise FolderLocked(
+                    f"output folder {self.path.parent} is in use by another export"
+                    f" (PID {holder.get('pid', 'unknown')} on {holder.get('host', 'unknown host')},"
+                    f" started {holder.get('started_at', 'at an unknown time')}); lock file {self.path}"
+                ) from None
+            if self._names(fd):
+                break
+            os.close(fd)  # its holder removed it as it ended: a lock on it would hold nothing
         self._fd = fd
         self.previous = _read_record(fd)
         if self.previous is not None:
@@ -102,6 +108,15 @@ class FolderLock:
             os.close(fd)
             raise BadInput(f"cannot use lock file {self.path}: it is not a regular file")
         return fd
+
+    def _names(self, fd: int) -> bool:
+        """Whether the lock path still names the file open as `fd`."""
+        try:
+            named = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
     def resume(self, task: dict[str, Any]) -> list[str]:
         """The projects an interrupted export of the same `task` completed (not to fetch again).
@@ -141,12 +156,12 @@ class FolderLock:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        """Release: an empty lock file is a free one. The file stays, so no other process can lock a stale inode.
-
-        After Ctrl-C the record stays (as after a kill), so the next export resumes where this one stopped.
+        """Release: the lock file is removed while still locked (see the class), so the folder holds only the
+        export's files. After Ctrl-C the file and its record stay (as after a kill), so the next export
+        resumes where this one stopped.
         """
         if self._fd is not None:
-            if not isinstance(error, KeyboardInterrupt):
-                os.ftruncate(self._fd, 0)
+            if not isinstance(error, KeyboardInterrupt) and self._names(self._fd):
+                self.path.unlink()
             os.close(self._fd)
             self._fd = None
