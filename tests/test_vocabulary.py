@@ -3,6 +3,7 @@ table|csv|json|markdown, -o FILE by extension, --source for offline input, --log
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import re
@@ -12,6 +13,8 @@ from types import ModuleType
 import polars as pl
 import pytest
 
+from shared.cli import flags
+from shared.cli.args import ScriptParser
 from shared.cli.main import run_main
 from tests.current_data import load_script, make_runs, write_export
 from tests.neptune_fixtures import write_archive
@@ -24,6 +27,7 @@ list_entities = load_script("list_entities")
 wandb_export = load_script("export_runs")
 neptune_export = load_script("export_runs", "neptune-tools")
 
+ROOT = Path(__file__).resolve().parent.parent
 FORMATS = ["table", "csv", "json", "markdown"]
 SHARED_FLAGS = [
     (analyze, ["--metric", "--maximize", "--descending", "--format", "-o"]),
@@ -310,3 +314,207 @@ def test_log_y_draws_the_curves(archive, tmp_path, capsys):
     code, _, err = run(neptune_query, argv, capsys)
     assert code == 0, err
     assert plot.read_text().lstrip().startswith("<?xml")
+
+
+# ------------------------------------------------------------------ one vocabulary: the table of shared flags
+
+SCRIPTS = {
+    "analyze": analyze,
+    "aggregate": aggregate,
+    "list_entities": list_entities,
+    "W&B query_topk": wandb_query,
+    "Neptune query_topk": neptune_query,
+    "W&B export_runs": wandb_export,
+    "Neptune export_runs": neptune_export,
+}
+
+
+class _Parsed(Exception):
+    """Raised in place of parsing: carries the parser a script built."""
+
+
+def parser_of(module: ModuleType, monkeypatch) -> argparse.ArgumentParser:
+    """The argparse parser a script's parse_args builds (its flags as the user gets them)."""
+
+    def capture(self, *args, **kwargs):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(ScriptParser, "parse_args", capture)
+    with pytest.raises(_Parsed) as parsed:
+        module.parse_args([])
+    monkeypatch.undo()
+    return parsed.value.args[0]
+
+
+@pytest.fixture(scope="module")
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return {tool: parser_of(module, monkeypatch) for tool, module in SCRIPTS.items()}
+
+
+def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+
+
+def test_the_table_names_every_tool():
+    assert set(SCRIPTS) == set(flags.TOOLS)
+    for tool, module in SCRIPTS.items():
+        assert Path(module.__file__).resolve() == (ROOT / flags.TOOLS[tool]).resolve()
+    assert all(set(c.tools) <= set(flags.TOOLS) for c in flags.CONCEPTS)
+
+
+@pytest.mark.parametrize("concept", flags.CONCEPTS, ids=lambda c: c.shown)
+def test_every_tool_takes_the_flags_the_table_promises(concept, parsers):
+    for tool in concept.tools:
+        actions = options(parsers[tool])
+        for spellings in concept.flags:
+            action = next((a for a in actions if spellings[0] in a.option_strings), None)
+            assert action is not None, f"{tool} lacks {spellings[0]}"
+            extra = set(action.option_strings) - set(spellings) - set(flags.OLD_SPELLINGS)
+            assert set(spellings) <= set(action.option_strings) and not extra, (
+                f"{tool} spells {spellings[0]} as {action.option_strings}"
+            )
+            assert all(f"`{s}" in concept.shown for s in spellings), concept.shown
+        if ("--json",) in concept.flags:  # --json is --format json
+            json_flag = next(a for a in actions if "--json" in a.option_strings)
+            format_flag = next(a for a in actions if "--format" in a.option_strings)
+            assert (json_flag.dest, json_flag.const) == ("format", "json") and "json" in format_flag.choices
+
+
+@pytest.mark.parametrize("tool", SCRIPTS)
+def test_no_tool_spells_one_setting_twice(tool, parsers):
+    """Two flags that set one value are two spellings of one concept (only --json is --format json)."""
+    dests = [a.dest for a in options(parsers[tool]) if "--json" not in a.option_strings]
+    assert len(dests) == len(set(dests)), f"{tool}: {sorted(d for d in dests if dests.count(d) > 1)}"
+
+
+def test_a_flag_two_tools_take_is_in_the_table(parsers):
+    """A spelling two tools share is a shared concept: the table lists it for each tool taking it."""
+    taken: dict[str, set[str]] = {}
+    for tool, parser in parsers.items():
+        for action in options(parser):
+            for flag in action.option_strings:
+                taken.setdefault(flag, set()).add(tool)
+    listed = {
+        (flag, tool)
+        for c in flags.CONCEPTS
+        for spellings in c.flags
+        for flag in spellings
+        for tool in c.tools
+    }
+    missing = sorted(
+        f"{flag} ({tool})"
+        for flag, tools in taken.items()
+        if len(tools) > 1 and flag not in flags.OLD_SPELLINGS
+        for tool in tools
+        if (flag, tool) not in listed
+    )
+    assert not missing, f"flags two tools take but the table does not list: {missing}"
+
+
+def test_the_readme_table_is_the_generated_one():
+    readme = (ROOT / "README.md").read_text()
+    heading = "### Flags every tool spells the same way\n\n"
+    section = readme[readme.index(heading) + len(heading) :].split("\n\n", 1)[0] + "\n"
+    assert section == flags.flags_table(), (
+        "README.md's flag table differs from shared/cli/flags.py; paste flags.flags_table() in its place"
+    )
+
+
+# ------------------------------------------------------------------ one vocabulary: what the flags do
+
+
+def usage_error(module: ModuleType, argv: list[str], capsys) -> str:
+    """The stderr of a script's parser refusing `argv` (exit 2): asserted to be one line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        module.parse_args(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_misspelt_flag_is_one_line_naming_the_closest(capsys):
+    err = usage_error(analyze, ["--metirc", "test/mse"], capsys)
+    assert "unrecognized arguments: --metirc (did you mean --metric?)" in err
+    err = usage_error(wandb_query, ["team/p", "--metirc", "test/mse"], capsys)  # --metric is required
+    assert "required: --metric (did you mean --metric?)" in err
+    assert "(did you mean --workers?)" in usage_error(list_entities, ["--workrs=3"], capsys)
+    assert "did you mean" not in usage_error(aggregate, ["x/", "--zzzz"], capsys)
+
+
+@pytest.mark.parametrize("tool", ["analyze", "aggregate", "wandb_query", "neptune_query"])
+def test_an_unknown_state_is_exit_2_naming_the_known_ones(tool, export, archive, tmp_path, capsys):
+    argv = [a for a in tool_argv(tool, export, archive, tmp_path)]
+    code, out, err = run(TOOLS[tool], [*argv, "--state", "finshed"], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "unknown run state 'finshed' (known: running, finished, failed" in err and "inactive" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("alias", "state"), [("inactive", "finished"), ("active", "running")])
+def test_neptune_words_name_the_shared_states(alias, state, export, capsys):
+    argv = [export, "--metric", "test/mse", "--format", "csv", "--state"]
+    assert run(analyze, [*argv, alias], capsys)[1] == run(analyze, [*argv, state], capsys)[1]
+    assert (
+        run(wandb_query, ["--source", *argv, alias], capsys)[1]
+        == run(wandb_query, ["--source", *argv, state], capsys)[1]
+    )
+
+
+@pytest.mark.parametrize("tool", ["analyze", "wandb_query", "neptune_query"])
+def test_top_and_k_maximize_and_descending_are_one_flag_each(tool, export, archive, tmp_path, capsys):
+    argv = [a for a in tool_argv(tool, export, archive, tmp_path) if a not in ("-k", "--top", "4")]
+    answers = {
+        (count, higher): run(TOOLS[tool], [*argv, count, "3", higher, "--json"], capsys)[1]
+        for count in ("--top", "-k")
+        for higher in ("--maximize", "--descending")
+    }
+    assert len(set(answers.values())) == 1 and len(json.loads(answers["-k", "--maximize"])) == 3
+
+
+@pytest.mark.parametrize("tool", ["analyze", "aggregate"])
+def test_json_is_format_json(tool, export, archive, tmp_path, capsys):
+    argv = tool_argv(tool, export, archive, tmp_path)
+    code, as_json, _ = run(TOOLS[tool], [*argv, "--json"], capsys)
+    assert code == 0 and as_json == run(TOOLS[tool], [*argv, "--format", "json"], capsys)[1]
+    assert json.loads(as_json)
+
+
+def test_source_names_the_input_of_analyze_and_aggregate(export, tmp_path, capsys):
+    argv = ["--metric", "test/mse", "--format", "csv"]
+    assert run(analyze, ["--source", export, *argv], capsys)[1] == run(analyze, [export, *argv], capsys)[1]
+    code, out, err = run(aggregate, ["--source", export, "-o", tmp_path / "u.parquet", "--json"], capsys)
+    assert code == 0 and json.loads(out)["runs"] > 0, err
+
+
+@pytest.fixture
+def neptune_export_folder(archive, tmp_path, capsys) -> Path:
+    """Our own Neptune export of the archive (neptune-tools/export_runs.py), its summary as --format json."""
+    folder = tmp_path / "neptune_export"
+    code, out, err = run(neptune_export, ["--source", archive, "-o", folder, "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["exported"][0]["runs"] > 0, err
+    return folder
+
+
+def test_both_queries_read_our_own_neptune_export(neptune_export_folder, tmp_path, monkeypatch, capsys):
+    for variable in ("WANDB_API_KEY", "GRAPH_DENOISE_TEAM_SERVICE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: a key asked for would be exit 2
+    monkeypatch.chdir(tmp_path)  # nor a .env
+    argv = ["--metric", "train/loss", "--top", "2", "--state", "finished", "--json"]
+    answers = [
+        run(neptune_query, [neptune_export_folder, *argv], capsys),
+        run(neptune_query, ["--source", neptune_export_folder, *argv], capsys),
+        run(wandb_query, ["--source", neptune_export_folder, *argv], capsys),
+        run(wandb_query, [neptune_export_folder, *argv], capsys),
+    ]
+    assert all(code == 0 for code, _, _ in answers), [err for _, _, err in answers]
+    assert len({out for _, out, _ in answers}) == 1 and len(json.loads(answers[0][1])) == 2
+
+
+def test_list_entities_takes_the_key_as_a_flag(wandb_env, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_API_KEY")
+    code, out, err = run(list_entities, ["--api-key", wandb_env.api_key, "--json"], capsys)
+    assert code == 0 and json.loads(out), err
+    assert wandb_env.api_key not in out + err
