@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from shared.query.wandb import WandbQuery
 from shared.table.schema import RAW_JSON_COLUMNS
 from tests.current_data import load_script
 from tests.offline_client import offline_wandb
-from tests.wandb_standin import StandinDataset, StandinRun, StandinServer, StandinViewer
+from tests.wandb_standin import HookResult, StandinDataset, StandinRun, StandinServer, StandinViewer
 
 ROOT = Path(__file__).resolve().parent.parent
 NAN, INF = math.nan, math.inf
@@ -402,6 +403,27 @@ def test_api_live_rows_of_keys_logged_at_other_steps_are_all_read(api):
         assert curves["z1alpha"] == ([5.0, 15.0, 25.0], [0.5, 0.7, 0.81])
         [alpha] = [r for r in nq.query_topk("train/loss", k=10, aggregation="last") if r.run_id == "z1alpha"]
         assert alpha.metrics["train/loss"] == pytest.approx(0.40)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "message"),
+    [
+        (500, "Incomplete", "cannot list the runs of W&B project team/sae-sweep: W&B server {url} "),
+        (403, "BadInput", r"W&B server {url} refused it \(HTTP 403\): the key has no access"),
+    ],
+)
+def test_a_failure_listing_runs_is_the_servers_or_the_keys(api, status, error_type, message):
+    """A server error while listing runs is exit 1 (Incomplete), not bad input; a refusal is the key's."""
+    from shared.base.errors import Incomplete
+
+    api.request_hook = lambda info: HookResult(status=status) if info.operation == "Runs" else None
+    try:
+        with pytest.raises((BadInput, Incomplete)) as caught:
+            WandbQuery(f"{ENTITY}/{PROJECT}", timeout=3).query_topk("train/loss")
+    finally:
+        api.request_hook = None
+    assert type(caught.value).__name__ == error_type
+    assert re.search(message.format(url=re.escape(api.url)), str(caught.value)), str(caught.value)
 
 
 def test_api_failures_and_unknown_projects(api):

@@ -9,8 +9,9 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.base.errors import BadInput, Incomplete, RunToolsError, describe, is_bug
 from shared.base.retry import PermanentFailure, is_transient
@@ -21,6 +22,7 @@ PROBE_TIMEOUT_S = 10.0
 # How wandb.Api() words a login check that reached (or tried to reach) the server; any other error of
 # its login is the client's own check of the key's form, made before a request is sent.
 _SERVER_CHECK = ("Failed to verify credentials with", "An error occurred while verifying credentials with")
+Item = TypeVar("Item")
 _PROBE_QUERY = b'{"query": "query Viewer { viewer { id } }"}'
 
 
@@ -140,6 +142,16 @@ def request_failure(error: Exception, what: str, server: str | None) -> Exceptio
         return BadInput(f"{what}: {describe(error)}")
     if status in (401, 403):
         return BadInput(f"{what}: {at} refused it (HTTP {status}): the key has no access")
+    if "did not respond in time" in str(error):  # the client stopped waiting; wandb-core may be retrying
+        return Incomplete(f"{what}: {at} did not answer in time")
     if is_transient(error) or status:
         return Incomplete(f"{what}: {at} failed: {describe(error)}")
     return BadInput(f"{what}: {describe(error)}")
+
+
+def reported(items: Iterable[Item], what: str, server: str | None) -> Iterator[Item]:
+    """`items` as they come, a failure of the requests behind them said as `request_failure` says it."""
+    try:
+        yield from items
+    except Exception as error:
+        raise request_failure(error, what, server) from None

@@ -92,18 +92,18 @@ class ApiSource(RecordSource):
 
     def _list(self) -> Iterator[ListedRun]:
         from shared.wandb.api import RunPages, run_record
+        from shared.wandb.failures import reported, request_failure
 
         api = self._connect()
         entity = self.entity or api.default_entity
         path = f"{entity}/{self.project}"
-        try:
+        what = f"cannot list the runs of W&B project {path}"
+        try:  # an unknown project or no access: exit 2; a server or network failure: exit 1
             runs = RunPages(api, entity, self.project, {})
-        except Exception as error:  # the client raises several types for an unknown project or entity
-            if is_bug(error):
-                raise
-            raise BadInput(f"cannot list the runs of W&B project {path}: {error}") from None
+        except Exception as error:  # the client raises several types
+            raise request_failure(error, what, self.server) from None
         with self.events.progress("runs", runs.reported) as progress:
-            for paged in runs:
+            for paged in reported(runs, what, self.server):
                 progress.advance()
                 record = run_record(paged, self.events)
                 if paged.problems:
