@@ -216,3 +216,35 @@ def test_wandb_offline_forks_fill_the_same_columns(tmp_path: Path, monkeypatch: 
     assert (records["child"].parent_run_id, records["child"].fork_step) == ("parent", 2.0)
     assert (records["parent"].parent_run_id, records["parent"].fork_step) == (None, None)
     assert records["child"].experiment is None and records["child"].is_head is None
+
+
+def test_plot_draws_a_forks_inherited_part(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--plot: a fork's inherited part dotted up to its first own point, its own points solid."""
+    import matplotlib.axes
+
+    drawn: list[tuple[list[float], str]] = []
+    original = matplotlib.axes.Axes.plot
+
+    def plot(self, x, *args, **kwargs):
+        if kwargs.get("color") is not None and len(args) == 1:  # the curves, not the markers
+            drawn.append(([float(v) for v in x], kwargs.get("linestyle", "-")))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    out = tmp_path / "curves.png"
+    argv = [str(archive), "--metric", "loss", "-k", "8", "--aggregation", "mean_all", "--plot", str(out)]
+    assert query_topk.main([*argv, "--no-cache"]) == 0
+    assert out.stat().st_size > 0
+    want = expected(RUNS, "mean_all")
+    best = sorted(want, key=lambda run: (want[run], run))
+    present = {run.custom_id for run in RUNS}
+    forks = {run.custom_id: run.fork_step if run.parent in present else None for run in RUNS}
+    for run_id in best:
+        steps = [step for step, _ in plain_lineage(RUNS, run_id)]
+        if forks[run_id] is None:
+            assert (steps, "-") in drawn
+        else:
+            own = next(i for i, step in enumerate(steps) if step > forks[run_id])
+            assert (steps[: own + 1], ":") in drawn and (steps[own:], "-") in drawn

@@ -130,13 +130,16 @@ def plot_curves(
     title: str | None = None,
     log_y: bool | None = None,
     events: Events | None = None,
+    inherited: Sequence[float | None] | None = None,
 ) -> None:
     """curves = (label, steps, values) per chosen run, best first. Shades the aggregation window
     (last n_steps points for mean_last_n, last point for last, whole range for mean_all, marks the
     argmin/argmax point for min/max).
 
     `log_y`: None puts the y axis on a log scale when the values are positive and span two decades or
-    more, True always (a warning and a linear axis when a value is 0 or negative), False never."""
+    more, True always (a warning and a linear axis when a value is 0 or negative), False never.
+    `inherited`: per curve, the step up to which a forked run's points are its ancestors' (None: all its
+    own); that part is drawn dotted, the run's own points solid."""
     import numpy as np
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -149,12 +152,19 @@ def plot_curves(
     with _figure(path, COLUMN_WIDTH, 2.3 + 0.13 * rows) as figure:
         axes = figure.add_subplot()
         windows, seen, handles = set(), [], []
-        for color, (_, steps, values) in zip(_colors(len(curves)), curves, strict=True):
+        forks = list(inherited) if inherited is not None else [None] * len(curves)
+        for color, (_, steps, values), fork in zip(_colors(len(curves)), curves, forks, strict=True):
             step, value = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
             order = np.argsort(step, kind="stable")  # the engine's order: by step, equal steps as logged
             step, value = step[order], value[order]
             finite = np.isfinite(value)
-            handles += axes.plot(step, np.where(finite, value, np.nan), color=color)
+            shown = np.where(finite, value, np.nan)
+            if fork is None:
+                handles += axes.plot(step, shown, color=color)
+            else:  # dotted up to the fork and on to the run's first own point, solid from there
+                own = int(np.searchsorted(step, fork, side="right"))
+                axes.plot(step[: own + 1], shown[: own + 1], color=color, linestyle=":")
+                handles += axes.plot(step[own:], shown[own:], color=color)
             step, value = step[finite], value[finite]
             if not step.size:
                 continue

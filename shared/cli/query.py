@@ -159,9 +159,11 @@ def draw(query: TopkQuery, results: list[RunInfo], args: argparse.Namespace) -> 
         )
     else:
         curves = query.curves([r.run_id for r in results], args.metric)
+        forks = query.fork_steps([r.run_id for r in results])
         plot_curves(
             args.plot,
             [(r.name, *curves[r.run_id]) for r in results],
+            inherited=[forks.get(r.run_id) for r in results],
             metric=args.metric,
             aggregation=args.aggregation,
             n_steps=args.n_steps,
