@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from shared.cli.launch import require_dependencies
+
+require_dependencies(__file__)  # under a Python without them, one line saying to use uv
 
 # Heavy imports (polars, pyarrow, wandb) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
