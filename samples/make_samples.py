@@ -11,6 +11,8 @@ log numbers, a string, a boolean, a histogram, console lines and system metrics.
 the same runs as a neptune-exporter archive under samples/neptune/archive/ (what users hold since the
 hosted service closed): one `<run>_part_0.parquet` per run in the exporter's 14-column schema, the ids
 `SPD-1`, `SPD-2`, … a sync would have given them. They are what the README quick starts use.
+samples/neptune/forks/ is a Neptune 3 project as neptune-exporter's neptune3 exporter writes it: runs by
+custom run id in two experiments, forks (one at a fractional step) holding only their own points.
 """
 
 from __future__ import annotations
@@ -206,6 +208,77 @@ def make_neptune_samples(scratch: Path) -> None:
     print(f"wrote {len(runs)} Neptune sample runs to {NEPTUNE_SAMPLES} (offline and archive)")
 
 
+NEPTUNE3_PROJECT = "graph-denoise-team/spectral-denoising-v3"
+# (custom run id, experiment, parent, fork step, is head, learning rate): a chain with a fractional fork
+# and a branch; the heads are the runs each experiment is shown by.
+NEPTUNE3_RUNS = [
+    ("lr-base", "lr-sweep", None, None, False, 3e-3),
+    ("lr-low", "lr-sweep", "lr-base", 30.0, False, 1e-3),
+    ("lr-low-warm", "lr-sweep", "lr-low", 45.5, True, 5e-4),
+    ("w-256", "width-sweep", None, None, False, 2e-3),
+    ("w-512", "width-sweep", "w-256", 20.0, True, 2e-3),
+]
+
+
+def make_neptune3_samples() -> None:
+    """samples/neptune/forks/: each run's own points only (the exporter fetches lineage_to_the_root=False);
+    a fork starts after its fork step. Deterministic: made again, the files hold the same rows."""
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(HERE.parent))
+    from shared.neptune.archive import sanitized_names
+
+    folder = NEPTUNE_SAMPLES / "forks" / sanitized_names(NEPTUNE3_PROJECT)[0]
+    shutil.rmtree(folder.parent, ignore_errors=True)
+    folder.mkdir(parents=True)
+    started = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+    depth: dict[str, int] = {}
+    for number, (run_id, experiment, parent, fork_step, head, lr) in enumerate(NEPTUNE3_RUNS, start=1):
+        depth[run_id] = depth[parent] + 1 if parent else 0
+        created = started + timedelta(hours=number)
+        first = math.floor(fork_step) + 1 if fork_step is not None else 0
+        steps = [float(step) for step in range(first, STEPS)]
+        if fork_step is not None and fork_step != math.floor(fork_step):
+            steps.insert(0, fork_step + 0.25)  # a point between two whole steps, after the fork
+        base = {"project_id": NEPTUNE3_PROJECT, "run_id": run_id}
+        simple: dict = {
+            "sys/id": f"SPDV-{number}",
+            "sys/custom_run_id": run_id,
+            "sys/name": run_id,
+            "sys/experiment/name": experiment,
+            "sys/experiment/is_head": head,
+            "sys/creation_time": created,
+            "sys/modification_time": created + timedelta(seconds=STEPS),
+            "parameters/lr": lr,
+        }
+        if parent:
+            simple |= {
+                "sys/forking/parent": parent,
+                "sys/forking/step": fork_step,
+                "sys/forking/depth": depth[run_id],
+            }
+        kinds = {bool: ("bool", "bool_value"), int: ("int", "int_value"), float: ("float", "float_value"),
+                 str: ("string", "string_value"), datetime: ("datetime", "datetime_value")}  # fmt: skip
+        rows = []
+        for path, value in sorted(simple.items()):
+            kind, column = kinds[type(value)]
+            rows.append(base | {"attribute_path": path, "attribute_type": kind, column: value})
+        for step in steps:
+            loss = 2.0 * math.exp(-step * lr * 15) + 0.05 * (1 + math.sin(step / 3)) / (1 + depth[run_id])
+            rows.append(
+                base | {"attribute_path": "train/loss", "attribute_type": "float_series",
+                        "step": Decimal(f"{step:.6f}"), "timestamp": created + timedelta(seconds=step),
+                        "float_value": round(loss, 6)}
+            )  # fmt: skip
+        table = pa.Table.from_pylist(rows, schema=exporter_schema())
+        pq.write_table(table, folder / f"{sanitized_names(run_id)[0]}_part_0.parquet", compression="snappy")
+    print(f"wrote {len(NEPTUNE3_RUNS)} Neptune 3 sample runs to {folder.parent}")
+
+
 def git_repository(folder: Path) -> None:
     """`folder` as a training project's clone: one commit and an origin, which the W&B runs record."""
     import subprocess
@@ -223,6 +296,7 @@ def git_repository(folder: Path) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         make_neptune_samples(Path(scratch))
+    make_neptune3_samples()
     os.environ.update({"WANDB_SILENT": "true", "WANDB_MODE": "offline"})
     with tempfile.TemporaryDirectory() as scratch:
         git_repository(Path(scratch))

@@ -248,3 +248,20 @@ def test_plot_draws_a_forks_inherited_part(
         else:
             own = next(i for i, step in enumerate(steps) if step > forks[run_id])
             assert (steps[: own + 1], ":") in drawn and (steps[own:], "-") in drawn
+
+
+def test_the_forked_sample_experiments(capsys: pytest.CaptureFixture[str]) -> None:
+    """samples/neptune/forks (samples/make_samples.py): two experiments, a chain with a fractional fork."""
+    sample = Path(__file__).resolve().parent.parent / "samples" / "neptune" / "forks"
+    argv = [str(sample), "--metric", "train/loss", "--aggregation", "mean_all", "--json", "--no-cache"]
+    assert query_topk.main([*argv, "--experiments"]) == 0
+    heads = {row["run_id"]: row["name"] for row in json.loads(capsys.readouterr().out)}
+    assert heads == {"lr-low-warm": "lr-sweep", "w-512": "width-sweep"}
+    with NeptuneQuery(source=sample, cache=False) as query:
+        assert query.fork_steps(["lr-low", "lr-low-warm", "w-512", "w-256"]) == {
+            "lr-low": 30.0,
+            "lr-low-warm": 45.5,
+            "w-512": 20.0,
+        }
+        steps, _ = query.curves(["lr-low-warm"], "train/loss")["lr-low-warm"]
+    assert steps == [float(step) for step in range(46)] + [45.75] + [float(step) for step in range(46, 60)]
