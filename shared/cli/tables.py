@@ -232,7 +232,7 @@ def terminal_table(
     fit = fit_columns(header, rows, unbreakable=unbreakable, width=width, keep=kept, of_runs=of_runs)
     caption = [" · ".join(f"{header[i]}: {rows[0][i] or '(empty)'}" for i in fit.constant), *notes]
     if prefix:
-        caption.append(f"{prefix}… columns shown without {prefix}")
+        caption.append(f"headers shown without their prefix {prefix}")
     if fit.left_out:
         names = ", ".join(header[i] for i in fit.left_out)
         caption.append(f"left out to fit {width} columns: {names} (piped output shows every column)")
