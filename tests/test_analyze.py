@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import statistics
 import subprocess
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -275,7 +279,7 @@ def test_without_input_the_newest_export_is_used(capsys, export, tmp_path, monke
     (folder / "new" / newer.name).write_bytes(newer.read_bytes())
     monkeypatch.chdir(tmp_path)
     _, err = analyze(capsys, "--top", "1")
-    assert f"using wandb_export/new/{newer.name} (the newest of 2 parquet files under wandb_export/)" in err
+    assert f"using wandb_export/new/{newer.name} (newest of 2)\n" in err
 
 
 def test_several_inputs_are_unioned_and_deduplicated(capsys, export, tmp_path):
@@ -335,6 +339,40 @@ def test_no_loss_like_metric_asks_for_one(tmp_path):
         match=r"no metric says loss/mse/error: choose one with --metric \(numeric metric columns: metric_f1\)",
     ):
         analyze_runs.main([str(path)])
+
+
+def test_the_metric_question_goes_to_the_terminal_not_to_stdout(tmp_path):
+    """Asked on stderr (a terminal, as stdin is): with stdout sent to a file, the file holds only the table."""
+    path = tmp_path / "x_runs.parquet"
+    pl.DataFrame(
+        {
+            "id": ["a", "b"],
+            "name": ["n", "m"],
+            "entity": ["e"] * 2,
+            "project": ["p"] * 2,
+            "metric_f1": [0.5, 0.7],
+        }
+    ).write_parquet(path)
+    terminal, side = pty.openpty()
+    with (tmp_path / "out.txt").open("w") as out:
+        script = subprocess.Popen(
+            [sys.executable, "wandb-tools/analyze_runs.py", str(path)],
+            cwd=ROOT,
+            stdin=side,
+            stderr=side,
+            stdout=out,
+        )
+    os.close(side)
+    seen, deadline = b"", time.monotonic() + 60
+    while b"rank by" not in seen and time.monotonic() < deadline and script.poll() is None:
+        if select.select([terminal], [], [], 0.5)[0]:
+            seen += os.read(terminal, 4096)
+    os.write(terminal, b"metric_f1\n")
+    assert script.wait(timeout=60) == 0
+    os.close(terminal)
+    assert b"no metric says loss/mse/error; rank by" in seen
+    table = (tmp_path / "out.txt").read_text()
+    assert table.splitlines()[0].split()[:4] == ["rank", "id", "name", "metric_f1"] and "rank by" not in table
 
 
 def test_missing_and_foreign_inputs(tmp_path):

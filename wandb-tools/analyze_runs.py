@@ -245,7 +245,7 @@ def load(inputs: list[str], *, with_history: bool) -> tuple[pl.LazyFrame, list[R
         paths = find_runs_files(inputs, events)
     else:
         newest, count = newest_export(DEFAULT_FOLDER)
-        picked = f"using {newest} (the newest of {count} parquet files under {DEFAULT_FOLDER}/)"
+        picked = f"using {newest}" + (f" (newest of {count})" if count > 1 else "")  # short: on every call
         paths = [newest]
     files = open_runs_files(paths, with_history=with_history)
     return scan_deduplicated(files, events), files, picked
@@ -287,9 +287,12 @@ def choose_metric(schema: pl.Schema, requested: str | None) -> str:
         raise BadInput(
             f"no metric says loss/mse/error: choose one with --metric (numeric metric columns: {name_list(metrics)})"
         )
+    from rich.console import Console
     from rich.prompt import Prompt
 
-    return Prompt.ask("no metric says loss/mse/error; rank by", choices=metrics, console=None)
+    # On stderr, with the person it asks: stdout may be a data file (`> top.json`).
+    asking = Console(stderr=True)
+    return Prompt.ask("no metric says loss/mse/error; rank by", choices=metrics, console=asking)
 
 
 def check_columns(schema: pl.Schema, args: argparse.Namespace) -> tuple[str | None, str | None]:
