@@ -265,3 +265,25 @@ def test_the_forked_sample_experiments(capsys: pytest.CaptureFixture[str]) -> No
         }
         steps, _ = query.curves(["lr-low-warm"], "train/loss")["lr-low-warm"]
     assert steps == [float(step) for step in range(46)] + [45.75] + [float(step) for step in range(46, 60)]
+
+
+def test_answers_say_whose_points_a_fork_inherits(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--details, the table and the JSON name a fork's parent and fork step (its metrics include them);
+    not with --no-lineage, nor for a run whose parent is missing."""
+    with NeptuneQuery(source=archive, cache=False) as query:
+        answer = {r.run_id: r for r in query.query_topk("loss", k=20, aggregation="mean_all")}
+    assert {run_id: r.forked_from for run_id, r in answer.items() if r.forked_from} == {
+        "a-2": "a-1@4",
+        "a-3": "a-2@7.5",
+        "b-2": "b-1@2",
+        "b-3": "b-1@5",
+    }
+    assert (
+        "forked_from" not in answer["a-1"].to_dict() and answer["a-3"].to_dict()["forked_from"] == "a-2@7.5"
+    )
+    argv = [str(archive), "--metric", "loss", "-k", "20", "--no-cache", "--details", "loss"]
+    assert query_topk.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "forked from" in table and "a-2@7.5" in table
+    assert query_topk.main([*argv, "--no-lineage"]) == 0
+    assert "forked from" not in capsys.readouterr().out

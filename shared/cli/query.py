@@ -199,8 +199,10 @@ def table_rows(
         {key for config in configs for key in config if len({repr(c.get(key)) for c in configs}) > 1}
     )[:5]
     keys = list(dict.fromkeys([*(results[0].metrics if results else {}), *details]))
+    forked = any(r.forked_from for r in results)  # metrics over lineages: say whose points they include
     return [
         {first: rank, "run id": r.run_id, "name": r.name}
+        | ({"forked from": r.forked_from} if forked else {})
         | {key: cell(r.metrics.get(key)) for key in keys}
         | {key: cell(config.get(key)) for key in varying}
         for rank, (r, config) in enumerate(zip(results, configs, strict=True), 1)

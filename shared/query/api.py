@@ -38,10 +38,13 @@ class RunInfo:
     config: dict[str, Any]
     metrics: dict[str, float | None]
     raw_run: Any = field(default=None, repr=False, compare=False)
+    # A fork answered over its lineage: the run it inherits from and the last step it inherits, `a-2@7.5`.
+    forked_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready fields (everything but raw_run)."""
-        return {"run_id": self.run_id, "name": self.name, "config": self.config, "metrics": self.metrics}
+        """The JSON-ready fields (everything but raw_run; `forked_from` only for a fork)."""
+        found = {"run_id": self.run_id, "name": self.name, "config": self.config, "metrics": self.metrics}
+        return found | ({"forked_from": self.forked_from} if self.forked_from else {})
 
 
 class TopkQuery:
@@ -264,6 +267,17 @@ class TopkQuery:
     def _run_infos(self, ranked: pl.DataFrame, keys: list[str]) -> list[RunInfo]:
         described = self.source.describe(ranked[RUN].to_list())
         experiments = self._heads() if self.experiments else {}
+        forks = self._forks()
+        parents = (
+            {}
+            if forks is None
+            else {
+                run: f"{parent}@{until:g}"
+                for run, parent, until in forks.filter(pl.col("distance") == 1)
+                .select(RUN, "ancestor", "until")
+                .iter_rows()
+            }
+        )
         return [
             RunInfo(
                 run_id=row[RUN],
@@ -271,6 +285,7 @@ class TopkQuery:
                 config=described[row[RUN]][1],
                 metrics={key: row[key] for key in keys},
                 raw_run=self.source.raw_run(row[RUN]),
+                forked_from=parents.get(row[RUN]),
             )
             for row in ranked.iter_rows(named=True)
         ]
