@@ -13,9 +13,11 @@ from types import ModuleType
 import polars as pl
 import pytest
 
+from shared.base.errors import BadInput
 from shared.cli import flags
 from shared.cli.args import ScriptParser
 from shared.cli.main import run_main
+from shared.table.vocabulary import STATES
 from tests.current_data import load_script, make_runs, write_export
 from tests.neptune_fixtures import write_archive
 
@@ -511,6 +513,24 @@ def test_both_queries_read_our_own_neptune_export(neptune_export_folder, tmp_pat
     ]
     assert all(code == 0 for code, _, _ in answers), [err for _, _, err in answers]
     assert len({out for _, out, _ in answers}) == 1 and len(json.loads(answers[0][1])) == 2
+    states = set(pl.read_parquet(next(neptune_export_folder.glob("*_runs.parquet")))["state"])
+    assert states <= set(STATES)  # the export speaks the shared states
+    code, out, err = run(analyze, [neptune_export_folder, *argv], capsys)
+    assert code == 0 and json.loads(out)[0]["id"] == json.loads(answers[0][1])[0]["run_id"], err
+
+
+def test_neptune_query_reads_a_wandb_export(export, capsys):
+    argv = ["--metric", "test/mse", "-k", "3", "--state", "finished", "--json"]
+    code, out, err = run(neptune_query, [export, *argv], capsys)
+    assert code == 0, err
+    assert out == run(wandb_query, ["--source", export, *argv], capsys)[1]
+
+
+def test_wandb_query_passes_its_api_key():
+    args = wandb_query.parse_args(["team/p", "--metric", "loss", "--api-key", "k" * 40])
+    assert wandb_query.open_query(args).api_key == "k" * 40
+    with pytest.raises(BadInput, match="takes no --api-key"):
+        wandb_query.parse_args(["--source", ".", "--metric", "loss", "--api-key", "k" * 40])
 
 
 def test_list_entities_takes_the_key_as_a_flag(wandb_env, monkeypatch, capsys):

@@ -78,6 +78,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class SourceAction(argparse.Action):
+    """`--source PATH`; spelt `--offline` or `--export` (the old spellings) it also says which files to
+    expect, for the errors of a folder that holds neither (else they are told apart by their files)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.source = values
+        namespace.source_kind = {"--offline": "offline", "--export": "export"}.get(option_string or "")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = script_parser("query_topk.py", __doc__, EXAMPLES)
     parser.add_argument(
@@ -91,6 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--offline",
         "--export",
         type=path_argument,
+        action=SourceAction,
         metavar="PATH",
         help="read local files instead of the API: offline run logs (a wandb/ folder, an offline-run-*"
         " folder, a .wandb file) or an export folder (or *_runs.parquet) of either tracker"
@@ -109,6 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_timeout_argument(parser)
     args = parser.parse_args(argv)
     check_query_arguments(args)
+    args.source_kind = getattr(args, "source_kind", None)
     if args.source is None and args.project and Path(args.project).expanduser().exists():
         args.source, args.project = Path(args.project), None  # a folder named in the project's place
     if not (args.project or args.source):
@@ -126,8 +137,10 @@ def open_query(args: argparse.Namespace) -> WandbQuery:
     from shared.query.wandb import WandbQuery
 
     events = TerminalEvents()
-    if args.source:  # offline logs or an export folder, told apart by their files
-        return WandbQuery(args.project, source=args.source, last_from=args.last_from, events=events)
+    if args.source:
+        return WandbQuery(
+            args.project, source=args.source, kind=args.source_kind, last_from=args.last_from, events=events
+        )
     return WandbQuery(
         args.project,
         args.api_key,
