@@ -253,6 +253,17 @@ def test_unreachable_says_connection_refused(wandb_env, monkeypatch):
     )
 
 
+@pytest.mark.parametrize("operation", ["GetProjects", "Runs"])
+def test_list_entities_after_the_login_a_server_error_is_exit_1(wandb_env, monkeypatch, operation):
+    """A 500 while listing projects or counting runs is the server's failure (it was "unknown W&B entity",
+    exit 2, or an unexpected error)."""
+    with StandinServer(wandb_env.dataset) as server:
+        server.request_hook = lambda info: HookResult(status=500) if info.operation == operation else None
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        with pytest.raises(Incomplete, match=rf"of {TEAM}.*: W&B server {re.escape(server.url)} "):
+            list_entities.main(["-e", TEAM, "--json", "--timeout", "3"])
+
+
 def test_list_entities_reports_projects_with_counts(wandb_env, capsys):
     # A timeout under a second is waited for as given (it was once truncated to 0: "did not answer").
     assert list_entities.main(["--json", "--timeout", "0.5"]) == 0

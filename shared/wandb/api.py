@@ -22,7 +22,7 @@ from shared.table.flatten import parse_object
 from shared.table.schema import RunRecord
 from shared.table.source import Changes
 from shared.wandb.auth import Credentials
-from shared.wandb.failures import login_failure
+from shared.wandb.failures import login_failure, request_failure
 
 if TYPE_CHECKING:
     import wandb
@@ -113,7 +113,15 @@ def project_names(api: wandb.Api, entity: str, retry: Retry = NO_RETRY) -> list[
     except Exception as error:  # the client raises several types for an unknown entity
         if is_bug(error):
             raise
+        failure = request_failure(error, f"projects of {entity}", server_of(api))
+        if isinstance(failure, Incomplete):  # a server error or no answer (no retry left or asked for)
+            raise failure from None
         raise BadInput(f"unknown W&B entity {entity!r} (or no access with this key): {error}") from None
+
+
+def server_of(api: wandb.Api) -> str:
+    """The server `api` talks to, as it may be shown."""
+    return without_userinfo(str(api.settings.get("base_url", "")))
 
 
 def _utc(timestamp: Any) -> datetime | None:
@@ -428,7 +436,10 @@ def _checked_request(
 
 def reachable_entities(api: wandb.Api) -> list[tuple[str, str]]:
     """The key's own entity and its teams, as (name, kind) pairs."""
-    viewer = api.viewer
+    try:
+        viewer = api.viewer
+    except Exception as error:
+        raise request_failure(error, "the key's entities", server_of(api)) from None
     entities = [(viewer.entity or viewer.username, "user")]
     entities += [(team, "team") for team in viewer.teams if team != entities[0][0]]
     return entities
@@ -436,9 +447,14 @@ def reachable_entities(api: wandb.Api) -> list[tuple[str, str]]:
 
 def project_stats(api: wandb.Api, entity: str, project: str) -> dict[str, Any]:
     """Run count, finished count and last run time of a project: two one-run requests."""
-    newest = api.runs(f"{entity}/{project}", order="-created_at", per_page=1)
-    total = len(newest)
-    finished = len(api.runs(f"{entity}/{project}", filters={"state": "finished"}, per_page=1)) if total else 0
+    try:
+        newest = api.runs(f"{entity}/{project}", order="-created_at", per_page=1)
+        total = len(newest)
+        finished = (
+            len(api.runs(f"{entity}/{project}", filters={"state": "finished"}, per_page=1)) if total else 0
+        )
+    except Exception as error:
+        raise request_failure(error, f"runs of {entity}/{project}", server_of(api)) from None
     last = _utc(newest[0]._attrs.get("createdAt")) if total else None
     return {
         "project": project,
