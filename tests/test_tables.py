@@ -321,3 +321,14 @@ def test_a_header_word_is_never_split(monkeypatch, width):
 
 
 WORDS = ["architecture", "dataset", "normalisation", "optimizer", "scheduler", "regularisation"] * 2
+
+
+def test_columns_always_shown_wider_than_the_terminal_are_not_cut(monkeypatch):
+    rows = [
+        {"rank": i, "run id": f"78f41504-a4cd-4865-b8ba-91242bd96b{i:02d}", "loss": 0.0884528237 + i, "x": i}
+        for i in range(3)
+    ]
+    out = on_terminal(monkeypatch, 40, lambda: print_table(rows, title="top 3", keep=["loss"]))
+    header, body, caption = parse(out)  # lines longer than 40: the terminal wraps them
+    assert header == ["rank", "run id", "loss"] and left_out(caption, 40) == ["x"]
+    assert [cells[1:] for cells in body] == [[row["run id"], str(row["loss"])] for row in rows]

@@ -63,7 +63,7 @@ def print_rich(
         of_runs=ranks is None,
         notes=notes,
     )
-    console.print(table)
+    console.print(table, crop=False)  # wider than the terminal only to keep ids and numbers whole
 
 
 def render(table: pl.DataFrame, fmt: str, *, title: str, pivot: Pivot | None = None) -> None:

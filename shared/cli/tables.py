@@ -236,11 +236,15 @@ def terminal_table(
     if fit.left_out:
         names = ", ".join(header[i] for i in fit.left_out)
         caption.append(f"left out to fit {width} columns: {names} (piped output shows every column)")
+    needed = 1 + sum(column_width + BORDER for column_width in fit.widths)
     table = Table(
         title=Text(printable(title)),
         title_justify="left",
         caption=Text("\n".join(filter(None, caption))) or None,
         caption_justify="left",
+        # the columns always shown are wider than the terminal: its lines wrap, no id or number is cut
+        # (print it uncropped)
+        width=needed if needed > width else None,
     )
     for index, column_width in zip(fit.shown, fit.widths, strict=True):
         table.add_column(
@@ -281,4 +285,5 @@ def print_table(
         sys.stdout.write(printable(title) + "\n" + plain_text(header, texts, numeric))
         return
     console = console_for(sys.stdout)
-    console.print(terminal_table(header, texts, numeric=numeric, title=title, width=console.width, keep=keep))
+    table = terminal_table(header, texts, numeric=numeric, title=title, width=console.width, keep=keep)
+    console.print(table, crop=False)
