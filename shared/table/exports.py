@@ -533,7 +533,7 @@ def scan_runs(
     """All files as one lazy frame in `schema` plus `_source_file` and the hidden file and row indexes.
 
     Consecutive files of one schema are read by one scan (thousands of nightly exports are a few scans,
-    not a query plan per file). With `rows`, only the rows whose ROW_INDEX is in it (a filter that streams).
+    not a query plan per file). With `rows`, only the rows whose ROW_INDEX is in it (a semi join; it streams).
     """
     starts = [0, *itertools.accumulate(f.rows for f in files)]  # each file's first ROW_INDEX
     frames = []
