@@ -442,6 +442,7 @@ def test_a_misspelt_flag_is_one_line_naming_the_closest(capsys):
     err = usage_error(wandb_query, ["team/p", "--metirc", "test/mse"], capsys)  # --metric is required
     assert "required: --metric (did you mean --metric?)" in err
     assert "(did you mean --workers?)" in usage_error(list_entities, ["--workrs=3"], capsys)
+    assert "(did you mean --metric?)" in usage_error(neptune_query, ["a/b", "-metric", "x"], capsys)
     assert "did you mean" not in usage_error(aggregate, ["x/", "--zzzz"], capsys)
 
 

@@ -113,14 +113,22 @@ class ScriptParser(argparse.ArgumentParser):
 def did_you_mean_flag(words: Sequence[str], parser: argparse.ArgumentParser) -> str:
     """` (did you mean --metric?)` for the first word that looks like a flag the parser does not take
     (nor abbreviates) and is close to ones it does."""
-    flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    every = [flag for action in parser._actions for flag in action.option_strings]
+    flags = [flag for flag in every if flag.startswith("--")]
     for word in words:
         if word == "--":
             break
         name = word.split("=", 1)[0]
-        if not name.startswith("--") or any(flag.startswith(name) for flag in flags):
+        if len(name) > 2 and name[0] == "-" and name[1].isalpha() and name[:2] not in every:
+            name = "-" + name  # -metric: a long flag with one dash (not -k3, a short flag and its value)
+            close = [flag for flag in flags if flag.startswith(name)][:3] or difflib.get_close_matches(
+                name, flags, n=3, cutoff=0.6
+            )
+        elif name.startswith("--") and not any(flag.startswith(name) for flag in flags):
+            close = difflib.get_close_matches(name, flags, n=3, cutoff=0.6)
+        else:
             continue
-        if close := difflib.get_close_matches(name, flags, n=3, cutoff=0.6):
+        if close:
             return f" (did you mean {' or '.join(close)}?)"
     return ""
 
