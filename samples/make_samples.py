@@ -212,12 +212,19 @@ NEPTUNE3_PROJECT = "graph-denoise-team/spectral-denoising-v3"
 # (custom run id, experiment, parent, fork step, is head, learning rate): a chain with a fractional fork
 # and a branch; the heads are the runs each experiment is shown by.
 NEPTUNE3_RUNS = [
-    ("lr-base", "lr-sweep", None, None, False, 3e-3),
-    ("lr-low", "lr-sweep", "lr-base", 30.0, False, 1e-3),
-    ("lr-low-warm", "lr-sweep", "lr-low", 45.5, True, 5e-4),
+    ("lr-base", "lr-sweep", None, None, False, 1e-2),
+    ("lr-low", "lr-sweep", "lr-base", 30.0, False, 6e-3),
+    ("lr-low-warm", "lr-sweep", "lr-low", 45.5, True, 4e-3),
     ("w-256", "width-sweep", None, None, False, 2e-3),
-    ("w-512", "width-sweep", "w-256", 20.0, True, 2e-3),
+    ("w-512", "width-sweep", "w-256", 20.0, True, 3e-3),
 ]
+
+
+def sample_loss(run_id: str, step: float) -> float:
+    """A smooth loss that a fork continues from where its parent was at the fork step, at its own rate."""
+    _, _, parent, fork_step, _, lr = next(run for run in NEPTUNE3_RUNS if run[0] == run_id)
+    start, since = (sample_loss(parent, fork_step), step - fork_step) if parent else (2.0, step)
+    return 0.1 + (start - 0.1) * math.exp(-since * lr * 25)
 
 
 def make_neptune3_samples() -> None:
@@ -268,7 +275,7 @@ def make_neptune3_samples() -> None:
             kind, column = kinds[type(value)]
             rows.append(base | {"attribute_path": path, "attribute_type": kind, column: value})
         for step in steps:
-            loss = 2.0 * math.exp(-step * lr * 15) + 0.05 * (1 + math.sin(step / 3)) / (1 + depth[run_id])
+            loss = sample_loss(run_id, step) + 0.02 * math.sin(step / 3)
             rows.append(
                 base | {"attribute_path": "train/loss", "attribute_type": "float_series",
                         "step": Decimal(f"{step:.6f}"), "timestamp": created + timedelta(seconds=step),

@@ -251,11 +251,11 @@ def test_a_report_curve_comes_from_the_file_of_the_runs_newest_copy(folder: Path
         .filter(pl.col("id") == BEST)
         .select("entity", "project", "id", "name", "metric_test_mse")
     )
-    curves, note = top_curves(files, top, "metric_test_mse")
+    curves, _, note = top_curves(files, top, "metric_test_mse")
     assert curves == [] and "holds no" in note
     files.reverse()  # the newest copy first: the same answer
     assert top_curves(files, top, "metric_test_mse")[0] == []
-    curves, _ = top_curves([files[1]], top, "metric_test_mse")  # the stale export alone has the curve
+    curves, _, _ = top_curves([files[1]], top, "metric_test_mse")  # the stale export alone has the curve
     assert len(curves) == 1
 
 

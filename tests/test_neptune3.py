@@ -287,3 +287,45 @@ def test_answers_say_whose_points_a_fork_inherits(archive: Path, capsys: pytest.
     assert "forked from" in table and "a-2@7.5" in table
     assert query_topk.main([*argv, "--no-lineage"]) == 0
     assert "forked from" not in capsys.readouterr().out
+
+
+def test_report_curves_rebuild_a_forks_lineage_from_the_export(archive: Path, tmp_path: Path) -> None:
+    """analyze --report's curves: a fork's curve is its ancestors' history rows up to its fork step (from
+    the export's parent_run_id and fork_step), then its own; the step up to which it is inherited is
+    returned for the dotted part. History steps are whole numbers (7.75 is step 7)."""
+    from shared.analysis.report import top_curves
+    from shared.table.exports import open_runs_file
+
+    out = tmp_path / "out"
+    assert export_runs.main(["--source", str(archive), "-o", str(out), "--include-history"]) == 0
+    (runs_file,) = out.rglob("*_runs.parquet")
+    runs = pl.scan_parquet(runs_file)
+    top = runs.select("entity", "project", "id", "name", "metric_loss").sort("id").collect()
+    curves, inherited, note = top_curves(
+        [open_runs_file(runs_file, with_history=True)], top, "metric_loss", runs
+    )
+    floored = [
+        ForkedRun(
+            run.custom_id,
+            run.experiment,
+            {
+                "loss": list(
+                    {
+                        math.floor(step): (math.floor(step), value) for step, value in run.series["loss"]
+                    }.values()
+                )
+            },
+            run.parent,
+            run.fork_step,
+        )
+        for run in RUNS
+    ]
+    present = {run.custom_id for run in RUNS}
+    for (label, steps, values, _), fork, run in zip(
+        curves, inherited, sorted(RUNS, key=lambda r: r.custom_id), strict=True
+    ):
+        want = plain_lineage(floored, run.custom_id)
+        assert label == run.custom_id
+        assert steps == [step for step, _ in want] and values == pytest.approx([value for _, value in want])
+        assert fork == (run.fork_step if run.parent in present else None)
+    assert "ancestors' points (dotted)" in note

@@ -120,6 +120,18 @@ def _legend_rows(labels: Sequence[str], width: float) -> tuple[int, int]:
     return columns, -(-len(labels) // columns)
 
 
+def _draw_curve(axes: Any, step: Any, value: Any, color: Any, fork: float | None) -> Any:
+    """One run's curve (steps in order); a fork's part up to `fork` (its inherited points) dotted, on to
+    its first own point, and solid from there. The solid line's handle (for a legend)."""
+    if fork is None:
+        return axes.plot(step, value, color=color)[0]
+    import numpy as np
+
+    own = int(np.searchsorted(step, fork, side="right"))
+    axes.plot(step[: own + 1], value[: own + 1], color=color, linestyle=":")
+    return axes.plot(step[own:], value[own:], color=color)[0]
+
+
 def plot_curves(
     path: PlotTarget,
     curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
@@ -158,13 +170,7 @@ def plot_curves(
             order = np.argsort(step, kind="stable")  # the engine's order: by step, equal steps as logged
             step, value = step[order], value[order]
             finite = np.isfinite(value)
-            shown = np.where(finite, value, np.nan)
-            if fork is None:
-                handles += axes.plot(step, shown, color=color)
-            else:  # dotted up to the fork and on to the run's first own point, solid from there
-                own = int(np.searchsorted(step, fork, side="right"))
-                axes.plot(step[: own + 1], shown[: own + 1], color=color, linestyle=":")
-                handles += axes.plot(step[own:], shown[own:], color=color)
+            handles.append(_draw_curve(axes, step, np.where(finite, value, np.nan), color, fork))
             step, value = step[finite], value[finite]
             if not step.size:
                 continue
@@ -206,11 +212,13 @@ def plot_curve_panels(
     *,
     metric: str,
     columns: int = 4,
+    inherited: Sequence[float | None] | None = None,
 ) -> None:
     """Small multiples: curves = (label, steps, values, ranked value) per run, best first, one panel each
     on shared axes. Each panel marks the value its run was ranked by: a dashed line at that value and,
     where the run logged it (the last such step), a dot in a shaded band. The y axis is logarithmic when
-    the values are positive and span a decade or more."""
+    the values are positive and span a decade or more. `inherited`: as plot_curves' (a fork's inherited
+    part dotted)."""
     import numpy as np
 
     columns = max(1, min(columns, len(curves)))
@@ -221,14 +229,15 @@ def plot_curve_panels(
     with _figure(target, 0.35 + 1.85 * columns, 0.45 + 1.35 * rows) as figure:
         grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
         seen = []
-        for rank, (axes, color, (label, steps, values, ranked)) in enumerate(
-            zip(grid.flat, _colors(len(curves)), curves, strict=False), start=1
+        forks = list(inherited) if inherited is not None else [None] * len(curves)
+        for rank, (axes, color, (label, steps, values, ranked), fork) in enumerate(
+            zip(grid.flat, _colors(len(curves)), curves, forks, strict=False), start=1
         ):
             step, value = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
             order = np.argsort(step, kind="stable")
             step, value = step[order], value[order]
             finite = np.isfinite(value)
-            axes.plot(step, np.where(finite, value, np.nan), color=color)
+            _draw_curve(axes, step, np.where(finite, value, np.nan), color, fork)
             seen.append(value[finite])
             axes.axhline(ranked, color="0.35", linestyle="--", linewidth=0.7)
             logged = np.flatnonzero(np.isclose(value, ranked, rtol=1e-9, atol=0.0))

@@ -21,11 +21,14 @@ from shared.analysis.plots import axis_name, plot_curve_panels, plot_system_pane
 from shared.analysis.render import states_note
 from shared.analysis.views import GroupView, ParetoView, PivotView, TopView, ViewOptions
 from shared.base.errors import BadInput, describe
+from shared.base.events import Events
 from shared.base.storage import atomic_path
 from shared.table.exports import FILE_INDEX, RUN_KEY, RunsFile, export_metadata, newest_files
+from shared.table.lineage import ANCESTRY_SCHEMA, Fork, ancestry, with_lineage
 from shared.table.metrics import metric_column
 from shared.table.outputs import format_value
 from shared.table.schema import CONFIG_PREFIX
+from shared.table.series import RUN
 from shared.table.system_summary import SUMMARIES, summary_samples
 from shared.table.vocabulary import TOP
 
@@ -179,14 +182,48 @@ def pareto_section(candidates: pl.DataFrame, options: ViewOptions) -> dict:
     }
 
 
+def run_ancestry(runs: pl.LazyFrame, wanted: pl.DataFrame) -> pl.DataFrame:
+    """The ancestors of the `wanted` runs that forked (Neptune 3: `parent_run_id`, `fork_step`), each a
+    row (entity, project, id, ancestor, until, distance: shared.table.lineage), among the exported runs
+    of their project; none when the runs table has no fork columns. A missing parent ends a lineage; a
+    cycle is drawn without one."""
+    schema = runs.collect_schema()
+    empty = pl.DataFrame(schema={"entity": pl.String, "project": pl.String, **ANCESTRY_SCHEMA})
+    if not {"parent_run_id", "fork_step"} <= set(schema):
+        return empty.rename({RUN: "id"})
+    projects = wanted.select("entity", "project").unique()
+    rows = runs.join(projects.lazy(), on=["entity", "project"], how="semi")
+    rows = rows.select(*RUN_KEY, "parent_run_id", pl.col("fork_step").cast(pl.Float64)).collect()
+    parts = [empty]
+    for (entity, project), group in rows.group_by("entity", "project"):
+        forks = {
+            run_id: Fork(parent, step)
+            for run_id, parent, step in group.select("id", "parent_run_id", "fork_step").iter_rows()
+            if parent and step is not None
+        }
+        try:
+            found = ancestry(forks, set(group["id"]), Events())
+        except BadInput:
+            continue
+        parts.append(found.select(pl.lit(entity).alias("entity"), pl.lit(project).alias("project"), pl.all()))
+    found = pl.concat(parts).rename({RUN: "id"})
+    return found.join(wanted.select(RUN_KEY), on=list(RUN_KEY), how="semi")
+
+
 def top_curves(
-    files: Sequence[RunsFile], top: pl.DataFrame, metric: str
-) -> tuple[list[tuple[str, list, list, float]], str]:
+    files: Sequence[RunsFile], top: pl.DataFrame, metric: str, runs: pl.LazyFrame | None = None
+) -> tuple[list[tuple[str, list, list, float]], list[float | None], str]:
     """The top runs' logged curves of `metric` from the inputs' history files (opened with them), best
-    first; and a line saying which runs have none (or why there are no curves at all). A run's curve is
-    from the history of the file its row is from: the newest copy's (scan_deduplicated)."""
+    first, each fork's (of the exported `runs`) with the points it inherits, and the step up to which
+    each is inherited (None: all its own); and a line saying which runs have none (or why there are no
+    curves at all). A run's curve is from the history of the file its row is from: the newest copy's
+    (scan_deduplicated)."""
     wanted = top.head(CURVE_PANELS).select(*RUN_KEY, "name", metric)
-    holders = newest_files(files, wanted.select(RUN_KEY))
+    ancestors = run_ancestry(runs if runs is not None else pl.LazyFrame(), wanted)
+    read = pl.concat(
+        [wanted.select(RUN_KEY), ancestors.select("entity", "project", pl.col("ancestor").alias("id"))]
+    ).unique(maintain_order=True)
+    holders = newest_files(files, read)
     found: dict[tuple[str, str, str], pl.DataFrame] = {}
     histories = 0
     for index, runs_file in enumerate(files):
@@ -209,18 +246,38 @@ def top_curves(
             if mine.height:
                 found.setdefault((entity, project, run_id), mine.sort("step", maintain_order=True))
     if not histories:
-        return [], "No learning curves: the input has no history (export with --include-history)."
-    curves = []
+        return [], [], "No learning curves: the input has no history (export with --include-history)."
+    curves, inherited = [], []
     for entity, project, run_id, name, value in wanted.iter_rows():
-        points = found.get((entity, project, run_id))
-        if points is not None:
-            curves.append((name or run_id, points["step"].to_list(), points["value"].to_list(), value))
+        mine = ancestors.filter(
+            (pl.col("entity") == entity) & (pl.col("project") == project) & (pl.col("id") == run_id)
+        )
+        lineage = [run_id, *mine["ancestor"]]
+        parts = [
+            found[key].select(RUN, "key", "step", "value")
+            for i in lineage
+            if (key := (entity, project, i)) in found
+        ]
+        if (entity, project, run_id) not in found:
+            continue
+        points = found[(entity, project, run_id)]
+        fork = None
+        if mine.height and len(parts) > 1:
+            points = with_lineage(
+                pl.concat(parts), mine.select(pl.col("id").alias(RUN), "ancestor", "until", "distance")
+            )
+            points = points.filter(pl.col(RUN) == run_id).sort("step", maintain_order=True)
+            fork = mine.filter(pl.col("distance") == 1)["until"].item()
+        curves.append((name or run_id, points["step"].to_list(), points["value"].to_list(), value))
+        inherited.append(fork)
     if not curves:
-        return [], f"No learning curves: the history holds no {axis_name(metric)} of the top runs."
+        return [], [], f"No learning curves: the history holds no {axis_name(metric)} of the top runs."
     notes = [f"The best {wanted.height} of the top {top.height} runs."] if top.height > wanted.height else []
     if missing := wanted.height - len(curves):
         notes.append(f"{missing} of them have no {axis_name(metric)} history.")
-    return curves, " ".join(notes)
+    if any(fork is not None for fork in inherited):
+        notes.append("A forked run's curve starts with its ancestors' points (dotted), up to its fork step.")
+    return curves, inherited, " ".join(notes)
 
 
 def system_section(files: Sequence[RunsFile], top: pl.DataFrame) -> dict | None:
@@ -375,10 +432,10 @@ def build_report(
     if top.height and (system_metrics := system_section(files, top)):
         page["system"] = system_metrics
     if top.height:
-        curves, page["curves_note"] = top_curves(files, top, metric)
+        curves, inherited, page["curves_note"] = top_curves(files, top, metric, frame)
         if curves:
             page["curves"] = svg_markup(
-                lambda buffer: plot_curve_panels(buffer, curves, metric=metric), "curves"
+                lambda buffer: plot_curve_panels(buffer, curves, metric=metric, inherited=inherited), "curves"
             )
     return render_page(page), funnel
 
