@@ -253,6 +253,17 @@ def test_unreachable_says_connection_refused(wandb_env, monkeypatch):
     )
 
 
+def test_a_server_that_stalls_the_login_check_did_not_answer_in_time(wandb_env, monkeypatch):
+    with StandinServer(wandb_env.dataset) as server:
+        server.request_hook = lambda info: HookResult(delay_s=6)
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        with pytest.raises(Incomplete) as caught:
+            list_entities.main(["--json", "--timeout", "2"])
+        server.request_hook = None
+    expected = f"W&B server {server.url} did not answer: nothing within 2 s (too slow or unreachable)"
+    assert str(caught.value) == expected
+
+
 @pytest.mark.parametrize("operation", ["GetProjects", "Runs"])
 def test_list_entities_after_the_login_a_server_error_is_exit_1(wandb_env, monkeypatch, operation):
     """A 500 while listing projects or counting runs is the server's failure (it was "unknown W&B entity",

@@ -28,7 +28,7 @@ _PROBE_QUERY = b'{"query": "query Viewer { viewer { id } }"}'
 
 @dataclass(frozen=True)
 class Answer:
-    """How the server's GraphQL endpoint answered: an HTTP status, or no answer (`unreachable` says why)."""
+    """How the server's GraphQL endpoint answered: an HTTP status, or none (`unreachable` says why)."""
 
     status: int | None = None
     body: bytes = b""
@@ -58,7 +58,7 @@ def _login_verdict(answer: Answer, credentials: Credentials, timeout_s: float) -
     server, status = credentials.server, answer.status
     endpoint = f"{server}/graphql"
     if answer.unreachable:
-        return Incomplete(f"W&B server {server} did not answer: unreachable ({answer.unreachable})")
+        return Incomplete(f"W&B server {server} did not answer: {answer.unreachable}")
     assert status is not None
     if status in (401, 403):
         return BadInput(f"W&B rejected the API key from {credentials.source} for {server} (HTTP {status})")
@@ -79,8 +79,13 @@ def _login_verdict(answer: Answer, credentials: Credentials, timeout_s: float) -
         return BadInput(
             f"no W&B API at {server}: {endpoint} answered with {what}, not W&B's (check WANDB_BASE_URL)"
         )
-    if not (isinstance(reply, dict) and isinstance(reply.get("data"), dict) and reply["data"].get("viewer")):
+    data = reply.get("data") if isinstance(reply, dict) else None
+    if isinstance(data, dict) and "viewer" in data and not data["viewer"] and not reply.get("errors"):
         return BadInput(f"W&B rejected the API key from {credentials.source} for {server} (no user for it)")
+    if not (isinstance(data, dict) and data.get("viewer")):
+        return BadInput(
+            f"no W&B API at {server}: {endpoint} answered JSON that is not W&B's (check WANDB_BASE_URL)"
+        )
     # The endpoint answers now: the client's check timed out or met a passing failure.
     return Incomplete(
         f"W&B server {server} did not answer the login check within {timeout_s:g} s (try again)"
@@ -103,9 +108,9 @@ def probe(credentials: Credentials, timeout_s: float) -> Answer:
     except urllib.error.HTTPError as error:
         return Answer(error.code, b"", "", error.headers.get("Location", "") if error.headers else "")
     except urllib.error.URLError as error:
-        return Answer(unreachable=_network_reason(error.reason))
+        return Answer(unreachable=_network_reason(error.reason, timeout_s))
     except (TimeoutError, OSError) as error:
-        return Answer(unreachable=_network_reason(error))
+        return Answer(unreachable=_network_reason(error, timeout_s))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -113,16 +118,18 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx is raised as an HTTPError
 
 
-def _network_reason(reason: object) -> str:
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
+def _network_reason(reason: object, timeout_s: float) -> str:
     if isinstance(reason, TimeoutError | socket.timeout):
-        return "no answer in time"
-    if isinstance(reason, socket.gaierror):
-        return "its host name does not resolve"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror
-    return describe(reason) if isinstance(reason, BaseException) else str(reason)
+        return f"nothing within {timeout_s:g} s (too slow or unreachable)"
+    if isinstance(reason, ConnectionRefusedError):
+        detail = "connection refused"
+    elif isinstance(reason, socket.gaierror):
+        detail = "its host name does not resolve"
+    elif isinstance(reason, OSError) and reason.strerror:
+        detail = reason.strerror
+    else:
+        detail = describe(reason) if isinstance(reason, BaseException) else str(reason)
+    return f"unreachable ({detail})"
 
 
 def _http_status(error: BaseException | None) -> int | None:
