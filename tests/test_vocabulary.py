@@ -419,7 +419,7 @@ def test_the_readme_table_is_the_generated_one():
     heading = "### Flags every tool spells the same way\n\n"
     section = readme[readme.index(heading) + len(heading) :].split("\n\n", 1)[0] + "\n"
     assert section == flags.flags_table(), (
-        "README.md's flag table differs from shared/cli/flags.py; paste flags.flags_table() in its place"
+        "README.md's flag table differs from shared/cli/flags.py: paste `uv run python -m shared.cli.flags`"
     )
 
 

@@ -193,3 +193,7 @@ def flags_table() -> str:
     lines = ["| flag | meaning | tools |", "| --- | --- | --- |"]
     lines += [f"| {c.shown} | {c.meaning} | {tools_text(c.tools)} |" for c in CONCEPTS]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # `uv run python -m shared.cli.flags`: the table to paste into the README
+    print(flags_table(), end="")
