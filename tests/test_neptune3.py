@@ -329,3 +329,44 @@ def test_report_curves_rebuild_a_forks_lineage_from_the_export(archive: Path, tm
         assert steps == [step for step, _ in want] and values == pytest.approx([value for _, value in want])
         assert fork == (run.fork_step if run.parent in present else None)
     assert "ancestors' points (dotted)" in note
+
+
+def test_an_export_folder_is_queried_over_lineages_like_the_archive(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """query_topk --source on our own export of a Neptune 3 archive: the fork columns rebuild each lineage
+    (history steps are whole numbers: the archive's 7.75 is step 7 there)."""
+    out = tmp_path / "out"
+    assert export_runs.main(["--source", str(archive), "-o", str(out), "--include-history"]) == 0
+    capsys.readouterr()  # the export's summary
+    floored = [
+        ForkedRun(
+            run.custom_id,
+            run.experiment,
+            {"loss": list({math.floor(s): (math.floor(s), v) for s, v in run.series["loss"]}.values())},
+            run.parent,
+            run.fork_step,
+            run.is_head,
+        )
+        for run in RUNS
+    ]
+    for flags, want in (
+        ([], expected(floored, "mean_all")),
+        (["--no-lineage"], expected(floored, "mean_all", False)),
+    ):
+        argv = ["--source", str(out), "--metric", "loss", "-k", "20", "--aggregation", "mean_all", "--json"]
+        assert query_topk.main([*argv, *flags]) == 0
+        got = {row["run_id"]: row["metrics"]["loss"] for row in json.loads(capsys.readouterr().out)}
+        assert got == pytest.approx(want)
+    assert query_topk.main(["--source", str(out), "--metric", "loss", "--experiments", "--json"]) == 0
+    heads = {row["run_id"] for row in json.loads(capsys.readouterr().out)}
+    assert heads == {run.custom_id for run in RUNS if run.is_head}
+
+
+def test_experiments_of_a_source_without_any_is_bad_input(tmp_path: Path) -> None:
+    """A Neptune 2 archive has no experiments: --experiments is a usage error, not an empty answer."""
+    from tests.neptune_fixtures import write_archive
+
+    with NeptuneQuery(source=write_archive(tmp_path / "data"), experiments=True, cache=False) as query:
+        with pytest.raises(BadInput, match="no run of this source heads an experiment"):
+            query.query_topk("train/loss")

@@ -235,7 +235,12 @@ class TopkQuery:
             if wanted_state is not None:
                 runs = runs.filter(pl.col("state") == wanted_state)
             if self.experiments:
-                runs = runs.filter(pl.col(RUN).is_in(list(self._heads())))
+                if not (heads := self._heads()):
+                    raise BadInput(
+                        "--experiments: no run of this source heads an experiment (sys/experiment/is_head:"
+                        " Neptune 3 runs only)"
+                    )
+                runs = runs.filter(pl.col(RUN).is_in(list(heads)))
             run_ids = runs[RUN].to_list()
             points = self._points(required, run_ids, aggregation, n_steps)
         result = top_k(

@@ -60,9 +60,7 @@ class NeptuneQuery(TopkQuery):
         )
 
     def _run_lineage(self) -> dict[str, dict[str, Any]]:
-        if isinstance(self.source, ExportFolderSource):  # an export folder's forks are not followed
-            return {}
-        return self.source.lineage_attributes()
+        return self.source.lineage_attributes()  # an export folder's from its runs table
 
     def _parse_state(self, state: str | None) -> str | None:
         if isinstance(self.source, ExportFolderSource):  # an export's states are the shared ones

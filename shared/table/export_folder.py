@@ -26,7 +26,7 @@ from shared.table.exports import (
 )
 from shared.table.flatten import parse_object
 from shared.table.record_source import ListedRun, RecordSource, points_frame
-from shared.table.schema import RAW_JSON_COLUMNS, RUNS_FILE
+from shared.table.schema import LINEAGE, RAW_JSON_COLUMNS, RUNS_FILE
 from shared.table.series import RUN
 
 
@@ -200,6 +200,15 @@ class ExportFolderSource(RecordSource):
         for row in pl.read_parquet(snapshot.runs).iter_rows(named=True):
             config, summary = (parse_object(row[c])[0] or {} for c in RAW_JSON_COLUMNS)
             yield ListedRun(row["id"], row["name"] or row["id"], row["state"], config, summary, row)
+
+    def lineage_attributes(self) -> dict[str, dict[str, Any]]:
+        """The experiment and fork columns (schema.LINEAGE) of the runs that have one: an export of Neptune 3
+        runs is queried over their lineages as the archive was (its history holds each run's own points)."""
+        self.runs()
+        found = {run.run_id: {name: run.raw.get(name) for name in LINEAGE} for run in self._listed.values()}
+        return {
+            run_id: fields for run_id, fields in found.items() if any(v is not None for v in fields.values())
+        }
 
     def _history(self, pairs: pl.DataFrame, *, needed: bool) -> pl.DataFrame:
         keys = pairs["key"].unique().to_list()
