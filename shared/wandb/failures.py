@@ -19,11 +19,13 @@ from shared.base.text import without_userinfo
 from shared.wandb.auth import Credentials
 
 PROBE_TIMEOUT_S = 10.0
-# How wandb.Api() words a login check that reached (or tried to reach) the server; any other error of
-# its login is the client's own check of the key's form, made before a request is sent.
+# How wandb.Api() words a login check that reached (or tried to reach) the server; an error before it
+# is mostly the client's own check of the key's form, made before any request.
 _SERVER_CHECK = ("Failed to verify credentials with", "An error occurred while verifying credentials with")
-Item = TypeVar("Item")
 _PROBE_QUERY = b'{"query": "query Viewer { viewer { id } }"}'
+
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,29 @@ def login_failure(error: Exception, credentials: Credentials, timeout_s: float) 
     if "wandb-core exited" in text:  # under `ulimit -v 1000000` it could not start its threads
         return Incomplete(f"the W&B client's service stopped before it checked the key ({describe(error)})")
     if not text.startswith(_SERVER_CHECK):
-        return BadInput(
-            f"the API key from {credentials.source} is malformed: {describe(error)} (checked locally by"
-            f" the W&B client; nothing was sent to {server})"
+        if _refused_locally(credentials.api_key):
+            return BadInput(
+                f"the API key from {credentials.source} is malformed: {describe(error)} (checked locally by"
+                f" the W&B client; nothing was sent to {server})"
+            )
+        return Incomplete(
+            f"the W&B client failed before it checked the key with {server} ({describe(error)})"
         )
     status = _http_status(error.__cause__)
     answer = Answer(status=status) if status else probe(credentials, min(timeout_s, PROBE_TIMEOUT_S))
     return _login_verdict(answer, credentials, timeout_s)
+
+
+_KINDS = {408: "request timeout", 429: "too many requests"}
+
+
+def _refused_locally(api_key: str) -> bool:
+    """Whether the client's own check of a key's form, made before any request, refuses it."""
+    try:
+        from wandb.sdk.lib.wbauth.validation import check_api_key
+    except ImportError:  # another client release: its login raised no other error
+        return True
+    return check_api_key(api_key) is not None
 
 
 def _login_verdict(answer: Answer, credentials: Credentials, timeout_s: float) -> RunToolsError:
@@ -64,7 +82,8 @@ def _login_verdict(answer: Answer, credentials: Credentials, timeout_s: float) -
         return BadInput(f"W&B rejected the API key from {credentials.source} for {server} (HTTP {status})")
     if status >= 500 or status in (408, 429):
         return Incomplete(
-            f"W&B server {server} failed with HTTP {status} (a server error): the key was not checked"
+            f"W&B server {server} failed with HTTP {status} ({_KINDS.get(status, 'a server error')}):"
+            " the key was not checked"
         )
     if 300 <= status < 400:
         where = f" to {without_userinfo(answer.location)}" if answer.location else ""
