@@ -218,6 +218,19 @@ def test_the_login_check_says_what_the_server_answered(wandb_env, monkeypatch, m
     assert re.search(message.format(url=re.escape(server.url)), str(caught.value)), str(caught.value)
 
 
+def test_a_redirect_to_a_login_page_is_no_wandb_api(wandb_env, monkeypatch):
+    with StandinServer(wandb_env.dataset) as server:
+        login = f"http://user:secret@127.0.0.1:{server.port}/login"
+        server.not_wandb = HookResult(status=302, headers={"Location": login}, body=b"")
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        with pytest.raises(BadInput) as caught:
+            list_entities.main(["--json", "--timeout", "3"])
+    expected = (
+        f"no W&B API at {server.url}: {server.url}/graphql redirects to http://127.0.0.1:{server.port}/login"
+    )
+    assert str(caught.value) == f"{expected} (check WANDB_BASE_URL)"
+
+
 def test_a_key_the_server_rejects_says_so_with_its_status(wandb_env, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef" * 2 + "deadbeef")
     with pytest.raises(BadInput) as caught:
