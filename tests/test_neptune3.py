@@ -72,6 +72,7 @@ def expected(runs: list[ForkedRun], aggregation: str, lineage: bool = True) -> d
             "min": min(values),
             "max": max(values),
             "mean_all": statistics.fmean(values),
+            "mean_last_n": statistics.fmean(values[-4:]),  # n_steps=4: reaches into the inherited part
         }[aggregation]
     return answers
 
@@ -81,12 +82,12 @@ def archive(tmp_path: Path) -> Path:
     return write_neptune3_archive(tmp_path / "data", RUNS)
 
 
-@pytest.mark.parametrize("aggregation", ["last", "min", "max", "mean_all"])
+@pytest.mark.parametrize("aggregation", ["last", "min", "max", "mean_all", "mean_last_n"])
 @pytest.mark.parametrize("lineage", [True, False])
 def test_every_aggregation_over_each_runs_lineage(archive: Path, aggregation: str, lineage: bool) -> None:
     events = Events()
     with NeptuneQuery(source=archive, events=events, lineage=lineage, cache=False) as query:
-        answer = query.query_topk("loss", k=100, aggregation=aggregation)
+        answer = query.query_topk("loss", k=100, aggregation=aggregation, n_steps=4)
     got = {run.run_id: run.metrics["loss"] for run in answer}
     assert got == pytest.approx(expected(RUNS, aggregation, lineage))
     missing = [w for w in events.warnings if "c-1" in w]
@@ -367,6 +368,22 @@ def test_experiments_of_a_source_without_any_is_bad_input(tmp_path: Path) -> Non
     """A Neptune 2 archive has no experiments: --experiments is a usage error, not an empty answer."""
     from tests.neptune_fixtures import write_archive
 
-    with NeptuneQuery(source=write_archive(tmp_path / "data"), experiments=True, cache=False) as query:
-        with pytest.raises(BadInput, match="no run of this source heads an experiment"):
-            query.query_topk("train/loss")
+    archive = write_archive(tmp_path / "data")
+    with (
+        NeptuneQuery(source=archive, experiments=True, cache=False) as query,
+        pytest.raises(BadInput, match="no run of this source heads an experiment"),
+    ):
+        query.query_topk("train/loss")
+
+
+def test_cached_queries_answer_over_lineages_too(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary cache (default on) changes nothing: a cold and a warm query give the plain answers."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for _ in ("cold", "warm"):
+        with NeptuneQuery(source=archive) as query:
+            got = {
+                r.run_id: r.metrics["loss"] for r in query.query_topk("loss", k=100, aggregation="mean_all")
+            }
+        assert got == pytest.approx(expected(RUNS, "mean_all"))
