@@ -288,6 +288,21 @@ def test_list_entities_after_the_login_a_server_error_is_exit_1(wandb_env, monke
             list_entities.main(["-e", TEAM, "--json", "--timeout", "3"])
 
 
+def test_export_without_entity_a_server_error_asking_the_default_one_is_exit_1(
+    wandb_env, tmp_path, monkeypatch
+):
+    with StandinServer(wandb_env.dataset) as server:
+        server.request_hook = lambda info: (
+            HookResult(status=500) if info.operation == "GetDefaultEntity" else None
+        )
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        with pytest.raises(
+            Incomplete, match=rf"the key's default entity: W&B server {re.escape(server.url)} "
+        ):
+            export_runs.main(["-p", PROJECT, "-o", str(tmp_path / "out"), "--timeout", "3"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_list_entities_reports_projects_with_counts(wandb_env, capsys):
     # A timeout under a second is waited for as given (it was once truncated to 0: "did not answer").
     assert list_entities.main(["--json", "--timeout", "0.5"]) == 0

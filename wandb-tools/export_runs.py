@@ -179,13 +179,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def api_targets(args: argparse.Namespace, events: Events) -> list[ExportTarget]:
     """A source per project of the entity to export, checked first: the key, the entity, the names."""
     from shared.export.pipeline import ExportTarget
-    from shared.wandb.api import connect, project_names
+    from shared.wandb.api import connect, default_entity, project_names
     from shared.wandb.auth import wandb_credentials
     from shared.wandb.sources import ApiSource
 
     credentials = wandb_credentials(args.api_key, events)
     api = connect(credentials, args.timeout)
-    entity = args.entity or api.default_entity
+    entity = args.entity or default_entity(api)
     if not entity:
         raise BadInput("no --entity given and the key has no default entity")
     retry = Retry(max_retry_time=args.max_retry_time, notify=events.note)

@@ -119,6 +119,14 @@ def project_names(api: wandb.Api, entity: str, retry: Retry = NO_RETRY) -> list[
         raise BadInput(f"unknown W&B entity {entity!r} (or no access with this key): {error}") from None
 
 
+def default_entity(api: wandb.Api) -> str:
+    """The key's default entity, as the server names it (one request)."""
+    try:
+        return api.default_entity
+    except Exception as error:
+        raise request_failure(error, "the key's default entity", server_of(api)) from None
+
+
 def server_of(api: wandb.Api) -> str:
     """The server `api` talks to, as it may be shown."""
     return without_userinfo(str(api.settings.get("base_url", "")))

@@ -91,11 +91,11 @@ class ApiSource(RecordSource):
         return self._api
 
     def _list(self) -> Iterator[ListedRun]:
-        from shared.wandb.api import RunPages, run_record
+        from shared.wandb.api import RunPages, default_entity, run_record
         from shared.wandb.failures import reported, request_failure
 
         api = self._connect()
-        entity = self.entity or api.default_entity
+        entity = self.entity or default_entity(api)
         path = f"{entity}/{self.project}"
         what = f"cannot list the runs of W&B project {path}"
         try:  # an unknown project or no access: exit 2; a server or network failure: exit 1
@@ -130,6 +130,7 @@ class ApiSource(RecordSource):
             change_filter,
             count_runs,
             created_since_filter,
+            default_entity,
             run_record,
             unheld_count,
         )
@@ -143,7 +144,7 @@ class ApiSource(RecordSource):
         from shared.wandb.run_files import RunFilesLister
 
         api = self._connect()
-        key = (self.entity or api.default_entity, self.project)
+        key = (self.entity or default_entity(api), self.project)
         plan = request.plan(*key)
         stopping = threading.Event()  # set when the export is abandoned: retries in other threads end
         retry = replace(self.retry, sleep=stoppable_sleep(stopping))
@@ -367,10 +368,11 @@ class ApiSource(RecordSource):
         """These keys of these runs, each run's history downloaded once (as the exporter does: parquet
         locations in batches, files over pooled HTTP, rows not exported yet through the client)."""
         from shared.base.concurrency import bounded_map
+        from shared.wandb.api import default_entity
         from shared.wandb.history import HistoryFetcher
 
         api = self._connect()
-        entity = self.entity or api.default_entity
+        entity = self.entity or default_entity(api)
         runs = [self._listed[run_id].raw for run_id in run_ids]
         with (
             HistoryFetcher(
