@@ -220,7 +220,7 @@ def test_the_login_check_says_what_the_server_answered(wandb_env, monkeypatch, m
 
 def test_a_redirect_to_a_login_page_is_no_wandb_api(wandb_env, monkeypatch):
     with StandinServer(wandb_env.dataset) as server:
-        login = f"http://user:secret@127.0.0.1:{server.port}/login"
+        login = f"http://user:secret@127.0.0.1:{server.port}/login?state=s3cr3t"
         server.not_wandb = HookResult(status=302, headers={"Location": login}, body=b"")
         monkeypatch.setenv("WANDB_BASE_URL", server.url)
         with pytest.raises(BadInput) as caught:

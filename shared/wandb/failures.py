@@ -86,7 +86,8 @@ def _login_verdict(answer: Answer, credentials: Credentials, timeout_s: float) -
             " the key was not checked"
         )
     if 300 <= status < 400:
-        where = f" to {without_userinfo(answer.location)}" if answer.location else ""
+        target = without_userinfo(answer.location).split("?")[0].split("#")[0]  # a query may hold a token
+        where = f" to {target}" if target else ""
         return BadInput(f"no W&B API at {server}: {endpoint} redirects{where} (check WANDB_BASE_URL)")
     if status != 200:
         return BadInput(f"no W&B API at {server}: {endpoint} answered HTTP {status} (check WANDB_BASE_URL)")
