@@ -19,7 +19,7 @@ from shared.query.constraints import (
     where_metrics,
 )
 from shared.query.topk import TopK, top_k
-from shared.table.lineage import INHERITED, Fork, ancestry, with_lineage
+from shared.table.lineage import Fork, ancestry, with_lineage
 from shared.table.series import RUN, aggregate, check_aggregation
 from shared.table.source import Asked, QuerySource, SummarySource
 from shared.table.vocabulary import Aggregation
@@ -96,8 +96,8 @@ class TopkQuery:
         return self._ancestry if self._ancestry.height else None
 
     def _lineage_points(self, keys: Sequence[str], run_ids: Sequence[str] | None) -> pl.DataFrame | None:
-        """These runs' points over their lineages (column INHERITED marks what came from an ancestor), or
-        None when no run of theirs forked (or lineages are not followed)."""
+        """These runs' points over their lineages (`fork_steps` says up to where each is inherited), or
+        None when no run of the source forked (or lineages are not followed)."""
         forks = self._forks()
         if forks is None:
             return None
@@ -121,7 +121,7 @@ class TopkQuery:
         source keeps them, else read."""
         inherited = self._lineage_points(keys, run_ids)
         if inherited is not None:
-            return inherited.drop(INHERITED)
+            return inherited
         if isinstance(self.source, SummarySource):
             points = self.source.summary_points(keys, run_ids, aggregation, n_steps)
             if points is not None:

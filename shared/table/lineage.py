@@ -17,7 +17,6 @@ from shared.base.errors import BadInput
 from shared.base.events import Events
 from shared.table.series import RUN
 
-INHERITED = "inherited"  # the column saying a point came from an ancestor
 # One row per (forked run, ancestor): the ancestor's points up to `until` are the run's too; `distance`
 # 1 is the parent (a nearer run's point wins where two have one at a step).
 ANCESTRY_SCHEMA = {RUN: pl.String, "ancestor": pl.String, "until": pl.Float64, "distance": pl.Int32}
@@ -63,8 +62,9 @@ def ancestry(forks: Mapping[str, Fork], known: set[str], events: Events) -> pl.D
 
 
 def with_lineage(points: pl.DataFrame | pl.LazyFrame, ancestors: pl.DataFrame) -> pl.DataFrame:
-    """`points` (run_id, key, step, value) plus every point each forked run inherits, with the column
-    INHERITED; of two points of a run at one (key, step), the nearer run's is kept (its own first)."""
+    """`points` (run_id, key, step, value) plus every point each forked run inherits (`ancestors`: the
+    ANCESTRY_SCHEMA rows of `ancestry`); of two points of a run at one (key, step), the nearer run's is kept
+    (its own first)."""
     own = (
         points.lazy()
         .select(
@@ -84,5 +84,5 @@ def with_lineage(points: pl.DataFrame | pl.LazyFrame, ancestors: pl.DataFrame) -
         pl.concat([own.with_columns(pl.lit(0, pl.Int32).alias("distance")), inherited])
         .sort([RUN, "key", "step", "distance"], nulls_last=False)
         .unique([RUN, "key", "step"], keep="first", maintain_order=True)
-        .select(RUN, "key", "step", "value", (pl.col("distance") > 0).alias(INHERITED))
+        .select(RUN, "key", "step", "value")
     )
