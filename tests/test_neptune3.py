@@ -10,6 +10,7 @@ import math
 import statistics
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +20,7 @@ from shared.base.errors import BadInput
 from shared.base.events import Events
 from shared.query.neptune import NeptuneQuery
 from tests.current_data import load_script
-from tests.neptune_fixtures import ForkedRun, write_neptune3_archive
+from tests.neptune_fixtures import CREATED, ForkedRun, write_neptune3_archive
 
 QUERY = Path(__file__).resolve().parent.parent / "neptune-tools" / "query_topk.py"
 query_topk = load_script("query_topk", "neptune-tools")
@@ -192,6 +193,11 @@ def test_export_keeps_experiment_and_fork_columns_and_own_points(archive: Path, 
     assert got == want
     depths = dict(runs.select("id", "fork_depth").iter_rows())
     assert depths == {"a-1": None, "a-2": 1, "a-3": 2, "b-1": None, "b-2": 1, "b-3": 1, "c-2": 1, "d-1": None}
+    # the other sys/* values: creation and modification times (the archive has no sys/state: finished)
+    order = {run.custom_id: index for index, run in enumerate(RUNS)}
+    for row in runs.iter_rows(named=True):
+        assert row["created_at"] == CREATED + timedelta(hours=order[row["id"]])
+        assert row["heartbeat_at"] > row["created_at"] and row["state"] == "finished"
     (history_file,) = out.rglob("*_history.parquet")
     history = pl.read_parquet(history_file)
     for run in RUNS:  # each point once: a run's own
