@@ -250,8 +250,8 @@ def test_a_bad_report_path_is_refused_before_any_work(args, message, tmp_path):
 )
 def test_the_report_takes_no_other_output(other, tmp_path):
     done = run("missing.parquet", "--report", "r.html", *other, cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
-        f"error: --report writes the page only: {other[0]} does not apply with it"
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        f"error: --report writes the page only: {other[0]} does not apply with it (see analyze_runs.py --help)"
     )
 
 
