@@ -841,8 +841,8 @@ CASES = [
     # The login check answered with an error is the server's fault, not the key's: exit 1, not 2.
     Case("b-500-on-login", "b", api_export((*BETA, "--timeout", "30"), on_operation("Viewer", HookResult(status=500))), 1,
          "W&B server", check=nothing_written()),
-    Case("b-html-200-on-login", "b", api_export((*BETA, *FAST), on_operation("Viewer", HookResult(body=HTML))), 1,
-         "W&B server", check=nothing_written()),
+    Case("b-html-200-on-login", "b", api_export((*BETA, *FAST), on_operation("Viewer", HookResult(body=HTML))), 2,
+         "no W&B API at", check=nothing_written()),  # a web page where the API should be: a wrong URL
     Case("b-slow-but-within-timeout", "b", api_export((*BETA, "--timeout", "3"), latency(1.0)), 0, check=all_beta),
     Case("b-runs-stall-past-timeout", "b",
          api_export((*BETA, "--timeout", "1", "--max-retry-time", "3"), on_operation("Runs", HookResult(delay_s=4))),

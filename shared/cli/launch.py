@@ -17,12 +17,21 @@ def missing_dependencies(script: Path) -> list[str]:
     """The dependencies in `script`'s metadata block that this Python cannot import."""
     text = script.read_text(encoding="utf-8")
     block = text[: text.find("# ///", text.find("# /// script") + 1)]
-    names = _DEPENDENCY.findall(block)
-    return [name for name in names if find_spec(_MODULE_OF.get(name, name).replace("-", "_")) is None]
+    modules = {name: _MODULE_OF.get(name, name).replace("-", "_") for name in _DEPENDENCY.findall(block)}
+    return [name for name, module in modules.items() if not _importable(module)]
+
+
+def _importable(module: str) -> bool:
+    if module in sys.modules:  # imported already (find_spec raises for a module without a spec)
+        return True
+    return find_spec(module) is not None
 
 
 def require_dependencies(script: str) -> None:
-    """Exit 2 with `error: run this script with uv: …` when this Python lacks a dependency of `script`."""
+    """Exit 2 with `error: run this script with uv: …` when `script` is the program run and this Python lacks
+    one of its dependencies."""
+    if Path(sys.argv[0]).name != Path(script).name:
+        return  # imported by another program (a benchmark, a test) that brings what it uses
     missing = missing_dependencies(Path(script))
     if missing:
         more = " …" if len(sys.argv) > 1 else ""  # the rest of the command line may hold a key: not repeated
