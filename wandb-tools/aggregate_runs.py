@@ -25,7 +25,7 @@ require_dependencies(__file__)  # under a Python without them, one line saying t
 # Heavy imports (polars, pyarrow) after argument parsing: --help and usage errors answer in a fraction
 # of a second.
 from shared.analysis.enrich_rules import ENRICHMENT_COLUMNS
-from shared.cli.args import add_format_argument, path_argument, script_parser
+from shared.cli.args import add_format_argument, add_inputs_source_argument, path_argument, script_parser
 from shared.cli.main import log, run_main
 from shared.table.vocabulary import STATES, parse_state
 
@@ -72,14 +72,7 @@ still being rewritten by an export after a few tries, a full disk), 2 bad input.
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = script_parser("aggregate_runs.py", __doc__, EXAMPLES)
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="folders, *_runs.parquet files or globs")
-    parser.add_argument(
-        "--source",
-        action="append",
-        type=path_argument,
-        default=[],
-        metavar="PATH",
-        help="an INPUT given as a flag (repeatable)",
-    )
+    add_inputs_source_argument(parser, "")
     parser.add_argument(
         "-o",
         "--output",

@@ -28,7 +28,14 @@ require_dependencies(__file__)  # under a Python without them, one line saying t
 # fraction of a second.
 from shared.base.errors import BadInput
 from shared.base.storage import check_output_file
-from shared.cli.args import add_format_argument, int_argument, path_argument, script_parser, text_argument
+from shared.cli.args import (
+    add_format_argument,
+    add_inputs_source_argument,
+    int_argument,
+    path_argument,
+    script_parser,
+    text_argument,
+)
 from shared.cli.main import log, run_main
 from shared.table.vocabulary import PIVOT_COLS, PIVOT_ROWS, STATES, TOP, parse_state
 
@@ -86,14 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="INPUT",
         help="runs parquet(s), folders or globs (default: the newest *.parquet under wandb_export/)",
     )
-    parser.add_argument(
-        "--source",
-        action="append",
-        type=path_argument,
-        default=[],
-        metavar="PATH",
-        help="an INPUT given as a flag (repeatable): a runs parquet, an export folder of either tracker, a glob",
-    )
+    add_inputs_source_argument(parser, ": a runs parquet, an export folder of either tracker, a glob")
     parser.add_argument(
         "--filter",
         metavar="PATTERN",

@@ -74,6 +74,18 @@ def int_argument(text: str) -> int:
     return value
 
 
+def add_inputs_source_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """The reading tools' `--source PATH`: one of their positional INPUTs given as a flag (repeatable)."""
+    parser.add_argument(
+        "--source",
+        action="append",
+        type=path_argument,
+        default=[],
+        metavar="PATH",
+        help=f"an INPUT given as a flag (repeatable){what}",
+    )
+
+
 def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
     """`--timeout S`: how long to wait for one W&B request."""
     parser.add_argument(
