@@ -105,3 +105,12 @@ def test_a_script_environment_keeps_bytecode_under_pythondontwritebytecode(in_ve
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ("False" if in_venv else "True")
+
+
+def test_the_query_modules_import_no_pyarrow():
+    """A query over an archive or offline logs never needs pyarrow (0.18 s with numpy at every start):
+    the query modules tell an export folder apart by its file names and open one on first use."""
+    probe = "import sys, shared.query.neptune, shared.query.wandb; print('pyarrow' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.base.events import Events
 from shared.neptune.runs import NeptuneSource
 from shared.neptune.sources import open_source, parse_state, source_path
 from shared.query.api import RunInfo, TopkQuery
-from shared.table.export_folder import ExportFolderSource, holds_export
+from shared.table.schema import holds_export
 from shared.table.vocabulary import parse_state as shared_state
+
+if TYPE_CHECKING:
+    from shared.table.export_folder import ExportFolderSource
 
 __all__ = ["NeptuneQuery", "RunInfo"]
 
@@ -49,6 +52,8 @@ class NeptuneQuery(TopkQuery):
 
     def _open_source(self) -> NeptuneSource | ExportFolderSource:
         if self.source_path is not None and holds_export(source_path(self.source_path)):
+            from shared.table.export_folder import ExportFolderSource  # pyarrow: only for an export folder
+
             return ExportFolderSource(source_path(self.source_path), self.project, events=self.events)
         return open_source(
             self.project,
@@ -63,6 +68,6 @@ class NeptuneQuery(TopkQuery):
         return self.source.lineage_attributes()  # an export folder's from its runs table
 
     def _parse_state(self, state: str | None) -> str | None:
-        if isinstance(self.source, ExportFolderSource):  # an export's states are the shared ones
+        if not isinstance(self.source, NeptuneSource):  # an export folder's states are the shared ones
             return None if state is None else shared_state(state)
         return parse_state(state)

@@ -9,8 +9,8 @@ from shared.base.errors import BadInput, UnknownMetric
 from shared.base.events import Events
 from shared.query.api import TopkQuery
 from shared.query.constraints import ConstraintError
-from shared.table.export_folder import ExportFolderSource, holds_export
 from shared.table.record_source import RecordSource
+from shared.table.schema import holds_export
 from shared.table.vocabulary import LAST_FROM
 from shared.wandb.sources import ApiSource, OfflineSource, parse_state
 
@@ -64,6 +64,8 @@ class WandbQuery(TopkQuery):
             )
         path = Path(self.source_path).expanduser()
         if (self.kind or source_kind(path)) == "export":
+            from shared.table.export_folder import ExportFolderSource  # pyarrow: only for an export folder
+
             return ExportFolderSource(path, self.project, last_from=self.last_from, events=self.events)
         return OfflineSource(path, self.project, last_from=self.last_from, events=self.events)
 

@@ -55,11 +55,6 @@ def _replaced(runs_file: Path) -> bool:
     return isinstance(superseded, dict) and not superseded.get("runs_only_here")
 
 
-def holds_export(path: Path) -> bool:
-    """Whether `path` is a runs parquet written by export_runs.py or a folder holding one."""
-    return path.name.endswith(RUNS_FILE) or (path.is_dir() and any(path.glob(f"*{RUNS_FILE}")))
-
-
 def find_export(path: Path, project: str | None) -> Path:
     """The `*_runs.parquet` of `project` (entity/project or project) in an export folder, or the file.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -168,6 +169,14 @@ FILE_KINDS = {
     "state": "_state.json",  # what --incremental needs
 }
 RUNS_FILE = FILE_KINDS["runs"]
+
+
+def holds_export(path: Path) -> bool:
+    """Whether `path` is a runs parquet written by export_runs.py or a folder holding one (a name test:
+    telling a query's source apart costs no pyarrow import)."""
+    return path.name.endswith(RUNS_FILE) or (path.is_dir() and any(path.glob(f"*{RUNS_FILE}")))
+
+
 # One export's id, the same in its runs and history parquets' key-value metadata and its metadata JSON:
 # readers tell files of one export from those of another that is replacing them (files of older
 # versions have none: nothing to check).
