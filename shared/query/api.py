@@ -108,6 +108,24 @@ class TopkQuery:
         points = with_lineage(self.source.points(Asked(list(keys), wanted, series=True)), forks)
         return points.filter(pl.col(RUN).is_in(list(run_ids))) if run_ids is not None else points
 
+    def _read_points(
+        self, keys: Sequence[str], run_ids: Sequence[str], *, series: bool = True
+    ) -> pl.DataFrame:
+        """These runs' points: over their lineages when a run forked, else as the source has them."""
+        run_ids = list(run_ids)
+        points = self._lineage_points(keys, run_ids)
+        if points is None:
+            points = self.source.points(Asked(list(keys), run_ids, series=series))
+        return points
+
+    def _parents(self) -> dict[str, tuple[str, float]]:
+        """Each forked run → its parent and the last step it inherits, when the query follows lineages."""
+        forks = self._forks()
+        if forks is None:
+            return {}
+        parents = forks.filter(pl.col("distance") == 1).select(RUN, "ancestor", "until")
+        return {run: (parent, until) for run, parent, until in parents.iter_rows()}
+
     def _heads(self) -> dict[str, str]:
         """Each experiment's head run → the experiment's name (sys/experiment/is_head)."""
         return {
@@ -272,17 +290,7 @@ class TopkQuery:
     def _run_infos(self, ranked: pl.DataFrame, keys: list[str]) -> list[RunInfo]:
         described = self.source.describe(ranked[RUN].to_list())
         experiments = self._heads() if self.experiments else {}
-        forks = self._forks()
-        parents = (
-            {}
-            if forks is None
-            else {
-                run: f"{parent}@{until:g}"
-                for run, parent, until in forks.filter(pl.col("distance") == 1)
-                .select(RUN, "ancestor", "until")
-                .iter_rows()
-            }
-        )
+        parents = {run: f"{parent}@{until:g}" for run, (parent, until) in self._parents().items()}
         return [
             RunInfo(
                 run_id=row[RUN],
@@ -305,9 +313,7 @@ class TopkQuery:
         """Aggregated metrics of several runs in one read (None where a run has no finite value)."""
         check_aggregation(aggregation, n_steps)
         keys = list(dict.fromkeys(metric_keys))
-        points = self._lineage_points(keys, list(run_ids))
-        if points is None:
-            points = self.source.points(Asked(keys, list(run_ids), series=aggregation != "last"))
+        points = self._read_points(keys, run_ids, series=aggregation != "last")
         found = {run_id: dict.fromkeys(keys) for run_id in run_ids}
         for run_id, key, value in aggregate(points, keys, aggregation, n_steps).iter_rows():
             if run_id in found:
@@ -336,9 +342,7 @@ class TopkQuery:
         """Each run's points of `metric_key` in step order, NaN/inf kept (for plots). A point without a
         step (a single number) is placed at its position. A forked run's curve starts with the points it
         inherits (up to its `fork_steps` step) unless the query follows no lineage."""
-        points = self._lineage_points([metric_key], list(run_ids))
-        if points is None:
-            points = self.source.points(Asked([metric_key], list(run_ids)))
+        points = self._read_points([metric_key], run_ids)
         frame = (
             points.lazy()
             .filter(pl.col("key").cast(pl.String) == metric_key)
@@ -358,11 +362,8 @@ class TopkQuery:
     def fork_steps(self, run_ids: Sequence[str]) -> dict[str, float]:
         """The step up to which each of these runs' curves is inherited: the forked runs whose parent the
         source has, when the query follows lineages."""
-        forks = self._forks()
-        if forks is None:
-            return {}
-        parents = forks.filter(pl.col("distance") == 1).select(RUN, "until")
-        return {run: until for run, until in parents.iter_rows() if run in set(run_ids)}
+        wanted = set(run_ids)
+        return {run: until for run, (_, until) in self._parents().items() if run in wanted}
 
     def cleanup(self) -> None:
         """Close every connection the source opened and drop the caches."""
