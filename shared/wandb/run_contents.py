@@ -32,7 +32,6 @@ from shared.wandb.metadata import run_metadata
 from shared.wandb.transfers import Transfers, runs_of_batch, runs_query
 
 if TYPE_CHECKING:
-    import urllib3
     import wandb
 
 METADATA_FILE, CONSOLE_FILE = "wandb-metadata.json", "output.log"
@@ -298,27 +297,9 @@ class ContentsFetcher:
                 raise
             return Contents(describe(error).removeprefix(f"{METADATA_FILE}: "), located)
 
-    def _get(self, url: str, *, stream: bool = False) -> urllib3.BaseHTTPResponse:
-        import urllib3
-
-        try:
-            response = self._transfers.pool(url).request(
-                "GET", url, timeout=self.timeout_s, preload_content=not stream
-            )
-        except urllib3.exceptions.HTTPError as error:  # the URL is signed: never named
-            raise Incomplete(
-                f"download failed ({type(getattr(error, 'reason', None) or error).__name__})"
-            ) from None
-        if response.status != 200:
-            response.release_conn()
-            if 400 <= response.status < 500 and response.status not in (408, 429):
-                raise PermanentFailure(f"download failed (HTTP {response.status})")
-            raise Incomplete(f"download failed (HTTP {response.status})")
-        return response
-
     def _environment(self, url: str) -> dict[str, Any]:
         try:
-            environment = json.loads(self._get(url).data)
+            environment = json.loads(self._transfers.get(url, self.timeout_s).data)
         except ValueError:  # cut short in transfer
             raise Incomplete("the downloaded file is not JSON") from None
         if not isinstance(environment, dict):
@@ -329,7 +310,7 @@ class ContentsFetcher:
         """The run's output.log as console rows, read a chunk at a time (a log may be large)."""
         import urllib3
 
-        response = self._get(url, stream=True)
+        response = self._transfers.get(url, self.timeout_s, stream=True)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         lines: list[str] = []
         rest = ""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, describe
-from shared.base.retry import NO_RETRY, PermanentFailure, Retry
+from shared.base.retry import NO_RETRY, Retry
 from shared.table.run_files import RunFile, folder_files, md5_hex
 from shared.table.source import ProjectKey, RunFailed, RunFiles
 from shared.wandb.transfers import Transfers, runs_of_batch, runs_query
@@ -149,17 +149,8 @@ class RunFilesLister:
         import urllib3
 
         assert self._transfers is not None
+        response = self._transfers.get(url, self.timeout_s, stream=True)
         try:
-            response = self._transfers.pool(url).request(
-                "GET", url, timeout=self.timeout_s, preload_content=False
-            )
-        except urllib3.exceptions.HTTPError as error:
-            reason = type(getattr(error, "reason", None) or error).__name__
-            raise Incomplete(f"download failed ({reason})") from None
-        try:
-            if response.status != 200:
-                failure = PermanentFailure if 400 <= response.status < 500 else Incomplete
-                raise failure(f"download failed (HTTP {response.status})")
             yield response  # type: ignore[misc]  # urllib3's response reads like a binary file
         except urllib3.exceptions.HTTPError as error:
             raise Incomplete(f"download cut short ({type(error).__name__})") from None

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from shared.base.errors import is_bug
-from shared.base.retry import Retry
+from shared.base.errors import Incomplete, is_bug
+from shared.base.retry import PermanentFailure, Retry
 
 if TYPE_CHECKING:
     import urllib3
@@ -40,6 +40,25 @@ class Transfers:
         if proxied is None or urllib.request.proxy_bypass(parts.hostname or ""):
             return self._direct
         return proxied
+
+    def get(self, url: str, timeout_s: float, *, stream: bool = False) -> urllib3.BaseHTTPResponse:
+        """The answer to a GET of `url` (`stream`: its body not read yet; the caller releases it), or why
+        not: a 4xx other than 408 and 429 is permanent, anything else a transfer to retry. The URL may be
+        signed: never named."""
+        import urllib3
+
+        try:
+            response = self.pool(url).request("GET", url, timeout=timeout_s, preload_content=not stream)
+        except urllib3.exceptions.HTTPError as error:
+            raise Incomplete(
+                f"download failed ({type(getattr(error, 'reason', None) or error).__name__})"
+            ) from None
+        if response.status != 200:
+            response.release_conn()
+            if 400 <= response.status < 500 and response.status not in (408, 429):
+                raise PermanentFailure(f"download failed (HTTP {response.status})")
+            raise Incomplete(f"download failed (HTTP {response.status})")
+        return response
 
     def close(self) -> None:
         for pool in (self._direct, *self._proxies.values()):
