@@ -330,15 +330,14 @@ class NeptuneSource:
         for run_id, files in self.export_files(files_of) if files_of else ():
             yield RunFiles(self.key, ids[run_id], files)
         self._fractional = None
-        history, console, system = (
-            request.include_history,
-            *(s in request.streams for s in ("console", "system")),
-        )
+        history = request.include_history
+        console, system = "console" in request.streams, "system" in request.streams
         wanted = {run.run_id for run in history_of}
         fractional_steps = 0
-        streams = {"history", "history_other"} if history else set()
-        streams |= {name for name, asked in (("console", console), ("system", system)) if asked}
-        for batch in self.export_series(history_of, frozenset(streams)) if history_of else ():
+        streams = frozenset({"history", "history_other"} if history else ()) | (
+            request.streams & {"console", "system"}
+        )
+        for batch in self.export_series(history_of, streams) if history_of else ():
             points, texts = batch.numbers, batch.others
             if len(wanted) < len(runs):  # the files hold a run's history only with its row
                 points = points.filter(pl.col("run_id").cast(pl.String).is_in(list(wanted)))
