@@ -210,6 +210,15 @@ def run_ancestry(runs: pl.LazyFrame, wanted: pl.DataFrame) -> pl.DataFrame:
     return found.join(wanted.select(RUN_KEY), on=list(RUN_KEY), how="semi")
 
 
+def _rows_of(path: Path, run_ids: pl.Series, what: str) -> pl.DataFrame:
+    """The rows of these runs in a file beside an input (its history, its system metrics); BadInput when
+    the file cannot be read."""
+    try:
+        return pl.scan_parquet(path).filter(pl.col("run_id").is_in(run_ids.implode())).collect()
+    except (pl.exceptions.PolarsError, OSError) as error:  # cut short, not parquet, no run_id column
+        raise BadInput(f"cannot read the {what} {path}: {describe(error)}") from None
+
+
 def top_curves(
     files: Sequence[RunsFile], top: pl.DataFrame, metric: str, runs: pl.LazyFrame | None = None
 ) -> tuple[list[tuple[str, list, list, float]], list[float | None], str]:
@@ -232,10 +241,7 @@ def top_curves(
             continue
         histories += 1
         keys = holders.filter(pl.col(FILE_INDEX) == index)
-        try:
-            points = pl.scan_parquet(history).filter(pl.col("run_id").is_in(keys["id"].implode())).collect()
-        except (pl.exceptions.PolarsError, OSError) as error:  # cut short, not parquet, no run_id column
-            raise BadInput(f"cannot read the history {history}: {describe(error)}") from None
+        points = _rows_of(history, keys["id"], "history")
         logged_as = [key for key in points["key"].unique() if metric_column(key) == metric]
         points = points.filter(pl.col("key").is_in(logged_as))
         per_project = {"entity", "project"} <= set(points.columns)  # an aggregate's merged history
@@ -294,10 +300,7 @@ def system_section(files: Sequence[RunsFile], top: pl.DataFrame) -> dict | None:
         keys = holders.filter(pl.col(FILE_INDEX) == index)
         if path is None or not keys.height:
             continue
-        try:
-            rows = pl.scan_parquet(path).filter(pl.col("run_id").is_in(keys["id"].implode())).collect()
-        except (pl.exceptions.PolarsError, OSError) as error:
-            raise BadInput(f"cannot read the system metrics {path}: {describe(error)}") from None
+        rows = _rows_of(path, keys["id"], "system metrics")
         if not {"entity", "project"} <= set(rows.columns):  # an aggregate's merged file has them
             rows = rows.join(keys.select("entity", "project", "id"), left_on="run_id", right_on="id")
         parts.append(rows.select("entity", "project", "run_id", "timestamp", "key", "value"))
