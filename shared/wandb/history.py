@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,7 +13,7 @@ from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import HISTORY_SCHEMA, is_internal_key
 from shared.wandb.tidy import rows_to_tidy, skipped_values, stacked_run_ids, wide_to_other, wide_to_tidy
-from shared.wandb.transfers import Transfers, runs_of_batch, runs_query
+from shared.wandb.transfers import Transfers, in_batches, runs_of_batch, runs_query
 
 if TYPE_CHECKING:
     import polars as pl
@@ -92,14 +91,9 @@ class HistoryFetcher:
     def locate(self, runs: Iterable[Any]) -> Iterator[HistoryLocation]:
         """Each run with its parquet URLs, in order; URL_BATCH runs per GraphQL request, LOCATE_REQUESTS
         requests at a time (the caller's thread pages through `runs` meanwhile)."""
-        pending: deque[Future[list[HistoryLocation]]] = deque()
         with ThreadPoolExecutor(LOCATE_REQUESTS, thread_name_prefix="locate") as pool:
-            for batch in batched(runs, URL_BATCH):
-                pending.append(pool.submit(self._locate_batch, batch))
-                while pending and (pending[0].done() or len(pending) > LOCATE_REQUESTS):
-                    yield from pending.popleft().result()
-            while pending:
-                yield from pending.popleft().result()
+            for _, location in in_batches(pool, self._locate_batch, runs, URL_BATCH, LOCATE_REQUESTS):
+                yield location
 
     def _locate_batch(self, runs: list[Any]) -> list[HistoryLocation]:
         """The batch's locations; a run (or the batch) that cannot be located is each run's failure: its

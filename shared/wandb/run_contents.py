@@ -16,20 +16,18 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
-from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import CONSOLE, polars_schema
 from shared.wandb.log_streams import sample_value, system_rows
 from shared.wandb.metadata import run_metadata
-from shared.wandb.transfers import Transfers, runs_of_batch, runs_query
+from shared.wandb.transfers import Transfers, in_batches, runs_of_batch, runs_query
 
 if TYPE_CHECKING:
     import wandb
@@ -203,15 +201,7 @@ class ContentsFetcher:
             def fetched(batch: list[Any]) -> list[Contents]:
                 return list(downloads.map(self._metadata, self._locate([item.run.id for item in batch])))
 
-            pending: deque[tuple[list[Any], Future[list[Contents]]]] = deque()
-            for batch in batched(runs, URL_BATCH):
-                pending.append((batch, lookups.submit(fetched, batch)))
-                while pending and (pending[0][1].done() or len(pending) > BATCHES_AHEAD):
-                    done, results = pending.popleft()
-                    yield from zip(done, results.result(), strict=True)
-            while pending:
-                done, results = pending.popleft()
-                yield from zip(done, results.result(), strict=True)
+            yield from in_batches(lookups, fetched, runs, URL_BATCH, BATCHES_AHEAD)
 
     def fetch_console(self, run_id: str, contents: Contents) -> list[tuple[str, str, Any]]:
         """The run's console rows (none without an output.log), or why they could not be had; as

@@ -6,10 +6,13 @@ wandb-core do, a transfer retried on 429 and 5xx."""
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, is_bug
 from shared.base.retry import PermanentFailure, Retry
 
@@ -17,6 +20,7 @@ if TYPE_CHECKING:
     import urllib3
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+Item, Result = TypeVar("Item"), TypeVar("Result")
 
 
 class Transfers:
@@ -97,3 +101,24 @@ def runs_query(operation: str, parameters: str, selection: str, count: int) -> s
         f"query {operation}($entity: String!, $project: String!, {parameters}{names}) "
         f"{{ project(name: $project, entityName: $entity) {{ {fields} }} }}"
     )
+
+
+def in_batches(
+    pool: ThreadPoolExecutor,
+    work: Callable[[list[Item]], list[Result]],
+    items: Iterable[Item],
+    size: int,
+    ahead: int,
+) -> Iterator[tuple[Item, Result]]:
+    """Each of `items` with its result, in order: `work` (one result per item) applied on `pool` to
+    batches of `size`, up to `ahead` batches under way at once while the caller's thread pulls `items`; a
+    batch is passed on once it and those before it are done."""
+    pending: deque[tuple[list[Item], Future[list[Result]]]] = deque()
+    for batch in batched(items, size):
+        pending.append((batch, pool.submit(work, batch)))
+        while pending and (pending[0][1].done() or len(pending) > ahead):
+            done, results = pending.popleft()
+            yield from zip(done, results.result(), strict=True)
+    while pending:
+        done, results = pending.popleft()
+        yield from zip(done, results.result(), strict=True)
