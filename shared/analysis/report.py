@@ -255,6 +255,9 @@ def top_curves(
         return [], [], "No learning curves: the input has no history (export with --include-history)."
     curves, inherited = [], []
     for entity, project, run_id, name, value in wanted.iter_rows():
+        if (entity, project, run_id) not in found:
+            continue
+        points = found[(entity, project, run_id)]
         mine = ancestors.filter(
             (pl.col("entity") == entity) & (pl.col("project") == project) & (pl.col("id") == run_id)
         )
@@ -264,9 +267,6 @@ def top_curves(
             for i in lineage
             if (key := (entity, project, i)) in found
         ]
-        if (entity, project, run_id) not in found:
-            continue
-        points = found[(entity, project, run_id)]
         fork = None
         if mine.height and len(parts) > 1:
             points = with_lineage(
