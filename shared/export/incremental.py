@@ -142,7 +142,8 @@ class ProjectUpdate:
             for record in export.records
             if record.id in fetched and self.changes.history_moved(record)
         }
-        for name, path in export.stream_paths.items():  # read again for the runs whose history is
+        # Every stream's stored rows, less those of the runs whose history (and streams) are read again.
+        for name, path in export.stream_paths.items():
             for frame in stored_history(path, refetched):
                 export.add_stream(name, frame)
         if not self.include_history:
