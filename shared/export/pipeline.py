@@ -32,8 +32,9 @@ from shared.export.incremental import (
 from shared.export.kept_files import FILES_FOLDER, FileStore
 from shared.export.lock import FolderLock
 from shared.export.project import ProjectExport, ProjectResult, export_files, tracker_of
+from shared.table.exports import export_stem
 from shared.table.run_files import files_frame
-from shared.table.schema import FILE_KINDS, FILES, RunRecord
+from shared.table.schema import FILES, RunRecord
 from shared.table.source import (
     ExportRequest,
     ExportSource,
@@ -195,8 +196,7 @@ class _Project:
         self.finished = False
         self.store: FileStore | None = None
         if options.include_files:
-            stem = self.export.files.runs.name.removesuffix(FILE_KINDS["runs"])
-            root = options.folder / FILES_FOLDER / stem
+            root = options.folder / FILES_FOLDER / export_stem(self.export.files.runs)
             self.store = FileStore(root, options.include_files, options.file_workers)
 
     def add_files(self, item: RunFiles) -> None:
