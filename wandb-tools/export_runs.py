@@ -30,6 +30,7 @@ from shared.base.errors import BadInput
 from shared.base.limits import parse_since
 from shared.base.retry import DEFAULT_MAX_RETRY_TIME, Retry
 from shared.cli.args import (
+    add_api_key_argument,
     add_files_argument,
     add_format_argument,
     add_stream_arguments,
@@ -125,9 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int_argument, default=32, help="concurrent history downloads (default: 32)"
     )
-    parser.add_argument(
-        "--api-key", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
-    )
+    add_api_key_argument(parser)
     add_timeout_argument(parser)
     parser.add_argument(
         "--source",

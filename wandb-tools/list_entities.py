@@ -25,6 +25,7 @@ require_dependencies(__file__)  # under a Python without them, one line saying t
 # Heavy imports (polars, pyarrow, wandb) after argument parsing: --help and usage errors answer in a
 # fraction of a second.
 from shared.cli.args import (
+    add_api_key_argument,
     add_format_argument,
     add_timeout_argument,
     int_argument,
@@ -76,9 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int_argument, default=8, help="projects queried at once (default: 8)"
     )
-    parser.add_argument(
-        "--api-key", metavar="KEY", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
-    )
+    add_api_key_argument(parser)
     add_timeout_argument(parser)
     args = parser.parse_args(argv)
     args.entity = list(dict.fromkeys(args.entity))  # an entity given twice is listed once

@@ -28,7 +28,7 @@ require_dependencies(__file__)  # under a Python without them, one line saying t
 # Heavy imports (polars, wandb) after argument parsing: --help and usage errors answer in a fraction of
 # a second.
 from shared.base.errors import BadInput
-from shared.cli.args import add_timeout_argument, path_argument, script_parser
+from shared.cli.args import add_api_key_argument, add_timeout_argument, path_argument, script_parser
 from shared.cli.main import run_main
 from shared.cli.query_args import QUERY_NOTES, add_query_arguments, check_query_arguments
 from shared.table.vocabulary import LAST_FROM
@@ -106,9 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " folder, a .wandb file) or an export folder (or *_runs.parquet) of either tracker"
         " (--offline and --export are the same flag)",
     )
-    parser.add_argument(
-        "--api-key", metavar="KEY", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
-    )
+    add_api_key_argument(parser)
     add_query_arguments(parser, workers_help="concurrent history fetches from the API (default: 8)")
     parser.add_argument(
         "--last-from",

@@ -86,6 +86,13 @@ def add_inputs_source_argument(parser: argparse.ArgumentParser, what: str) -> No
     )
 
 
+def add_api_key_argument(parser: argparse.ArgumentParser) -> None:
+    """`--api-key KEY`: the W&B tools' key as a flag (before WANDB_API_KEY, .env and ~/.netrc)."""
+    parser.add_argument(
+        "--api-key", metavar="KEY", help="W&B API key (prefer WANDB_API_KEY or .env: a flag shows up in `ps`)"
+    )
+
+
 def add_timeout_argument(parser: argparse.ArgumentParser) -> None:
     """`--timeout S`: how long to wait for one W&B request."""
     parser.add_argument(
