@@ -25,7 +25,7 @@ import polars as pl
 from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
 from shared.table.schema import CONSOLE, polars_schema
-from shared.wandb.log_streams import sample_value, system_rows
+from shared.wandb.log_streams import empty_system, sample_value, system_rows
 from shared.wandb.metadata import run_metadata
 from shared.wandb.transfers import Transfers, in_batches, runs_of_batch, runs_query
 
@@ -112,7 +112,7 @@ def events_rows(runs: list[tuple[str, list[Any]]]) -> tuple[pl.DataFrame, dict[s
             frames.append(events_frame(run_id, run_lines))
         except (ValueError, PermanentFailure) as error:  # a row that is not JSON, or without a timestamp
             failed[run_id] = describe(error)
-    return (pl.concat(frames) if frames else system_rows("", [], [], [])), failed
+    return (pl.concat(frames) if frames else empty_system()), failed
 
 
 def events_frame(run_id: str, lines: list[Any]) -> pl.DataFrame:
@@ -136,7 +136,7 @@ def _wide_events(wide: pl.DataFrame) -> pl.DataFrame:
     """Tidy rows of events read as one frame (a column per key): one per row and key the row holds."""
     columns = [name for name in wide.columns if name.startswith(SYSTEM_PREFIX)]
     if not columns:
-        return system_rows("", [], [], [])
+        return empty_system()
     present = wide.select(
         "run_id",
         pl.col("_timestamp").cast(pl.Float64).alias("seconds"),
