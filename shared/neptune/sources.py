@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING
 from shared.base.errors import EMPTY_PATH, BadInput
 from shared.base.events import Events
 from shared.neptune.runs import NeptuneSource
+from shared.table.vocabulary import STATE_ALIASES
 from shared.table.vocabulary import parse_state as shared_state
 
 if TYPE_CHECKING:
     from shared.neptune.archive import UnreadableFolder
 
 
-_NEPTUNE_STATES = {"running": "active", "finished": "inactive"}  # all that Neptune's runs table tells
+# All that Neptune's runs table tells: the states its two words are aliases of, as it says them.
+_NEPTUNE_STATES = {state: alias for alias, state in STATE_ALIASES.items()}
 
 
 def parse_state(state: str | None) -> str | None:
