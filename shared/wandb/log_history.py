@@ -84,7 +84,6 @@ class HistoryColumns:
 
     def __init__(self, history_keys: set[str] | None) -> None:
         self.history_keys = history_keys
-        self.skipped_values = 0  # values that cannot be represented (none so far: every JSON value can)
         self._frames: list[pl.DataFrame] = []
         self._others: list[pl.DataFrame] = []
         self._rows_before = 0  # history rows already in frames (the fallback step of a row without one)

@@ -67,7 +67,7 @@ class OfflineRun:
     path: Path
     record: RunRecord
     history: pl.DataFrame
-    skipped_values: int = 0  # history values that could not be represented
+    skipped_values: int = 0  # history values that could not be represented (none: every JSON value can)
     lost_records: int = 0
     lost_bytes: int = 0
     run_recorded: bool = True  # the log holds its run record (else the id comes from the file name)
@@ -821,7 +821,6 @@ def read_run_log(
         path=path,
         record=record,
         history=log.history.frame(record.id) if include_history else empty_history(),
-        skipped_values=log.history.skipped_values,
         lost_records=framing.lost_records - (framing.tail_records if running else 0),
         lost_bytes=framing.lost_bytes - (framing.tail_bytes if running else 0),
         run_recorded=log.run is not None,
