@@ -25,9 +25,15 @@ require_dependencies(__file__)  # under a Python without them, one line saying t
 # Heavy imports (polars, pyarrow) after argument parsing: --help and usage errors answer in a fraction
 # of a second.
 from shared.analysis.enrich_rules import ENRICHMENT_COLUMNS
-from shared.cli.args import add_format_argument, add_inputs_source_argument, path_argument, script_parser
+from shared.cli.args import (
+    add_format_argument,
+    add_inputs_source_argument,
+    add_states_argument,
+    parse_states,
+    path_argument,
+    script_parser,
+)
 from shared.cli.main import log, run_main
-from shared.table.vocabulary import STATES, parse_state
 
 if TYPE_CHECKING:
     from shared.analysis.aggregate import AggregateReport
@@ -81,13 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="output file, written atomically by extension: .parquet .csv .json .md"
         " (default: analysis/unified.parquet)",
     )
-    parser.add_argument(
-        "--state",
-        action="append",
-        default=[],
-        metavar="STATE",
-        help=f"keep runs in this state ({', '.join(STATES)}); repeatable or comma-separated",
-    )
+    add_states_argument(parser, "keep")
     parser.add_argument(
         "--filter",
         metavar="PATTERN",
@@ -114,8 +114,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_format_argument(parser, note=" (the report of what was read, dropped and written)")
     args = parser.parse_args(argv)
-    states = (s for item in args.state for s in item.split(",") if s.strip())
-    args.state = list(dict.fromkeys(map(parse_state, states)))
+    args.state = parse_states(args.state)
     args.inputs = [*args.inputs, *map(str, args.source)]
     if not args.inputs:
         parser.error("name the inputs: folders, *_runs.parquet files or globs (or --source PATH)")

@@ -31,13 +31,15 @@ from shared.base.storage import check_output_file
 from shared.cli.args import (
     add_format_argument,
     add_inputs_source_argument,
+    add_states_argument,
     int_argument,
+    parse_states,
     path_argument,
     script_parser,
     text_argument,
 )
 from shared.cli.main import log, run_main
-from shared.table.vocabulary import PIVOT_COLS, PIVOT_ROWS, STATES, TOP, parse_state
+from shared.table.vocabulary import PIVOT_COLS, PIVOT_ROWS, TOP
 
 if TYPE_CHECKING:
     import polars as pl
@@ -99,13 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATTERN",
         help="only runs whose name matches this regex (a plain word: substring)",
     )
-    parser.add_argument(
-        "--state",
-        action="append",
-        default=[],
-        metavar="STATE",
-        help=f"only runs in this state ({', '.join(STATES)}); repeatable or comma-separated",
-    )
+    add_states_argument(parser, "only")
     parser.add_argument(
         "--metric",
         type=text_argument,
@@ -191,7 +187,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     split = lambda text: [c.strip() for c in (text or "").split(",") if c.strip()]  # noqa: E731
     args.group_by = list(dict.fromkeys(split(args.group_by)))  # a name given twice groups once
     args.columns = split(args.columns)
-    args.state = list(dict.fromkeys(parse_state(s) for item in args.state for s in split(item)))
+    args.state = parse_states(args.state)
     args.inputs = [*args.inputs, *map(str, args.source)]
     args.pivot = args.pivot or bool(args.pivot_rows or args.pivot_cols)
     if args.pivot:

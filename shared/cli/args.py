@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from shared.base.errors import EMPTY_PATH, BadInput
-from shared.table.vocabulary import parse_state
+from shared.table.vocabulary import STATES, parse_state
 
 MAX_INT_FLAG = 10**9  # more than any run count, step window or pool; 2**63 and up overflow polars
 
@@ -36,6 +36,22 @@ def state_argument(text: str) -> str:
         return parse_state(text)
     except BadInput as error:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--state: ")) from None
+
+
+def add_states_argument(parser: argparse.ArgumentParser, verb: str) -> None:
+    """The reading tools' `--state STATE`, repeatable or comma-separated (read by `parse_states`)."""
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="STATE",
+        help=f"{verb} runs in this state ({', '.join(STATES)}); repeatable or comma-separated",
+    )
+
+
+def parse_states(items: Sequence[str]) -> list[str]:
+    """`--state`'s words (repeated, comma-separated) as run states, each once; BadInput for an unknown one."""
+    return list(dict.fromkeys(parse_state(s) for item in items for s in item.split(",") if s.strip()))
 
 
 FORMATS = ("table", "csv", "json", "markdown")
