@@ -274,8 +274,9 @@ def _export_target(
         project(*target.project)  # planned before the source is asked
     unreadable: list[Unreadable] = []
     keys = frozenset(options.history_keys) if options.history_keys else None
+    reads = getattr(target.source, "streams", frozenset())  # the tidy streams it reads, and "files"
     # A stream asked for that the source does not read yet (history_other: its values count as skipped).
-    if unread := sorted(options.streams - getattr(target.source, "streams", frozenset())):
+    if unread := sorted(options.streams - reads):
         events.warn(
             f"{target.name}: {target.source.detail} does not read {', '.join(unread)} yet: that file stays empty"
         )
@@ -286,7 +287,7 @@ def _export_target(
         streams=options.streams,
         include_files=options.include_files,
     )
-    if options.include_files and "files" not in getattr(target.source, "streams", frozenset()):
+    if options.include_files and "files" not in reads:
         events.warn(f"{target.name}: {target.source.detail} does not list run files: none are kept")
     try:
         for item in target.source.export_items(request):
