@@ -293,12 +293,13 @@ def system_section(files: Sequence[RunsFile], top: pl.DataFrame) -> dict | None:
     the runs have neither."""
     wanted = top.head(CURVE_PANELS)
     summaries = [c for c in SYSTEM_PANELS if c in wanted.columns and wanted[c].is_not_null().any()]
-    holders = newest_files(files, wanted.select(RUN_KEY))
+    system_files = {index: path for index, f in enumerate(files) if (path := dict(f.streams).get("system"))}
+    # Which file holds each run's newest copy: a scan of every runs file, so only when a system file is there.
+    holders = newest_files(files, wanted.select(RUN_KEY)) if system_files else None
     parts = []
-    for index, runs_file in enumerate(files):
-        path = dict(runs_file.streams).get("system")
+    for index, path in system_files.items():
         keys = holders.filter(pl.col(FILE_INDEX) == index)
-        if path is None or not keys.height:
+        if not keys.height:
             continue
         rows = _rows_of(path, keys["id"], "system metrics")
         if not {"entity", "project"} <= set(rows.columns):  # an aggregate's merged file has them
