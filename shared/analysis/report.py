@@ -227,6 +227,11 @@ def top_curves(
     each is inherited (None: all its own); and a line saying which runs have none (or why there are no
     curves at all). A run's curve is from the history of the file its row is from: the newest copy's
     (scan_deduplicated)."""
+    histories = {
+        index: f.history for index, f in enumerate(files) if f.history is not None and f.history.is_file()
+    }
+    if not histories:  # before the lineages and newest copies are looked up: each a scan of the runs
+        return [], [], "No learning curves: the input has no history (export with --include-history)."
     wanted = top.head(CURVE_PANELS).select(*RUN_KEY, "name", metric)
     ancestors = run_ancestry(runs if runs is not None else pl.LazyFrame(), wanted)
     read = pl.concat(
@@ -234,12 +239,7 @@ def top_curves(
     ).unique(maintain_order=True)
     holders = newest_files(files, read)
     found: dict[tuple[str, str, str], pl.DataFrame] = {}
-    histories = 0
-    for index, runs_file in enumerate(files):
-        history = runs_file.history
-        if history is None or not history.is_file():
-            continue
-        histories += 1
+    for index, history in histories.items():
         keys = holders.filter(pl.col(FILE_INDEX) == index)
         points = _rows_of(history, keys["id"], "history")
         logged_as = [key for key in points["key"].unique() if metric_column(key) == metric]
@@ -251,8 +251,6 @@ def top_curves(
                 mine = mine.filter((pl.col("entity") == entity) & (pl.col("project") == project))
             if mine.height:
                 found.setdefault((entity, project, run_id), mine.sort("step", maintain_order=True))
-    if not histories:
-        return [], [], "No learning curves: the input has no history (export with --include-history)."
     curves, inherited = [], []
     for entity, project, run_id, name, value in wanted.iter_rows():
         if (entity, project, run_id) not in found:
