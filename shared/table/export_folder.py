@@ -23,6 +23,7 @@ from shared.table.exports import (
     listed_history,
     one_export_state,
     parquet_generation,
+    replaced,
 )
 from shared.table.flatten import parse_object
 from shared.table.record_source import ListedRun, RecordSource, points_frame
@@ -49,12 +50,6 @@ def _certainty(runs_file: Path, recorded: tuple[str, str] | None, entity: str, p
     return 2 if stem == tagged else int(stem == plain)
 
 
-def _replaced(runs_file: Path) -> bool:
-    """Marked superseded by a later export of its offline logs, each of its runs exported elsewhere now."""
-    superseded = (export_metadata(runs_file) or {}).get("superseded")
-    return isinstance(superseded, dict) and not superseded.get("runs_only_here")
-
-
 def find_export(path: Path, project: str | None) -> Path:
     """The `*_runs.parquet` of `project` (entity/project or project) in an export folder, or the file.
 
@@ -76,7 +71,7 @@ def find_export(path: Path, project: str | None) -> Path:
     except OSError as error:
         raise Incomplete(f"cannot read {path} ({error.strerror or type(error).__name__})") from None
     files = sorted(path / name for name in names if name.endswith(RUNS_FILE))
-    superseded = [file for file in files if _replaced(file)]
+    superseded = [file for file in files if replaced(file)]
     if superseded:  # an export marked them: their project is no longer in its offline logs
         files = [file for file in files if file not in superseded]
     if not files:

@@ -87,19 +87,31 @@ def open_runs_files(paths: Sequence[Path], *, with_history: bool = False) -> lis
     return opened
 
 
+def superseded(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The mark an export put in a runs file's metadata when its project is no longer in the offline logs
+    it was exported from (`runs_only_here`: its runs that no current export holds); None when unmarked."""
+    mark = (metadata or {}).get("superseded")
+    return mark if isinstance(mark, dict) else None
+
+
+def replaced(runs_file: Path) -> bool:
+    """Marked superseded, each of its runs exported elsewhere now: readers of its folder skip it."""
+    mark = superseded(export_metadata(runs_file))
+    return mark is not None and not mark.get("runs_only_here")
+
+
 def _current(runs_files: list[Path], events: Events) -> list[Path]:
-    """The runs files of a folder less those an export marked superseded (their project is no longer in
-    its offline logs) whose runs are all in the current export, each named in a note; a superseded file
-    that is the only copy of some runs is read, with a warning."""
+    """The runs files of a folder less those `replaced`, each named in a note; a superseded file that is
+    the only copy of some runs is read, with a warning."""
     kept = []
     for runs_file in runs_files:
-        superseded = (export_metadata(runs_file) or {}).get("superseded")
-        if not isinstance(superseded, dict):
+        mark = superseded(export_metadata(runs_file))
+        if mark is None:
             kept.append(runs_file)
-        elif superseded.get("runs_only_here"):
+        elif mark.get("runs_only_here"):
             events.warn(
                 f"{runs_file} is superseded (its project is no longer in the logs it was exported from), but"
-                f" {len(superseded['runs_only_here'])} of its runs are only there: read"
+                f" {len(mark['runs_only_here'])} of its runs are only there: read"
             )
             kept.append(runs_file)
         else:
