@@ -122,9 +122,8 @@ def _current(runs_files: list[Path], events: Events) -> list[Path]:
 def find_runs_files(inputs: Sequence[str], events: Events | None = None) -> list[Path]:
     """Folders (every `*_runs.parquet` below them), files and globs → distinct parquet paths, in order."""
     found: list[Path] = []
-    seen: set[tuple[int, int] | str] = (
-        set()
-    )  # device and inode: one file named twice (a link, `a/../a`) is read once
+    # By device and inode: one file named twice (a link, `a/../a`) is read once.
+    seen: set[tuple[int, int] | str] = set()
     for item in inputs:
         if not item.strip():
             raise BadInput(EMPTY_PATH)
