@@ -385,11 +385,23 @@ def test_experiments_of_a_source_without_any_is_bad_input(tmp_path: Path) -> Non
 def test_cached_queries_answer_over_lineages_too(
     archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The summary cache (default on) changes nothing: a cold and a warm query give the plain answers."""
+    """The summary cache (default on) changes nothing: a cold and a warm query give the plain answers, and
+    so do the experiments' heads. The first query's pass finds the forked runs and keeps only those."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    want = expected(RUNS, "mean_all")
+    heads = {run.custom_id for run in RUNS if run.is_head}
     for _ in ("cold", "warm"):
         with NeptuneQuery(source=archive) as query:
             got = {
                 r.run_id: r.metrics["loss"] for r in query.query_topk("loss", k=100, aggregation="mean_all")
             }
-        assert got == pytest.approx(expected(RUNS, "mean_all"))
+            source = query.source
+        assert got == pytest.approx(want)
+        forks = source._stored_lineage("forks")  # type: ignore[union-attr]
+        assert forks is not None
+        assert {run: (f["parent_run_id"], f["fork_step"]) for run, f in forks.items()} == {
+            run.custom_id: (run.parent, run.fork_step) for run in RUNS if run.parent
+        }
+        with NeptuneQuery(source=archive, experiments=True) as query:
+            answer = query.query_topk("loss", k=100, aggregation="mean_all")
+        assert {r.run_id: r.metrics["loss"] for r in answer} == pytest.approx({h: want[h] for h in heads})

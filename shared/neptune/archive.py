@@ -25,6 +25,7 @@ from shared.neptune.archive_batches import PART, map_batches, run_batches, run_p
 from shared.neptune.attributes import STATE_ALIASES
 from shared.neptune.files import FILE_TYPES, archive_files_root, archive_run_files
 from shared.neptune.runs import (
+    FORK_MARK,
     LINEAGE_PATHS,
     NeptuneRun,
     NeptuneSource,
@@ -395,6 +396,7 @@ class _Read:
     run_ids: list[str] | None = None  # every run id, once a pass over every run has met them all
     summaries: SummaryCache | None = None
     lineage: dict[str, dict[str, Any]] | None = None  # ArchiveSource.lineage_attributes
+    forks: dict[str, dict[str, Any]] | None = None  # ArchiveSource.fork_attributes
 
 
 class ArchiveSource(NeptuneSource):
@@ -602,10 +604,12 @@ class ArchiveSource(NeptuneSource):
         """Summaries of these series in every run, from one pass over the archive (without the tail, a
         streaming group-by that never holds the points; with it, they are held a batch at a time)."""
 
+        read = list(dict.fromkeys([*keys, FORK_MARK]))  # the forked runs found in the same pass
+
         def summary_of(files: Sequence[str] | Sequence[bytes] | None = None) -> pl.DataFrame:
             if tail:
-                return summarize(self._engine_points(keys, files), keys)
-            return summarize_values(self._point_rows(keys, files, ints=False))
+                return summarize(self._engine_points(read, files), read)
+            return summarize_values(self._point_rows(read, files, ints=False))
 
         with self._reading():  # a few batches of whole runs at a time: only their points are held
             sizes = [stat.st_size for stat in self._file_stats()]
@@ -613,9 +617,13 @@ class ArchiveSource(NeptuneSource):
             summary = pl.concat(parts) if parts else None
             if summary is None or not summary.select(pl.struct(RUN, "key").is_unique().all()).item():
                 summary = summary_of()  # a series spread over batches (a part named after another run)
+            self._note_runs(summary[RUN].unique())
+            if self._read.forks is None:
+                marked = summary.filter(pl.col("key") == FORK_MARK)[RUN].unique().sort()
+                self._read.forks = self._fork_fields(marked.to_list())
+            summary = summary.filter(pl.col("key").is_in(keys))
             if not tail:
                 summary = self._with_integers(summary, keys)
-        self._note_runs(summary[RUN].unique())
         return summary
 
     def _with_integers(self, summary: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -646,9 +654,7 @@ class ArchiveSource(NeptuneSource):
         keys = list(dict.fromkeys(keys))
         tail = aggregation == "mean_last_n"
         kind, column = ("tail", "tail") if tail else ("values", aggregation)
-        if self.cache and self._read.summaries is None:
-            self._read.summaries = SummaryCache(self.folder, self.files, self._file_stats(), self.events)
-        cache = self._read.summaries if self.cache else None
+        cache = self._summaries()
         names = {key: f"{kind} {key}" for key in keys}
         runs = cache.load(["runs"]) if cache is not None else None
         summary = cache.load(list(names.values()), [RUN, "key", column]) if runs is not None else None
@@ -663,7 +669,7 @@ class ArchiveSource(NeptuneSource):
                 if tail:
                     tails = fresh.select(RUN, "key", "tail")
                     entries |= {names[key]: tails.filter(pl.col("key") == key) for key in keys}
-                cache.store({"runs": runs, "lineage": self._lineage_entry()} | entries)
+                cache.store({"runs": runs, "forks": self._lineage_frame(self.fork_attributes())} | entries)
             summary = fresh.select(RUN, "key", column)
         self._read.run_ids = runs[RUN].to_list()
         if run_ids is not None:
@@ -686,38 +692,66 @@ class ArchiveSource(NeptuneSource):
             known |= {run_id: dict(sorted(values.items())) for run_id, values in found.items()}
         return {run_id: known[run_id] for run_id in run_ids}
 
-    def lineage_attributes(self) -> dict[str, dict[str, Any]]:
-        """Read once: from the summary cache when it holds them (stored with the summaries: a warm query
-        reads no part), else from the rows at LINEAGE_PATHS alone (the reader skips the other row groups
-        by their statistics)."""
-        if self._read.lineage is not None:
-            return self._read.lineage
+    def _summaries(self) -> SummaryCache | None:
+        """The summary cache of the archive as listed (None without `cache`)."""
         if self.cache and self._read.summaries is None:
             self._read.summaries = SummaryCache(self.folder, self.files, self._file_stats(), self.events)
-        stored = self._read.summaries.load(["lineage"]) if self.cache and self._read.summaries else None
-        if stored is not None:
-            self._read.lineage = {row.pop(RUN): row for row in stored.iter_rows(named=True)}
-            return self._read.lineage
+        return self._read.summaries if self.cache else None
+
+    def _stored_lineage(self, name: str) -> dict[str, dict[str, Any]] | None:
+        """The cache's `lineage` (every run's) or `forks` (the forked runs') entry, when it holds it."""
+        cache = self._summaries()
+        stored = cache.load([name]) if cache is not None else None
+        return None if stored is None else {row.pop(RUN): row for row in stored.iter_rows(named=True)}
+
+    def _lineage_rows(self, files: Sequence[str] | None = None) -> pl.DataFrame:
+        """The simple attributes at LINEAGE_PATHS of these files (the reader skips the other row groups by
+        their statistics), from the runs table's pass when it was made."""
         if self._read.scalars is not None:
-            rows = self._read.scalars.filter(pl.col("attribute_path").is_in(LINEAGE_PATHS))
-        else:
-            with self._reading():
-                scan = self._scan().filter(pl.col("attribute_path").is_in(LINEAGE_PATHS))
-                rows = scan.select(
-                    "run_id", "attribute_path", "attribute_type", *_VALUE_COLUMNS.values()
-                ).collect()
-        found: dict[str, dict[str, Any]] = {}
-        for row in rows.filter(pl.col("attribute_type").is_in(SCALAR_TYPES)).iter_rows(named=True):
-            found.setdefault(row["run_id"], {})[row["attribute_path"]] = row[
-                _VALUE_COLUMNS[row["attribute_type"]]
-            ]
-        self._read.lineage = {run_id: lineage_fields(values) for run_id, values in sorted(found.items())}
+            return self._read.scalars.filter(pl.col("attribute_path").is_in(LINEAGE_PATHS))
+        with self._reading():
+            scan = self._scan(files).filter(pl.col("attribute_path").is_in(LINEAGE_PATHS))
+            rows = scan.select("run_id", "attribute_path", "attribute_type", *_VALUE_COLUMNS.values())
+            return rows.collect()
+
+    def _fork_fields(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The lineage fields of these runs (their FORK_MARK found) that forked, read from their files only."""
+        if not run_ids:
+            return {}
+        rows = self._lineage_rows(self._files_of(run_ids) if len(run_ids) <= 1000 else None)
+        found = _lineage_of(rows.filter(pl.col("run_id").is_in(list(run_ids))))
+        return {run_id: fields for run_id, fields in found.items() if fields["parent_run_id"]}
+
+    def lineage_attributes(self) -> dict[str, dict[str, Any]]:
+        """Read once: from the summary cache when it holds them, else from the rows at LINEAGE_PATHS of
+        every part (kept in the cache for the next query)."""
+        if self._read.lineage is None:
+            self._read.lineage = self._stored_lineage("lineage")
+        if self._read.lineage is None:
+            self._read.lineage = _lineage_of(self._lineage_rows())
+            if (cache := self._summaries()) is not None:
+                cache.store({"lineage": self._lineage_frame(self._read.lineage)})
         return self._read.lineage
 
-    def _lineage_entry(self) -> pl.DataFrame:
-        """`lineage_attributes` as the summary cache keeps them."""
+    def fork_attributes(self) -> dict[str, dict[str, Any]]:
+        """The lineage fields of the forked runs alone. Read once: found by the summary pass when one was
+        made (its points of FORK_MARK), else from every run's lineage when at hand or the cache, else by a
+        pass over FORK_MARK alone (the parts' footers are most of its time) and the forked runs' files."""
+        if self._read.forks is None and (self._read.lineage is not None or self._read.scalars is not None):
+            self._read.forks = super().fork_attributes()  # every run's lineage is known or at hand
+        if self._read.forks is None:
+            self._read.forks = self._stored_lineage("forks")
+        if self._read.forks is None:
+            with self._reading():
+                marked = self._scan().filter(pl.col("attribute_path") == FORK_MARK).select("run_id").collect()
+            self._read.forks = self._fork_fields(sorted(set(marked["run_id"].to_list())))
+        return self._read.forks
+
+    @staticmethod
+    def _lineage_frame(lineage: dict[str, dict[str, Any]]) -> pl.DataFrame:
+        """Lineage fields by run as the summary cache keeps them."""
         return pl.DataFrame(
-            [{RUN: run_id, **fields} for run_id, fields in self.lineage_attributes().items()],
+            [{RUN: run_id, **fields} for run_id, fields in lineage.items()],
             schema={RUN: pl.String()} | polars_schema(tuple((name, CORE[name]) for name in LINEAGE)),
         )
 
@@ -863,6 +897,16 @@ def _structured_text(kind: str, histogram: dict[str, Any] | None, file: dict[str
         return None
     value = {"_type": "histogram", "bins": histogram["edges"], "values": histogram["values"]}
     return json.dumps(value | {"histogram_type": histogram["type"]}, sort_keys=True)
+
+
+def _lineage_of(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each run's lineage fields (`lineage_fields`) from its simple attributes' rows at LINEAGE_PATHS."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows.filter(pl.col("attribute_type").is_in(SCALAR_TYPES)).iter_rows(named=True):
+        found.setdefault(row["run_id"], {})[row["attribute_path"]] = row[
+            _VALUE_COLUMNS[row["attribute_type"]]
+        ]
+    return {run_id: lineage_fields(values) for run_id, values in sorted(found.items())}
 
 
 class UnreadableFolder:

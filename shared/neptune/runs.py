@@ -170,6 +170,7 @@ LINEAGE_PATHS = (
     "sys/forking/step",
     "sys/forking/depth",
 )
+FORK_MARK = "sys/forking/parent"  # only a forked run has it
 
 
 def lineage_fields(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -287,6 +288,10 @@ class NeptuneSource:
         """The experiment and fork of each run that has one (`lineage_fields`, by the source's run id).
         Only a neptune-exporter archive of Neptune 3 runs has them: the other sources read Neptune 2 runs."""
         return {}
+
+    def fork_attributes(self) -> dict[str, dict[str, Any]]:
+        """`lineage_attributes` of the forked runs alone (a source may find those for less)."""
+        return {run: fields for run, fields in self.lineage_attributes().items() if fields["parent_run_id"]}
 
     def unreadable_entries(self) -> dict[str, str]:
         """The files of the source left out because they cannot be read (path → why): each is a run lost."""

@@ -80,6 +80,10 @@ class TopkQuery:
         """Each run's experiment and fork, by run id (shared.neptune.runs.lineage_fields); none by default."""
         return {}
 
+    def _run_forks(self) -> dict[str, dict[str, Any]]:
+        """`_run_lineage` of the forked runs alone (a source may find those for less than every lineage)."""
+        return {run: fields for run, fields in self._run_lineage().items() if fields["parent_run_id"]}
+
     def _forks(self) -> pl.DataFrame | None:
         """The ancestry of every forked run (shared.table.lineage) when the query follows lineages and some
         run forked, else None."""
@@ -88,8 +92,8 @@ class TopkQuery:
         if self._ancestry is None:
             forks = {
                 run_id: Fork(fields["parent_run_id"], fields["fork_step"])
-                for run_id, fields in self._run_lineage().items()
-                if fields["parent_run_id"] and fields["fork_step"] is not None
+                for run_id, fields in self._run_forks().items()
+                if fields["fork_step"] is not None
             }
             known = set(self.source.run_ids()) if forks else set()
             self._ancestry = ancestry(forks, known, self.events)
@@ -135,16 +139,28 @@ class TopkQuery:
         }
 
     def _points(self, keys: list[str], run_ids: list[str] | None, aggregation: str, n_steps: int) -> Any:
-        """The points a query aggregates: over lineages when a run forked, from stored summaries when the
-        source keeps them, else read."""
-        inherited = self._lineage_points(keys, run_ids)
-        if inherited is not None:
-            return inherited
+        """The points a query aggregates: from stored summaries when the source keeps them, else read; a
+        forked run's over its lineage. The summaries come first: a source may find the forks in their pass."""
+        summarised = None
         if isinstance(self.source, SummarySource):
-            points = self.source.summary_points(keys, run_ids, aggregation, n_steps)
-            if points is not None:
-                return points
-        return self.source.points(Asked(keys, run_ids, series=aggregation != "last", required=keys))
+            summarised = self.source.summary_points(keys, run_ids, aggregation, n_steps)
+        forks = self._forks()
+        if forks is None:
+            if summarised is not None:
+                return summarised
+            return self.source.points(Asked(keys, run_ids, series=aggregation != "last", required=keys))
+        if summarised is None:
+            return self._lineage_points(keys, run_ids)
+        forked = forks[RUN].unique().to_list()  # over their lineages; the other runs from the summaries
+        if run_ids is not None:
+            forked = list(set(forked) & set(run_ids))
+        own = summarised.filter(~pl.col(RUN).cast(pl.String).is_in(forked))
+        if not forked:
+            return own
+        inherited = self._lineage_points(keys, forked)
+        assert inherited is not None
+        columns = {RUN: pl.String, "key": pl.String, "step": pl.Float64, "value": pl.Float64}
+        return pl.concat([own.collect().cast(columns), inherited.cast(columns)])
 
     def _unknown_metrics(self, unknown: list[str], known: list[str], where: list[str]) -> BadInput:
         return unknown_metrics_error(unknown, known, where)

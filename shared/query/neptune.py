@@ -67,6 +67,11 @@ class NeptuneQuery(TopkQuery):
     def _run_lineage(self) -> dict[str, dict[str, Any]]:
         return self.source.lineage_attributes()  # an export folder's from its runs table
 
+    def _run_forks(self) -> dict[str, dict[str, Any]]:
+        if isinstance(self.source, NeptuneSource):  # an archive finds its forks in its summary pass
+            return self.source.fork_attributes()
+        return super()._run_forks()
+
     def _parse_state(self, state: str | None) -> str | None:
         if not isinstance(self.source, NeptuneSource):  # an export folder's states are the shared ones
             return None if state is None else shared_state(state)

@@ -18,7 +18,7 @@ import polars as pl
 from shared.base.events import Events
 from shared.table.series import SUMMARY_TAIL
 
-FORMAT = 2  # bump whenever what goes into a summary changes
+FORMAT = 3  # bump whenever what goes into a summary changes
 
 
 def cache_root() -> Path:
