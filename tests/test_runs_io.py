@@ -163,7 +163,8 @@ def test_union_through_real_parquet_files(files):
         merged = scan_runs(runs, schema).collect()
         assert merged.height == sum(len(v) for _, v in files)
         assert merged[FILE_INDEX].to_list() == [i for i, (_, v) in enumerate(files) for _ in v]
-        assert merged[ROW_INDEX].to_list() == list(range(merged.height))  # the files one after another
+        assert merged[ROW_INDEX].is_unique().all()
+        assert merged[ROW_INDEX].to_list() == sorted(merged[ROW_INDEX])  # the files one after another
         if "x" in schema:
             assert merged.schema["x"] == schema["x"]
 
@@ -297,11 +298,16 @@ def test_consecutive_files_of_one_schema_are_one_scan_in_file_and_row_order(tmp_
     schema, _ = union_schema([f.schema for f in files])
     merged = scan_runs(files, schema).collect()
     assert merged[FILE_INDEX].to_list() == [i for i in range(7) for _ in range(2)]
-    assert merged[ROW_INDEX].to_list() == list(range(14))
+    # One index per row, in order: each scan's own positions above its first file's index times 2^32.
+    assert merged[ROW_INDEX].to_list() == [
+        *range(6),
+        *((3 << 32) + i for i in range(4)),
+        *((5 << 32) + i for i in range(4)),
+    ]
     assert merged[SOURCE_COLUMN].to_list() == [str(p) for p in paths for _ in range(2)]
     assert merged["x"].to_list() == [float(v) for x in xs for v in x]
     kept = scan_deduplicated(files).filter(pl.col("id") == "kept").collect()
     assert kept[SOURCE_COLUMN].to_list() == [str(paths[3])] and kept["x"].to_list() == [2.0]
-    only_some = scan_runs(files, schema, pl.Series([1, 6, 7, 13])).collect()
+    only_some = scan_runs(files, schema, merged[ROW_INDEX].gather([1, 6, 7, 13])).collect()
     assert only_some["id"].to_list() == ["kept", "r3", "kept", "kept"]
     assert only_some[FILE_INDEX].to_list() == [0, 3, 3, 6]

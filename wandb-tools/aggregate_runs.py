@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_output_folder(args.output.parent)
     selection = Selection(args.state, args.filter, args.protocol)
 
-    def read() -> tuple[AggregateReport, int]:  # again when an export replaced an input as it was read
+    def read() -> AggregateReport:  # again when an export replaced an input as it was read
         files = open_runs_files(paths, with_history=args.include_history)
-        report = aggregate(
+        return aggregate(
             files,
             args.output,
             selection,
@@ -152,10 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             include_history=args.include_history,
             events=events,
         )
-        return report, sum(f.rows for f in files)
 
-    report, read_runs = one_export_state(read)
-    show_report(report, read_runs, args)
+    report = one_export_state(read)
+    show_report(report, report.read, args)
     if report.kept == 0:
         reason = (
             f"{report.emptied_by} removed all that were left"

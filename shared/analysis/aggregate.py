@@ -39,6 +39,7 @@ class AggregateReport:
 
     inputs: list[dict[str, object]] = field(default_factory=list)  # per input: file, runs, kept
     dropped: list[tuple[str, int]] = field(default_factory=list)  # (reason, runs), in order
+    read: int = 0  # runs in the inputs, copies counted
     kept: int = 0
     columns: int = 0
     emptied_by: str | None = None  # the filter that left nothing, if any
@@ -75,9 +76,11 @@ def select_runs(
         if before and not kept.height and report.emptied_by is None:
             report.emptied_by = label
     per_file = dict(kept.group_by(FILE_INDEX).len().iter_rows())
+    read = dict(narrow.group_by(FILE_INDEX).len().iter_rows())
     report.inputs = [
-        {"input": f.label, "runs": f.rows, "kept": per_file.get(i, 0)} for i, f in enumerate(files)
+        {"input": f.label, "runs": read.get(i, 0), "kept": per_file.get(i, 0)} for i, f in enumerate(files)
     ]
+    report.read = narrow.height
     report.kept = kept.height
     return kept.select(FILE_INDEX, ROW_INDEX, *RUN_KEY), report
 

@@ -23,7 +23,7 @@ from shared.analysis.views import GroupView, ParetoView, PivotView, TopView, Vie
 from shared.base.errors import BadInput, describe
 from shared.base.events import Events
 from shared.base.storage import atomic_path
-from shared.table.exports import FILE_INDEX, RUN_KEY, RunsFile, export_metadata, newest_files
+from shared.table.exports import FILE_INDEX, RUN_KEY, RunsFile, export_metadata, newest_files, row_counts
 from shared.table.lineage import ANCESTRY_SCHEMA, Fork, ancestry, with_lineage
 from shared.table.metrics import metric_column
 from shared.table.outputs import format_value
@@ -107,7 +107,8 @@ def svg_markup(draw: Callable[[io.BytesIO], None], prefix: str) -> Markup:
 def read_section(files: Sequence[RunsFile], counts: dict[str, pl.DataFrame], funnel: an.Funnel) -> dict:
     """What was read: the inputs, projects, runs by state, the filters' counts, and what was left out."""
     rows, skipped = [], []
-    for runs_file in files:
+    read = row_counts(files)
+    for runs_file, count in zip(files, read, strict=True):
         metadata = export_metadata(runs_file.path) or {}
         history = runs_file.history
         failed = metadata.get("failed_runs") or {}
@@ -116,13 +117,13 @@ def read_section(files: Sequence[RunsFile], counts: dict[str, pl.DataFrame], fun
         rows.append(
             {
                 "file": runs_file.label,
-                "runs": runs_file.rows,
+                "runs": count,
                 "exported at": runs_file.exported_at,
                 "source": str(metadata.get("source_detail") or metadata.get("source") or ""),
                 "history": "yes" if history and history.is_file() else "no",
             }
         )
-    duplicates = sum(f.rows for f in files) - funnel.steps[0][1]
+    duplicates = sum(read) - funnel.steps[0][1]
     if duplicates > 0:
         skipped.append(f"{duplicates} copies of runs found in several inputs (the newest copy is kept)")
     return {

@@ -19,6 +19,7 @@ from shared.table.exports import (
     export_changed,
     export_metadata,
     export_stem,
+    footer_metadata,
     history_generation,
     listed_history,
     one_export_state,
@@ -107,7 +108,7 @@ class Snapshot:
             raise Incomplete(f"cannot read {runs_file} ({error.strerror or type(error).__name__})") from None
         try:
             metadata = export_metadata(runs_file)
-            footer = pq.read_metadata(self.runs)
+            footer = footer_metadata(pq.read_metadata(self.runs))
             generation = parquet_generation(footer)
             if different_exports((metadata or {}).get("generation"), generation):
                 raise export_changed(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import glob
-import itertools
 import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ RUN_KEY = ("entity", "project", "id")
 # Hidden columns that locate a row: the index of its input file, and its position among all the inputs'
 # rows read one file after another.
 FILE_INDEX, ROW_INDEX = "__file", "__row"
+_PATH_COLUMN = "__path"  # the file a scanned row is from, as polars names it
 
 
 SOURCE_COLUMN = "_source_file"
@@ -176,12 +177,12 @@ def _stamp(path: Path) -> Stamp:
 
 @dataclass(frozen=True)
 class RunsFile:
-    """One runs parquet: where it is, its columns, its row count and when it was exported; the export's
-    generation, its history file (when opened with it) and the files' stamps as they were first read."""
+    """One runs parquet: where it is, its columns and when it was exported; the export's generation, its
+    history file (when opened with it) and the files' stamps as they were first read (`row_counts` counts
+    its rows: the footer reader that knows them costs thousands of nightly exports a quarter second)."""
 
     path: Path
     schema: dict[str, pl.DataType]
-    rows: int
     exported_at: datetime
     generation: str | None = None
     history: Path | None = None  # opened `with_history`: its history file, of the same export
@@ -252,10 +253,17 @@ def export_time(path: Path, metadata: dict[str, Any] | None = None) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
-def parquet_generation(footer: pq.FileMetaData) -> str | None:
+def footer_metadata(footer: pq.FileMetaData) -> dict[str, str]:
+    """A parquet footer's key-value metadata as text (what `_read_footer` reads with polars)."""
+    return {
+        key.decode(errors="replace"): value.decode(errors="replace")
+        for key, value in (footer.metadata or {}).items()
+    }
+
+
+def parquet_generation(metadata: Mapping[str, str]) -> str | None:
     """The export generation in a parquet footer's key-value metadata; None in files of older versions."""
-    value = (footer.metadata or {}).get(GENERATION_KEY.encode())
-    return value.decode(errors="replace") if value else None
+    return metadata.get(GENERATION_KEY) or None
 
 
 def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
@@ -308,7 +316,6 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
     return RunsFile(
         path,
         schema,
-        footer.num_rows,
         export_time(path, metadata),
         generation,
         history,
@@ -333,25 +340,41 @@ _SCHEMAS: dict[bytes, dict[str, pl.DataType]] = {}  # polars' schema of the file
 _SCHEMAS_KEPT = 256
 
 
-def _read_footer(path: Path) -> tuple[pq.FileMetaData, dict[str, pl.DataType]]:
-    """A parquet's footer and its columns as polars reads them; BadInput when it is no readable parquet.
+def _read_footer(path: Path) -> tuple[dict[str, str], dict[str, pl.DataType]]:
+    """A parquet's key-value metadata and its columns as polars reads them; BadInput when it is no
+    readable parquet.
 
-    Polars reads the schema of the first file of each Arrow schema only (the footer's, less the file-wide
-    metadata that holds each export's generation): a thousand nightly exports of one project share one.
+    Polars reads the key-value metadata alone, a sixth of the time pyarrow takes to build a whole footer.
+    The columns are worked out once per Arrow schema (the one in that metadata, less its own metadata,
+    which holds each export's generation): a thousand nightly exports of one project share one.
     """
     try:
-        footer = pq.read_metadata(path)
-        # Serialized: Arrow's == would overlook the fields' metadata (where polars keeps an Enum's values).
-        arrow = footer.schema.to_arrow_schema().remove_metadata().serialize().to_pybytes()
-    except (OSError, ValueError, pa.ArrowException):
+        metadata = pl.read_parquet_metadata(path)
+    except (OSError, pl.exceptions.PolarsError, ValueError):
         parquet_schema(path)  # the one-line BadInput saying why, as for every unreadable parquet
         raise BadInput(f"cannot read {path} as parquet: no readable footer") from None
-    schema = _SCHEMAS.get(arrow)
+    arrow = _arrow_schema(metadata.get("ARROW:schema"))
+    schema = _SCHEMAS.get(arrow) if arrow is not None else None
     if schema is None:
         if len(_SCHEMAS) >= _SCHEMAS_KEPT:
             _SCHEMAS.clear()
-        schema = _SCHEMAS[arrow] = parquet_schema(path)
-    return footer, dict(schema)
+        schema = parquet_schema(path)
+        if arrow is not None:
+            _SCHEMAS[arrow] = schema
+    return metadata, dict(schema)
+
+
+def _arrow_schema(encoded: str | None) -> bytes | None:
+    """The Arrow schema a parquet writer stored (base64, `ARROW:schema`) less its metadata, serialized
+    (Arrow's == would overlook the fields' metadata, where polars keeps an Enum's values); None when the
+    file has none (a writer other than Arrow's) or it cannot be read."""
+    if not encoded:
+        return None
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded)))
+        return schema.remove_metadata().serialize().to_pybytes()
+    except (ValueError, pa.ArrowException):
+        return None
 
 
 def _name(path: Path | None) -> str:
@@ -367,17 +390,18 @@ def different_exports(generation: Any, other: Any) -> bool:
 def history_generation(source: Path | BinaryIO) -> str | None:
     """A history file's generation; None also when it cannot be read (where it is read, that says why)."""
     try:
-        return parquet_generation(pq.read_metadata(source))
+        return parquet_generation(footer_metadata(pq.read_metadata(source)))
     except (OSError, ValueError, pa.ArrowException):
         return None
 
 
-def listed_history(path: Path, footer: pq.FileMetaData, metadata: dict[str, Any] | None) -> Path | None:
-    """The history file of a runs parquet: as its footer names it (ours since generations), else as its
-    export's metadata does, else `x_history.parquet` beside it (files of older versions)."""
-    listed = (footer.metadata or {}).get(HISTORY_FILE_KEY.encode())
+def listed_history(path: Path, footer: Mapping[str, str], metadata: dict[str, Any] | None) -> Path | None:
+    """The history file of a runs parquet: as its footer's key-value metadata names it (ours since
+    generations), else as its export's metadata does, else `x_history.parquet` beside it (files of older
+    versions)."""
+    listed = footer.get(HISTORY_FILE_KEY)
     if listed is not None:
-        name = Path(listed.decode(errors="replace")).name
+        name = Path(listed).name
         return path.with_name(name) if name else None
     return history_file_of(path, metadata or {})
 
@@ -544,29 +568,35 @@ def scan_runs(
     """All files as one lazy frame in `schema` plus `_source_file` and the hidden file and row indexes.
 
     Consecutive files of one schema are read by one scan (thousands of nightly exports are a few scans,
-    not a query plan per file). With `rows`, only the rows whose ROW_INDEX is in it (a semi join; it streams).
+    not a query plan per file). A row's ROW_INDEX is its position in its scan plus the scan's first file
+    index times 2^32: unique, in file and row order, and known without counting any file's rows first.
+    With `rows`, only the rows whose ROW_INDEX is in it (a semi join; it streams).
     """
-    starts = [0, *itertools.accumulate(f.rows for f in files)]  # each file's first ROW_INDEX
     frames = []
     for first, end in _same_schema_spans(files):
         span = files[first:end]
+        paths = [str(f.path) for f in span]
         frame = pl.scan_parquet(
-            [f.path for f in span], glob=False, row_index_name=ROW_INDEX, row_index_offset=starts[first]
-        )
+            paths, glob=False, row_index_name=ROW_INDEX, include_file_paths=_PATH_COLUMN
+        ).with_columns((pl.col(ROW_INDEX).cast(pl.Int64) + (first << 32)).alias(ROW_INDEX))
         if rows is not None:  # a semi join: 10,000 files streamed through it took less memory than is_in
-            keep = pl.LazyFrame({ROW_INDEX: rows.cast(pl.get_index_type())})
+            keep = pl.LazyFrame({ROW_INDEX: rows.cast(pl.Int64)})
             frame = frame.join(keep, on=ROW_INDEX, how="semi", maintain_order="left")
-        # A row's file: the last whose first row index is at or before the row's.
-        file_index = pl.lit(pl.Series(starts[first:end], dtype=pl.Int64)).search_sorted(
-            pl.col(ROW_INDEX).cast(pl.Int64), side="right"
-        )
-        frame = frame.with_columns((file_index.cast(pl.Int32) + (first - 1)).alias(FILE_INDEX))
-        frame = conform(frame, span[0].schema, schema, keep=[FILE_INDEX, pl.col(ROW_INDEX).cast(pl.Int64)])
+        file_index = pl.col(_PATH_COLUMN).replace_strict(paths, range(first, end), return_dtype=pl.Int32)
+        frame = frame.with_columns(file_index.alias(FILE_INDEX))
+        frame = conform(frame, span[0].schema, schema, keep=[FILE_INDEX, ROW_INDEX])
         source = pl.lit(pl.Series([f.label for f in span])).gather(pl.col(FILE_INDEX) - first)
         if SOURCE_COLUMN in span[0].schema:  # an aggregated input keeps the exports its rows came from
             source = pl.coalesce(pl.col(SOURCE_COLUMN).cast(pl.String), source)
         frames.append(frame.with_columns(source.alias(SOURCE_COLUMN)))
     return pl.concat(frames, how="vertical")
+
+
+def row_counts(files: Sequence[RunsFile]) -> list[int]:
+    """How many rows each file holds, in order (one scan of the files' row counts)."""
+    schema, _ = union_schema([f.schema for f in files])
+    counts = dict(scan_runs(files, schema).group_by(FILE_INDEX).len().collect().iter_rows())
+    return [counts.get(index, 0) for index in range(len(files))]
 
 
 def _same_schema_spans(files: Sequence[RunsFile]) -> list[tuple[int, int]]:
