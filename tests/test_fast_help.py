@@ -114,3 +114,17 @@ def test_the_query_modules_import_no_pyarrow():
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_analyze_of_one_export_imports_no_pyarrow(tmp_path):
+    """analyze reads an export's footer with polars: pyarrow and numpy (0.1 s at every start) load only
+    to tell many exports' schemas apart, or to write. Its answer is checked: the imports were of real work."""
+    from tests.current_data import make_runs, write_export
+
+    write_export(tmp_path / "export", make_runs())
+    done, modules = imported(
+        f"{W}/analyze_runs.py", "export", "--metric", "test/mse", "--top", "3", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "polars" in modules and "metric_test_mse" in done.stdout
+    assert not modules & {"pyarrow", "numpy"}, sorted(modules & {"pyarrow", "numpy"})

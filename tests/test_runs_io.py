@@ -265,10 +265,10 @@ def test_files_of_one_schema_have_it_read_by_polars_once(tmp_path, monkeypatch):
     read = []
     real = exports.parquet_schema
     monkeypatch.setattr(exports, "parquet_schema", lambda path: read.append(path) or real(path))
-    monkeypatch.setattr(exports, "_SCHEMAS", {})
     paths = [nightly_runs(tmp_path / f"n{i}_runs.parquet", ["a"], [1.5], f"g{i}", 1e9 + i) for i in range(12)]
     paths.append(nightly_runs(tmp_path / "int_runs.parquet", ["a"], [2], "g12", 1e9))
-    files = [open_runs_file(path) for path in paths]  # one at a time: which file is read first is known
+    schemas = {}  # as open_runs_files shares them, one file at a time: which is read first is known
+    files = [open_runs_file(path, schemas=schemas) for path in paths]
     assert read == [paths[0], paths[-1]]  # each export's own generation does not make its schema another
     assert files[-1].schema["x"] == pl.Int64 and all(f.schema["x"] == pl.Float64 for f in files[:-1])
     shared = open_runs_files(paths)
@@ -281,8 +281,9 @@ def test_enum_columns_of_other_values_are_not_taken_for_one_schema(tmp_path):
     a, b = tmp_path / "a_runs.parquet", tmp_path / "b_runs.parquet"
     write_runs(a, stage=pl.Series(["x"], dtype=pl.Enum(["x", "y"])))
     write_runs(b, stage=pl.Series(["z"], dtype=pl.Enum(["x", "z"])))
-    assert open_runs_file(a).schema["stage"] == pl.Enum(["x", "y"])
-    assert open_runs_file(b).schema["stage"] == pl.Enum(["x", "z"])
+    schemas = {}
+    assert open_runs_file(a, schemas=schemas).schema["stage"] == pl.Enum(["x", "y"])
+    assert open_runs_file(b, schemas=schemas).schema["stage"] == pl.Enum(["x", "z"])
 
 
 def test_consecutive_files_of_one_schema_are_one_scan_in_file_and_row_order(tmp_path):

@@ -108,7 +108,7 @@ class Snapshot:
             raise Incomplete(f"cannot read {runs_file} ({error.strerror or type(error).__name__})") from None
         try:
             metadata = export_metadata(runs_file)
-            footer = footer_metadata(pq.read_metadata(self.runs))
+            footer = footer_metadata(self.runs)
             generation = parquet_generation(footer)
             if different_exports((metadata or {}).get("generation"), generation):
                 raise export_changed(

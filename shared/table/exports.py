@@ -12,11 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from shared.base.errors import EMPTY_PATH, BadInput, ExportChanged, Incomplete
 from shared.base.events import Events
@@ -32,6 +30,9 @@ from shared.table.schema import (
     RUNS_FILE,
     STREAMS,
 )
+
+if TYPE_CHECKING:
+    pass
 
 STREAM_NAMES = {stream.name for stream in STREAMS if stream is not HISTORY}  # the files beside history
 
@@ -79,7 +80,8 @@ def open_runs_files(paths: Sequence[Path], *, with_history: bool = False) -> lis
 
     One at a time: opened on 8 threads, 10,000 footers took as long on 2 cores and 1.3 GB instead of 0.14.
     """
-    opened = [open_runs_file(path, with_history=with_history) for path in paths]
+    schemas: dict[bytes, dict[str, pl.DataType]] | None = {} if len(paths) > 1 else None
+    opened = [open_runs_file(path, with_history=with_history, schemas=schemas) for path in paths]
     # A file whose schema equals the one before holds that very dict: thousands of nightly exports keep one
     # schema in memory, and comparing theirs (the union, the scan's spans) is an identity check.
     for index in range(1, len(opened)):
@@ -253,8 +255,22 @@ def export_time(path: Path, metadata: dict[str, Any] | None = None) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
-def footer_metadata(footer: pq.FileMetaData) -> dict[str, str]:
-    """A parquet footer's key-value metadata as text (what `_read_footer` reads with polars)."""
+def footer_metadata(source: Path | BinaryIO) -> dict[str, str]:
+    """A parquet footer's key-value metadata as text: of a file by polars, which reads no more (an API it
+    calls experimental: the scripts' locks pin the version, the tests hold it), of an open file by pyarrow,
+    which reads its footer alone (polars would read the whole file). OSError, or ValueError or a polars
+    error when it is no readable parquet."""
+    if isinstance(source, Path):
+        return pl.read_parquet_metadata(source)
+    import pyarrow as pa  # only here: importing pyarrow and numpy takes a tenth of a second
+    import pyarrow.parquet as pq
+
+    try:
+        footer = pq.read_metadata(source)
+    except pa.ArrowException as error:
+        if isinstance(error, OSError | ValueError):
+            raise
+        raise ValueError(str(error)) from None
     return {
         key.decode(errors="replace"): value.decode(errors="replace")
         for key, value in (footer.metadata or {}).items()
@@ -266,8 +282,12 @@ def parquet_generation(metadata: Mapping[str, str]) -> str | None:
     return metadata.get(GENERATION_KEY) or None
 
 
-def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
+def open_runs_file(
+    path: Path, *, with_history: bool = False, schemas: dict[bytes, dict[str, pl.DataType]] | None = None
+) -> RunsFile:
     """Read a parquet's footer and check that it is a runs export; BadInput naming what it holds if not.
+    `schemas`: the columns polars reads of each Arrow schema met so far, shared by the files opened
+    together (see `_read_footer`).
 
     Its metadata JSON and (`with_history`) history file must be of the export that wrote it (the same
     generation, where both have one); else ExportChanged: an export is replacing them (one_export_state
@@ -280,7 +300,7 @@ def open_runs_file(path: Path, *, with_history: bool = False) -> RunsFile:
         raise Incomplete(f"cannot read {path} ({error.strerror or type(error).__name__})") from None
     metadata_file = metadata_file_of(path)
     stamps = [(path, _stamp(path)), *([(metadata_file, _stamp(metadata_file))] if metadata_file else [])]
-    footer, schema = _read_footer(path)
+    footer, schema = _read_footer(path, schemas)
     missing = [c for c in REQUIRED_COLUMNS if c not in schema]
     if missing:
         raise BadInput(
@@ -336,31 +356,28 @@ def _stream_files(metadata: dict[str, Any] | None, history: Path | None) -> list
     return [(name, f"{stem}_{name}.parquet") for name in sorted(STREAM_NAMES)]
 
 
-_SCHEMAS: dict[bytes, dict[str, pl.DataType]] = {}  # polars' schema of the files of each Arrow schema
-_SCHEMAS_KEPT = 256
-
-
-def _read_footer(path: Path) -> tuple[dict[str, str], dict[str, pl.DataType]]:
+def _read_footer(
+    path: Path, schemas: dict[bytes, dict[str, pl.DataType]] | None
+) -> tuple[dict[str, str], dict[str, pl.DataType]]:
     """A parquet's key-value metadata and its columns as polars reads them; BadInput when it is no
     readable parquet.
 
     Polars reads the key-value metadata alone, a sixth of the time pyarrow takes to build a whole footer.
-    The columns are worked out once per Arrow schema (the one in that metadata, less its own metadata,
-    which holds each export's generation): a thousand nightly exports of one project share one.
+    With `schemas`, the columns are worked out once per Arrow schema (the one in that metadata, less its
+    own metadata, which holds each export's generation): a thousand nightly exports of one project
+    share one.
     """
     try:
-        metadata = pl.read_parquet_metadata(path)
+        metadata = footer_metadata(path)
     except (OSError, pl.exceptions.PolarsError, ValueError):
         parquet_schema(path)  # the one-line BadInput saying why, as for every unreadable parquet
         raise BadInput(f"cannot read {path} as parquet: no readable footer") from None
-    arrow = _arrow_schema(metadata.get("ARROW:schema"))
-    schema = _SCHEMAS.get(arrow) if arrow is not None else None
+    arrow = _arrow_schema(metadata.get("ARROW:schema")) if schemas is not None else None
+    schema = schemas.get(arrow) if schemas is not None and arrow is not None else None
     if schema is None:
-        if len(_SCHEMAS) >= _SCHEMAS_KEPT:
-            _SCHEMAS.clear()
         schema = parquet_schema(path)
-        if arrow is not None:
-            _SCHEMAS[arrow] = schema
+        if schemas is not None and arrow is not None:
+            schemas[arrow] = schema
     return metadata, dict(schema)
 
 
@@ -368,6 +385,8 @@ def _arrow_schema(encoded: str | None) -> bytes | None:
     """The Arrow schema a parquet writer stored (base64, `ARROW:schema`) less its metadata, serialized
     (Arrow's == would overlook the fields' metadata, where polars keeps an Enum's values); None when the
     file has none (a writer other than Arrow's) or it cannot be read."""
+    import pyarrow as pa  # only for files opened together
+
     if not encoded:
         return None
     try:
@@ -390,8 +409,8 @@ def different_exports(generation: Any, other: Any) -> bool:
 def history_generation(source: Path | BinaryIO) -> str | None:
     """A history file's generation; None also when it cannot be read (where it is read, that says why)."""
     try:
-        return parquet_generation(footer_metadata(pq.read_metadata(source)))
-    except (OSError, ValueError, pa.ArrowException):
+        return parquet_generation(footer_metadata(source))
+    except (OSError, ValueError, pl.exceptions.PolarsError):
         return None
 
 

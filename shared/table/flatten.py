@@ -6,11 +6,12 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from shared.table.schema import is_internal
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 KeyPath = tuple[str, ...]
 Scalar = None | bool | int | float | str
@@ -90,6 +91,8 @@ def _utf8_safe(text: str | None) -> str | None:
 
 def column_array(values: Sequence[Scalar]) -> pa.Array:
     """One typed column: bool, int64 or float64 when every value allows it, else string."""
+    import pyarrow as pa  # only when writing: a reader of column names needs none of it
+
     kinds = {type(v) for v in values if v is not None}
     if not kinds:
         return pa.nulls(len(values), pa.string())
