@@ -489,6 +489,32 @@ def test_an_api_export_keeps_each_runs_output_log_and_events(wandb_env, tmp_path
     wandb_env.assert_clean()
 
 
+def test_a_multipart_console_log_is_read_in_order_from_the_files_listing(wandb_env, tmp_path: Path):
+    """A run logged with console_multipart has no output.log: its parts (`logs/output_<date>_<time>_<n>.log`,
+    the counter not zero-padded, so name order is not time order) are read from its files listing, oldest
+    first, one download each; a log that only looks like a part is not one."""
+    runs = api_runs(wandb_env, extra=0)
+    multipart, plain = runs[0], runs[1]
+    multipart.files["logs/output_20261206_184602_10.log"] = b"second\nthird"
+    multipart.files["logs/output_20261206_184602_9.log"] = b"first\n"
+    multipart.files["logs/output_20261207_000000_1.log"] = "next day ✓\n".encode()
+    multipart.files["logs/debug.log"] = b"not console"
+    plain.files["output.log"] = RAW_LOG
+    wandb_env.reset_counts()
+    assert export_api(tmp_path) == 0
+
+    console = stream_file(tmp_path, "console").sort("run_id", "line")
+    assert console.filter(pl.col("run_id") == multipart.id).select("line", "stream", "text").rows() == [
+        (0, None, "first"),
+        (1, None, "second"),
+        (2, None, "third"),
+        (3, None, "next day ✓"),
+    ]
+    assert console.filter(pl.col("run_id") == plain.id).height == 4
+    assert wandb_env.requests["GET /files/run-file"] == 4  # the three parts and the plain run's output.log
+    wandb_env.assert_clean()
+
+
 def test_an_output_log_or_events_that_cannot_be_had_name_the_run(wandb_env, tmp_path: Path, capsys):
     """The server refuses one run's output.log and sends another's events short (fewer samples than its
     eventsLineCount): both runs are named, the export ends incomplete (exit 1), the others are kept."""

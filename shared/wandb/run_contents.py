@@ -6,6 +6,9 @@ line count; the metadata files are downloaded while the next batches are looked 
 is fetched by `fetch_console`, the events of up to URL_BATCH runs by `fetch_events` in one request, as
 the caller schedules them.
 
+A run logged with `console_multipart` has no `output.log`: its console is in parts, `logs/output_<date>_
+<time>_<n>.log`, read from the run's files listing in the order their names give.
+
 `output.log` as the client uploads it (wandb-core and the legacy client alike) holds the text alone: its
 lines' stream is not known (null). The log the server merges from the file stream while no file was
 uploaded marks each line as wandb-core's file stream sends it, `[ERROR ]<ISO time> <text>` ("ERROR " for
@@ -16,7 +19,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,6 +27,7 @@ import polars as pl
 
 from shared.base.errors import Incomplete, describe, is_bug
 from shared.base.retry import NO_RETRY, PermanentFailure, Retry
+from shared.table.run_files import RunFile
 from shared.table.schema import CONSOLE, polars_schema
 from shared.wandb.log_streams import empty_system, sample_value, system_rows
 from shared.wandb.metadata import run_metadata
@@ -39,6 +43,7 @@ BATCHES_AHEAD = 4  # such batches looked up and their metadata downloaded at onc
 SYSTEM_PREFIX = "system."  # wandb-core's events rows: "system." + the stats record's key (offline's keys)
 _MERGED_LINE = re.compile(r"(ERROR )?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6} ")
 _CHUNK_BYTES = 1 << 20
+_CONSOLE_PART = re.compile(r"logs/output_[\d_]+\.log")  # console_multipart: logs/output_<date>_<time>_<n>.log
 
 EVENTS_PER_REQUEST = 20_000  # samples one events request may bring (of URL_BATCH runs at most)
 FETCHES_PER_WORKER = 2  # console logs fetched at once, per worker: they wait mostly on the server
@@ -89,6 +94,13 @@ def console_frame(run_id: str, lines: list[str]) -> pl.DataFrame:
         {"run_id": [run_id] * len(lines), "line": range(len(lines)), "stream": streams, "text": lines},
         schema=polars_schema(tuple(CONSOLE.columns.items())),
     )
+
+
+def console_parts(files: Sequence[RunFile]) -> list[RunFile]:
+    """The parts of a multipart console log among a run's files, oldest first (by the numbers in their
+    names: date, time, then a counter that is not zero-padded)."""
+    parts = [file for file in files if _CONSOLE_PART.fullmatch(file.path)]
+    return sorted(parts, key=lambda file: [int(n) for n in re.findall(r"\d+", file.path)])
 
 
 def events_rows(runs: list[tuple[str, list[Any]]]) -> tuple[pl.DataFrame, dict[str, str]]:
@@ -203,17 +215,25 @@ class ContentsFetcher:
 
             yield from in_batches(lookups, fetched, runs, URL_BATCH, BATCHES_AHEAD)
 
-    def fetch_console(self, run_id: str, contents: Contents) -> list[tuple[str, str, Any]]:
-        """The run's console rows (none without an output.log), or why they could not be had; as
-        (run id, "console", rows or reason)."""
+    def fetch_console(
+        self, run_id: str, contents: Contents, parts: Sequence[RunFile] = ()
+    ) -> list[tuple[str, str, Any]]:
+        """The run's console rows: its output.log's lines, then those of the `parts` of a multipart log
+        (`console_parts`; none without either); or why they could not be had, as (run id, "console",
+        rows or reason)."""
         if isinstance(contents.located, str):
             return [(run_id, "console", contents.located)]
         url = contents.located.console
-        if url is None:
+        if url is None and not parts:
             return [(run_id, "console", console_frame(run_id, []))]
         what = f"console of run {run_id}"
         try:
-            return [(run_id, "console", self.retry.call(what, lambda: self._console(run_id, url)))]
+            lines = self.retry.call(what, lambda: self._console(url)) if url is not None else []
+            for part in parts:
+                if part.read is None:
+                    return [(run_id, "console", f"{part.path} has no download URL")]
+                lines += self.retry.call(what, lambda part=part: self._part(part))
+            return [(run_id, "console", console_frame(run_id, lines))]
         except Exception as error:
             if is_bug(error):
                 raise
@@ -296,24 +316,36 @@ class ContentsFetcher:
             raise PermanentFailure("the file is not a JSON object")
         return environment
 
-    def _console(self, run_id: str, url: str) -> pl.DataFrame:
-        """The run's output.log as console rows, read a chunk at a time (a log may be large)."""
+    def _console(self, url: str) -> list[str]:
+        """The lines of the run's output.log, read a chunk at a time (a log may be large)."""
         import urllib3
 
         response = self._transfers.get(url, self.timeout_s, stream=True)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        lines: list[str] = []
-        rest = ""
         try:
-            for chunk in response.stream(_CHUNK_BYTES):
-                *complete, rest = (rest + decoder.decode(chunk)).split("\n")
-                lines += complete
+            return _log_lines(response)
         except urllib3.exceptions.HTTPError as error:  # cut short, timed out
             raise Incomplete(f"download failed ({type(error).__name__})") from None
         finally:
             response.release_conn()
-        rest += decoder.decode(b"", final=True)
-        return console_frame(run_id, lines + ([rest] if rest else []))
+
+    @staticmethod
+    def _part(part: RunFile) -> list[str]:
+        """The lines of one part of a multipart console log, through the files listing's download."""
+        assert part.read is not None
+        with part.read() as response:
+            return _log_lines(response)
+
+
+def _log_lines(response: Any) -> list[str]:
+    """The lines of a log as a urllib3 response streams it (UTF-8, a bad byte replaced)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    lines: list[str] = []
+    rest = ""
+    for chunk in response.stream(_CHUNK_BYTES):
+        *complete, rest = (rest + decoder.decode(chunk)).split("\n")
+        lines += complete
+    rest += decoder.decode(b"", final=True)
+    return lines + ([rest] if rest else [])
 
 
 def _sent_events(run: Any, count: int) -> list[Any] | str:

@@ -140,6 +140,7 @@ class ApiSource(RecordSource):
             METADATA_FILE,
             URL_BATCH,
             ContentsFetcher,
+            console_parts,
         )
         from shared.wandb.run_files import RunFilesLister
 
@@ -161,7 +162,8 @@ class ApiSource(RecordSource):
             workers=self.workers,
             timeout_s=self.timeout,
             retry=retry,
-            with_url=request.include_files is not None,
+            # A multipart console log is read from the listing: its URLs then too.
+            with_url=request.include_files is not None or "console" in request.streams,
         )
         asked = [stream for stream in ("console", "system") if stream in request.streams]
         contents = ContentsFetcher(
@@ -238,7 +240,8 @@ class ApiSource(RecordSource):
                 if request.wants_files(record):
                     made.put(files)
                 if "console" in asked and request.wants_stream("console", record):
-                    submit(partial(contents.fetch_console, record.id, found), stream_fetches)
+                    parts = console_parts(files.files) if isinstance(files, RunFiles) else []
+                    submit(partial(contents.fetch_console, record.id, found, parts), stream_fetches)
                 if "system" in asked and request.wants_stream("system", record):
                     events_of(record.id, found)
                 if request.wants_history(record):
