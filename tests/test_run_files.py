@@ -109,6 +109,40 @@ def test_a_changed_copy_is_fetched_again(offline_job: Path, tmp_path: Path):
     assert kept.read_bytes() == b"weights 1 2 3\n"
 
 
+BIG_SCRIPT = """\
+import wandb
+from pathlib import Path
+Path("big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB
+run = wandb.init(mode="offline", project="proj", settings=wandb.Settings(x_disable_stats=True))
+wandb.save("big.bin", policy="now")
+run.finish()
+"""
+
+
+def test_a_large_files_md5_is_remembered_until_the_file_changes(tmp_path: Path, monkeypatch):
+    """A nightly export does not read an unchanged checkpoint again: its md5 is kept in the user's cache
+    (one entry per large file; small files are hashed each time) and answers while the file is unchanged.
+    The entry is what answers: changed by hand, the listing shows it. Written to, the file is read again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    job = tmp_path / "job"
+    run_script(job, BIG_SCRIPT, WANDB_MODE="offline", WANDB_SILENT="true")
+    data = bytes(range(256)) * 8192
+
+    def listed_md5(name: str) -> str:
+        out = tmp_path / name
+        assert export_offline([job / "wandb"], out).failures == []
+        return files_table(out).filter(pl.col("path") == "big.bin")["md5"].item()
+
+    assert listed_md5("first") == md5(data)
+    (entry,) = (tmp_path / "cache" / "run-tools" / "file-md5").iterdir()  # the large file's alone
+    assert entry.read_text() == md5(data)
+    entry.write_text("0" * 32)
+    assert listed_md5("second") == "0" * 32
+    with open(job / "big.bin", "ab") as big:
+        big.write(b"more")
+    assert listed_md5("third") == md5(data + b"more")
+
+
 # ------------------------------------------------------------------ the W&B API (stand-in)
 
 

@@ -16,6 +16,7 @@ from typing import BinaryIO, NamedTuple
 
 import polars as pl
 
+from shared.table import md5_cache
 from shared.table.schema import FILES, polars_schema
 
 CHUNK = 1 << 20  # bytes read at a time: a file's size never decides the memory it takes
@@ -73,14 +74,19 @@ def _opener(location: Path) -> Callable[[], AbstractContextManager[BinaryIO]]:
 
 def local_file(path: str, location: Path) -> RunFile:
     """The RunFile of `location` (a symbolic link followed: `wandb.save` links files into the run), named
-    `path`. What is not a readable regular file (a link to nothing, a pipe, which would be waited on
+    `path`, its md5 remembered across exports while the file is unchanged (shared.table.md5_cache). What
+    is not a readable regular file (a link to nothing, a pipe, which would be waited on
     forever) is listed with neither size nor md5, and cannot be kept."""
     try:
         status = os.stat(location)
         if not stat.S_ISREG(status.st_mode):
             return RunFile(path, None, None, None)
         read = _opener(location)
-        size, md5 = file_md5(read)
+        size, md5 = status.st_size, md5_cache.remembered(status)
+        if md5 is None:
+            size, md5 = file_md5(read)
+            if size == status.st_size:  # not written to while read
+                md5_cache.remember(status, md5)
     except OSError:
         return RunFile(path, None, None, None)
     return RunFile(path, size, md5, datetime.fromtimestamp(status.st_mtime, UTC), read)
