@@ -537,6 +537,11 @@ def test_an_output_log_or_events_that_cannot_be_had_name_the_run(wandb_env, tmp_
     err = capsys.readouterr().err
     assert f"run {refused.id} not exported: console: download failed (HTTP 403)" in err
     assert f"run {short.id} not exported: system: the server sent 3 of its 5 samples" in err
+    # The summary says what the files lack of each run: its console, its system metrics (not its history).
+    assert (
+        f"cron/alpha: console of 1 run(s) missing ({refused.id}); system metrics of 1 run(s) missing ({short.id})"
+        in err
+    )
     console = stream_file(tmp_path, "console")
     assert set(console["run_id"]) == {fine.id} and console.height == 4
 

@@ -304,7 +304,7 @@ def _export_target(
             elif isinstance(item, RunFiles):
                 project(*item.project).add_files(item)
             elif isinstance(item, RunFailed):
-                project(*item.project).export.fail_run(item.run_id, item.reason)
+                project(*item.project).export.fail_run(item.run_id, item.reason, item.part)
             elif isinstance(item, Reported):
                 project(*item.project).reported = item.count
             elif isinstance(item, Unreadable):

@@ -178,7 +178,8 @@ class ProjectExport:
         self.skipped_values = 0
         self.include_history = include_history
         self.runs_reported: int | None = None  # the source's own count, when it gives one
-        self.failed_runs: dict[str, str] = {}  # run id -> why it (or its history) is not in the files
+        self.failed_runs: dict[str, str] = {}  # run id -> why it (or a part of it) is not in the files
+        self._failed_parts: dict[str, list[str]] = {}  # run id -> what of it failed (RunFailed.part)
         self.failed_files: dict[str, list[str]] = {}  # run id -> files --include-files could not keep
         self.generation = uuid.uuid4().hex  # in every file this export writes: readers pair them by it
         self._history = StreamWriter(self.files.history, generation=self.generation)
@@ -215,9 +216,11 @@ class ProjectExport:
         """The files of the streams beside history this export writes, by stream name."""
         return {name: writer.final for name, writer in self._streams.items()}
 
-    def fail_run(self, run_id: str, reason: str) -> None:
-        """Name a run (or its history) the files will lack: the export then ends with exit 1."""
+    def fail_run(self, run_id: str, reason: str, part: str = "history") -> None:
+        """Name a run (or the `part` of it, when it is exported) the files will lack: the export then ends
+        with exit 1."""
         self.failed_runs[run_id] = reason
+        self._failed_parts.setdefault(run_id, []).append(part)
         self.events.warn(f"{self.entity}/{self.project}: run {run_id} not exported: {reason}")
 
     def shortfall(self) -> str | None:
@@ -225,7 +228,11 @@ class ProjectExport:
         exported = {record.id for record in self.records}
         missing = [run_id for run_id in self.failed_runs if run_id not in exported]
         unknown = (self.runs_reported or 0) - len(exported) - len(missing)
-        no_history = [run_id for run_id in self.failed_runs if run_id in exported]
+        partial: dict[str, list[str]] = {}  # what is missing of runs that were exported → their ids
+        for run_id in self.failed_runs:
+            if run_id in exported:
+                for part in dict.fromkeys(self._failed_parts.get(run_id, ["history"])):
+                    partial.setdefault(part, []).append(run_id)
         parts = []
         if missing or unknown > 0:
             count = len(missing) + max(unknown, 0)
@@ -235,8 +242,8 @@ class ProjectExport:
             parts.append(
                 f"{count} of {max(self.runs_reported or 0, len(exported) + count)} runs missing{ids}"
             )
-        if no_history:
-            parts.append(f"history of {len(no_history)} run(s) missing ({_listed(no_history)})")
+        for part, run_ids in partial.items():
+            parts.append(f"{part} of {len(run_ids)} run(s) missing ({_listed(run_ids)})")
         if self.failed_files:
             count = sum(len(paths) for paths in self.failed_files.values())
             parts.append(f"{count} file(s) of run(s) {_listed(list(self.failed_files))} not kept")

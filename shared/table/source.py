@@ -169,11 +169,14 @@ class RunFiles(NamedTuple):
 
 
 class RunFailed(NamedTuple):
-    """A run (or its history) the source could not read: the export names it and ends incomplete."""
+    """A run (or a part of it) the source could not read: the export names it and ends incomplete. `part`:
+    what of a run that was exported is missing (history, console, system metrics, metadata, files
+    listing)."""
 
     project: ProjectKey
     run_id: str
     reason: str
+    part: str = "history"
 
 
 class Reported(NamedTuple):

@@ -96,7 +96,7 @@ class RunFilesLister:
         return (
             RunFiles(key, run_id, files)
             if isinstance(files, list)
-            else RunFailed(key, run_id, f"files {files}")
+            else RunFailed(key, run_id, f"files {files}", "files listing")
         )
 
     def close(self) -> None:

@@ -35,6 +35,7 @@ from shared.table.vocabulary import parse_state as shared_state
 
 OFFLINE_ENTITY, OFFLINE_PROJECT = "offline", "uncategorized"  # a log whose run record was lost names neither
 IN_PROGRESS = "in progress: exported once its log holds the run"  # a log with no run record yet
+SYSTEM_PART = "system metrics"  # how an export's summary names the system stream of a run it lacks
 
 
 def parse_state(state: str | None) -> str | None:
@@ -191,7 +192,9 @@ class ApiSource(RecordSource):
             try:
                 for run_id, stream, rows in job():
                     made.put(
-                        RunFailed(key, run_id, f"{stream}: {rows}")
+                        RunFailed(
+                            key, run_id, f"{stream}: {rows}", SYSTEM_PART if stream == "system" else stream
+                        )
                         if isinstance(rows, str)
                         else StreamChunk(stream, rows)
                     )
@@ -235,7 +238,7 @@ class ApiSource(RecordSource):
                     )
                 made.put(record)
                 if isinstance(environment, str):
-                    made.put(RunFailed(key, record.id, f"{METADATA_FILE}: {environment}"))
+                    made.put(RunFailed(key, record.id, f"{METADATA_FILE}: {environment}", "metadata"))
                 files = files_of.take(key, record.id)
                 if request.wants_files(record):
                     made.put(files)
