@@ -207,3 +207,23 @@ def test_an_integer_flag_too_large_is_a_usage_error(folder, name, argv, capsys):
 def test_analyze_top_too_large_is_one_error_line_not_a_traceback(export, tmp_path):
     result = run(ANALYZE, str(export), "--top", HUGE, cwd=tmp_path)
     refused(result, f"argument --top/-k: {HUGE} is too large (at most 1,000,000,000)")
+
+
+# ------------------------------------------------------------------ names polars would take for a glob
+
+
+def test_folders_named_with_glob_characters_are_read_as_named(sample_export, archive, tmp_path):
+    """`exp[lr=0.1]`, `runs*` and `what?` are folder names, not patterns: polars globs a path it is given
+    unless told not to, and found no file in such a folder ("expanded paths were empty")."""
+    export = Path(shutil.copytree(sample_export, tmp_path / "exp[lr=0.1]" / "runs*"))
+    nightly = Path(shutil.copytree(sample_export, tmp_path / "what?" / "export"))
+    neptune = Path(shutil.copytree(archive, tmp_path / "arch[1]"))
+    shown = run(ANALYZE, str(export), "--metric", METRIC, "--top", "1", "--format", "json", cwd=tmp_path)
+    assert shown.returncode == 0 and "xqlp9ego" in shown.stdout, shown.stderr[-2000:]
+    merged = tmp_path / "all[2]" / "u.parquet"
+    done = run(AGGREGATE, str(export), str(nightly), "-o", str(merged), "--no-enrich", cwd=tmp_path)
+    assert done.returncode == 0 and merged.is_file(), done.stderr[-2000:]
+    asked = run(WANDB_QUERY, "--source", str(nightly), "--metric", METRIC, "-k", "1", cwd=tmp_path)
+    assert asked.returncode == 0 and "xqlp9ego" in asked.stdout, asked.stderr[-2000:]
+    ranked = run(NEPTUNE_QUERY, "--source", str(neptune), "--metric", "train/loss", "-k", "1", cwd=tmp_path)
+    assert ranked.returncode == 0 and ranked.stdout.count("\n") >= 2, ranked.stderr[-2000:]

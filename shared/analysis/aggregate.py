@@ -130,7 +130,9 @@ def aggregate(
             report.history_path = history
             merged = merge_history(files, kept, events)
             staged.append(staged_table(merged, history, metadata=generation))
-            report.history_rows = pl.scan_parquet(staged[-1].temp).select(pl.len()).collect().item()
+            report.history_rows = (
+                pl.scan_parquet(staged[-1].temp, glob=False).select(pl.len()).collect().item()
+            )
             for name in sorted({name for runs in files for name, _ in runs.streams}):
                 report.streams[name] = history.with_name(
                     history.name.removesuffix(HISTORY.suffix) + f"_{name}.parquet"
@@ -178,7 +180,7 @@ def merge_history(
     runs = kept.select(FILE_INDEX, pl.col("id").alias("run_id"), "entity", "project").lazy()
     order = ["run_id", "entity", "project", *(c for c in schema if c != "run_id"), SOURCE_COLUMN]
     frames = [
-        conform(pl.scan_parquet(path), file_schema, schema)
+        conform(pl.scan_parquet(path, glob=False), file_schema, schema)
         .with_columns(pl.lit(index, pl.Int32).alias(FILE_INDEX), pl.lit(str(path)).alias(SOURCE_COLUMN))
         .join(runs, on=[FILE_INDEX, "run_id"], how="inner", maintain_order="left")
         .select(order)

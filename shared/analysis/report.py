@@ -215,7 +215,7 @@ def _rows_of(path: Path, run_ids: pl.Series, what: str) -> pl.DataFrame:
     """The rows of these runs in a file beside an input (its history, its system metrics); BadInput when
     the file cannot be read."""
     try:
-        return pl.scan_parquet(path).filter(pl.col("run_id").is_in(run_ids.implode())).collect()
+        return pl.scan_parquet(path, glob=False).filter(pl.col("run_id").is_in(run_ids.implode())).collect()
     except (pl.exceptions.PolarsError, OSError) as error:  # cut short, not parquet, no run_id column
         raise BadInput(f"cannot read the {what} {path}: {describe(error)}") from None
 

@@ -108,7 +108,7 @@ def parquet_schema(path: str | Path) -> dict[str, pl.DataType]:
     import polars as pl
 
     try:
-        return dict(pl.read_parquet_schema(path))
+        return dict(pl.scan_parquet(path, glob=False).collect_schema())  # a file name may hold [ * ?
     except (OSError, pl.exceptions.PolarsError, ValueError) as error:
         reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
         raise BadInput(f"cannot read {path} as parquet: {reason}") from None

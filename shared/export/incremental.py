@@ -87,7 +87,9 @@ def stored_records(runs_path: Path) -> list[RunRecord]:
     import pyarrow.parquet as pq
 
     present = set(pq.read_schema(runs_path).names)
-    frame = pl.read_parquet(runs_path, columns=[name for name in RUNS_FILE_COLUMNS if name in present])
+    frame = pl.read_parquet(
+        runs_path, glob=False, columns=[name for name in RUNS_FILE_COLUMNS if name in present]
+    )
     records = []
     for row in frame.iter_rows(named=True):
         sections: dict[str, Any] = {}
@@ -191,7 +193,7 @@ def plan_update(
             return None, f"{path.name} is unreadable ({error})"
         if lacking := [name for name in columns if name not in names]:  # another file put in its place
             return None, f"{path.name} is not this export's (no {', '.join(lacking[:5])} column)"
-    if not set(state.runs) <= set(pl.read_parquet(files.runs, columns=["id"])["id"].to_list()):
+    if not set(state.runs) <= set(pl.read_parquet(files.runs, glob=False, columns=["id"])["id"].to_list()):
         return None, f"{files.runs.name} lacks runs the export state records (an older file put back?)"
     return ProjectUpdate(state, files, bool(options.get("include_history"))), ""
 

@@ -373,7 +373,7 @@ def _supersede_vanished(
             continue
         runs_file = metadata_file.with_name(str((recorded.get("files") or {}).get("runs") or ""))
         try:
-            run_ids = pl.read_parquet(runs_file, columns=["id"])["id"].to_list()
+            run_ids = pl.read_parquet(runs_file, glob=False, columns=["id"])["id"].to_list()
         except (OSError, pl.exceptions.PolarsError):
             continue  # its runs file is gone or unreadable: no export to mark
         only_here = sorted({str(run_id) for run_id in run_ids} - exported)

@@ -126,7 +126,7 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
 def _recorded_runs(files: Sequence[str], *, first: bool) -> list[str]:
     """The run ids these parts record: the first one (a part of one run), else every one; none when a
     part cannot be read (it is named where it is read)."""
-    rows = pl.scan_parquet(list(files)).select(pl.col("run_id").drop_nulls())
+    rows = pl.scan_parquet(list(files), glob=False).select(pl.col("run_id").drop_nulls())
     rows = rows.head(1) if first else rows.unique()
     try:
         return rows.collect()["run_id"].to_list()
@@ -326,7 +326,7 @@ def _first_part(folder: Path) -> str:
 
 
 def _recorded_project(file: str) -> str | None:
-    value = pl.scan_parquet(file).select(pl.col("project_id").drop_nulls()).head(1).collect()
+    value = pl.scan_parquet(file, glob=False).select(pl.col("project_id").drop_nulls()).head(1).collect()
     return value.item() if value.height else None
 
 
@@ -467,6 +467,7 @@ class ArchiveSource(NeptuneSource):
     def _scan(self, files: Sequence[str] | Sequence[bytes] | None = None) -> pl.LazyFrame:
         return pl.scan_parquet(
             list(files or self.files),
+            glob=False,  # a folder's name may hold [ * ?
             schema=ARCHIVE_COLUMNS,
             missing_columns="raise",  # `_reading` names the part (`check_part`)
             extra_columns="ignore",

@@ -539,7 +539,13 @@ def rounded_integers(files: Sequence[RunsFile], schema: dict[str, pl.DataType], 
             value = pl.col(name)
             changed = value.cast(target).cast(source, strict=False).ne_missing(value)
             keys = [key for key in RUN_KEY if key in runs.schema]
-            rows = pl.scan_parquet(runs.path).select(*keys, name).filter(changed).head(shown).collect()
+            rows = (
+                pl.scan_parquet(runs.path, glob=False)
+                .select(*keys, name)
+                .filter(changed)
+                .head(shown)
+                .collect()
+            )
             found += [
                 f"{'/'.join(str(row[key]) for key in keys)} in {runs.label}: {row[name]} -> {float(row[name])!r}"
                 for row in rows.iter_rows(named=True)
@@ -676,7 +682,7 @@ def check_regex(pattern: str, what: str) -> None:
 def scan_deduplicated(files: Sequence[RunsFile], events: Events | None = None) -> pl.LazyFrame:
     """One lazy frame of all files: schemas unioned (warnings to `events`), each run's newest copy only."""
     if len(files) == 1:
-        return pl.scan_parquet(files[0].path)
+        return pl.scan_parquet(files[0].path, glob=False)
     schema, warnings = union_schema([f.schema for f in files])
     for message in [*warnings, *rounded_integers(files, schema)]:
         (events or Events()).warn(message)

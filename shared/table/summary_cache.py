@@ -59,7 +59,7 @@ class SummaryCache:
         if not all(path.is_file() for path in paths):
             return None
         try:  # one scan: polars reads the files in parallel
-            frame = pl.scan_parquet([str(path) for path in paths])
+            frame = pl.scan_parquet([str(path) for path in paths], glob=False)
             return (frame.select(columns) if columns else frame).collect()
         except (OSError, pl.exceptions.PolarsError) as error:
             self.events.warn(f"ignoring unreadable cache entries in {self.dir}: {error}")
