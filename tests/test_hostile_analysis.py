@@ -6,6 +6,7 @@ Scripts run as subprocesses when the unfixed behaviour would hang or crash the t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -227,3 +228,26 @@ def test_folders_named_with_glob_characters_are_read_as_named(sample_export, arc
     assert asked.returncode == 0 and "xqlp9ego" in asked.stdout, asked.stderr[-2000:]
     ranked = run(NEPTUNE_QUERY, "--source", str(neptune), "--metric", "train/loss", "-k", "1", cwd=tmp_path)
     assert ranked.returncode == 0 and ranked.stdout.count("\n") >= 2, ranked.stderr[-2000:]
+
+
+def test_paths_that_are_not_utf8_are_refused_by_name_or_read(sample_export, archive, tmp_path):
+    """A folder named in Latin-1 (`caf\\xe9`): polars and pyarrow take only UTF-8 paths, so the readers of
+    parquet refuse it with one line naming it (exit 2), not an error they did not expect; the W&B offline
+    reader, which is ours, exports from it."""
+    latin = os.fsdecode(b"caf\xe9")
+    export = Path(shutil.copytree(sample_export, tmp_path / latin / "export"))
+    neptune = Path(shutil.copytree(archive, tmp_path / latin / "archive"))
+    refused(run(ANALYZE, str(export), "--metric", METRIC, cwd=tmp_path), "caf\\xe9")
+    refused(
+        run(NEPTUNE_QUERY, "--source", str(neptune), "--metric", "train/loss", cwd=tmp_path),
+        "not valid UTF-8",
+    )
+    out = tmp_path / latin / "out"
+    refused(
+        run("wandb-tools/export_runs.py", "--offline", str(SAMPLES), "-o", str(out), cwd=tmp_path),
+        "output folder",
+    )
+    logs = Path(shutil.copytree(SAMPLES, tmp_path / latin / "wandb"))
+    done = run("wandb-tools/export_runs.py", "--offline", str(logs), "-o", "utf8", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(next((tmp_path / "utf8").glob("*_metadata.json")).read_text())["runs_exported"] == 13

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,18 @@ def check_regular_file(path: Path, what: str) -> None:
     if not stat.S_ISREG(mode):
         kind = next((name for test, name in _KINDS.items() if test(mode)), "something else")
         raise BadInput(f"cannot read {what} {path}: not a regular file ({kind})")
+
+
+def check_readable_name(path: Path | str, what: str) -> None:
+    """BadInput naming `what` when `path` is not valid UTF-8 (a name from a Latin-1 file system, say):
+    polars and pyarrow, which read and write the parquet files, take only UTF-8 paths."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise BadInput(
+            f"{what} {shown}: its path is not valid UTF-8, which polars and pyarrow need (rename it)"
+        ) from None
 
 
 def read_text_file(path: Path, what: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.base.errors import BadInput, Incomplete
+from shared.base.limits import check_readable_name
 
 if TYPE_CHECKING:  # pyarrow takes a tenth of a second to import: only when a parquet file is written
     import polars as pl
@@ -61,6 +62,7 @@ def output_path(folder: Path, *parts: str, suffix: str) -> Path:
 
 def prepare_output_folder(folder: Path) -> Path:
     """Create the output folder if needed; a clear error when it cannot be written."""
+    check_readable_name(folder, "output folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

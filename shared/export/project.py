@@ -277,7 +277,12 @@ class ProjectExport:
                 staged(self.files.runs, lambda temp: pq.write_table(table, temp, compression="zstd"))
             )
             text = json_text(self._metadata(table, warnings))
-            files.append(staged(self.files.metadata, lambda temp: temp.write_text(text, encoding="utf-8")))
+            files.append(
+                staged(
+                    self.files.metadata,
+                    lambda temp: temp.write_text(text, encoding="utf-8", errors="backslashreplace"),
+                )
+            )
             commit_together(files)
         finally:
             for file in files:

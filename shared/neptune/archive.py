@@ -19,7 +19,7 @@ import polars as pl
 
 from shared.base.errors import BadInput, Incomplete
 from shared.base.events import Events
-from shared.base.limits import check_regular_file
+from shared.base.limits import check_readable_name, check_regular_file
 from shared.base.storage import parquet_schema
 from shared.neptune.archive_batches import PART, map_batches, run_batches, run_prefix
 from shared.neptune.attributes import STATE_ALIASES
@@ -97,6 +97,7 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
     listed (path → why: gone since), left out; a part that cannot be read is found when it is (`check`
     reads every footer). Plain strings: an archive may hold 10,000s of files. A usage error when
     one is not a regular file (a named pipe would be waited on forever)."""
+    check_readable_name(folder, "archive folder")
     try:
         with os.scandir(folder) as entries:
             listed = list(entries)
@@ -110,6 +111,7 @@ def parquet_files(folder: Path, events: Events) -> tuple[list[str], dict[str, st
     parts = [entry for entry in listed if entry.name.endswith(".parquet")]
     unreadable: dict[str, str] = {}
     for entry in parts:
+        check_readable_name(entry.path, "archive part")
         try:
             if not entry.is_file():
                 check_regular_file(Path(entry.path), "archive part")
@@ -293,6 +295,7 @@ def sanitized_names(text: str) -> tuple[str, str]:
 def check_part(file: str) -> None:
     """A usage error naming `file` unless it is a neptune-exporter part: parquet, with the exporter's
     columns in the types the scans read (only the footer is read). Incomplete when it cannot be read."""
+    check_readable_name(file, "archive part")
     try:
         check_regular_file(Path(file), "archive part")
         if not os.access(file, os.R_OK):

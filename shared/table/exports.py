@@ -18,7 +18,7 @@ import polars as pl
 
 from shared.base.errors import EMPTY_PATH, BadInput, ExportChanged, Incomplete
 from shared.base.events import Events
-from shared.base.limits import check_regular_file, read_text_file
+from shared.base.limits import check_readable_name, check_regular_file, read_text_file
 from shared.base.storage import parquet_schema
 from shared.base.text import name_list
 from shared.table.schema import (
@@ -293,6 +293,7 @@ def open_runs_file(
     generation, where both have one); else ExportChanged: an export is replacing them (one_export_state
     reads again).
     """
+    check_readable_name(path, "runs file")
     try:
         check_regular_file(path, "runs file")
         path.open("rb").close()  # permission denied, removed meanwhile: not a damaged file (exit 1, not 2)
