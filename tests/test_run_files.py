@@ -143,6 +143,33 @@ def test_a_large_files_md5_is_remembered_until_the_file_changes(tmp_path: Path, 
     assert listed_md5("third") == md5(data + b"more")
 
 
+RESUMED_SCRIPT = """\
+import wandb
+from pathlib import Path
+for session in ("s1", "s2"):  # each session saves its own file as the run's big.bin
+    Path(session).mkdir()
+    Path(session, "big.bin").write_bytes(session.encode() * (1 << 20))  # 2 MiB
+    run = wandb.init(mode="offline", project="proj", id="resumed1", resume="allow",
+                     settings=wandb.Settings(x_disable_stats=True))
+    wandb.save(f"{session}/big.bin", base_path=session, policy="now")
+    run.finish()
+"""
+
+
+def test_a_resumed_run_lists_the_last_sessions_file_and_hashes_only_it(tmp_path: Path, monkeypatch):
+    """A run resumed offline has a folder per session, each with its `files/`: the later session's file
+    replaces the earlier one's in the listing, and only it is read (the md5 cache gets one entry)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    job = tmp_path / "job"
+    run_script(job, RESUMED_SCRIPT, WANDB_MODE="offline", WANDB_SILENT="true")
+    assert len(list((job / "wandb").glob("offline-run-*"))) == 2
+    out = tmp_path / "out"
+    assert export_offline([job / "wandb"], out).failures == []
+    listed = files_table(out).filter(pl.col("path") == "big.bin")
+    assert listed["md5"].to_list() == [md5(b"s2" * (1 << 20))]
+    assert len(list((tmp_path / "cache" / "run-tools" / "file-md5").iterdir())) == 1
+
+
 # ------------------------------------------------------------------ the W&B API (stand-in)
 
 

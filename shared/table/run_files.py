@@ -92,13 +92,19 @@ def local_file(path: str, location: Path) -> RunFile:
     return RunFile(path, size, md5, datetime.fromtimestamp(status.st_mtime, UTC), read)
 
 
-def folder_files(folder: Path) -> Iterator[RunFile]:
-    """Every file under `folder` (links to files followed, to folders not), by its path relative to
-    `folder`, in name order; size and md5 computed, the modification time as updated_at."""
+def folder_paths(folder: Path) -> Iterator[tuple[str, Path]]:
+    """Every file under `folder` (links to files followed, to folders not) as its path relative to
+    `folder` and its location, in name order; nothing is read."""
     if not folder.is_dir():
         return
     for parent, folders, names in os.walk(folder):
         folders.sort()
         for name in sorted(names):
             location = Path(parent, name)
-            yield local_file(location.relative_to(folder).as_posix(), location)
+            yield location.relative_to(folder).as_posix(), location
+
+
+def folder_files(folder: Path) -> Iterator[RunFile]:
+    """`folder_paths` as RunFiles: size and md5 computed, the modification time as updated_at."""
+    for path, location in folder_paths(folder):
+        yield local_file(path, location)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from shared.base.concurrency import batched
 from shared.base.errors import Incomplete, describe
 from shared.base.retry import NO_RETRY, Retry
-from shared.table.run_files import RunFile, folder_files, md5_hex
+from shared.table.run_files import RunFile, folder_paths, local_file, md5_hex
 from shared.table.source import ProjectKey, RunFailed, RunFiles
 from shared.wandb.transfers import Transfers, runs_of_batch, runs_query
 
@@ -41,11 +41,11 @@ def offline_run_files(logs: Sequence[Path]) -> list[RunFile]:
     """The files of an offline run: the `files/` folder beside each of its logs (`offline-run-…/run-<id>.wandb`;
     a run resumed offline has several, a later one's file replaces an earlier one's). A log that is not in
     its run folder has none."""
-    found: dict[str, RunFile] = {}
+    found: dict[str, Path] = {}  # a later session's file replaces an earlier one's: only it is hashed
     for log in logs:
         if log.parent.name.endswith(log.stem.removeprefix("run-")):
-            found |= {file.path: file for file in folder_files(log.parent / "files")}
-    return list(found.values())
+            found |= dict(folder_paths(log.parent / "files"))
+    return [local_file(path, location) for path, location in found.items()]
 
 
 def _time(text: Any) -> datetime | None:
