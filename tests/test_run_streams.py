@@ -131,6 +131,10 @@ def test_an_offline_wandb_export_keeps_the_console_and_system_metrics(tmp_path: 
     lines = console.filter(pl.col("text").is_in([text for _, text in printed]))
     assert lines.select("stream", "text").rows() == printed
     assert console["line"].to_list() == list(range(console.height))
+    # Each line timed by the client's output record, today (the run took seconds).
+    stamps = lines["timestamp"]
+    assert stamps.null_count() == 0 and stamps.dt.date().n_unique() <= 2
+    assert abs((stamps.max() - stamps.min()).total_seconds()) < 300
     system = pl.read_parquet(tmp_path / "out" / metadata["files"]["system"])
     samples = system.filter(pl.col("key") == "memory_percent")
     assert samples.height >= 2 and samples["value"].is_between(0, 100).all()
@@ -174,6 +178,7 @@ def test_an_offline_neptune_export_keeps_string_series_console_and_monitoring(tm
         ("stdout", "first line"),
     ]
     assert not read["console"]["text"].str.contains("\n").any()
+    assert lines["timestamp"].null_count() == 0  # each write's time, as the client logged it
     keys = set(read["system"]["key"])
     assert any(key.startswith("monitoring/") and key.endswith("/memory") for key in keys), keys
     history = pl.read_parquet(outcome.results[0].history_path)
@@ -456,6 +461,10 @@ def test_an_api_export_keeps_each_runs_output_log_and_events(wandb_env, tmp_path
         (1, "stderr", "Traceback (most recent call last):"),
         (2, "stdout", "[rank-0] done ✓"),
     ]
+    # The merged log's times are kept (UTC); an uploaded output.log has none.
+    times = console.filter(pl.col("run_id") == merged.id)["timestamp"].dt.strftime("%H:%M:%S%.6f").to_list()
+    assert times == ["12:00:00.123456", "12:00:01.000000", "12:00:02.000000"]
+    assert console.filter(pl.col("run_id") == raw.id)["timestamp"].null_count() == 4
     assert set(console["run_id"]) == {raw.id, merged.id}
 
     system = stream_file(tmp_path, "system")
@@ -594,3 +603,29 @@ def test_an_api_update_fetches_the_streams_of_changed_runs_and_carries_the_other
     samples = dict(system.group_by("run_id").agg(pl.col("timestamp").n_unique()).iter_rows())
     assert samples == {kept.id: 3, changed.id: 4}
     assert wandb_env.requests["GET /files/run-file"] == 1 and wandb_env.requests["RunEvents"] == 1
+
+
+def test_an_update_carries_console_rows_of_an_export_made_before_their_timestamp(wandb_env, tmp_path: Path):
+    """Console files written before the `timestamp` column: an update carries their rows (timestamp null)
+    beside the rows it fetches, in one file of the current columns."""
+    import pyarrow.parquet as pq
+
+    from tests.export_checks import advance_run, utc_now
+
+    runs = api_runs(wandb_env, extra=0)
+    kept, changed = runs[0], runs[1]
+    kept.files["output.log"], changed.files["output.log"] = RAW_LOG, MERGED_LOG
+    assert export_api(tmp_path, "--incremental") == 0
+    metadata = json.loads(next(tmp_path.glob("*_metadata.json")).read_text())
+    path = tmp_path / metadata["files"]["console"]
+    old = pq.read_table(path)
+    pq.write_table(old.drop(["timestamp"]).replace_schema_metadata(old.schema.metadata), path)
+
+    changed.files["output.log"] = MERGED_LOG + b"2026-11-30T12:00:03.000000 resumed\n"
+    advance_run(changed, utc_now())
+    wandb_env.clear_cache()
+    assert export_api(tmp_path, "--incremental") == 0
+    console = stream_file(tmp_path, "console")
+    assert console.columns == ["run_id", "line", "timestamp", "stream", "text"]
+    assert console.filter(pl.col("run_id") == kept.id)["timestamp"].null_count() == 4  # carried
+    assert console.filter(pl.col("run_id") == changed.id)["timestamp"].null_count() == 0  # fetched: 4 lines

@@ -59,6 +59,7 @@ def console_lines(others: pl.DataFrame, ids: dict[str, str]) -> pl.DataFrame:
         "key",
         pl.col("key").str.extract(CONSOLE_PATH).alias("stream"),
         pl.col("value").cast(pl.String),
+        pl.col("timestamp").cast(pl.Datetime("us", "UTC")),
     )
     return console_rows(chunks.iter_rows())
 

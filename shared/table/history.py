@@ -114,7 +114,7 @@ class StreamWriter:
     def _write(self, frames: list[pl.DataFrame | pa.Table]) -> None:
         import pyarrow as pa
 
-        tables = [(f if isinstance(f, pa.Table) else f.to_arrow()).cast(self.schema) for f in frames]
+        tables = [_conformed(f if isinstance(f, pa.Table) else f.to_arrow(), self.schema) for f in frames]
         table = pa.concat_tables(tables)
         try:
             self._open().write_table(table, row_group_size=self.row_group)
@@ -156,3 +156,14 @@ class StreamWriter:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` in `schema`: a column it lacks is null (rows an update carries from a file written before
+    the column was added, as console rows before their timestamp)."""
+    import pyarrow as pa
+
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(len(table), field.type))
+    return table.select(schema.names).cast(schema)

@@ -143,7 +143,9 @@ HISTORY_OTHER = Stream(
 )
 OTHER_TYPES = ("string", "bool", "histogram", "media", "table", "object")
 # What a run printed, line after line (`line` counts from 0 per run); `stream` is stdout or stderr.
-CONSOLE = Stream("console", {"run_id": "text", "line": "integer", "stream": "text", "text": "text"})
+CONSOLE = Stream(
+    "console", {"run_id": "text", "line": "integer", "timestamp": "time", "stream": "text", "text": "text"}
+)
 # System metrics (CPU, memory, GPU, ...) with the tracker's keys as logged.
 SYSTEM = Stream("system", {"run_id": "text", "timestamp": "time", "key": "text", "value": "number"})
 # The files each run holds, as the tracker lists them (every export writes it): `path` relative to the

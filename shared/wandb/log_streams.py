@@ -5,6 +5,7 @@ gpu.0.gpu, … with the client's keys)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import polars as pl
 from wandb.proto import wandb_internal_pb2 as wandb_pb
@@ -67,7 +68,7 @@ class LogStreams:
 
     def __init__(self, console: bool, system: bool) -> None:
         self.console, self.system = console, system
-        self._chunks: list[tuple[str, str]] = []  # (stream, text) in the order written
+        self._chunks: list[tuple[str, str, datetime | None]] = []  # (stream, text, time) in the order written
         self._seconds: list[float] = []
         self._keys: list[str] = []
         self._values: list[float | None] = []  # null: a sample that is not a number (kept, not dropped)
@@ -78,7 +79,11 @@ class LogStreams:
         kind = wandb_pb.OutputRawRecord if raw else wandb_pb.OutputRecord
         for payload in payloads:
             record = kind.FromString(payload)
-            self._chunks.append((_STREAM_NAMES.get(record.output_type, "stdout"), record.line))
+            stamp = record.timestamp
+            written = (
+                datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, UTC) if stamp.seconds else None
+            )
+            self._chunks.append((_STREAM_NAMES.get(record.output_type, "stdout"), record.line, written))
 
     def add_stats(self, payloads: list[bytes]) -> None:
         if not self.system:
@@ -93,7 +98,7 @@ class LogStreams:
 
     def console_frame(self, run_id: str) -> pl.DataFrame:
         """schema.CONSOLE rows: the printed text split into lines."""
-        return console_rows((run_id, stream, stream, text) for stream, text in self._chunks)
+        return console_rows((run_id, stream, stream, text, written) for stream, text, written in self._chunks)
 
     def system_frame(self, run_id: str) -> pl.DataFrame:
         """schema.SYSTEM rows: one per sample and key."""

@@ -41,7 +41,7 @@ FILES = (METADATA_FILE, CONSOLE_FILE)
 URL_BATCH = 25  # runs whose files one GraphQL request looks up
 BATCHES_AHEAD = 4  # such batches looked up and their metadata downloaded at once
 SYSTEM_PREFIX = "system."  # wandb-core's events rows: "system." + the stats record's key (offline's keys)
-_MERGED_LINE = re.compile(r"(ERROR )?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6} ")
+_MERGED_LINE = re.compile(r"(?:ERROR )?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}) ")
 _CHUNK_BYTES = 1 << 20
 _CONSOLE_PART = re.compile(r"logs/output_[\d_]+\.log")  # console_multipart: logs/output_<date>_<time>_<n>.log
 
@@ -83,16 +83,35 @@ class Contents(NamedTuple):
 
 
 def console_frame(run_id: str, lines: list[str]) -> pl.DataFrame:
-    """schema.CONSOLE rows of the lines of one output.log (see the module's note on `stream`)."""
-    marked = bool(lines) and all(_MERGED_LINE.match(line) for line in lines)
-    if marked:
+    """schema.CONSOLE rows of the lines of one output.log (see the module's note on `stream`; the times
+    of a merged log are UTC, a raw log has none)."""
+    matches = [_MERGED_LINE.match(line) for line in lines]
+    times: list[str | None] = [None] * len(lines)
+    if lines and all(matches):
         streams: list[str | None] = ["stderr" if line.startswith("ERROR ") else "stdout" for line in lines]
-        lines = [line[_MERGED_LINE.match(line).end() :] for line in lines]  # type: ignore[union-attr]
+        times = [match[1] for match in matches]  # type: ignore[index]
+        lines = [line[match.end() :] for line, match in zip(lines, matches, strict=True)]  # type: ignore[union-attr]
     else:
         streams = [None] * len(lines)
-    return pl.DataFrame(
-        {"run_id": [run_id] * len(lines), "line": range(len(lines)), "stream": streams, "text": lines},
-        schema=polars_schema(tuple(CONSOLE.columns.items())),
+    frame = pl.DataFrame(
+        {
+            "run_id": [run_id] * len(lines),
+            "line": range(len(lines)),
+            "time": times,
+            "stream": streams,
+            "text": lines,
+        },
+        schema={
+            "run_id": pl.String,
+            "line": pl.Int64,
+            "time": pl.String,
+            "stream": pl.String,
+            "text": pl.String,
+        },
+    )
+    timestamp = pl.col("time").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_zone="UTC", strict=False)
+    return frame.select("run_id", "line", timestamp.alias("timestamp"), "stream", "text").cast(
+        polars_schema(tuple(CONSOLE.columns.items()))
     )
 
 
