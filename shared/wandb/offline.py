@@ -96,19 +96,23 @@ def merged_runs(sessions: Sequence[OfflineRun]) -> list[tuple[OfflineRun, list[O
     """Sessions of one entity/project/id merged into one run (with the sessions it came from), as W&B
     shows a resumed run after a sync: the latest session's state and fields, config and summary merged
     with later values winning, history merged by step (a later session's value wins), the first
-    session's creation time. Sessions of different runs stay apart."""
+    session's creation time. Sessions of different runs stay apart; each run's sessions are given oldest
+    first (by creation time, then log path: `offline-run-<time>-<id>`), as they are merged."""
     by_run: dict[tuple[str, str, str], list[OfflineRun]] = {}
     for session in sessions:
         by_run.setdefault((session.record.entity, session.record.project, session.record.id), []).append(
             session
         )
-    return [(_merged(group), group) for group in by_run.values()]
+    ordered = [
+        sorted(group, key=lambda s: (s.record.created_at or _EPOCH, str(s.path))) for group in by_run.values()
+    ]
+    return [(_merged(group), group) for group in ordered]
 
 
-def _merged(sessions: list[OfflineRun]) -> OfflineRun:
-    if len(sessions) == 1:
-        return sessions[0]
-    ordered = sorted(sessions, key=lambda session: session.record.created_at or _EPOCH)
+def _merged(ordered: list[OfflineRun]) -> OfflineRun:
+    """One run of its sessions, oldest first."""
+    if len(ordered) == 1:
+        return ordered[0]
     first, last = ordered[0].record, ordered[-1].record
     record = replace(
         last,

@@ -5,6 +5,7 @@ folder beside the run's log."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -43,9 +44,16 @@ def offline_run_files(logs: Sequence[Path]) -> list[RunFile]:
     its run folder has none."""
     found: dict[str, Path] = {}  # a later session's file replaces an earlier one's: only it is hashed
     for log in logs:
-        if log.parent.name.endswith(log.stem.removeprefix("run-")):
+        if _in_run_folder(log):
             found |= dict(folder_paths(log.parent / "files"))
     return [local_file(path, location) for path, location in found.items()]
+
+
+def _in_run_folder(log: Path) -> bool:
+    """Whether `run-<id>.wandb` is in its run's folder, `…-<id>`; a second session begun in the same
+    second as the first gets `…-<id>-1` (the client numbers a folder that exists)."""
+    run_id = re.escape(log.stem.removeprefix("run-"))
+    return re.fullmatch(rf".*-{run_id}(-\d+)?", log.parent.name) is not None
 
 
 def _time(text: Any) -> datetime | None:
