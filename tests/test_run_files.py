@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -141,6 +142,11 @@ def test_a_large_files_md5_is_remembered_until_the_file_changes(tmp_path: Path, 
     with open(job / "big.bin", "ab") as big:
         big.write(b"more")
     assert listed_md5("third") == md5(data + b"more")
+    # An entry that is no regular file (a pipe would be waited on forever) is passed over.
+    (entry,) = [e for e in entry.parent.iterdir() if e.read_text() == md5(data + b"more")]
+    entry.unlink()
+    os.mkfifo(entry)
+    assert listed_md5("fourth") == md5(data + b"more")
 
 
 RESUMED_SCRIPT = """\

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def remembered(status: os.stat_result) -> str | None:
         return None
     entry = _entry(status)
     try:
+        if not stat.S_ISREG(entry.stat().st_mode):  # a pipe put there would be waited on forever
+            return None
         md5 = entry.read_text("ascii").strip()
         os.utime(entry)  # used: kept from pruning
     except (OSError, ValueError):
