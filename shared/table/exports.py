@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import polars as pl
 
@@ -30,9 +30,6 @@ from shared.table.schema import (
     RUNS_FILE,
     STREAMS,
 )
-
-if TYPE_CHECKING:
-    pass
 
 STREAM_NAMES = {stream.name for stream in STREAMS if stream is not HISTORY}  # the files beside history
 
