@@ -60,6 +60,12 @@ def output_path(folder: Path, *parts: str, suffix: str) -> Path:
     return path
 
 
+def user_cache(name: str) -> Path:
+    """A cache of the tools: `$XDG_CACHE_HOME/run-tools/<name>` (`~/.cache` when the variable is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "run-tools" / name
+
+
 def prepare_output_folder(folder: Path) -> Path:
     """Create the output folder if needed; a clear error when it cannot be written."""
     check_readable_name(folder, "output folder")

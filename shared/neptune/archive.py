@@ -690,10 +690,8 @@ class ArchiveSource(NeptuneSource):
                 self.runs()
             scalars = self._scalar_rows(files) if files is not None else self._read.scalars
             assert scalars is not None
-            found: dict[str, dict[str, Any]] = {run_id: {} for run_id in todo}
-            for row in scalars.filter(pl.col("run_id").is_in(todo)).iter_rows(named=True):
-                found[row["run_id"]][row["attribute_path"]] = row[_VALUE_COLUMNS[row["attribute_type"]]]
-            known |= {run_id: dict(sorted(values.items())) for run_id, values in found.items()}
+            found = _values_by_run(scalars.filter(pl.col("run_id").is_in(todo)))
+            known |= {run_id: dict(sorted(found.get(run_id, {}).items())) for run_id in todo}
         return {run_id: known[run_id] for run_id in run_ids}
 
     def _summaries(self) -> SummaryCache | None:
@@ -903,13 +901,19 @@ def _structured_text(kind: str, histogram: dict[str, Any] | None, file: dict[str
     return json.dumps(value | {"histogram_type": histogram["type"]}, sort_keys=True)
 
 
-def _lineage_of(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    """Each run's lineage fields (`lineage_fields`) from its simple attributes' rows at LINEAGE_PATHS."""
+def _values_by_run(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each run's simple attributes (path → value, from the typed value column) of these rows."""
     found: dict[str, dict[str, Any]] = {}
-    for row in rows.filter(pl.col("attribute_type").is_in(SCALAR_TYPES)).iter_rows(named=True):
+    for row in rows.iter_rows(named=True):
         found.setdefault(row["run_id"], {})[row["attribute_path"]] = row[
             _VALUE_COLUMNS[row["attribute_type"]]
         ]
+    return found
+
+
+def _lineage_of(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each run's lineage fields (`lineage_fields`) from its simple attributes' rows at LINEAGE_PATHS."""
+    found = _values_by_run(rows.filter(pl.col("attribute_type").is_in(SCALAR_TYPES)))
     return {run_id: lineage_fields(values) for run_id, values in sorted(found.items())}
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from shared.base.errors import Incomplete
-from shared.base.storage import atomic_path
+from shared.base.storage import atomic_path, user_cache
 
 MIN_SIZE = 1 << 20  # smaller files are hashed again: reading them costs less than an entry
 KEEP_DAYS = 60  # an entry not used for this long is deleted when entries are written and there are many
@@ -20,8 +20,7 @@ PRUNE_ABOVE = 1000
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "run-tools" / "file-md5"
+    return user_cache("file-md5")
 
 
 def _entry(status: os.stat_result) -> Path:

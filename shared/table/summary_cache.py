@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from shared.base.events import Events
+from shared.base.storage import user_cache
 from shared.table.series import SUMMARY_TAIL
 
 FORMAT = 3  # bump whenever what goes into a summary changes
@@ -23,8 +24,7 @@ FORMAT = 3  # bump whenever what goes into a summary changes
 
 def cache_root() -> Path:
     """Where every folder's entries live."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "run-tools" / "series-summaries"
+    return user_cache("series-summaries")
 
 
 def _digest(text: str) -> str:
