@@ -115,9 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where `last` comes from: the run summary (default) or the history's last finite point",
     )
     add_timeout_argument(parser)
+    parser.set_defaults(source_kind=None)  # set by SourceAction when --source is given
     args = parser.parse_args(argv)
     check_query_arguments(args)
-    args.source_kind = getattr(args, "source_kind", None)
     if args.source is None and args.project and Path(args.project).expanduser().exists():
         args.source, args.project = Path(args.project), None  # a folder named in the project's place
     if not (args.project or args.source):
