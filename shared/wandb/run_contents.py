@@ -337,15 +337,8 @@ class ContentsFetcher:
 
     def _console(self, url: str) -> list[str]:
         """The lines of the run's output.log, read a chunk at a time (a log may be large)."""
-        import urllib3
-
-        response = self._transfers.get(url, self.timeout_s, stream=True)
-        try:
+        with self._transfers.stream(url, self.timeout_s) as response:
             return _log_lines(response)
-        except urllib3.exceptions.HTTPError as error:  # cut short, timed out
-            raise Incomplete(f"download failed ({type(error).__name__})") from None
-        finally:
-            response.release_conn()
 
     @staticmethod
     def _part(part: RunFile) -> list[str]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from shared.base.concurrency import batched
-from shared.base.errors import Incomplete, describe
+from shared.base.errors import describe
 from shared.base.retry import NO_RETRY, Retry
 from shared.table.run_files import RunFile, folder_paths, local_file, md5_hex
 from shared.table.source import ProjectKey, RunFailed, RunFiles
@@ -151,16 +151,7 @@ class RunFilesLister:
             read=(lambda: self._open(url)) if self.with_url and isinstance(url, str) and url else None,
         )
 
-    @contextmanager
-    def _open(self, url: str) -> Iterator[BinaryIO]:
+    def _open(self, url: str) -> AbstractContextManager[BinaryIO]:
         """The file's bytes as they arrive (its URL is signed: never named in an error)."""
-        import urllib3
-
         assert self._transfers is not None
-        response = self._transfers.get(url, self.timeout_s, stream=True)
-        try:
-            yield response  # type: ignore[misc]  # urllib3's response reads like a binary file
-        except urllib3.exceptions.HTTPError as error:
-            raise Incomplete(f"download cut short ({type(error).__name__})") from None
-        finally:
-            response.release_conn()
+        return self._transfers.stream(url, self.timeout_s)  # type: ignore[return-value]  # reads like a binary file

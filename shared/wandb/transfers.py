@@ -9,6 +9,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -63,6 +64,20 @@ class Transfers:
                 raise PermanentFailure(f"download failed (HTTP {response.status})")
             raise Incomplete(f"download failed (HTTP {response.status})")
         return response
+
+    @contextmanager
+    def stream(self, url: str, timeout_s: float) -> Iterator[urllib3.BaseHTTPResponse]:
+        """`get`'s answer with its body to read as it arrives, released after; a transfer cut short while
+        it is read is one to retry."""
+        import urllib3
+
+        response = self.get(url, timeout_s, stream=True)
+        try:
+            yield response
+        except urllib3.exceptions.HTTPError as error:  # cut short, timed out
+            raise Incomplete(f"download cut short ({type(error).__name__})") from None
+        finally:
+            response.release_conn()
 
     def close(self) -> None:
         for pool in (self._direct, *self._proxies.values()):
