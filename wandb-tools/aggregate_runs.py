@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     report = one_export_state(read)
-    show_report(report, report.read, args)
+    show_report(report, args)
     if report.kept == 0:
         reason = (
             f"{report.emptied_by} removed all that were left"
@@ -170,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def show_report(report: AggregateReport, read: int, args: argparse.Namespace) -> None:
-    """The runs read and kept per input and the runs each step dropped (of `read`), as --format says."""
+def show_report(report: AggregateReport, args: argparse.Namespace) -> None:
+    """The runs read and kept per input and the runs each step dropped (of those read), as --format says."""
     from shared.cli.output import print_as
     from shared.cli.tables import print_table
     from shared.table.outputs import rows_frame
 
-    steps = []
+    steps, read = [], report.read
     for label, dropped in report.dropped:
         read -= dropped
         steps.append({"step": label, "dropped": dropped, "left": read})
