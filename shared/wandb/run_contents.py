@@ -93,26 +93,13 @@ def console_frame(run_id: str, lines: list[str]) -> pl.DataFrame:
         lines = [line[match.end() :] for line, match in zip(lines, matches, strict=True)]  # type: ignore[union-attr]
     else:
         streams = [None] * len(lines)
+    schema = polars_schema(tuple(CONSOLE.columns.items()))
+    columns = {"run_id": [run_id] * len(lines), "line": range(len(lines)), "timestamp": times}
     frame = pl.DataFrame(
-        {
-            "run_id": [run_id] * len(lines),
-            "line": range(len(lines)),
-            "time": times,
-            "stream": streams,
-            "text": lines,
-        },
-        schema={
-            "run_id": pl.String,
-            "line": pl.Int64,
-            "time": pl.String,
-            "stream": pl.String,
-            "text": pl.String,
-        },
+        columns | {"stream": streams, "text": lines}, schema=schema | {"timestamp": pl.String}
     )
-    timestamp = pl.col("time").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_zone="UTC", strict=False)
-    return frame.select("run_id", "line", timestamp.alias("timestamp"), "stream", "text").cast(
-        polars_schema(tuple(CONSOLE.columns.items()))
-    )
+    timestamp = pl.col("timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_zone="UTC", strict=False)
+    return frame.with_columns(timestamp).cast(schema)
 
 
 def console_parts(files: Sequence[RunFile]) -> list[RunFile]:
